@@ -1,0 +1,263 @@
+// larder: an embedded, persistent key-value cache.
+//
+// This is the whole public API. A program opens a cache with Cache::open(Config) (or one of the
+// helpers at the bottom) and gets a persistent cache with TTL and entry status, categories,
+// per-entry metadata, invalidation by key / category / glob, eviction under entry and byte limits
+// (LRU, LFU, FIFO or TTL-only) and statistics that survive restarts.
+//
+// Thread-safety: every member function of Cache may be called from many threads at once. A Cache
+// is movable, not copyable; a moved-from Cache may only be destroyed or assigned to. Opening the
+// same directory twice in one process gives two handles on one underlying store.
+//
+// Faults: reads never throw because of I/O errors or corruption; they miss, count an error and
+// log through Config::log. Only bad arguments throw (ConfigError, std::invalid_argument).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <initializer_list>
+#include <map>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <cereal/archives/binary.hpp>
+
+namespace larder {
+
+// Where a cache keeps its data.
+enum class Strategy : std::uint8_t {
+  process_isolated = 0,  // <cache_root>/proc_<pid>/: one store per process
+  shared = 1,            // <cache_root>/: one store for cooperating processes
+  disabled = 2,          // memory only, nothing on disk, same semantics
+};
+
+// Which live entries go first when a limit is exceeded. Persisted in the store (explicit values).
+enum class EvictionPolicy : std::uint8_t {
+  lru = 0,   // least recently set or read
+  lfu = 1,   // lowest access count, ties to the least recently accessed
+  fifo = 2,  // oldest insertion; reads do not reorder
+  ttl = 3,   // never evict live entries: refuse the set instead
+};
+
+enum class EntryStatus : std::uint8_t {
+  fresh = 0,    // age < ttl (or no ttl)
+  stale = 1,    // ttl <= age < stale_factor x ttl
+  expired = 2,  // age >= stale_factor x ttl
+  invalid = 3,  // invalidated; stays until set again or removed by cleanup
+};
+
+enum class LogLevel : std::uint8_t { debug = 0, info = 1, warn = 2, error = 3 };
+
+// Thrown by Cache::open and Config::from_env. what() names the offending field or variable.
+class ConfigError : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
+
+inline constexpr std::uint64_t kMiB = 1024 * 1024;
+// Longest key accepted by set(); longer keys are refused (set returns false, reads miss).
+inline constexpr std::size_t kMaxKeyBytes = 4096;
+// Longest category name accepted by set(); categories may not contain a NUL byte.
+inline constexpr std::size_t kMaxCategoryBytes = 255;
+
+struct Config {
+  // Empty: the per-user default ($XDG_CACHE_HOME/larder, else ~/.cache/larder).
+  std::filesystem::path cache_root;
+  Strategy strategy = Strategy::process_isolated;
+  std::uint64_t max_size_bytes = 500 * kMiB;  // sum of value sizes; 0 = unlimited
+  std::uint64_t max_entries = 10'000;         // 0 = unlimited
+  std::chrono::seconds default_ttl = std::chrono::hours(24);  // 0 = entries never expire
+  EvictionPolicy eviction_policy = EvictionPolicy::lru;
+  std::chrono::seconds cleanup_interval = std::chrono::minutes(5);  // 0 = no periodic cleanup
+  bool enable_statistics = true;  // false: no .cache_stats.json is read or written
+  bool use_file_locking = true;
+  std::chrono::milliseconds lock_timeout = std::chrono::seconds(5);
+  double stale_factor = 2.0;  // stale until stale_factor x TTL, then expired; must be >= 1
+  // Empty: the system clock. Tests inject one to control time without sleeping.
+  std::function<std::chrono::system_clock::time_point()> clock;
+  // Receives the cache's log lines. Empty: silent, unless LARDER_LOG=debug|info|warn|error is set,
+  // in which case lines at that level and above go to stderr.
+  std::function<void(LogLevel, std::string_view)> log;
+
+  // Defaults overridden by LARDER_CACHE_ROOT, LARDER_STRATEGY (process_isolated|shared|disabled),
+  // LARDER_MAX_SIZE_MB, LARDER_MAX_ENTRIES, LARDER_DEFAULT_TTL (seconds),
+  // LARDER_EVICTION_POLICY (lru|lfu|fifo|ttl) and LARDER_DISABLED=1.
+  // Throws ConfigError naming the variable when a value cannot be parsed.
+  static Config from_env();
+};
+
+struct SetOptions {
+  std::optional<std::chrono::seconds> ttl;  // nullopt: default_ttl; 0s: never expires; < 0 throws
+  std::string category = "default";
+  std::map<std::string, std::string> metadata;
+};
+
+struct EntryInfo {
+  std::string key;
+  std::string category;
+  EntryStatus status = EntryStatus::fresh;
+  std::uint64_t size_bytes = 0;  // value bytes
+  std::chrono::system_clock::time_point created_at;  // time of the last set
+  std::chrono::system_clock::time_point last_accessed;
+  std::optional<std::chrono::system_clock::time_point> expires_at;  // created_at + ttl; none: no ttl
+  std::uint64_t access_count = 0;
+  std::map<std::string, std::string> metadata;
+  // Both are computed against the cache's clock at the time the info was read.
+  std::chrono::system_clock::time_point observed_at;
+
+  // Seconds between created_at and the moment the info was read.
+  double age_seconds() const;
+  // Seconds until expires_at (negative once past); nullopt when the entry has no ttl.
+  std::optional<double> remaining_ttl_seconds() const;
+};
+
+struct Entry {
+  std::string value;
+  EntryInfo info;
+};
+
+struct Stats {
+  std::uint64_t hit_count = 0, miss_count = 0, set_count = 0, delete_count = 0, eviction_count = 0,
+                expiration_count = 0, invalidation_count = 0, error_count = 0, cleanup_count = 0,
+                total_entries = 0, total_size_bytes = 0, fresh_entries = 0, stale_entries = 0,
+                expired_entries = 0, invalid_entries = 0;
+  std::map<std::string, std::uint64_t> categories;  // entries per category
+  double hit_rate() const;   // percent of reads that hit; 0 when nothing was read
+  double miss_rate() const;  // percent of reads that missed; 0 when nothing was read
+};
+
+class Cache {
+ public:
+  // Opens (creating if needed) the cache described by `config`. Throws ConfigError naming the bad
+  // field when the configuration is invalid or the cache_root is unsafe (owned by another user,
+  // writable by others). Never throws for I/O trouble: a corrupt store is moved aside and started
+  // empty; an unusable directory gives a memory cache with degraded() == true.
+  static Cache open(const Config& config);
+
+  Cache(Cache&&) noexcept;
+  Cache& operator=(Cache&&) noexcept;
+  Cache(const Cache&) = delete;
+  Cache& operator=(const Cache&) = delete;
+  ~Cache();
+
+  // Stores `value` under `key`. Returns true when stored; false for an empty or too long key, a
+  // bad category, a value larger than max_size_bytes, a TTL-policy cache that is full of live
+  // entries, or a storage failure. Throws std::invalid_argument for a negative ttl.
+  bool set(std::string_view key, std::string_view value, const SetOptions& options = {});
+  // The value of a fresh entry; nullopt otherwise (missing, stale, expired, invalid, error).
+  std::optional<std::string> get(std::string_view key);
+  // get(key), or `fallback` on a miss.
+  std::string get_or(std::string_view key, std::string_view fallback);
+  // The entry with its info. Fresh entries only, unless include_stale: then any stored status.
+  std::optional<Entry> get_entry(std::string_view key, bool include_stale = false);
+  // True if a fresh entry is stored. Records no access and counts no hit or miss.
+  bool exists(std::string_view key);
+  // Info of a stored entry of any status; nullopt if none. Records no access, counts nothing.
+  std::optional<EntryInfo> metadata(std::string_view key);
+  // Removes the entry. Returns true if it was stored.
+  bool remove(std::string_view key);
+  // Removes every entry; returns how many were removed.
+  std::size_t clear();
+  // Removes every entry of `category`; returns how many were removed.
+  std::size_t clear_category(std::string_view category);
+  // Marks the entry invalid until it is set again. Returns true if a valid entry was marked.
+  bool invalidate(std::string_view key);
+  // Marks every valid entry of `category` invalid; returns how many were marked.
+  std::size_t invalidate_category(std::string_view category);
+  // Marks every valid entry whose key matches the glob ('*', '?', '[...]', '\' escapes) invalid;
+  // returns how many. Throws std::invalid_argument for an empty pattern.
+  std::size_t invalidate_pattern(std::string_view glob);
+  std::vector<std::string> keys();  // stored entries of any status, in key order
+  std::vector<std::string> keys_in_category(std::string_view category);  // any status, key order
+  // Removes expired and invalid entries; returns how many were removed.
+  std::size_t cleanup();
+  // Counters and current totals (status counts are computed from the expiry index).
+  Stats stats();
+  // Persists statistics and buffered access data now.
+  void flush();
+  // The fresh value of `key`, or the result of `compute()`, which is then stored with `options`.
+  // Concurrent callers for the same missing key in one process compute once. An exception from
+  // `compute` reaches every waiting caller and nothing is cached.
+  std::string get_or_compute(std::string_view key, const std::function<std::string()>& compute,
+                             const SetOptions& options = {});
+
+  // Stores `value` serialized with cereal's portable binary archive. Returns as set().
+  template <class T>
+  bool set_object(std::string_view key, const T& value, const SetOptions& options = {});
+  // The deserialized fresh value; nullopt on a miss or when the bytes do not decode as T.
+  template <class T>
+  std::optional<T> get_object(std::string_view key);
+
+  // True while the cache runs on memory only because its store could not be used (at open, or
+  // while the circuit breaker bypasses a failing store). last_error() says why.
+  bool degraded() const;
+  std::string last_error() const;
+  // The directory holding this cache's store and statistics file; empty for disabled caches.
+  std::filesystem::path directory() const;
+
+  class Impl;
+
+ private:
+  explicit Cache(std::unique_ptr<Impl> impl);
+  void count_decode_error(std::string_view key, std::string_view what);
+  std::unique_ptr<Impl> impl_;
+};
+
+struct CacheKey {
+  // Parts joined with ':'; ':' and '\' inside a part are escaped with '\'. Hierarchical keys made
+  // this way work with invalidate_pattern("a:b:*").
+  static std::string from_parts(std::initializer_list<std::string_view> parts);
+  // "k=v&k=v" in key order ('=', '&' and '\' escaped): independent of insertion order.
+  static std::string from_map(const std::map<std::string, std::string>& fields);
+  // "file:<absolute path>:<size>:<mtime ns>": changes when the file's size or mtime changes;
+  // "file:<absolute path>:missing" when it does not exist.
+  static std::string from_path(const std::filesystem::path& path);
+};
+
+// The process-wide cache, opened with Config::from_env() on first use (thread-safe). Throws
+// ConfigError if the environment holds an invalid value; later calls try again.
+Cache& global_cache();
+// A cache at the default root with the default limits.
+Cache create_default_cache(Strategy strategy = Strategy::process_isolated,
+                           bool use_file_locking = true);
+// A memory-only cache (Strategy::disabled) with the given limits.
+Cache create_memory_cache(std::uint64_t max_size_bytes = 100 * kMiB,
+                          std::uint64_t max_entries = 10'000,
+                          std::chrono::seconds default_ttl = std::chrono::hours(24));
+
+// ---- templates ----
+
+template <class T>
+bool Cache::set_object(std::string_view key, const T& value, const SetOptions& options) {
+  std::ostringstream out(std::ios::binary);
+  {
+    cereal::BinaryOutputArchive archive(out);
+    archive(value);
+  }
+  return set(key, out.str(), options);
+}
+
+template <class T>
+std::optional<T> Cache::get_object(std::string_view key) {
+  std::optional<std::string> bytes = get(key);
+  if (!bytes) return std::nullopt;
+  try {
+    std::istringstream in(*bytes, std::ios::binary);
+    cereal::BinaryInputArchive archive(in);
+    T value{};
+    archive(value);
+    return value;
+  } catch (const std::exception& e) {
+    count_decode_error(key, e.what());
+    return std::nullopt;
+  }
+}
+
+}  // namespace larder

@@ -1,0 +1,363 @@
+#include "core/backend.hpp"
+
+#include <limits>
+#include <map>
+
+#include <fmt/format.h>
+
+#include "kv/memory_kv.hpp"
+#include "util/fs.hpp"
+
+namespace larder::core {
+
+namespace fs = std::filesystem;
+using kv::Code;
+
+namespace {
+
+engine::Options engine_options(const Config& c) {
+  engine::Options o;
+  o.max_entries = c.max_entries;
+  o.max_bytes = c.max_size_bytes;
+  o.policy = c.eviction_policy;
+  o.stale_factor = c.stale_factor;
+  return o;
+}
+
+kv::Status default_opener(const Resolved& r, const kv::RocksOptions& options,
+                          std::unique_ptr<kv::Kv>* out) {
+  if (r.config.strategy == Strategy::disabled) {
+    *out = kv::make_memory_kv();
+    return kv::Status::Ok();
+  }
+  if (auto why = util::create_private_directories(r.dir / "db"); !why.empty())
+    return {Code::io_error, why};
+  return kv::open_rocks_kv(r.dir / "db", options, out);
+}
+
+}  // namespace
+
+Backend::Backend(const Resolved& r)
+    : r_(r),
+      log_(r.config.log),
+      watermark_(std::make_shared<std::atomic<std::int64_t>>(std::numeric_limits<std::int64_t>::min())) {}
+
+std::int64_t Backend::now_ns() const {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(now().time_since_epoch()).count();
+}
+
+std::chrono::system_clock::time_point Backend::now() const {
+  return r_.config.clock ? r_.config.clock() : std::chrono::system_clock::now();
+}
+
+std::string Backend::last_error() const {
+  std::lock_guard lock(error_mu_);
+  return last_error_;
+}
+
+void Backend::set_last_error(std::string message) {
+  std::lock_guard lock(error_mu_);
+  last_error_ = std::move(message);
+}
+
+std::shared_ptr<Backend> Backend::open(const Resolved& r, const KvOpener& opener_in) {
+  std::shared_ptr<Backend> b(new Backend(r));
+  const KvOpener opener = opener_in ? opener_in : KvOpener(default_opener);
+  const engine::Options eo = engine_options(r.config);
+  auto degrade = [&](const std::string& why) {
+    b->log_.logf(LogLevel::error, "using a memory cache instead: {}", why);
+    b->degraded_at_open_ = true;
+    b->set_last_error(why);
+    b->watermark_->store(std::numeric_limits<std::int64_t>::min());
+    b->primary_ = std::make_unique<engine::Engine>(kv::make_memory_kv(), eo, b->watermark_,
+                                                   &b->counters_, &b->log_);
+    (void)b->primary_->open();
+  };
+
+  bool have_dir = !r.dir.empty();
+  if (have_dir) {
+    // The root must be ours and private; refuse loudly rather than share with other users.
+    if (auto why = util::unsafe_directory_reason(r.root); !why.empty())
+      throw ConfigError(fmt::format("cache_root: {}", why));
+    if (auto why = util::create_private_directories(r.dir); !why.empty()) {
+      degrade(why);
+      have_dir = false;
+    } else if (auto why2 = util::unsafe_directory_reason(r.dir); !why2.empty()) {
+      throw ConfigError(fmt::format("cache_root: {}", why2));
+    }
+  }
+
+  if (have_dir || r.config.strategy == Strategy::disabled || opener_in) {
+    kv::RocksOptions ro;
+    ro.drop_entry = engine::Engine::drop_predicate(b->watermark_, r.config.stale_factor);
+    for (int attempt = 0; attempt < 2 && !b->primary_; ++attempt) {
+      std::unique_ptr<kv::Kv> store;
+      kv::Status s = opener(r, ro, &store);
+      if (s.ok()) {
+        auto e = std::make_unique<engine::Engine>(std::move(store), eo, b->watermark_,
+                                                  &b->counters_, &b->log_);
+        s = e->open();
+        if (s.ok()) {
+          b->primary_ = std::move(e);
+          break;
+        }
+      }
+      if (s.code == Code::corruption && attempt == 0 && have_dir) {
+        const fs::path aside = util::move_aside(r.dir / "db", ".corrupt-", b->now());
+        b->counters_.error++;
+        if (aside.empty()) {
+          degrade(fmt::format("store in {} is corrupt ({}) and could not be moved aside",
+                              (r.dir / "db").string(), s.message));
+          break;
+        }
+        b->log_.logf(LogLevel::error, "store was corrupt ({}); moved to {} and starting empty",
+                     s.message, aside.string());
+        b->set_last_error(fmt::format("corrupt store moved to {}", aside.string()));
+        continue;
+      }
+      b->counters_.error++;
+      degrade(fmt::format("cannot open the store in {}: {}", r.dir.string(), s.message));
+      break;
+    }
+  }
+  if (!b->primary_) degrade("no usable store");
+  b->fallback_ = std::make_unique<engine::Engine>(kv::make_memory_kv(), eo, nullptr,
+                                                  &b->counters_, &b->log_);
+  (void)b->fallback_->open();
+
+  if (have_dir && r.config.enable_statistics && !b->degraded_at_open_) {
+    stats::Snapshot snap;
+    std::string error;
+    const auto result = stats::load_stats(r.dir / stats::kStatsFileName, b->now(), &snap, &error);
+    if (result == stats::LoadResult::corrupt) {
+      b->log_.logf(LogLevel::warn, "statistics start from zero: {}", error);
+      b->counters_.error++;
+    }
+    auto& c = b->counters_;
+    c.hit += snap.hit_count;
+    c.miss += snap.miss_count;
+    c.set += snap.set_count;
+    c.del += snap.delete_count;
+    c.eviction += snap.eviction_count;
+    c.expiration += snap.expiration_count;
+    c.invalidation += snap.invalidation_count;
+    c.error += snap.error_count;
+    c.cleanup += snap.cleanup_count;
+    b->last_zeroed_ = snap.last_zeroed;
+  }
+  b->start_housekeeper();
+  return b;
+}
+
+std::shared_ptr<Backend> Backend::open_shared(const Resolved& r) {
+  if (r.dir.empty()) return open(r);
+  // Leaked on purpose: Backends may be destroyed during static destruction.
+  static auto* mu = new std::mutex;
+  static auto* registry = new std::map<std::string, std::weak_ptr<Backend>>;
+  std::lock_guard lock(*mu);
+  const std::string key = r.dir.string();
+  if (auto it = registry->find(key); it != registry->end()) {
+    if (auto existing = it->second.lock()) {
+      const Config& a = existing->r_.config;
+      const Config& b = r.config;
+      if (a.max_entries != b.max_entries || a.max_size_bytes != b.max_size_bytes ||
+          a.eviction_policy != b.eviction_policy || a.stale_factor != b.stale_factor)
+        existing->log_.logf(LogLevel::warn,
+                            "{} is already open in this process; the second open shares it and "
+                            "its limits, policy and stale factor",
+                            key);
+      return existing;
+    }
+  }
+  auto b = open(r);
+  (*registry)[key] = b;
+  return b;
+}
+
+Backend::~Backend() {
+  {
+    std::lock_guard lock(hk_mu_);
+    hk_stop_ = true;
+  }
+  hk_cv_.notify_all();
+  if (hk_.joinable()) hk_.join();
+  if (primary_ && !bypass_.load()) {
+    if (auto s = primary_->flush_access(); !s.ok()) counters_.error++;
+  }
+  save_stats();
+  fallback_.reset();
+  primary_.reset();  // closes the store (RocksKv flushes its memtables)
+}
+
+Backend::Op Backend::begin() {
+  if (!bypass_.load(std::memory_order_acquire)) return {primary_.get(), true};
+  if (now_ns() >= retry_at_ns_.load() && try_recover()) return {primary_.get(), true};
+  return {fallback_.get(), false};
+}
+
+bool Backend::try_recover() {
+  std::lock_guard lock(breaker_mu_);
+  if (!bypass_.load()) return true;
+  if (now_ns() < retry_at_ns_.load()) return false;
+  // Probe the store by removing what was written to memory meanwhile: the store must not serve
+  // values older than those.
+  kv::Status s;
+  std::size_t n = 0;
+  if (touched_all_) {
+    s = primary_->clear(&n);
+  } else {
+    std::vector<std::string> keys(touched_.begin(), touched_.end());
+    if (keys.empty()) keys.emplace_back("\x01larder-probe");
+    s = primary_->remove_keys(keys, &n);
+  }
+  if (!s.ok()) {
+    retry_at_ns_ = now_ns() + std::chrono::nanoseconds(kBreakerRecovery).count();
+    log_.logf(LogLevel::warn, "store still failing ({}); retrying in {}s", s.message,
+              kBreakerRecovery.count());
+    return false;
+  }
+  std::size_t cleared = 0;
+  (void)fallback_->clear(&cleared);
+  touched_.clear();
+  touched_all_ = false;
+  failures_ = 0;
+  bypass_.store(false, std::memory_order_release);
+  log_.log(LogLevel::info, "store recovered; circuit breaker closed");
+  return true;
+}
+
+void Backend::finish(const Op& op, const kv::Status& s, std::string_view what,
+                     std::string_view written, bool all_written) {
+  if (!op.primary && (!written.empty() || all_written)) {
+    std::lock_guard lock(breaker_mu_);
+    if (all_written || touched_.size() >= 100'000) touched_all_ = true;
+    else touched_.emplace(written);
+  }
+  if (!s.failed()) {
+    if (op.primary && s.ok()) failures_.store(0, std::memory_order_relaxed);
+    return;
+  }
+  counters_.error++;
+  log_.logf(LogLevel::warn, "{} failed: {}", what, s.message);
+  if (!op.primary || s.code != Code::io_error) return;
+  set_last_error(fmt::format("{} failed: {}", what, s.message));
+  if (failures_.fetch_add(1) + 1 >= kBreakerThreshold && !bypass_.load()) {
+    std::lock_guard lock(breaker_mu_);
+    if (!bypass_.load()) {
+      retry_at_ns_ = now_ns() + std::chrono::nanoseconds(kBreakerRecovery).count();
+      bypass_.store(true, std::memory_order_release);
+      set_last_error(fmt::format("store bypassed after {} consecutive failures; last: {}",
+                                 kBreakerThreshold, s.message));
+      log_.logf(LogLevel::error, "circuit breaker open: using memory for {}s",
+                kBreakerRecovery.count());
+    }
+  }
+}
+
+void Backend::note_op() {
+  if ((ops_.fetch_add(1, std::memory_order_relaxed) + 1) % 100 != 0) return;
+  if (r_.dir.empty() || !r_.config.enable_statistics) return;
+  {
+    std::lock_guard lock(hk_mu_);
+    hk_save_ = true;
+  }
+  hk_cv_.notify_one();
+}
+
+stats::Snapshot Backend::snapshot() {
+  stats::Snapshot s;
+  s.hit_count = counters_.hit;
+  s.miss_count = counters_.miss;
+  s.set_count = counters_.set;
+  s.delete_count = counters_.del;
+  s.eviction_count = counters_.eviction;
+  s.expiration_count = counters_.expiration;
+  s.invalidation_count = counters_.invalidation;
+  s.error_count = counters_.error;
+  s.cleanup_count = counters_.cleanup;
+  s.total_entries = primary_ ? primary_->entries() : 0;
+  s.total_size_bytes = primary_ ? primary_->bytes() : 0;
+  s.last_updated = util::iso8601_utc(now());
+  std::lock_guard lock(stats_mu_);
+  s.last_zeroed = last_zeroed_;
+  return s;
+}
+
+void Backend::save_stats() {
+  if (r_.dir.empty() || !r_.config.enable_statistics || degraded_at_open_) return;
+  const stats::Snapshot snap = snapshot();
+  std::lock_guard lock(stats_mu_);
+  if (auto why = stats::save_stats(r_.dir / stats::kStatsFileName, snap); !why.empty()) {
+    counters_.error++;
+    log_.logf(LogLevel::warn, "could not write statistics: {}", why);
+  }
+}
+
+void Backend::zero_stats() {
+  for (auto* c : {&counters_.hit, &counters_.miss, &counters_.set, &counters_.del,
+                  &counters_.eviction, &counters_.expiration, &counters_.invalidation,
+                  &counters_.error, &counters_.cleanup})
+    c->store(0);
+  {
+    std::lock_guard lock(stats_mu_);
+    last_zeroed_ = util::iso8601_utc(now());
+  }
+  save_stats();
+}
+
+void Backend::start_housekeeper() {
+  hk_ = std::thread([this] { housekeeper(); });
+}
+
+void Backend::housekeeper() {
+  using clock = std::chrono::steady_clock;
+  const auto interval = r_.config.cleanup_interval;
+  auto next_cleanup = interval.count() > 0 ? clock::now() + interval : clock::time_point::max();
+  std::unique_lock lock(hk_mu_);
+  for (;;) {
+    // Wake for the next cleanup, a statistics write, or (while hits are buffered) soon, to save
+    // access data.
+    const auto pending_deadline = clock::now() + std::chrono::milliseconds(50);
+    const auto wake = primary_->has_pending_access() ? std::min(pending_deadline, next_cleanup)
+                                                     : next_cleanup;
+    if (wake == clock::time_point::max()) hk_cv_.wait(lock, [&] { return hk_stop_ || hk_save_; });
+    else hk_cv_.wait_until(lock, wake, [&] { return hk_stop_ || hk_save_; });
+    if (hk_stop_) return;
+    const bool save = std::exchange(hk_save_, false);
+    lock.unlock();
+    if (!bypass_.load() && primary_->has_pending_access()) {
+      if (auto s = primary_->flush_access(); !s.ok()) {
+        counters_.error++;
+        log_.logf(LogLevel::warn, "could not save access data: {}", s.message);
+      }
+    }
+    if (clock::now() >= next_cleanup) {
+      const Op op = begin();
+      std::size_t removed = 0;
+      const kv::Status s = op.engine->cleanup(now_ns(), &removed);
+      finish(op, s, "background cleanup");
+      if (s.ok()) counters_.cleanup++;
+      log_.logf(LogLevel::debug, "background cleanup removed {} entries", removed);
+      next_cleanup = clock::now() + interval;
+      save_stats();
+    } else if (save) {
+      save_stats();
+    }
+    lock.lock();
+  }
+}
+
+std::shared_ptr<Backend::Flight> Backend::join_flight(std::string_view key, bool* leader) {
+  std::lock_guard lock(flights_mu_);
+  auto [it, inserted] = flights_.try_emplace(std::string(key));
+  if (inserted) it->second = std::make_shared<Flight>();
+  *leader = inserted;
+  return it->second;
+}
+
+void Backend::end_flight(std::string_view key) {
+  std::lock_guard lock(flights_mu_);
+  flights_.erase(std::string(key));
+}
+
+}  // namespace larder::core

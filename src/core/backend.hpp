@@ -1,0 +1,131 @@
+// One open cache store per directory per process: the engine over RocksDB (or memory), the
+// circuit breaker that bypasses a failing store, statistics and their file, the housekeeping
+// thread (periodic cleanup, statistics writes, access-data flushes) and single-flight state for
+// get_or_compute. Cache handles share a Backend through the registry in backend.cpp.
+//
+// Thread-safety: every member function may be called from many threads at once.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "core/config.hpp"
+#include "engine/engine.hpp"
+#include "kv/kv.hpp"
+#include "kv/rocks_kv.hpp"
+#include "stats/stats_file.hpp"
+#include "util/log.hpp"
+
+namespace larder::core {
+
+// Opens the primary store (tests inject failing stores through it). Default: RocksDB in
+// <dir>/db, or memory for the disabled strategy.
+using KvOpener = std::function<kv::Status(const Resolved&, const kv::RocksOptions&,
+                                          std::unique_ptr<kv::Kv>*)>;
+
+inline constexpr int kBreakerThreshold = 5;  // consecutive I/O failures that open the breaker
+inline constexpr std::chrono::seconds kBreakerRecovery{30};
+
+class Backend {
+ public:
+  // Opens the store for `r`; never throws for I/O trouble (see Cache::open). Throws ConfigError
+  // for an unsafe cache_root.
+  static std::shared_ptr<Backend> open(const Resolved& r, const KvOpener& opener = {});
+  // The registry: the Backend already open for r.dir in this process, or a new one.
+  static std::shared_ptr<Backend> open_shared(const Resolved& r);
+  ~Backend();
+  Backend(const Backend&) = delete;
+  Backend& operator=(const Backend&) = delete;
+
+  struct Op {
+    engine::Engine* engine;
+    bool primary;
+  };
+  // The engine for one operation: the primary store, or memory while the breaker is open.
+  Op begin();
+  // Reports an operation's outcome: counts and logs failures, drives the breaker, and remembers
+  // keys written while bypassing (`written` empty: none; `all_written`: e.g. clear()).
+  void finish(const Op& op, const kv::Status& s, std::string_view what, std::string_view written = {},
+              bool all_written = false);
+  // Counts one public operation; every 100th asks the housekeeper to write the statistics file.
+  void note_op();
+
+  std::int64_t now_ns() const;
+  std::chrono::system_clock::time_point now() const;
+  const Resolved& resolved() const { return r_; }
+  const util::Logger& log() const { return log_; }
+  engine::Counters& counters() { return counters_; }
+  engine::Engine& primary() { return *primary_; }
+
+  bool degraded() const { return degraded_at_open_ || bypass_.load(); }
+  std::string last_error() const;
+  void set_last_error(std::string message);
+
+  stats::Snapshot snapshot();
+  // Writes the statistics file now (no-op without a directory or with statistics disabled).
+  void save_stats();
+  // Zeroes every counter and records when.
+  void zero_stats();
+
+  // Single flight for get_or_compute.
+  struct Flight {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    std::string value;
+    std::exception_ptr error;
+  };
+  // The flight for `key` and whether the caller leads it (computes).
+  std::shared_ptr<Flight> join_flight(std::string_view key, bool* leader);
+  void end_flight(std::string_view key);
+
+ private:
+  explicit Backend(const Resolved& r);
+  void start_housekeeper();
+  void housekeeper();
+  bool try_recover();
+
+  Resolved r_;
+  util::Logger log_;
+  engine::Counters counters_;
+  std::shared_ptr<std::atomic<std::int64_t>> watermark_;
+  std::unique_ptr<engine::Engine> primary_;
+  std::unique_ptr<engine::Engine> fallback_;  // memory; serves while the breaker is open
+
+  bool degraded_at_open_ = false;
+  mutable std::mutex error_mu_;
+  std::string last_error_;
+
+  // Circuit breaker.
+  std::atomic<bool> bypass_{false};
+  std::atomic<int> failures_{0};
+  std::atomic<std::int64_t> retry_at_ns_{0};
+  std::mutex breaker_mu_;
+  std::unordered_set<std::string> touched_;  // keys written while bypassing
+  bool touched_all_ = false;
+
+  // Statistics file.
+  std::mutex stats_mu_;
+  std::string last_zeroed_;
+  std::atomic<std::uint64_t> ops_{0};
+
+  // Housekeeping thread.
+  std::mutex hk_mu_;
+  std::condition_variable hk_cv_;
+  bool hk_stop_ = false;
+  bool hk_save_ = false;
+  std::thread hk_;
+
+  std::mutex flights_mu_;
+  std::unordered_map<std::string, std::shared_ptr<Flight>> flights_;
+};
+
+}  // namespace larder::core

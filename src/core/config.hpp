@@ -1,0 +1,29 @@
+// Validation and resolution of a public Config: checks every field (throwing ConfigError naming
+// it), works out the per-user default root and the directory the cache lives in.
+// Thread-safety: pure functions (they read the environment).
+#pragma once
+
+#include <filesystem>
+
+#include "larder/larder.hpp"
+
+namespace larder::core {
+
+struct Resolved {
+  Config config;
+  std::filesystem::path root;  // absolute
+  std::filesystem::path dir;   // store + statistics; empty for the disabled strategy
+};
+
+// $XDG_CACHE_HOME/larder, else $HOME/.cache/larder, else the passwd home's .cache/larder.
+std::filesystem::path default_root();
+// Throws ConfigError naming the first invalid field.
+void validate(const Config& config);
+// validate() and work out root and dir (no filesystem changes).
+Resolved resolve(const Config& config);
+
+const char* to_string(Strategy s);
+const char* to_string(EvictionPolicy p);
+const char* to_string(EntryStatus s);
+
+}  // namespace larder::core

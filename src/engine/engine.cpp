@@ -1,0 +1,832 @@
+#include "engine/engine.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <set>
+
+#include <fmt/format.h>
+
+namespace larder::engine {
+
+using kv::Cf;
+using kv::Code;
+using kv::Status;
+
+namespace {
+
+constexpr std::size_t kPage = 512;  // records handled per batch in scans
+constexpr std::int64_t kNoWatermark = std::numeric_limits<std::int64_t>::min();
+
+// counters family keys
+constexpr std::string_view kFormatKey = "format";
+constexpr std::string_view kPolicyKey = "policy";
+constexpr std::string_view kStaleFactorKey = "stale_factor";
+constexpr std::string_view kEntriesKey = "entries";
+constexpr std::string_view kBytesKey = "bytes";
+constexpr std::string_view kTickKey = "tick";
+constexpr std::string_view kWatermarkKey = "watermark";
+constexpr std::string_view kRebuildingKey = "rebuilding";
+constexpr std::string_view kCategoryCounterPrefix = "c/";
+constexpr std::string_view kCategoryCounterEnd = "c0";  // '/' + 1
+
+std::string le64(std::uint64_t v) {
+  std::string s;
+  put_le64(s, v);
+  return s;
+}
+
+std::string category_counter(std::string_view category) {
+  std::string s(kCategoryCounterPrefix);
+  s.append(category);
+  return s;
+}
+
+Status corrupt(std::string_view what, std::string_view key) {
+  return {Code::corruption, fmt::format("undecodable {} record for key '{}'", what, key)};
+}
+
+// Bytes after `s` in key order with `s` as a prefix-free bound: s + '\0'.
+std::string successor(std::string_view s) {
+  std::string out(s);
+  out.push_back('\0');
+  return out;
+}
+
+// The smallest key greater than every key starting with `prefix`; empty when there is none.
+std::string prefix_end(std::string_view prefix) {
+  std::string end(prefix);
+  while (!end.empty()) {
+    auto& c = reinterpret_cast<unsigned char&>(end.back());
+    if (c != 0xff) {
+      ++c;
+      return end;
+    }
+    end.pop_back();
+  }
+  return end;
+}
+
+}  // namespace
+
+struct Engine::Txn {
+  explicit Txn(kv::Kv& kv) : batch(kv.new_batch()) {}
+  std::unique_ptr<kv::Batch> batch;
+  std::int64_t d_entries = 0, d_bytes = 0;
+  std::map<std::string, std::int64_t> d_cats;
+  std::set<std::string, std::less<>> removed;  // keys removed in this transaction
+  std::uint64_t evictions = 0, expirations = 0, invalidations = 0;
+  std::optional<std::string> order_floor, expiry_floor;  // new floors on success
+  std::optional<std::int64_t> watermark;
+  bool counters_dirty = false;
+};
+
+Engine::Engine(std::unique_ptr<kv::Kv> kv, Options options,
+               std::shared_ptr<std::atomic<std::int64_t>> watermark, Counters* counters,
+               const util::Logger* log)
+    : kv_(std::move(kv)),
+      options_(options),
+      watermark_(std::move(watermark)),
+      counters_(counters),
+      log_(log) {
+  if (!watermark_) watermark_ = std::make_shared<std::atomic<std::int64_t>>(kNoWatermark);
+}
+
+Engine::~Engine() {
+  std::lock_guard lock(mu_);
+  const Status s = flush_access_locked();
+  if (!s.ok()) log_->logf(LogLevel::warn, "could not save access data on close: {}", s.message);
+}
+
+std::function<bool(std::string_view)> Engine::drop_predicate(
+    std::shared_ptr<std::atomic<std::int64_t>> watermark, double stale_factor) {
+  return [watermark = std::move(watermark), stale_factor](std::string_view record) {
+    std::uint8_t flags = 0;
+    std::int64_t created = 0, ttl = 0;
+    if (!decode_entry_times(record, &flags, &created, &ttl) || ttl <= 0) return false;
+    return deadlines(created, ttl, stale_factor).expired_at < watermark->load();
+  };
+}
+
+// ---------------------------------------------------------------- open, meta, rebuild
+
+Status Engine::write_meta(kv::Batch& batch) {
+  batch.put(Cf::counters, kFormatKey, le64(kStoreFormat));
+  batch.put(Cf::counters, kPolicyKey, le64(static_cast<std::uint64_t>(options_.policy)));
+  std::uint64_t bits = 0;
+  std::memcpy(&bits, &options_.stale_factor, sizeof bits);
+  batch.put(Cf::counters, kStaleFactorKey, le64(bits));
+  return Status::Ok();
+}
+
+Status Engine::open() {
+  std::lock_guard lock(mu_);
+  std::map<std::string, std::string, std::less<>> counters;
+  Status s = kv_->scan(Cf::counters, "", "", [&](std::string_view k, std::string_view v) {
+    if (!k.starts_with(kCategoryCounterPrefix)) counters.emplace(k, v);
+    return true;
+  });
+  if (!s.ok()) return s;
+  auto u64 = [&](std::string_view name, std::uint64_t* out) {
+    auto it = counters.find(name);
+    if (it == counters.end() || it->second.size() != 8) return false;
+    *out = get_le64(it->second);
+    return true;
+  };
+  std::uint64_t format = 0;
+  if (!u64(kFormatKey, &format)) {
+    // A new store, or one whose counters were lost: the entries family is the truth.
+    bool any = false;
+    s = kv_->scan(Cf::entries, "", "", [&](std::string_view, std::string_view) {
+      any = true;
+      return false;
+    });
+    if (!s.ok()) return s;
+    if (any) return rebuild_locked();
+    auto batch = kv_->new_batch();
+    write_meta(*batch);
+    batch->put(Cf::counters, kEntriesKey, le64(0));
+    batch->put(Cf::counters, kBytesKey, le64(0));
+    return kv_->write(*batch);
+  }
+  if (format > kStoreFormat)
+    return {Code::io_error, fmt::format("the store has format {}, newer than this larder's {}",
+                                        format, kStoreFormat)};
+  std::uint64_t v = 0;
+  if (u64(kEntriesKey, &v)) entries_ = v;
+  if (u64(kBytesKey, &v)) bytes_ = v;
+  if (u64(kTickKey, &v)) tick_ = v;
+  std::uint64_t policy = 0, factor_bits = 0, rebuilding = 0, wm = 0;
+  u64(kPolicyKey, &policy);
+  u64(kStaleFactorKey, &factor_bits);
+  u64(kRebuildingKey, &rebuilding);
+  double factor = 0;
+  std::memcpy(&factor, &factor_bits, sizeof factor);
+  s = kv_->scan(Cf::counters, kCategoryCounterPrefix, kCategoryCounterEnd,
+                [&](std::string_view k, std::string_view val) {
+                  if (val.size() == 8)
+                    cats_[std::string(k.substr(kCategoryCounterPrefix.size()))] = get_le64(val);
+                  return true;
+                });
+  if (!s.ok()) return s;
+  const bool factor_changed = factor != options_.stale_factor;
+  if (!factor_changed && u64(kWatermarkKey, &wm)) watermark_->store(static_cast<std::int64_t>(wm));
+  if (policy != static_cast<std::uint64_t>(options_.policy) || factor_changed || rebuilding != 0) {
+    log_->logf(LogLevel::info, "rebuilding indexes (policy or stale factor changed, or an "
+                               "earlier rebuild was interrupted)");
+    return rebuild_locked();
+  }
+  return Status::Ok();
+}
+
+Status Engine::rebuild() {
+  std::lock_guard lock(mu_);
+  return rebuild_locked();
+}
+
+Status Engine::rebuild_locked() {
+  drain_pending();
+  {
+    auto batch = kv_->new_batch();
+    batch->put(Cf::counters, kRebuildingKey, le64(1));
+    batch->delete_range(Cf::order, "", "");
+    batch->delete_range(Cf::expiry, "", "");
+    batch->delete_range(Cf::category, "", "");
+    batch->delete_range(Cf::counters, kCategoryCounterPrefix, kCategoryCounterEnd);
+    if (Status s = kv_->write(*batch); !s.ok()) return s;
+  }
+  watermark_->store(kNoWatermark);
+  std::uint64_t entries = 0, bytes = 0, dropped = 0;
+  std::map<std::string, std::uint64_t> cats;
+  std::string from;
+  for (;;) {
+    std::vector<std::pair<std::string, std::string>> page;
+    Status s = kv_->scan(Cf::entries, from, "", [&](std::string_view k, std::string_view v) {
+      page.emplace_back(k, v);
+      return page.size() < kPage;
+    });
+    if (!s.ok()) return s;
+    if (page.empty()) break;
+    auto batch = kv_->new_batch();
+    for (const auto& [key, record] : page) {
+      EntryHeader h;
+      std::size_t offset = 0;
+      if (!decode_entry(record, &h, &offset)) {
+        batch->del(Cf::entries, key);
+        batch->del(Cf::access, key);
+        ++dropped;
+        continue;
+      }
+      AccessRecord a;
+      bool found = false;
+      std::string bytes_a;
+      if (kv_->get(Cf::access, key, &bytes_a).ok() && decode_access(bytes_a, &a)) found = true;
+      if (!found) {
+        a = AccessRecord{};
+        a.last_tick = a.insert_tick = ++tick_;
+        a.access_count = 1;
+        a.last_access_ns = h.created_ns;
+      }
+      a.size = record.size() - offset;
+      a.category = h.category;
+      a.has_expiry = false;
+      a.stale_t = 0;
+      if (h.invalid()) {
+        a.has_expiry = true;
+        a.expiry_t = 0;
+      }
+      if (h.ttl_s > 0) {
+        const Deadlines d = deadlines(h.created_ns, h.ttl_s, options_.stale_factor);
+        a.stale_t = static_cast<std::uint64_t>(std::max<std::int64_t>(d.stale_at, 0));
+        if (!h.invalid()) {
+          a.has_expiry = true;
+          a.expiry_t = expiry_time(d.expired_at);
+        }
+      }
+      batch->put(Cf::access, key, encode_access(a));
+      if (options_.policy != EvictionPolicy::ttl)
+        batch->put(Cf::order, order_key(options_.policy, a, key), "");
+      if (a.has_expiry) batch->put(Cf::expiry, expiry_key(a.expiry_t, key), le64(a.stale_t));
+      batch->put(Cf::category, category_key(a.category, key), "");
+      ++entries;
+      bytes += a.size;
+      ++cats[a.category];
+    }
+    if (Status s2 = kv_->write(*batch); !s2.ok()) return s2;
+    from = successor(page.back().first);
+  }
+  // Access records without an entry.
+  std::vector<std::string> orphans;
+  Status s = kv_->scan(Cf::access, "", "", [&](std::string_view k, std::string_view) {
+    orphans.emplace_back(k);
+    return true;
+  });
+  if (!s.ok()) return s;
+  auto batch = kv_->new_batch();
+  std::string scratch;
+  for (const auto& key : orphans) {
+    if (kv_->get(Cf::entries, key, &scratch).not_found()) batch->del(Cf::access, key);
+  }
+  write_meta(*batch);
+  batch->put(Cf::counters, kEntriesKey, le64(entries));
+  batch->put(Cf::counters, kBytesKey, le64(bytes));
+  batch->put(Cf::counters, kTickKey, le64(tick_.load()));
+  batch->put(Cf::counters, kWatermarkKey, le64(static_cast<std::uint64_t>(kNoWatermark)));
+  for (const auto& [cat, n] : cats) batch->put(Cf::counters, category_counter(cat), le64(n));
+  batch->del(Cf::counters, kRebuildingKey);
+  if (Status s2 = kv_->write(*batch); !s2.ok()) return s2;
+  entries_ = entries;
+  bytes_ = bytes;
+  cats_ = std::move(cats);
+  order_floor_.clear();
+  expiry_floor_.clear();
+  if (dropped > 0) {
+    counters_->error += dropped;
+    log_->logf(LogLevel::warn, "rebuild dropped {} undecodable entries", dropped);
+  }
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------- access buffer
+
+Engine::Shard& Engine::shard_of(std::string_view key) {
+  return shards_[Hash{}(key) % shards_.size()];
+}
+
+void Engine::record_access(std::string_view key, std::int64_t now_ns) {
+  const std::uint64_t tick = tick_.fetch_add(1) + 1;
+  {
+    Shard& shard = shard_of(key);
+    std::lock_guard lock(shard.mu);
+    auto it = shard.map.find(key);
+    if (it == shard.map.end()) {
+      it = shard.map.emplace(std::string(key), Pending{}).first;
+      pending_size_.fetch_add(1, std::memory_order_relaxed);
+    }
+    it->second.count += 1;
+    it->second.tick = tick;
+    it->second.ns = now_ns;
+  }
+  const std::size_t pending = pending_size_.load(std::memory_order_relaxed);
+  if (pending < kAccessFlushBatch) return;
+  // Flush here unless a writer is busy; block only when the buffer grows far beyond the batch.
+  std::unique_lock lock(mu_, std::try_to_lock);
+  if (!lock.owns_lock()) {
+    if (pending < 16 * kAccessFlushBatch) return;
+    lock.lock();
+  }
+  if (Status s = flush_access_locked(); !s.ok()) {
+    counters_->error++;
+    log_->logf(LogLevel::warn, "could not save access data: {}", s.message);
+  }
+}
+
+Engine::Pending Engine::take_pending(std::string_view key) {
+  Shard& shard = shard_of(key);
+  std::lock_guard lock(shard.mu);
+  auto it = shard.map.find(key);
+  if (it == shard.map.end()) return {};
+  Pending p = it->second;
+  shard.map.erase(it);
+  pending_size_.fetch_sub(1, std::memory_order_relaxed);
+  return p;
+}
+
+std::unordered_map<std::string, Engine::Pending, Engine::Hash, std::equal_to<>>
+Engine::drain_pending() {
+  std::unordered_map<std::string, Pending, Hash, std::equal_to<>> all;
+  for (Shard& shard : shards_) {
+    std::unordered_map<std::string, Pending, Hash, std::equal_to<>> taken;
+    {
+      std::lock_guard lock(shard.mu);
+      taken.swap(shard.map);
+    }
+    pending_size_.fetch_sub(taken.size(), std::memory_order_relaxed);
+    all.merge(taken);
+  }
+  return all;
+}
+
+Status Engine::flush_access() {
+  std::lock_guard lock(mu_);
+  return flush_access_locked();
+}
+
+Status Engine::flush_access_locked() {
+  auto pending = drain_pending();
+  if (pending.empty()) return Status::Ok();
+  Txn t(*kv_);
+  for (const auto& [key, p] : pending) {
+    AccessRecord a;
+    bool found = false;
+    if (Status s = load_access(key, &a, &found); !s.ok()) return s;
+    if (!found) continue;  // removed since the hit
+    const std::string old_order = order_key(options_.policy, a, key);
+    a.access_count += p.count;
+    a.last_tick = std::max(a.last_tick, p.tick);
+    a.last_access_ns = std::max(a.last_access_ns, p.ns);
+    t.batch->put(Cf::access, key, encode_access(a));
+    if (options_.policy == EvictionPolicy::lru || options_.policy == EvictionPolicy::lfu) {
+      const std::string new_order = order_key(options_.policy, a, key);
+      t.batch->del(Cf::order, old_order);
+      t.batch->put(Cf::order, new_order, "");
+    }
+  }
+  t.counters_dirty = true;  // the tick moved
+  return commit(t);
+}
+
+Status Engine::load_access(std::string_view key, AccessRecord* out, bool* found) {
+  std::string bytes;
+  Status s = kv_->get(Cf::access, key, &bytes);
+  *found = false;
+  if (s.not_found()) return Status::Ok();
+  if (!s.ok()) return s;
+  if (!decode_access(bytes, out)) return corrupt("access", key);
+  *found = true;
+  return Status::Ok();
+}
+
+Status Engine::access_of(std::string_view key, AccessRecord* out) {
+  bool found = false;
+  if (Status s = load_access(key, out, &found); !s.ok()) return s;
+  if (!found) return Status::NotFound();
+  Shard& shard = shard_of(key);
+  std::lock_guard lock(shard.mu);
+  if (auto it = shard.map.find(key); it != shard.map.end()) {
+    out->access_count += it->second.count;
+    out->last_tick = std::max(out->last_tick, it->second.tick);
+    out->last_access_ns = std::max(out->last_access_ns, it->second.ns);
+  }
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------- reads
+
+Status Engine::read(std::string_view key, std::int64_t now_ns, bool want_value, Found* out) {
+  std::string record;
+  Status s = kv_->get(Cf::entries, key, &record);
+  if (!s.ok()) return s;
+  std::size_t offset = 0;
+  if (!decode_entry(record, &out->header, &offset)) return corrupt("entry", key);
+  out->size = record.size() - offset;
+  out->status = status_at(out->header.flags, out->header.created_ns, out->header.ttl_s,
+                          options_.stale_factor, now_ns);
+  if (want_value) {
+    record.erase(0, offset);
+    out->value = std::move(record);
+  }
+  return Status::Ok();
+}
+
+Status Engine::keys(std::string_view prefix, std::vector<std::string>* out) {
+  const std::string end = prefix_end(prefix);
+  return kv_->scan(Cf::access, prefix, end, [&](std::string_view k, std::string_view) {
+    out->emplace_back(k);
+    return true;
+  });
+}
+
+Status Engine::keys_in_category(std::string_view category, std::vector<std::string>* out) {
+  const std::string prefix = category_prefix(category);
+  return kv_->scan(Cf::category, prefix, prefix_end(prefix),
+                   [&](std::string_view k, std::string_view) {
+                     out->emplace_back(k.substr(prefix.size()));
+                     return true;
+                   });
+}
+
+Status Engine::status_counts(std::int64_t now_ns, StatusCounts* out) {
+  *out = {};
+  Status s = kv_->scan(Cf::expiry, "", "", [&](std::string_view k, std::string_view v) {
+    const std::uint64_t t = time_of_expiry(k);
+    const std::uint64_t stale_t = v.size() == 8 ? get_le64(v) : 0;
+    const auto now = static_cast<std::uint64_t>(std::max<std::int64_t>(now_ns, 0));
+    if (t == 0) ++out->invalid;
+    else if (t <= now) ++out->expired;
+    else if (stale_t <= now) ++out->stale;
+    return true;
+  });
+  const std::uint64_t total = entries_.load();
+  const std::uint64_t other = out->invalid + out->expired + out->stale;
+  out->fresh = total > other ? total - other : 0;
+  return s;
+}
+
+std::map<std::string, std::uint64_t> Engine::categories() {
+  std::lock_guard lock(mu_);
+  return cats_;
+}
+
+// ---------------------------------------------------------------- writes
+
+bool Engine::over_limits(const Txn& t) const {
+  const auto e = static_cast<std::int64_t>(entries_.load()) + t.d_entries;
+  const auto b = static_cast<std::int64_t>(bytes_.load()) + t.d_bytes;
+  return (options_.max_entries != 0 && e > static_cast<std::int64_t>(options_.max_entries)) ||
+         (options_.max_bytes != 0 && b > static_cast<std::int64_t>(options_.max_bytes));
+}
+
+void Engine::remove_in_txn(Txn& t, std::string_view key, const AccessRecord& a) {
+  t.batch->del(Cf::entries, key);
+  t.batch->del(Cf::access, key);
+  if (options_.policy != EvictionPolicy::ttl)
+    t.batch->del(Cf::order, order_key(options_.policy, a, key));
+  if (a.has_expiry) t.batch->del(Cf::expiry, expiry_key(a.expiry_t, key));
+  t.batch->del(Cf::category, category_key(a.category, key));
+  t.d_entries -= 1;
+  t.d_bytes -= static_cast<std::int64_t>(a.size);
+  t.d_cats[a.category] -= 1;
+  t.removed.emplace(key);
+  t.counters_dirty = true;
+}
+
+// Removes expired and invalid entries in expiry order; stops once the limits hold when
+// `until_fit`, else removes all of them.
+Status Engine::evict_expired(Txn& t, std::int64_t now_ns, std::string_view keep, bool until_fit) {
+  const std::string end = expiry_key(static_cast<std::uint64_t>(std::max<std::int64_t>(now_ns, 0)) + 1, "");
+  std::string from = expiry_floor_;
+  bool floor_fixed = false;
+  for (;;) {
+    std::vector<std::string> page;
+    Status s = kv_->scan(Cf::expiry, from, end, [&](std::string_view k, std::string_view) {
+      page.emplace_back(k);
+      return page.size() < kPage;
+    });
+    if (!s.ok()) return s;
+    for (const auto& ek : page) {
+      if (until_fit && !over_limits(t)) return Status::Ok();
+      const std::string_view key = user_key_of_expiry(ek);
+      if (key == keep || t.removed.contains(key)) {
+        floor_fixed = true;
+        continue;
+      }
+      AccessRecord a;
+      bool found = false;
+      if (s = load_access(key, &a, &found); !s.ok()) return s;
+      if (!found) {
+        t.batch->del(Cf::expiry, ek);  // a stray index record: drop it
+      } else {
+        remove_in_txn(t, key, a);
+        // An invalid entry was counted when it was invalidated; an expired one counts now.
+        if (time_of_expiry(ek) != 0) ++t.expirations;
+      }
+      if (!floor_fixed) t.expiry_floor = ek;
+    }
+    if (page.size() < kPage) return Status::Ok();
+    from = successor(page.back());
+  }
+}
+
+Status Engine::evict_by_policy(Txn& t, std::string_view keep) {
+  std::string from = order_floor_;
+  bool floor_fixed = false;
+  for (;;) {
+    std::vector<std::string> page;
+    Status s = kv_->scan(Cf::order, from, "", [&](std::string_view k, std::string_view) {
+      page.emplace_back(k);
+      return page.size() < 64;
+    });
+    if (!s.ok()) return s;
+    for (const auto& ok : page) {
+      if (!over_limits(t)) return Status::Ok();
+      const std::string_view key = user_key_of_order(options_.policy, ok);
+      if (key == keep || t.removed.contains(key)) {
+        floor_fixed = true;
+        continue;
+      }
+      AccessRecord a;
+      bool found = false;
+      if (s = load_access(key, &a, &found); !s.ok()) return s;
+      if (!found) {
+        t.batch->del(Cf::order, ok);
+      } else {
+        remove_in_txn(t, key, a);
+        ++t.evictions;
+      }
+      if (!floor_fixed) t.order_floor = ok;
+    }
+    if (page.size() < 64) return Status::Ok();
+    from = successor(page.back());
+  }
+}
+
+Status Engine::commit(Txn& t) {
+  std::map<std::string, std::uint64_t> new_cats;
+  if (t.counters_dirty) {
+    const auto e = static_cast<std::uint64_t>(static_cast<std::int64_t>(entries_.load()) + t.d_entries);
+    const auto b = static_cast<std::uint64_t>(static_cast<std::int64_t>(bytes_.load()) + t.d_bytes);
+    t.batch->put(Cf::counters, kEntriesKey, le64(e));
+    t.batch->put(Cf::counters, kBytesKey, le64(b));
+    t.batch->put(Cf::counters, kTickKey, le64(tick_.load()));
+    for (const auto& [cat, d] : t.d_cats) {
+      if (d == 0) continue;
+      auto it = cats_.find(cat);
+      const std::int64_t n = (it == cats_.end() ? 0 : static_cast<std::int64_t>(it->second)) + d;
+      new_cats[cat] = static_cast<std::uint64_t>(std::max<std::int64_t>(n, 0));
+      if (n <= 0) t.batch->del(Cf::counters, category_counter(cat));
+      else t.batch->put(Cf::counters, category_counter(cat), le64(static_cast<std::uint64_t>(n)));
+    }
+  }
+  if (t.watermark)
+    t.batch->put(Cf::counters, kWatermarkKey, le64(static_cast<std::uint64_t>(*t.watermark)));
+  if (t.batch->count() == 0) return Status::Ok();
+  Status s = kv_->write(*t.batch);
+  if (!s.ok()) {
+    order_floor_.clear();
+    expiry_floor_.clear();
+    return s;
+  }
+  if (t.counters_dirty) {
+    entries_ = static_cast<std::uint64_t>(static_cast<std::int64_t>(entries_.load()) + t.d_entries);
+    bytes_ = static_cast<std::uint64_t>(static_cast<std::int64_t>(bytes_.load()) + t.d_bytes);
+    for (const auto& [cat, n] : new_cats) {
+      if (n == 0) cats_.erase(cat);
+      else cats_[cat] = n;
+    }
+  }
+  if (t.order_floor) order_floor_ = std::move(*t.order_floor);
+  if (t.expiry_floor) expiry_floor_ = std::move(*t.expiry_floor);
+  if (t.watermark) watermark_->store(*t.watermark);
+  counters_->eviction += t.evictions;
+  counters_->expiration += t.expirations;
+  counters_->invalidation += t.invalidations;
+  return Status::Ok();
+}
+
+Status Engine::set(std::string_view key, std::string_view value, std::int64_t ttl_s,
+                   std::string_view category, const std::map<std::string, std::string>& metadata,
+                   std::int64_t now_ns, SetOutcome* outcome) {
+  if (options_.max_bytes != 0 && value.size() > options_.max_bytes) {
+    *outcome = SetOutcome::too_large;
+    return Status::Ok();
+  }
+  std::lock_guard lock(mu_);
+  AccessRecord old;
+  bool had_old = false;
+  if (Status s = load_access(key, &old, &had_old); !s.ok()) return s;
+  const Pending pending = take_pending(key);
+
+  Txn t(*kv_);
+  t.counters_dirty = true;
+  t.d_entries = had_old ? 0 : 1;
+  t.d_bytes = static_cast<std::int64_t>(value.size()) - (had_old ? static_cast<std::int64_t>(old.size) : 0);
+  if (over_limits(t)) {
+    if (Status s = flush_access_locked(); !s.ok()) return s;
+    if (had_old) {  // the flush may have moved our own record
+      if (Status s = load_access(key, &old, &had_old); !s.ok()) return s;
+    }
+    if (Status s = evict_expired(t, now_ns, key, true); !s.ok()) return s;
+    if (over_limits(t) && options_.policy != EvictionPolicy::ttl) {
+      if (Status s = evict_by_policy(t, key); !s.ok()) return s;
+    }
+    if (over_limits(t)) {
+      *outcome = SetOutcome::full;
+      return Status::Ok();
+    }
+  }
+
+  const std::uint64_t tick = tick_.fetch_add(1) + 1;
+  AccessRecord a;
+  if (had_old) {
+    a = old;
+    a.access_count += pending.count + 1;
+  } else {
+    a.access_count = 1;
+    a.insert_tick = tick;
+  }
+  a.last_tick = tick;
+  a.last_access_ns = now_ns;
+  a.size = value.size();
+  a.category = std::string(category);
+  a.has_expiry = false;
+  a.expiry_t = 0;
+  a.stale_t = 0;
+  if (ttl_s > 0) {
+    const Deadlines d = deadlines(now_ns, ttl_s, options_.stale_factor);
+    a.has_expiry = true;
+    a.expiry_t = expiry_time(d.expired_at);
+    a.stale_t = static_cast<std::uint64_t>(std::max<std::int64_t>(d.stale_at, 0));
+    if (d.expired_at < watermark_->load()) t.watermark = d.expired_at;  // keep the filter off it
+  }
+
+  EntryHeader h;
+  h.created_ns = now_ns;
+  h.ttl_s = std::max<std::int64_t>(ttl_s, 0);
+  h.category = a.category;
+  h.metadata = metadata;
+
+  if (had_old) {
+    if (options_.policy != EvictionPolicy::ttl)
+      t.batch->del(Cf::order, order_key(options_.policy, old, key));
+    if (old.has_expiry) t.batch->del(Cf::expiry, expiry_key(old.expiry_t, key));
+    if (old.category != a.category) {
+      t.batch->del(Cf::category, category_key(old.category, key));
+      t.d_cats[old.category] -= 1;
+      t.d_cats[a.category] += 1;
+    }
+  } else {
+    t.d_cats[a.category] += 1;
+  }
+  t.batch->put(Cf::entries, key, encode_entry(h, value));
+  t.batch->put(Cf::access, key, encode_access(a));
+  if (options_.policy != EvictionPolicy::ttl) {
+    std::string ok = order_key(options_.policy, a, key);
+    const std::string& floor = t.order_floor ? *t.order_floor : order_floor_;
+    if (ok < floor) t.order_floor = ok;
+    t.batch->put(Cf::order, ok, "");
+  }
+  if (a.has_expiry) {
+    std::string ek = expiry_key(a.expiry_t, key);
+    const std::string& floor = t.expiry_floor ? *t.expiry_floor : expiry_floor_;
+    if (ek < floor) t.expiry_floor = ek;
+    t.batch->put(Cf::expiry, ek, le64(a.stale_t));
+  }
+  t.batch->put(Cf::category, category_key(a.category, key), "");
+  if (Status s = commit(t); !s.ok()) return s;
+  *outcome = SetOutcome::stored;
+  return Status::Ok();
+}
+
+Status Engine::remove_locked(std::string_view key, bool* removed) {
+  AccessRecord a;
+  bool found = false;
+  *removed = false;
+  if (Status s = load_access(key, &a, &found); !s.ok()) return s;
+  if (!found) return Status::Ok();
+  take_pending(key);
+  Txn t(*kv_);
+  remove_in_txn(t, key, a);
+  if (Status s = commit(t); !s.ok()) return s;
+  *removed = true;
+  return Status::Ok();
+}
+
+Status Engine::remove(std::string_view key, bool* removed) {
+  std::lock_guard lock(mu_);
+  return remove_locked(key, removed);
+}
+
+Status Engine::remove_keys(const std::vector<std::string>& keys, std::size_t* removed) {
+  *removed = 0;
+  for (std::size_t i = 0; i < keys.size(); i += kPage) {
+    std::lock_guard lock(mu_);
+    Txn t(*kv_);
+    for (std::size_t j = i; j < std::min(keys.size(), i + kPage); ++j) {
+      AccessRecord a;
+      bool found = false;
+      if (Status s = load_access(keys[j], &a, &found); !s.ok()) return s;
+      if (!found || t.removed.contains(keys[j])) continue;
+      take_pending(keys[j]);
+      remove_in_txn(t, keys[j], a);
+    }
+    const std::size_t n = t.removed.size();
+    if (Status s = commit(t); !s.ok()) return s;
+    *removed += n;
+  }
+  return Status::Ok();
+}
+
+Status Engine::invalidate_locked(Txn& t, std::string_view key, bool* marked) {
+  *marked = false;
+  std::string record;
+  Status s = kv_->get(Cf::entries, key, &record);
+  if (s.not_found()) return Status::Ok();
+  if (!s.ok()) return s;
+  if (record.size() <= kEntryFlagsOffset) return corrupt("entry", key);
+  auto flags = static_cast<std::uint8_t>(record[kEntryFlagsOffset]);
+  if ((flags & kFlagInvalid) != 0) return Status::Ok();
+  AccessRecord a;
+  bool found = false;
+  if (s = load_access(key, &a, &found); !s.ok()) return s;
+  if (!found) return corrupt("access", key);
+  record[kEntryFlagsOffset] = static_cast<char>(flags | kFlagInvalid);
+  if (a.has_expiry) t.batch->del(Cf::expiry, expiry_key(a.expiry_t, key));
+  a.has_expiry = true;
+  a.expiry_t = 0;
+  std::string ek = expiry_key(0, key);
+  const std::string& floor = t.expiry_floor ? *t.expiry_floor : expiry_floor_;
+  if (ek < floor) t.expiry_floor = ek;
+  t.batch->put(Cf::expiry, ek, le64(a.stale_t));
+  t.batch->put(Cf::access, key, encode_access(a));
+  t.batch->put(Cf::entries, key, record);
+  ++t.invalidations;
+  *marked = true;
+  return Status::Ok();
+}
+
+Status Engine::invalidate_keys(const std::vector<std::string>& keys, std::size_t* marked) {
+  *marked = 0;
+  for (std::size_t i = 0; i < keys.size(); i += kPage) {
+    std::lock_guard lock(mu_);
+    Txn t(*kv_);
+    std::set<std::string_view> seen;
+    for (std::size_t j = i; j < std::min(keys.size(), i + kPage); ++j) {
+      if (!seen.insert(keys[j]).second) continue;
+      bool m = false;
+      if (Status s = invalidate_locked(t, keys[j], &m); !s.ok()) return s;
+    }
+    const std::uint64_t n = t.invalidations;
+    if (Status s = commit(t); !s.ok()) return s;
+    *marked += n;
+  }
+  return Status::Ok();
+}
+
+Status Engine::clear(std::size_t* removed) {
+  std::lock_guard lock(mu_);
+  drain_pending();
+  auto batch = kv_->new_batch();
+  for (Cf cf : {Cf::entries, Cf::access, Cf::order, Cf::expiry, Cf::category})
+    batch->delete_range(cf, "", "");
+  batch->delete_range(Cf::counters, kCategoryCounterPrefix, kCategoryCounterEnd);
+  batch->put(Cf::counters, kEntriesKey, le64(0));
+  batch->put(Cf::counters, kBytesKey, le64(0));
+  if (Status s = kv_->write(*batch); !s.ok()) return s;
+  *removed = entries_.exchange(0);
+  bytes_ = 0;
+  cats_.clear();
+  order_floor_.clear();
+  expiry_floor_.clear();
+  return Status::Ok();
+}
+
+Status Engine::cleanup(std::int64_t now_ns, std::size_t* removed) {
+  std::lock_guard lock(mu_);
+  *removed = 0;
+  if (Status s = flush_access_locked(); !s.ok()) return s;
+  for (;;) {
+    Txn t(*kv_);
+    // Each round removes at most one page: evict_expired scans on until the end otherwise.
+    std::vector<std::string> page;
+    const std::string end =
+        expiry_key(static_cast<std::uint64_t>(std::max<std::int64_t>(now_ns, 0)) + 1, "");
+    Status s = kv_->scan(Cf::expiry, expiry_floor_, end, [&](std::string_view k, std::string_view) {
+      page.emplace_back(k);
+      return page.size() < kPage;
+    });
+    if (!s.ok()) return s;
+    for (const auto& ek : page) {
+      const std::string_view key = user_key_of_expiry(ek);
+      AccessRecord a;
+      bool found = false;
+      if (s = load_access(key, &a, &found); !s.ok()) return s;
+      if (!found || t.removed.contains(key)) {
+        t.batch->del(Cf::expiry, ek);
+        continue;
+      }
+      take_pending(key);
+      remove_in_txn(t, key, a);
+      if (time_of_expiry(ek) != 0) ++t.expirations;
+    }
+    const bool last = page.size() < kPage;
+    if (!page.empty()) t.expiry_floor = page.back();
+    if (last) t.watermark = std::max(now_ns, watermark_->load());
+    const std::size_t n = t.removed.size();
+    if (s = commit(t); !s.ok()) return s;
+    *removed += n;
+    if (last) return Status::Ok();
+  }
+}
+
+}  // namespace larder::engine

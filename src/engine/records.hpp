@@ -1,0 +1,83 @@
+// Binary layouts of the records the engine stores (documented in docs/format.md) and the keys of
+// its index column families. Every record starts with a format byte; integers are little-endian
+// in values and big-endian in index keys (so byte order is numeric order).
+// Thread-safety: pure functions.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "larder/larder.hpp"
+
+namespace larder::engine {
+
+inline constexpr std::uint8_t kEntryFormat = 1;
+inline constexpr std::uint8_t kAccessFormat = 1;
+inline constexpr std::uint32_t kStoreFormat = 1;  // counters["format"]
+inline constexpr std::uint8_t kFlagInvalid = 0x01;
+
+struct EntryHeader {
+  std::uint8_t flags = 0;
+  std::int64_t created_ns = 0;
+  std::int64_t ttl_s = 0;  // 0: never expires
+  std::string category;
+  std::map<std::string, std::string> metadata;
+  bool invalid() const { return (flags & kFlagInvalid) != 0; }
+};
+
+// Byte offset of the flags byte in an encoded entry (invalidate flips it in place).
+inline constexpr std::size_t kEntryFlagsOffset = 1;
+
+std::string encode_entry(const EntryHeader& header, std::string_view value);
+// Decodes the header; *value_offset is where the value starts. False when malformed.
+bool decode_entry(std::string_view record, EntryHeader* header, std::size_t* value_offset);
+// Decodes only flags, created and ttl (the compaction filter's and status check's need).
+bool decode_entry_times(std::string_view record, std::uint8_t* flags, std::int64_t* created_ns,
+                        std::int64_t* ttl_s);
+
+struct AccessRecord {
+  std::int64_t last_access_ns = 0;
+  std::uint64_t last_tick = 0;     // logical time of the last set or hit (LRU order)
+  std::uint64_t access_count = 0;  // 1 on insert, +1 per hit or overwrite (LFU order)
+  std::uint64_t insert_tick = 0;   // logical time of the first insert (FIFO order)
+  std::uint64_t size = 0;          // value bytes
+  bool has_expiry = false;         // an expiry-index record exists at expiry_t
+  std::uint64_t expiry_t = 0;      // 0 = invalid, else expired-at time in ns (>= 1)
+  std::uint64_t stale_t = 0;       // stale-at time in ns (0 with no ttl)
+  std::string category;
+};
+
+std::string encode_access(const AccessRecord& record);
+bool decode_access(std::string_view bytes, AccessRecord* record);
+
+// Times derived from created_ns and ttl: the one formula every status decision uses.
+struct Deadlines {
+  std::int64_t stale_at = 0;    // age >= ttl from here
+  std::int64_t expired_at = 0;  // age >= stale_factor x ttl from here
+};
+Deadlines deadlines(std::int64_t created_ns, std::int64_t ttl_s, double stale_factor);
+EntryStatus status_at(std::uint8_t flags, std::int64_t created_ns, std::int64_t ttl_s,
+                      double stale_factor, std::int64_t now_ns);
+// Expiry-index time for a stored expiry (clamped to >= 1 so that 0 can mean "invalid").
+std::uint64_t expiry_time(std::int64_t expired_at);
+
+void put_be64(std::string& out, std::uint64_t v);
+std::uint64_t get_be64(std::string_view bytes);  // bytes.size() >= 8
+void put_le64(std::string& out, std::uint64_t v);
+std::uint64_t get_le64(std::string_view bytes);  // bytes.size() >= 8
+
+// Index keys.
+std::string expiry_key(std::uint64_t t, std::string_view key);
+std::string category_key(std::string_view category, std::string_view key);
+std::string category_prefix(std::string_view category);
+// Empty for the ttl policy, which keeps no order index.
+std::string order_key(EvictionPolicy policy, const AccessRecord& record, std::string_view key);
+// The user key inside an order key of `policy`, or inside an expiry key.
+std::string_view user_key_of_order(EvictionPolicy policy, std::string_view order_key);
+std::string_view user_key_of_expiry(std::string_view expiry_key);
+std::uint64_t time_of_expiry(std::string_view expiry_key);
+
+}  // namespace larder::engine

@@ -1,0 +1,74 @@
+// The ordered key-value interface the cache engine is written against, with one implementation
+// over RocksDB (rocks_kv) and one over std::map (memory_kv). Column families separate records by
+// role; a Batch applies atomically. Keeping the engine on this interface is what makes the RocksDB
+// and memory stores behave identically.
+//
+// Thread-safety: get, scan and write may be called from many threads at once. A scan callback
+// must not call write on the same Kv (the memory store holds its lock while scanning).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace larder::kv {
+
+// Column families by role. The numbers index arrays; names are in rocks_kv.cpp.
+enum class Cf : std::uint8_t {
+  entries = 0,   // key -> entry record (immutable header + value)
+  access = 1,    // key -> access record (last access, count, index positions, size)
+  order = 2,     // eviction-order key + user key -> ""
+  expiry = 3,    // BE64(expire time, 0 = invalid) + user key -> BE64(stale time)
+  category = 4,  // category + '\0' + user key -> ""
+  counters = 5,  // name -> value (totals, tick, format, policy, per-category counts)
+};
+inline constexpr int kCfCount = 6;
+
+enum class Code : std::uint8_t { ok = 0, not_found = 1, io_error = 2, corruption = 3 };
+
+struct Status {
+  Code code = Code::ok;
+  std::string message;
+
+  bool ok() const { return code == Code::ok; }
+  bool not_found() const { return code == Code::not_found; }
+  // I/O trouble or corruption: worth counting as an error.
+  bool failed() const { return code == Code::io_error || code == Code::corruption; }
+  static Status Ok() { return {}; }
+  static Status NotFound() { return {Code::not_found, {}}; }
+};
+
+class Batch {
+ public:
+  virtual ~Batch() = default;
+  virtual void put(Cf cf, std::string_view key, std::string_view value) = 0;
+  virtual void del(Cf cf, std::string_view key) = 0;
+  // Deletes keys in [begin, end).
+  virtual void delete_range(Cf cf, std::string_view begin, std::string_view end) = 0;
+  virtual std::size_t count() const = 0;
+};
+
+// Called for each record in key order; return false to stop.
+using ScanFn = std::function<bool(std::string_view key, std::string_view value)>;
+
+class Kv {
+ public:
+  virtual ~Kv() = default;
+  // ok with *value set, not_found, or a failure.
+  virtual Status get(Cf cf, std::string_view key, std::string* value) = 0;
+  // Visits keys in [begin, end) in order (end empty: to the last key).
+  virtual Status scan(Cf cf, std::string_view begin, std::string_view end, const ScanFn& fn) = 0;
+  virtual std::unique_ptr<Batch> new_batch() = 0;
+  virtual Status write(Batch& batch) = 0;
+  // Makes everything written so far durable in the store's files (memtable flush). No-op in memory.
+  virtual Status flush() = 0;
+  // Compacts a column family (reclaims the space of deleted records). No-op in memory.
+  virtual Status compact(Cf cf) = 0;
+  // Bytes the store occupies on disk (tables + logs); 0 in memory.
+  virtual std::uint64_t disk_bytes() = 0;
+  virtual bool persistent() const = 0;
+};
+
+}  // namespace larder::kv

@@ -1,0 +1,13 @@
+// A Kv over std::map: the store of the disabled strategy and the circuit breaker's fallback.
+// Thread-safety: one shared_mutex; gets and scans share it, writes take it exclusively.
+#pragma once
+
+#include <memory>
+
+#include "kv/kv.hpp"
+
+namespace larder::kv {
+
+std::unique_ptr<Kv> make_memory_kv();
+
+}  // namespace larder::kv

@@ -1,0 +1,86 @@
+#include "stats/stats_file.hpp"
+
+#include <cereal/archives/json.hpp>
+
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "util/fs.hpp"
+
+namespace larder::stats {
+
+namespace {
+
+template <class Archive>
+void fields(Archive& ar, Snapshot& s) {
+  ar(cereal::make_nvp("hit_count", s.hit_count), cereal::make_nvp("miss_count", s.miss_count),
+     cereal::make_nvp("set_count", s.set_count), cereal::make_nvp("delete_count", s.delete_count),
+     cereal::make_nvp("eviction_count", s.eviction_count),
+     cereal::make_nvp("expiration_count", s.expiration_count),
+     cereal::make_nvp("invalidation_count", s.invalidation_count),
+     cereal::make_nvp("error_count", s.error_count),
+     cereal::make_nvp("cleanup_count", s.cleanup_count),
+     cereal::make_nvp("total_entries", s.total_entries),
+     cereal::make_nvp("total_size_bytes", s.total_size_bytes),
+     cereal::make_nvp("last_updated", s.last_updated),
+     cereal::make_nvp("last_zeroed", s.last_zeroed));
+}
+
+}  // namespace
+
+std::string to_json(const Snapshot& snapshot) {
+  Snapshot s = snapshot;
+  std::ostringstream out;
+  {
+    cereal::JSONOutputArchive ar(out, cereal::JSONOutputArchive::Options::Default());
+    std::uint32_t version = kStatsFormat;
+    ar(cereal::make_nvp("format_version", version));
+    fields(ar, s);
+  }
+  out << '\n';
+  return out.str();
+}
+
+bool from_json(const std::string& json, Snapshot* out, std::string* error) {
+  try {
+    std::istringstream in(json);
+    cereal::JSONInputArchive ar(in);
+    std::uint32_t version = 0;
+    ar(cereal::make_nvp("format_version", version));
+    if (version != kStatsFormat) {
+      *error = fmt::format("unknown statistics format_version {}", version);
+      return false;
+    }
+    Snapshot s;
+    fields(ar, s);
+    *out = s;
+    return true;
+  } catch (const std::exception& e) {
+    *error = fmt::format("malformed statistics file: {}", e.what());
+    return false;
+  }
+}
+
+LoadResult load_stats(const std::filesystem::path& path, std::chrono::system_clock::time_point now,
+                      Snapshot* out, std::string* error) {
+  *out = {};
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return LoadResult::missing;
+  std::string content;
+  std::string why;
+  if (util::read_file(path, &content, &why) && from_json(content, out, &why))
+    return LoadResult::loaded;
+  *out = {};
+  const auto aside = util::move_aside(path, ".corrupt-", now);
+  *error = fmt::format("{}: {}; {}", path.string(), why,
+                       aside.empty() ? std::string("could not move it aside")
+                                     : fmt::format("kept as {}", aside.string()));
+  return LoadResult::corrupt;
+}
+
+std::string save_stats(const std::filesystem::path& path, const Snapshot& s) {
+  return util::atomic_write_file(path, to_json(s));
+}
+
+}  // namespace larder::stats

@@ -1,0 +1,36 @@
+// The persistent statistics file, <cache dir>/.cache_stats.json: format, load and atomic save.
+// Thread-safety: pure functions; callers serialize saves of one path (save_stats is atomic on disk
+// either way: temporary file, fsync, rename).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+namespace larder::stats {
+
+inline constexpr std::uint32_t kStatsFormat = 1;
+inline constexpr const char* kStatsFileName = ".cache_stats.json";
+
+struct Snapshot {
+  std::uint64_t hit_count = 0, miss_count = 0, set_count = 0, delete_count = 0,
+                eviction_count = 0, expiration_count = 0, invalidation_count = 0, error_count = 0,
+                cleanup_count = 0, total_entries = 0, total_size_bytes = 0;
+  std::string last_updated;  // ISO 8601 UTC
+  std::string last_zeroed;   // ISO 8601 UTC, empty if never zeroed
+};
+
+std::string to_json(const Snapshot& s);
+// False (and *error says why) when `json` is not a statistics file of a known format.
+bool from_json(const std::string& json, Snapshot* out, std::string* error);
+
+enum class LoadResult : std::uint8_t { loaded, missing, corrupt };
+// Loads `path`. A corrupt or unreadable file is renamed to "<path>.corrupt-<timestamp>" and
+// *error says what was wrong; *out is then left zeroed.
+LoadResult load_stats(const std::filesystem::path& path, std::chrono::system_clock::time_point now,
+                      Snapshot* out, std::string* error);
+// Writes atomically. Returns an empty string on success, else why it failed.
+std::string save_stats(const std::filesystem::path& path, const Snapshot& s);
+
+}  // namespace larder::stats
