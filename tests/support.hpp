@@ -1,0 +1,99 @@
+// Test support: a per-test temporary directory, an injectable clock, and the two store kinds the
+// shared test bodies run against. Thread-safety: TestClock may be read from many threads.
+#pragma once
+
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "larder/larder.hpp"
+
+namespace larder::test {
+
+class TempDir {
+ public:
+  TempDir() {
+    const char* base = std::getenv("TMPDIR");
+    std::string tmpl = std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/larder-test-XXXXXX";
+    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    path_ = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::permissions(path_, std::filesystem::perms::owner_all,
+                                 std::filesystem::perm_options::add, ec);
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::string& s) const { return path_ / s; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// Starts at a fixed, realistic time; advance() moves it.
+class TestClock {
+ public:
+  TestClock() : ns_(std::make_shared<std::atomic<std::int64_t>>(1'800'000'000LL * 1'000'000'000LL)) {}
+  std::function<std::chrono::system_clock::time_point()> fn() const {
+    auto ns = ns_;
+    return [ns] {
+      return std::chrono::system_clock::time_point(
+          std::chrono::duration_cast<std::chrono::system_clock::duration>(
+              std::chrono::nanoseconds(ns->load())));
+    };
+  }
+  void advance(std::chrono::nanoseconds d) { ns_->fetch_add(d.count()); }
+  std::chrono::system_clock::time_point now() const { return fn()(); }
+
+ private:
+  std::shared_ptr<std::atomic<std::int64_t>> ns_;
+};
+
+struct RocksStore {
+  static constexpr const char* name = "rocksdb";
+  static constexpr bool persistent = true;
+  static Config config(const TempDir& dir, const TestClock& clock) {
+    Config c;
+    c.cache_root = dir.path();
+    c.strategy = Strategy::process_isolated;
+    c.cleanup_interval = std::chrono::seconds(0);
+    c.clock = clock.fn();
+    return c;
+  }
+};
+
+struct MemoryStore {
+  static constexpr const char* name = "memory";
+  static constexpr bool persistent = false;
+  static Config config(const TempDir& dir, const TestClock& clock) {
+    Config c = RocksStore::config(dir, clock);
+    c.strategy = Strategy::disabled;
+    return c;
+  }
+};
+
+// Fixture for the shared test bodies: one temp dir, one clock, a config of the store kind.
+template <class S>
+struct Fixture {
+  TempDir dir;
+  TestClock clock;
+  Config config = S::config(dir, clock);
+  Cache open() { return Cache::open(config); }
+};
+
+inline SetOptions ttl(std::int64_t seconds, std::string category = "default") {
+  SetOptions o;
+  o.ttl = std::chrono::seconds(seconds);
+  o.category = std::move(category);
+  return o;
+}
+
+}  // namespace larder::test
