@@ -1,1 +1,253 @@
+// Engine behaviour that needs more than one cache lifetime or a reference model: exact eviction
+// against textbook simulators, reopen, index rebuilds, the compaction filter's safety.
+#include <doctest/doctest.h>
 
+#include <list>
+#include <random>
+#include <set>
+#include <unordered_map>
+
+#include "core/backend.hpp"
+#include "engine/engine.hpp"
+#include "kv/memory_kv.hpp"
+#include "support.hpp"
+
+using namespace larder;
+using namespace larder::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct Request {
+  std::string key;
+  std::uint64_t size;
+};
+
+// Zipf-like trace over `objects` keys with per-key fixed sizes.
+std::vector<Request> make_trace(std::size_t n, std::size_t objects, std::uint32_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<double> weights(objects);
+  for (std::size_t i = 0; i < objects; ++i) weights[i] = 1.0 / std::pow(static_cast<double>(i + 1), 0.9);
+  std::discrete_distribution<std::size_t> pick(weights.begin(), weights.end());
+  std::vector<Request> out;
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::size_t id = pick(rng);
+    out.push_back({"obj" + std::to_string(id), 1 + (id * 2654435761u) % 200});
+  }
+  return out;
+}
+
+// Textbook simulators: each request is a get; on a miss the object is inserted, evicting by the
+// policy until both limits hold. Objects larger than the byte capacity are not admitted.
+std::size_t simulate(EvictionPolicy policy, const std::vector<Request>& trace,
+                     std::uint64_t max_entries, std::uint64_t max_bytes) {
+  struct Obj {
+    std::uint64_t size, freq, last, inserted;
+  };
+  std::unordered_map<std::string, Obj> cache;
+  std::uint64_t bytes = 0, clock = 0;
+  std::size_t misses = 0;
+  for (const auto& r : trace) {
+    ++clock;
+    auto it = cache.find(r.key);
+    if (it != cache.end()) {
+      it->second.freq++;
+      it->second.last = clock;
+      continue;
+    }
+    ++misses;
+    if (max_bytes != 0 && r.size > max_bytes) continue;
+    while ((max_entries != 0 && cache.size() + 1 > max_entries) ||
+           (max_bytes != 0 && bytes + r.size > max_bytes)) {
+      auto victim = cache.begin();
+      for (auto j = cache.begin(); j != cache.end(); ++j) {
+        const Obj& a = j->second;
+        const Obj& v = victim->second;
+        bool better = false;
+        switch (policy) {
+          case EvictionPolicy::lru: better = a.last < v.last; break;
+          case EvictionPolicy::lfu: better = a.freq < v.freq || (a.freq == v.freq && a.last < v.last); break;
+          case EvictionPolicy::fifo: better = a.inserted < v.inserted; break;
+          case EvictionPolicy::ttl: break;
+        }
+        if (better) victim = j;
+      }
+      bytes -= victim->second.size;
+      cache.erase(victim);
+    }
+    cache[r.key] = {r.size, 1, clock, clock};
+    bytes += r.size;
+  }
+  return misses;
+}
+
+std::size_t replay(Cache& c, const std::vector<Request>& trace) {
+  std::size_t misses = 0;
+  for (const auto& r : trace) {
+    if (!c.get(r.key)) {
+      ++misses;
+      c.set(r.key, std::string(r.size, 'x'));
+    }
+  }
+  return misses;
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("eviction is exact: replay matches textbook simulators", S, RocksStore, MemoryStore) {
+  const auto trace = make_trace(S::persistent ? 6000 : 20000, 600, 42);
+  for (EvictionPolicy policy : {EvictionPolicy::lru, EvictionPolicy::lfu, EvictionPolicy::fifo}) {
+    for (auto [entries, bytes] : {std::pair<std::uint64_t, std::uint64_t>{100, 0}, {0, 5000}, {80, 6000}}) {
+      CAPTURE(static_cast<int>(policy));
+      CAPTURE(entries);
+      CAPTURE(bytes);
+      Fixture<S> f;
+      f.config.eviction_policy = policy;
+      f.config.max_entries = entries;
+      f.config.max_size_bytes = bytes;
+      f.config.default_ttl = 0s;
+      Cache c = f.open();
+      const std::size_t expected = simulate(policy, trace, entries, bytes);
+      CHECK(replay(c, trace) == expected);
+      const Stats s = c.stats();
+      CHECK(s.miss_count == expected);
+      if (entries != 0) CHECK(s.total_entries <= entries);
+      if (bytes != 0) CHECK(s.total_size_bytes <= bytes);
+    }
+  }
+}
+
+TEST_CASE("reopen keeps data, access data and statistics (RocksDB)") {
+  Fixture<RocksStore> f;
+  f.config.eviction_policy = EvictionPolicy::lru;
+  f.config.max_entries = 3;
+  std::filesystem::path dir;
+  {
+    Cache c = f.open();
+    dir = c.directory();
+    CHECK(dir == f.dir.path() / ("proc_" + std::to_string(::getpid())));
+    REQUIRE(c.set("a", "1", ttl(100, "x")));
+    REQUIRE(c.set("b", "2"));
+    REQUIRE(c.set("c", "3"));
+    REQUIRE(c.get("a"));  // b is least recent now
+    c.get("missing");
+  }
+  CHECK(std::filesystem::exists(dir / ".cache_stats.json"));
+  Cache c = f.open();
+  CHECK(c.get("a") == "1");
+  CHECK(c.metadata("a")->access_count == 3);
+  CHECK(c.metadata("a")->category == "x");
+  const Stats s = c.stats();
+  CHECK(s.hit_count == 2);
+  CHECK(s.miss_count == 1);
+  CHECK(s.set_count == 3);
+  CHECK(s.total_entries == 3);
+  CHECK(s.total_size_bytes == 3);
+  REQUIRE(c.set("d", "4"));  // LRU order survived the restart: b goes
+  CHECK(c.keys() == std::vector<std::string>{"a", "c", "d"});
+}
+
+TEST_CASE("two handles on one directory share one store") {
+  Fixture<RocksStore> f;
+  Cache a = f.open();
+  Cache b = f.open();
+  REQUIRE(a.set("k", "v"));
+  CHECK(b.get("k") == "v");
+  CHECK(b.stats().hit_count == 1);
+  CHECK(a.stats().hit_count == 1);
+  Cache moved = std::move(a);
+  CHECK(moved.get("k") == "v");
+}
+
+TEST_CASE("changing the policy or stale factor rebuilds the indexes on open") {
+  Fixture<RocksStore> f;
+  f.config.max_entries = 0;
+  {
+    Cache c = f.open();
+    REQUIRE(c.set("first", "1", ttl(10)));
+    REQUIRE(c.set("second", "1", ttl(10)));
+    REQUIRE(c.set("third", "1", ttl(0)));
+    REQUIRE(c.get("first"));
+  }
+  f.config.eviction_policy = EvictionPolicy::fifo;
+  f.config.max_entries = 3;
+  f.config.stale_factor = 5.0;
+  Cache c = f.open();
+  f.clock.advance(30s);  // stale under factor 5, would be expired under 2
+  CHECK(c.metadata("first")->status == EntryStatus::stale);
+  CHECK(c.stats().stale_entries == 2);
+  CHECK(c.stats().expired_entries == 0);
+  REQUIRE(c.set("fourth", "1"));  // FIFO: first goes even though it was read last
+  CHECK(c.keys() == std::vector<std::string>{"fourth", "second", "third"});
+}
+
+TEST_CASE("the compaction filter never drops a stored entry; cleanup + compaction do") {
+  Fixture<RocksStore> f;
+  auto backend = core::Backend::open(core::resolve(f.config));
+  auto& e = backend->primary();
+  engine::SetOutcome out{};
+  REQUIRE(e.set("exp", std::string(1000, 'x'), 10, "default", {}, backend->now_ns(), &out).ok());
+  REQUIRE(e.set("live", "y", 0, "default", {}, backend->now_ns(), &out).ok());
+  f.clock.advance(100s);  // exp is expired but not cleaned up
+  REQUIRE(e.kv().flush().ok());
+  REQUIRE(e.kv().compact(kv::Cf::entries).ok());
+  engine::Found found;
+  REQUIRE(e.read("exp", backend->now_ns(), true, &found).ok());
+  CHECK(found.status == EntryStatus::expired);
+
+  std::size_t removed = 0;
+  REQUIRE(e.cleanup(backend->now_ns(), &removed).ok());
+  CHECK(removed == 1);
+  REQUIRE(e.kv().compact(kv::Cf::entries).ok());
+  CHECK(e.read("exp", backend->now_ns(), true, &found).not_found());
+  CHECK(e.read("live", backend->now_ns(), true, &found).ok());
+
+  // The predicate itself: below the watermark only.
+  auto wm = std::make_shared<std::atomic<std::int64_t>>(1000LL * 1'000'000'000);
+  auto drop = engine::Engine::drop_predicate(wm, 2.0);
+  engine::EntryHeader h;
+  h.ttl_s = 10;
+  h.created_ns = 900LL * 1'000'000'000;  // expired at 920 s < 1000 s
+  CHECK(drop(engine::encode_entry(h, "v")));
+  h.created_ns = 990LL * 1'000'000'000;  // expired at 1010 s
+  CHECK_FALSE(drop(engine::encode_entry(h, "v")));
+  h.ttl_s = 0;
+  h.created_ns = 0;
+  CHECK_FALSE(drop(engine::encode_entry(h, "v")));
+  CHECK_FALSE(drop("garbage"));
+}
+
+TEST_CASE("background cleanup runs on its interval") {
+  Fixture<RocksStore> f;
+  f.config.cleanup_interval = 1s;
+  Cache c = f.open();
+  REQUIRE(c.set("t", "v", ttl(1)));
+  f.clock.advance(10s);
+  // Real time passes here: the housekeeper wakes every cleanup_interval.
+  for (int i = 0; i < 100 && c.stats().cleanup_count == 0; ++i) std::this_thread::sleep_for(50ms);
+  CHECK(c.stats().cleanup_count >= 1);
+  CHECK(c.keys().empty());
+}
+
+TEST_CASE("rebuild recounts totals from the entries") {
+  Fixture<MemoryStore> f;
+  auto backend = core::Backend::open(core::resolve(f.config));
+  auto& e = backend->primary();
+  engine::SetOutcome out{};
+  for (int i = 0; i < 50; ++i)
+    REQUIRE(e.set("k" + std::to_string(i), std::string(static_cast<std::size_t>(i), 'v'),
+                  i % 2 == 0 ? 10 : 0, i % 3 == 0 ? "a" : "b", {}, backend->now_ns(), &out).ok());
+  const auto entries = e.entries();
+  const auto bytes = e.bytes();
+  const auto cats = e.categories();
+  // Break a counter behind the engine's back, then rebuild.
+  auto batch = e.kv().new_batch();
+  std::string bogus;
+  engine::put_le64(bogus, 7);
+  batch->put(kv::Cf::counters, "entries", bogus);
+  REQUIRE(e.kv().write(*batch).ok());
+  REQUIRE(e.rebuild().ok());
+  CHECK(e.entries() == entries);
+  CHECK(e.bytes() == bytes);
+  CHECK(e.categories() == cats);
+}
