@@ -1,1 +1,301 @@
+// Fault handling: failing stores, the circuit breaker, corrupt and unusable directories, unsafe
+// roots and invalid configuration. Nothing here may throw out of a read.
+#include <doctest/doctest.h>
 
+#include <sys/stat.h>
+
+#include <fstream>
+
+#include "core/backend.hpp"
+#include "kv/memory_kv.hpp"
+#include "util/fs.hpp"
+#include "support.hpp"
+
+#include <cereal/types/vector.hpp>
+
+using namespace larder;
+using namespace larder::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+// A Kv whose every call fails while `failing` is set.
+class FaultKv final : public kv::Kv {
+ public:
+  explicit FaultKv(std::shared_ptr<std::atomic<bool>> failing)
+      : inner_(kv::make_memory_kv()), failing_(std::move(failing)) {}
+  kv::Status get(kv::Cf cf, std::string_view key, std::string* value) override {
+    if (*failing_) return fail();
+    return inner_->get(cf, key, value);
+  }
+  kv::Status scan(kv::Cf cf, std::string_view b, std::string_view e, const kv::ScanFn& fn) override {
+    if (*failing_) return fail();
+    return inner_->scan(cf, b, e, fn);
+  }
+  std::unique_ptr<kv::Batch> new_batch() override { return inner_->new_batch(); }
+  kv::Status write(kv::Batch& batch) override {
+    if (*failing_) return fail();
+    return inner_->write(batch);
+  }
+  kv::Status flush() override { return kv::Status::Ok(); }
+  kv::Status compact(kv::Cf) override { return kv::Status::Ok(); }
+  std::uint64_t disk_bytes() override { return 0; }
+  bool persistent() const override { return true; }
+
+ private:
+  static kv::Status fail() { return {kv::Code::io_error, "injected I/O error"}; }
+  std::unique_ptr<kv::Kv> inner_;
+  std::shared_ptr<std::atomic<bool>> failing_;
+};
+
+}  // namespace
+
+TEST_CASE("I/O failures degrade to misses, then the breaker bypasses the store and recovers") {
+  Fixture<RocksStore> f;
+  std::vector<std::string> logged;
+  std::mutex log_mu;
+  f.config.log = [&](LogLevel, std::string_view m) {
+    std::lock_guard lock(log_mu);
+    logged.emplace_back(m);
+  };
+  auto failing = std::make_shared<std::atomic<bool>>(false);
+  auto backend = core::Backend::open(core::resolve(f.config),
+                                     [&](const core::Resolved&, const kv::RocksOptions&,
+                                         std::unique_ptr<kv::Kv>* out) {
+                                       *out = std::make_unique<FaultKv>(failing);
+                                       return kv::Status::Ok();
+                                     });
+  auto& primary = backend->primary();
+  engine::SetOutcome out{};
+  REQUIRE(primary.set("stale-risk", "old", 0, "default", {}, backend->now_ns(), &out).ok());
+  REQUIRE(primary.set("kept", "value", 0, "default", {}, backend->now_ns(), &out).ok());
+
+  *failing = true;
+  // Reads fail without throwing: misses, counted, logged.
+  for (int i = 0; i < core::kBreakerThreshold; ++i) {
+    const auto op = backend->begin();
+    CHECK(op.primary);
+    engine::Found found;
+    const kv::Status s = op.engine->read("kept", backend->now_ns(), true, &found);
+    CHECK(s.failed());
+    backend->finish(op, s, "get");
+  }
+  CHECK(backend->degraded());
+  CHECK(backend->counters().error.load() == core::kBreakerThreshold);
+  CHECK(backend->last_error().find("injected I/O error") != std::string::npos);
+  CHECK_FALSE(logged.empty());
+
+  // While open, operations go to memory; a write there is remembered.
+  {
+    const auto op = backend->begin();
+    CHECK_FALSE(op.primary);
+    CHECK(op.engine->set("stale-risk", "new", 0, "default", {}, backend->now_ns(), &out).ok());
+    backend->finish(op, kv::Status::Ok(), "set", "stale-risk");
+  }
+  // Still failing at the retry time: stays open.
+  f.clock.advance(core::kBreakerRecovery + 1s);
+  CHECK_FALSE(backend->begin().primary);
+  // Store healthy again: recovery removes keys written meanwhile, so no old value resurfaces.
+  *failing = false;
+  f.clock.advance(core::kBreakerRecovery + 1s);
+  const auto op = backend->begin();
+  CHECK(op.primary);
+  CHECK_FALSE(backend->degraded());
+  engine::Found found;
+  CHECK(primary.read("stale-risk", backend->now_ns(), true, &found).not_found());
+  CHECK(primary.read("kept", backend->now_ns(), true, &found).ok());
+}
+
+TEST_CASE("the public API never throws on store failure") {
+  Fixture<RocksStore> f;
+  Cache c = f.open();
+  REQUIRE(c.set("k", "v"));
+  // Make the store directory unreadable underneath a live cache is not portable as root, so
+  // exercise the read path with a corrupt record instead.
+  {
+    auto backend = core::Backend::open_shared(core::resolve(f.config));
+    auto batch = backend->primary().kv().new_batch();
+    batch->put(kv::Cf::entries, "broken", "\x09garbage");
+    REQUIRE(backend->primary().kv().write(*batch).ok());
+  }
+  CHECK_FALSE(c.get("broken"));
+  CHECK_FALSE(c.get_entry("broken", true));
+  CHECK_FALSE(c.metadata("broken"));
+  CHECK(c.stats().error_count >= 2);
+  CHECK(c.get("k") == "v");
+}
+
+TEST_CASE("a corrupt store is moved aside and the cache starts empty") {
+  Fixture<RocksStore> f;
+  std::filesystem::path dir;
+  {
+    Cache c = f.open();
+    dir = c.directory();
+    REQUIRE(c.set("k", "v"));
+  }
+  for (const auto& entry : std::filesystem::directory_iterator(dir / "db")) {
+    const std::string name = entry.path().filename().string();
+    if (name.starts_with("MANIFEST") || name == "CURRENT") {
+      std::ofstream(entry.path(), std::ios::trunc) << "this is not a manifest";
+    }
+  }
+  Cache c = f.open();
+  CHECK_FALSE(c.degraded());
+  CHECK_FALSE(c.get("k"));
+  CHECK(c.set("k2", "v2"));
+  CHECK(c.get("k2") == "v2");
+  bool moved = false;
+  for (const auto& entry : std::filesystem::directory_iterator(dir))
+    if (entry.path().filename().string().starts_with("db.corrupt-")) moved = true;
+  CHECK(moved);
+  CHECK(c.last_error().find("corrupt") != std::string::npos);
+}
+
+TEST_CASE("an unusable directory gives a degraded memory cache") {
+  TempDir tmp;
+  TestClock clock;
+  Config cfg = RocksStore::config(tmp, clock);
+  // A regular file where the cache directory should be.
+  std::ofstream(tmp / "file") << "x";
+  cfg.cache_root = tmp / "file" / "cache";
+  Cache c = Cache::open(cfg);
+  CHECK(c.degraded());
+  CHECK_FALSE(c.last_error().empty());
+  CHECK(c.set("k", "v"));
+  CHECK(c.get("k") == "v");
+}
+
+TEST_CASE("a store held by another opener degrades with a message") {
+  Fixture<RocksStore> f;
+  f.config.strategy = Strategy::shared;
+  // Hold the RocksDB lock through a separate Kv (as another process would).
+  std::unique_ptr<kv::Kv> holder;
+  REQUIRE(larder::util::create_private_directories(f.dir / "db").empty());
+  REQUIRE(kv::open_rocks_kv(f.dir / "db", {}, &holder).ok());
+  Cache c = f.open();
+  CHECK(c.degraded());
+  CHECK(c.last_error().find("lock") != std::string::npos);
+  CHECK(c.set("k", "v"));
+}
+
+TEST_CASE("unsafe roots are refused with a clear error") {
+  TempDir tmp;
+  Config cfg;
+  cfg.cache_root = tmp / "open";
+  std::filesystem::create_directory(cfg.cache_root);
+  ::chmod(cfg.cache_root.c_str(), 0777);
+  CHECK_THROWS_WITH_AS(Cache::open(cfg), doctest::Contains("writable by group or others"), ConfigError);
+  CHECK_THROWS_WITH_AS(Cache::open(cfg), doctest::Contains("cache_root"), ConfigError);
+  if (::geteuid() == 0) {
+    cfg.cache_root = tmp / "other";
+    std::filesystem::create_directory(cfg.cache_root);
+    REQUIRE(::chown(cfg.cache_root.c_str(), 65534, 65534) == 0);
+    CHECK_THROWS_WITH_AS(Cache::open(cfg), doctest::Contains("owned by uid 65534"), ConfigError);
+  }
+  // Directories the cache creates are private.
+  cfg.cache_root = tmp / "fresh" / "nested";
+  cfg.cleanup_interval = 0s;
+  Cache c = Cache::open(cfg);
+  struct stat st {};
+  REQUIRE(::stat(cfg.cache_root.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0700);
+  REQUIRE(::stat(c.directory().c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0700);
+}
+
+TEST_CASE("invalid configuration names the field") {
+  Config cfg;
+  cfg.strategy = Strategy::disabled;
+  cfg.stale_factor = 0.5;
+  CHECK_THROWS_WITH_AS(Cache::open(cfg), doctest::Contains("stale_factor"), ConfigError);
+  cfg.stale_factor = 2;
+  cfg.default_ttl = -1s;
+  CHECK_THROWS_WITH_AS(Cache::open(cfg), doctest::Contains("default_ttl"), ConfigError);
+  cfg.default_ttl = 1s;
+  cfg.cleanup_interval = -1s;
+  CHECK_THROWS_WITH_AS(Cache::open(cfg), doctest::Contains("cleanup_interval"), ConfigError);
+  cfg.cleanup_interval = 0s;
+  cfg.eviction_policy = static_cast<EvictionPolicy>(9);
+  CHECK_THROWS_WITH_AS(Cache::open(cfg), doctest::Contains("eviction_policy"), ConfigError);
+  CHECK_THROWS_AS(Cache::open(cfg), std::invalid_argument);  // ConfigError is one
+}
+
+namespace {
+struct EnvGuard {
+  EnvGuard(std::initializer_list<std::pair<const char*, const char*>> vars) {
+    for (auto [k, v] : vars) {
+      names.push_back(k);
+      ::setenv(k, v, 1);
+    }
+  }
+  ~EnvGuard() {
+    for (auto* k : names) ::unsetenv(k);
+  }
+  std::vector<const char*> names;
+};
+}  // namespace
+
+TEST_CASE("Config::from_env reads every variable and rejects bad values by name") {
+  {
+    EnvGuard env({{"LARDER_CACHE_ROOT", "/tmp/x"},
+                  {"LARDER_STRATEGY", "shared"},
+                  {"LARDER_MAX_SIZE_MB", "7"},
+                  {"LARDER_MAX_ENTRIES", "12"},
+                  {"LARDER_DEFAULT_TTL", "30"},
+                  {"LARDER_EVICTION_POLICY", "lfu"}});
+    const Config c = Config::from_env();
+    CHECK(c.cache_root == "/tmp/x");
+    CHECK(c.strategy == Strategy::shared);
+    CHECK(c.max_size_bytes == 7 * kMiB);
+    CHECK(c.max_entries == 12);
+    CHECK(c.default_ttl == 30s);
+    CHECK(c.eviction_policy == EvictionPolicy::lfu);
+  }
+  {
+    EnvGuard env{{"LARDER_DISABLED", "1"}, {"LARDER_STRATEGY", "shared"}};
+    CHECK(Config::from_env().strategy == Strategy::disabled);
+  }
+  {
+    EnvGuard env{{"LARDER_STRATEGY", "bogus"}};
+    CHECK_THROWS_WITH_AS(Config::from_env(), doctest::Contains("LARDER_STRATEGY"), ConfigError);
+  }
+  {
+    EnvGuard env{{"LARDER_MAX_ENTRIES", "12abc"}};
+    CHECK_THROWS_WITH_AS(Config::from_env(), doctest::Contains("LARDER_MAX_ENTRIES"), ConfigError);
+  }
+  {
+    EnvGuard env{{"LARDER_EVICTION_POLICY", "random"}};
+    CHECK_THROWS_WITH_AS(Config::from_env(), doctest::Contains("LARDER_EVICTION_POLICY"), ConfigError);
+  }
+  {
+    EnvGuard env{{"LARDER_DEFAULT_TTL", "-5"}};
+    CHECK_THROWS_WITH_AS(Config::from_env(), doctest::Contains("LARDER_DEFAULT_TTL"), ConfigError);
+  }
+}
+
+TEST_CASE("the disabled strategy keeps nothing on disk") {
+  TempDir tmp;
+  TestClock clock;
+  Config cfg = MemoryStore::config(tmp, clock);
+  {
+    Cache c = Cache::open(cfg);
+    REQUIRE(c.set("k", "v"));
+    c.flush();
+    CHECK(c.directory().empty());
+  }
+  CHECK(std::filesystem::is_empty(tmp.path()));
+  Cache again = Cache::open(cfg);
+  CHECK_FALSE(again.get("k"));  // a memory cache is new every time
+}
+
+TEST_CASE("the log sink receives messages and LARDER_LOG is honoured") {
+  Fixture<RocksStore> f;
+  std::vector<std::pair<LogLevel, std::string>> lines;
+  f.config.log = [&](LogLevel l, std::string_view m) { lines.emplace_back(l, std::string(m)); };
+  Cache c = f.open();
+  REQUIRE(c.set("junk", "x"));
+  c.get_object<std::vector<int>>("junk");
+  REQUIRE_FALSE(lines.empty());
+  CHECK(lines.back().second.find("junk") != std::string::npos);
+  CHECK(lines.back().first == LogLevel::warn);
+}
