@@ -1,1 +1,128 @@
+// The statistics file: format round trip, corrupt files, atomic replacement, persistence rules.
+#include <doctest/doctest.h>
 
+#include <fstream>
+#include <thread>
+
+#include "stats/stats_file.hpp"
+#include "support.hpp"
+#include "util/fs.hpp"
+
+using namespace larder;
+using namespace larder::test;
+
+TEST_CASE("statistics JSON round-trips every field") {
+  stats::Snapshot s;
+  s.hit_count = 1;
+  s.miss_count = 2;
+  s.set_count = 3;
+  s.delete_count = 4;
+  s.eviction_count = 5;
+  s.expiration_count = 6;
+  s.invalidation_count = 7;
+  s.error_count = 8;
+  s.cleanup_count = 9;
+  s.total_entries = 10;
+  s.total_size_bytes = 11;
+  s.last_updated = "2026-11-21T04:57:00.000Z";
+  const std::string json = stats::to_json(s);
+  CHECK(json.find("\"format_version\": 1") != std::string::npos);
+  stats::Snapshot back;
+  std::string error;
+  REQUIRE(stats::from_json(json, &back, &error));
+  CHECK(back.hit_count == 1);
+  CHECK(back.cleanup_count == 9);
+  CHECK(back.total_size_bytes == 11);
+  CHECK(back.last_updated == s.last_updated);
+  CHECK_FALSE(stats::from_json("{\"format_version\": 99}", &back, &error));
+  CHECK(error.find("format_version 99") != std::string::npos);
+  CHECK_FALSE(stats::from_json("not json", &back, &error));
+  CHECK_FALSE(stats::from_json("{\"format_version\": 1, \"hit_count\": \"x\"}", &back, &error));
+}
+
+TEST_CASE("a corrupt statistics file is kept aside and counting starts from zero") {
+  Fixture<RocksStore> f;
+  std::filesystem::path dir;
+  {
+    Cache c = f.open();
+    dir = c.directory();
+    REQUIRE(c.set("k", "v"));
+    c.get("k");
+  }
+  std::ofstream(dir / ".cache_stats.json", std::ios::trunc) << "{ truncated";
+  Cache c = f.open();
+  const Stats s = c.stats();
+  CHECK(s.hit_count == 0);
+  CHECK(s.error_count == 1);
+  CHECK(s.total_entries == 1);  // totals come from the store, not the file
+  CHECK(c.get("k") == "v");
+  bool kept = false;
+  for (const auto& e : std::filesystem::directory_iterator(dir))
+    if (e.path().filename().string().starts_with(".cache_stats.json.corrupt-")) kept = true;
+  CHECK(kept);
+}
+
+TEST_CASE("statistics are written every 100 operations, on flush and on cleanup") {
+  Fixture<RocksStore> f;
+  Cache c = f.open();
+  const auto path = c.directory() / stats::kStatsFileName;
+  auto read = [&] {
+    stats::Snapshot s;
+    std::string error;
+    return stats::load_stats(path, f.clock.now(), &s, &error) == stats::LoadResult::loaded ? s
+                                                                                            : stats::Snapshot{};
+  };
+  for (int i = 0; i < 99; ++i) c.get("nothing");
+  c.flush();
+  CHECK(read().miss_count == 99);
+  REQUIRE(c.set("a", "1"));  // op 100 asks the housekeeper to write
+  for (int i = 0; i < 200 && read().set_count == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  CHECK(read().set_count == 1);
+  CHECK(read().total_entries == 1);
+  c.cleanup();
+  CHECK(read().cleanup_count == 1);
+  CHECK_FALSE(read().last_updated.empty());
+}
+
+TEST_CASE("atomic replacement: readers always see a complete file, no temporaries remain") {
+  TempDir tmp;
+  const auto path = tmp / "stats.json";
+  std::atomic<bool> stop{false};
+  std::atomic<int> bad{0}, reads{0};
+  stats::Snapshot s;
+  REQUIRE(stats::save_stats(path, s).empty());
+  std::thread reader([&] {
+    while (!stop) {
+      stats::Snapshot got;
+      std::string content, error;
+      if (util::read_file(path, &content, &error)) {
+        if (!stats::from_json(content, &got, &error)) bad++;
+        reads++;
+      }
+    }
+  });
+  for (int i = 0; i < 300; ++i) {
+    s.hit_count = static_cast<std::uint64_t>(i);
+    REQUIRE(stats::save_stats(path, s).empty());
+  }
+  stop = true;
+  reader.join();
+  CHECK(bad.load() == 0);
+  CHECK(reads.load() > 0);
+  int files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(tmp.path())) {
+    (void)e;
+    ++files;
+  }
+  CHECK(files == 1);
+}
+
+TEST_CASE("statistics can be disabled") {
+  Fixture<RocksStore> f;
+  f.config.enable_statistics = false;
+  Cache c = f.open();
+  REQUIRE(c.set("k", "v"));
+  c.flush();
+  CHECK_FALSE(std::filesystem::exists(c.directory() / stats::kStatsFileName));
+  CHECK(c.stats().set_count == 1);  // still counted in memory
+}
