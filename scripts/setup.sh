@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian packages larder needs (only those missing), then configures and builds
+# into the given build directory with any extra meson options.
+#   scripts/setup.sh BUILD_DIR [meson options...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(g++ pkg-config meson ninja-build librocksdb-dev libfmt-dev libcereal-dev doctest-dev
+          libcli11-dev libzstd-dev)
+if [[ "${LARDER_CXX:-}" == clang++ ]]; then packages+=(clang); fi
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}" >&2
+  sudo=""
+  if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+build="${1:-build}"
+shift || true
+if [[ ! -f "$build/build.ninja" ]]; then
+  if [[ -n "${LARDER_CXX:-}" ]]; then export CXX="$LARDER_CXX"; fi
+  meson setup "$build" --wrap-mode=nodownload "$@" >/dev/null
+fi
+ninja -C "$build" >/dev/null

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite: set-up, build, run. Ends with a line "larder: N passed, N failed".
+#   scripts/test.sh              # normal build in build/
+#   scripts/test.sh --sanitize   # address + undefined behaviour sanitizers in build-asan/
+#   scripts/test.sh --clang      # clang++ build in build-clang/
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+mode="${1:-}"
+case "$mode" in
+  "") build=build; opts=() ;;
+  --sanitize) build=build-asan; opts=(-Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug) ;;
+  --clang) build=build-clang; opts=(); export LARDER_CXX=clang++ ;;
+  *) echo "usage: scripts/test.sh [--sanitize|--clang]" >&2; exit 2 ;;
+esac
+
+scripts/setup.sh "$build" "${opts[@]}"
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0"
+export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
+log="$build/test-output.txt"
+status=0
+"$build/tests/larder-tests" 2>&1 | tee "$log" || status=$?
+summary=$(grep -E '^\[doctest\] test cases:' "$log" | tail -n 1 || true)
+passed=$(sed -E 's/.*\|\s*([0-9]+) passed.*/\1/' <<<"$summary")
+failed=$(sed -E 's/.*\|\s*([0-9]+) failed.*/\1/' <<<"$summary")
+if [[ -z "$summary" ]]; then passed=0; failed=1; status=${status:-1}; [[ $status -eq 0 ]] && status=1; fi
+echo "larder${mode:+ ($mode)}: ${passed} passed, ${failed} failed"
+exit "$status"
