@@ -24,6 +24,15 @@ build="${1:-build}"
 shift || true
 if [[ ! -f "$build/build.ninja" ]]; then
   if [[ -n "${LARDER_CXX:-}" ]]; then export CXX="$LARDER_CXX"; fi
-  meson setup "$build" --wrap-mode=nodownload "$@" >/dev/null
+  mkdir -p "$build"
+  if ! meson setup "$build" --wrap-mode=nodownload "$@" >"$build.setup.log" 2>&1; then
+    cat "$build.setup.log" >&2
+    exit 1
+  fi
 fi
-ninja -C "$build" >/dev/null
+if ! ninja -C "$build" >"$build/build.log" 2>&1; then
+  cat "$build/build.log" >&2
+  exit 1
+fi
+# Warnings are errors in spirit: show them.
+grep -E "warning:" "$build/build.log" >&2 || true

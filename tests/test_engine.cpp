@@ -97,7 +97,9 @@ std::size_t replay(Cache& c, const std::vector<Request>& trace) {
 TEST_CASE_TEMPLATE("eviction is exact: replay matches textbook simulators", S, RocksStore, MemoryStore) {
   const auto trace = make_trace(S::persistent ? 6000 : 20000, 600, 42);
   for (EvictionPolicy policy : {EvictionPolicy::lru, EvictionPolicy::lfu, EvictionPolicy::fifo}) {
-    for (auto [entries, bytes] : {std::pair<std::uint64_t, std::uint64_t>{100, 0}, {0, 5000}, {80, 6000}}) {
+    for (const auto& limits : {std::pair<std::uint64_t, std::uint64_t>{100, 0}, {0, 5000}, {80, 6000}}) {
+      const std::uint64_t entries = limits.first;
+      const std::uint64_t bytes = limits.second;
       CAPTURE(static_cast<int>(policy));
       CAPTURE(entries);
       CAPTURE(bytes);
