@@ -9,8 +9,8 @@
 #include <cstdlib>
 #include <string>
 
-#include "larder/larder.hpp"
 #include "helper_values.hpp"
+#include "larder/larder.hpp"
 
 int main(int argc, char** argv) {
   if (argc != 5 || std::string(argv[1]) != "write") {

@@ -5,11 +5,15 @@
 
 namespace larder::test {
 
-inline std::string helper_key(long i) { return "key-" + std::to_string(i % 5000); }
+inline std::string helper_key(long i) {
+  return "key-" + std::to_string(i % 5000);
+}
 inline std::string helper_value(long i) {
   return std::string(static_cast<std::size_t>(i % 700) + 1, static_cast<char>('a' + i % 26)) +
          std::to_string(i);
 }
-inline std::string helper_category(long i) { return i % 2 == 0 ? "even" : "odd"; }
+inline std::string helper_category(long i) {
+  return i % 2 == 0 ? "even" : "odd";
+}
 
 }  // namespace larder::test

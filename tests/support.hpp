@@ -19,7 +19,8 @@ class TempDir {
  public:
   TempDir() {
     const char* base = std::getenv("TMPDIR");
-    std::string tmpl = std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/larder-test-XXXXXX";
+    std::string tmpl =
+        std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/larder-test-XXXXXX";
     if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
     path_ = tmpl;
   }
@@ -41,7 +42,8 @@ class TempDir {
 // Starts at a fixed, realistic time; advance() moves it.
 class TestClock {
  public:
-  TestClock() : ns_(std::make_shared<std::atomic<std::int64_t>>(1'800'000'000LL * 1'000'000'000LL)) {}
+  TestClock()
+      : ns_(std::make_shared<std::atomic<std::int64_t>>(1'800'000'000LL * 1'000'000'000LL)) {}
   std::function<std::chrono::system_clock::time_point()> fn() const {
     auto ns = ns_;
     return [ns] {

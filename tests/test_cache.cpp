@@ -178,7 +178,8 @@ TEST_CASE_TEMPLATE("invalidate by key, category and glob", S, STORES) {
 TEST_CASE_TEMPLATE("clear and clear_category return counts", S, STORES) {
   Fixture<S> f;
   Cache c = f.open();
-  for (int i = 0; i < 30; ++i) REQUIRE(c.set("k" + std::to_string(i), "v", ttl(0, i % 3 == 0 ? "a" : "b")));
+  for (int i = 0; i < 30; ++i)
+    REQUIRE(c.set("k" + std::to_string(i), "v", ttl(0, i % 3 == 0 ? "a" : "b")));
   CHECK(c.clear_category("a") == 10);
   CHECK(c.clear_category("a") == 0);
   CHECK(c.keys_in_category("a").empty());
@@ -202,9 +203,9 @@ TEST_CASE_TEMPLATE("cleanup removes expired and invalid entries only", S, STORES
   REQUIRE(c.set("none", "v", ttl(0)));
   REQUIRE(c.set("inv", "v", ttl(0)));
   REQUIRE(c.invalidate("inv"));
-  f.clock.advance(15s);  // short is stale, not expired
+  f.clock.advance(15s);     // short is stale, not expired
   CHECK(c.cleanup() == 1);  // only the invalid one
-  f.clock.advance(5s);   // short expired
+  f.clock.advance(5s);      // short expired
   const Stats before = c.stats();
   CHECK(before.expired_entries == 1);
   CHECK(before.fresh_entries == 2);
@@ -290,7 +291,7 @@ TEST_CASE_TEMPLATE("LFU evicts the lowest count, ties to the least recent", S, S
   REQUIRE(c.get("b"));
   REQUIRE(c.set("d", "1"));  // c has count 1
   CHECK(c.keys() == std::vector<std::string>{"a", "b", "d"});
-  REQUIRE(c.get("d"));       // b and d both count 2; b less recent
+  REQUIRE(c.get("d"));  // b and d both count 2; b less recent
   REQUIRE(c.set("e", "1"));
   CHECK(c.keys() == std::vector<std::string>{"a", "d", "e"});
   // The count is forgotten on eviction: a re-inserted key starts at 1.
@@ -321,9 +322,9 @@ TEST_CASE_TEMPLATE("TTL policy removes only expired and invalid entries, else re
   REQUIRE(c.set("b", "1", ttl(0)));
   CHECK_FALSE(c.set("c", "1"));  // full of live entries
   CHECK(c.keys() == std::vector<std::string>{"a", "b"});
-  f.clock.advance(15s);           // a is stale: still live
+  f.clock.advance(15s);  // a is stale: still live
   CHECK_FALSE(c.set("c", "1"));
-  f.clock.advance(5s);            // a expired
+  f.clock.advance(5s);  // a expired
   CHECK(c.set("c", "1"));
   CHECK(c.keys() == std::vector<std::string>{"b", "c"});
   REQUIRE(c.invalidate("b"));
@@ -403,8 +404,9 @@ TEST_CASE_TEMPLATE("get_or_compute computes once and caches nothing on exception
   CHECK(c.get_or_compute("k", compute) == "value");
   CHECK(calls == 1);
   CHECK(c.metadata("k")->category == "computed");
-  CHECK_THROWS_WITH_AS(c.get_or_compute("bad", [&]() -> std::string { throw std::runtime_error("boom"); }),
-                       "boom", std::runtime_error);
+  CHECK_THROWS_WITH_AS(
+      c.get_or_compute("bad", [&]() -> std::string { throw std::runtime_error("boom"); }), "boom",
+      std::runtime_error);
   CHECK_FALSE(c.exists("bad"));
 }
 
@@ -468,12 +470,20 @@ TEST_CASE_TEMPLATE("8 threads: mixed operations keep totals exact", S, STORES) {
         x = x * 6364136223846793005ULL + 1442695040888963407ULL;
         const std::string key = "k" + std::to_string((x >> 33) % 800);
         switch ((x >> 20) % 10) {
-          case 0: c.remove(key); break;
-          case 1: c.invalidate(key); break;
+          case 0:
+            c.remove(key);
+            break;
+          case 1:
+            c.invalidate(key);
+            break;
           case 2:
           case 3:
-          case 4: c.set(key, std::string((x >> 40) % 64 + 1, 'v'), ttl(0, (x & 1) ? "odd" : "even")); break;
-          default: c.get(key); break;
+          case 4:
+            c.set(key, std::string((x >> 40) % 64 + 1, 'v'), ttl(0, (x & 1) ? "odd" : "even"));
+            break;
+          default:
+            c.get(key);
+            break;
         }
       }
     });

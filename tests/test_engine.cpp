@@ -27,7 +27,8 @@ struct Request {
 std::vector<Request> make_trace(std::size_t n, std::size_t objects, std::uint32_t seed) {
   std::mt19937_64 rng(seed);
   std::vector<double> weights(objects);
-  for (std::size_t i = 0; i < objects; ++i) weights[i] = 1.0 / std::pow(static_cast<double>(i + 1), 0.9);
+  for (std::size_t i = 0; i < objects; ++i)
+    weights[i] = 1.0 / std::pow(static_cast<double>(i + 1), 0.9);
   std::discrete_distribution<std::size_t> pick(weights.begin(), weights.end());
   std::vector<Request> out;
   for (std::size_t i = 0; i < n; ++i) {
@@ -65,10 +66,17 @@ std::size_t simulate(EvictionPolicy policy, const std::vector<Request>& trace,
         const Obj& v = victim->second;
         bool better = false;
         switch (policy) {
-          case EvictionPolicy::lru: better = a.last < v.last; break;
-          case EvictionPolicy::lfu: better = a.freq < v.freq || (a.freq == v.freq && a.last < v.last); break;
-          case EvictionPolicy::fifo: better = a.inserted < v.inserted; break;
-          case EvictionPolicy::ttl: break;
+          case EvictionPolicy::lru:
+            better = a.last < v.last;
+            break;
+          case EvictionPolicy::lfu:
+            better = a.freq < v.freq || (a.freq == v.freq && a.last < v.last);
+            break;
+          case EvictionPolicy::fifo:
+            better = a.inserted < v.inserted;
+            break;
+          case EvictionPolicy::ttl:
+            break;
         }
         if (better) victim = j;
       }
@@ -94,10 +102,12 @@ std::size_t replay(Cache& c, const std::vector<Request>& trace) {
 
 }  // namespace
 
-TEST_CASE_TEMPLATE("eviction is exact: replay matches textbook simulators", S, RocksStore, MemoryStore) {
+TEST_CASE_TEMPLATE("eviction is exact: replay matches textbook simulators", S, RocksStore,
+                   MemoryStore) {
   const auto trace = make_trace(S::persistent ? 6000 : 20000, 600, 42);
   for (EvictionPolicy policy : {EvictionPolicy::lru, EvictionPolicy::lfu, EvictionPolicy::fifo}) {
-    for (const auto& limits : {std::pair<std::uint64_t, std::uint64_t>{100, 0}, {0, 5000}, {80, 6000}}) {
+    for (const auto& limits :
+         {std::pair<std::uint64_t, std::uint64_t>{100, 0}, {0, 5000}, {80, 6000}}) {
       const std::uint64_t entries = limits.first;
       const std::uint64_t bytes = limits.second;
       CAPTURE(static_cast<int>(policy));
@@ -238,7 +248,8 @@ TEST_CASE("rebuild recounts totals from the entries") {
   engine::SetOutcome out{};
   for (int i = 0; i < 50; ++i)
     REQUIRE(e.set("k" + std::to_string(i), std::string(static_cast<std::size_t>(i), 'v'),
-                  i % 2 == 0 ? 10 : 0, i % 3 == 0 ? "a" : "b", {}, backend->now_ns(), &out).ok());
+                  i % 2 == 0 ? 10 : 0, i % 3 == 0 ? "a" : "b", {}, backend->now_ns(), &out)
+                .ok());
   const auto entries = e.entries();
   const auto bytes = e.bytes();
   const auto cats = e.categories();

@@ -8,8 +8,8 @@
 
 #include "core/backend.hpp"
 #include "kv/memory_kv.hpp"
-#include "util/fs.hpp"
 #include "support.hpp"
+#include "util/fs.hpp"
 
 #include <cereal/types/vector.hpp>
 
@@ -28,7 +28,8 @@ class FaultKv final : public kv::Kv {
     if (*failing_) return fail();
     return inner_->get(cf, key, value);
   }
-  kv::Status scan(kv::Cf cf, std::string_view b, std::string_view e, const kv::ScanFn& fn) override {
+  kv::Status scan(kv::Cf cf, std::string_view b, std::string_view e,
+                  const kv::ScanFn& fn) override {
     if (*failing_) return fail();
     return inner_->scan(cf, b, e, fn);
   }
@@ -59,12 +60,12 @@ TEST_CASE("I/O failures degrade to misses, then the breaker bypasses the store a
     logged.emplace_back(m);
   };
   auto failing = std::make_shared<std::atomic<bool>>(false);
-  auto backend = core::Backend::open(core::resolve(f.config),
-                                     [&](const core::Resolved&, const kv::RocksOptions&,
-                                         std::unique_ptr<kv::Kv>* out) {
-                                       *out = std::make_unique<FaultKv>(failing);
-                                       return kv::Status::Ok();
-                                     });
+  auto backend = core::Backend::open(
+      core::resolve(f.config),
+      [&](const core::Resolved&, const kv::RocksOptions&, std::unique_ptr<kv::Kv>* out) {
+        *out = std::make_unique<FaultKv>(failing);
+        return kv::Status::Ok();
+      });
   auto& primary = backend->primary();
   engine::SetOutcome out{};
   REQUIRE(primary.set("stale-risk", "old", 0, "default", {}, backend->now_ns(), &out).ok());
@@ -184,7 +185,8 @@ TEST_CASE("unsafe roots are refused with a clear error") {
   cfg.cache_root = tmp / "open";
   std::filesystem::create_directory(cfg.cache_root);
   ::chmod(cfg.cache_root.c_str(), 0777);
-  CHECK_THROWS_WITH_AS(Cache::open(cfg), doctest::Contains("writable by group or others"), ConfigError);
+  CHECK_THROWS_WITH_AS(Cache::open(cfg), doctest::Contains("writable by group or others"),
+                       ConfigError);
   CHECK_THROWS_WITH_AS(Cache::open(cfg), doctest::Contains("cache_root"), ConfigError);
   if (::geteuid() == 0) {
     cfg.cache_root = tmp / "other";
@@ -265,7 +267,8 @@ TEST_CASE("Config::from_env reads every variable and rejects bad values by name"
   }
   {
     EnvGuard env{{"LARDER_EVICTION_POLICY", "random"}};
-    CHECK_THROWS_WITH_AS(Config::from_env(), doctest::Contains("LARDER_EVICTION_POLICY"), ConfigError);
+    CHECK_THROWS_WITH_AS(Config::from_env(), doctest::Contains("LARDER_EVICTION_POLICY"),
+                         ConfigError);
   }
   {
     EnvGuard env{{"LARDER_DEFAULT_TTL", "-5"}};

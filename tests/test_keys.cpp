@@ -37,7 +37,8 @@ TEST_CASE("CacheKey::from_path changes with size and mtime") {
   std::ofstream(file, std::ios::app) << "two";
   const std::string k2 = CacheKey::from_path(file);
   CHECK(k1 != k2);
-  std::filesystem::last_write_time(file, std::filesystem::last_write_time(file) + std::chrono::seconds(5));
+  std::filesystem::last_write_time(
+      file, std::filesystem::last_write_time(file) + std::chrono::seconds(5));
   CHECK(CacheKey::from_path(file) != k2);
   CHECK(CacheKey::from_path(file) == CacheKey::from_path(file));
 }

@@ -19,7 +19,8 @@ namespace {
 
 // Runs the helper writing keys [first, first + count) and kills it with SIGKILL after `kill_after`
 // acknowledgements. Returns the acknowledged indexes in order.
-std::vector<long> write_and_kill(const std::filesystem::path& root, long first, long count, long kill_after) {
+std::vector<long> write_and_kill(const std::filesystem::path& root, long first, long count,
+                                 long kill_after) {
   int fds[2];
   REQUIRE(::pipe(fds) == 0);
   const pid_t pid = ::fork();
@@ -37,7 +38,8 @@ std::vector<long> write_and_kill(const std::filesystem::path& root, long first, 
   FILE* in = ::fdopen(fds[0], "r");
   std::vector<long> acked;
   char line[128];
-  while (static_cast<long>(acked.size()) < kill_after && std::fgets(line, sizeof line, in) != nullptr) {
+  while (static_cast<long>(acked.size()) < kill_after &&
+         std::fgets(line, sizeof line, in) != nullptr) {
     long n = 0;
     if (std::sscanf(line, "ack %ld", &n) == 1) acked.push_back(n);
   }

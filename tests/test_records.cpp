@@ -24,7 +24,8 @@ TEST_CASE("entry records round-trip and reject truncation") {
   CHECK(back.metadata == h.metadata);
   CHECK(rec.substr(offset) == value);
   CHECK(static_cast<std::uint8_t>(rec[kEntryFlagsOffset]) == kFlagInvalid);
-  for (std::size_t cut = 0; cut < offset; ++cut) CHECK_FALSE(decode_entry(rec.substr(0, cut), &back, &offset));
+  for (std::size_t cut = 0; cut < offset; ++cut)
+    CHECK_FALSE(decode_entry(rec.substr(0, cut), &back, &offset));
   std::string wrong = rec;
   wrong[0] = 9;
   CHECK_FALSE(decode_entry(wrong, &back, &offset));
@@ -68,7 +69,8 @@ TEST_CASE("index keys sort numerically and give back the user key") {
   CHECK(order_key(EvictionPolicy::lfu, a, "x") < order_key(EvictionPolicy::lfu, b, "x"));
   CHECK(order_key(EvictionPolicy::lru, b, "x") < order_key(EvictionPolicy::lru, a, "x"));
   CHECK(user_key_of_order(EvictionPolicy::lfu, order_key(EvictionPolicy::lfu, a, "key")) == "key");
-  CHECK(user_key_of_order(EvictionPolicy::fifo, order_key(EvictionPolicy::fifo, a, "key")) == "key");
+  CHECK(user_key_of_order(EvictionPolicy::fifo, order_key(EvictionPolicy::fifo, a, "key")) ==
+        "key");
   CHECK(order_key(EvictionPolicy::ttl, a, "x").empty());
   CHECK(category_key("a", "k") < category_key("ab", "k"));
 }

@@ -69,14 +69,16 @@ TEST_CASE("statistics are written every 100 operations, on flush and on cleanup"
   auto read = [&] {
     stats::Snapshot s;
     std::string error;
-    return stats::load_stats(path, f.clock.now(), &s, &error) == stats::LoadResult::loaded ? s
-                                                                                            : stats::Snapshot{};
+    return stats::load_stats(path, f.clock.now(), &s, &error) == stats::LoadResult::loaded
+               ? s
+               : stats::Snapshot{};
   };
   for (int i = 0; i < 99; ++i) c.get("nothing");
   c.flush();
   CHECK(read().miss_count == 99);
   REQUIRE(c.set("a", "1"));  // op 100 asks the housekeeper to write
-  for (int i = 0; i < 200 && read().set_count == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  for (int i = 0; i < 200 && read().set_count == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   CHECK(read().set_count == 1);
   CHECK(read().total_entries == 1);
   c.cleanup();

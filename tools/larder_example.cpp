@@ -11,10 +11,14 @@ namespace {
 
 const char* status_name(larder::EntryStatus s) {
   switch (s) {
-    case larder::EntryStatus::fresh: return "fresh";
-    case larder::EntryStatus::stale: return "stale";
-    case larder::EntryStatus::expired: return "expired";
-    case larder::EntryStatus::invalid: return "invalid";
+    case larder::EntryStatus::fresh:
+      return "fresh";
+    case larder::EntryStatus::stale:
+      return "stale";
+    case larder::EntryStatus::expired:
+      return "expired";
+    case larder::EntryStatus::invalid:
+      return "invalid";
   }
   return "?";
 }
@@ -42,7 +46,8 @@ int main() {
     fmt::print("get_or_compute({}) -> {} ({})\n", key, value,
                computed ? "computed now" : "served from the cache");
 
-    cache.set("example:counter", std::to_string(std::stoi(cache.get_or("example:counter", "0")) + 1),
+    cache.set("example:counter",
+              std::to_string(std::stoi(cache.get_or("example:counter", "0")) + 1),
               {.ttl = std::chrono::seconds(0), .category = "runs", .metadata = {}});
     fmt::print("this example has run {} time(s) against this cache\n",
                cache.get_or("example:counter", "?"));

@@ -71,8 +71,8 @@ struct Config {
   // Empty: the per-user default ($XDG_CACHE_HOME/larder, else ~/.cache/larder).
   std::filesystem::path cache_root;
   Strategy strategy = Strategy::process_isolated;
-  std::uint64_t max_size_bytes = 500 * kMiB;  // sum of value sizes; 0 = unlimited
-  std::uint64_t max_entries = 10'000;         // 0 = unlimited
+  std::uint64_t max_size_bytes = 500 * kMiB;                  // sum of value sizes; 0 = unlimited
+  std::uint64_t max_entries = 10'000;                         // 0 = unlimited
   std::chrono::seconds default_ttl = std::chrono::hours(24);  // 0 = entries never expire
   EvictionPolicy eviction_policy = EvictionPolicy::lru;
   std::chrono::seconds cleanup_interval = std::chrono::minutes(5);  // 0 = no periodic cleanup
@@ -103,10 +103,11 @@ struct EntryInfo {
   std::string key;
   std::string category;
   EntryStatus status = EntryStatus::fresh;
-  std::uint64_t size_bytes = 0;  // value bytes
+  std::uint64_t size_bytes = 0;                      // value bytes
   std::chrono::system_clock::time_point created_at;  // time of the last set
   std::chrono::system_clock::time_point last_accessed;
-  std::optional<std::chrono::system_clock::time_point> expires_at;  // created_at + ttl; none: no ttl
+  std::optional<std::chrono::system_clock::time_point>
+      expires_at;  // created_at + ttl; none: no ttl
   std::uint64_t access_count = 0;
   std::map<std::string, std::string> metadata;
   // Both are computed against the cache's clock at the time the info was read.

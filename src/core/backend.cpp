@@ -40,7 +40,8 @@ kv::Status default_opener(const Resolved& r, const kv::RocksOptions& options,
 Backend::Backend(const Resolved& r)
     : r_(r),
       log_(r.config.log),
-      watermark_(std::make_shared<std::atomic<std::int64_t>>(std::numeric_limits<std::int64_t>::min())) {}
+      watermark_(
+          std::make_shared<std::atomic<std::int64_t>>(std::numeric_limits<std::int64_t>::min())) {}
 
 std::int64_t Backend::now_ns() const {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(now().time_since_epoch()).count();
@@ -121,8 +122,8 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r, const KvOpener& opener
     }
   }
   if (!b->primary_) degrade("no usable store");
-  b->fallback_ = std::make_unique<engine::Engine>(kv::make_memory_kv(), eo, nullptr,
-                                                  &b->counters_, &b->log_);
+  b->fallback_ =
+      std::make_unique<engine::Engine>(kv::make_memory_kv(), eo, nullptr, &b->counters_, &b->log_);
   (void)b->fallback_->open();
 
   if (have_dir && r.config.enable_statistics && !b->degraded_at_open_) {
@@ -230,8 +231,10 @@ void Backend::finish(const Op& op, const kv::Status& s, std::string_view what,
                      std::string_view written, bool all_written) {
   if (!op.primary && (!written.empty() || all_written)) {
     std::lock_guard lock(breaker_mu_);
-    if (all_written || touched_.size() >= 100'000) touched_all_ = true;
-    else touched_.emplace(written);
+    if (all_written || touched_.size() >= 100'000)
+      touched_all_ = true;
+    else
+      touched_.emplace(written);
   }
   if (!s.failed()) {
     if (op.primary && s.ok()) failures_.store(0, std::memory_order_relaxed);
@@ -294,9 +297,9 @@ void Backend::save_stats() {
 }
 
 void Backend::zero_stats() {
-  for (auto* c : {&counters_.hit, &counters_.miss, &counters_.set, &counters_.del,
-                  &counters_.eviction, &counters_.expiration, &counters_.invalidation,
-                  &counters_.error, &counters_.cleanup})
+  for (auto* c :
+       {&counters_.hit, &counters_.miss, &counters_.set, &counters_.del, &counters_.eviction,
+        &counters_.expiration, &counters_.invalidation, &counters_.error, &counters_.cleanup})
     c->store(0);
   {
     std::lock_guard lock(stats_mu_);
@@ -318,10 +321,12 @@ void Backend::housekeeper() {
     // Wake for the next cleanup, a statistics write, or (while hits are buffered) soon, to save
     // access data.
     const auto pending_deadline = clock::now() + std::chrono::milliseconds(50);
-    const auto wake = primary_->has_pending_access() ? std::min(pending_deadline, next_cleanup)
-                                                     : next_cleanup;
-    if (wake == clock::time_point::max()) hk_cv_.wait(lock, [&] { return hk_stop_ || hk_save_; });
-    else hk_cv_.wait_until(lock, wake, [&] { return hk_stop_ || hk_save_; });
+    const auto wake =
+        primary_->has_pending_access() ? std::min(pending_deadline, next_cleanup) : next_cleanup;
+    if (wake == clock::time_point::max())
+      hk_cv_.wait(lock, [&] { return hk_stop_ || hk_save_; });
+    else
+      hk_cv_.wait_until(lock, wake, [&] { return hk_stop_ || hk_save_; });
     if (hk_stop_) return;
     const bool save = std::exchange(hk_save_, false);
     lock.unlock();

@@ -28,8 +28,8 @@ namespace larder::core {
 
 // Opens the primary store (tests inject failing stores through it). Default: RocksDB in
 // <dir>/db, or memory for the disabled strategy.
-using KvOpener = std::function<kv::Status(const Resolved&, const kv::RocksOptions&,
-                                          std::unique_ptr<kv::Kv>*)>;
+using KvOpener =
+    std::function<kv::Status(const Resolved&, const kv::RocksOptions&, std::unique_ptr<kv::Kv>*)>;
 
 inline constexpr int kBreakerThreshold = 5;  // consecutive I/O failures that open the breaker
 inline constexpr std::chrono::seconds kBreakerRecovery{30};
@@ -53,8 +53,8 @@ class Backend {
   Op begin();
   // Reports an operation's outcome: counts and logs failures, drives the breaker, and remembers
   // keys written while bypassing (`written` empty: none; `all_written`: e.g. clear()).
-  void finish(const Op& op, const kv::Status& s, std::string_view what, std::string_view written = {},
-              bool all_written = false);
+  void finish(const Op& op, const kv::Status& s, std::string_view what,
+              std::string_view written = {}, bool all_written = false);
   // Counts one public operation; every 100th asks the housekeeper to write the statistics file.
   void note_op();
 

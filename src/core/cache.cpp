@@ -8,8 +8,8 @@
 
 #include "core/backend.hpp"
 #include "core/config.hpp"
-#include "util/glob.hpp"
 #include "larder/larder.hpp"
+#include "util/glob.hpp"
 
 namespace larder {
 
@@ -31,12 +31,13 @@ class Cache::Impl {
     return s;
   }
 
-  EntryInfo make_info(std::string_view key, const engine::Found& f,
-                      const engine::AccessRecord& a, std::int64_t now_ns) const {
+  EntryInfo make_info(std::string_view key, const engine::Found& f, const engine::AccessRecord& a,
+                      std::int64_t now_ns) const {
     using std::chrono::nanoseconds;
     using std::chrono::system_clock;
     auto tp = [](std::int64_t ns) {
-      return system_clock::time_point(std::chrono::duration_cast<system_clock::duration>(nanoseconds(ns)));
+      return system_clock::time_point(
+          std::chrono::duration_cast<system_clock::duration>(nanoseconds(ns)));
     };
     EntryInfo info;
     info.key = std::string(key);
@@ -45,7 +46,8 @@ class Cache::Impl {
     info.size_bytes = f.size;
     info.created_at = tp(f.header.created_ns);
     info.last_accessed = tp(a.last_access_ns);
-    if (f.header.ttl_s > 0) info.expires_at = info.created_at + std::chrono::seconds(f.header.ttl_s);
+    if (f.header.ttl_s > 0)
+      info.expires_at = info.created_at + std::chrono::seconds(f.header.ttl_s);
     info.access_count = a.access_count;
     info.metadata = f.header.metadata;
     info.observed_at = tp(now_ns);
@@ -71,7 +73,8 @@ class OpCount {
 
 void check_ttl(const SetOptions& options) {
   if (options.ttl && options.ttl->count() < 0)
-    throw std::invalid_argument(fmt::format("ttl: must not be negative (got {}s)", options.ttl->count()));
+    throw std::invalid_argument(
+        fmt::format("ttl: must not be negative (got {}s)", options.ttl->count()));
 }
 
 }  // namespace
@@ -106,8 +109,9 @@ bool Cache::set(std::string_view key, std::string_view value, const SetOptions& 
   if (!s.ok()) return false;
   if (outcome != engine::SetOutcome::stored) {
     b.log().logf(LogLevel::debug, "set of '{}' refused: {}", key,
-                 outcome == engine::SetOutcome::too_large ? "value larger than max_size_bytes"
-                                                          : "cache full of live entries (ttl policy)");
+                 outcome == engine::SetOutcome::too_large
+                     ? "value larger than max_size_bytes"
+                     : "cache full of live entries (ttl policy)");
     return false;
   }
   b.counters().set++;
@@ -202,7 +206,8 @@ bool Cache::remove(std::string_view key) {
   const OpCount op_count(b);
   if (!Impl::valid_key(key)) return false;
   bool removed = false;
-  const kv::Status s = impl_->run("remove", [&](Engine& e) { return e.remove(key, &removed); }, key);
+  const kv::Status s = impl_->run(
+      "remove", [&](Engine& e) { return e.remove(key, &removed); }, key);
   if (s.ok() && removed) b.counters().del++;
   return s.ok() && removed;
 }
@@ -211,7 +216,8 @@ std::size_t Cache::clear() {
   Backend& b = *impl_->backend;
   const OpCount op_count(b);
   std::size_t n = 0;
-  const kv::Status s = impl_->run("clear", [&](Engine& e) { return e.clear(&n); }, {}, true);
+  const kv::Status s = impl_->run(
+      "clear", [&](Engine& e) { return e.clear(&n); }, {}, true);
   if (!s.ok()) return 0;
   b.counters().del += n;
   return n;
@@ -349,7 +355,8 @@ std::string Cache::get_or_compute(std::string_view key, const std::function<std:
     // Another flight may have finished between our miss and joining: look again, uncounted.
     engine::Found f;
     const std::int64_t now = b.now_ns();
-    const kv::Status s = impl_->run("get_or_compute", [&](Engine& e) { return e.read(key, now, true, &f); });
+    const kv::Status s =
+        impl_->run("get_or_compute", [&](Engine& e) { return e.read(key, now, true, &f); });
     if (s.ok() && f.status == EntryStatus::fresh) {
       value = std::move(f.value);
     } else {
@@ -371,9 +378,15 @@ std::string Cache::get_or_compute(std::string_view key, const std::function<std:
   return value;
 }
 
-bool Cache::degraded() const { return impl_->backend->degraded(); }
-std::string Cache::last_error() const { return impl_->backend->last_error(); }
-std::filesystem::path Cache::directory() const { return impl_->backend->resolved().dir; }
+bool Cache::degraded() const {
+  return impl_->backend->degraded();
+}
+std::string Cache::last_error() const {
+  return impl_->backend->last_error();
+}
+std::filesystem::path Cache::directory() const {
+  return impl_->backend->resolved().dir;
+}
 
 void Cache::count_decode_error(std::string_view key, std::string_view what) {
   Backend& b = *impl_->backend;

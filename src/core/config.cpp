@@ -16,29 +16,40 @@ namespace fs = std::filesystem;
 
 const char* to_string(Strategy s) {
   switch (s) {
-    case Strategy::process_isolated: return "process_isolated";
-    case Strategy::shared: return "shared";
-    case Strategy::disabled: return "disabled";
+    case Strategy::process_isolated:
+      return "process_isolated";
+    case Strategy::shared:
+      return "shared";
+    case Strategy::disabled:
+      return "disabled";
   }
   return "unknown";
 }
 
 const char* to_string(EvictionPolicy p) {
   switch (p) {
-    case EvictionPolicy::lru: return "lru";
-    case EvictionPolicy::lfu: return "lfu";
-    case EvictionPolicy::fifo: return "fifo";
-    case EvictionPolicy::ttl: return "ttl";
+    case EvictionPolicy::lru:
+      return "lru";
+    case EvictionPolicy::lfu:
+      return "lfu";
+    case EvictionPolicy::fifo:
+      return "fifo";
+    case EvictionPolicy::ttl:
+      return "ttl";
   }
   return "unknown";
 }
 
 const char* to_string(EntryStatus s) {
   switch (s) {
-    case EntryStatus::fresh: return "fresh";
-    case EntryStatus::stale: return "stale";
-    case EntryStatus::expired: return "expired";
-    case EntryStatus::invalid: return "invalid";
+    case EntryStatus::fresh:
+      return "fresh";
+    case EntryStatus::stale:
+      return "stale";
+    case EntryStatus::expired:
+      return "expired";
+    case EntryStatus::invalid:
+      return "invalid";
   }
   return "unknown";
 }
@@ -57,15 +68,17 @@ void validate(const Config& c) {
   if (static_cast<unsigned>(c.strategy) > static_cast<unsigned>(Strategy::disabled))
     throw ConfigError(fmt::format("strategy: unknown value {}", static_cast<unsigned>(c.strategy)));
   if (static_cast<unsigned>(c.eviction_policy) > static_cast<unsigned>(EvictionPolicy::ttl))
-    throw ConfigError(fmt::format("eviction_policy: unknown value {}",
-                                  static_cast<unsigned>(c.eviction_policy)));
+    throw ConfigError(
+        fmt::format("eviction_policy: unknown value {}", static_cast<unsigned>(c.eviction_policy)));
   if (c.default_ttl.count() < 0)
-    throw ConfigError(fmt::format("default_ttl: must not be negative (got {}s)", c.default_ttl.count()));
+    throw ConfigError(
+        fmt::format("default_ttl: must not be negative (got {}s)", c.default_ttl.count()));
   if (c.cleanup_interval.count() < 0)
     throw ConfigError(fmt::format("cleanup_interval: must not be negative (got {}s)",
                                   c.cleanup_interval.count()));
   if (c.lock_timeout.count() < 0)
-    throw ConfigError(fmt::format("lock_timeout: must not be negative (got {}ms)", c.lock_timeout.count()));
+    throw ConfigError(
+        fmt::format("lock_timeout: must not be negative (got {}ms)", c.lock_timeout.count()));
   if (!std::isfinite(c.stale_factor) || c.stale_factor < 1.0)
     throw ConfigError(fmt::format("stale_factor: must be a number >= 1 (got {})", c.stale_factor));
 }
@@ -78,7 +91,9 @@ Resolved resolve(const Config& c) {
   fs::path root = c.cache_root.empty() ? default_root() : c.cache_root;
   std::error_code ec;
   if (root.is_relative()) root = fs::absolute(root, ec);
-  if (ec) throw ConfigError(fmt::format("cache_root: cannot make {} absolute: {}", root.string(), ec.message()));
+  if (ec)
+    throw ConfigError(
+        fmt::format("cache_root: cannot make {} absolute: {}", root.string(), ec.message()));
   r.root = root.lexically_normal();
   if (r.root.has_filename() == false && r.root.has_parent_path()) r.root = r.root.parent_path();
   r.dir = c.strategy == Strategy::process_isolated ? r.root / fmt::format("proc_{}", ::getpid())
@@ -114,12 +129,17 @@ Config Config::from_env() {
   if (const char* v = env("LARDER_CACHE_ROOT")) c.cache_root = v;
   if (const char* v = env("LARDER_STRATEGY")) {
     const std::string_view s(v);
-    if (s == "process_isolated") c.strategy = Strategy::process_isolated;
-    else if (s == "shared") c.strategy = Strategy::shared;
-    else if (s == "disabled") c.strategy = Strategy::disabled;
+    if (s == "process_isolated")
+      c.strategy = Strategy::process_isolated;
+    else if (s == "shared")
+      c.strategy = Strategy::shared;
+    else if (s == "disabled")
+      c.strategy = Strategy::disabled;
     else
-      throw ConfigError(fmt::format("LARDER_STRATEGY: unknown strategy '{}' (expected "
-                                    "process_isolated, shared or disabled)", s));
+      throw ConfigError(
+          fmt::format("LARDER_STRATEGY: unknown strategy '{}' (expected "
+                      "process_isolated, shared or disabled)",
+                      s));
   }
   if (const char* v = env("LARDER_MAX_SIZE_MB")) {
     const std::uint64_t mb = parse_u64("LARDER_MAX_SIZE_MB", v);
@@ -134,17 +154,24 @@ Config Config::from_env() {
   }
   if (const char* v = env("LARDER_EVICTION_POLICY")) {
     const std::string_view s(v);
-    if (s == "lru") c.eviction_policy = EvictionPolicy::lru;
-    else if (s == "lfu") c.eviction_policy = EvictionPolicy::lfu;
-    else if (s == "fifo") c.eviction_policy = EvictionPolicy::fifo;
-    else if (s == "ttl") c.eviction_policy = EvictionPolicy::ttl;
+    if (s == "lru")
+      c.eviction_policy = EvictionPolicy::lru;
+    else if (s == "lfu")
+      c.eviction_policy = EvictionPolicy::lfu;
+    else if (s == "fifo")
+      c.eviction_policy = EvictionPolicy::fifo;
+    else if (s == "ttl")
+      c.eviction_policy = EvictionPolicy::ttl;
     else
-      throw ConfigError(fmt::format("LARDER_EVICTION_POLICY: unknown policy '{}' (expected lru, "
-                                    "lfu, fifo or ttl)", s));
+      throw ConfigError(
+          fmt::format("LARDER_EVICTION_POLICY: unknown policy '{}' (expected lru, "
+                      "lfu, fifo or ttl)",
+                      s));
   }
   if (const char* v = env("LARDER_DISABLED")) {
     const std::string_view s(v);
-    if (s == "1" || s == "true" || s == "yes") c.strategy = Strategy::disabled;
+    if (s == "1" || s == "true" || s == "yes")
+      c.strategy = Strategy::disabled;
     else if (s != "0" && s != "false" && s != "no")
       throw ConfigError(fmt::format("LARDER_DISABLED: expected 1 or 0, got '{}'", s));
   }

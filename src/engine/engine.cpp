@@ -172,8 +172,9 @@ Status Engine::open() {
   const bool factor_changed = factor != options_.stale_factor;
   if (!factor_changed && u64(kWatermarkKey, &wm)) watermark_->store(static_cast<std::int64_t>(wm));
   if (policy != static_cast<std::uint64_t>(options_.policy) || factor_changed || rebuilding != 0) {
-    log_->logf(LogLevel::info, "rebuilding indexes (policy or stale factor changed, or an "
-                               "earlier rebuild was interrupted)");
+    log_->logf(LogLevel::info,
+               "rebuilding indexes (policy or stale factor changed, or an "
+               "earlier rebuild was interrupted)");
     return rebuild_locked();
   }
   return Status::Ok();
@@ -442,9 +443,12 @@ Status Engine::status_counts(std::int64_t now_ns, StatusCounts* out) {
     const std::uint64_t t = time_of_expiry(k);
     const std::uint64_t stale_t = v.size() == 8 ? get_le64(v) : 0;
     const auto now = static_cast<std::uint64_t>(std::max<std::int64_t>(now_ns, 0));
-    if (t == 0) ++out->invalid;
-    else if (t <= now) ++out->expired;
-    else if (stale_t <= now) ++out->stale;
+    if (t == 0)
+      ++out->invalid;
+    else if (t <= now)
+      ++out->expired;
+    else if (stale_t <= now)
+      ++out->stale;
     return true;
   });
   const std::uint64_t total = entries_.load();
@@ -484,7 +488,8 @@ void Engine::remove_in_txn(Txn& t, std::string_view key, const AccessRecord& a) 
 // Removes expired and invalid entries in expiry order; stops once the limits hold when
 // `until_fit`, else removes all of them.
 Status Engine::evict_expired(Txn& t, std::int64_t now_ns, std::string_view keep, bool until_fit) {
-  const std::string end = expiry_key(static_cast<std::uint64_t>(std::max<std::int64_t>(now_ns, 0)) + 1, "");
+  const std::string end =
+      expiry_key(static_cast<std::uint64_t>(std::max<std::int64_t>(now_ns, 0)) + 1, "");
   std::string from = expiry_floor_;
   bool floor_fixed = false;
   for (;;) {
@@ -554,7 +559,8 @@ Status Engine::evict_by_policy(Txn& t, std::string_view keep) {
 Status Engine::commit(Txn& t) {
   std::map<std::string, std::uint64_t> new_cats;
   if (t.counters_dirty) {
-    const auto e = static_cast<std::uint64_t>(static_cast<std::int64_t>(entries_.load()) + t.d_entries);
+    const auto e =
+        static_cast<std::uint64_t>(static_cast<std::int64_t>(entries_.load()) + t.d_entries);
     const auto b = static_cast<std::uint64_t>(static_cast<std::int64_t>(bytes_.load()) + t.d_bytes);
     t.batch->put(Cf::counters, kEntriesKey, le64(e));
     t.batch->put(Cf::counters, kBytesKey, le64(b));
@@ -564,8 +570,10 @@ Status Engine::commit(Txn& t) {
       auto it = cats_.find(cat);
       const std::int64_t n = (it == cats_.end() ? 0 : static_cast<std::int64_t>(it->second)) + d;
       new_cats[cat] = static_cast<std::uint64_t>(std::max<std::int64_t>(n, 0));
-      if (n <= 0) t.batch->del(Cf::counters, category_counter(cat));
-      else t.batch->put(Cf::counters, category_counter(cat), le64(static_cast<std::uint64_t>(n)));
+      if (n <= 0)
+        t.batch->del(Cf::counters, category_counter(cat));
+      else
+        t.batch->put(Cf::counters, category_counter(cat), le64(static_cast<std::uint64_t>(n)));
     }
   }
   if (t.watermark)
@@ -581,8 +589,10 @@ Status Engine::commit(Txn& t) {
     entries_ = static_cast<std::uint64_t>(static_cast<std::int64_t>(entries_.load()) + t.d_entries);
     bytes_ = static_cast<std::uint64_t>(static_cast<std::int64_t>(bytes_.load()) + t.d_bytes);
     for (const auto& [cat, n] : new_cats) {
-      if (n == 0) cats_.erase(cat);
-      else cats_[cat] = n;
+      if (n == 0)
+        cats_.erase(cat);
+      else
+        cats_[cat] = n;
     }
   }
   if (t.order_floor) order_floor_ = std::move(*t.order_floor);
@@ -610,7 +620,8 @@ Status Engine::set(std::string_view key, std::string_view value, std::int64_t tt
   Txn t(*kv_);
   t.counters_dirty = true;
   t.d_entries = had_old ? 0 : 1;
-  t.d_bytes = static_cast<std::int64_t>(value.size()) - (had_old ? static_cast<std::int64_t>(old.size) : 0);
+  t.d_bytes =
+      static_cast<std::int64_t>(value.size()) - (had_old ? static_cast<std::int64_t>(old.size) : 0);
   if (over_limits(t)) {
     if (Status s = flush_access_locked(); !s.ok()) return s;
     if (had_old) {  // the flush may have moved our own record

@@ -142,7 +142,8 @@ class Engine {
   kv::Status load_access(std::string_view key, AccessRecord* out, bool* found);
   void remove_in_txn(Txn& t, std::string_view key, const AccessRecord& access);
   bool over_limits(const Txn& t) const;
-  kv::Status evict_expired(Txn& t, std::int64_t now_ns, std::string_view keep, bool count_only_until_fit);
+  kv::Status evict_expired(Txn& t, std::int64_t now_ns, std::string_view keep,
+                           bool count_only_until_fit);
   kv::Status evict_by_policy(Txn& t, std::string_view keep);
   kv::Status commit(Txn& t);
   kv::Status remove_locked(std::string_view key, bool* removed);

@@ -59,7 +59,9 @@ class Reader {
   std::size_t pos() const { return pos_; }
 
  private:
-  unsigned byte(int i) const { return static_cast<unsigned char>(s_[pos_ + static_cast<std::size_t>(i)]); }
+  unsigned byte(int i) const {
+    return static_cast<unsigned char>(s_[pos_ + static_cast<std::size_t>(i)]);
+  }
   std::string_view s_;
   std::size_t pos_ = 0;
 };
@@ -71,7 +73,8 @@ void put_le64(std::string& out, std::uint64_t v) {
 }
 std::uint64_t get_le64(std::string_view b) {
   std::uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(b[static_cast<std::size_t>(i)]);
+  for (int i = 7; i >= 0; --i)
+    v = (v << 8) | static_cast<unsigned char>(b[static_cast<std::size_t>(i)]);
   return v;
 }
 void put_be64(std::string& out, std::uint64_t v) {
@@ -79,7 +82,8 @@ void put_be64(std::string& out, std::uint64_t v) {
 }
 std::uint64_t get_be64(std::string_view b) {
   std::uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<unsigned char>(b[static_cast<std::size_t>(i)]);
+  for (int i = 0; i < 8; ++i)
+    v = (v << 8) | static_cast<unsigned char>(b[static_cast<std::size_t>(i)]);
   return v;
 }
 
@@ -214,13 +218,18 @@ std::string category_key(std::string_view category, std::string_view key) {
 std::string order_key(EvictionPolicy policy, const AccessRecord& a, std::string_view key) {
   std::string out;
   switch (policy) {
-    case EvictionPolicy::lru: put_be64(out, a.last_tick); break;
+    case EvictionPolicy::lru:
+      put_be64(out, a.last_tick);
+      break;
     case EvictionPolicy::lfu:
       put_be64(out, a.access_count);
       put_be64(out, a.last_tick);
       break;
-    case EvictionPolicy::fifo: put_be64(out, a.insert_tick); break;
-    case EvictionPolicy::ttl: return {};
+    case EvictionPolicy::fifo:
+      put_be64(out, a.insert_tick);
+      break;
+    case EvictionPolicy::ttl:
+      return {};
   }
   out.append(key);
   return out;
@@ -235,6 +244,8 @@ std::string_view user_key_of_expiry(std::string_view k) {
   return k.size() >= 8 ? k.substr(8) : std::string_view{};
 }
 
-std::uint64_t time_of_expiry(std::string_view k) { return k.size() >= 8 ? get_be64(k) : 0; }
+std::uint64_t time_of_expiry(std::string_view k) {
+  return k.size() >= 8 ? get_be64(k) : 0;
+}
 
 }  // namespace larder::engine

@@ -60,7 +60,9 @@ class MemoryKv final : public Kv {
     for (auto& op : b.ops) {
       auto& map = maps_[static_cast<int>(op.cf)];
       switch (op.kind) {
-        case Op::Kind::put: map.insert_or_assign(std::move(op.a), std::move(op.b)); break;
+        case Op::Kind::put:
+          map.insert_or_assign(std::move(op.a), std::move(op.b));
+          break;
         case Op::Kind::del: {
           auto it = map.find(op.a);
           if (it != map.end()) map.erase(it);
@@ -86,6 +88,8 @@ class MemoryKv final : public Kv {
 
 }  // namespace
 
-std::unique_ptr<Kv> make_memory_kv() { return std::make_unique<MemoryKv>(); }
+std::unique_ptr<Kv> make_memory_kv() {
+  return std::make_unique<MemoryKv>();
+}
 
 }  // namespace larder::kv

@@ -16,8 +16,8 @@ namespace larder::kv {
 
 namespace {
 
-constexpr std::array<const char*, kCfCount> kCfNames = {"entries",  "access",   "order",
-                                                        "expiry",   "category", "counters"};
+constexpr std::array<const char*, kCfCount> kCfNames = {"entries", "access",   "order",
+                                                        "expiry",  "category", "counters"};
 
 Status from_rocks(const rocksdb::Status& s) {
   if (s.ok()) return Status::Ok();
@@ -26,8 +26,12 @@ Status from_rocks(const rocksdb::Status& s) {
   return {Code::io_error, s.ToString()};
 }
 
-rocksdb::Slice slice(std::string_view v) { return {v.data(), v.size()}; }
-std::string_view view(const rocksdb::Slice& s) { return {s.data(), s.size()}; }
+rocksdb::Slice slice(std::string_view v) {
+  return {v.data(), v.size()};
+}
+std::string_view view(const rocksdb::Slice& s) {
+  return {s.data(), s.size()};
+}
 
 class DropFilter final : public rocksdb::CompactionFilter {
  public:
@@ -207,7 +211,8 @@ Status open_rocks_kv(const std::filesystem::path& dir, const RocksOptions& optio
     Status st = from_rocks(s);
     if (st.code == Code::not_found) st.code = Code::io_error;
     // A damaged MANIFEST or CURRENT sometimes surfaces as InvalidArgument / NotSupported.
-    if (!options.read_only && (s.IsInvalidArgument() || s.IsNotSupported())) st.code = Code::corruption;
+    if (!options.read_only && (s.IsInvalidArgument() || s.IsNotSupported()))
+      st.code = Code::corruption;
     if (st.message.empty()) st.message = s.ToString();
     return st;
   }

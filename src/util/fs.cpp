@@ -19,7 +19,9 @@ namespace larder::util {
 namespace fs = std::filesystem;
 
 namespace {
-std::string errno_text(int err) { return std::error_code(err, std::generic_category()).message(); }
+std::string errno_text(int err) {
+  return std::error_code(err, std::generic_category()).message();
+}
 
 bool write_all(int fd, std::string_view data) {
   while (!data.empty()) {
@@ -36,8 +38,7 @@ bool write_all(int fd, std::string_view data) {
 
 std::string atomic_write_file(const fs::path& path, std::string_view content) {
   static std::atomic<unsigned> sequence{0};
-  const fs::path tmp =
-      path.string() + fmt::format(".tmp.{}.{}", ::getpid(), sequence.fetch_add(1));
+  const fs::path tmp = path.string() + fmt::format(".tmp.{}.{}", ::getpid(), sequence.fetch_add(1));
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return fmt::format("cannot create {}: {}", tmp.string(), errno_text(errno));
   if (!write_all(fd, content) || ::fsync(fd) != 0) {
@@ -79,11 +80,13 @@ bool read_file(const fs::path& path, std::string* content, std::string* error) {
 std::string create_private_directories(const fs::path& dir) {
   std::error_code ec;
   if (fs::is_directory(dir, ec)) return {};
-  if (!dir.has_parent_path() || dir.parent_path() == dir) return fmt::format("cannot create {}", dir.string());
+  if (!dir.has_parent_path() || dir.parent_path() == dir)
+    return fmt::format("cannot create {}", dir.string());
   if (auto why = create_private_directories(dir.parent_path()); !why.empty()) return why;
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
     return fmt::format("cannot create directory {}: {}", dir.string(), errno_text(errno));
-  if (!fs::is_directory(dir, ec)) return fmt::format("{} exists and is not a directory", dir.string());
+  if (!fs::is_directory(dir, ec))
+    return fmt::format("{} exists and is not a directory", dir.string());
   return {};
 }
 
@@ -115,8 +118,8 @@ std::string iso8601_utc(std::chrono::system_clock::time_point t) {
   const long millis = static_cast<long>(ms - static_cast<long long>(secs) * 1000);
   std::tm tm{};
   ::gmtime_r(&secs, &tm);
-  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", tm.tm_year + 1900,
-                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, millis);
+  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", tm.tm_year + 1900, tm.tm_mon + 1,
+                     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, millis);
 }
 
 fs::path move_aside(const fs::path& path, std::string_view infix,

@@ -9,10 +9,14 @@ namespace larder::util {
 namespace {
 const char* level_name(LogLevel level) {
   switch (level) {
-    case LogLevel::debug: return "debug";
-    case LogLevel::info: return "info";
-    case LogLevel::warn: return "warn";
-    case LogLevel::error: return "error";
+    case LogLevel::debug:
+      return "debug";
+    case LogLevel::info:
+      return "info";
+    case LogLevel::warn:
+      return "warn";
+    case LogLevel::error:
+      return "error";
   }
   return "?";
 }
@@ -26,10 +30,14 @@ Logger::Logger(Sink sink) {
   const char* env = std::getenv("LARDER_LOG");
   if (env == nullptr || *env == '\0') return;
   const std::string_view v(env);
-  if (v == "debug") threshold_ = LogLevel::debug;
-  else if (v == "info") threshold_ = LogLevel::info;
-  else if (v == "warn") threshold_ = LogLevel::warn;
-  else threshold_ = LogLevel::error;
+  if (v == "debug")
+    threshold_ = LogLevel::debug;
+  else if (v == "info")
+    threshold_ = LogLevel::info;
+  else if (v == "warn")
+    threshold_ = LogLevel::warn;
+  else
+    threshold_ = LogLevel::error;
   sink_ = [](LogLevel level, std::string_view message) {
     const std::string line = fmt::format("larder [{}] {}\n", level_name(level), message);
     std::fwrite(line.data(), 1, line.size(), stderr);
