@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -96,6 +97,23 @@ inline SetOptions ttl(std::int64_t seconds, std::string category = "default") {
   o.ttl = std::chrono::seconds(seconds);
   o.category = std::move(category);
   return o;
+}
+
+// Totals found by visiting every stored entry, to compare with Stats' counters.
+struct ScannedTotals {
+  std::uint64_t entries = 0, bytes = 0;
+  std::map<std::string, std::uint64_t> categories;
+};
+inline ScannedTotals scan_totals(Cache& c) {
+  ScannedTotals t;
+  for (const auto& k : c.keys()) {
+    auto info = c.metadata(k);
+    if (!info) continue;
+    ++t.entries;
+    t.bytes += info->size_bytes;
+    t.categories[info->category]++;
+  }
+  return t;
 }
 
 }  // namespace larder::test

@@ -269,15 +269,7 @@ void Backend::note_op() {
 
 stats::Snapshot Backend::snapshot() {
   stats::Snapshot s;
-  s.hit_count = counters_.hit;
-  s.miss_count = counters_.miss;
-  s.set_count = counters_.set;
-  s.delete_count = counters_.del;
-  s.eviction_count = counters_.eviction;
-  s.expiration_count = counters_.expiration;
-  s.invalidation_count = counters_.invalidation;
-  s.error_count = counters_.error;
-  s.cleanup_count = counters_.cleanup;
+  counters_.copy_to(s);
   s.total_entries = primary_ ? primary_->entries() : 0;
   s.total_size_bytes = primary_ ? primary_->bytes() : 0;
   s.last_updated = util::iso8601_utc(now());

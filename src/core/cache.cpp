@@ -306,16 +306,7 @@ std::size_t Cache::cleanup() {
 Stats Cache::stats() {
   Backend& b = *impl_->backend;
   Stats st;
-  const auto& c = b.counters();
-  st.hit_count = c.hit;
-  st.miss_count = c.miss;
-  st.set_count = c.set;
-  st.delete_count = c.del;
-  st.eviction_count = c.eviction;
-  st.expiration_count = c.expiration;
-  st.invalidation_count = c.invalidation;
-  st.error_count = c.error;
-  st.cleanup_count = c.cleanup;
+  b.counters().copy_to(st);
   engine::StatusCounts counts;
   impl_->run("stats", [&](Engine& e) {
     st.total_entries = e.entries();

@@ -41,6 +41,20 @@ namespace larder::engine {
 struct Counters {
   std::atomic<std::uint64_t> hit{0}, miss{0}, set{0}, del{0}, eviction{0}, expiration{0},
       invalidation{0}, error{0}, cleanup{0};
+
+  // Copies the counters into any struct with the public names (Stats, stats::Snapshot).
+  template <class T>
+  void copy_to(T& s) const {
+    s.hit_count = hit;
+    s.miss_count = miss;
+    s.set_count = set;
+    s.delete_count = del;
+    s.eviction_count = eviction;
+    s.expiration_count = expiration;
+    s.invalidation_count = invalidation;
+    s.error_count = error;
+    s.cleanup_count = cleanup;
+  }
 };
 
 struct Options {
