@@ -256,8 +256,8 @@ TEST_CASE("rebuild recounts totals from the entries") {
   // Break a counter behind the engine's back, then rebuild.
   auto batch = e.kv().new_batch();
   std::string bogus;
-  engine::put_le64(bogus, 7);
-  batch->put(kv::Cf::counters, "entries", bogus);
+  for (int i = 0; i < 3; ++i) engine::put_le64(bogus, 7);
+  batch->put(kv::Cf::counters, "totals", bogus);
   REQUIRE(e.kv().write(*batch).ok());
   REQUIRE(e.rebuild().ok());
   CHECK(e.entries() == entries);

@@ -146,6 +146,14 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r, const KvOpener& opener
     c.cleanup += snap.cleanup_count;
     b->last_zeroed_ = snap.last_zeroed;
   }
+  Backend* raw = b.get();
+  b->primary_->set_flush_waker([raw] {
+    {
+      std::lock_guard lock(raw->hk_mu_);
+      raw->hk_flush_ = true;
+    }
+    raw->hk_cv_.notify_one();
+  });
   b->start_housekeeper();
   return b;
 }
@@ -306,21 +314,27 @@ void Backend::start_housekeeper() {
 
 void Backend::housekeeper() {
   using clock = std::chrono::steady_clock;
+  // Periodic statistics writes are spaced so that a busy cache does not fsync hundreds of times a
+  // second; flush(), cleanup and close write at once.
+  constexpr auto kSaveSpacing = std::chrono::milliseconds(250);
+  constexpr auto kAccessDelay = std::chrono::milliseconds(50);
   const auto interval = r_.config.cleanup_interval;
   auto next_cleanup = interval.count() > 0 ? clock::now() + interval : clock::time_point::max();
+  auto next_save = clock::time_point::min();
+  bool save_due = false;
   std::unique_lock lock(hk_mu_);
   for (;;) {
-    // Wake for the next cleanup, a statistics write, or (while hits are buffered) soon, to save
-    // access data.
-    const auto pending_deadline = clock::now() + std::chrono::milliseconds(50);
-    const auto wake =
-        primary_->has_pending_access() ? std::min(pending_deadline, next_cleanup) : next_cleanup;
+    auto wake = next_cleanup;
+    if (primary_->has_pending_access()) wake = std::min(wake, clock::now() + kAccessDelay);
+    if (save_due) wake = std::min(wake, next_save);
+    auto ready = [&] { return hk_stop_ || hk_flush_ || (hk_save_ && !save_due); };
     if (wake == clock::time_point::max())
-      hk_cv_.wait(lock, [&] { return hk_stop_ || hk_save_; });
+      hk_cv_.wait(lock, ready);
     else
-      hk_cv_.wait_until(lock, wake, [&] { return hk_stop_ || hk_save_; });
+      hk_cv_.wait_until(lock, wake, ready);
     if (hk_stop_) return;
-    const bool save = std::exchange(hk_save_, false);
+    save_due = std::exchange(hk_save_, false) || save_due;
+    hk_flush_ = false;
     lock.unlock();
     if (!bypass_.load() && primary_->has_pending_access()) {
       if (auto s = primary_->flush_access(); !s.ok()) {
@@ -328,7 +342,8 @@ void Backend::housekeeper() {
         log_.logf(LogLevel::warn, "could not save access data: {}", s.message);
       }
     }
-    if (clock::now() >= next_cleanup) {
+    const auto now_steady = clock::now();
+    if (now_steady >= next_cleanup) {
       const Op op = begin();
       std::size_t removed = 0;
       const kv::Status s = op.engine->cleanup(now_ns(), &removed);
@@ -336,9 +351,13 @@ void Backend::housekeeper() {
       if (s.ok()) counters_.cleanup++;
       log_.logf(LogLevel::debug, "background cleanup removed {} entries", removed);
       next_cleanup = clock::now() + interval;
+      save_due = true;
+      next_save = clock::time_point::min();
+    }
+    if (save_due && now_steady >= next_save) {
       save_stats();
-    } else if (save) {
-      save_stats();
+      save_due = false;
+      next_save = clock::now() + kSaveSpacing;
     }
     lock.lock();
   }

@@ -122,6 +122,7 @@ class Backend {
   std::condition_variable hk_cv_;
   bool hk_stop_ = false;
   bool hk_save_ = false;
+  bool hk_flush_ = false;
   std::thread hk_;
 
   std::mutex flights_mu_;

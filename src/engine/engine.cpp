@@ -22,9 +22,7 @@ constexpr std::int64_t kNoWatermark = std::numeric_limits<std::int64_t>::min();
 constexpr std::string_view kFormatKey = "format";
 constexpr std::string_view kPolicyKey = "policy";
 constexpr std::string_view kStaleFactorKey = "stale_factor";
-constexpr std::string_view kEntriesKey = "entries";
-constexpr std::string_view kBytesKey = "bytes";
-constexpr std::string_view kTickKey = "tick";
+constexpr std::string_view kTotalsKey = "totals";  // LE64 entries, LE64 bytes, LE64 tick
 constexpr std::string_view kWatermarkKey = "watermark";
 constexpr std::string_view kRebuildingKey = "rebuilding";
 constexpr std::string_view kCategoryCounterPrefix = "c/";
@@ -33,6 +31,14 @@ constexpr std::string_view kCategoryCounterEnd = "c0";  // '/' + 1
 std::string le64(std::uint64_t v) {
   std::string s;
   put_le64(s, v);
+  return s;
+}
+
+std::string totals(std::uint64_t entries, std::uint64_t bytes, std::uint64_t tick) {
+  std::string s;
+  put_le64(s, entries);
+  put_le64(s, bytes);
+  put_le64(s, tick);
   return s;
 }
 
@@ -145,17 +151,18 @@ Status Engine::open() {
     if (any) return rebuild_locked();
     auto batch = kv_->new_batch();
     write_meta(*batch);
-    batch->put(Cf::counters, kEntriesKey, le64(0));
-    batch->put(Cf::counters, kBytesKey, le64(0));
+    batch->put(Cf::counters, kTotalsKey, totals(0, 0, 0));
     return kv_->write(*batch);
   }
   if (format > kStoreFormat)
     return {Code::io_error, fmt::format("the store has format {}, newer than this larder's {}",
                                         format, kStoreFormat)};
-  std::uint64_t v = 0;
-  if (u64(kEntriesKey, &v)) entries_ = v;
-  if (u64(kBytesKey, &v)) bytes_ = v;
-  if (u64(kTickKey, &v)) tick_ = v;
+  if (auto it = counters.find(kTotalsKey); it != counters.end() && it->second.size() == 24) {
+    const std::string_view t = it->second;
+    entries_ = get_le64(t);
+    bytes_ = get_le64(t.substr(8));
+    tick_ = get_le64(t.substr(16));
+  }
   std::uint64_t policy = 0, factor_bits = 0, rebuilding = 0, wm = 0;
   u64(kPolicyKey, &policy);
   u64(kStaleFactorKey, &factor_bits);
@@ -269,9 +276,7 @@ Status Engine::rebuild_locked() {
     if (kv_->get(Cf::entries, key, &scratch).not_found()) batch->del(Cf::access, key);
   }
   write_meta(*batch);
-  batch->put(Cf::counters, kEntriesKey, le64(entries));
-  batch->put(Cf::counters, kBytesKey, le64(bytes));
-  batch->put(Cf::counters, kTickKey, le64(tick_.load()));
+  batch->put(Cf::counters, kTotalsKey, totals(entries, bytes, tick_.load()));
   batch->put(Cf::counters, kWatermarkKey, le64(static_cast<std::uint64_t>(kNoWatermark)));
   for (const auto& [cat, n] : cats) batch->put(Cf::counters, category_counter(cat), le64(n));
   batch->del(Cf::counters, kRebuildingKey);
@@ -310,7 +315,12 @@ void Engine::record_access(std::string_view key, std::int64_t now_ns) {
   }
   const std::size_t pending = pending_size_.load(std::memory_order_relaxed);
   if (pending < kAccessFlushBatch) return;
-  // Flush here unless a writer is busy; block only when the buffer grows far beyond the batch.
+  // Hand the flush to the housekeeper when there is one; flush here only when the buffer grows
+  // far beyond a batch (back-pressure) or nobody else will.
+  if (wake_flusher_ && pending < 16 * kAccessFlushBatch) {
+    if (!flush_requested_.exchange(true, std::memory_order_acq_rel)) wake_flusher_();
+    return;
+  }
   std::unique_lock lock(mu_, std::try_to_lock);
   if (!lock.owns_lock()) {
     if (pending < 16 * kAccessFlushBatch) return;
@@ -354,6 +364,7 @@ Status Engine::flush_access() {
 }
 
 Status Engine::flush_access_locked() {
+  flush_requested_.store(false, std::memory_order_release);
   auto pending = drain_pending();
   if (pending.empty()) return Status::Ok();
   Txn t(*kv_);
@@ -485,23 +496,35 @@ void Engine::remove_in_txn(Txn& t, std::string_view key, const AccessRecord& a) 
   t.counters_dirty = true;
 }
 
-// Removes expired and invalid entries in expiry order; stops once the limits hold when
-// `until_fit`, else removes all of them.
-Status Engine::evict_expired(Txn& t, std::int64_t now_ns, std::string_view keep, bool until_fit) {
-  const std::string end =
-      expiry_key(static_cast<std::uint64_t>(std::max<std::int64_t>(now_ns, 0)) + 1, "");
-  std::string from = expiry_floor_;
+// Removes entries until the limits hold: in the expired pass, expired and invalid entries in
+// expiry order (invalid first); in the policy pass, live entries in eviction order. Never removes
+// `keep`. Moves the pass's floor past what it removed, so later scans skip the tombstones.
+Status Engine::evict(Txn& t, Pass pass, std::int64_t now_ns, std::string_view keep) {
+  const bool expired_pass = pass == Pass::expired;
+  const Cf cf = expired_pass ? Cf::expiry : Cf::order;
+  const std::string& floor = expired_pass ? expiry_floor_ : order_floor_;
+  std::optional<std::string>& new_floor = expired_pass ? t.expiry_floor : t.order_floor;
+  const auto now = static_cast<std::uint64_t>(std::max<std::int64_t>(now_ns, 0));
+  // The floor is the smallest live expiry key: nothing is expired before its time.
+  if (expired_pass && floor.size() >= 8 && time_of_expiry(floor) > now) return Status::Ok();
+  std::string from = floor;
   bool floor_fixed = false;
+  std::size_t page_size = 4;  // usually one victim is enough; grow when it is not
   for (;;) {
     std::vector<std::string> page;
-    Status s = kv_->scan(Cf::expiry, from, end, [&](std::string_view k, std::string_view) {
+    Status s = kv_->scan(cf, from, "", [&](std::string_view k, std::string_view) {
       page.emplace_back(k);
-      return page.size() < kPage;
+      return page.size() < page_size;
     });
     if (!s.ok()) return s;
-    for (const auto& ek : page) {
-      if (until_fit && !over_limits(t)) return Status::Ok();
-      const std::string_view key = user_key_of_expiry(ek);
+    for (const auto& ik : page) {
+      if (!over_limits(t)) return Status::Ok();
+      if (expired_pass && time_of_expiry(ik) > now) {
+        if (!floor_fixed) new_floor = ik;
+        return Status::Ok();
+      }
+      const std::string_view key =
+          expired_pass ? user_key_of_expiry(ik) : user_key_of_order(options_.policy, ik);
       if (key == keep || t.removed.contains(key)) {
         floor_fixed = true;
         continue;
@@ -510,49 +533,20 @@ Status Engine::evict_expired(Txn& t, std::int64_t now_ns, std::string_view keep,
       bool found = false;
       if (s = load_access(key, &a, &found); !s.ok()) return s;
       if (!found) {
-        t.batch->del(Cf::expiry, ek);  // a stray index record: drop it
+        t.batch->del(cf, ik);  // a stray index record: drop it
       } else {
         remove_in_txn(t, key, a);
         // An invalid entry was counted when it was invalidated; an expired one counts now.
-        if (time_of_expiry(ek) != 0) ++t.expirations;
+        if (!expired_pass)
+          ++t.evictions;
+        else if (time_of_expiry(ik) != 0)
+          ++t.expirations;
       }
-      if (!floor_fixed) t.expiry_floor = ek;
+      if (!floor_fixed) new_floor = ik;
     }
-    if (page.size() < kPage) return Status::Ok();
+    if (page.size() < page_size) return Status::Ok();
     from = successor(page.back());
-  }
-}
-
-Status Engine::evict_by_policy(Txn& t, std::string_view keep) {
-  std::string from = order_floor_;
-  bool floor_fixed = false;
-  for (;;) {
-    std::vector<std::string> page;
-    Status s = kv_->scan(Cf::order, from, "", [&](std::string_view k, std::string_view) {
-      page.emplace_back(k);
-      return page.size() < 64;
-    });
-    if (!s.ok()) return s;
-    for (const auto& ok : page) {
-      if (!over_limits(t)) return Status::Ok();
-      const std::string_view key = user_key_of_order(options_.policy, ok);
-      if (key == keep || t.removed.contains(key)) {
-        floor_fixed = true;
-        continue;
-      }
-      AccessRecord a;
-      bool found = false;
-      if (s = load_access(key, &a, &found); !s.ok()) return s;
-      if (!found) {
-        t.batch->del(Cf::order, ok);
-      } else {
-        remove_in_txn(t, key, a);
-        ++t.evictions;
-      }
-      if (!floor_fixed) t.order_floor = ok;
-    }
-    if (page.size() < 64) return Status::Ok();
-    from = successor(page.back());
+    page_size = std::min(page_size * 4, kPage);
   }
 }
 
@@ -562,9 +556,7 @@ Status Engine::commit(Txn& t) {
     const auto e =
         static_cast<std::uint64_t>(static_cast<std::int64_t>(entries_.load()) + t.d_entries);
     const auto b = static_cast<std::uint64_t>(static_cast<std::int64_t>(bytes_.load()) + t.d_bytes);
-    t.batch->put(Cf::counters, kEntriesKey, le64(e));
-    t.batch->put(Cf::counters, kBytesKey, le64(b));
-    t.batch->put(Cf::counters, kTickKey, le64(tick_.load()));
+    t.batch->put(Cf::counters, kTotalsKey, totals(e, b, tick_.load()));
     for (const auto& [cat, d] : t.d_cats) {
       if (d == 0) continue;
       auto it = cats_.find(cat);
@@ -627,9 +619,9 @@ Status Engine::set(std::string_view key, std::string_view value, std::int64_t tt
     if (had_old) {  // the flush may have moved our own record
       if (Status s = load_access(key, &old, &had_old); !s.ok()) return s;
     }
-    if (Status s = evict_expired(t, now_ns, key, true); !s.ok()) return s;
+    if (Status s = evict(t, Pass::expired, now_ns, key); !s.ok()) return s;
     if (over_limits(t) && options_.policy != EvictionPolicy::ttl) {
-      if (Status s = evict_by_policy(t, key); !s.ok()) return s;
+      if (Status s = evict(t, Pass::policy, now_ns, key); !s.ok()) return s;
     }
     if (over_limits(t)) {
       *outcome = SetOutcome::full;
@@ -791,8 +783,7 @@ Status Engine::clear(std::size_t* removed) {
   for (Cf cf : {Cf::entries, Cf::access, Cf::order, Cf::expiry, Cf::category})
     batch->delete_range(cf, "", "");
   batch->delete_range(Cf::counters, kCategoryCounterPrefix, kCategoryCounterEnd);
-  batch->put(Cf::counters, kEntriesKey, le64(0));
-  batch->put(Cf::counters, kBytesKey, le64(0));
+  batch->put(Cf::counters, kTotalsKey, totals(0, 0, tick_.load()));
   if (Status s = kv_->write(*batch); !s.ok()) return s;
   *removed = entries_.exchange(0);
   bytes_ = 0;
@@ -808,7 +799,6 @@ Status Engine::cleanup(std::int64_t now_ns, std::size_t* removed) {
   if (Status s = flush_access_locked(); !s.ok()) return s;
   for (;;) {
     Txn t(*kv_);
-    // Each round removes at most one page: evict_expired scans on until the end otherwise.
     std::vector<std::string> page;
     const std::string end =
         expiry_key(static_cast<std::uint64_t>(std::max<std::int64_t>(now_ns, 0)) + 1, "");

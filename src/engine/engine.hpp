@@ -13,8 +13,8 @@
 //
 // Thread-safety: every public function may be called from many threads at once. Reads do not
 // take the write mutex; writes are serialized by it. Hits are recorded in a sharded in-memory
-// buffer, applied in batches (every kAccessFlushBatch hits, before choosing victims, on cleanup,
-// on flush_access() and in the destructor).
+// buffer, applied in batches (every kAccessFlushBatch keys, by the housekeeper when a waker is
+// set, before choosing victims, on cleanup, on flush_access() and in the destructor).
 #pragma once
 
 #include <array>
@@ -123,6 +123,9 @@ class Engine {
   // Applies buffered hits now.
   kv::Status flush_access();
   bool has_pending_access() const { return pending_size_.load(std::memory_order_relaxed) > 0; }
+  // Called (from a reading thread) when a batch of hits is ready to be applied; the callee should
+  // arrange for flush_access() soon. Unset: readers apply batches themselves. Set before use.
+  void set_flush_waker(std::function<void()> wake) { wake_flusher_ = std::move(wake); }
   // Rebuilds access records, indexes and counters from the entries family.
   kv::Status rebuild();
 
@@ -156,9 +159,8 @@ class Engine {
   kv::Status load_access(std::string_view key, AccessRecord* out, bool* found);
   void remove_in_txn(Txn& t, std::string_view key, const AccessRecord& access);
   bool over_limits(const Txn& t) const;
-  kv::Status evict_expired(Txn& t, std::int64_t now_ns, std::string_view keep,
-                           bool count_only_until_fit);
-  kv::Status evict_by_policy(Txn& t, std::string_view keep);
+  enum class Pass : std::uint8_t { expired, policy };
+  kv::Status evict(Txn& t, Pass pass, std::int64_t now_ns, std::string_view keep);
   kv::Status commit(Txn& t);
   kv::Status remove_locked(std::string_view key, bool* removed);
   kv::Status invalidate_locked(Txn& t, std::string_view key, bool* marked);
@@ -178,6 +180,8 @@ class Engine {
 
   std::array<Shard, 16> shards_;
   std::atomic<std::size_t> pending_size_{0};
+  std::atomic<bool> flush_requested_{false};
+  std::function<void()> wake_flusher_;
 };
 
 }  // namespace larder::engine
