@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 
+#include "core/backend.hpp"
 #include "larder/larder.hpp"
 
 namespace larder::test {
@@ -114,6 +115,14 @@ inline ScannedTotals scan_totals(Cache& c) {
     t.categories[info->category]++;
   }
   return t;
+}
+
+// Problems engine::verify finds in the cache's store (empty when every invariant holds).
+inline std::vector<std::string> store_problems(Cache& c) {
+  engine::VerifyReport report;
+  const kv::Status s = backend_of(c)->primary().verify(&report);
+  if (!s.ok()) return {"verify failed: " + s.message};
+  return report.problems;
 }
 
 }  // namespace larder::test

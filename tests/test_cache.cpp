@@ -51,6 +51,7 @@ TEST_CASE_TEMPLATE("set, get, exists, metadata, remove, keys", S, STORES) {
   CHECK(s.delete_count == 1);
   CHECK(s.set_count == 2);
   CHECK(s.categories == std::map<std::string, std::uint64_t>{{"nums", 1}});
+  CHECK(store_problems(c).empty());
 }
 
 TEST_CASE_TEMPLATE("overwrite replaces value, category and metadata; totals follow", S, STORES) {
@@ -70,6 +71,7 @@ TEST_CASE_TEMPLATE("overwrite replaces value, category and metadata; totals foll
   CHECK(s.total_entries == 1);
   CHECK(s.total_size_bytes == 2);
   CHECK(s.categories == std::map<std::string, std::uint64_t>{{"b", 1}});
+  CHECK(store_problems(c).empty());
 }
 
 TEST_CASE_TEMPLATE("metadata and exists record no access and count nothing", S, STORES) {
@@ -132,6 +134,7 @@ TEST_CASE_TEMPLATE("TTL: fresh, stale, expired, never", S, STORES) {
   REQUIRE(c.set("t", "v2", ttl(10)));
   CHECK(c.get("t") == "v2");
   CHECK_THROWS_AS(c.set("bad", "v", ttl(-1)), std::invalid_argument);
+  CHECK(store_problems(c).empty());
 }
 
 TEST_CASE_TEMPLATE("stale_factor moves the stale/expired boundary", S, STORES) {
@@ -173,6 +176,7 @@ TEST_CASE_TEMPLATE("invalidate by key, category and glob", S, STORES) {
   CHECK(c.cleanup() == 5);
   CHECK(c.keys().empty());
   CHECK(c.stats().total_entries == 0);
+  CHECK(store_problems(c).empty());
 }
 
 TEST_CASE_TEMPLATE("clear and clear_category return counts", S, STORES) {
@@ -193,6 +197,7 @@ TEST_CASE_TEMPLATE("clear and clear_category return counts", S, STORES) {
   CHECK(s.delete_count == 30);
   CHECK(c.set("after", "clear"));
   CHECK(c.get("after") == "clear");
+  CHECK(store_problems(c).empty());
 }
 
 TEST_CASE_TEMPLATE("cleanup removes expired and invalid entries only", S, STORES) {
@@ -215,6 +220,7 @@ TEST_CASE_TEMPLATE("cleanup removes expired and invalid entries only", S, STORES
   CHECK(s.expiration_count == 1);
   CHECK(s.cleanup_count == 2);
   CHECK(s.total_entries == 2);
+  CHECK(store_problems(c).empty());
 }
 
 TEST_CASE_TEMPLATE("hits and misses are counted by every reading call", S, STORES) {
@@ -277,6 +283,7 @@ TEST_CASE_TEMPLATE("LRU evicts the least recently set or read", S, STORES) {
   REQUIRE(c.set("e", "1"));
   CHECK(c.keys() == std::vector<std::string>{"c", "d", "e"});
   CHECK(c.stats().eviction_count == 2);
+  CHECK(store_problems(c).empty());
 }
 
 TEST_CASE_TEMPLATE("LFU evicts the lowest count, ties to the least recent", S, STORES) {
@@ -298,6 +305,7 @@ TEST_CASE_TEMPLATE("LFU evicts the lowest count, ties to the least recent", S, S
   REQUIRE(c.set("f", "1"));  // evicts e (count 1)
   REQUIRE(c.set("e", "1"));  // evicts f (count 1, older)
   CHECK(c.metadata("e")->access_count == 1);
+  CHECK(store_problems(c).empty());
 }
 
 TEST_CASE_TEMPLATE("FIFO evicts the oldest insertion; hits do not reorder", S, STORES) {
@@ -311,6 +319,7 @@ TEST_CASE_TEMPLATE("FIFO evicts the oldest insertion; hits do not reorder", S, S
   for (int i = 0; i < 5; ++i) REQUIRE(c.get("a"));
   REQUIRE(c.set("d", "1"));
   CHECK(c.keys() == std::vector<std::string>{"b", "c", "d"});
+  CHECK(store_problems(c).empty());
 }
 
 TEST_CASE_TEMPLATE("TTL policy removes only expired and invalid entries, else refuses", S, STORES) {
@@ -333,6 +342,7 @@ TEST_CASE_TEMPLATE("TTL policy removes only expired and invalid entries, else re
   const Stats s = c.stats();
   CHECK(s.eviction_count == 0);
   CHECK(s.expiration_count == 1);
+  CHECK(store_problems(c).empty());
 }
 
 TEST_CASE_TEMPLATE("expired and invalid entries go before live victims", S, STORES) {
@@ -348,6 +358,7 @@ TEST_CASE_TEMPLATE("expired and invalid entries go before live victims", S, STOR
   const Stats s = c.stats();
   CHECK(s.expiration_count == 1);
   CHECK(s.eviction_count == 0);
+  CHECK(store_problems(c).empty());
 }
 
 TEST_CASE_TEMPLATE("byte limit evicts until the new value fits", S, STORES) {
@@ -364,6 +375,7 @@ TEST_CASE_TEMPLATE("byte limit evicts until the new value fits", S, STORES) {
   REQUIRE(c.set("d", std::string(81, 'd')));  // growing in place evicts c, never d itself
   CHECK(c.keys() == std::vector<std::string>{"d"});
   CHECK(c.stats().total_size_bytes == 81);
+  CHECK(store_problems(c).empty());
 }
 
 namespace {
@@ -497,4 +509,5 @@ TEST_CASE_TEMPLATE("8 threads: mixed operations keep totals exact", S, STORES) {
   CHECK(s.total_size_bytes == scanned.bytes);
   CHECK(s.categories == scanned.categories);
   CHECK(s.error_count == 0);
+  CHECK(store_problems(c).empty());
 }

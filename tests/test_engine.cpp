@@ -125,6 +125,7 @@ TEST_CASE_TEMPLATE("eviction is exact: replay matches textbook simulators", S, R
       CHECK(s.miss_count == expected);
       if (entries != 0) CHECK(s.total_entries <= entries);
       if (bytes != 0) CHECK(s.total_size_bytes <= bytes);
+      CHECK(store_problems(c).empty());
     }
   }
 }
@@ -157,6 +158,7 @@ TEST_CASE("reopen keeps data, access data and statistics (RocksDB)") {
   CHECK(s.total_size_bytes == 3);
   REQUIRE(c.set("d", "4"));  // LRU order survived the restart: b goes
   CHECK(c.keys() == std::vector<std::string>{"a", "c", "d"});
+  CHECK(store_problems(c).empty());
 }
 
 TEST_CASE("two handles on one directory share one store") {
@@ -191,6 +193,7 @@ TEST_CASE("changing the policy or stale factor rebuilds the indexes on open") {
   CHECK(c.stats().expired_entries == 0);
   REQUIRE(c.set("fourth", "1"));  // FIFO: first goes even though it was read last
   CHECK(c.keys() == std::vector<std::string>{"fourth", "second", "third"});
+  CHECK(store_problems(c).empty());
 }
 
 TEST_CASE("the compaction filter never drops a stored entry; cleanup + compaction do") {
@@ -263,4 +266,38 @@ TEST_CASE("rebuild recounts totals from the entries") {
   CHECK(e.entries() == entries);
   CHECK(e.bytes() == bytes);
   CHECK(e.categories() == cats);
+}
+
+TEST_CASE_TEMPLATE("verify finds broken counters and indexes; rebuild repairs them", S, RocksStore,
+                   MemoryStore) {
+  Fixture<S> f;
+  Cache c = f.open();
+  for (int i = 0; i < 20; ++i)
+    REQUIRE(
+        c.set("k" + std::to_string(i), "value", ttl(i % 2 == 0 ? 60 : 0, i % 3 == 0 ? "a" : "b")));
+  REQUIRE(c.invalidate("k4"));
+  CHECK(store_problems(c).empty());
+  auto& e = backend_of(c)->primary();
+  auto batch = e.kv().new_batch();
+  std::string bogus;
+  engine::put_le64(bogus, 99);
+  batch->put(kv::Cf::counters, "c/a", bogus);
+  engine::AccessRecord a;
+  REQUIRE(e.access_of("k1", &a).ok());
+  batch->del(kv::Cf::order, engine::order_key(EvictionPolicy::lru, a, "k1"));
+  batch->del(kv::Cf::category, engine::category_key("b", "k2"));
+  REQUIRE(e.kv().write(*batch).ok());
+  const auto problems = store_problems(c);
+  CHECK(problems.size() >= 3);
+  auto mentions = [&](std::string_view text) {
+    return std::any_of(problems.begin(), problems.end(),
+                       [&](const std::string& p) { return p.find(text) != std::string::npos; });
+  };
+  CHECK(mentions("'k1': no eviction-order record"));
+  CHECK(mentions("'k2': no category-index record"));
+  CHECK(mentions("per-category counters"));
+  REQUIRE(e.rebuild().ok());
+  CHECK(store_problems(c).empty());
+  CHECK(c.get_entry("k4", true)->info.status == EntryStatus::invalid);
+  CHECK(c.stats().total_entries == 20);
 }

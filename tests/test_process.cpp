@@ -95,4 +95,5 @@ TEST_CASE("SIGKILL of a writer loses no acknowledged write and leaves exact tota
   CHECK(s.categories == scanned.categories);
   CHECK(scanned.entries >= expected.size());
   CHECK(scanned.entries <= expected.size() + 3);
+  CHECK(store_problems(c).empty());
 }

@@ -31,6 +31,10 @@
 
 namespace larder {
 
+namespace core {
+class Backend;
+}  // namespace core
+
 // Where a cache keeps its data.
 enum class Strategy : std::uint8_t {
   process_isolated = 0,  // <cache_root>/proc_<pid>/: one store per process
@@ -206,6 +210,8 @@ class Cache {
   class Impl;
 
  private:
+  // Internal access for larder's own tools and tests (src/core/backend.hpp).
+  friend std::shared_ptr<core::Backend> backend_of(const Cache& cache);
   explicit Cache(std::unique_ptr<Impl> impl);
   void count_decode_error(std::string_view key, std::string_view what);
   std::unique_ptr<Impl> impl_;

@@ -130,3 +130,8 @@ class Backend {
 };
 
 }  // namespace larder::core
+
+namespace larder {
+// The Backend behind a Cache handle (for larder's tools and tests).
+std::shared_ptr<core::Backend> backend_of(const Cache& cache);
+}  // namespace larder

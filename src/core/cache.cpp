@@ -369,6 +369,10 @@ std::string Cache::get_or_compute(std::string_view key, const std::function<std:
   return value;
 }
 
+std::shared_ptr<core::Backend> backend_of(const Cache& cache) {
+  return cache.impl_->backend;
+}
+
 bool Cache::degraded() const {
   return impl_->backend->degraded();
 }

@@ -293,6 +293,125 @@ Status Engine::rebuild_locked() {
   return Status::Ok();
 }
 
+// ---------------------------------------------------------------- verify
+
+Status Engine::verify(VerifyReport* report) {
+  std::lock_guard lock(mu_);
+  if (Status s = flush_access_locked(); !s.ok()) return s;
+  *report = {};
+  auto problem = [&](std::string line) {
+    if (report->problems.size() < 1000) report->problems.push_back(std::move(line));
+  };
+  std::map<std::string, std::uint64_t> cats;
+  std::uint64_t with_expiry = 0;
+  const bool has_order = options_.policy != EvictionPolicy::ttl;
+  std::string scratch;
+  auto exists = [&](Cf cf, const std::string& key, Status* st) {
+    *st = kv_->get(cf, key, &scratch);
+    return st->ok();
+  };
+  Status failure;
+  std::string from;
+  for (;;) {
+    std::vector<std::pair<std::string, std::string>> page;
+    Status s = kv_->scan(Cf::entries, from, "", [&](std::string_view k, std::string_view v) {
+      page.emplace_back(k, v);
+      return page.size() < kPage;
+    });
+    if (!s.ok()) return s;
+    for (const auto& [key, record] : page) {
+      EntryHeader h;
+      std::size_t offset = 0;
+      if (!decode_entry(record, &h, &offset)) {
+        problem(fmt::format("entry '{}': undecodable record", key));
+        continue;
+      }
+      ++report->entries;
+      report->bytes += record.size() - offset;
+      ++cats[h.category];
+      AccessRecord a;
+      bool found = false;
+      if (s = load_access(key, &a, &found); !s.ok() || !found) {
+        problem(fmt::format("entry '{}': {} access record", key, found ? "undecodable" : "no"));
+        continue;
+      }
+      if (a.size != record.size() - offset)
+        problem(fmt::format("entry '{}': access record says {} bytes, value has {}", key, a.size,
+                            record.size() - offset));
+      if (a.category != h.category)
+        problem(fmt::format("entry '{}': access record says category '{}', entry '{}'", key,
+                            a.category, h.category));
+      if (has_order && !exists(Cf::order, order_key(options_.policy, a, key), &s))
+        problem(fmt::format("entry '{}': no eviction-order record", key));
+      const bool want_expiry = h.invalid() || h.ttl_s > 0;
+      if (want_expiry) {
+        ++with_expiry;
+        const std::uint64_t t =
+            h.invalid()
+                ? 0
+                : expiry_time(deadlines(h.created_ns, h.ttl_s, options_.stale_factor).expired_at);
+        if (!a.has_expiry || a.expiry_t != t || !exists(Cf::expiry, expiry_key(t, key), &s))
+          problem(fmt::format("entry '{}': expiry index does not match its ttl/status", key));
+      } else if (a.has_expiry) {
+        problem(fmt::format("entry '{}': expiry record for an entry without ttl", key));
+      }
+      if (!exists(Cf::category, category_key(h.category, key), &s))
+        problem(fmt::format("entry '{}': no category-index record", key));
+      if (s.failed()) failure = s;
+    }
+    if (page.size() < kPage) break;
+    from = successor(page.back().first);
+  }
+  if (failure.failed()) return failure;
+  auto count = [&](Cf cf, std::uint64_t* n) {
+    *n = 0;
+    return kv_->scan(cf, "", "", [&](std::string_view, std::string_view) {
+      ++*n;
+      return true;
+    });
+  };
+  std::uint64_t n = 0;
+  if (Status s = count(Cf::access, &n); !s.ok()) return s;
+  if (n != report->entries)
+    problem(fmt::format("{} access records for {} entries", n, report->entries));
+  if (has_order) {
+    if (Status s = count(Cf::order, &n); !s.ok()) return s;
+    if (n != report->entries)
+      problem(fmt::format("{} eviction-order records for {} entries", n, report->entries));
+  }
+  if (Status s = count(Cf::expiry, &n); !s.ok()) return s;
+  if (n != with_expiry)
+    problem(fmt::format("{} expiry records for {} entries with a ttl or invalid", n, with_expiry));
+  if (Status s = count(Cf::category, &n); !s.ok()) return s;
+  if (n != report->entries)
+    problem(fmt::format("{} category-index records for {} entries", n, report->entries));
+  // Counters as stored (not only as held in memory).
+  std::string totals_bytes;
+  if (Status s = kv_->get(Cf::counters, kTotalsKey, &totals_bytes);
+      s.ok() && totals_bytes.size() == 24) {
+    if (get_le64(totals_bytes) != report->entries ||
+        get_le64(totals_bytes.substr(8)) != report->bytes)
+      problem(fmt::format("counters say {} entries / {} bytes, the store holds {} / {}",
+                          get_le64(totals_bytes), get_le64(totals_bytes.substr(8)), report->entries,
+                          report->bytes));
+  } else {
+    problem("the totals counter is missing or malformed");
+  }
+  std::map<std::string, std::uint64_t> stored_cats;
+  if (Status s = kv_->scan(Cf::counters, kCategoryCounterPrefix, kCategoryCounterEnd,
+                           [&](std::string_view k, std::string_view v) {
+                             stored_cats[std::string(k.substr(kCategoryCounterPrefix.size()))] =
+                                 v.size() == 8 ? get_le64(v) : 0;
+                             return true;
+                           });
+      !s.ok())
+    return s;
+  if (stored_cats != cats) problem("per-category counters do not match the entries");
+  if (entries_.load() != report->entries || bytes_.load() != report->bytes)
+    problem("in-memory totals do not match the store");
+  return Status::Ok();
+}
+
 // ---------------------------------------------------------------- access buffer
 
 Engine::Shard& Engine::shard_of(std::string_view key) {

@@ -77,6 +77,12 @@ struct StatusCounts {
 
 enum class SetOutcome : std::uint8_t { stored, too_large, full };
 
+// What verify() found. `problems` is empty for a consistent store.
+struct VerifyReport {
+  std::uint64_t entries = 0, bytes = 0;  // as counted by the scan
+  std::vector<std::string> problems;     // one line each, naming the key or counter
+};
+
 inline constexpr std::size_t kAccessFlushBatch = 1024;
 
 class Engine {
@@ -126,6 +132,9 @@ class Engine {
   // Called (from a reading thread) when a batch of hits is ready to be applied; the callee should
   // arrange for flush_access() soon. Unset: readers apply batches themselves. Set before use.
   void set_flush_waker(std::function<void()> wake) { wake_flusher_ = std::move(wake); }
+  // Checks every invariant above against the stored records (a full scan; applies buffered hits
+  // first). Fails only when the store cannot be read.
+  kv::Status verify(VerifyReport* report);
   // Rebuilds access records, indexes and counters from the entries family.
   kv::Status rebuild();
 
