@@ -97,3 +97,38 @@ TEST_CASE("SIGKILL of a writer loses no acknowledged write and leaves exact tota
   CHECK(scanned.entries <= expected.size() + 3);
   CHECK(store_problems(c).empty());
 }
+
+TEST_CASE("a forked child never touches the parent's store through an inherited cache") {
+  TempDir tmp;
+  Config cfg;
+  cfg.cache_root = tmp.path();
+  cfg.strategy = Strategy::process_isolated;
+  cfg.cleanup_interval = std::chrono::seconds(0);
+  auto parent = std::make_unique<Cache>(Cache::open(cfg));
+  REQUIRE(parent->set("parent-key", "parent-value"));
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    // Child: the inherited handle works on memory and reports why; destroying it leaks the
+    // parent's store instead of closing it; a new open gets the child's own directory.
+    int code = 0;
+    if (!parent->degraded()) code |= 1;
+    if (parent->get("parent-key")) code |= 2;  // the parent's data is not reachable from here
+    if (!parent->set("child-key", "child-value")) code |= 4;
+    if (parent->get("child-key") != "child-value") code |= 8;
+    parent->flush();
+    parent.reset();
+    Cache own = Cache::open(cfg);
+    if (own.degraded()) code |= 16;
+    if (own.directory().filename() != "proc_" + std::to_string(::getpid())) code |= 32;
+    ::_exit(code);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(parent->get("parent-key") == "parent-value");
+  CHECK_FALSE(parent->get("child-key"));
+  CHECK_FALSE(parent->degraded());
+  CHECK(store_problems(*parent).empty());
+}

@@ -9,6 +9,10 @@
 // is movable, not copyable; a moved-from Cache may only be destroyed or assigned to. Opening the
 // same directory twice in one process gives two handles on one underlying store.
 //
+// fork(): a child process must not use a Cache opened before the fork for persistence. In the
+// child such a handle keeps working on memory only (degraded() is true) and destroying it leaves
+// the parent's store untouched; open a new Cache in the child (or exec) to use the store.
+//
 // Faults: reads never throw because of I/O errors or corruption; they miss, count an error and
 // log through Config::log. Only bad arguments throw (ConfigError, std::invalid_argument).
 #pragma once

@@ -1,5 +1,7 @@
 #include "core/backend.hpp"
 
+#include <pthread.h>
+
 #include <limits>
 #include <map>
 
@@ -35,13 +37,29 @@ kv::Status default_opener(const Resolved& r, const kv::RocksOptions& options,
   return kv::open_rocks_kv(r.dir / "db", options, out);
 }
 
+std::atomic<std::uint64_t> g_fork_generation{0};
+
 }  // namespace
+
+std::uint64_t fork_generation() {
+  static const bool registered = [] {
+    ::pthread_atfork(nullptr, nullptr, [] { g_fork_generation.fetch_add(1); });
+    return true;
+  }();
+  (void)registered;
+  return g_fork_generation.load(std::memory_order_relaxed);
+}
+
+bool Backend::inherited() const {
+  return g_fork_generation.load(std::memory_order_relaxed) != fork_generation_;
+}
 
 Backend::Backend(const Resolved& r)
     : r_(r),
       log_(r.config.log),
       watermark_(
-          std::make_shared<std::atomic<std::int64_t>>(std::numeric_limits<std::int64_t>::min())) {}
+          std::make_shared<std::atomic<std::int64_t>>(std::numeric_limits<std::int64_t>::min())),
+      fork_generation_(fork_generation()) {}
 
 std::int64_t Backend::now_ns() const {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(now().time_since_epoch()).count();
@@ -62,7 +80,11 @@ void Backend::set_last_error(std::string message) {
 }
 
 std::shared_ptr<Backend> Backend::open(const Resolved& r, const KvOpener& opener_in) {
-  std::shared_ptr<Backend> b(new Backend(r));
+  // In a forked child the Backend (its store, locks, thread and condition variables) belongs to
+  // the parent: the deleter leaks it rather than run any of its destructors.
+  std::shared_ptr<Backend> b(new Backend(r), [](Backend* p) {
+    if (!p->inherited()) delete p;
+  });
   const KvOpener opener = opener_in ? opener_in : KvOpener(default_opener);
   const engine::Options eo = engine_options(r.config);
   auto degrade = [&](const std::string& why) {
@@ -166,7 +188,7 @@ std::shared_ptr<Backend> Backend::open_shared(const Resolved& r) {
   std::lock_guard lock(*mu);
   const std::string key = r.dir.string();
   if (auto it = registry->find(key); it != registry->end()) {
-    if (auto existing = it->second.lock()) {
+    if (auto existing = it->second.lock(); existing && !existing->inherited()) {
       const Config& a = existing->r_.config;
       const Config& b = r.config;
       if (a.max_entries != b.max_entries || a.max_size_bytes != b.max_size_bytes ||
@@ -189,7 +211,7 @@ Backend::~Backend() {
     hk_stop_ = true;
   }
   hk_cv_.notify_all();
-  if (hk_.joinable()) hk_.join();
+  if (hk_ && hk_->joinable()) hk_->join();
   if (primary_ && !bypass_.load()) {
     if (auto s = primary_->flush_access(); !s.ok()) counters_.error++;
   }
@@ -199,6 +221,7 @@ Backend::~Backend() {
 }
 
 Backend::Op Backend::begin() {
+  if (inherited()) return {fallback_.get(), false};
   if (!bypass_.load(std::memory_order_acquire)) return {primary_.get(), true};
   if (now_ns() >= retry_at_ns_.load() && try_recover()) return {primary_.get(), true};
   return {fallback_.get(), false};
@@ -287,7 +310,7 @@ stats::Snapshot Backend::snapshot() {
 }
 
 void Backend::save_stats() {
-  if (r_.dir.empty() || !r_.config.enable_statistics || degraded_at_open_) return;
+  if (r_.dir.empty() || !r_.config.enable_statistics || degraded_at_open_ || inherited()) return;
   const stats::Snapshot snap = snapshot();
   std::lock_guard lock(stats_mu_);
   if (auto why = stats::save_stats(r_.dir / stats::kStatsFileName, snap); !why.empty()) {
@@ -309,7 +332,7 @@ void Backend::zero_stats() {
 }
 
 void Backend::start_housekeeper() {
-  hk_ = std::thread([this] { housekeeper(); });
+  hk_ = std::make_unique<std::thread>([this] { housekeeper(); });
 }
 
 void Backend::housekeeper() {

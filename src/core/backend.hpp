@@ -31,6 +31,9 @@ namespace larder::core {
 using KvOpener =
     std::function<kv::Status(const Resolved&, const kv::RocksOptions&, std::unique_ptr<kv::Kv>*)>;
 
+// Counts fork()s of this process (incremented in the child by a pthread_atfork handler).
+std::uint64_t fork_generation();
+
 inline constexpr int kBreakerThreshold = 5;  // consecutive I/O failures that open the breaker
 inline constexpr std::chrono::seconds kBreakerRecovery{30};
 
@@ -65,7 +68,11 @@ class Backend {
   engine::Counters& counters() { return counters_; }
   engine::Engine& primary() { return *primary_; }
 
-  bool degraded() const { return degraded_at_open_ || bypass_.load(); }
+  bool degraded() const { return degraded_at_open_ || bypass_.load() || inherited(); }
+  // True in a child process forked after this Backend was opened: the store, its file locks
+  // and the housekeeping thread belong to the parent, so operations use memory and destruction
+  // leaks instead of closing the parent's store.
+  bool inherited() const;
   std::string last_error() const;
   void set_last_error(std::string message);
 
@@ -123,7 +130,8 @@ class Backend {
   bool hk_stop_ = false;
   bool hk_save_ = false;
   bool hk_flush_ = false;
-  std::thread hk_;
+  std::unique_ptr<std::thread> hk_;
+  std::uint64_t fork_generation_ = 0;  // fork_generation() when opened
 
   std::mutex flights_mu_;
   std::unordered_map<std::string, std::shared_ptr<Flight>> flights_;
