@@ -301,3 +301,24 @@ TEST_CASE_TEMPLATE("verify finds broken counters and indexes; rebuild repairs th
   CHECK(c.get_entry("k4", true)->info.status == EntryStatus::invalid);
   CHECK(c.stats().total_entries == 20);
 }
+
+TEST_CASE("lowering the limits between opens is enforced by the next set") {
+  Fixture<RocksStore> f;
+  f.config.max_entries = 0;
+  {
+    Cache c = f.open();
+    for (int i = 0; i < 300; ++i) REQUIRE(c.set("k" + std::to_string(1000 + i), "v"));
+  }
+  f.config.max_entries = 10;
+  Cache c = f.open();
+  CHECK(c.stats().total_entries == 300);
+  REQUIRE(c.set("new", "v"));
+  const auto keys = c.keys();
+  CHECK(keys.size() == 10);
+  // LRU: the nine most recently set survive, plus the new key.
+  CHECK(std::count(keys.begin(), keys.end(), "new") == 1);
+  CHECK(std::count(keys.begin(), keys.end(), "k1299") == 1);
+  CHECK(std::count(keys.begin(), keys.end(), "k1290") == 0);
+  CHECK(c.stats().eviction_count == 291);
+  CHECK(store_problems(c).empty());
+}
