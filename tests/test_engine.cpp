@@ -322,3 +322,27 @@ TEST_CASE("lowering the limits between opens is enforced by the next set") {
   CHECK(c.stats().eviction_count == 291);
   CHECK(store_problems(c).empty());
 }
+
+TEST_CASE("a read-only view of a live store reads and refuses writes") {
+  Fixture<RocksStore> f;
+  Cache c = f.open();
+  REQUIRE(c.set("k", "v"));
+  c.flush();
+  std::unique_ptr<kv::Kv> view;
+  kv::RocksOptions ro;
+  ro.read_only = true;
+  REQUIRE(kv::open_rocks_kv(c.directory() / "db", ro, &view).ok());
+  std::string record;
+  REQUIRE(view->get(kv::Cf::entries, "k", &record).ok());
+  engine::EntryHeader h;
+  std::size_t offset = 0;
+  REQUIRE(engine::decode_entry(record, &h, &offset));
+  CHECK(record.substr(offset) == "v");
+  auto batch = view->new_batch();
+  batch->put(kv::Cf::entries, "x", "y");
+  CHECK(view->write(*batch).failed());
+  // A directory that holds no store is reported, not created.
+  std::unique_ptr<kv::Kv> none;
+  CHECK(kv::open_rocks_kv(f.dir / "nothing-here", ro, &none).failed());
+  CHECK_FALSE(std::filesystem::exists(f.dir / "nothing-here"));
+}

@@ -40,8 +40,6 @@ class FaultKv final : public kv::Kv {
   }
   kv::Status flush() override { return kv::Status::Ok(); }
   kv::Status compact(kv::Cf) override { return kv::Status::Ok(); }
-  std::uint64_t disk_bytes() override { return 0; }
-  bool persistent() const override { return true; }
 
  private:
   static kv::Status fail() { return {kv::Code::io_error, "injected I/O error"}; }

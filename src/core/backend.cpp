@@ -319,18 +319,6 @@ void Backend::save_stats() {
   }
 }
 
-void Backend::zero_stats() {
-  for (auto* c :
-       {&counters_.hit, &counters_.miss, &counters_.set, &counters_.del, &counters_.eviction,
-        &counters_.expiration, &counters_.invalidation, &counters_.error, &counters_.cleanup})
-    c->store(0);
-  {
-    std::lock_guard lock(stats_mu_);
-    last_zeroed_ = util::iso8601_utc(now());
-  }
-  save_stats();
-}
-
 void Backend::start_housekeeper() {
   hk_ = std::make_unique<std::thread>([this] { housekeeper(); });
 }

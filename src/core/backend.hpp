@@ -79,8 +79,6 @@ class Backend {
   stats::Snapshot snapshot();
   // Writes the statistics file now (no-op without a directory or with statistics disabled).
   void save_stats();
-  // Zeroes every counter and records when.
-  void zero_stats();
 
   // Single flight for get_or_compute.
   struct Flight {

@@ -116,13 +116,12 @@ std::function<bool(std::string_view)> Engine::drop_predicate(
 
 // ---------------------------------------------------------------- open, meta, rebuild
 
-Status Engine::write_meta(kv::Batch& batch) {
+void Engine::write_meta(kv::Batch& batch) {
   batch.put(Cf::counters, kFormatKey, le64(kStoreFormat));
   batch.put(Cf::counters, kPolicyKey, le64(static_cast<std::uint64_t>(options_.policy)));
   std::uint64_t bits = 0;
   std::memcpy(&bits, &options_.stale_factor, sizeof bits);
   batch.put(Cf::counters, kStaleFactorKey, le64(bits));
-  return Status::Ok();
 }
 
 Status Engine::open() {

@@ -174,7 +174,7 @@ class Engine {
   kv::Status remove_locked(std::string_view key, bool* removed);
   kv::Status invalidate_locked(Txn& t, std::string_view key, bool* marked);
   kv::Status rebuild_locked();
-  kv::Status write_meta(kv::Batch& batch);
+  void write_meta(kv::Batch& batch);
 
   std::unique_ptr<kv::Kv> kv_;
   Options options_;

@@ -66,9 +66,6 @@ class Kv {
   virtual Status flush() = 0;
   // Compacts a column family (reclaims the space of deleted records). No-op in memory.
   virtual Status compact(Cf cf) = 0;
-  // Bytes the store occupies on disk (tables + logs); 0 in memory.
-  virtual std::uint64_t disk_bytes() = 0;
-  virtual bool persistent() const = 0;
 };
 
 }  // namespace larder::kv

@@ -78,8 +78,6 @@ class MemoryKv final : public Kv {
 
   Status flush() override { return Status::Ok(); }
   Status compact(Cf) override { return Status::Ok(); }
-  std::uint64_t disk_bytes() override { return 0; }
-  bool persistent() const override { return false; }
 
  private:
   std::shared_mutex mu_;

@@ -142,20 +142,6 @@ class RocksKv final : public Kv {
     return from_rocks(db_->CompactRange(co, h(cf), nullptr, nullptr));
   }
 
-  std::uint64_t disk_bytes() override {
-    std::uint64_t total = 0;
-    for (auto* handle : cfs_) {
-      std::uint64_t v = 0;
-      if (db_->GetIntProperty(handle, rocksdb::DB::Properties::kTotalSstFilesSize, &v)) total += v;
-    }
-    rocksdb::VectorLogPtr logs;
-    if (db_->GetSortedWalFiles(logs).ok())
-      for (const auto& log : logs) total += log->SizeFileBytes();
-    return total;
-  }
-
-  bool persistent() const override { return true; }
-
  private:
   rocksdb::ColumnFamilyHandle* h(Cf cf) const { return cfs_[static_cast<int>(cf)]; }
   rocksdb::DB* db_;
