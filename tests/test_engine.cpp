@@ -286,9 +286,10 @@ TEST_CASE_TEMPLATE("verify finds broken counters and indexes; rebuild repairs th
   REQUIRE(e.access_of("k1", &a).ok());
   batch->del(kv::Cf::order, engine::order_key(EvictionPolicy::lru, a, "k1"));
   batch->del(kv::Cf::category, engine::category_key("b", "k2"));
+  batch->put(kv::Cf::access, "orphan", engine::encode_access(a));  // access data, no entry
   REQUIRE(e.kv().write(*batch).ok());
   const auto problems = store_problems(c);
-  CHECK(problems.size() >= 3);
+  CHECK(problems.size() >= 4);
   auto mentions = [&](std::string_view text) {
     return std::any_of(problems.begin(), problems.end(),
                        [&](const std::string& p) { return p.find(text) != std::string::npos; });
@@ -296,6 +297,7 @@ TEST_CASE_TEMPLATE("verify finds broken counters and indexes; rebuild repairs th
   CHECK(mentions("'k1': no eviction-order record"));
   CHECK(mentions("'k2': no category-index record"));
   CHECK(mentions("per-category counters"));
+  CHECK(mentions("21 access records for 20 entries"));
   REQUIRE(e.rebuild().ok());
   CHECK(store_problems(c).empty());
   CHECK(c.get_entry("k4", true)->info.status == EntryStatus::invalid);

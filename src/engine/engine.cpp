@@ -73,6 +73,26 @@ std::string prefix_end(std::string_view prefix) {
   return end;
 }
 
+using Page = std::vector<std::pair<std::string, std::string>>;
+
+// Visits a whole column family in pages of kPage records (copied out, so `fn` may read and write
+// the store). Stops at the first failure, from the scan or from `fn`.
+Status for_each_page(kv::Kv& kv, Cf cf, const std::function<Status(const Page&)>& fn) {
+  std::string from;
+  for (;;) {
+    Page page;
+    Status s = kv.scan(cf, from, "", [&](std::string_view k, std::string_view v) {
+      page.emplace_back(k, v);
+      return page.size() < kPage;
+    });
+    if (!s.ok()) return s;
+    if (page.empty()) return Status::Ok();
+    if (s = fn(page); !s.ok()) return s;
+    if (page.size() < kPage) return Status::Ok();
+    from = successor(page.back().first);
+  }
+}
+
 }  // namespace
 
 struct Engine::Txn {
@@ -205,15 +225,7 @@ Status Engine::rebuild_locked() {
   watermark_->store(kNoWatermark);
   std::uint64_t entries = 0, bytes = 0, dropped = 0;
   std::map<std::string, std::uint64_t> cats;
-  std::string from;
-  for (;;) {
-    std::vector<std::pair<std::string, std::string>> page;
-    Status s = kv_->scan(Cf::entries, from, "", [&](std::string_view k, std::string_view v) {
-      page.emplace_back(k, v);
-      return page.size() < kPage;
-    });
-    if (!s.ok()) return s;
-    if (page.empty()) break;
+  Status scanned = for_each_page(*kv_, Cf::entries, [&](const Page& page) {
     auto batch = kv_->new_batch();
     for (const auto& [key, record] : page) {
       EntryHeader h;
@@ -259,21 +271,19 @@ Status Engine::rebuild_locked() {
       bytes += a.size;
       ++cats[a.category];
     }
-    if (Status s2 = kv_->write(*batch); !s2.ok()) return s2;
-    from = successor(page.back().first);
-  }
-  // Access records without an entry.
-  std::vector<std::string> orphans;
-  Status s = kv_->scan(Cf::access, "", "", [&](std::string_view k, std::string_view) {
-    orphans.emplace_back(k);
-    return true;
+    return kv_->write(*batch);
   });
-  if (!s.ok()) return s;
-  auto batch = kv_->new_batch();
+  if (!scanned.ok()) return scanned;
+  // Access records without an entry.
   std::string scratch;
-  for (const auto& key : orphans) {
-    if (kv_->get(Cf::entries, key, &scratch).not_found()) batch->del(Cf::access, key);
-  }
+  scanned = for_each_page(*kv_, Cf::access, [&](const Page& page) {
+    auto batch = kv_->new_batch();
+    for (const auto& [key, unused] : page)
+      if (kv_->get(Cf::entries, key, &scratch).not_found()) batch->del(Cf::access, key);
+    return batch->count() == 0 ? Status::Ok() : kv_->write(*batch);
+  });
+  if (!scanned.ok()) return scanned;
+  auto batch = kv_->new_batch();
   write_meta(*batch);
   batch->put(Cf::counters, kTotalsKey, totals(entries, bytes, tick_.load()));
   batch->put(Cf::counters, kWatermarkKey, le64(static_cast<std::uint64_t>(kNoWatermark)));
@@ -310,14 +320,8 @@ Status Engine::verify(VerifyReport* report) {
     return st->ok();
   };
   Status failure;
-  std::string from;
-  for (;;) {
-    std::vector<std::pair<std::string, std::string>> page;
-    Status s = kv_->scan(Cf::entries, from, "", [&](std::string_view k, std::string_view v) {
-      page.emplace_back(k, v);
-      return page.size() < kPage;
-    });
-    if (!s.ok()) return s;
+  Status scanned = for_each_page(*kv_, Cf::entries, [&](const Page& page) {
+    Status s;
     for (const auto& [key, record] : page) {
       EntryHeader h;
       std::size_t offset = 0;
@@ -358,9 +362,9 @@ Status Engine::verify(VerifyReport* report) {
         problem(fmt::format("entry '{}': no category-index record", key));
       if (s.failed()) failure = s;
     }
-    if (page.size() < kPage) break;
-    from = successor(page.back().first);
-  }
+    return Status::Ok();
+  });
+  if (!scanned.ok()) return scanned;
   if (failure.failed()) return failure;
   auto count = [&](Cf cf, std::uint64_t* n) {
     *n = 0;
