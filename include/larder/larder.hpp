@@ -197,7 +197,8 @@ class Cache {
   std::string get_or_compute(std::string_view key, const std::function<std::string()>& compute,
                              const SetOptions& options = {});
 
-  // Stores `value` serialized with cereal's portable binary archive. Returns as set().
+  // Stores `value` serialized with cereal's binary archive (native byte order: a cache is per
+  // machine). Returns as set().
   template <class T>
   bool set_object(std::string_view key, const T& value, const SetOptions& options = {});
   // The deserialized fresh value; nullopt on a miss or when the bytes do not decode as T.
