@@ -31,6 +31,14 @@ class Cache::Impl {
     return s;
   }
 
+  // A read that found `key`'s entry undecodable: counted and logged by run(); remove it so the
+  // next read is a plain miss.
+  void drop_if_corrupt(const kv::Status& s, std::string_view key) {
+    if (s.code != kv::Code::corruption) return;
+    const Backend::Op op = backend->begin();
+    backend->finish(op, op.engine->drop_corrupt(key), "dropping a corrupt entry", key);
+  }
+
   EntryInfo make_info(std::string_view key, const engine::Found& f, const engine::AccessRecord& a,
                       std::int64_t now_ns) const {
     using std::chrono::nanoseconds;
@@ -137,6 +145,7 @@ std::optional<std::string> Cache::get(std::string_view key) {
     b.counters().hit++;
     return std::move(f.value);
   }
+  impl_->drop_if_corrupt(s, key);
   b.counters().miss++;
   return std::nullopt;
 }
@@ -167,6 +176,7 @@ std::optional<Entry> Cache::get_entry(std::string_view key, bool include_stale) 
     return st;
   });
   if (!s.ok() || !hit) {
+    impl_->drop_if_corrupt(s, key);
     b.counters().miss++;
     return std::nullopt;
   }

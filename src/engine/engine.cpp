@@ -832,6 +832,24 @@ Status Engine::remove(std::string_view key, bool* removed) {
   return remove_locked(key, removed);
 }
 
+Status Engine::drop_corrupt(std::string_view key) {
+  std::lock_guard lock(mu_);
+  AccessRecord a;
+  bool found = false;
+  Status s = load_access(key, &a, &found);
+  if (s.ok() && found) {
+    take_pending(key);
+    Txn t(*kv_);
+    remove_in_txn(t, key, a);
+    return commit(t);
+  }
+  auto batch = kv_->new_batch();
+  batch->del(Cf::entries, key);
+  batch->del(Cf::access, key);
+  log_->logf(LogLevel::warn, "dropped the records of '{}' without index data; run a verify", key);
+  return kv_->write(*batch);
+}
+
 Status Engine::remove_keys(const std::vector<std::string>& keys, std::size_t* removed) {
   *removed = 0;
   for (std::size_t i = 0; i < keys.size(); i += kPage) {

@@ -115,6 +115,9 @@ class Engine {
                  std::string_view category, const std::map<std::string, std::string>& metadata,
                  std::int64_t now_ns, SetOutcome* outcome);
   kv::Status remove(std::string_view key, bool* removed);
+  // Removes an entry whose record does not decode, with its index records when its access record
+  // is intact (else only the raw records; verify/rebuild repair the rest).
+  kv::Status drop_corrupt(std::string_view key);
   kv::Status remove_keys(const std::vector<std::string>& keys, std::size_t* removed);
   kv::Status invalidate_keys(const std::vector<std::string>& keys, std::size_t* marked);
   kv::Status clear(std::size_t* removed);
