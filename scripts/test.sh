@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: set-up, build, run. Ends with a line "larder: N passed, N failed".
+# The whole test suite: set-up, build, run. Ends with a line "larder: N passed, N failed"
+# ("larder-sanitize: ..." / "larder-clang: ..." for the other modes).
 #   scripts/test.sh              # normal build in build/
 #   scripts/test.sh --sanitize   # address + undefined behaviour sanitizers in build-asan/
 #   scripts/test.sh --clang      # clang++ build in build-clang/
@@ -25,5 +26,6 @@ summary=$(grep -E '^\[doctest\] test cases:' "$log" | tail -n 1 || true)
 passed=$(sed -E 's/.*\|\s*([0-9]+) passed.*/\1/' <<<"$summary")
 failed=$(sed -E 's/.*\|\s*([0-9]+) failed.*/\1/' <<<"$summary")
 if [[ -z "$summary" ]]; then passed=0; failed=1; status=${status:-1}; [[ $status -eq 0 ]] && status=1; fi
-echo "larder${mode:+ ($mode)}: ${passed} passed, ${failed} failed"
+label="larder${mode:+-${mode#--}}"
+echo "${label}: ${passed} passed, ${failed} failed"
 exit "$status"
