@@ -25,7 +25,11 @@ timeout 900 "$build/tests/larder-tests" 2>&1 | tee "$log" || status=$?
 summary=$(grep -E '^\[doctest\] test cases:' "$log" | tail -n 1 || true)
 passed=$(sed -E 's/.*\|\s*([0-9]+) passed.*/\1/' <<<"$summary")
 failed=$(sed -E 's/.*\|\s*([0-9]+) failed.*/\1/' <<<"$summary")
-if [[ -z "$summary" ]]; then passed=0; failed=1; status=${status:-1}; [[ $status -eq 0 ]] && status=1; fi
+if [[ -z "$summary" ]]; then  # the runner died before its summary: that is a failure
+  passed=0
+  failed=1
+  if [[ $status -eq 0 ]]; then status=1; fi
+fi
 label="larder${mode:+-${mode#--}}"
 echo "${label}: ${passed} passed, ${failed} failed"
 exit "$status"
