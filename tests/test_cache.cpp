@@ -511,3 +511,83 @@ TEST_CASE_TEMPLATE("8 threads: mixed operations keep totals exact", S, STORES) {
   CHECK(s.error_count == 0);
   CHECK(store_problems(c).empty());
 }
+
+TEST_CASE_TEMPLATE(
+    "8 threads: every operation interleaved, with expiry, keeps the store consistent", S, STORES) {
+  Fixture<S> f;
+  f.config.max_entries = 300;
+  f.config.max_size_bytes = 12'000;
+  Cache c = f.open();
+  std::atomic<bool> stop{false};
+  std::thread ticker([&] {
+    while (!stop) {
+      f.clock.advance(std::chrono::milliseconds(200));
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+  });
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&c, t] {
+      std::uint64_t x = static_cast<std::uint64_t>(t) * 104729 + 7;
+      for (int i = 0; i < 1500; ++i) {
+        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+        const std::string key = "k" + std::to_string((x >> 33) % 600);
+        const std::string cat = (x & 2) ? "red" : "blue";
+        switch ((x >> 20) % 20) {
+          case 0:
+            c.remove(key);
+            break;
+          case 1:
+            c.invalidate(key);
+            break;
+          case 2:
+            c.cleanup();
+            break;
+          case 3:
+            c.invalidate_pattern("k1*");
+            break;
+          case 4:
+            c.clear_category("red");
+            break;
+          case 5:
+            c.invalidate_category("blue");
+            break;
+          case 6:
+            c.get_entry(key, true);
+            break;
+          case 7:
+            c.metadata(key);
+            break;
+          case 8:
+            c.keys_in_category(cat);
+            break;
+          case 9:
+            c.stats();
+            break;
+          case 10:
+          case 11:
+          case 12:
+          case 13:
+            c.set(key, std::string((x >> 40) % 80 + 1, 'v'),
+                  ttl(static_cast<std::int64_t>((x >> 8) % 3), cat));
+            break;
+          default:
+            c.get(key);
+            break;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  stop = true;
+  ticker.join();
+  const ScannedTotals scanned = scan_totals(c);
+  const Stats s = c.stats();
+  CHECK(s.total_entries == scanned.entries);
+  CHECK(s.total_size_bytes == scanned.bytes);
+  CHECK(s.categories == scanned.categories);
+  CHECK(s.total_entries <= 300);
+  CHECK(s.total_size_bytes <= 12'000);
+  CHECK(s.error_count == 0);
+  CHECK(store_problems(c).empty());
+}
