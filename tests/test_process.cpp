@@ -20,7 +20,7 @@ namespace {
 // Runs the helper writing keys [first, first + count) and kills it with SIGKILL after `kill_after`
 // acknowledgements. Returns the acknowledged indexes in order.
 std::vector<long> write_and_kill(const std::filesystem::path& root, long first, long count,
-                                 long kill_after) {
+                                 long kill_after, long max_entries = 0) {
   int fds[2];
   REQUIRE(::pipe(fds) == 0);
   const pid_t pid = ::fork();
@@ -29,9 +29,10 @@ std::vector<long> write_and_kill(const std::filesystem::path& root, long first, 
     ::dup2(fds[1], STDOUT_FILENO);
     ::close(fds[0]);
     ::close(fds[1]);
-    const std::string f = std::to_string(first), c = std::to_string(count);
+    const std::string f = std::to_string(first), c = std::to_string(count),
+                      m = std::to_string(max_entries);
     ::execl(LARDER_TEST_HELPER, LARDER_TEST_HELPER, "write", root.c_str(), f.c_str(), c.c_str(),
-            static_cast<char*>(nullptr));
+            m.c_str(), static_cast<char*>(nullptr));
     ::_exit(127);
   }
   ::close(fds[1]);
@@ -96,6 +97,28 @@ TEST_CASE("SIGKILL of a writer loses no acknowledged write and leaves exact tota
   CHECK(scanned.entries >= expected.size());
   CHECK(scanned.entries <= expected.size() + 3);
   CHECK(store_problems(c).empty());
+}
+
+TEST_CASE("SIGKILL while every set evicts leaves a consistent store within its limits") {
+  TempDir tmp;
+  long next = 0;
+  for (int round = 0; round < 3; ++round) {
+    const auto acked = write_and_kill(tmp.path(), next, 100000, 2000 + round * 500, 700);
+    REQUIRE_FALSE(acked.empty());
+    next = acked.back() + 1;
+  }
+  Config cfg;
+  cfg.cache_root = tmp.path();
+  cfg.strategy = Strategy::shared;
+  cfg.max_entries = 700;
+  cfg.cleanup_interval = std::chrono::seconds(0);
+  Cache c = Cache::open(cfg);
+  REQUIRE_FALSE(c.degraded());
+  CHECK(store_problems(c).empty());
+  const Stats s = c.stats();
+  CHECK(s.total_entries == 700);
+  // LRU under sequential writes keeps the newest keys: the last acknowledged one is there.
+  CHECK(c.get(helper_key(next - 1)) == helper_value(next - 1));
 }
 
 TEST_CASE("a forked child never touches the parent's store through an inherited cache") {
