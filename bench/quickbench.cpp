@@ -2,6 +2,7 @@
 // options in the same process and run (kv::open_rocks_kv). Prints medians of several rounds and
 // the ratio larder/raw per row. Not a timed test; the full benchmark suite is tools/larder-bench
 // (issue 5). Usage: larder-quickbench [--keys N] [--rounds R] [--value-size B] [--dir DIR]
+//                                     [--open N]   (instead: open time of an N-entry cache)
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -48,10 +49,41 @@ fs::path fresh_dir(const fs::path& base, const std::string& name) {
   return p;
 }
 
+// Fills a cache with `n` entries of 100 bytes, closes it, then times Cache::open (and stats(),
+// whose status counts scan the expiry index) `rounds` times.
+int measure_open(const fs::path& base, std::size_t n, std::size_t rounds) {
+  larder::Config cfg;
+  cfg.cache_root = fresh_dir(base, "open");
+  cfg.strategy = larder::Strategy::shared;
+  cfg.max_entries = 0;
+  cfg.max_size_bytes = 0;
+  cfg.cleanup_interval = std::chrono::seconds(0);
+  {
+    larder::Cache cache = larder::Cache::open(cfg);
+    const std::string value(100, 'v');
+    for (std::size_t i = 0; i < n; ++i) cache.set(key_of(i), value);
+  }
+  std::vector<double> open_ms, stats_ms;
+  for (std::size_t r = 0; r < rounds; ++r) {
+    auto t0 = Clock::now();
+    larder::Cache cache = larder::Cache::open(cfg);
+    auto t1 = Clock::now();
+    const larder::Stats s = cache.stats();
+    auto t2 = Clock::now();
+    if (s.total_entries != n) return 1;
+    open_ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+    stats_ms.push_back(std::chrono::duration<double, std::milli>(t2 - t1).count());
+  }
+  fs::remove_all(base);
+  fmt::print("larder-quickbench: {} entries after a clean close, median of {} rounds\n", n, rounds);
+  fmt::print("open: {:.1f} ms, stats(): {:.1f} ms\n", median(open_ms), median(stats_ms));
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::size_t keys = 100'000, rounds = 3, value_size = 1000;
+  std::size_t keys = 100'000, rounds = 3, value_size = 1000, open_entries = 0;
   fs::path base = fs::temp_directory_path() / fmt::format("larder-quickbench-{}", ::getpid());
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
@@ -63,11 +95,14 @@ int main(int argc, char** argv) {
       value_size = std::strtoull(argv[i + 1], nullptr, 10);
     else if (a == "--dir")
       base = argv[i + 1];
+    else if (a == "--open")
+      open_entries = std::strtoull(argv[i + 1], nullptr, 10);
     else {
       std::fprintf(stderr, "larder-quickbench: unknown option %s\n", a.c_str());
       return 2;
     }
   }
+  if (open_entries > 0) return measure_open(base, open_entries, rounds);
   const std::string value(value_size, 'v');
   const std::size_t hot = std::min<std::size_t>(1000, keys);
   std::mt19937_64 rng(7);
