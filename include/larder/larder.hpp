@@ -14,7 +14,8 @@
 // the parent's store untouched; open a new Cache in the child (or exec) to use the store.
 //
 // Faults: reads never throw because of I/O errors or corruption; they miss, count an error and
-// log through Config::log. Only bad arguments throw (ConfigError, std::invalid_argument).
+// log through Config::log. Only bad arguments throw (ConfigError, std::invalid_argument), and
+// get_or_compute passes on what its compute function throws.
 #pragma once
 
 #include <chrono>
