@@ -49,15 +49,21 @@ fs::path fresh_dir(const fs::path& base, const std::string& name) {
   return p;
 }
 
-// Fills a cache with `n` entries of 100 bytes, closes it, then times Cache::open (and stats(),
-// whose status counts scan the expiry index) `rounds` times.
-int measure_open(const fs::path& base, std::size_t n, std::size_t rounds) {
+// A shared-strategy cache in a fresh directory, without limits or periodic cleanup.
+larder::Config unlimited_config(const fs::path& dir) {
   larder::Config cfg;
-  cfg.cache_root = fresh_dir(base, "open");
+  cfg.cache_root = dir;
   cfg.strategy = larder::Strategy::shared;
   cfg.max_entries = 0;
   cfg.max_size_bytes = 0;
   cfg.cleanup_interval = std::chrono::seconds(0);
+  return cfg;
+}
+
+// Fills a cache with `n` entries of 100 bytes, closes it, then times Cache::open (and stats(),
+// whose status counts scan the expiry index) `rounds` times.
+int measure_open(const fs::path& base, std::size_t n, std::size_t rounds) {
+  larder::Config cfg = unlimited_config(fresh_dir(base, "open"));
   {
     larder::Cache cache = larder::Cache::open(cfg);
     const std::string value(100, 'v');
@@ -142,12 +148,7 @@ int main(int argc, char** argv) {
     rows[3].raw.push_back(rows[0].raw.back());  // the baseline for any set is a raw put
     raw.reset();
 
-    larder::Config cfg;
-    cfg.cache_root = fresh_dir(base, "larder");
-    cfg.strategy = larder::Strategy::shared;
-    cfg.max_entries = 0;
-    cfg.max_size_bytes = 0;
-    cfg.cleanup_interval = std::chrono::seconds(0);
+    larder::Config cfg = unlimited_config(fresh_dir(base, "larder"));
     {
       larder::Cache cache = larder::Cache::open(cfg);
       rows[0].larder.push_back(ops_per_second(keys, [&] {

@@ -123,7 +123,7 @@ TEST_CASE("LARDER_LOG sends log lines to stderr when no callback is set") {
   }
   ::close(fd);
   ::close(saved);
-  std::string text, error;
+  std::string text;
   std::ifstream in(capture);
   std::getline(in, text);
   CHECK(text == "larder [warn] loud line");
