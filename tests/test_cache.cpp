@@ -404,6 +404,31 @@ TEST_CASE_TEMPLATE("set_object and get_object round-trip through cereal", S, STO
   CHECK(c.stats().error_count == 1);
 }
 
+TEST_CASE_TEMPLATE("get_many and set_many behave as repeated get and set", S, STORES) {
+  Fixture<S> f;
+  f.config.max_entries = 3;
+  Cache c = f.open();
+  const std::string too_long(kMaxKeyBytes + 1, 'k');
+  const auto stored =
+      c.set_many({{"a", "1"}, {"", "empty key"}, {"b", "2"}, {too_long, "x"}}, ttl(60, "batch"));
+  CHECK(stored == std::vector<bool>{true, false, true, false});
+  CHECK(c.keys_in_category("batch") == std::vector<std::string>{"a", "b"});
+  const auto values = c.get_many({"a", "missing", "b", ""});
+  REQUIRE(values.size() == 4);
+  CHECK(values[0] == "1");
+  CHECK_FALSE(values[1]);
+  CHECK(values[2] == "2");
+  CHECK_FALSE(values[3]);
+  const Stats st = c.stats();
+  CHECK(st.set_count == 2);
+  CHECK(st.hit_count == 2);
+  CHECK(st.miss_count == 2);
+  // Limits apply item by item: "a" was read before "b", so the fourth key evicts "a".
+  CHECK(c.set_many({{"c", "3"}, {"d", "4"}}) == std::vector<bool>{true, true});
+  CHECK(c.keys() == std::vector<std::string>{"b", "c", "d"});
+  CHECK_THROWS_AS(c.set_many({{"x", "y"}}, ttl(-1, "batch")), std::invalid_argument);
+}
+
 TEST_CASE_TEMPLATE("get_or_compute computes once and caches nothing on exception", S, STORES) {
   Fixture<S> f;
   Cache c = f.open();

@@ -112,7 +112,7 @@ TEST_CASE("the public API never throws on store failure") {
   // Make the store directory unreadable underneath a live cache is not portable as root, so
   // exercise the read path with a corrupt record instead.
   {
-    auto backend = core::Backend::open_shared(core::resolve(f.config));
+    auto backend = backend_of(c);
     auto batch = backend->primary().kv().new_batch();
     batch->put(kv::Cf::entries, "broken", "\x09garbage");
     REQUIRE(backend->primary().kv().write(*batch).ok());

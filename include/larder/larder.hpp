@@ -30,6 +30,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <cereal/archives/binary.hpp>
@@ -163,6 +164,13 @@ class Cache {
   bool set(std::string_view key, std::string_view value, const SetOptions& options = {});
   // The value of a fresh entry; nullopt otherwise (missing, stale, expired, invalid, error).
   std::optional<std::string> get(std::string_view key);
+  // get() of every key, in order. A shared-cache client sends them in one round trip.
+  std::vector<std::optional<std::string>> get_many(const std::vector<std::string>& keys);
+  // set() of every (key, value) with the same options, in order; element i is what set() would
+  // have returned for item i. A shared-cache client sends them in one round trip. Throws
+  // std::invalid_argument for a negative ttl (nothing is stored then).
+  std::vector<bool> set_many(const std::vector<std::pair<std::string, std::string>>& items,
+                             const SetOptions& options = {});
   // get(key), or `fallback` on a miss.
   std::string get_or(std::string_view key, std::string_view fallback);
   // The entry with its info. Fresh entries only, unless include_stale: then any stored status.

@@ -180,31 +180,6 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r, const KvOpener& opener
   return b;
 }
 
-std::shared_ptr<Backend> Backend::open_shared(const Resolved& r) {
-  if (r.dir.empty()) return open(r);
-  // Leaked on purpose: Backends may be destroyed during static destruction.
-  static auto* mu = new std::mutex;
-  static auto* registry = new std::map<std::string, std::weak_ptr<Backend>>;
-  std::lock_guard lock(*mu);
-  const std::string key = r.dir.string();
-  if (auto it = registry->find(key); it != registry->end()) {
-    if (auto existing = it->second.lock(); existing && !existing->inherited()) {
-      const Config& a = existing->r_.config;
-      const Config& b = r.config;
-      if (a.max_entries != b.max_entries || a.max_size_bytes != b.max_size_bytes ||
-          a.eviction_policy != b.eviction_policy || a.stale_factor != b.stale_factor)
-        existing->log_.logf(LogLevel::warn,
-                            "{} is already open in this process; the second open shares it and "
-                            "its limits, policy and stale factor",
-                            key);
-      return existing;
-    }
-  }
-  auto b = open(r);
-  (*registry)[key] = b;
-  return b;
-}
-
 Backend::~Backend() {
   {
     std::lock_guard lock(hk_mu_);
@@ -372,19 +347,6 @@ void Backend::housekeeper() {
     }
     lock.lock();
   }
-}
-
-std::shared_ptr<Backend::Flight> Backend::join_flight(std::string_view key, bool* leader) {
-  std::lock_guard lock(flights_mu_);
-  auto [it, inserted] = flights_.try_emplace(std::string(key));
-  if (inserted) it->second = std::make_shared<Flight>();
-  *leader = inserted;
-  return it->second;
-}
-
-void Backend::end_flight(std::string_view key) {
-  std::lock_guard lock(flights_mu_);
-  flights_.erase(std::string(key));
 }
 
 }  // namespace larder::core

@@ -42,8 +42,6 @@ class Backend {
   // Opens the store for `r`; never throws for I/O trouble (see Cache::open). Throws ConfigError
   // for an unsafe cache_root.
   static std::shared_ptr<Backend> open(const Resolved& r, const KvOpener& opener = {});
-  // The registry: the Backend already open for r.dir in this process, or a new one.
-  static std::shared_ptr<Backend> open_shared(const Resolved& r);
   ~Backend();
   Backend(const Backend&) = delete;
   Backend& operator=(const Backend&) = delete;
@@ -76,21 +74,12 @@ class Backend {
   std::string last_error() const;
   void set_last_error(std::string message);
 
+  // The counters of every process that used this directory (see stats/), into any struct with
+  // the public names (Stats, stats::Snapshot).
+  void counter_totals(Stats* out) { counters_.copy_to(*out); }
   stats::Snapshot snapshot();
   // Writes the statistics file now (no-op without a directory or with statistics disabled).
   void save_stats();
-
-  // Single flight for get_or_compute.
-  struct Flight {
-    std::mutex mu;
-    std::condition_variable cv;
-    bool done = false;
-    std::string value;
-    std::exception_ptr error;
-  };
-  // The flight for `key` and whether the caller leads it (computes).
-  std::shared_ptr<Flight> join_flight(std::string_view key, bool* leader);
-  void end_flight(std::string_view key);
 
  private:
   explicit Backend(const Resolved& r);
@@ -130,9 +119,6 @@ class Backend {
   bool hk_flush_ = false;
   std::unique_ptr<std::thread> hk_;
   std::uint64_t fork_generation_ = 0;  // fork_generation() when opened
-
-  std::mutex flights_mu_;
-  std::unordered_map<std::string, std::shared_ptr<Flight>> flights_;
 };
 
 }  // namespace larder::core

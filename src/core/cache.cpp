@@ -1,6 +1,8 @@
-// The public Cache: argument checks, hit/miss accounting and fault handling over a shared
-// Backend. Every public function here is noexcept in spirit for I/O: failures become misses or
-// false, counted and logged by Backend::finish.
+// The public Cache: argument checks and the default TTL, then a call on the Service behind the
+// handle (core/service.hpp): local for isolated, disabled and unlocked shared caches, the shared
+// node (shared/node.hpp) for shared caches with file locking. Also the registry that gives two
+// opens of one directory in one process the same Service.
+#include <map>
 #include <mutex>
 #include <stdexcept>
 
@@ -8,76 +10,37 @@
 
 #include "core/backend.hpp"
 #include "core/config.hpp"
+#include "core/service.hpp"
 #include "larder/larder.hpp"
-#include "util/glob.hpp"
 
 namespace larder {
 
-using core::Backend;
-using engine::Engine;
+using core::Service;
+using core::SetRequest;
 
 class Cache::Impl {
  public:
-  Impl(std::shared_ptr<Backend> b, std::chrono::seconds default_ttl)
-      : backend(std::move(b)), default_ttl(default_ttl) {}
-  std::shared_ptr<Backend> backend;
+  Impl(std::shared_ptr<Service> s, std::chrono::seconds default_ttl)
+      : service(std::move(s)), default_ttl(default_ttl) {}
+  std::shared_ptr<Service> service;
   std::chrono::seconds default_ttl;
 
-  template <class F>
-  kv::Status run(std::string_view what, F&& f, std::string_view written = {}, bool all = false) {
-    const Backend::Op op = backend->begin();
-    const kv::Status s = f(*op.engine);
-    backend->finish(op, s, what, written, all);
-    return s;
-  }
-
-  // A read that found `key`'s entry undecodable: counted and logged by run(); remove it so the
-  // next read is a plain miss.
-  void drop_if_corrupt(const kv::Status& s, std::string_view key) {
-    if (s.code != kv::Code::corruption) return;
-    const Backend::Op op = backend->begin();
-    backend->finish(op, op.engine->drop_corrupt(key), "dropping a corrupt entry", key);
-  }
-
-  EntryInfo make_info(std::string_view key, const engine::Found& f, const engine::AccessRecord& a,
-                      std::int64_t now_ns) const {
-    using std::chrono::nanoseconds;
-    using std::chrono::system_clock;
-    auto tp = [](std::int64_t ns) {
-      return system_clock::time_point(
-          std::chrono::duration_cast<system_clock::duration>(nanoseconds(ns)));
-    };
-    EntryInfo info;
-    info.key = std::string(key);
-    info.category = f.header.category;
-    info.status = f.status;
-    info.size_bytes = f.size;
-    info.created_at = tp(f.header.created_ns);
-    info.last_accessed = tp(a.last_access_ns);
-    if (f.header.ttl_s > 0)
-      info.expires_at = info.created_at + std::chrono::seconds(f.header.ttl_s);
-    info.access_count = a.access_count;
-    info.metadata = f.header.metadata;
-    info.observed_at = tp(now_ns);
-    return info;
-  }
-
   static bool valid_key(std::string_view key) { return !key.empty() && key.size() <= kMaxKeyBytes; }
+
+  // A SetRequest for a key and options that passed the checks.
+  SetRequest request(std::string_view key, std::string_view value,
+                     const SetOptions& options) const {
+    SetRequest q;
+    q.key = std::string(key);
+    q.value = std::string(value);
+    q.ttl_s = options.ttl ? options.ttl->count() : default_ttl.count();
+    q.category = options.category;
+    q.metadata = options.metadata;
+    return q;
+  }
 };
 
 namespace {
-
-// Counts a public operation when it ends, so a statistics write it triggers includes it.
-class OpCount {
- public:
-  explicit OpCount(Backend& b) : b_(b) {}
-  ~OpCount() { b_.note_op(); }
-  OpCount(const OpCount&) = delete;
-  OpCount& operator=(const OpCount&) = delete;
-
- private:
-  Backend& b_;
-};
 
 void check_ttl(const SetOptions& options) {
   if (options.ttl && options.ttl->count() < 0)
@@ -85,7 +48,41 @@ void check_ttl(const SetOptions& options) {
         fmt::format("ttl: must not be negative (got {}s)", options.ttl->count()));
 }
 
+bool valid_category(std::string_view category) {
+  return category.size() <= kMaxCategoryBytes && category.find('\0') == std::string::npos;
+}
+
 }  // namespace
+
+namespace core {
+
+std::shared_ptr<Service> open_service(const Resolved& r) {
+  if (r.dir.empty()) return std::make_shared<LocalService>(Backend::open(r));
+  const bool node = r.config.strategy == Strategy::shared && r.config.use_file_locking;
+  // Leaked on purpose: services may be destroyed during static destruction.
+  static auto* mu = new std::mutex;
+  static auto* registry = new std::map<std::string, std::weak_ptr<Service>>;
+  std::lock_guard lock(*mu);
+  const std::string key = fmt::format("{}{}", node ? "node:" : "dir:", r.dir.string());
+  if (auto it = registry->find(key); it != registry->end()) {
+    if (auto existing = it->second.lock(); existing && !existing->inherited()) {
+      const Config& a = existing->config();
+      const Config& b = r.config;
+      if (a.max_entries != b.max_entries || a.max_size_bytes != b.max_size_bytes ||
+          a.eviction_policy != b.eviction_policy || a.stale_factor != b.stale_factor)
+        util::Logger(b.log).logf(LogLevel::warn,
+                                 "{} is already open in this process; the second open shares it "
+                                 "and its limits, policy and stale factor",
+                                 r.dir.string());
+      return existing;
+    }
+  }
+  std::shared_ptr<Service> s = std::make_shared<LocalService>(Backend::open(r));
+  (*registry)[key] = s;
+  return s;
+}
+
+}  // namespace core
 
 Cache::Cache(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Cache::Cache(Cache&&) noexcept = default;
@@ -94,60 +91,40 @@ Cache::~Cache() = default;
 
 Cache Cache::open(const Config& config) {
   const core::Resolved r = core::resolve(config);
-  return Cache(std::make_unique<Impl>(Backend::open_shared(r), config.default_ttl));
+  return Cache(std::make_unique<Impl>(core::open_service(r), config.default_ttl));
 }
 
 bool Cache::set(std::string_view key, std::string_view value, const SetOptions& options) {
   check_ttl(options);
-  Backend& b = *impl_->backend;
-  const OpCount op_count(b);
-  if (!Impl::valid_key(key) || options.category.size() > kMaxCategoryBytes ||
-      options.category.find('\0') != std::string::npos) {
-    b.log().logf(LogLevel::debug, "set refused: empty or too long key, or bad category");
-    return false;
-  }
-  const std::int64_t ttl = options.ttl ? options.ttl->count() : impl_->default_ttl.count();
-  engine::SetOutcome outcome = engine::SetOutcome::full;
-  const kv::Status s = impl_->run(
-      "set",
-      [&](Engine& e) {
-        return e.set(key, value, ttl, options.category, options.metadata, b.now_ns(), &outcome);
-      },
-      key);
-  if (!s.ok()) return false;
-  if (outcome != engine::SetOutcome::stored) {
-    b.log().logf(LogLevel::debug, "set of '{}' refused: {}", key,
-                 outcome == engine::SetOutcome::too_large
-                     ? "value larger than max_size_bytes"
-                     : "cache full of live entries (ttl policy)");
-    return false;
-  }
-  b.counters().set++;
-  return true;
+  if (!Impl::valid_key(key) || !valid_category(options.category)) return false;
+  return impl_->service->set(impl_->request(key, value, options));
 }
 
+std::vector<bool> Cache::set_many(const std::vector<std::pair<std::string, std::string>>& items,
+                                  const SetOptions& options) {
+  check_ttl(options);
+  std::vector<bool> out(items.size(), false);
+  if (!valid_category(options.category)) return out;
+  std::vector<SetRequest> requests;
+  std::vector<std::size_t> index;
+  requests.reserve(items.size());
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    if (!Impl::valid_key(items[i].first)) continue;
+    requests.push_back(impl_->request(items[i].first, items[i].second, options));
+    index.push_back(i);
+  }
+  const std::vector<bool> stored = impl_->service->set_many(requests);
+  for (std::size_t j = 0; j < stored.size() && j < index.size(); ++j) out[index[j]] = stored[j];
+  return out;
+}
+
+// Reads pass invalid keys on: they miss in the store and are counted as misses like any other.
 std::optional<std::string> Cache::get(std::string_view key) {
-  Backend& b = *impl_->backend;
-  const OpCount op_count(b);
-  if (!Impl::valid_key(key)) {
-    b.counters().miss++;
-    return std::nullopt;
-  }
-  const std::int64_t now = b.now_ns();
-  engine::Found f;
-  Engine* used = nullptr;
-  const kv::Status s = impl_->run("get", [&](Engine& e) {
-    used = &e;
-    return e.read(key, now, true, &f);
-  });
-  if (s.ok() && f.status == EntryStatus::fresh) {
-    used->record_access(key, now);
-    b.counters().hit++;
-    return std::move(f.value);
-  }
-  impl_->drop_if_corrupt(s, key);
-  b.counters().miss++;
-  return std::nullopt;
+  return impl_->service->get(key);
+}
+
+std::vector<std::optional<std::string>> Cache::get_many(const std::vector<std::string>& keys) {
+  return impl_->service->get_many(keys);
 }
 
 std::string Cache::get_or(std::string_view key, std::string_view fallback) {
@@ -156,193 +133,70 @@ std::string Cache::get_or(std::string_view key, std::string_view fallback) {
 }
 
 std::optional<Entry> Cache::get_entry(std::string_view key, bool include_stale) {
-  Backend& b = *impl_->backend;
-  const OpCount op_count(b);
-  if (!Impl::valid_key(key)) {
-    b.counters().miss++;
-    return std::nullopt;
-  }
-  const std::int64_t now = b.now_ns();
-  engine::Found f;
-  engine::AccessRecord a;
-  bool hit = false;
-  const kv::Status s = impl_->run("get_entry", [&](Engine& e) {
-    kv::Status st = e.read(key, now, true, &f);
-    if (!st.ok() || (f.status != EntryStatus::fresh && !include_stale)) return st;
-    e.record_access(key, now);
-    st = e.access_of(key, &a);
-    if (st.not_found()) st = kv::Status::Ok();  // removed meanwhile: report what was read
-    hit = st.ok();
-    return st;
-  });
-  if (!s.ok() || !hit) {
-    impl_->drop_if_corrupt(s, key);
-    b.counters().miss++;
-    return std::nullopt;
-  }
-  b.counters().hit++;
-  Entry entry;
-  entry.info = impl_->make_info(key, f, a, now);
-  entry.value = std::move(f.value);
-  return entry;
+  return impl_->service->get_entry(key, include_stale);
 }
 
 bool Cache::exists(std::string_view key) {
-  if (!Impl::valid_key(key)) return false;
-  Backend& b = *impl_->backend;
-  engine::Found f;
-  const std::int64_t now = b.now_ns();
-  const kv::Status s = impl_->run("exists", [&](Engine& e) { return e.read(key, now, false, &f); });
-  return s.ok() && f.status == EntryStatus::fresh;
+  return Impl::valid_key(key) && impl_->service->exists(key);
 }
 
 std::optional<EntryInfo> Cache::metadata(std::string_view key) {
   if (!Impl::valid_key(key)) return std::nullopt;
-  Backend& b = *impl_->backend;
-  engine::Found f;
-  engine::AccessRecord a;
-  const std::int64_t now = b.now_ns();
-  const kv::Status s = impl_->run("metadata", [&](Engine& e) {
-    kv::Status st = e.read(key, now, false, &f);
-    if (st.ok()) st = e.access_of(key, &a);
-    return st;
-  });
-  if (!s.ok()) return std::nullopt;
-  return impl_->make_info(key, f, a, now);
+  return impl_->service->metadata(key);
 }
 
 bool Cache::remove(std::string_view key) {
-  Backend& b = *impl_->backend;
-  const OpCount op_count(b);
-  if (!Impl::valid_key(key)) return false;
-  bool removed = false;
-  const kv::Status s = impl_->run(
-      "remove", [&](Engine& e) { return e.remove(key, &removed); }, key);
-  if (s.ok() && removed) b.counters().del++;
-  return s.ok() && removed;
+  return Impl::valid_key(key) && impl_->service->remove(key);
 }
 
 std::size_t Cache::clear() {
-  Backend& b = *impl_->backend;
-  const OpCount op_count(b);
-  std::size_t n = 0;
-  const kv::Status s = impl_->run(
-      "clear", [&](Engine& e) { return e.clear(&n); }, {}, true);
-  if (!s.ok()) return 0;
-  b.counters().del += n;
-  return n;
+  return impl_->service->clear();
 }
 
 std::size_t Cache::clear_category(std::string_view category) {
-  Backend& b = *impl_->backend;
-  const OpCount op_count(b);
-  std::size_t n = 0;  // on failure: what was removed before it
-  impl_->run(
-      "clear_category",
-      [&](Engine& e) {
-        std::vector<std::string> keys;
-        kv::Status st = e.keys_in_category(category, &keys);
-        return st.ok() ? e.remove_keys(keys, &n) : st;
-      },
-      {}, true);
-  b.counters().del += n;
-  return n;
+  return impl_->service->clear_category(category);
 }
 
 bool Cache::invalidate(std::string_view key) {
-  Backend& b = *impl_->backend;
-  const OpCount op_count(b);
-  if (!Impl::valid_key(key)) return false;
-  std::size_t n = 0;
-  const kv::Status s = impl_->run(
-      "invalidate", [&](Engine& e) { return e.invalidate_keys({std::string(key)}, &n); }, key);
-  return s.ok() && n == 1;
+  return Impl::valid_key(key) && impl_->service->invalidate(key);
 }
 
 std::size_t Cache::invalidate_category(std::string_view category) {
-  const OpCount op_count(*impl_->backend);
-  std::size_t n = 0;
-  impl_->run(
-      "invalidate_category",
-      [&](Engine& e) {
-        std::vector<std::string> keys;
-        kv::Status st = e.keys_in_category(category, &keys);
-        return st.ok() ? e.invalidate_keys(keys, &n) : st;
-      },
-      {}, true);
-  return n;
+  return impl_->service->invalidate_category(category);
 }
 
 std::size_t Cache::invalidate_pattern(std::string_view glob) {
   if (glob.empty()) throw std::invalid_argument("invalidate_pattern: the pattern is empty");
-  const OpCount op_count(*impl_->backend);
-  std::size_t n = 0;
-  const std::string prefix = util::glob_literal_prefix(glob);
-  impl_->run(
-      "invalidate_pattern",
-      [&](Engine& e) {
-        std::vector<std::string> keys;
-        kv::Status st = e.keys(prefix, &keys);
-        if (!st.ok()) return st;
-        std::erase_if(keys, [&](const std::string& k) { return !util::glob_match(glob, k); });
-        return e.invalidate_keys(keys, &n);
-      },
-      {}, true);
-  return n;
+  return impl_->service->invalidate_pattern(glob);
 }
 
 std::vector<std::string> Cache::keys() {
-  std::vector<std::string> out;
-  impl_->run("keys", [&](Engine& e) { return e.keys({}, &out); });
-  return out;
+  return impl_->service->keys();
 }
 
 std::vector<std::string> Cache::keys_in_category(std::string_view category) {
-  std::vector<std::string> out;
-  impl_->run("keys_in_category", [&](Engine& e) { return e.keys_in_category(category, &out); });
-  return out;
+  return impl_->service->keys_in_category(category);
 }
 
 std::size_t Cache::cleanup() {
-  Backend& b = *impl_->backend;
-  std::size_t n = 0;
-  const kv::Status s = impl_->run("cleanup", [&](Engine& e) { return e.cleanup(b.now_ns(), &n); });
-  if (s.ok()) b.counters().cleanup++;
-  b.save_stats();
-  return n;
+  return impl_->service->cleanup();
 }
 
 Stats Cache::stats() {
-  Backend& b = *impl_->backend;
-  Stats st;
-  b.counters().copy_to(st);
-  engine::StatusCounts counts;
-  impl_->run("stats", [&](Engine& e) {
-    st.total_entries = e.entries();
-    st.total_size_bytes = e.bytes();
-    st.categories = e.categories();
-    return e.status_counts(b.now_ns(), &counts);
-  });
-  st.fresh_entries = counts.fresh;
-  st.stale_entries = counts.stale;
-  st.expired_entries = counts.expired;
-  st.invalid_entries = counts.invalid;
-  return st;
+  return impl_->service->stats();
 }
 
 void Cache::flush() {
-  Backend& b = *impl_->backend;
-  impl_->run("flush", [&](Engine& e) { return e.flush_access(); });
-  b.save_stats();
+  impl_->service->flush();
 }
 
 std::string Cache::get_or_compute(std::string_view key, const std::function<std::string()>& compute,
                                   const SetOptions& options) {
   check_ttl(options);
   if (auto v = get(key)) return std::move(*v);
-  Backend& b = *impl_->backend;
+  Service& service = *impl_->service;
   bool leader = false;
-  auto flight = b.join_flight(key, &leader);
+  auto flight = service.join_flight(key, &leader);
   if (!leader) {
     std::unique_lock lock(flight->mu);
     flight->cv.wait(lock, [&] { return flight->done; });
@@ -353,12 +207,8 @@ std::string Cache::get_or_compute(std::string_view key, const std::function<std:
   std::exception_ptr error;
   try {
     // Another flight may have finished between our miss and joining: look again, uncounted.
-    engine::Found f;
-    const std::int64_t now = b.now_ns();
-    const kv::Status s =
-        impl_->run("get_or_compute", [&](Engine& e) { return e.read(key, now, true, &f); });
-    if (s.ok() && f.status == EntryStatus::fresh) {
-      value = std::move(f.value);
+    if (auto v = Impl::valid_key(key) ? service.peek(key) : std::nullopt) {
+      value = std::move(*v);
     } else {
       value = compute();
       set(key, value, options);
@@ -366,7 +216,7 @@ std::string Cache::get_or_compute(std::string_view key, const std::function<std:
   } catch (...) {
     error = std::current_exception();
   }
-  b.end_flight(key);
+  service.end_flight(key);
   {
     std::lock_guard lock(flight->mu);
     flight->done = true;
@@ -379,23 +229,22 @@ std::string Cache::get_or_compute(std::string_view key, const std::function<std:
 }
 
 std::shared_ptr<core::Backend> backend_of(const Cache& cache) {
-  return cache.impl_->backend;
+  return cache.impl_->service->backend();
 }
 
 bool Cache::degraded() const {
-  return impl_->backend->degraded();
+  return impl_->service->degraded();
 }
 std::string Cache::last_error() const {
-  return impl_->backend->last_error();
+  return impl_->service->last_error();
 }
 std::filesystem::path Cache::directory() const {
-  return impl_->backend->resolved().dir;
+  return impl_->service->directory();
 }
 
 void Cache::count_decode_error(std::string_view key, std::string_view what) {
-  Backend& b = *impl_->backend;
-  b.counters().error++;
-  b.log().logf(LogLevel::warn, "get_object('{}'): stored bytes do not decode: {}", key, what);
+  impl_->service->count_error(
+      fmt::format("get_object('{}'): stored bytes do not decode: {}", key, what));
 }
 
 // ---------------------------------------------------------------- value types

@@ -1,0 +1,345 @@
+// LocalService: the cache operations over this process's Backend (store or memory). Every
+// function is noexcept in spirit for I/O: failures become misses or false, counted and logged
+// by Backend::finish.
+#include <fmt/format.h>
+
+#include "core/backend.hpp"
+#include "core/service.hpp"
+#include "util/glob.hpp"
+
+namespace larder::core {
+
+using engine::Engine;
+
+namespace {
+
+// Counts a public operation when it ends, so a statistics write it triggers includes it.
+class OpCount {
+ public:
+  explicit OpCount(Backend& b) : b_(b) {}
+  ~OpCount() { b_.note_op(); }
+  OpCount(const OpCount&) = delete;
+  OpCount& operator=(const OpCount&) = delete;
+
+ private:
+  Backend& b_;
+};
+
+template <class F>
+kv::Status run(Backend& b, std::string_view what, F&& f, std::string_view written = {},
+               bool all = false) {
+  const Backend::Op op = b.begin();
+  const kv::Status s = f(*op.engine);
+  b.finish(op, s, what, written, all);
+  return s;
+}
+
+// A read that found `key`'s entry undecodable: counted and logged by run(); remove it so the
+// next read is a plain miss.
+void drop_if_corrupt(Backend& b, const kv::Status& s, std::string_view key) {
+  if (s.code != kv::Code::corruption) return;
+  const Backend::Op op = b.begin();
+  b.finish(op, op.engine->drop_corrupt(key), "dropping a corrupt entry", key);
+}
+
+EntryInfo make_info(std::string_view key, const engine::Found& f, const engine::AccessRecord& a,
+                    std::int64_t now_ns) {
+  using std::chrono::nanoseconds;
+  using std::chrono::system_clock;
+  auto tp = [](std::int64_t ns) {
+    return system_clock::time_point(
+        std::chrono::duration_cast<system_clock::duration>(nanoseconds(ns)));
+  };
+  EntryInfo info;
+  info.key = std::string(key);
+  info.category = f.header.category;
+  info.status = f.status;
+  info.size_bytes = f.size;
+  info.created_at = tp(f.header.created_ns);
+  info.last_accessed = tp(a.last_access_ns);
+  if (f.header.ttl_s > 0) info.expires_at = info.created_at + std::chrono::seconds(f.header.ttl_s);
+  info.access_count = a.access_count;
+  info.metadata = f.header.metadata;
+  info.observed_at = tp(now_ns);
+  return info;
+}
+
+}  // namespace
+
+std::vector<std::optional<std::string>> Service::get_many(const std::vector<std::string>& keys) {
+  std::vector<std::optional<std::string>> out;
+  out.reserve(keys.size());
+  for (const auto& k : keys) out.push_back(get(k));
+  return out;
+}
+
+std::vector<bool> Service::set_many(const std::vector<SetRequest>& requests) {
+  std::vector<bool> out;
+  out.reserve(requests.size());
+  for (const auto& r : requests) out.push_back(set(r));
+  return out;
+}
+
+std::shared_ptr<Service::Flight> Service::join_flight(std::string_view key, bool* leader) {
+  std::lock_guard lock(flights_mu_);
+  auto [it, inserted] = flights_.try_emplace(std::string(key));
+  if (inserted) it->second = std::make_shared<Flight>();
+  *leader = inserted;
+  return it->second;
+}
+
+void Service::end_flight(std::string_view key) {
+  std::lock_guard lock(flights_mu_);
+  flights_.erase(std::string(key));
+}
+
+LocalService::LocalService(std::shared_ptr<Backend> backend) : backend_(std::move(backend)) {}
+
+bool LocalService::set(const SetRequest& q) {
+  Backend& b = *backend_;
+  const OpCount op_count(b);
+  engine::SetOutcome outcome = engine::SetOutcome::full;
+  const kv::Status s = run(
+      b, "set",
+      [&](Engine& e) {
+        return e.set(q.key, q.value, q.ttl_s, q.category, q.metadata, b.now_ns(), &outcome);
+      },
+      q.key);
+  if (!s.ok()) return false;
+  if (outcome != engine::SetOutcome::stored) {
+    b.log().logf(LogLevel::debug, "set of '{}' refused: {}", q.key,
+                 outcome == engine::SetOutcome::too_large
+                     ? "value larger than max_size_bytes"
+                     : "cache full of live entries (ttl policy)");
+    return false;
+  }
+  b.counters().set++;
+  return true;
+}
+
+std::optional<std::string> LocalService::get(std::string_view key) {
+  Backend& b = *backend_;
+  const OpCount op_count(b);
+  const std::int64_t now = b.now_ns();
+  engine::Found f;
+  Engine* used = nullptr;
+  const kv::Status s = run(b, "get", [&](Engine& e) {
+    used = &e;
+    return e.read(key, now, true, &f);
+  });
+  if (s.ok() && f.status == EntryStatus::fresh) {
+    used->record_access(key, now);
+    b.counters().hit++;
+    return std::move(f.value);
+  }
+  drop_if_corrupt(b, s, key);
+  b.counters().miss++;
+  return std::nullopt;
+}
+
+std::optional<Entry> LocalService::get_entry(std::string_view key, bool include_stale) {
+  Backend& b = *backend_;
+  const OpCount op_count(b);
+  const std::int64_t now = b.now_ns();
+  engine::Found f;
+  engine::AccessRecord a;
+  bool hit = false;
+  const kv::Status s = run(b, "get_entry", [&](Engine& e) {
+    kv::Status st = e.read(key, now, true, &f);
+    if (!st.ok() || (f.status != EntryStatus::fresh && !include_stale)) return st;
+    e.record_access(key, now);
+    st = e.access_of(key, &a);
+    if (st.not_found()) st = kv::Status::Ok();  // removed meanwhile: report what was read
+    hit = st.ok();
+    return st;
+  });
+  if (!s.ok() || !hit) {
+    drop_if_corrupt(b, s, key);
+    b.counters().miss++;
+    return std::nullopt;
+  }
+  b.counters().hit++;
+  Entry entry;
+  entry.info = make_info(key, f, a, now);
+  entry.value = std::move(f.value);
+  return entry;
+}
+
+bool LocalService::exists(std::string_view key) {
+  Backend& b = *backend_;
+  engine::Found f;
+  const std::int64_t now = b.now_ns();
+  const kv::Status s = run(b, "exists", [&](Engine& e) { return e.read(key, now, false, &f); });
+  return s.ok() && f.status == EntryStatus::fresh;
+}
+
+std::optional<std::string> LocalService::peek(std::string_view key) {
+  Backend& b = *backend_;
+  engine::Found f;
+  const std::int64_t now = b.now_ns();
+  const kv::Status s = run(b, "peek", [&](Engine& e) { return e.read(key, now, true, &f); });
+  if (s.ok() && f.status == EntryStatus::fresh) return std::move(f.value);
+  return std::nullopt;
+}
+
+std::optional<EntryInfo> LocalService::metadata(std::string_view key) {
+  Backend& b = *backend_;
+  engine::Found f;
+  engine::AccessRecord a;
+  const std::int64_t now = b.now_ns();
+  const kv::Status s = run(b, "metadata", [&](Engine& e) {
+    kv::Status st = e.read(key, now, false, &f);
+    if (st.ok()) st = e.access_of(key, &a);
+    return st;
+  });
+  if (!s.ok()) return std::nullopt;
+  return make_info(key, f, a, now);
+}
+
+bool LocalService::remove(std::string_view key) {
+  Backend& b = *backend_;
+  const OpCount op_count(b);
+  bool removed = false;
+  const kv::Status s = run(
+      b, "remove", [&](Engine& e) { return e.remove(key, &removed); }, key);
+  if (s.ok() && removed) b.counters().del++;
+  return s.ok() && removed;
+}
+
+std::size_t LocalService::clear() {
+  Backend& b = *backend_;
+  const OpCount op_count(b);
+  std::size_t n = 0;
+  const kv::Status s = run(
+      b, "clear", [&](Engine& e) { return e.clear(&n); }, {}, true);
+  if (!s.ok()) return 0;
+  b.counters().del += n;
+  return n;
+}
+
+std::size_t LocalService::clear_category(std::string_view category) {
+  Backend& b = *backend_;
+  const OpCount op_count(b);
+  std::size_t n = 0;  // on failure: what was removed before it
+  run(
+      b, "clear_category",
+      [&](Engine& e) {
+        std::vector<std::string> keys;
+        kv::Status st = e.keys_in_category(category, &keys);
+        return st.ok() ? e.remove_keys(keys, &n) : st;
+      },
+      {}, true);
+  b.counters().del += n;
+  return n;
+}
+
+bool LocalService::invalidate(std::string_view key) {
+  Backend& b = *backend_;
+  const OpCount op_count(b);
+  std::size_t n = 0;
+  const kv::Status s = run(
+      b, "invalidate", [&](Engine& e) { return e.invalidate_keys({std::string(key)}, &n); }, key);
+  return s.ok() && n == 1;
+}
+
+std::size_t LocalService::invalidate_category(std::string_view category) {
+  Backend& b = *backend_;
+  const OpCount op_count(b);
+  std::size_t n = 0;
+  run(
+      b, "invalidate_category",
+      [&](Engine& e) {
+        std::vector<std::string> keys;
+        kv::Status st = e.keys_in_category(category, &keys);
+        return st.ok() ? e.invalidate_keys(keys, &n) : st;
+      },
+      {}, true);
+  return n;
+}
+
+std::size_t LocalService::invalidate_pattern(std::string_view glob) {
+  Backend& b = *backend_;
+  const OpCount op_count(b);
+  std::size_t n = 0;
+  const std::string prefix = util::glob_literal_prefix(glob);
+  run(
+      b, "invalidate_pattern",
+      [&](Engine& e) {
+        std::vector<std::string> keys;
+        kv::Status st = e.keys(prefix, &keys);
+        if (!st.ok()) return st;
+        std::erase_if(keys, [&](const std::string& k) { return !util::glob_match(glob, k); });
+        return e.invalidate_keys(keys, &n);
+      },
+      {}, true);
+  return n;
+}
+
+std::vector<std::string> LocalService::keys() {
+  std::vector<std::string> out;
+  run(*backend_, "keys", [&](Engine& e) { return e.keys({}, &out); });
+  return out;
+}
+
+std::vector<std::string> LocalService::keys_in_category(std::string_view category) {
+  std::vector<std::string> out;
+  run(*backend_, "keys_in_category", [&](Engine& e) { return e.keys_in_category(category, &out); });
+  return out;
+}
+
+std::size_t LocalService::cleanup() {
+  Backend& b = *backend_;
+  std::size_t n = 0;
+  const kv::Status s = run(b, "cleanup", [&](Engine& e) { return e.cleanup(b.now_ns(), &n); });
+  if (s.ok()) b.counters().cleanup++;
+  b.save_stats();
+  return n;
+}
+
+Stats LocalService::stats() {
+  Backend& b = *backend_;
+  Stats st;
+  b.counter_totals(&st);
+  engine::StatusCounts counts;
+  run(b, "stats", [&](Engine& e) {
+    st.total_entries = e.entries();
+    st.total_size_bytes = e.bytes();
+    st.categories = e.categories();
+    return e.status_counts(b.now_ns(), &counts);
+  });
+  st.fresh_entries = counts.fresh;
+  st.stale_entries = counts.stale;
+  st.expired_entries = counts.expired;
+  st.invalid_entries = counts.invalid;
+  return st;
+}
+
+void LocalService::flush() {
+  Backend& b = *backend_;
+  run(b, "flush", [&](Engine& e) { return e.flush_access(); });
+  b.save_stats();
+}
+
+void LocalService::count_error(std::string_view what) {
+  Backend& b = *backend_;
+  b.counters().error++;
+  b.log().log(LogLevel::warn, what);
+}
+
+bool LocalService::degraded() const {
+  return backend_->degraded();
+}
+std::string LocalService::last_error() const {
+  return backend_->last_error();
+}
+std::filesystem::path LocalService::directory() const {
+  return backend_->resolved().dir;
+}
+const Config& LocalService::config() const {
+  return backend_->resolved().config;
+}
+bool LocalService::inherited() const {
+  return backend_->inherited();
+}
+
+}  // namespace larder::core

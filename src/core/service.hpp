@@ -1,0 +1,133 @@
+// The operations behind a Cache handle. A Service is either local (LocalService: this process
+// owns the store, or the cache is in memory) or the shared-strategy node (src/shared/node.hpp),
+// which runs each call locally while this process owns the store and sends it to the owner
+// over a Unix socket otherwise. Cache (cache.cpp) checks arguments and resolves the default
+// TTL; everything else happens here, so owner and clients behave identically: the owner's
+// server answers a client by calling the same LocalService functions.
+//
+// Thread-safety: every member function may be called from many threads at once.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "larder/larder.hpp"
+
+namespace larder::core {
+
+class Backend;
+
+// One set request with its TTL resolved (seconds; 0 = never expires).
+struct SetRequest {
+  std::string key;
+  std::string value;
+  std::int64_t ttl_s = 0;
+  std::string category = "default";
+  std::map<std::string, std::string> metadata;
+};
+
+class Service {
+ public:
+  virtual ~Service() = default;
+
+  // As the Cache functions of the same name (larder.hpp), with arguments already checked.
+  virtual bool set(const SetRequest& request) = 0;
+  virtual std::optional<std::string> get(std::string_view key) = 0;
+  virtual std::optional<Entry> get_entry(std::string_view key, bool include_stale) = 0;
+  virtual bool exists(std::string_view key) = 0;
+  virtual std::optional<EntryInfo> metadata(std::string_view key) = 0;
+  virtual bool remove(std::string_view key) = 0;
+  virtual std::size_t clear() = 0;
+  virtual std::size_t clear_category(std::string_view category) = 0;
+  virtual bool invalidate(std::string_view key) = 0;
+  virtual std::size_t invalidate_category(std::string_view category) = 0;
+  virtual std::size_t invalidate_pattern(std::string_view glob) = 0;
+  virtual std::vector<std::string> keys() = 0;
+  virtual std::vector<std::string> keys_in_category(std::string_view category) = 0;
+  virtual std::size_t cleanup() = 0;
+  virtual Stats stats() = 0;
+  virtual void flush() = 0;
+  virtual std::vector<std::optional<std::string>> get_many(const std::vector<std::string>& keys);
+  virtual std::vector<bool> set_many(const std::vector<SetRequest>& requests);
+  // The fresh value of `key` without recording an access or counting a hit or miss.
+  virtual std::optional<std::string> peek(std::string_view key) = 0;
+  // Counts (and logs) an error found by the caller, e.g. a value that does not deserialize.
+  virtual void count_error(std::string_view what) = 0;
+
+  virtual bool degraded() const = 0;
+  virtual std::string last_error() const = 0;
+  virtual std::filesystem::path directory() const = 0;
+  // The Backend this process runs the store with, or null (a shared-cache client).
+  virtual std::shared_ptr<Backend> backend() const = 0;
+  // The configuration the service was opened with.
+  virtual const Config& config() const = 0;
+  // True in a child forked after the service was opened (see Backend::inherited()).
+  virtual bool inherited() const = 0;
+
+  // Single flight for get_or_compute, per Service (so per directory and process).
+  struct Flight {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    std::string value;
+    std::exception_ptr error;
+  };
+  // The flight for `key` and whether the caller leads it (computes).
+  std::shared_ptr<Flight> join_flight(std::string_view key, bool* leader);
+  void end_flight(std::string_view key);
+
+ private:
+  std::mutex flights_mu_;
+  std::unordered_map<std::string, std::shared_ptr<Flight>> flights_;
+};
+
+// The store (or memory cache) of this process, through its Backend.
+class LocalService final : public Service {
+ public:
+  explicit LocalService(std::shared_ptr<Backend> backend);
+
+  bool set(const SetRequest& request) override;
+  std::optional<std::string> get(std::string_view key) override;
+  std::optional<Entry> get_entry(std::string_view key, bool include_stale) override;
+  bool exists(std::string_view key) override;
+  std::optional<EntryInfo> metadata(std::string_view key) override;
+  bool remove(std::string_view key) override;
+  std::size_t clear() override;
+  std::size_t clear_category(std::string_view category) override;
+  bool invalidate(std::string_view key) override;
+  std::size_t invalidate_category(std::string_view category) override;
+  std::size_t invalidate_pattern(std::string_view glob) override;
+  std::vector<std::string> keys() override;
+  std::vector<std::string> keys_in_category(std::string_view category) override;
+  std::size_t cleanup() override;
+  Stats stats() override;
+  void flush() override;
+  std::optional<std::string> peek(std::string_view key) override;
+  void count_error(std::string_view what) override;
+
+  bool degraded() const override;
+  std::string last_error() const override;
+  std::filesystem::path directory() const override;
+  std::shared_ptr<Backend> backend() const override { return backend_; }
+  const Config& config() const override;
+  bool inherited() const override;
+
+ private:
+  std::shared_ptr<Backend> backend_;
+};
+
+// The Service for `r` in this process: the registry hands out one per directory (two opens of
+// one directory share it). Throws ConfigError for an unsafe root; never for I/O trouble.
+std::shared_ptr<Service> open_service(const struct Resolved& r);
+
+}  // namespace larder::core
