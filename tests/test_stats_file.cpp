@@ -4,6 +4,7 @@
 #include <fstream>
 #include <thread>
 
+#include "stats/counter_file.hpp"
 #include "stats/stats_file.hpp"
 #include "support.hpp"
 #include "util/fs.hpp"
@@ -26,7 +27,7 @@ TEST_CASE("statistics JSON round-trips every field") {
   s.total_size_bytes = 11;
   s.last_updated = "2026-11-21T04:57:00.000Z";
   const std::string json = stats::to_json(s);
-  CHECK(json.find("\"format_version\": 1") != std::string::npos);
+  CHECK(json.find("\"format_version\": 2") != std::string::npos);
   stats::Snapshot back;
   std::string error;
   REQUIRE(stats::from_json(json, &back, &error));
@@ -36,6 +37,16 @@ TEST_CASE("statistics JSON round-trips every field") {
   CHECK(back.last_updated == s.last_updated);
   CHECK_FALSE(stats::from_json("{\"format_version\": 99}", &back, &error));
   CHECK(error.find("format_version 99") != std::string::npos);
+  // Format 1 (no contributors) is still read.
+  REQUIRE(stats::from_json(
+      "{\"format_version\": 1, \"hit_count\": 4, \"miss_count\": 0, \"set_count\": 0, "
+      "\"delete_count\": 0, \"eviction_count\": 0, \"expiration_count\": 0, "
+      "\"invalidation_count\": 0, \"error_count\": 0, \"cleanup_count\": 0, "
+      "\"total_entries\": 0, \"total_size_bytes\": 0, \"last_updated\": \"\", "
+      "\"last_zeroed\": \"\"}",
+      &back, &error));
+  CHECK(back.hit_count == 4);
+  CHECK(back.contributors.empty());
   CHECK_FALSE(stats::from_json("not json", &back, &error));
   CHECK_FALSE(stats::from_json("{\"format_version\": 1, \"hit_count\": \"x\"}", &back, &error));
 }
@@ -127,4 +138,68 @@ TEST_CASE("statistics can be disabled") {
   c.flush();
   CHECK_FALSE(std::filesystem::exists(c.directory() / stats::kStatsFileName));
   CHECK(c.stats().set_count == 1);  // still counted in memory
+}
+
+TEST_CASE("counter files fold exactly once, including those of processes that are gone") {
+  TempDir tmp;
+  const auto dir = tmp.path();
+  const auto now = std::chrono::system_clock::now();
+  std::string error;
+  auto a = stats::CounterFile::create(dir, &error);
+  auto b = stats::CounterFile::create(dir, &error);
+  REQUIRE(a);
+  REQUIRE(b);
+  CHECK(a->id() != b->id());
+  a->counters().hit += 5;
+  b->counters().miss += 3;
+  stats::Snapshot s;
+  REQUIRE(stats::fold_stats(dir, a.get(), stats::FoldMode::save, now, {}, &s).empty());
+  CHECK(s.hit_count == 5);
+  CHECK(s.miss_count == 3);
+  CHECK(s.contributors.size() == 2);
+
+  a->counters().hit += 2;
+  b->counters().miss += 1;
+  REQUIRE(stats::read_stats(dir, a.get(), &s).empty());  // a view: nothing written
+  CHECK(s.hit_count == 7);
+  CHECK(s.miss_count == 4);
+  stats::Snapshot on_disk;
+  REQUIRE(stats::load_stats(dir / stats::kStatsFileName, now, &on_disk, &error) ==
+          stats::LoadResult::loaded);
+  CHECK(on_disk.hit_count == 5);
+
+  // b's process is gone without folding (as after SIGKILL): its lock is free, its file remains.
+  const auto b_path = b->path();
+  b.reset();
+  REQUIRE(std::filesystem::exists(b_path));
+  REQUIRE(stats::fold_stats(dir, a.get(), stats::FoldMode::save, now, {}, &s).empty());
+  CHECK(s.hit_count == 7);
+  CHECK(s.miss_count == 4);
+  CHECK_FALSE(std::filesystem::exists(b_path));
+  CHECK(s.contributors.size() == 1);
+  REQUIRE(stats::fold_stats(dir, a.get(), stats::FoldMode::save, now, {}, &s).empty());
+  CHECK(s.hit_count == 7);  // folding again adds nothing
+  CHECK(s.miss_count == 4);
+
+  // Zeroing: totals restart from zero, later growth counts.
+  REQUIRE(stats::fold_stats(dir, a.get(), stats::FoldMode::zero, now, {}, &s).empty());
+  CHECK(s.hit_count == 0);
+  CHECK_FALSE(s.last_zeroed.empty());
+  a->counters().hit += 2;
+  REQUIRE(stats::fold_stats(dir, a.get(), stats::FoldMode::close, now, {}, &s).empty());
+  CHECK(s.hit_count == 2);
+  CHECK(s.contributors.empty());
+  CHECK_FALSE(std::filesystem::exists(a->path()));
+}
+
+TEST_CASE("statistics accumulate over processes that open the directory one after another") {
+  Fixture<RocksStore> f;
+  for (int round = 1; round <= 3; ++round) {
+    Cache c = f.open();
+    REQUIRE(c.set("k", "v"));
+    CHECK(c.get("k") == "v");
+    const Stats s = c.stats();
+    CHECK(s.set_count == static_cast<std::uint64_t>(round));
+    CHECK(s.hit_count == static_cast<std::uint64_t>(round));
+  }
 }

@@ -1,13 +1,12 @@
 #include "core/backend.hpp"
 
-#include <pthread.h>
-
 #include <limits>
 #include <map>
 
 #include <fmt/format.h>
 
 #include "kv/memory_kv.hpp"
+#include "util/fork.hpp"
 #include "util/fs.hpp"
 
 namespace larder::core {
@@ -37,21 +36,10 @@ kv::Status default_opener(const Resolved& r, const kv::RocksOptions& options,
   return kv::open_rocks_kv(r.dir / "db", options, out);
 }
 
-std::atomic<std::uint64_t> g_fork_generation{0};
-
 }  // namespace
 
-std::uint64_t fork_generation() {
-  static const bool registered = [] {
-    ::pthread_atfork(nullptr, nullptr, [] { g_fork_generation.fetch_add(1); });
-    return true;
-  }();
-  (void)registered;
-  return g_fork_generation.load(std::memory_order_relaxed);
-}
-
 bool Backend::inherited() const {
-  return g_fork_generation.load(std::memory_order_relaxed) != fork_generation_;
+  return util::fork_generation() != fork_generation_;
 }
 
 Backend::Backend(const Resolved& r)
@@ -59,7 +47,7 @@ Backend::Backend(const Resolved& r)
       log_(r.config.log),
       watermark_(
           std::make_shared<std::atomic<std::int64_t>>(std::numeric_limits<std::int64_t>::min())),
-      fork_generation_(fork_generation()) {}
+      fork_generation_(util::fork_generation()) {}
 
 std::int64_t Backend::now_ns() const {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(now().time_since_epoch()).count();
@@ -93,7 +81,7 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r, const KvOpener& opener
     b->set_last_error(why);
     b->watermark_->store(std::numeric_limits<std::int64_t>::min());
     b->primary_ = std::make_unique<engine::Engine>(kv::make_memory_kv(), eo, b->watermark_,
-                                                   &b->counters_, &b->log_);
+                                                   b->counters_, &b->log_);
     (void)b->primary_->open();
   };
 
@@ -107,6 +95,15 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r, const KvOpener& opener
       have_dir = false;
     } else if (auto why2 = util::unsafe_directory_reason(r.dir); !why2.empty()) {
       throw ConfigError(fmt::format("cache_root: {}", why2));
+    } else if (r.config.enable_statistics) {
+      std::string error;
+      b->counter_file_ = stats::CounterFile::create(r.dir, &error);
+      if (b->counter_file_) {
+        b->counters_ = &b->counter_file_->counters();
+      } else {
+        b->log_.logf(LogLevel::warn, "statistics are kept in memory only: {}", error);
+        b->local_counters_.error++;
+      }
     }
   }
 
@@ -117,8 +114,8 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r, const KvOpener& opener
       std::unique_ptr<kv::Kv> store;
       kv::Status s = opener(r, ro, &store);
       if (s.ok()) {
-        auto e = std::make_unique<engine::Engine>(std::move(store), eo, b->watermark_,
-                                                  &b->counters_, &b->log_);
+        auto e = std::make_unique<engine::Engine>(std::move(store), eo, b->watermark_, b->counters_,
+                                                  &b->log_);
         s = e->open();
         if (s.ok()) {
           b->primary_ = std::move(e);
@@ -127,7 +124,7 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r, const KvOpener& opener
       }
       if (s.code == Code::corruption && attempt == 0 && have_dir) {
         const fs::path aside = util::move_aside(r.dir / "db", ".corrupt-", b->now());
-        b->counters_.error++;
+        b->counters_->error++;
         if (aside.empty()) {
           degrade(fmt::format("store in {} is corrupt ({}) and could not be moved aside",
                               (r.dir / "db").string(), s.message));
@@ -138,36 +135,16 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r, const KvOpener& opener
         b->set_last_error(fmt::format("corrupt store moved to {}", aside.string()));
         continue;
       }
-      b->counters_.error++;
+      b->counters_->error++;
       degrade(fmt::format("cannot open the store in {}: {}", r.dir.string(), s.message));
       break;
     }
   }
   if (!b->primary_) degrade("no usable store");
   b->fallback_ =
-      std::make_unique<engine::Engine>(kv::make_memory_kv(), eo, nullptr, &b->counters_, &b->log_);
+      std::make_unique<engine::Engine>(kv::make_memory_kv(), eo, nullptr, b->counters_, &b->log_);
   (void)b->fallback_->open();
 
-  if (have_dir && r.config.enable_statistics && !b->degraded_at_open_) {
-    stats::Snapshot snap;
-    std::string error;
-    const auto result = stats::load_stats(r.dir / stats::kStatsFileName, b->now(), &snap, &error);
-    if (result == stats::LoadResult::corrupt) {
-      b->log_.logf(LogLevel::warn, "statistics start from zero: {}", error);
-      b->counters_.error++;
-    }
-    auto& c = b->counters_;
-    c.hit += snap.hit_count;
-    c.miss += snap.miss_count;
-    c.set += snap.set_count;
-    c.del += snap.delete_count;
-    c.eviction += snap.eviction_count;
-    c.expiration += snap.expiration_count;
-    c.invalidation += snap.invalidation_count;
-    c.error += snap.error_count;
-    c.cleanup += snap.cleanup_count;
-    b->last_zeroed_ = snap.last_zeroed;
-  }
   Backend* raw = b.get();
   b->primary_->set_flush_waker([raw] {
     {
@@ -188,9 +165,9 @@ Backend::~Backend() {
   hk_cv_.notify_all();
   if (hk_ && hk_->joinable()) hk_->join();
   if (primary_ && !bypass_.load()) {
-    if (auto s = primary_->flush_access(); !s.ok()) counters_.error++;
+    if (auto s = primary_->flush_access(); !s.ok()) counters_->error++;
   }
-  save_stats();
+  save_stats(stats::FoldMode::close);
   fallback_.reset();
   primary_.reset();  // closes the store (RocksKv flushes its memtables)
 }
@@ -246,7 +223,7 @@ void Backend::finish(const Op& op, const kv::Status& s, std::string_view what,
     if (op.primary && s.ok()) failures_.store(0, std::memory_order_relaxed);
     return;
   }
-  counters_.error++;
+  counters_->error++;
   log_.logf(LogLevel::warn, "{} failed: {}", what, s.message);
   if (!op.primary || s.code != Code::io_error) return;
   set_last_error(fmt::format("{} failed: {}", what, s.message));
@@ -273,24 +250,40 @@ void Backend::note_op() {
   hk_cv_.notify_one();
 }
 
-stats::Snapshot Backend::snapshot() {
-  stats::Snapshot s;
-  counters_.copy_to(s);
-  s.total_entries = primary_ ? primary_->entries() : 0;
-  s.total_size_bytes = primary_ ? primary_->bytes() : 0;
-  s.last_updated = util::iso8601_utc(now());
-  std::lock_guard lock(stats_mu_);
-  s.last_zeroed = last_zeroed_;
-  return s;
+void Backend::counter_totals(Stats* out) {
+  if (!counter_file_ || inherited()) {
+    counters_->copy_to(*out);
+    return;
+  }
+  stats::Snapshot snap;
+  if (auto why = stats::read_stats(r_.dir, counter_file_.get(), &snap); !why.empty()) {
+    counters_->error++;
+    snap.error_count++;
+    log_.logf(LogLevel::warn, "statistics file: {}", why);
+  }
+  engine::Counters::assign(engine::Counters::of(snap), *out);
 }
 
-void Backend::save_stats() {
-  if (r_.dir.empty() || !r_.config.enable_statistics || degraded_at_open_ || inherited()) return;
-  const stats::Snapshot snap = snapshot();
+void Backend::save_stats(stats::FoldMode mode) {
+  if (!counter_file_ || inherited()) return;
+  // Entry and byte totals come from the store, when this process has it.
+  const bool store_totals = primary_ && !degraded_at_open_ && !bypass_.load();
+  auto update = [&](stats::Snapshot& s) {
+    if (!store_totals) return;
+    s.total_entries = primary_->entries();
+    s.total_size_bytes = primary_->bytes();
+  };
   std::lock_guard lock(stats_mu_);
-  if (auto why = stats::save_stats(r_.dir / stats::kStatsFileName, snap); !why.empty()) {
-    counters_.error++;
+  std::string warning;
+  if (auto why =
+          stats::fold_stats(r_.dir, counter_file_.get(), mode, now(), update, nullptr, &warning);
+      !why.empty()) {
+    counters_->error++;
     log_.logf(LogLevel::warn, "could not write statistics: {}", why);
+  }
+  if (!warning.empty()) {
+    counters_->error++;
+    log_.logf(LogLevel::warn, "statistics file was corrupt: {}", warning);
   }
 }
 
@@ -324,7 +317,7 @@ void Backend::housekeeper() {
     lock.unlock();
     if (!bypass_.load() && primary_->has_pending_access()) {
       if (auto s = primary_->flush_access(); !s.ok()) {
-        counters_.error++;
+        counters_->error++;
         log_.logf(LogLevel::warn, "could not save access data: {}", s.message);
       }
     }
@@ -334,7 +327,7 @@ void Backend::housekeeper() {
       std::size_t removed = 0;
       const kv::Status s = op.engine->cleanup(now_ns(), &removed);
       finish(op, s, "background cleanup");
-      if (s.ok()) counters_.cleanup++;
+      if (s.ok()) counters_->cleanup++;
       log_.logf(LogLevel::debug, "background cleanup removed {} entries", removed);
       next_cleanup = clock::now() + interval;
       save_due = true;

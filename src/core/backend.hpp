@@ -21,6 +21,7 @@
 #include "engine/engine.hpp"
 #include "kv/kv.hpp"
 #include "kv/rocks_kv.hpp"
+#include "stats/counter_file.hpp"
 #include "stats/stats_file.hpp"
 #include "util/log.hpp"
 
@@ -30,9 +31,6 @@ namespace larder::core {
 // <dir>/db, or memory for the disabled strategy.
 using KvOpener =
     std::function<kv::Status(const Resolved&, const kv::RocksOptions&, std::unique_ptr<kv::Kv>*)>;
-
-// Counts fork()s of this process (incremented in the child by a pthread_atfork handler).
-std::uint64_t fork_generation();
 
 inline constexpr int kBreakerThreshold = 5;  // consecutive I/O failures that open the breaker
 inline constexpr std::chrono::seconds kBreakerRecovery{30};
@@ -63,7 +61,8 @@ class Backend {
   std::chrono::system_clock::time_point now() const;
   const Resolved& resolved() const { return r_; }
   const util::Logger& log() const { return log_; }
-  engine::Counters& counters() { return counters_; }
+  // This process's counters for the directory (in its counter file when statistics are kept).
+  engine::Counters& counters() { return *counters_; }
   engine::Engine& primary() { return *primary_; }
 
   bool degraded() const { return degraded_at_open_ || bypass_.load() || inherited(); }
@@ -74,12 +73,12 @@ class Backend {
   std::string last_error() const;
   void set_last_error(std::string message);
 
-  // The counters of every process that used this directory (see stats/), into any struct with
-  // the public names (Stats, stats::Snapshot).
-  void counter_totals(Stats* out) { counters_.copy_to(*out); }
-  stats::Snapshot snapshot();
-  // Writes the statistics file now (no-op without a directory or with statistics disabled).
-  void save_stats();
+  // The counters of every process that used this directory (stats/counter_file.hpp): the
+  // statistics file plus what every counter file holds beyond it. Only this process's counters
+  // when statistics are disabled or there is no directory.
+  void counter_totals(Stats* out);
+  // Folds the counters into the statistics file now (no-op without a counter file).
+  void save_stats(stats::FoldMode mode = stats::FoldMode::save);
 
  private:
   explicit Backend(const Resolved& r);
@@ -89,7 +88,9 @@ class Backend {
 
   Resolved r_;
   util::Logger log_;
-  engine::Counters counters_;
+  engine::Counters local_counters_;  // used without a counter file
+  std::unique_ptr<stats::CounterFile> counter_file_;
+  engine::Counters* counters_ = &local_counters_;
   std::shared_ptr<std::atomic<std::int64_t>> watermark_;
   std::unique_ptr<engine::Engine> primary_;
   std::unique_ptr<engine::Engine> fallback_;  // memory; serves while the breaker is open
@@ -108,7 +109,6 @@ class Backend {
 
   // Statistics file.
   std::mutex stats_mu_;
-  std::string last_zeroed_;
   std::atomic<std::uint64_t> ops_{0};
 
   // Housekeeping thread.

@@ -32,30 +32,14 @@
 #include "engine/records.hpp"
 #include "kv/kv.hpp"
 #include "larder/larder.hpp"
+#include "stats/counters.hpp"
 #include "util/log.hpp"
 
 namespace larder::engine {
 
-// Operation counters, shared by the engine (evictions, expirations, invalidations) and the layer
-// above it (hits, misses, sets, deletes, errors, cleanups).
-struct Counters {
-  std::atomic<std::uint64_t> hit{0}, miss{0}, set{0}, del{0}, eviction{0}, expiration{0},
-      invalidation{0}, error{0}, cleanup{0};
-
-  // Copies the counters into any struct with the public names (Stats, stats::Snapshot).
-  template <class T>
-  void copy_to(T& s) const {
-    s.hit_count = hit;
-    s.miss_count = miss;
-    s.set_count = set;
-    s.delete_count = del;
-    s.eviction_count = eviction;
-    s.expiration_count = expiration;
-    s.invalidation_count = invalidation;
-    s.error_count = error;
-    s.cleanup_count = cleanup;
-  }
-};
+// Operation counters (stats/counters.hpp): the engine counts evictions, expirations and
+// invalidations into them.
+using Counters = stats::Counters;
 
 struct Options {
   std::uint64_t max_entries = 0;  // 0 = unlimited

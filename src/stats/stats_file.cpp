@@ -1,6 +1,9 @@
 #include "stats/stats_file.hpp"
 
 #include <cereal/archives/json.hpp>
+#include <cereal/types/array.hpp>
+#include <cereal/types/map.hpp>
+#include <cereal/types/string.hpp>
 
 #include <sstream>
 
@@ -13,7 +16,7 @@ namespace larder::stats {
 namespace {
 
 template <class Archive>
-void fields(Archive& ar, Snapshot& s) {
+void fields(Archive& ar, Snapshot& s, std::uint32_t version) {
   ar(cereal::make_nvp("hit_count", s.hit_count), cereal::make_nvp("miss_count", s.miss_count),
      cereal::make_nvp("set_count", s.set_count), cereal::make_nvp("delete_count", s.delete_count),
      cereal::make_nvp("eviction_count", s.eviction_count),
@@ -25,6 +28,7 @@ void fields(Archive& ar, Snapshot& s) {
      cereal::make_nvp("total_size_bytes", s.total_size_bytes),
      cereal::make_nvp("last_updated", s.last_updated),
      cereal::make_nvp("last_zeroed", s.last_zeroed));
+  if (version >= 2) ar(cereal::make_nvp("contributors", s.contributors));
 }
 
 }  // namespace
@@ -36,7 +40,7 @@ std::string to_json(const Snapshot& snapshot) {
     cereal::JSONOutputArchive ar(out, cereal::JSONOutputArchive::Options::Default());
     std::uint32_t version = kStatsFormat;
     ar(cereal::make_nvp("format_version", version));
-    fields(ar, s);
+    fields(ar, s, version);
   }
   out << '\n';
   return out.str();
@@ -48,12 +52,12 @@ bool from_json(const std::string& json, Snapshot* out, std::string* error) {
     cereal::JSONInputArchive ar(in);
     std::uint32_t version = 0;
     ar(cereal::make_nvp("format_version", version));
-    if (version != kStatsFormat) {
+    if (version < 1 || version > kStatsFormat) {
       *error = fmt::format("unknown statistics format_version {}", version);
       return false;
     }
     Snapshot s;
-    fields(ar, s);
+    fields(ar, s, version);
     *out = s;
     return true;
   } catch (const std::exception& e) {

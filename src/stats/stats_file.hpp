@@ -6,11 +6,15 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <string>
+
+#include "stats/counters.hpp"
 
 namespace larder::stats {
 
-inline constexpr std::uint32_t kStatsFormat = 1;
+// 2: adds "contributors" (counter files folded so far, see counter_file.hpp). 1 is still read.
+inline constexpr std::uint32_t kStatsFormat = 2;
 inline constexpr const char* kStatsFileName = ".cache_stats.json";
 
 struct Snapshot {
@@ -19,6 +23,8 @@ struct Snapshot {
                 total_entries = 0, total_size_bytes = 0;
   std::string last_updated;  // ISO 8601 UTC
   std::string last_zeroed;   // ISO 8601 UTC, empty if never zeroed
+  // Per live counter file (by id): the values already added into the totals above.
+  std::map<std::string, CounterValues> contributors;
 };
 
 std::string to_json(const Snapshot& s);

@@ -1,0 +1,249 @@
+#include "stats/counter_file.hpp"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+#include <random>
+#include <set>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "util/fs.hpp"
+
+namespace larder::stats {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr char kMagic[8] = {'l', 'a', 'r', 'd', 'e', 'r', 'c', 'f'};
+constexpr const char* kSuffix = ".cnt";
+
+struct Header {
+  char magic[8];
+  std::uint32_t format;
+  std::uint32_t count;
+  std::int64_t pid;
+  std::int64_t created_ns;
+};
+static_assert(sizeof(Header) <= kCounterOffset);
+
+std::string new_id() {
+  static std::mt19937_64 rng{std::random_device{}()};
+  static std::mutex mu;
+  std::lock_guard lock(mu);
+  const auto now = std::chrono::system_clock::now().time_since_epoch();
+  return fmt::format("{}-{}-{:08x}", ::getpid(),
+                     std::chrono::duration_cast<std::chrono::milliseconds>(now).count(),
+                     static_cast<std::uint32_t>(rng()));
+}
+
+// Another process's counter file, mapped read-only.
+class Mapped {
+ public:
+  explicit Mapped(int fd) {
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || st.st_size < static_cast<off_t>(kCounterFileBytes)) return;
+    void* m = ::mmap(nullptr, kCounterFileBytes, PROT_READ, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED) return;
+    Header h{};
+    std::memcpy(&h, m, sizeof h);
+    if (std::memcmp(h.magic, kMagic, sizeof kMagic) != 0 || h.format != kCounterFileFormat ||
+        h.count < kCounterCount) {
+      ::munmap(m, kCounterFileBytes);
+      return;
+    }
+    map_ = m;
+  }
+  ~Mapped() {
+    if (map_ != nullptr) ::munmap(map_, kCounterFileBytes);
+  }
+  Mapped(const Mapped&) = delete;
+  Mapped& operator=(const Mapped&) = delete;
+  bool valid() const { return map_ != nullptr; }
+  CounterValues values() const {
+    CounterValues v{};
+    auto* words = reinterpret_cast<std::uint64_t*>(static_cast<char*>(map_) + kCounterOffset);
+    for (std::size_t i = 0; i < kCounterCount; ++i)
+      v[i] = __atomic_load_n(&words[i], __ATOMIC_RELAXED);
+    return v;
+  }
+
+ private:
+  void* map_ = nullptr;
+};
+
+void add_growth(Snapshot& s, const CounterValues& now, const CounterValues& before) {
+  CounterValues totals = Counters::of(s);
+  for (std::size_t i = 0; i < kCounterCount; ++i)
+    if (now[i] > before[i]) totals[i] += now[i] - before[i];
+  Counters::assign(totals, s);
+}
+
+struct Found {
+  std::string id;
+  fs::path path;
+};
+
+std::vector<Found> counter_files(const fs::path& dir) {
+  std::vector<Found> out;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir / kCounterDirName, ec), end; !ec && it != end;
+       it.increment(ec)) {
+    const fs::path& p = it->path();
+    if (p.extension() == kSuffix) out.push_back({p.stem().string(), p});
+  }
+  return out;
+}
+
+// Reads the statistics file; a corrupt one is moved aside (reported in *warning) and zeros used.
+Snapshot load(const fs::path& dir, std::chrono::system_clock::time_point now,
+              std::string* warning) {
+  Snapshot s;
+  std::string error;
+  if (load_stats(dir / kStatsFileName, now, &s, &error) == LoadResult::corrupt && warning)
+    *warning = error;
+  return s;
+}
+
+}  // namespace
+
+std::unique_ptr<CounterFile> CounterFile::create(const fs::path& dir, std::string* error) {
+  const fs::path stats_dir = dir / kCounterDirName;
+  if (auto why = util::create_private_directories(stats_dir); !why.empty()) {
+    *error = why;
+    return nullptr;
+  }
+  std::unique_ptr<CounterFile> f(new CounterFile());
+  f->id_ = new_id();
+  // Locked under a temporary name first, so a folder never sees it unlocked and retires it.
+  const fs::path tmp = stats_dir / fmt::format(".new-{}", f->id_);
+  const fs::path final_path = stats_dir / (f->id_ + kSuffix);
+  if (auto why = f->lock_.open(tmp); !why.empty()) {
+    *error = why;
+    return nullptr;
+  }
+  auto fail = [&](std::string_view step) {
+    *error = fmt::format("counter file {}: {}: {}", tmp.string(), step, std::strerror(errno));
+    ::unlink(tmp.c_str());
+    return nullptr;
+  };
+  if (!f->lock_.try_lock()) return fail("lock");
+  if (::ftruncate(f->lock_.fd(), kCounterFileBytes) != 0) return fail("resize");
+  Header h{};
+  std::memcpy(h.magic, kMagic, sizeof kMagic);
+  h.format = kCounterFileFormat;
+  h.count = kCounterCount;
+  h.pid = ::getpid();
+  h.created_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                     std::chrono::system_clock::now().time_since_epoch())
+                     .count();
+  if (::pwrite(f->lock_.fd(), &h, sizeof h, 0) != static_cast<ssize_t>(sizeof h))
+    return fail("write header");
+  void* m =
+      ::mmap(nullptr, kCounterFileBytes, PROT_READ | PROT_WRITE, MAP_SHARED, f->lock_.fd(), 0);
+  if (m == MAP_FAILED) return fail("map");
+  f->map_ = m;
+  f->counters_ = new (static_cast<char*>(m) + kCounterOffset) Counters();
+  if (::rename(tmp.c_str(), final_path.c_str()) != 0) return fail("rename");
+  f->path_ = final_path;  // same inode, same lock
+  return f;
+}
+
+CounterFile::~CounterFile() {
+  if (map_ != nullptr) ::munmap(map_, kCounterFileBytes);
+}
+
+std::string fold_stats(const fs::path& dir, CounterFile* own, FoldMode mode,
+                       std::chrono::system_clock::time_point now,
+                       const std::function<void(Snapshot&)>& update, Snapshot* out,
+                       std::string* warning) {
+  util::LockFile lock;
+  if (auto why = lock.open(dir / kStatsLockName); !why.empty()) return why;
+  if (!lock.lock_for(std::chrono::seconds(5)))
+    return fmt::format("timed out waiting for {}", (dir / kStatsLockName).string());
+  Snapshot s = load(dir, now, warning);
+  std::set<std::string> seen;
+  std::vector<fs::path> retired;
+  for (const Found& f : counter_files(dir)) {
+    seen.insert(f.id);
+    const CounterValues before =
+        s.contributors.count(f.id) ? s.contributors[f.id] : CounterValues{};
+    if (own != nullptr && f.id == own->id()) {
+      const CounterValues v = own->counters().values();
+      add_growth(s, v, before);
+      if (mode == FoldMode::close) {
+        s.contributors.erase(f.id);
+        retired.push_back(f.path);
+      } else {
+        s.contributors[f.id] = v;
+      }
+      continue;
+    }
+    util::LockFile other;
+    if (!other.open(f.path, false).empty()) continue;  // removed meanwhile
+    const bool gone = other.try_lock();
+    const Mapped m(other.fd());
+    if (m.valid()) {
+      const CounterValues v = m.values();
+      add_growth(s, v, before);
+      s.contributors[f.id] = v;
+    }
+    if (gone) {
+      s.contributors.erase(f.id);
+      retired.push_back(f.path);
+    }
+  }
+  std::erase_if(s.contributors, [&](const auto& kv) { return !seen.count(kv.first); });
+  if (mode == FoldMode::zero) {
+    Counters::assign(CounterValues{}, s);
+    s.last_zeroed = util::iso8601_utc(now);
+  }
+  if (update) update(s);
+  s.last_updated = util::iso8601_utc(now);
+  if (auto why = save_stats(dir / kStatsFileName, s); !why.empty()) return why;
+  // Only after the totals that include them are on disk.
+  for (const fs::path& p : retired) ::unlink(p.c_str());
+  if (out != nullptr) *out = std::move(s);
+  return {};
+}
+
+std::string read_stats(const fs::path& dir, const CounterFile* own, Snapshot* out) {
+  Snapshot s;
+  util::LockFile lock;
+  std::string why;
+  std::error_code ec;
+  if (fs::exists(dir / kStatsLockName, ec)) {  // else nothing was ever folded
+    why = lock.open(dir / kStatsLockName, false);
+    if (why.empty() && !lock.lock_for(std::chrono::seconds(5), false))
+      why = "timed out waiting for the statistics lock";
+  }
+  if (why.empty()) {
+    std::string error;
+    if (load_stats(dir / kStatsFileName, std::chrono::system_clock::now(), &s, &error) ==
+        LoadResult::corrupt)
+      why = error;
+  }
+  for (const Found& f : counter_files(dir)) {
+    const auto it = s.contributors.find(f.id);
+    const CounterValues before = it != s.contributors.end() ? it->second : CounterValues{};
+    if (own != nullptr && f.id == own->id()) {
+      add_growth(s, own->counters().values(), before);
+      continue;
+    }
+    util::LockFile other;
+    if (!other.open(f.path, false).empty()) continue;
+    const Mapped m(other.fd());
+    if (m.valid()) add_growth(s, m.values(), before);
+  }
+  *out = std::move(s);
+  return why;
+}
+
+}  // namespace larder::stats

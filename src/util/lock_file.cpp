@@ -1,0 +1,100 @@
+#include "util/lock_file.hpp"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <thread>
+#include <utility>
+
+#include <fmt/format.h>
+
+#include "util/fork.hpp"
+
+namespace larder::util {
+
+LockFile::~LockFile() {
+  close();
+}
+
+LockFile::LockFile(LockFile&& other) noexcept
+    : fd_(std::exchange(other.fd_, -1)),
+      locked_(std::exchange(other.locked_, false)),
+      path_(std::move(other.path_)) {}
+
+LockFile& LockFile::operator=(LockFile&& other) noexcept {
+  if (this != &other) {
+    close();
+    fd_ = std::exchange(other.fd_, -1);
+    locked_ = std::exchange(other.locked_, false);
+    path_ = std::move(other.path_);
+  }
+  return *this;
+}
+
+std::string LockFile::open(const std::filesystem::path& path, bool create) {
+  close();
+  path_ = path;
+  const int flags = O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0);
+  fd_ = ::open(path.c_str(), flags, 0600);
+  if (fd_ < 0) return fmt::format("cannot open {}: {}", path.string(), std::strerror(errno));
+  close_in_forked_child(fd_);
+  return {};
+}
+
+bool LockFile::try_lock(bool exclusive, std::string* error) {
+  if (fd_ < 0) return false;
+  for (;;) {
+    if (::flock(fd_, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0) {
+      locked_ = true;
+      return true;
+    }
+    if (errno == EINTR) continue;
+    if (errno != EWOULDBLOCK && error != nullptr)
+      *error = fmt::format("cannot lock {}: {}", path_.string(), std::strerror(errno));
+    return false;
+  }
+}
+
+bool LockFile::lock_for(std::chrono::milliseconds timeout, bool exclusive) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto pause = std::chrono::microseconds(200);
+  for (;;) {
+    if (try_lock(exclusive)) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::microseconds(5000));
+  }
+}
+
+void LockFile::unlock() {
+  if (fd_ >= 0 && locked_) ::flock(fd_, LOCK_UN);
+  locked_ = false;
+}
+
+std::string LockFile::write_content(std::string_view content) {
+  if (fd_ < 0) return "not open";
+  if (::ftruncate(fd_, 0) != 0 ||
+      ::pwrite(fd_, content.data(), content.size(), 0) != static_cast<ssize_t>(content.size()))
+    return fmt::format("cannot write {}: {}", path_.string(), std::strerror(errno));
+  return {};
+}
+
+std::string LockFile::read_content() const {
+  if (fd_ < 0) return {};
+  char buffer[4096];
+  const ssize_t n = ::pread(fd_, buffer, sizeof buffer, 0);
+  return n > 0 ? std::string(buffer, static_cast<std::size_t>(n)) : std::string();
+}
+
+void LockFile::close() {
+  if (fd_ < 0) return;
+  forget_in_forked_child(fd_);
+  ::close(fd_);  // releases the lock
+  fd_ = -1;
+  locked_ = false;
+}
+
+}  // namespace larder::util
