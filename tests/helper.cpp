@@ -1,9 +1,16 @@
 // larder-test-helper: the child process of the multi-process tests.
-//   larder-test-helper write ROOT FIRST COUNT [MAX_ENTRIES]
-// opens ROOT with the shared strategy (no limits, or MAX_ENTRIES with LRU), sets keys
-// FIRST..FIRST+COUNT-1 with the values of helper_value(), and prints "ack N" after each set that
-// returned true (flushed), so the parent knows which writes were acknowledged before it kills this
-// process.
+//   write ROOT FIRST COUNT [MAX_ENTRIES]
+//       opens ROOT with the shared strategy (no limits, or MAX_ENTRIES with LRU), sets keys
+//       FIRST..FIRST+COUNT-1 with the values of helper_value(), and prints "ack N" after each set
+//       that returned true, so the parent knows which writes were acknowledged before it kills
+//       this process.
+//   hammer ROOT ID COUNT
+//       COUNT mixed operations on the shared cache ROOT over the keys w<ID>-<0..199>: sets print
+//       "t KEY I" before and "s KEY I" after a set that returned true; reads print "g N" (N reads
+//       done) and "h N" (N of them hits). The value of set I is hammer_value(ID, I).
+//   hold ROOT STRATEGY
+//       opens ROOT (shared or process_isolated), sets "held" = "yes", prints "ready <pid>" and
+//       waits until stdin closes.
 #include <unistd.h>
 
 #include <cstdio>
@@ -13,17 +20,26 @@
 #include "helper_values.hpp"
 #include "larder/larder.hpp"
 
-int main(int argc, char** argv) {
-  if ((argc != 5 && argc != 6) || std::string(argv[1]) != "write") {
-    std::fprintf(stderr, "usage: larder-test-helper write ROOT FIRST COUNT [MAX_ENTRIES]\n");
-    return 2;
-  }
+namespace {
+
+larder::Config shared_config(const char* root) {
   larder::Config cfg;
-  cfg.cache_root = argv[2];
+  cfg.cache_root = root;
   cfg.strategy = larder::Strategy::shared;
-  cfg.max_entries = argc == 6 ? std::strtoull(argv[5], nullptr, 10) : 0;
+  cfg.max_entries = 0;
   cfg.max_size_bytes = 0;
   cfg.cleanup_interval = std::chrono::seconds(0);
+  return cfg;
+}
+
+void say(const std::string& line) {
+  std::fputs((line + "\n").c_str(), stdout);
+  std::fflush(stdout);
+}
+
+int write_mode(int argc, char** argv) {
+  larder::Config cfg = shared_config(argv[2]);
+  cfg.max_entries = argc == 6 ? std::strtoull(argv[5], nullptr, 10) : 0;
   larder::Cache cache = larder::Cache::open(cfg);
   if (cache.degraded()) {
     std::fprintf(stderr, "degraded: %s\n", cache.last_error().c_str());
@@ -35,10 +51,60 @@ int main(int argc, char** argv) {
     larder::SetOptions o;
     o.ttl = std::chrono::seconds(i % 3 == 0 ? 0 : 3600);
     o.category = larder::test::helper_category(i);
-    if (cache.set(larder::test::helper_key(i), larder::test::helper_value(i), o)) {
-      std::printf("ack %ld\n", i);
-      std::fflush(stdout);
+    if (cache.set(larder::test::helper_key(i), larder::test::helper_value(i), o))
+      say("ack " + std::to_string(i));
+  }
+  return 0;
+}
+
+int hammer_mode(char** argv) {
+  larder::Cache cache = larder::Cache::open(shared_config(argv[2]));
+  const long id = std::atol(argv[3]);
+  const long count = std::atol(argv[4]);
+  for (long i = 0; i < count; ++i) {
+    const std::string key = larder::test::hammer_key(id, i);
+    if (i % 50 == 49) {
+      std::vector<std::string> keys;
+      for (long j = 0; j < 5; ++j) keys.push_back(larder::test::hammer_key(id, i + j * 7));
+      long hits = 0;
+      for (const auto& v : cache.get_many(keys)) hits += v ? 1 : 0;
+      say("g 5");
+      say("h " + std::to_string(hits));
+    } else if (i % 4 == 3) {
+      const bool hit = cache.get(key).has_value();
+      say("g 1");
+      if (hit) say("h 1");
+    } else {
+      say("t " + key + " " + std::to_string(i));
+      if (cache.set(key, larder::test::hammer_value(id, i)))
+        say("s " + key + " " + std::to_string(i));
     }
   }
   return 0;
+}
+
+int hold_mode(char** argv) {
+  larder::Config cfg = shared_config(argv[2]);
+  if (std::string(argv[3]) == "process_isolated") cfg.strategy = larder::Strategy::process_isolated;
+  larder::Cache cache = larder::Cache::open(cfg);
+  if (!cache.set("held", "yes")) return 3;
+  say("ready " + std::to_string(::getpid()));
+  char buffer[64];
+  while (::read(STDIN_FILENO, buffer, sizeof buffer) > 0) {
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string mode = argc > 1 ? argv[1] : "";
+  if (mode == "write" && (argc == 5 || argc == 6)) return write_mode(argc, argv);
+  if (mode == "hammer" && argc == 5) return hammer_mode(argv);
+  if (mode == "hold" && argc == 4) return hold_mode(argv);
+  std::fprintf(stderr,
+               "usage: larder-test-helper write ROOT FIRST COUNT [MAX_ENTRIES]\n"
+               "       larder-test-helper hammer ROOT ID COUNT\n"
+               "       larder-test-helper hold ROOT shared|process_isolated\n");
+  return 2;
 }

@@ -16,4 +16,12 @@ inline std::string helper_category(long i) {
   return i % 2 == 0 ? "even" : "odd";
 }
 
+inline std::string hammer_key(long id, long i) {
+  return "w" + std::to_string(id) + "-" + std::to_string(i % 200);
+}
+inline std::string hammer_value(long id, long i) {
+  return "v" + std::to_string(id) + "-" + std::to_string(i) + "-" +
+         std::string(static_cast<std::size_t>(i % 300), 'x');
+}
+
 }  // namespace larder::test

@@ -12,6 +12,7 @@
 #include "core/config.hpp"
 #include "core/service.hpp"
 #include "larder/larder.hpp"
+#include "shared/node.hpp"
 
 namespace larder {
 
@@ -25,7 +26,7 @@ class Cache::Impl {
   std::shared_ptr<Service> service;
   std::chrono::seconds default_ttl;
 
-  static bool valid_key(std::string_view key) { return !key.empty() && key.size() <= kMaxKeyBytes; }
+  static bool valid_key(std::string_view key) { return core::valid_key(key); }
 
   // A SetRequest for a key and options that passed the checks.
   SetRequest request(std::string_view key, std::string_view value,
@@ -48,9 +49,7 @@ void check_ttl(const SetOptions& options) {
         fmt::format("ttl: must not be negative (got {}s)", options.ttl->count()));
 }
 
-bool valid_category(std::string_view category) {
-  return category.size() <= kMaxCategoryBytes && category.find('\0') == std::string::npos;
-}
+using core::valid_category;
 
 }  // namespace
 
@@ -77,7 +76,11 @@ std::shared_ptr<Service> open_service(const Resolved& r) {
       return existing;
     }
   }
-  std::shared_ptr<Service> s = std::make_shared<LocalService>(Backend::open(r));
+  std::shared_ptr<Service> s;
+  if (node)
+    s = shared::open_node(r);
+  else
+    s = std::make_shared<LocalService>(Backend::open(r));
   (*registry)[key] = s;
   return s;
 }

@@ -36,6 +36,14 @@ struct SetRequest {
   std::map<std::string, std::string> metadata;
 };
 
+// Keys and categories set() accepts (larder.hpp: kMaxKeyBytes, kMaxCategoryBytes, no NUL).
+inline bool valid_key(std::string_view key) {
+  return !key.empty() && key.size() <= kMaxKeyBytes;
+}
+inline bool valid_category(std::string_view category) {
+  return category.size() <= kMaxCategoryBytes && category.find('\0') == std::string_view::npos;
+}
+
 class Service {
  public:
   virtual ~Service() = default;

@@ -1,0 +1,699 @@
+#include "shared/node.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <list>
+#include <mutex>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "core/backend.hpp"
+#include "shared/protocol.hpp"
+#include "shared/socket.hpp"
+#include "stats/counter_file.hpp"
+#include "util/fork.hpp"
+#include "util/fs.hpp"
+#include "util/lock_file.hpp"
+#include "util/log.hpp"
+
+namespace larder::shared {
+
+namespace fs = std::filesystem;
+using core::LocalService;
+using core::SetRequest;
+using steady = std::chrono::steady_clock;
+
+namespace {
+
+// The smallest wait a client call gets, whatever lock_timeout says: one round trip must fit.
+constexpr auto kMinWait = std::chrono::milliseconds(10);
+constexpr std::size_t kMaxIdleConnections = 16;
+
+// Answers one request with the owner's LocalService: the same code the owner's own calls run.
+Reply dispatch(LocalService& l, const Request& q) {
+  Reply r;
+  r.id = q.id;
+  auto bad = [&](std::string why) {
+    r.status = ReplyStatus::bad_request;
+    r.error = std::move(why);
+    return r;
+  };
+  auto settable = [](const SetRequest& s) {
+    return core::valid_key(s.key) && core::valid_category(s.category) && s.ttl_s >= 0;
+  };
+  const bool key_ok = core::valid_key(q.text);
+  switch (q.op) {
+    case Op::set:
+      if (q.sets.size() != 1) return bad("set carries one item");
+      r.flag = settable(q.sets[0]) && l.set(q.sets[0]);
+      break;
+    case Op::set_many:
+      r.flags.reserve(q.sets.size());
+      for (const auto& s : q.sets) r.flags.push_back(settable(s) && l.set(s));
+      break;
+    case Op::get:
+      r.value = l.get(q.text);
+      break;
+    case Op::get_many:
+      r.values = l.get_many(q.keys);
+      break;
+    case Op::peek:
+      if (key_ok) r.value = l.peek(q.text);
+      break;
+    case Op::get_entry:
+      r.entry = l.get_entry(q.text, q.flag);
+      break;
+    case Op::exists:
+      r.flag = key_ok && l.exists(q.text);
+      break;
+    case Op::metadata:
+      if (key_ok) r.info = l.metadata(q.text);
+      break;
+    case Op::remove:
+      r.flag = key_ok && l.remove(q.text);
+      break;
+    case Op::invalidate:
+      r.flag = key_ok && l.invalidate(q.text);
+      break;
+    case Op::clear:
+      r.count = l.clear();
+      break;
+    case Op::clear_category:
+      r.count = l.clear_category(q.text);
+      break;
+    case Op::invalidate_category:
+      r.count = l.invalidate_category(q.text);
+      break;
+    case Op::invalidate_pattern:
+      if (q.text.empty()) return bad("empty pattern");
+      r.count = l.invalidate_pattern(q.text);
+      break;
+    case Op::keys:
+      r.strings = l.keys();
+      break;
+    case Op::keys_in_category:
+      r.strings = l.keys_in_category(q.text);
+      break;
+    case Op::cleanup:
+      r.count = l.cleanup();
+      break;
+    case Op::stats:
+      r.stats = l.stats();
+      break;
+    case Op::flush:
+      l.flush();
+      break;
+  }
+  return r;
+}
+
+// The owner's socket server: an accept thread and a thread per client connection.
+class Server {
+ public:
+  Server(LocalService& local, const util::Logger& log, stats::Counters& counters,
+         std::chrono::milliseconds reply_timeout)
+      : local_(local), log_(log), counters_(counters), reply_timeout_(reply_timeout) {}
+  ~Server() { stop(); }
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Listens on `path` and starts accepting. Empty string on success, else why.
+  std::string start(const fs::path& path) {
+    std::string error;
+    listen_fd_ = listen_unix(path, &error);
+    if (listen_fd_ < 0) return error;
+    path_ = path;
+    if (::pipe2(wake_, O_CLOEXEC) != 0) {
+      close_socket(listen_fd_);
+      listen_fd_ = -1;
+      return "cannot create a pipe";
+    }
+    util::close_in_forked_child(wake_[0]);
+    util::close_in_forked_child(wake_[1]);
+    accept_ = std::thread([this] { accept_loop(); });
+    return {};
+  }
+
+  // Stops accepting, removes the socket file, ends every connection. Idempotent.
+  void stop() {
+    if (listen_fd_ < 0) return;
+    const char byte = 1;
+    (void)!::write(wake_[1], &byte, 1);
+    accept_.join();
+    ::unlink(path_.c_str());
+    close_socket(listen_fd_);
+    listen_fd_ = -1;
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+      for (auto& c : conns_) ::shutdown(c.fd, SHUT_RDWR);
+    }
+    for (auto& c : conns_) {
+      c.thread.join();
+      close_socket(c.fd);
+    }
+    conns_.clear();
+    for (int& fd : wake_) {
+      util::forget_in_forked_child(fd);
+      ::close(fd);
+      fd = -1;
+    }
+  }
+
+ private:
+  struct Conn {
+    int fd;
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
+  };
+
+  void accept_loop() {
+    for (;;) {
+      pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {wake_[0], POLLIN, 0}};
+      if (::poll(fds, 2, 1000) < 0 && errno != EINTR) return;
+      if (fds[1].revents != 0) return;
+      reap();
+      if ((fds[0].revents & POLLIN) == 0) continue;
+      const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+      if (fd < 0) continue;
+      util::close_in_forked_child(fd);
+      const long uid = peer_uid(fd);
+      if (uid < 0 || (uid != static_cast<long>(::geteuid()) && uid != 0)) {
+        counters_.error++;
+        log_.logf(LogLevel::warn, "refused a connection from uid {} (serving uid {} only)", uid,
+                  ::geteuid());
+        close_socket(fd);
+        continue;
+      }
+      std::lock_guard lock(mu_);
+      if (stopping_) {
+        close_socket(fd);
+        continue;
+      }
+      auto done = std::make_shared<std::atomic<bool>>(false);
+      conns_.push_back({fd, std::thread([this, fd, done] {
+                          serve(fd);
+                          done->store(true);
+                        }),
+                        done});
+    }
+  }
+
+  // Joins the threads of connections that ended.
+  void reap() {
+    std::lock_guard lock(mu_);
+    for (auto it = conns_.begin(); it != conns_.end();) {
+      if (!it->done->load()) {
+        ++it;
+        continue;
+      }
+      it->thread.join();
+      close_socket(it->fd);
+      it = conns_.erase(it);
+    }
+  }
+
+  void serve(int fd) {
+    std::string payload;
+    for (;;) {
+      const IoResult in = recv_frame(fd, &payload, kNoDeadline);
+      if (in == IoResult::closed) return;
+      if (in != IoResult::ok) {
+        if (in == IoResult::too_large) {
+          counters_.error++;
+          log_.log(LogLevel::warn, "dropped a client connection: frame too large");
+        }
+        return;
+      }
+      Request q;
+      std::string error;
+      if (!decode(payload, &q, &error)) {
+        counters_.error++;
+        log_.logf(LogLevel::warn, "dropped a client connection: {}", error);
+        return;
+      }
+      Reply r;
+      try {
+        r = dispatch(local_, q);
+      } catch (const std::exception& e) {  // e.g. bad_alloc on a huge request
+        r = Reply{};
+        r.id = q.id;
+        r.status = ReplyStatus::bad_request;
+        r.error = e.what();
+      }
+      const IoResult out = send_frame(fd, encode(r), steady::now() + reply_timeout_);
+      if (out != IoResult::ok) return;
+    }
+  }
+
+  LocalService& local_;
+  const util::Logger& log_;
+  stats::Counters& counters_;
+  std::chrono::milliseconds reply_timeout_;
+  fs::path path_;
+  int listen_fd_ = -1;
+  int wake_[2] = {-1, -1};
+  std::thread accept_;
+  std::mutex mu_;
+  bool stopping_ = false;
+  std::list<Conn> conns_;
+};
+
+class Node final : public core::Service {
+ public:
+  explicit Node(const core::Resolved& r)
+      : r_(r), log_(r.config.log), fork_generation_(util::fork_generation()) {}
+
+  ~Node() override {
+    server_.reset();  // no more clients served
+    {
+      std::lock_guard lock(pool_mu_);
+      for (int fd : idle_) close_socket(fd);
+      idle_.clear();
+    }
+    local_ptr_.store(nullptr);
+    local_.reset();
+    backend_.reset();  // flushes and closes the store
+    if (counter_file_)
+      (void)stats::fold_stats(r_.dir, counter_file_.get(), stats::FoldMode::close, now(), {},
+                              nullptr);
+    lock_.close();  // only now may another process take over
+  }
+
+  void start() {
+    if (auto why = util::unsafe_directory_reason(r_.root); !why.empty())
+      throw ConfigError(fmt::format("cache_root: {}", why));
+    std::string why = util::create_private_directories(r_.dir);
+    if (why.empty()) {
+      if (auto unsafe = util::unsafe_directory_reason(r_.dir); !unsafe.empty())
+        throw ConfigError(fmt::format("cache_root: {}", unsafe));
+      why = lock_.open(r_.dir / kOwnerLockName);
+    }
+    if (why.empty()) socket_path_ = socket_path(r_.dir, &why);
+    if (r_.config.enable_statistics && why.empty()) {
+      std::string error;
+      counter_file_ = stats::CounterFile::create(r_.dir, &error);
+      if (counter_file_) counters_ = &counter_file_->counters();
+    }
+    if (!why.empty()) {
+      log_.logf(LogLevel::error, "shared cache unusable: {}", why);
+      set_last_error(why);
+      broken_ = true;
+      return;
+    }
+    become_owner();
+  }
+
+  // ---- Service
+
+  bool set(const SetRequest& q) override {
+    Request req;
+    req.op = Op::set;
+    req.sets = {q};
+    return route(
+        req, true, false, 0, [&](LocalService& l) { return l.set(q); },
+        [](Reply& r) { return r.flag; });
+  }
+
+  std::optional<std::string> get(std::string_view key) override {
+    Request req;
+    req.op = Op::get;
+    req.text = std::string(key);
+    return route(
+        req, true, std::optional<std::string>(), 1, [&](LocalService& l) { return l.get(key); },
+        [](Reply& r) { return std::move(r.value); });
+  }
+
+  std::vector<std::optional<std::string>> get_many(const std::vector<std::string>& keys) override {
+    Request req;
+    req.op = Op::get_many;
+    req.keys = keys;
+    return route(
+        req, true, std::vector<std::optional<std::string>>(keys.size()), keys.size(),
+        [&](LocalService& l) { return l.get_many(keys); },
+        [&](Reply& r) {
+          r.values.resize(keys.size());
+          return std::move(r.values);
+        });
+  }
+
+  std::vector<bool> set_many(const std::vector<SetRequest>& items) override {
+    Request req;
+    req.op = Op::set_many;
+    req.sets = items;
+    return route(
+        req, true, std::vector<bool>(items.size(), false), 0,
+        [&](LocalService& l) { return l.set_many(items); },
+        [&](Reply& r) {
+          r.flags.resize(items.size(), false);
+          return std::move(r.flags);
+        });
+  }
+
+  std::optional<Entry> get_entry(std::string_view key, bool include_stale) override {
+    Request req;
+    req.op = Op::get_entry;
+    req.text = std::string(key);
+    req.flag = include_stale;
+    return route(
+        req, true, std::optional<Entry>(), 1,
+        [&](LocalService& l) { return l.get_entry(key, include_stale); },
+        [](Reply& r) { return std::move(r.entry); });
+  }
+
+  bool exists(std::string_view key) override {
+    return route(
+        text_request(Op::exists, key), true, false, 0,
+        [&](LocalService& l) { return l.exists(key); }, [](Reply& r) { return r.flag; });
+  }
+
+  std::optional<std::string> peek(std::string_view key) override {
+    return route(
+        text_request(Op::peek, key), true, std::optional<std::string>(), 0,
+        [&](LocalService& l) { return l.peek(key); }, [](Reply& r) { return std::move(r.value); });
+  }
+
+  std::optional<EntryInfo> metadata(std::string_view key) override {
+    return route(
+        text_request(Op::metadata, key), true, std::optional<EntryInfo>(), 0,
+        [&](LocalService& l) { return l.metadata(key); },
+        [](Reply& r) { return std::move(r.info); });
+  }
+
+  bool remove(std::string_view key) override {
+    return route(
+        text_request(Op::remove, key), false, false, 0,
+        [&](LocalService& l) { return l.remove(key); }, [](Reply& r) { return r.flag; });
+  }
+
+  bool invalidate(std::string_view key) override {
+    return route(
+        text_request(Op::invalidate, key), false, false, 0,
+        [&](LocalService& l) { return l.invalidate(key); }, [](Reply& r) { return r.flag; });
+  }
+
+  std::size_t clear() override {
+    return count_call(Op::clear, {}, [&](LocalService& l) { return l.clear(); });
+  }
+  std::size_t clear_category(std::string_view c) override {
+    return count_call(Op::clear_category, c, [&](LocalService& l) { return l.clear_category(c); });
+  }
+  std::size_t invalidate_category(std::string_view c) override {
+    return count_call(Op::invalidate_category, c,
+                      [&](LocalService& l) { return l.invalidate_category(c); });
+  }
+  std::size_t invalidate_pattern(std::string_view g) override {
+    return count_call(Op::invalidate_pattern, g,
+                      [&](LocalService& l) { return l.invalidate_pattern(g); });
+  }
+  std::size_t cleanup() override {
+    return count_call(Op::cleanup, {}, [&](LocalService& l) { return l.cleanup(); });
+  }
+
+  std::vector<std::string> keys() override {
+    return route(
+        text_request(Op::keys, {}), true, std::vector<std::string>(), 0,
+        [&](LocalService& l) { return l.keys(); }, [](Reply& r) { return std::move(r.strings); });
+  }
+
+  std::vector<std::string> keys_in_category(std::string_view c) override {
+    return route(
+        text_request(Op::keys_in_category, c), true, std::vector<std::string>(), 0,
+        [&](LocalService& l) { return l.keys_in_category(c); },
+        [](Reply& r) { return std::move(r.strings); });
+  }
+
+  Stats stats() override {
+    auto own_only = [&] {
+      Stats s;
+      counters_->copy_to(s);
+      return s;
+    };
+    return route(
+        text_request(Op::stats, {}), true, own_only(), 0,
+        [&](LocalService& l) { return l.stats(); },
+        [&](Reply& r) { return r.stats ? *r.stats : own_only(); });
+  }
+
+  void flush() override {
+    route(
+        text_request(Op::flush, {}), true, 0, 0,
+        [&](LocalService& l) {
+          l.flush();
+          return 0;
+        },
+        [](Reply&) { return 0; });
+    if (counter_file_ && !inherited())
+      (void)stats::fold_stats(r_.dir, counter_file_.get(), stats::FoldMode::save, now(), {},
+                              nullptr);
+  }
+
+  void count_error(std::string_view what) override {
+    if (auto* l = local()) return l->count_error(what);
+    counters_->error++;
+    log_.log(LogLevel::warn, what);
+  }
+
+  bool degraded() const override {
+    if (inherited() || broken_) return true;
+    if (auto* l = local()) return l->degraded();
+    return unreachable_.load();
+  }
+
+  std::string last_error() const override {
+    if (auto* l = local(); l != nullptr && l->degraded()) return l->last_error();
+    std::lock_guard lock(error_mu_);
+    return last_error_;
+  }
+
+  fs::path directory() const override { return r_.dir; }
+  std::shared_ptr<core::Backend> backend() const override {
+    std::lock_guard lock(role_mu_);
+    return backend_;
+  }
+  const Config& config() const override { return r_.config; }
+  bool inherited() const override { return util::fork_generation() != fork_generation_; }
+
+ private:
+  enum class Result : std::uint8_t { ok, owner, failed };
+
+  LocalService* local() const { return local_ptr_.load(std::memory_order_acquire); }
+
+  std::chrono::system_clock::time_point now() const {
+    return r_.config.clock ? r_.config.clock() : std::chrono::system_clock::now();
+  }
+
+  void set_last_error(std::string message) {
+    std::lock_guard lock(error_mu_);
+    last_error_ = std::move(message);
+  }
+
+  static Request text_request(Op op, std::string_view text) {
+    Request req;
+    req.op = op;
+    req.text = std::string(text);
+    return req;
+  }
+
+  template <class F>
+  std::size_t count_call(Op op, std::string_view text, F&& on_local) {
+    return route(text_request(op, text), false, std::size_t{0}, 0, on_local,
+                 [](Reply& r) { return static_cast<std::size_t>(r.count); });
+  }
+
+  // Runs a call locally while this process owns the store, else sends it to the owner. On
+  // failure returns `failed` and counts `misses` (reads that missed because of it).
+  template <class T, class Local, class FromReply>
+  T route(Request req, bool idempotent, T failed, std::size_t misses, Local&& on_local,
+          FromReply&& from_reply) {
+    if (inherited() || broken_) {
+      counters_->miss += misses;
+      return failed;
+    }
+    for (int round = 0; round < 3; ++round) {
+      if (auto* l = local()) return on_local(*l);
+      Reply reply;
+      const Result res = exchange(req, idempotent, &reply);
+      if (res == Result::owner) continue;
+      if (res == Result::ok && reply.status == ReplyStatus::ok) return from_reply(reply);
+      if (res == Result::ok) {
+        counters_->error++;
+        log_.logf(LogLevel::warn, "{} refused by the owner: {}", to_string(req.op), reply.error);
+      }
+      break;
+    }
+    counters_->miss += misses;
+    return failed;
+  }
+
+  // One request to the owner, within lock_timeout. `owner`: nobody was serving and this
+  // process took over (the caller runs the call locally).
+  Result exchange(Request& req, bool idempotent, Reply* reply) {
+    const auto start = steady::now();
+    if (start.time_since_epoch().count() < fail_fast_until_.load()) {
+      counters_->error++;
+      return Result::failed;
+    }
+    const auto wait = std::max<std::chrono::milliseconds>(r_.config.lock_timeout, kMinWait);
+    const Deadline deadline = start + wait;
+    std::string why;
+    auto pause = std::chrono::microseconds(500);
+    bool timed_out = false;
+    for (;;) {
+      bool refused = false;
+      int fd = take_connection(deadline, &refused, &why);
+      if (fd < 0) {
+        if (refused && become_owner()) return Result::owner;
+        if (local() != nullptr) return Result::owner;  // another thread took over
+        if (steady::now() >= deadline) {
+          timed_out = true;
+          break;
+        }
+        std::this_thread::sleep_for(std::min<steady::duration>(pause, deadline - steady::now()));
+        pause = std::min(pause * 2, std::chrono::microseconds(10'000));
+        continue;
+      }
+      req.id = next_id_.fetch_add(1);
+      IoResult io = send_frame(fd, encode(req), deadline);
+      if (io != IoResult::ok) {  // not delivered as a whole: the owner cannot have run it
+        close_socket(fd);
+        why = fmt::format("sending the request: {}", to_string(io));
+        if (io == IoResult::timeout || io == IoResult::too_large) {
+          timed_out = io == IoResult::timeout;
+          break;
+        }
+        continue;
+      }
+      std::string payload;
+      io = recv_frame(fd, &payload, deadline);
+      if (io == IoResult::ok) {
+        std::string error;
+        if (decode(payload, reply, &error) && reply->id == req.id) {
+          give_back(fd);
+          unreachable_.store(false);
+          return Result::ok;
+        }
+        close_socket(fd);
+        why = error.empty() ? "reply to another request" : error;
+        break;
+      }
+      close_socket(fd);
+      why = fmt::format("waiting for the reply: {}", to_string(io));
+      if (io == IoResult::timeout) {
+        timed_out = true;
+        break;
+      }
+      if (!idempotent) break;  // the owner may have run it before going away: do not repeat
+    }
+    counters_->error++;
+    unreachable_.store(true);
+    if (timed_out) fail_fast_until_.store((steady::now() + wait).time_since_epoch().count());
+    const std::string message =
+        fmt::format("{} on the shared cache {} failed{}: {}", to_string(req.op), r_.dir.string(),
+                    timed_out ? fmt::format(" after {} ms", wait.count()) : "", why);
+    log_.log(LogLevel::warn, message);
+    set_last_error(message);
+    return Result::failed;
+  }
+
+  int take_connection(Deadline deadline, bool* refused, std::string* why) {
+    {
+      std::lock_guard lock(pool_mu_);
+      if (!idle_.empty()) {
+        const int fd = idle_.back();
+        idle_.pop_back();
+        *refused = false;
+        return fd;
+      }
+    }
+    return connect_unix(socket_path_, deadline, refused, why);
+  }
+
+  void give_back(int fd) {
+    std::lock_guard lock(pool_mu_);
+    if (idle_.size() < kMaxIdleConnections && !inherited())
+      idle_.push_back(fd);
+    else
+      close_socket(fd);
+  }
+
+  // Takes the owner lock if it is free and starts serving. True when this process is the owner.
+  bool become_owner() {
+    std::lock_guard lock(role_mu_);
+    if (local() != nullptr) return true;
+    std::string error;
+    if (!lock_.try_lock(true, &error)) {
+      if (!error.empty()) log_.logf(LogLevel::warn, "owner election: {}", error);
+      return false;
+    }
+    const auto t0 = steady::now();
+    try {
+      backend_ = core::Backend::open(r_);
+    } catch (const std::exception& e) {
+      log_.logf(LogLevel::error, "cannot open the shared store: {}", e.what());
+      set_last_error(e.what());
+      lock_.unlock();
+      return false;
+    }
+    local_ = std::make_unique<LocalService>(backend_);
+    server_ = std::make_unique<Server>(
+        *local_, log_, backend_->counters(),
+        std::max<std::chrono::milliseconds>(r_.config.lock_timeout, kMinWait));
+    if (auto why = server_->start(socket_path_); !why.empty()) {
+      backend_->counters().error++;
+      log_.logf(LogLevel::error, "owner cannot serve other processes: {}", why);
+      set_last_error(why);
+    }
+    (void)lock_.write_content(fmt::format("pid={}\nstarted={}\nsocket={}\n", ::getpid(),
+                                          util::iso8601_utc(std::chrono::system_clock::now()),
+                                          socket_path_.string()));
+    local_ptr_.store(local_.get(), std::memory_order_release);
+    log_.logf(LogLevel::info, "pid {} owns the shared cache {} (store opened in {} ms)", ::getpid(),
+              r_.dir.string(),
+              std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - t0).count());
+    return true;
+  }
+
+  core::Resolved r_;
+  util::Logger log_;
+  std::uint64_t fork_generation_;
+  bool broken_ = false;  // no lock file or socket path: every call fails (degraded)
+  fs::path socket_path_;
+  util::LockFile lock_;
+
+  mutable std::mutex role_mu_;
+  std::shared_ptr<core::Backend> backend_;
+  std::unique_ptr<LocalService> local_;
+  std::atomic<LocalService*> local_ptr_{nullptr};
+  std::unique_ptr<Server> server_;
+
+  std::unique_ptr<stats::CounterFile> counter_file_;
+  stats::Counters local_counters_;
+  stats::Counters* counters_ = &local_counters_;
+
+  std::mutex pool_mu_;
+  std::vector<int> idle_;
+  std::atomic<std::uint64_t> next_id_{1};
+  std::atomic<steady::rep> fail_fast_until_{0};
+  std::atomic<bool> unreachable_{false};
+  mutable std::mutex error_mu_;
+  std::string last_error_;
+};
+
+}  // namespace
+
+std::shared_ptr<core::Service> open_node(const core::Resolved& r) {
+  // In a forked child the node (its lock, sockets, threads) belongs to the parent: leak it.
+  std::shared_ptr<Node> node(new Node(r), [](Node* n) {
+    if (!n->inherited()) delete n;
+  });
+  node->start();
+  return node;
+}
+
+}  // namespace larder::shared

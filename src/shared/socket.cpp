@@ -1,0 +1,227 @@
+#include "shared/socket.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <functional>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "shared/protocol.hpp"
+#include "util/fork.hpp"
+#include "util/fs.hpp"
+
+namespace larder::shared {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr std::size_t kMaxSocketPath = sizeof(sockaddr_un::sun_path) - 1;
+
+bool fill_address(const fs::path& path, sockaddr_un* addr) {
+  const std::string& p = path.native();
+  if (p.size() > kMaxSocketPath) return false;
+  std::memset(addr, 0, sizeof *addr);
+  addr->sun_family = AF_UNIX;
+  std::memcpy(addr->sun_path, p.data(), p.size());
+  return true;
+}
+
+int new_socket() {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd >= 0) util::close_in_forked_child(fd);
+  return fd;
+}
+
+// Waits for `events` on fd until the deadline. 1 ready, 0 timeout, -1 error.
+int wait_for(int fd, short events, Deadline deadline) {
+  for (;;) {
+    int timeout_ms = -1;
+    if (deadline != kNoDeadline) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return 0;
+      timeout_ms = static_cast<int>(std::min<std::int64_t>(left.count() + 1, 60'000));
+    }
+    pollfd p{fd, events, 0};
+    const int n = ::poll(&p, 1, timeout_ms);
+    if (n > 0) return 1;
+    if (n < 0 && errno != EINTR) return -1;
+    if (n == 0 && deadline != kNoDeadline && std::chrono::steady_clock::now() >= deadline) return 0;
+  }
+}
+
+// Reads exactly n bytes. `closed` only when EOF comes before the first byte and allow_closed.
+IoResult read_exact(int fd, char* out, std::size_t n, Deadline deadline, bool allow_closed) {
+  std::size_t got = 0;
+  while (got < n) {
+    const ssize_t r = ::recv(fd, out + got, n - got, 0);
+    if (r > 0) {
+      got += static_cast<std::size_t>(r);
+      continue;
+    }
+    if (r == 0) return got == 0 && allow_closed ? IoResult::closed : IoResult::error;
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK)
+      return errno == ECONNRESET && got == 0 && allow_closed ? IoResult::closed : IoResult::error;
+    const int w = wait_for(fd, POLLIN, deadline);
+    if (w == 0) return IoResult::timeout;
+    if (w < 0) return IoResult::error;
+  }
+  return IoResult::ok;
+}
+
+IoResult write_exact(int fd, const char* data, std::size_t n, Deadline deadline) {
+  std::size_t sent = 0;
+  while (sent < n) {
+    const ssize_t r = ::send(fd, data + sent, n - sent, MSG_NOSIGNAL);
+    if (r >= 0) {
+      sent += static_cast<std::size_t>(r);
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) return IoResult::error;
+    const int w = wait_for(fd, POLLOUT, deadline);
+    if (w == 0) return IoResult::timeout;
+    if (w < 0) return IoResult::error;
+  }
+  return IoResult::ok;
+}
+
+}  // namespace
+
+fs::path socket_path(const fs::path& root, std::string* error) {
+  fs::path direct = root / ".larder.sock";
+  if (direct.native().size() <= kMaxSocketPath) return direct;
+  fs::path dir;
+  if (const char* run = std::getenv("XDG_RUNTIME_DIR"); run != nullptr && *run == '/')
+    dir = fs::path(run) / "larder";
+  else
+    dir = fs::path("/tmp") / fmt::format("larder-{}", ::geteuid());
+  if (auto why = util::create_private_directories(dir); !why.empty()) {
+    *error = why;
+    return {};
+  }
+  if (auto why = util::unsafe_directory_reason(dir); !why.empty()) {
+    *error = fmt::format("socket directory: {}", why);
+    return {};
+  }
+  const std::size_t h = std::hash<std::string>{}(root.native());
+  fs::path p = dir / fmt::format("{:016x}.sock", h);
+  if (p.native().size() > kMaxSocketPath) {
+    *error = fmt::format("no socket path short enough for {}", root.string());
+    return {};
+  }
+  return p;
+}
+
+int listen_unix(const fs::path& path, std::string* error) {
+  sockaddr_un addr{};
+  if (!fill_address(path, &addr)) {
+    *error = fmt::format("socket path too long: {}", path.string());
+    return -1;
+  }
+  const int fd = new_socket();
+  if (fd < 0) {
+    *error = fmt::format("socket: {}", std::strerror(errno));
+    return -1;
+  }
+  ::unlink(path.c_str());  // a stale socket of an owner that is gone (we hold the owner lock)
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::chmod(path.c_str(), 0600) != 0 || ::listen(fd, 128) != 0) {
+    *error = fmt::format("cannot listen on {}: {}", path.string(), std::strerror(errno));
+    close_socket(fd);
+    return -1;
+  }
+  return fd;
+}
+
+int connect_unix(const fs::path& path, Deadline deadline, bool* refused, std::string* error) {
+  *refused = false;
+  sockaddr_un addr{};
+  if (!fill_address(path, &addr)) {
+    *error = fmt::format("socket path too long: {}", path.string());
+    return -1;
+  }
+  for (auto pause = std::chrono::microseconds(100);; pause *= 2) {
+    const int fd = new_socket();
+    if (fd < 0) {
+      *error = fmt::format("socket: {}", std::strerror(errno));
+      return -1;
+    }
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) return fd;
+    const int err = errno;
+    close_socket(fd);
+    if (err == ENOENT || err == ECONNREFUSED) {
+      *refused = true;
+      *error = fmt::format("no owner listening on {}", path.string());
+      return -1;
+    }
+    // EAGAIN: the owner's backlog is full (it is busy or stopped); retry until the deadline.
+    if ((err != EAGAIN && err != EINTR) || std::chrono::steady_clock::now() >= deadline) {
+      *error = fmt::format("cannot connect to {}: {}", path.string(), std::strerror(err));
+      return -1;
+    }
+    std::this_thread::sleep_for(std::min(pause, std::chrono::microseconds(10'000)));
+  }
+}
+
+long peer_uid(int fd) {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return -1;
+  return static_cast<long>(cred.uid);
+}
+
+void close_socket(int fd) {
+  if (fd < 0) return;
+  util::forget_in_forked_child(fd);
+  ::close(fd);
+}
+
+const char* to_string(IoResult r) {
+  switch (r) {
+    case IoResult::ok:
+      return "ok";
+    case IoResult::closed:
+      return "connection closed";
+    case IoResult::timeout:
+      return "timed out";
+    case IoResult::too_large:
+      return "frame too large";
+    case IoResult::error:
+      return "connection broken";
+  }
+  return "unknown";
+}
+
+IoResult send_frame(int fd, std::string_view payload, Deadline deadline) {
+  if (payload.size() > kMaxFrameBytes) return IoResult::too_large;
+  const auto n = static_cast<std::uint32_t>(payload.size());
+  std::string frame;
+  frame.reserve(4 + payload.size());
+  for (int i = 0; i < 4; ++i) frame.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
+  frame.append(payload);
+  return write_exact(fd, frame.data(), frame.size(), deadline);
+}
+
+IoResult recv_frame(int fd, std::string* payload, Deadline deadline) {
+  unsigned char len[4];
+  const IoResult r = read_exact(fd, reinterpret_cast<char*>(len), 4, deadline, true);
+  if (r != IoResult::ok) return r;
+  const std::uint32_t n = std::uint32_t{len[0]} | (std::uint32_t{len[1]} << 8) |
+                          (std::uint32_t{len[2]} << 16) | (std::uint32_t{len[3]} << 24);
+  if (n > kMaxFrameBytes) return IoResult::too_large;
+  payload->resize(n);
+  return read_exact(fd, payload->data(), n, deadline, false);
+}
+
+}  // namespace larder::shared
