@@ -254,6 +254,17 @@ Cache create_memory_cache(std::uint64_t max_size_bytes = 100 * kMiB,
                           std::uint64_t max_entries = 10'000,
                           std::chrono::seconds default_ttl = std::chrono::hours(24));
 
+// process_isolated housekeeping (Cache::open runs it for directories idle for a day; `cachectl
+// gc` runs it on demand): removes the <cache_root>/proc_<pid> directories whose process is gone,
+// proven by taking the directory's liveness lock (never guessed from pids), and that were last
+// modified at least `min_age` ago. Empty cache_root: the default root. Returns the directories
+// removed, or with dry_run those that would be. Never throws for I/O trouble: a directory that
+// cannot be removed is left out (and logged through `log` when given).
+std::vector<std::filesystem::path> collect_dead_process_dirs(
+    const std::filesystem::path& cache_root = {},
+    std::chrono::seconds min_age = std::chrono::seconds(0), bool dry_run = false,
+    const std::function<void(LogLevel, std::string_view)>& log = {});
+
 // ---- templates ----
 
 template <class T>

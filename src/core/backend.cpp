@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include "core/isolated.hpp"
 #include "kv/memory_kv.hpp"
 #include "util/fork.hpp"
 #include "util/fs.hpp"
@@ -34,6 +35,20 @@ kv::Status default_opener(const Resolved& r, const kv::RocksOptions& options,
   if (auto why = util::create_private_directories(r.dir / "db"); !why.empty())
     return {Code::io_error, why};
   return kv::open_rocks_kv(r.dir / "db", options, out);
+}
+
+// ", held by pid N (...)" when a shared store's owner lock names its holder.
+std::string holder_of(const Resolved& r) {
+  if (r.config.strategy != Strategy::shared) return {};
+  util::LockFile lock;
+  if (!lock.open(r.root / ".larder.lock", false).empty()) return {};
+  const std::string content = lock.read_content();
+  const auto pid = content.find("pid=");
+  if (pid == std::string::npos) return {};
+  const auto end = content.find('\n', pid);
+  std::string holder = content.substr(pid + 4, end == std::string::npos ? end : end - pid - 4);
+  return fmt::format("; the store is held by pid {} (its owner lock: {})", holder,
+                     (r.root / ".larder.lock").string());
 }
 
 }  // namespace
@@ -95,6 +110,10 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r, const KvOpener& opener
       have_dir = false;
     } else if (auto why2 = util::unsafe_directory_reason(r.dir); !why2.empty()) {
       throw ConfigError(fmt::format("cache_root: {}", why2));
+    } else if (r.config.strategy == Strategy::process_isolated &&
+               !(why2 = lock_process_dir(r.dir, r.config.lock_timeout, &b->alive_)).empty()) {
+      degrade(why2);
+      have_dir = false;
     } else if (r.config.enable_statistics) {
       std::string error;
       b->counter_file_ = stats::CounterFile::create(r.dir, &error);
@@ -106,6 +125,9 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r, const KvOpener& opener
       }
     }
   }
+
+  if (have_dir && r.config.strategy == Strategy::process_isolated)
+    collect_dead_process_dirs(r.root, kCollectOnOpenAge, false, &b->log_);
 
   if (have_dir || r.config.strategy == Strategy::disabled || opener_in) {
     kv::RocksOptions ro;
@@ -136,7 +158,8 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r, const KvOpener& opener
         continue;
       }
       b->counters_->error++;
-      degrade(fmt::format("cannot open the store in {}: {}", r.dir.string(), s.message));
+      degrade(fmt::format("cannot open the store in {}: {}{}", r.dir.string(), s.message,
+                          holder_of(r)));
       break;
     }
   }

@@ -23,6 +23,7 @@
 #include "kv/rocks_kv.hpp"
 #include "stats/counter_file.hpp"
 #include "stats/stats_file.hpp"
+#include "util/lock_file.hpp"
 #include "util/log.hpp"
 
 namespace larder::core {
@@ -32,6 +33,8 @@ namespace larder::core {
 using KvOpener =
     std::function<kv::Status(const Resolved&, const kv::RocksOptions&, std::unique_ptr<kv::Kv>*)>;
 
+// process_isolated: directories of processes that are gone are removed on open past this age.
+inline constexpr std::chrono::hours kCollectOnOpenAge{24};
 inline constexpr int kBreakerThreshold = 5;  // consecutive I/O failures that open the breaker
 inline constexpr std::chrono::seconds kBreakerRecovery{30};
 
@@ -88,6 +91,7 @@ class Backend {
 
   Resolved r_;
   util::Logger log_;
+  util::LockFile alive_;             // process_isolated: the directory's liveness lock
   engine::Counters local_counters_;  // used without a counter file
   std::unique_ptr<stats::CounterFile> counter_file_;
   engine::Counters* counters_ = &local_counters_;

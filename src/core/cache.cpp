@@ -10,6 +10,7 @@
 
 #include "core/backend.hpp"
 #include "core/config.hpp"
+#include "core/isolated.hpp"
 #include "core/service.hpp"
 #include "larder/larder.hpp"
 #include "shared/node.hpp"
@@ -292,6 +293,14 @@ Cache create_default_cache(Strategy strategy, bool use_file_locking) {
   c.strategy = strategy;
   c.use_file_locking = use_file_locking;
   return Cache::open(c);
+}
+
+std::vector<std::filesystem::path> collect_dead_process_dirs(
+    const std::filesystem::path& cache_root, std::chrono::seconds min_age, bool dry_run,
+    const std::function<void(LogLevel, std::string_view)>& log) {
+  const util::Logger logger(log);
+  const std::filesystem::path root = cache_root.empty() ? core::default_root() : cache_root;
+  return core::collect_dead_process_dirs(root, min_age, dry_run, &logger);
 }
 
 Cache create_memory_cache(std::uint64_t max_size_bytes, std::uint64_t max_entries,

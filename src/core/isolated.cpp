@@ -1,0 +1,99 @@
+#include "core/isolated.hpp"
+
+#include <sys/stat.h>
+
+#include <random>
+
+#include <fmt/format.h>
+
+namespace larder::core {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+bool is_process_dir_name(const std::string& name) {
+  if (!name.starts_with("proc_") || name.size() == 5) return false;
+  return name.find_first_not_of("0123456789", 5) == std::string::npos;
+}
+
+// Seconds since `dir` (or its statistics file) last changed.
+std::chrono::seconds age_of(const fs::path& dir) {
+  std::time_t newest = 0;
+  for (const fs::path& p : {dir, dir / ".cache_stats.json", dir / "db"}) {
+    struct stat st {};
+    if (::stat(p.c_str(), &st) == 0) newest = std::max(newest, st.st_mtime);
+  }
+  return std::chrono::seconds(std::max<std::time_t>(0, std::time(nullptr) - newest));
+}
+
+bool same_file(int fd, const fs::path& path) {
+  struct stat a {
+  }, b{};
+  return ::fstat(fd, &a) == 0 && ::stat(path.c_str(), &b) == 0 && a.st_dev == b.st_dev &&
+         a.st_ino == b.st_ino;
+}
+
+void remove_tree(const fs::path& p, const util::Logger* log) {
+  std::error_code ec;
+  fs::remove_all(p, ec);
+  if (ec && log) log->logf(LogLevel::warn, "could not remove {}: {}", p.string(), ec.message());
+}
+
+}  // namespace
+
+std::string lock_process_dir(const fs::path& dir, std::chrono::milliseconds timeout,
+                             util::LockFile* out) {
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    std::error_code ec;
+    fs::create_directory(dir, ec);  // again, if a collector just took it away
+    ::chmod(dir.c_str(), 0700);
+    const fs::path lock_path = dir / kAliveLockName;
+    if (auto why = out->open(lock_path); !why.empty()) return why;
+    if (!out->lock_for(timeout))
+      return fmt::format("{} is in use by another process ({} held)", dir.string(), kAliveLockName);
+    // A collector may have renamed the directory away between our open and our lock.
+    if (same_file(out->fd(), lock_path)) return {};
+    out->close();
+  }
+  return fmt::format("{} keeps disappearing (removed by a collector?)", dir.string());
+}
+
+std::vector<fs::path> collect_dead_process_dirs(const fs::path& root, std::chrono::seconds min_age,
+                                                bool dry_run, const util::Logger* log) {
+  std::vector<fs::path> out;
+  std::error_code ec;
+  std::vector<fs::path> leftovers;
+  for (fs::directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.starts_with(".gc-proc_")) leftovers.push_back(it->path());  // an interrupted removal
+    if (!is_process_dir_name(name) || !it->is_directory()) continue;
+    const fs::path dir = it->path();
+    const auto age = age_of(dir);
+    if (age < min_age) continue;
+    util::LockFile lock;
+    if (lock.open(dir / kAliveLockName, false).empty()) {
+      if (!lock.try_lock()) continue;  // alive
+    } else if (age < std::max(min_age, kUnlockedGrace)) {
+      continue;
+    }
+    out.push_back(dir);
+    if (dry_run) continue;
+    static std::mt19937 rng{std::random_device{}()};
+    const fs::path doomed = root / fmt::format(".gc-{}-{:08x}", name, rng());
+    fs::rename(dir, doomed, ec);
+    if (ec) {
+      if (log) log->logf(LogLevel::warn, "could not remove {}: {}", dir.string(), ec.message());
+      out.pop_back();
+      ec.clear();
+      continue;
+    }
+    remove_tree(doomed, log);
+    if (log) log->logf(LogLevel::info, "removed {} (its process is gone)", dir.string());
+  }
+  if (!dry_run)
+    for (const fs::path& p : leftovers) remove_tree(p, log);
+  return out;
+}
+
+}  // namespace larder::core

@@ -1,0 +1,453 @@
+// The shared strategy with real processes: an owner serving clients, takeover after SIGKILL and
+// after a graceful close, a stopped owner, hostile peers, use_file_locking = false, fork, and the
+// process_isolated directory lifecycle.
+#include <doctest/doctest.h>
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <map>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "child.hpp"
+#include "helper_values.hpp"
+#include "shared/protocol.hpp"
+#include "stats/stats_file.hpp"
+#include "support.hpp"
+
+using namespace larder;
+using namespace larder::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+Config shared_config(const std::filesystem::path& root) {
+  Config cfg;
+  cfg.cache_root = root;
+  cfg.strategy = Strategy::shared;
+  cfg.max_entries = 0;
+  cfg.max_size_bytes = 0;
+  cfg.cleanup_interval = 0s;
+  return cfg;
+}
+
+// The pid the owner lock names, or -1.
+long owner_pid(const std::filesystem::path& root) {
+  std::ifstream in(root / ".larder.lock");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.starts_with("pid=")) return std::stol(line.substr(4));
+  return -1;
+}
+
+// Connects to the owner's socket directly, bypassing larder. -1 on failure.
+int raw_connect(const std::filesystem::path& socket) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", socket.c_str());
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  return fd;
+}
+
+std::string frame(const std::string& payload) {
+  std::string f(4, '\0');
+  const auto n = static_cast<std::uint32_t>(payload.size());
+  for (int i = 0; i < 4; ++i) f[static_cast<std::size_t>(i)] = static_cast<char>(n >> (8 * i));
+  return f + payload;
+}
+
+// Sends bytes and reports what comes back: the number of bytes read before the owner closed the
+// connection (0: closed, or reset, without a reply), or -1 when the wait timed out.
+long send_and_read(int fd, const std::string& bytes) {
+  if (::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(bytes.size()))
+    return errno == EPIPE || errno == ECONNRESET ? 0 : -2;
+  long total = 0;
+  char buffer[4096];
+  for (;;) {
+    const ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
+    if (n == 0) return total;
+    if (n < 0) return total > 0 ? total : errno == ECONNRESET ? 0 : -1;
+    total += n;
+    if (total >= 4) return total;  // a reply arrived
+  }
+}
+
+}  // namespace
+
+TEST_CASE("shared: a client gets the owner's semantics, and takes over after a graceful close") {
+  TempDir tmp;
+  const auto root = tmp / "cache";
+  Child owner({"hold", root.string(), "shared"});
+  REQUIRE(owner.wait_for_lines(1));
+  Cache c = Cache::open(shared_config(root));
+  CHECK(backend_of(c) == nullptr);  // a client: the store is in the other process
+  CHECK_FALSE(c.degraded());
+  CHECK(owner_pid(root) == owner.pid());
+
+  CHECK(c.get("held") == "yes");
+  CHECK(c.set("a", "1", ttl(3600, "letters")));
+  CHECK(c.set("b", "2", ttl(3600, "letters")));
+  CHECK(c.set("n:1", "x", ttl(0, "nums")));
+  SetOptions with_meta;
+  with_meta.metadata = {{"source", "test"}};
+  CHECK(c.set("m", "v", with_meta));
+  CHECK_FALSE(c.set("", "empty key refused"));
+  CHECK(c.exists("a"));
+  const auto e = c.get_entry("a");
+  REQUIRE(e);
+  CHECK(e->value == "1");
+  CHECK(e->info.category == "letters");
+  CHECK(e->info.expires_at.has_value());
+  CHECK(e->info.access_count >= 1);
+  const auto info = c.metadata("m");
+  REQUIRE(info);
+  CHECK(info->metadata.at("source") == "test");
+  CHECK(c.keys() == std::vector<std::string>{"a", "b", "held", "m", "n:1"});
+  CHECK(c.keys_in_category("letters") == std::vector<std::string>{"a", "b"});
+  CHECK(c.invalidate("a"));
+  CHECK_FALSE(c.get("a"));
+  CHECK(c.metadata("a")->status == EntryStatus::invalid);
+  CHECK(c.invalidate_pattern("n:*") == 1);
+  CHECK_THROWS_AS(c.invalidate_pattern(""), std::invalid_argument);
+  CHECK(c.cleanup() == 2);
+  CHECK(c.set_many({{"x", "1"}, {"y", "2"}}) == std::vector<bool>{true, true});
+  const auto values = c.get_many({"x", "nope", "y"});
+  REQUIRE(values.size() == 3);
+  CHECK(values[0] == "1");
+  CHECK_FALSE(values[1]);
+  CHECK(values[2] == "2");
+  CHECK(c.remove("x"));
+  CHECK_FALSE(c.remove("x"));
+  CHECK(c.clear_category("letters") == 1);
+  CHECK(c.get_or_compute("computed", [] { return std::string("42"); }) == "42");
+
+  // Every process's counters, seen from the client: the owner's set plus ours.
+  const Stats s = c.stats();
+  CHECK(s.set_count == 8);
+  CHECK(s.hit_count == 4);   // held, get_entry a, x, y
+  CHECK(s.miss_count == 3);  // a (invalid), nope, computed
+  CHECK(s.delete_count == 2);
+  CHECK(s.invalidation_count == 2);
+  CHECK(s.total_entries == c.keys().size());
+
+  // A graceful close hands over: the next call finds nobody serving and takes the store.
+  owner.close_stdin();
+  const int status = owner.wait();
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(c.get("computed") == "42");
+  CHECK(backend_of(c) != nullptr);
+  CHECK(owner_pid(root) == ::getpid());
+  CHECK(store_problems(c).empty());
+}
+
+TEST_CASE(
+    "shared: owners killed with SIGKILL lose no acknowledged write; totals and statistics add up") {
+  TempDir tmp;
+  const auto root = tmp / "cache";
+  constexpr int kWorkers = 6;
+  constexpr int kKills = 3;
+  constexpr long kOps = 6000;
+  std::vector<std::unique_ptr<Child>> workers;
+  for (int i = 0; i < kWorkers; ++i)
+    workers.push_back(std::make_unique<Child>(std::vector<std::string>{
+        "hammer", root.string(), std::to_string(i), std::to_string(kOps)}));
+  std::set<int> killed;
+  auto index_of = [&](long pid) {
+    for (int i = 0; i < kWorkers; ++i)
+      if (workers[static_cast<std::size_t>(i)]->pid() == pid) return i;
+    return -1;
+  };
+  for (int attempt = 0; static_cast<int>(killed.size()) < kKills && attempt < 20; ++attempt) {
+    // Let every worker still running make progress, then kill whoever owns the store.
+    for (int i = 0; i < kWorkers; ++i)
+      if (!killed.count(i)) {
+        auto& w = *workers[static_cast<std::size_t>(i)];
+        w.wait_for_lines(w.line_count() + 200, 20s);
+      }
+    const int victim = index_of(owner_pid(root));
+    if (victim < 0 || killed.count(victim)) continue;  // between owners: look again
+    workers[static_cast<std::size_t>(victim)]->signal(SIGKILL);
+    const int status = workers[static_cast<std::size_t>(victim)]->wait();
+    if (WIFSIGNALED(status)) killed.insert(victim);  // else it had finished: not a kill
+  }
+  REQUIRE(static_cast<int>(killed.size()) == kKills);
+  for (int i = 0; i < kWorkers; ++i) {
+    if (killed.count(i)) continue;
+    const int status = workers[static_cast<std::size_t>(i)]->wait();
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+  }
+
+  // What the workers reported.
+  std::map<std::string, std::vector<long>> tried;  // key -> set indexes attempted, in order
+  std::map<std::string, long> acked;               // key -> last acknowledged set index
+  std::map<std::string, long> worker_of;
+  long gets = 0, hits = 0, set_calls = 0, set_acks = 0;
+  for (int i = 0; i < kWorkers; ++i) {
+    for (const std::string& line : workers[static_cast<std::size_t>(i)]->lines()) {
+      std::istringstream in(line);
+      std::string tag, key;
+      long n = 0;
+      in >> tag;
+      if (tag == "t" || tag == "s") {
+        in >> key >> n;
+        worker_of[key] = i;
+        if (tag == "t") {
+          tried[key].push_back(n);
+          ++set_calls;
+        } else {
+          acked[key] = n;
+          ++set_acks;
+        }
+      } else if (tag == "g" && (in >> n)) {
+        gets += n;
+      } else if (tag == "h" && (in >> n)) {
+        hits += n;
+      }
+    }
+  }
+  REQUIRE(set_acks > 1000);
+
+  std::optional<Cache> opened(Cache::open(shared_config(root)));
+  Cache& c = *opened;
+  REQUIRE(backend_of(c) != nullptr);  // every worker is gone: this process owns the store
+  const Stats s = c.stats();
+  // Every acknowledged write is there with its exact value; the only other value allowed is
+  // one that was attempted later (its reply lost in a kill, or a set that failed cleanly).
+  std::size_t wrong = 0;
+  for (const auto& [key, last] : acked) {
+    const auto value = c.get(key);
+    bool ok = false;
+    for (long j : tried[key])
+      if (j >= last && value == hammer_value(worker_of[key], j)) ok = true;
+    if (!ok) ++wrong;
+  }
+  CHECK(wrong == 0);
+  const ScannedTotals scanned = scan_totals(c);
+  CHECK(s.total_entries == scanned.entries);
+  CHECK(s.total_size_bytes == scanned.bytes);
+  CHECK(store_problems(c).empty());
+
+  // Statistics: every operation of every process, the killed ones included, is in the totals.
+  // A request whose reply was lost in a kill is retried, so it may count twice: at most one per
+  // worker per kill (a batch of five reads counts five).
+  const long slack = static_cast<long>(kKills) * kWorkers * 5;
+  CHECK(static_cast<long>(s.set_count) >= set_acks);
+  CHECK(static_cast<long>(s.set_count) <= set_calls + slack);
+  const long reads = static_cast<long>(s.hit_count + s.miss_count);
+  CHECK(reads >= gets);
+  CHECK(reads <= gets + slack);
+  CHECK(static_cast<long>(s.hit_count) >= hits);
+  CHECK(static_cast<long>(s.hit_count) <= hits + slack);
+  MESSAGE("workers: ", set_acks, " acknowledged sets of ", set_calls, ", ", gets,
+          " reads; statistics: ", s.set_count, " sets, ", reads, " reads");
+
+  // The statistics file holds the same sums once this last process closes.
+  const std::uint64_t verify_reads = acked.size();
+  opened.reset();
+  stats::Snapshot file;
+  std::string error;
+  REQUIRE(stats::load_stats(root / stats::kStatsFileName, std::chrono::system_clock::now(), &file,
+                            &error) == stats::LoadResult::loaded);
+  CHECK(file.set_count == s.set_count);
+  CHECK(file.hit_count + file.miss_count == s.hit_count + s.miss_count + verify_reads);
+  CHECK(file.contributors.empty());
+  CHECK(std::filesystem::is_empty(root / ".stats"));
+}
+
+TEST_CASE("shared: a stopped owner does not hang its clients, which recover after SIGCONT") {
+  TempDir tmp;
+  const auto root = tmp / "cache";
+  Child owner({"hold", root.string(), "shared"});
+  REQUIRE(owner.wait_for_lines(1));
+  Config cfg = shared_config(root);
+  cfg.lock_timeout = 200ms;
+  Cache c = Cache::open(cfg);
+  REQUIRE(c.set("k", "v"));
+  owner.signal(SIGSTOP);
+  const auto t0 = std::chrono::steady_clock::now();
+  CHECK_FALSE(c.get("k"));
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  CHECK(waited >= 200ms);
+  CHECK(waited < 3s);  // bounded by lock_timeout (generous margin for a loaded machine)
+  CHECK(c.degraded());
+  CHECK(c.last_error().find("after 200 ms") != std::string::npos);
+  // Within the next lock_timeout, calls fail at once instead of waiting again.
+  const auto t1 = std::chrono::steady_clock::now();
+  CHECK_FALSE(c.set("k2", "v2"));
+  CHECK(std::chrono::steady_clock::now() - t1 < 150ms);
+  owner.signal(SIGCONT);
+  bool back = false;
+  for (int i = 0; i < 200 && !back; ++i) {
+    back = c.get("k") == "v";
+    if (!back) std::this_thread::sleep_for(25ms);  // waiting for the other process to resume
+  }
+  CHECK(back);
+  CHECK_FALSE(c.degraded());
+  CHECK(c.stats().error_count >= 2);  // the timeout and the fast failure
+}
+
+TEST_CASE("shared: garbage and oversized frames drop only their own connection") {
+  TempDir tmp;
+  const auto root = tmp / "cache";
+  Child owner({"hold", root.string(), "shared"});
+  REQUIRE(owner.wait_for_lines(1));
+  Cache c = Cache::open(shared_config(root));
+  REQUIRE(c.set("k", "v"));
+  const auto socket = root / ".larder.sock";
+
+  int fd = raw_connect(socket);
+  REQUIRE(fd >= 0);
+  CHECK(send_and_read(fd, frame("this is not a request")) == 0);  // closed, no reply
+  ::close(fd);
+  fd = raw_connect(socket);
+  REQUIRE(fd >= 0);
+  CHECK(send_and_read(fd, std::string("\xff\xff\xff\x7f", 4)) == 0);  // 2 GiB announced
+  ::close(fd);
+  // A well-formed request on a raw connection is answered (the control for the cases above).
+  shared::Request q;
+  q.id = 7;
+  q.op = shared::Op::get;
+  q.text = "k";
+  fd = raw_connect(socket);
+  REQUIRE(fd >= 0);
+  CHECK(send_and_read(fd, frame(shared::encode(q))) > 4);
+  ::close(fd);
+
+  CHECK(c.get("k") == "v");  // the client was not disturbed
+  CHECK(c.set("k2", "v2"));
+  CHECK_FALSE(c.degraded());
+  CHECK(c.stats().error_count == 2);  // the owner counted the two bad connections
+}
+
+TEST_CASE("shared: the owner serves only its own user") {
+  if (::geteuid() != 0) {
+    MESSAGE("skipped: needs root to run a peer as another user");
+    return;
+  }
+  TempDir tmp;
+  const auto root = tmp / "cache";
+  Child owner({"hold", root.string(), "shared"});
+  REQUIRE(owner.wait_for_lines(1));
+  const auto socket = root / ".larder.sock";
+  struct stat st {};
+  REQUIRE(::stat(socket.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+  // Open the file-permission layer on purpose so that the peer check is what is tested.
+  ::chmod(tmp.path().c_str(), 0711);
+  ::chmod(root.c_str(), 0711);
+  ::chmod(socket.c_str(), 0666);
+  shared::Request q;
+  q.id = 1;
+  q.op = shared::Op::get;
+  q.text = "held";
+  const std::string request = frame(shared::encode(q));  // prepared before fork
+  auto run_peer = [&](bool as_nobody) {
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      if (as_nobody && (::setgid(65534) != 0 || ::setuid(65534) != 0)) ::_exit(10);
+      const int fd = raw_connect(socket);
+      if (fd < 0) ::_exit(11);
+      const long got = send_and_read(fd, request);
+      ::_exit(got == 0 ? 0 : got > 0 ? 1 : 12);
+    }
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  };
+  CHECK(run_peer(true) == 0);   // uid nobody: connection closed without a reply
+  CHECK(run_peer(false) == 1);  // root: answered
+}
+
+TEST_CASE("shared without file locking: a store held by another process degrades, naming it") {
+  TempDir tmp;
+  const auto root = tmp / "cache";
+  Child owner({"hold", root.string(), "shared"});
+  REQUIRE(owner.wait_for_lines(1));
+  Config cfg = shared_config(root);
+  cfg.use_file_locking = false;
+  Cache c = Cache::open(cfg);
+  CHECK(c.degraded());
+  CHECK(c.last_error().find("held by pid " + std::to_string(owner.pid())) != std::string::npos);
+  CHECK(c.set("k", "v"));  // works on memory
+  CHECK(c.get("k") == "v");
+}
+
+TEST_CASE("shared: a forked child of the owner can open the cache again as a client") {
+  TempDir tmp;
+  const auto root = tmp / "cache";
+  auto parent = std::make_unique<Cache>(Cache::open(shared_config(root)));
+  REQUIRE(backend_of(*parent) != nullptr);
+  REQUIRE(parent->set("parent-key", "parent-value"));
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    int code = 0;
+    if (!parent->degraded()) code |= 1;        // the inherited handle is unusable here
+    if (parent->get("parent-key")) code |= 2;  // and never reaches the parent's store
+    parent.reset();                            // leaks, closes nothing of the parent's
+    Cache own = Cache::open(shared_config(root));
+    if (backend_of(own) != nullptr) code |= 4;  // the parent still owns the store
+    if (own.get("parent-key") != "parent-value") code |= 8;
+    if (!own.set("child-key", "child-value")) code |= 16;
+    ::_exit(code);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(parent->get("child-key") == "child-value");
+  CHECK_FALSE(parent->degraded());
+  CHECK(store_problems(*parent).empty());
+}
+
+TEST_CASE(
+    "process_isolated: directories of processes that are gone are collected, live ones kept") {
+  TempDir tmp;
+  const auto root = tmp / "cache";
+  Child live({"hold", root.string(), "process_isolated"});
+  Child dead({"hold", root.string(), "process_isolated"});
+  REQUIRE(live.wait_for_lines(1));
+  REQUIRE(dead.wait_for_lines(1));
+  dead.signal(SIGKILL);
+  dead.wait();
+  Config cfg = shared_config(root);
+  cfg.strategy = Strategy::process_isolated;
+  Cache own = Cache::open(cfg);  // collects only directories idle for a day: none here
+  const auto dead_dir = root / ("proc_" + std::to_string(dead.pid()));
+  const auto live_dir = root / ("proc_" + std::to_string(live.pid()));
+  REQUIRE(std::filesystem::exists(dead_dir));
+  // A directory without a liveness lock that is younger than the grace period is left alone.
+  std::filesystem::create_directories(root / "proc_999999999");
+
+  CHECK(collect_dead_process_dirs(root, 0s, true) == std::vector<std::filesystem::path>{dead_dir});
+  CHECK(std::filesystem::exists(dead_dir));            // dry run
+  CHECK(collect_dead_process_dirs(root, 1h).empty());  // too recent
+  CHECK(collect_dead_process_dirs(root, 0s) == std::vector<std::filesystem::path>{dead_dir});
+  CHECK_FALSE(std::filesystem::exists(dead_dir));
+  CHECK(std::filesystem::exists(live_dir));
+  CHECK(std::filesystem::exists(own.directory()));
+  CHECK(std::filesystem::exists(root / "proc_999999999"));
+  CHECK(own.set("k", "v"));
+  live.close_stdin();
+  live.wait();
+  // The live process has closed now: its directory is collectable, ours still is not.
+  CHECK(collect_dead_process_dirs(root, 0s) == std::vector<std::filesystem::path>{live_dir});
+  CHECK(own.get("k") == "v");
+}
