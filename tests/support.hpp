@@ -2,7 +2,9 @@
 // shared test bodies run against. Thread-safety: TestClock may be read from many threads.
 #pragma once
 
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -16,6 +18,19 @@
 #include "larder/larder.hpp"
 
 namespace larder::test {
+
+// Waits up to 30 s for the child `pid`; kills it if it is still running then (a hang is a
+// failure, not a stuck suite). Returns its wait status (-1 when it had to be killed).
+inline int wait_bounded(pid_t pid) {
+  for (int i = 0; i < 3000; ++i) {
+    int status = 0;
+    if (::waitpid(pid, &status, WNOHANG) == pid) return status;
+    ::usleep(10'000);
+  }
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  return -1;
+}
 
 class TempDir {
  public:

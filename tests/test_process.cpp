@@ -141,13 +141,15 @@ TEST_CASE("a forked child never touches the parent's store through an inherited 
     if (parent->get("child-key") != "child-value") code |= 8;
     parent->flush();
     parent.reset();
+    // RocksDB cannot run here (its threads stayed in the parent): the child's own cache is a
+    // memory cache that says why.
     Cache own = Cache::open(cfg);
-    if (own.degraded()) code |= 16;
+    if (!own.degraded() || own.last_error().find("fork") == std::string::npos) code |= 16;
     if (own.directory().filename() != "proc_" + std::to_string(::getpid())) code |= 32;
-    ::_exit(code);
+    if (!own.set("k", "v") || own.get("k") != "v") code |= 64;
+    std::exit(code);  // exit(), not _exit(): it must not hang in RocksDB's static destructors
   }
-  int status = 0;
-  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  const int status = wait_bounded(pid);
   REQUIRE(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
   CHECK(parent->get("parent-key") == "parent-value");

@@ -1,5 +1,13 @@
 #include "kv/rocks_kv.hpp"
 
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+
+#include "util/fork.hpp"
+
 #include <rocksdb/cache.h>
 #include <rocksdb/compaction_filter.h>
 #include <rocksdb/db.h>
@@ -152,8 +160,45 @@ class RocksKv final : public Kv {
 
 }  // namespace
 
+namespace {
+
+// The fork generation (util/fork.hpp) in which this process, or the ancestor it was forked from,
+// first opened a store; -1 if none did.
+std::atomic<std::int64_t> g_first_generation{-1};
+pid_t g_first_pid = 0;
+
+// Runs at exit() before the static destructors registered earlier (RocksDB's among them). In a
+// forked child they would join threads that only exist in the parent: flush stdio and leave.
+void exit_in_forked_child(int status, void*) {
+  if (::getpid() != g_first_pid) {
+    std::fflush(nullptr);
+    ::_exit(status);
+  }
+}
+
+void note_first_open() {
+  std::int64_t expected = -1;
+  const auto gen = static_cast<std::int64_t>(util::fork_generation());
+  if (!g_first_generation.compare_exchange_strong(expected, gen)) return;
+  g_first_pid = ::getpid();
+  ::on_exit(exit_in_forked_child, nullptr);
+}
+
+}  // namespace
+
+bool rocksdb_usable(std::string* why) {
+  const std::int64_t first = g_first_generation.load();
+  if (first < 0 || first == static_cast<std::int64_t>(util::fork_generation())) return true;
+  if (why != nullptr)
+    *why =
+        "RocksDB cannot run in a child forked (without exec) from a process that had a store "
+        "open: its background threads do not survive fork()";
+  return false;
+}
+
 Status open_rocks_kv(const std::filesystem::path& dir, const RocksOptions& options,
                      std::unique_ptr<Kv>* out) {
+  if (std::string why; !rocksdb_usable(&why)) return {Code::io_error, why};
   rocksdb::DBOptions db_options;
   db_options.create_if_missing = !options.read_only;
   db_options.create_missing_column_families = !options.read_only;
@@ -162,6 +207,9 @@ Status open_rocks_kv(const std::filesystem::path& dir, const RocksOptions& optio
   db_options.max_open_files = 512;
   db_options.skip_stats_update_on_db_open = true;
   db_options.avoid_flush_during_shutdown = false;
+  // After a crash, keep replayed WAL data in the memtables instead of writing L0 files first:
+  // a shared cache's takeover waits for this open.
+  db_options.avoid_flush_during_recovery = true;
   db_options.db_write_buffer_size = 64 * 1024 * 1024;
   db_options.max_background_jobs = 2;
 
@@ -203,6 +251,7 @@ Status open_rocks_kv(const std::filesystem::path& dir, const RocksOptions& optio
     return st;
   }
   *out = std::make_unique<RocksKv>(db, std::move(handles), options.read_only);
+  note_first_open();  // after RocksDB's statics exist, so that the hook runs before them
   return Status::Ok();
 }
 

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <string>
 #include <string_view>
 
 #include "kv/kv.hpp"
@@ -21,9 +22,18 @@ struct RocksOptions {
   std::function<bool(std::string_view value)> drop_entry;
   std::size_t block_cache_bytes = 32 * 1024 * 1024;
   // Bounds the write-ahead log so replay after a crash stays short.
-  std::uint64_t max_total_wal_size = 64 * 1024 * 1024;
+  std::uint64_t max_total_wal_size = 8 * 1024 * 1024;
   bool read_only = false;  // open without writing (inspection of a live cache)
 };
+
+// fork(): RocksDB's background threads (flushes, compactions) live in process-wide pools that do
+// not survive fork(). A child forked (without exec) from a process that had a store open can
+// neither run a store (its flushes would never run: writes stall) nor run RocksDB's static
+// destructors at exit (they join threads that do not exist: exit hangs). So in such a child
+// open_rocks_kv refuses (rocksdb_usable() says why), and a child that exits through exit() skips
+// the static destructors registered before the first store was opened (stdio is flushed first).
+// True when this process may open a store; else *why (may be null) says why not.
+bool rocksdb_usable(std::string* why);
 
 // Opens (creating if needed, unless read_only) the database in `dir`. On failure returns a status
 // whose code is corruption when the files are damaged beyond RocksDB's recovery, io_error

@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "core/backend.hpp"
+#include "kv/rocks_kv.hpp"
 #include "shared/protocol.hpp"
 #include "shared/socket.hpp"
 #include "stats/counter_file.hpp"
@@ -627,6 +628,10 @@ class Node final : public core::Service {
     std::lock_guard lock(role_mu_);
     if (local() != nullptr) return true;
     std::string error;
+    if (!kv::rocksdb_usable(&error)) {  // a forked child: stay a client
+      log_.logf(LogLevel::debug, "not taking over the shared cache: {}", error);
+      return false;
+    }
     if (!lock_.try_lock(true, &error)) {
       if (!error.empty()) log_.logf(LogLevel::warn, "owner election: {}", error);
       return false;
