@@ -9,9 +9,19 @@
 // is movable, not copyable; a moved-from Cache may only be destroyed or assigned to. Opening the
 // same directory twice in one process gives two handles on one underlying store.
 //
-// fork(): a child process must not use a Cache opened before the fork for persistence. In the
-// child such a handle keeps working on memory only (degraded() is true) and destroying it leaves
-// the parent's store untouched; open a new Cache in the child (or exec) to use the store.
+// Shared caches (Strategy::shared): the processes that open one cache_root elect an owner with an
+// flock; the owner keeps the store open and serves the others over a Unix socket, and a client
+// takes over when the owner exits or dies. Calls behave the same in owner and clients; a client's
+// call waits at most lock_timeout and then degrades (miss / false / 0, counted and logged). See
+// docs/shared.md.
+//
+// fork(): a child process must not use a Cache opened before the fork. In the child such a
+// handle is degraded (isolated: memory only; shared: calls fail) and destroying it leaves the
+// parent's store untouched. Open a new Cache in the child: a shared cache works as a client of
+// the owner. RocksDB cannot run in a child forked (without exec) from a process that had a store
+// open, so there a process_isolated cache is a memory cache (degraded, last_error() says why);
+// exec to get a store. larder makes such children skip RocksDB's static destructors at exit()
+// (they would hang); see docs/shared.md.
 //
 // Faults: reads never throw because of I/O errors or corruption; they miss, count an error and
 // log through Config::log. Only bad arguments throw (ConfigError, std::invalid_argument), and
@@ -87,7 +97,11 @@ struct Config {
   EvictionPolicy eviction_policy = EvictionPolicy::lru;
   std::chrono::seconds cleanup_interval = std::chrono::minutes(5);  // 0 = no periodic cleanup
   bool enable_statistics = true;  // false: no .cache_stats.json is read or written
+  // shared: take part in the owner election (true), or open the store directly as its only
+  // user (false: if another process holds it, the cache is a degraded memory cache).
   bool use_file_locking = true;
+  // The longest a call waits for another process (owner election, connection, reply; taking a
+  // process_isolated directory's liveness lock). Shared-cache clients wait at least 10 ms.
   std::chrono::milliseconds lock_timeout = std::chrono::seconds(5);
   double stale_factor = 2.0;  // stale until stale_factor x TTL, then expired; must be >= 1
   // Empty: the system clock. Tests inject one to control time without sleeping.
