@@ -545,7 +545,13 @@ class Node final : public core::Service {
     std::string why;
     auto pause = std::chrono::microseconds(500);
     bool timed_out = false;
-    for (;;) {
+    for (int attempt = 0;; ++attempt) {
+      // Every path through the loop is bounded by the deadline (an owner that keeps closing
+      // connections, e.g. one speaking another protocol version, must not trap the caller).
+      if (attempt > 0 && steady::now() >= deadline) {
+        timed_out = true;
+        break;
+      }
       bool refused = false;
       int fd = take_connection(deadline, &refused, &why);
       if (fd < 0) {

@@ -37,6 +37,8 @@ void close_socket(int fd);
 enum class IoResult : std::uint8_t { ok, closed, timeout, too_large, error };
 const char* to_string(IoResult r);
 
+// Frame I/O expects a non-blocking descriptor (as listen_unix / connect_unix / the owner's accept
+// make them): on a blocking one the deadline cannot be enforced.
 // Sends one frame (length prefix + payload).
 IoResult send_frame(int fd, std::string_view payload, Deadline deadline);
 // Receives one frame's payload. `closed`: the peer closed before the first byte of a frame.
