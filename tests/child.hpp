@@ -77,6 +77,12 @@ class Child {
 
   pid_t pid() const { return pid_; }
   void signal(int sig) const { ::kill(pid_, sig); }
+  // Stops the child with SIGSTOP and returns once it is stopped (signals arrive asynchronously).
+  bool stop() {
+    ::kill(pid_, SIGSTOP);
+    int status = 0;
+    return ::waitpid(pid_, &status, WUNTRACED) == pid_ && WIFSTOPPED(status);
+  }
   void close_stdin() {
     if (stdin_ >= 0) ::close(stdin_);
     stdin_ = -1;
