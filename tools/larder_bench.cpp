@@ -1,0 +1,190 @@
+// larder-bench: larder's benchmark program. Today it has one subcommand; the workload table
+// against raw RocksDB is to come (issue 5; until then see bench/quickbench.cpp).
+//
+//   larder-bench replay TRACE [--policy lru|lfu|fifo|all] (--capacity-entries N |
+//                       --capacity-bytes N|P%) [--store memory|rocksdb] [--dir DIR] [--json]
+//
+// replays a request trace (CSV `timestamp,key,size` or libCacheSim oracleGeneral, optionally
+// .zst) through larder's real eviction code and prints the miss ratio and byte miss ratio per
+// policy. Exit status: 0 done, 1 the trace cannot be read (the message names the record),
+// 2 usage error.
+#include <stdlib.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <CLI/CLI.hpp>
+
+#include "trace/trace.hpp"
+
+namespace {
+
+using larder::EvictionPolicy;
+namespace fs = std::filesystem;
+
+const char* name_of(EvictionPolicy p) {
+  switch (p) {
+    case EvictionPolicy::lru:
+      return "lru";
+    case EvictionPolicy::lfu:
+      return "lfu";
+    case EvictionPolicy::fifo:
+      return "fifo";
+    case EvictionPolicy::ttl:
+      return "ttl";
+  }
+  return "?";
+}
+
+std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  for (const char c : s) {
+    if (c == '"' || c == '\\')
+      out += {'\\', c};
+    else if (static_cast<unsigned char>(c) < 0x20)
+      out += fmt::format("\\u{:04x}", static_cast<unsigned>(c));
+    else
+      out += c;
+  }
+  return out + "\"";
+}
+
+// "1000" or "5%" (of the trace's unique bytes). False when neither.
+bool parse_bytes(const std::string& text, std::uint64_t unique_bytes, std::uint64_t* out) {
+  try {
+    std::size_t used = 0;
+    if (!text.empty() && text.back() == '%') {
+      const double pct = std::stod(text.substr(0, text.size() - 1), &used);
+      if (used != text.size() - 1 || pct <= 0 || pct > 100) return false;
+      *out = static_cast<std::uint64_t>(static_cast<double>(unique_bytes) * pct / 100.0);
+      if (*out == 0) *out = 1;
+      return true;
+    }
+    const unsigned long long v = std::stoull(text, &used);
+    if (used != text.size() || v == 0) return false;
+    *out = v;
+    return true;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+int replay(const std::string& path, const std::string& policy, std::uint64_t entries,
+           const std::string& bytes_text, const std::string& store, const std::string& dir,
+           bool json) {
+  larder::trace::Trace trace;
+  std::string error;
+  if (!larder::trace::load(path, &trace, &error)) {
+    std::fprintf(stderr, "larder-bench: %s\n", error.c_str());
+    return 1;
+  }
+  larder::trace::Capacity cap;
+  cap.entries = entries;
+  if (!bytes_text.empty() && !parse_bytes(bytes_text, trace.unique_bytes, &cap.bytes)) {
+    std::fprintf(stderr,
+                 "larder-bench: --capacity-bytes: expected a positive number of bytes or a "
+                 "percentage like 5%%, got '%s'\n",
+                 bytes_text.c_str());
+    return 2;
+  }
+  std::vector<EvictionPolicy> policies;
+  if (policy == "all" || policy == "lru") policies.push_back(EvictionPolicy::lru);
+  if (policy == "all" || policy == "lfu") policies.push_back(EvictionPolicy::lfu);
+  if (policy == "all" || policy == "fifo") policies.push_back(EvictionPolicy::fifo);
+
+  std::vector<larder::trace::Result> results;
+  for (EvictionPolicy p : policies) {
+    fs::path store_dir;
+    std::string made;
+    if (store == "rocksdb") {
+      if (dir.empty()) {
+        char tmpl[] = "/tmp/larder-replay-XXXXXX";
+        if (::mkdtemp(tmpl) == nullptr) {
+          std::fprintf(stderr, "larder-bench: cannot create a temporary directory\n");
+          return 1;
+        }
+        made = tmpl;
+        store_dir = made;
+      } else {
+        store_dir = fs::path(dir) / name_of(p);
+      }
+    }
+    results.push_back(larder::trace::replay(trace, p, cap, store_dir));
+    if (!made.empty()) fs::remove_all(made);
+  }
+
+  if (json) {
+    std::string out = fmt::format(
+        "{{\"trace\": {}, \"requests\": {}, \"unique_keys\": {}, \"unique_bytes\": {}, "
+        "\"capacity_entries\": {}, \"capacity_bytes\": {}, \"store\": \"{}\", \"results\": [",
+        json_string(path), trace.requests.size(), trace.unique_keys, trace.unique_bytes,
+        cap.entries, cap.bytes, store);
+    for (std::size_t i = 0; i < results.size(); ++i) {
+      const auto& r = results[i];
+      out += fmt::format(
+          "{}{{\"policy\": \"{}\", \"misses\": {}, \"miss_ratio\": {:.6f}, "
+          "\"byte_miss_ratio\": {:.6f}, \"not_admitted\": {}, \"seconds\": {:.3f}}}",
+          i ? ", " : "", name_of(r.policy), r.misses, r.miss_ratio(), r.byte_miss_ratio(),
+          r.not_admitted, r.seconds);
+    }
+    std::printf("%s]}\n", out.c_str());
+    return 0;
+  }
+  std::printf("trace %s: %zu requests, %llu unique keys, %llu unique bytes\n", path.c_str(),
+              trace.requests.size(), static_cast<unsigned long long>(trace.unique_keys),
+              static_cast<unsigned long long>(trace.unique_bytes));
+  std::printf("capacity: %s entries, %s bytes; store: %s\n\n",
+              cap.entries ? std::to_string(cap.entries).c_str() : "unlimited",
+              cap.bytes ? std::to_string(cap.bytes).c_str() : "unlimited", store.c_str());
+  std::printf("%-6s %12s %12s %16s %14s %10s\n", "policy", "misses", "miss ratio",
+              "byte miss ratio", "not admitted", "seconds");
+  for (const auto& r : results)
+    std::printf("%-6s %12llu %12.4f %16.4f %14llu %10.2f\n", name_of(r.policy),
+                static_cast<unsigned long long>(r.misses), r.miss_ratio(), r.byte_miss_ratio(),
+                static_cast<unsigned long long>(r.not_admitted), r.seconds);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"larder-bench: benchmarks and trace replay for larder"};
+  app.require_subcommand(1);
+  auto* rp = app.add_subcommand(
+      "replay", "Replay a request trace through larder's eviction code; print miss ratios");
+  std::string path, policy = "all", bytes, store = "memory", dir;
+  std::uint64_t entries = 0;
+  bool json = false;
+  rp->add_option("trace", path,
+                 "Trace file: .csv (timestamp,key,size) or libCacheSim oracleGeneral "
+                 "(binary, 24-byte records); .zst compressed too")
+      ->required();
+  rp->add_option("--policy", policy, "lru, lfu, fifo or all")
+      ->check(CLI::IsMember({"lru", "lfu", "fifo", "all"}));
+  auto* by_entries = rp->add_option("--capacity-entries", entries, "Cache capacity in entries")
+                         ->check(CLI::PositiveNumber);
+  auto* by_bytes = rp->add_option("--capacity-bytes", bytes,
+                                  "Cache capacity in bytes, or a percentage of the trace's unique "
+                                  "bytes (e.g. 5%)");
+  rp->add_option("--store", store, "memory (default) or rocksdb (a temporary store)")
+      ->check(CLI::IsMember({"memory", "rocksdb"}));
+  rp->add_option("--dir", dir, "With --store rocksdb: keep the stores in DIR/<policy>");
+  rp->add_flag("--json", json, "Machine-readable output");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  if (rp->parsed()) {
+    if (by_entries->count() == 0 && by_bytes->count() == 0) {
+      std::fprintf(stderr,
+                   "larder-bench replay: give --capacity-entries or --capacity-bytes (or both)\n");
+      return 2;
+    }
+    return replay(path, policy, entries, bytes, store, dir, json);
+  }
+  return 2;
+}
