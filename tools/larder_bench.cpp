@@ -10,8 +10,11 @@
 // 2 usage error.
 #include <stdlib.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -148,6 +151,66 @@ int replay(const std::string& path, const std::string& policy, std::uint64_t ent
   return 0;
 }
 
+// The peer workload (bench/peer_diskcache.py runs the same one through python-diskcache):
+// `keys` sets of `value_size` bytes into a fresh cache, then `keys` gets of random stored keys.
+// Prints sets/s and gets/s, medians of `rounds`.
+int getset(std::size_t keys, std::size_t value_size, const std::string& policy,
+           const std::string& dir, int rounds, bool json) {
+  std::vector<double> sets, gets;
+  const std::string value(value_size, 'v');
+  std::vector<std::string> names(keys);
+  for (std::size_t i = 0; i < keys; ++i) names[i] = fmt::format("key{:08}", i);
+  std::vector<std::size_t> order(keys);
+  std::mt19937_64 rng(7);
+  for (auto& o : order) o = rng() % keys;
+  for (int r = 0; r < rounds; ++r) {
+    char tmpl[] = "/tmp/larder-getset-XXXXXX";
+    const fs::path root = dir.empty() ? fs::path(::mkdtemp(tmpl)) : fs::path(dir) / "getset";
+    if (!dir.empty()) {
+      fs::remove_all(root);
+      fs::create_directories(root);
+      fs::permissions(root, fs::perms::owner_all);
+    }
+    larder::Config c;
+    c.cache_root = root;
+    c.strategy = larder::Strategy::shared;
+    c.max_entries = 0;
+    c.max_size_bytes = 0;
+    c.default_ttl = std::chrono::seconds(0);
+    c.cleanup_interval = std::chrono::seconds(0);
+    c.eviction_policy = policy == "lfu"    ? EvictionPolicy::lfu
+                        : policy == "fifo" ? EvictionPolicy::fifo
+                                           : EvictionPolicy::lru;
+    {
+      larder::Cache cache = larder::Cache::open(c);
+      auto t0 = std::chrono::steady_clock::now();
+      for (const auto& k : names) cache.set(k, value);
+      auto t1 = std::chrono::steady_clock::now();
+      std::size_t hits = 0;
+      for (std::size_t i : order) hits += cache.get(names[i]) ? 1 : 0;
+      auto t2 = std::chrono::steady_clock::now();
+      if (hits != keys)
+        std::fprintf(stderr, "warning: %zu of %zu gets missed\n", keys - hits, keys);
+      sets.push_back(static_cast<double>(keys) / std::chrono::duration<double>(t1 - t0).count());
+      gets.push_back(static_cast<double>(keys) / std::chrono::duration<double>(t2 - t1).count());
+    }
+    fs::remove_all(root);
+  }
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  if (json)
+    std::printf(
+        "{\"keys\": %zu, \"value_size\": %zu, \"policy\": \"%s\", \"sets_per_s\": %.0f, "
+        "\"gets_per_s\": %.0f}\n",
+        keys, value_size, policy.c_str(), median(sets), median(gets));
+  else
+    std::printf("larder (%s): %.0f sets/s, %.0f gets/s (%zu keys of %zu B, median of %d)\n",
+                policy.c_str(), median(sets), median(gets), keys, value_size, rounds);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -173,6 +236,20 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"memory", "rocksdb"}));
   rp->add_option("--dir", dir, "With --store rocksdb: keep the stores in DIR/<policy>");
   rp->add_flag("--json", json, "Machine-readable output");
+  auto* gs = app.add_subcommand(
+      "getset", "The peer workload: N sets into a fresh cache, then N random gets; ops/s");
+  std::size_t gs_keys = 100'000, gs_value = 1000;
+  int gs_rounds = 3;
+  std::string gs_policy = "lru", gs_dir;
+  bool gs_json = false;
+  gs->add_option("--keys", gs_keys, "Number of keys")->check(CLI::PositiveNumber);
+  gs->add_option("--value-size", gs_value, "Value size in bytes");
+  gs->add_option("--policy", gs_policy, "lru, lfu or fifo")
+      ->check(CLI::IsMember({"lru", "lfu", "fifo"}));
+  gs->add_option("--rounds", gs_rounds, "Rounds (the median is printed)")
+      ->check(CLI::PositiveNumber);
+  gs->add_option("--dir", gs_dir, "Directory for the cache (default: a temporary one)");
+  gs->add_flag("--json", gs_json, "Machine-readable output");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -186,5 +263,6 @@ int main(int argc, char** argv) {
     }
     return replay(path, policy, entries, bytes, store, dir, json);
   }
+  if (gs->parsed()) return getset(gs_keys, gs_value, gs_policy, gs_dir, gs_rounds, gs_json);
   return 2;
 }
