@@ -9,6 +9,9 @@
 // policy. Exit status: 0 done, 1 the trace cannot be read (the message names the record),
 // 2 usage error.
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -211,6 +214,60 @@ int getset(std::size_t keys, std::size_t value_size, const std::string& policy,
   return 0;
 }
 
+// Open time of a cache holding `n` entries of 100 B after a clean close (median of `rounds`),
+// the time of stats() on it, and the peak RSS of the process that filled and reopened it. Each
+// size runs in a child process so that its peak RSS is its own.
+struct OpenResult {
+  double open_ms = 0, stats_ms = 0;
+  long peak_rss_kb = 0;
+};
+
+OpenResult measure_open(std::size_t n, int rounds) {
+  int fds[2];
+  if (::pipe(fds) != 0) return {};
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    char tmpl[] = "/tmp/larder-open-XXXXXX";
+    const fs::path root = ::mkdtemp(tmpl);
+    larder::Config c;
+    c.cache_root = root;
+    c.strategy = larder::Strategy::shared;
+    c.max_entries = 0;
+    c.max_size_bytes = 0;
+    c.cleanup_interval = std::chrono::seconds(0);
+    {
+      larder::Cache cache = larder::Cache::open(c);
+      const std::string value(100, 'v');
+      for (std::size_t i = 0; i < n; ++i) cache.set(fmt::format("key{:08}", i), value);
+    }
+    std::vector<double> open_ms, stats_ms;
+    for (int r = 0; r < rounds; ++r) {
+      const auto t0 = std::chrono::steady_clock::now();
+      larder::Cache cache = larder::Cache::open(c);
+      const auto t1 = std::chrono::steady_clock::now();
+      const larder::Stats st = cache.stats();
+      const auto t2 = std::chrono::steady_clock::now();
+      if (st.total_entries != n) ::_exit(1);
+      open_ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+      stats_ms.push_back(std::chrono::duration<double, std::milli>(t2 - t1).count());
+    }
+    std::sort(open_ms.begin(), open_ms.end());
+    std::sort(stats_ms.begin(), stats_ms.end());
+    rusage ru{};
+    ::getrusage(RUSAGE_SELF, &ru);
+    OpenResult r{open_ms[open_ms.size() / 2], stats_ms[stats_ms.size() / 2], ru.ru_maxrss};
+    (void)!::write(fds[1], &r, sizeof r);
+    fs::remove_all(root);
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  OpenResult r;
+  if (::read(fds[0], &r, sizeof r) != sizeof r) r = {};
+  ::close(fds[0]);
+  ::waitpid(pid, nullptr, 0);
+  return r;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -250,6 +307,15 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   gs->add_option("--dir", gs_dir, "Directory for the cache (default: a temporary one)");
   gs->add_flag("--json", gs_json, "Machine-readable output");
+  auto* op = app.add_subcommand(
+      "open", "Open time and stats() time of caches holding N entries; peak RSS per size");
+  std::vector<std::size_t> op_sizes = {10'000, 100'000, 1'000'000};
+  int op_rounds = 3;
+  bool op_json = false;
+  op->add_option("--entries", op_sizes, "Cache sizes (entries of 100 B)")->delimiter(',');
+  op->add_option("--rounds", op_rounds, "Opens per size (the median is printed)")
+      ->check(CLI::PositiveNumber);
+  op->add_flag("--json", op_json, "Machine-readable output");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -264,5 +330,27 @@ int main(int argc, char** argv) {
     return replay(path, policy, entries, bytes, store, dir, json);
   }
   if (gs->parsed()) return getset(gs_keys, gs_value, gs_policy, gs_dir, gs_rounds, gs_json);
+  if (op->parsed()) {
+    if (!op_json)
+      std::printf("%-12s %10s %12s %14s\n", "entries", "open ms", "stats() ms", "peak RSS MiB");
+    std::string json = "[";
+    for (std::size_t n : op_sizes) {
+      const OpenResult r = measure_open(n, op_rounds);
+      if (r.peak_rss_kb == 0) {
+        std::fprintf(stderr, "larder-bench open: the measurement of %zu entries failed\n", n);
+        return 1;
+      }
+      if (op_json)
+        json += fmt::format(
+            "{}{{\"entries\": {}, \"open_ms\": {:.2f}, \"stats_ms\": {:.2f}, "
+            "\"peak_rss_kb\": {}}}",
+            json.size() > 1 ? ", " : "", n, r.open_ms, r.stats_ms, r.peak_rss_kb);
+      else
+        std::printf("%-12zu %10.1f %12.1f %14.1f\n", n, r.open_ms, r.stats_ms,
+                    static_cast<double>(r.peak_rss_kb) / 1024.0);
+    }
+    if (op_json) std::printf("%s]\n", json.c_str());
+    return 0;
+  }
   return 2;
 }
