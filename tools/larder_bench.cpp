@@ -24,6 +24,7 @@
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
 
+#include "core/config.hpp"
 #include "trace/trace.hpp"
 
 namespace {
@@ -32,17 +33,7 @@ using larder::EvictionPolicy;
 namespace fs = std::filesystem;
 
 const char* name_of(EvictionPolicy p) {
-  switch (p) {
-    case EvictionPolicy::lru:
-      return "lru";
-    case EvictionPolicy::lfu:
-      return "lfu";
-    case EvictionPolicy::fifo:
-      return "fifo";
-    case EvictionPolicy::ttl:
-      return "ttl";
-  }
-  return "?";
+  return larder::core::to_string(p);
 }
 
 std::string json_string(const std::string& s) {
