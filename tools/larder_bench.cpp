@@ -15,8 +15,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -25,6 +27,7 @@
 #include <CLI/CLI.hpp>
 
 #include "core/config.hpp"
+#include "kv/rocks_kv.hpp"
 #include "trace/trace.hpp"
 
 namespace {
@@ -259,6 +262,184 @@ OpenResult measure_open(std::size_t n, int rounds) {
   return r;
 }
 
+// ---- the workload table: larder against raw RocksDB (same options, same process, same run)
+
+double timed(std::size_t ops, const std::function<void()>& body) {
+  const auto t0 = std::chrono::steady_clock::now();
+  body();
+  return static_cast<double>(ops) /
+         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+double median_of(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.0 : v[v.size() / 2];
+}
+
+fs::path fresh(const fs::path& base, const std::string& name) {
+  const fs::path p = base / name;
+  fs::remove_all(p);
+  fs::create_directories(p);
+  fs::permissions(p, fs::perms::owner_all);
+  return p;
+}
+
+struct Op {
+  std::size_t key;
+  bool set;
+};
+
+// Zipf(0.99) over n keys; `set_share` of the operations are sets.
+std::vector<Op> zipf_ops(std::size_t n, std::size_t count, double set_share, std::uint64_t seed) {
+  std::vector<double> cum(n);
+  double total = 0;
+  for (std::size_t i = 0; i < n; ++i) cum[i] = total += 1.0 / std::pow(double(i + 1), 0.99);
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(0, 1);
+  std::vector<Op> ops(count);
+  for (auto& op : ops) {
+    op.key = static_cast<std::size_t>(std::lower_bound(cum.begin(), cum.end(), u(rng) * total) -
+                                      cum.begin());
+    op.set = u(rng) < set_share;
+  }
+  return ops;
+}
+
+int run_table(std::size_t keys, int rounds, const std::vector<std::size_t>& sizes,
+              const std::vector<std::string>& policies, bool json) {
+  char tmpl[] = "/tmp/larder-bench-XXXXXX";
+  const fs::path base = ::mkdtemp(tmpl);
+  const std::vector<std::string> rows = {"set below limits",    "hot get (1000 keys)",
+                                         "cold get (reopened)", "set at limits",
+                                         "mixed 95/5 zipf",     "mixed 50/50 zipf"};
+  // results[size][policy][row] = {raw, larder} medians
+  std::string json_out = "[";
+  std::size_t sink = 0;
+  if (!json)
+    std::printf("%-8s %-6s %-22s %12s %12s %7s\n", "value", "policy", "workload", "raw ops/s",
+                "larder ops/s", "ratio");
+  for (std::size_t size : sizes) {
+    const std::size_t n = std::max<std::size_t>(1000, std::min(keys, (256u << 20) / size));
+    const std::string value(size, 'v');
+    std::vector<std::string> names(n);
+    for (std::size_t i = 0; i < n; ++i) names[i] = fmt::format("key{:08}", i);
+    std::vector<std::size_t> order(n);
+    for (std::size_t i = 0; i < n; ++i) order[i] = i;
+    std::shuffle(order.begin(), order.end(), std::mt19937_64(7));
+    const auto mix95 = zipf_ops(n, n, 0.05, 1), mix50 = zipf_ops(n, n, 0.5, 2);
+    const std::size_t hot = std::min<std::size_t>(1000, n), hot_rounds = 100;
+    for (const std::string& policy : policies) {
+      std::vector<std::vector<double>> raw(rows.size()), lar(rows.size());
+      for (int r = 0; r < rounds; ++r) {
+        // Raw RocksDB: the entries column family, one Put / Get per operation.
+        const fs::path raw_dir = fresh(base, "raw");
+        std::string out;
+        {
+          std::unique_ptr<larder::kv::Kv> db;
+          if (!larder::kv::open_rocks_kv(raw_dir, {}, &db).ok()) return 1;
+          auto put = [&](const std::string& k) {
+            auto b = db->new_batch();
+            b->put(larder::kv::Cf::entries, k, value);
+            db->write(*b);
+          };
+          raw[0].push_back(timed(n, [&] {
+            for (std::size_t i : order) put(names[i]);
+          }));
+          raw[1].push_back(timed(hot * hot_rounds, [&] {
+            for (std::size_t k = 0; k < hot_rounds; ++k)
+              for (std::size_t i = 0; i < hot; ++i)
+                sink += db->get(larder::kv::Cf::entries, names[order[i]], &out).ok();
+          }));
+          raw[3].push_back(raw[0].back());  // any set's baseline is a raw put
+          for (int m = 0; m < 2; ++m) {
+            const auto& ops = m == 0 ? mix95 : mix50;
+            raw[4 + m].push_back(timed(ops.size(), [&] {
+              for (const Op& op : ops)
+                if (op.set)
+                  put(names[op.key]);
+                else
+                  sink += db->get(larder::kv::Cf::entries, names[op.key], &out).ok();
+            }));
+          }
+        }
+        {
+          std::unique_ptr<larder::kv::Kv> db;
+          if (!larder::kv::open_rocks_kv(raw_dir, {}, &db).ok()) return 1;
+          raw[2].push_back(timed(n, [&] {
+            for (std::size_t i : order)
+              sink += db->get(larder::kv::Cf::entries, names[i], &out).ok();
+          }));
+        }
+        // larder with the policy: no limits for the set/get rows, then at a limit of n/10.
+        larder::Config c;
+        c.cache_root = fresh(base, "larder");
+        c.strategy = larder::Strategy::shared;
+        c.max_entries = 0;
+        c.max_size_bytes = 0;
+        c.default_ttl = std::chrono::seconds(policy == "ttl" ? 3600 : 0);
+        c.cleanup_interval = std::chrono::seconds(0);
+        c.eviction_policy = policy == "lfu"    ? EvictionPolicy::lfu
+                            : policy == "fifo" ? EvictionPolicy::fifo
+                            : policy == "ttl"  ? EvictionPolicy::ttl
+                                               : EvictionPolicy::lru;
+        {
+          larder::Cache cache = larder::Cache::open(c);
+          lar[0].push_back(timed(n, [&] {
+            for (std::size_t i : order) sink += cache.set(names[i], value);
+          }));
+          cache.flush();
+          lar[1].push_back(timed(hot * hot_rounds, [&] {
+            for (std::size_t k = 0; k < hot_rounds; ++k)
+              for (std::size_t i = 0; i < hot; ++i) sink += cache.get(names[order[i]]).has_value();
+          }));
+          cache.flush();
+          for (int m = 0; m < 2; ++m) {
+            const auto& ops = m == 0 ? mix95 : mix50;
+            lar[4 + m].push_back(timed(ops.size(), [&] {
+              for (const Op& op : ops)
+                if (op.set)
+                  sink += cache.set(names[op.key], value);
+                else
+                  sink += cache.get(names[op.key]).has_value();
+            }));
+            cache.flush();
+          }
+        }
+        {
+          larder::Cache cache = larder::Cache::open(c);
+          lar[2].push_back(timed(n, [&] {
+            for (std::size_t i : order) sink += cache.get(names[i]).has_value();
+          }));
+        }
+        // At the limit every set evicts (the ttl policy refuses instead: measured all the same).
+        c.cache_root = fresh(base, "larder-limit");
+        c.max_entries = n / 10;
+        {
+          larder::Cache cache = larder::Cache::open(c);
+          for (std::size_t i = 0; i < n / 10; ++i) cache.set(fmt::format("fill{:08}", i), value);
+          lar[3].push_back(timed(n, [&] {
+            for (std::size_t i : order) sink += cache.set(names[i], value);
+          }));
+        }
+      }
+      for (std::size_t row = 0; row < rows.size(); ++row) {
+        const double a = median_of(raw[row]), b = median_of(lar[row]);
+        if (json)
+          json_out += fmt::format(
+              "{}{{\"value_size\": {}, \"keys\": {}, \"policy\": \"{}\", \"workload\": \"{}\", "
+              "\"raw_ops_per_s\": {:.0f}, \"larder_ops_per_s\": {:.0f}, \"ratio\": {:.3f}}}",
+              json_out.size() > 1 ? ", " : "", size, n, policy, rows[row], a, b, b / a);
+        else
+          std::printf("%-8zu %-6s %-22s %12.0f %12.0f %7.2f\n", size, policy.c_str(),
+                      rows[row].c_str(), a, b, b / a);
+      }
+    }
+  }
+  if (json) std::printf("%s]\n", json_out.c_str());
+  fs::remove_all(base);
+  return sink == 0 ? 1 : 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -307,6 +488,21 @@ int main(int argc, char** argv) {
   op->add_option("--rounds", op_rounds, "Opens per size (the median is printed)")
       ->check(CLI::PositiveNumber);
   op->add_flag("--json", op_json, "Machine-readable output");
+  auto* rn = app.add_subcommand(
+      "run", "The workload table: larder against raw RocksDB (same options, same run)");
+  std::size_t rn_keys = 50'000;
+  int rn_rounds = 3;
+  std::vector<std::size_t> rn_sizes = {100, 1000, 65536};
+  std::vector<std::string> rn_policies = {"lru", "lfu", "fifo", "ttl"};
+  bool rn_json = false;
+  rn->add_option("--keys", rn_keys, "Keys per value size (capped at 256 MiB of values)")
+      ->check(CLI::PositiveNumber);
+  rn->add_option("--rounds", rn_rounds, "Rounds (medians are printed)")->check(CLI::PositiveNumber);
+  rn->add_option("--sizes", rn_sizes, "Value sizes in bytes")->delimiter(',');
+  rn->add_option("--policies", rn_policies, "Policies")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"lru", "lfu", "fifo", "ttl"}));
+  rn->add_flag("--json", rn_json, "Machine-readable output");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -320,6 +516,7 @@ int main(int argc, char** argv) {
     }
     return replay(path, policy, entries, bytes, store, dir, json);
   }
+  if (rn->parsed()) return run_table(rn_keys, rn_rounds, rn_sizes, rn_policies, rn_json);
   if (gs->parsed()) return getset(gs_keys, gs_value, gs_policy, gs_dir, gs_rounds, gs_json);
   if (op->parsed()) {
     if (!op_json)
