@@ -1,12 +1,20 @@
-// larder-bench: larder's benchmark program. Today it has one subcommand; the workload table
-// against raw RocksDB is to come (issue 5; until then see bench/quickbench.cpp).
+// larder-bench: larder's benchmark program (run by hand; figures in docs/performance.md).
 //
+//   larder-bench run [--keys N] [--rounds R] [--sizes 100,1000,65536]
+//                    [--policies lru,lfu,fifo,ttl] [--json]
+//       the workload table: larder against raw RocksDB opened with the same options in the same
+//       process and run (set below / at the limits, hot get, cold get after reopen, Zipf 95/5
+//       and 50/50 mixes), medians and ratios
+//   larder-bench open [--entries 10000,100000,1000000] [--rounds R] [--json]
+//       open time after a clean close, stats() time, peak RSS (each size in its own process)
+//   larder-bench getset [--keys N] [--value-size B] [--policy P] [--json]
+//       the workload bench/peer_diskcache.py compares with python-diskcache
 //   larder-bench replay TRACE [--policy lru|lfu|fifo|all] (--capacity-entries N |
 //                       --capacity-bytes N|P%) [--store memory|rocksdb] [--dir DIR] [--json]
+//       replays a request trace (CSV `timestamp,key,size` or libCacheSim oracleGeneral,
+//       optionally .zst) through larder's real eviction code; miss and byte miss ratios
 //
-// replays a request trace (CSV `timestamp,key,size` or libCacheSim oracleGeneral, optionally
-// .zst) through larder's real eviction code and prints the miss ratio and byte miss ratio per
-// policy. Exit status: 0 done, 1 the trace cannot be read (the message names the record),
+// Exit status: 0 done, 1 a measurement or the trace failed (the message says which record),
 // 2 usage error.
 #include <stdlib.h>
 #include <sys/resource.h>
