@@ -313,29 +313,37 @@ class Node final : public core::Service {
   // ---- Service
 
   bool set(const SetRequest& q) override {
-    Request req;
-    req.op = Op::set;
-    req.sets = {q};
     return route(
-        req, true, false, 0, [&](LocalService& l) { return l.set(q); },
-        [](Reply& r) { return r.flag; });
+        [&] {
+          Request req;
+          req.op = Op::set;
+          req.sets = {q};
+          return req;
+        },
+        true, false, 0, [&](LocalService& l) { return l.set(q); }, [](Reply& r) { return r.flag; });
   }
 
   std::optional<std::string> get(std::string_view key) override {
-    Request req;
-    req.op = Op::get;
-    req.text = std::string(key);
     return route(
-        req, true, std::optional<std::string>(), 1, [&](LocalService& l) { return l.get(key); },
+        [&] {
+          Request req;
+          req.op = Op::get;
+          req.text = std::string(key);
+          return req;
+        },
+        true, std::optional<std::string>(), 1, [&](LocalService& l) { return l.get(key); },
         [](Reply& r) { return std::move(r.value); });
   }
 
   std::vector<std::optional<std::string>> get_many(const std::vector<std::string>& keys) override {
-    Request req;
-    req.op = Op::get_many;
-    req.keys = keys;
     return route(
-        req, true, std::vector<std::optional<std::string>>(keys.size()), keys.size(),
+        [&] {
+          Request req;
+          req.op = Op::get_many;
+          req.keys = keys;
+          return req;
+        },
+        true, std::vector<std::optional<std::string>>(keys.size()), keys.size(),
         [&](LocalService& l) { return l.get_many(keys); },
         [&](Reply& r) {
           r.values.resize(keys.size());
@@ -344,11 +352,14 @@ class Node final : public core::Service {
   }
 
   std::vector<bool> set_many(const std::vector<SetRequest>& items) override {
-    Request req;
-    req.op = Op::set_many;
-    req.sets = items;
     return route(
-        req, true, std::vector<bool>(items.size(), false), 0,
+        [&] {
+          Request req;
+          req.op = Op::set_many;
+          req.sets = items;
+          return req;
+        },
+        true, std::vector<bool>(items.size(), false), 0,
         [&](LocalService& l) { return l.set_many(items); },
         [&](Reply& r) {
           r.flags.resize(items.size(), false);
@@ -357,45 +368,43 @@ class Node final : public core::Service {
   }
 
   std::optional<Entry> get_entry(std::string_view key, bool include_stale) override {
-    Request req;
-    req.op = Op::get_entry;
-    req.text = std::string(key);
-    req.flag = include_stale;
     return route(
-        req, true, std::optional<Entry>(), 1,
+        [&] {
+          Request req = text_request(Op::get_entry, key);
+          req.flag = include_stale;
+          return req;
+        },
+        true, std::optional<Entry>(), 1,
         [&](LocalService& l) { return l.get_entry(key, include_stale); },
         [](Reply& r) { return std::move(r.entry); });
   }
 
   bool exists(std::string_view key) override {
-    return route(
-        text_request(Op::exists, key), true, false, 0,
-        [&](LocalService& l) { return l.exists(key); }, [](Reply& r) { return r.flag; });
+    return route([&] { return text_request(Op::exists, key); }, true, false, 0,
+                 [&](LocalService& l) { return l.exists(key); }, [](Reply& r) { return r.flag; });
   }
 
   std::optional<std::string> peek(std::string_view key) override {
-    return route(
-        text_request(Op::peek, key), true, std::optional<std::string>(), 0,
-        [&](LocalService& l) { return l.peek(key); }, [](Reply& r) { return std::move(r.value); });
+    return route([&] { return text_request(Op::peek, key); }, true, std::optional<std::string>(), 0,
+                 [&](LocalService& l) { return l.peek(key); },
+                 [](Reply& r) { return std::move(r.value); });
   }
 
   std::optional<EntryInfo> metadata(std::string_view key) override {
-    return route(
-        text_request(Op::metadata, key), true, std::optional<EntryInfo>(), 0,
-        [&](LocalService& l) { return l.metadata(key); },
-        [](Reply& r) { return std::move(r.info); });
+    return route([&] { return text_request(Op::metadata, key); }, true, std::optional<EntryInfo>(),
+                 0, [&](LocalService& l) { return l.metadata(key); },
+                 [](Reply& r) { return std::move(r.info); });
   }
 
   bool remove(std::string_view key) override {
-    return route(
-        text_request(Op::remove, key), false, false, 0,
-        [&](LocalService& l) { return l.remove(key); }, [](Reply& r) { return r.flag; });
+    return route([&] { return text_request(Op::remove, key); }, false, false, 0,
+                 [&](LocalService& l) { return l.remove(key); }, [](Reply& r) { return r.flag; });
   }
 
   bool invalidate(std::string_view key) override {
-    return route(
-        text_request(Op::invalidate, key), false, false, 0,
-        [&](LocalService& l) { return l.invalidate(key); }, [](Reply& r) { return r.flag; });
+    return route([&] { return text_request(Op::invalidate, key); }, false, false, 0,
+                 [&](LocalService& l) { return l.invalidate(key); },
+                 [](Reply& r) { return r.flag; });
   }
 
   std::size_t clear() override {
@@ -417,16 +426,16 @@ class Node final : public core::Service {
   }
 
   std::vector<std::string> keys() override {
-    return route(
-        text_request(Op::keys, {}), true, std::vector<std::string>(), 0,
-        [&](LocalService& l) { return l.keys(); }, [](Reply& r) { return std::move(r.strings); });
+    return route([&] { return text_request(Op::keys, {}); }, true, std::vector<std::string>(), 0,
+                 [&](LocalService& l) { return l.keys(); },
+                 [](Reply& r) { return std::move(r.strings); });
   }
 
   std::vector<std::string> keys_in_category(std::string_view c) override {
-    return route(
-        text_request(Op::keys_in_category, c), true, std::vector<std::string>(), 0,
-        [&](LocalService& l) { return l.keys_in_category(c); },
-        [](Reply& r) { return std::move(r.strings); });
+    return route([&] { return text_request(Op::keys_in_category, c); }, true,
+                 std::vector<std::string>(), 0,
+                 [&](LocalService& l) { return l.keys_in_category(c); },
+                 [](Reply& r) { return std::move(r.strings); });
   }
 
   Stats stats() override {
@@ -435,20 +444,18 @@ class Node final : public core::Service {
       counters_->copy_to(s);
       return s;
     };
-    return route(
-        text_request(Op::stats, {}), true, own_only(), 0,
-        [&](LocalService& l) { return l.stats(); },
-        [&](Reply& r) { return r.stats ? *r.stats : own_only(); });
+    return route([&] { return text_request(Op::stats, {}); }, true, own_only(), 0,
+                 [&](LocalService& l) { return l.stats(); },
+                 [&](Reply& r) { return r.stats ? *r.stats : own_only(); });
   }
 
   void flush() override {
-    route(
-        text_request(Op::flush, {}), true, 0, 0,
-        [&](LocalService& l) {
-          l.flush();
-          return 0;
-        },
-        [](Reply&) { return 0; });
+    route([&] { return text_request(Op::flush, {}); }, true, 0, 0,
+          [&](LocalService& l) {
+            l.flush();
+            return 0;
+          },
+          [](Reply&) { return 0; });
     if (counter_file_ && !inherited())
       (void)stats::fold_stats(r_.dir, counter_file_.get(), stats::FoldMode::save, now(), {},
                               nullptr);
@@ -503,28 +510,31 @@ class Node final : public core::Service {
 
   template <class F>
   std::size_t count_call(Op op, std::string_view text, F&& on_local) {
-    return route(text_request(op, text), false, std::size_t{0}, 0, on_local,
+    return route([&] { return text_request(op, text); }, false, std::size_t{0}, 0, on_local,
                  [](Reply& r) { return static_cast<std::size_t>(r.count); });
   }
 
-  // Runs a call locally while this process owns the store, else sends it to the owner. On
-  // failure returns `failed` and counts `misses` (reads that missed because of it).
-  template <class T, class Local, class FromReply>
-  T route(Request req, bool idempotent, T failed, std::size_t misses, Local&& on_local,
+  // Runs a call locally while this process owns the store, else sends it to the owner (the
+  // request is only built, by `make`, when it has to be sent: an owner's own calls copy no key
+  // or value). On failure returns `failed` and counts `misses` (reads that missed because of it).
+  template <class Make, class T, class Local, class FromReply>
+  T route(const Make& make, bool idempotent, T failed, std::size_t misses, Local&& on_local,
           FromReply&& from_reply) {
     if (inherited() || broken_) {
       counters_->miss += misses;
       return failed;
     }
+    std::optional<Request> req;
     for (int round = 0; round < 3; ++round) {
       if (auto* l = local()) return on_local(*l);
+      if (!req) req = make();
       Reply reply;
-      const Result res = exchange(req, idempotent, &reply);
+      const Result res = exchange(*req, idempotent, &reply);
       if (res == Result::owner) continue;
       if (res == Result::ok && reply.status == ReplyStatus::ok) return from_reply(reply);
       if (res == Result::ok) {
         counters_->error++;
-        log_.logf(LogLevel::warn, "{} refused by the owner: {}", to_string(req.op), reply.error);
+        log_.logf(LogLevel::warn, "{} refused by the owner: {}", to_string(req->op), reply.error);
       }
       break;
     }
