@@ -156,6 +156,22 @@ int replay(const std::string& path, const std::string& policy, std::uint64_t ent
   return 0;
 }
 
+// A shared-strategy cache in `root` with `policy`, no limits and no periodic cleanup.
+larder::Config bench_config(const fs::path& root, const std::string& policy) {
+  larder::Config c;
+  c.cache_root = root;
+  c.strategy = larder::Strategy::shared;
+  c.max_entries = 0;
+  c.max_size_bytes = 0;
+  c.default_ttl = std::chrono::seconds(0);
+  c.cleanup_interval = std::chrono::seconds(0);
+  c.eviction_policy = policy == "lfu"    ? EvictionPolicy::lfu
+                      : policy == "fifo" ? EvictionPolicy::fifo
+                      : policy == "ttl"  ? EvictionPolicy::ttl
+                                         : EvictionPolicy::lru;
+  return c;
+}
+
 // The peer workload (bench/peer_diskcache.py runs the same one through python-diskcache):
 // `keys` sets of `value_size` bytes into a fresh cache, then `keys` gets of random stored keys.
 // Prints sets/s and gets/s, medians of `rounds`.
@@ -176,16 +192,7 @@ int getset(std::size_t keys, std::size_t value_size, const std::string& policy,
       fs::create_directories(root);
       fs::permissions(root, fs::perms::owner_all);
     }
-    larder::Config c;
-    c.cache_root = root;
-    c.strategy = larder::Strategy::shared;
-    c.max_entries = 0;
-    c.max_size_bytes = 0;
-    c.default_ttl = std::chrono::seconds(0);
-    c.cleanup_interval = std::chrono::seconds(0);
-    c.eviction_policy = policy == "lfu"    ? EvictionPolicy::lfu
-                        : policy == "fifo" ? EvictionPolicy::fifo
-                                           : EvictionPolicy::lru;
+    const larder::Config c = bench_config(root, policy);
     {
       larder::Cache cache = larder::Cache::open(c);
       auto t0 = std::chrono::steady_clock::now();
@@ -231,12 +238,8 @@ OpenResult measure_open(std::size_t n, int rounds) {
   if (pid == 0) {
     char tmpl[] = "/tmp/larder-open-XXXXXX";
     const fs::path root = ::mkdtemp(tmpl);
-    larder::Config c;
-    c.cache_root = root;
-    c.strategy = larder::Strategy::shared;
-    c.max_entries = 0;
-    c.max_size_bytes = 0;
-    c.cleanup_interval = std::chrono::seconds(0);
+    larder::Config c = bench_config(root, "lru");
+    c.default_ttl = std::chrono::hours(24);  // entries with a TTL: stats() scans their index
     {
       larder::Cache cache = larder::Cache::open(c);
       const std::string value(100, 'v');
@@ -379,17 +382,8 @@ int run_table(std::size_t keys, int rounds, const std::vector<std::size_t>& size
           }));
         }
         // larder with the policy: no limits for the set/get rows, then at a limit of n/10.
-        larder::Config c;
-        c.cache_root = fresh(base, "larder");
-        c.strategy = larder::Strategy::shared;
-        c.max_entries = 0;
-        c.max_size_bytes = 0;
-        c.default_ttl = std::chrono::seconds(policy == "ttl" ? 3600 : 0);
-        c.cleanup_interval = std::chrono::seconds(0);
-        c.eviction_policy = policy == "lfu"    ? EvictionPolicy::lfu
-                            : policy == "fifo" ? EvictionPolicy::fifo
-                            : policy == "ttl"  ? EvictionPolicy::ttl
-                                               : EvictionPolicy::lru;
+        larder::Config c = bench_config(fresh(base, "larder"), policy);
+        if (policy == "ttl") c.default_ttl = std::chrono::seconds(3600);  // entries with a TTL
         {
           larder::Cache cache = larder::Cache::open(c);
           lar[0].push_back(timed(n, [&] {
