@@ -17,12 +17,13 @@ using kv::Code;
 
 namespace {
 
-engine::Options engine_options(const Config& c) {
+engine::Options options_from(const Config& c) {
   engine::Options o;
   o.max_entries = c.max_entries;
   o.max_bytes = c.max_size_bytes;
   o.policy = c.eviction_policy;
   o.stale_factor = c.stale_factor;
+  o.default_ttl_s = c.default_ttl.count();
   return o;
 }
 
@@ -32,8 +33,13 @@ kv::Status default_opener(const Resolved& r, const kv::RocksOptions& options,
     *out = kv::make_memory_kv();
     return kv::Status::Ok();
   }
-  if (auto why = util::create_private_directories(r.dir / "db"); !why.empty())
+  if (options.read_only) {
+    std::error_code ec;
+    if (!fs::is_directory(r.dir / "db", ec))
+      return {Code::io_error, fmt::format("no store in {}", (r.dir / "db").string())};
+  } else if (auto why = util::create_private_directories(r.dir / "db"); !why.empty()) {
     return {Code::io_error, why};
+  }
   return kv::open_rocks_kv(r.dir / "db", options, out);
 }
 
@@ -89,7 +95,7 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r, const KvOpener& opener
     if (!p->inherited()) delete p;
   });
   const KvOpener opener = opener_in ? opener_in : KvOpener(default_opener);
-  const engine::Options eo = engine_options(r.config);
+  engine::Options eo = options_from(r.config);
   auto degrade = [&](const std::string& why) {
     b->log_.logf(LogLevel::error, "using a memory cache instead: {}", why);
     b->degraded_at_open_ = true;
@@ -105,7 +111,13 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r, const KvOpener& opener
     // The root must be ours and private; refuse loudly rather than share with other users.
     if (auto why = util::unsafe_directory_reason(r.root); !why.empty())
       throw ConfigError(fmt::format("cache_root: {}", why));
-    if (auto why = util::create_private_directories(r.dir); !why.empty()) {
+    std::error_code ec;
+    if (r.read_only && !fs::is_directory(r.dir, ec)) {
+      degrade(fmt::format("{} is not a directory", r.dir.string()));
+      have_dir = false;
+    } else if (r.read_only) {
+      // Inspection only: no liveness lock, counter file or housekeeping.
+    } else if (auto why = util::create_private_directories(r.dir); !why.empty()) {
       degrade(why);
       have_dir = false;
     } else if (auto why2 = util::unsafe_directory_reason(r.dir); !why2.empty()) {
@@ -126,15 +138,31 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r, const KvOpener& opener
     }
   }
 
-  if (have_dir && r.config.strategy == Strategy::process_isolated)
+  if (have_dir && r.config.strategy == Strategy::process_isolated && r.collect_dead_dirs &&
+      !r.read_only)
     collect_dead_process_dirs(r.root, kCollectOnOpenAge, false, &b->log_);
 
   if (have_dir || r.config.strategy == Strategy::disabled || opener_in) {
     kv::RocksOptions ro;
-    ro.drop_entry = engine::Engine::drop_predicate(b->watermark_, r.config.stale_factor);
+    // The compaction filter reads the stale factor through this, so adopting the store's own
+    // (below) reaches it; until the engine opens, the watermark drops nothing anyway.
+    auto factor = std::make_shared<std::atomic<double>>(r.config.stale_factor);
+    ro.drop_entry = engine::Engine::drop_predicate(b->watermark_, factor);
+    ro.read_only = r.read_only;
     for (int attempt = 0; attempt < 2 && !b->primary_; ++attempt) {
       std::unique_ptr<kv::Kv> store;
       kv::Status s = opener(r, ro, &store);
+      if (s.ok() && r.adopt_stored_settings) {
+        bool found = false;
+        s = engine::Engine::read_settings(*store, &eo, &found);
+        factor->store(eo.stale_factor);
+        Config& c = b->r_.config;
+        c.eviction_policy = eo.policy;
+        c.stale_factor = eo.stale_factor;
+        c.max_entries = eo.max_entries;
+        c.max_size_bytes = eo.max_bytes;
+        c.default_ttl = std::chrono::seconds(eo.default_ttl_s);
+      }
       if (s.ok()) {
         auto e = std::make_unique<engine::Engine>(std::move(store), eo, b->watermark_, b->counters_,
                                                   &b->log_);
@@ -144,7 +172,7 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r, const KvOpener& opener
           break;
         }
       }
-      if (s.code == Code::corruption && attempt == 0 && have_dir) {
+      if (s.code == Code::corruption && attempt == 0 && have_dir && !r.read_only) {
         const fs::path aside = util::move_aside(r.dir / "db", ".corrupt-", b->now());
         b->counters_->error++;
         if (aside.empty()) {
@@ -176,7 +204,7 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r, const KvOpener& opener
     }
     raw->hk_cv_.notify_one();
   });
-  b->start_housekeeper();
+  if (!r.read_only) b->start_housekeeper();
   return b;
 }
 
@@ -287,8 +315,9 @@ void Backend::counter_totals(Stats* out) {
   engine::Counters::assign(engine::Counters::of(snap), *out);
 }
 
-void Backend::save_stats(stats::FoldMode mode) {
-  if (!counter_file_ || inherited()) return;
+std::string Backend::save_stats(stats::FoldMode mode) {
+  if (inherited()) return "the cache was opened before a fork";
+  if (!counter_file_) return "this process keeps no statistics file for the cache";
   // Entry and byte totals come from the store, when this process has it.
   const bool store_totals = primary_ && !degraded_at_open_ && !bypass_.load();
   auto update = [&](stats::Snapshot& s) {
@@ -303,11 +332,13 @@ void Backend::save_stats(stats::FoldMode mode) {
       !why.empty()) {
     counters_->error++;
     log_.logf(LogLevel::warn, "could not write statistics: {}", why);
+    return why;
   }
   if (!warning.empty()) {
     counters_->error++;
     log_.logf(LogLevel::warn, "statistics file was corrupt: {}", warning);
   }
+  return {};
 }
 
 void Backend::start_housekeeper() {

@@ -80,8 +80,11 @@ class Backend {
   // statistics file plus what every counter file holds beyond it. Only this process's counters
   // when statistics are disabled or there is no directory.
   void counter_totals(Stats* out);
-  // Folds the counters into the statistics file now (no-op without a counter file).
-  void save_stats(stats::FoldMode mode = stats::FoldMode::save);
+  // Folds the counters into the statistics file now. Returns an empty string on success, else
+  // why not (no counter file: statistics disabled, read-only or degraded at open; I/O).
+  std::string save_stats(stats::FoldMode mode = stats::FoldMode::save);
+  // The settings the store runs with (adopted from the store when asked, see Resolved).
+  const engine::Options& engine_options() const { return primary_->options(); }
 
  private:
   explicit Backend(const Resolved& r);

@@ -13,6 +13,16 @@ struct Resolved {
   Config config;
   std::filesystem::path root;  // absolute
   std::filesystem::path dir;   // store + statistics; empty for the disabled strategy
+
+  // For larder's own tools (cachectl); Cache::open leaves them alone.
+  // Run with the policy, limits, default TTL and stale factor the store records (config has
+  // them after Backend::open) instead of imposing config's: opening changes nothing.
+  bool adopt_stored_settings = false;
+  // Inspect a store another process has open: the directory and store must exist; no locks,
+  // counter files, housekeeping or writes (writes fail).
+  bool read_only = false;
+  // process_isolated: remove directories of dead processes on open (kCollectOnOpenAge).
+  bool collect_dead_dirs = true;
 };
 
 // $XDG_CACHE_HOME/larder, else $HOME/.cache/larder, else the passwd home's .cache/larder.

@@ -1,6 +1,8 @@
 // LocalService: the cache operations over this process's Backend (store or memory). Every
 // function is noexcept in spirit for I/O: failures become misses or false, counted and logged
 // by Backend::finish.
+#include <unistd.h>
+
 #include <fmt/format.h>
 
 #include "core/backend.hpp"
@@ -324,6 +326,117 @@ void LocalService::count_error(std::string_view what) {
   Backend& b = *backend_;
   b.counters().error++;
   b.log().log(LogLevel::warn, what);
+}
+
+std::vector<std::optional<Entry>> LocalService::inspect(const std::vector<std::string>& keys,
+                                                        bool with_values) {
+  Backend& b = *backend_;
+  std::vector<std::optional<Entry>> out(keys.size());
+  const std::int64_t now = b.now_ns();
+  run(b, "inspect", [&](Engine& e) {
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      engine::Found f;
+      engine::AccessRecord a;
+      kv::Status st = e.read(keys[i], now, with_values, &f);
+      if (st.ok()) st = e.access_of(keys[i], &a);
+      if (st.not_found()) continue;  // not stored (or removed meanwhile)
+      if (!st.ok()) return st;
+      out[i] = Entry{std::move(f.value), make_info(keys[i], f, a, now)};
+    }
+    return kv::Status::Ok();
+  });
+  return out;
+}
+
+AdminResult LocalService::admin(AdminOp op, std::int64_t arg) {
+  Backend& b = *backend_;
+  AdminResult res;
+  // Maintenance works on the store itself, never on the memory stand-in of a degraded cache.
+  auto on_store = [&](std::string_view what, auto&& f) {
+    const Backend::Op o = b.begin();
+    if (!o.primary || b.degraded()) {
+      b.finish(o, kv::Status::Ok(), what);
+      res.error = fmt::format("the store is not in use: {}", b.last_error());
+      return;
+    }
+    const kv::Status s = f(*o.engine);
+    b.finish(o, s, what, {}, true);
+    res.ok = s.ok();
+    if (!s.ok()) res.error = s.message;
+  };
+  auto verify_into = [&](Engine& e) {
+    engine::VerifyReport report;
+    const kv::Status s = e.verify(&report);
+    res.lines = std::move(report.problems);
+    res.count = res.lines.size();
+    res.fields["entries"] = std::to_string(report.entries);
+    res.fields["bytes"] = std::to_string(report.bytes);
+    return s;
+  };
+  switch (op) {
+    case AdminOp::settings: {
+      const engine::Options& o = b.engine_options();
+      const Config& c = b.resolved().config;
+      res.ok = true;
+      res.fields = {
+          {"policy", to_string(o.policy)},
+          {"max_entries", std::to_string(o.max_entries)},
+          {"max_size_bytes", std::to_string(o.max_bytes)},
+          {"default_ttl_s", std::to_string(o.default_ttl_s)},
+          {"stale_factor", fmt::format("{}", o.stale_factor)},
+          {"cleanup_interval_s", std::to_string(c.cleanup_interval.count())},
+          {"strategy", to_string(c.strategy)},
+          {"directory", b.resolved().dir.string()},
+          {"pid", std::to_string(::getpid())},
+          {"read_only", b.resolved().read_only ? "true" : "false"},
+          {"degraded", b.degraded() ? "true" : "false"},
+          {"last_error", b.last_error()},
+      };
+      break;
+    }
+    case AdminOp::verify:
+      on_store("verify", verify_into);
+      break;
+    case AdminOp::repair:
+      on_store("repair", [&](Engine& e) {
+        kv::Status s = e.rebuild();
+        return s.ok() ? verify_into(e) : s;
+      });
+      break;
+    case AdminOp::compact:
+      on_store("compact", [&](Engine& e) { return e.compact(); });
+      break;
+    case AdminOp::evict_older_than:
+      if (arg < 0) {
+        res.error = "the age must not be negative";
+        break;
+      }
+      on_store("evict_older_than", [&](Engine& e) {
+        const std::int64_t cutoff = b.now_ns() - arg * 1'000'000'000;
+        std::vector<std::string> keys, old;
+        kv::Status s = e.keys({}, &keys);
+        for (std::size_t i = 0; s.ok() && i < keys.size(); ++i) {
+          engine::Found f;
+          s = e.read(keys[i], b.now_ns(), false, &f);
+          if (s.not_found()) {
+            s = kv::Status::Ok();
+          } else if (s.ok() && f.header.created_ns < cutoff) {
+            old.push_back(keys[i]);
+          }
+        }
+        std::size_t n = 0;
+        if (s.ok()) s = e.remove_keys(old, &n);
+        res.count = n;
+        b.counters().eviction += n;
+        return s;
+      });
+      break;
+    case AdminOp::zero_stats:
+      res.error = b.save_stats(stats::FoldMode::zero);
+      res.ok = res.error.empty();
+      break;
+  }
+  return res;
 }
 
 bool LocalService::degraded() const {

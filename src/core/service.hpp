@@ -44,6 +44,25 @@ inline bool valid_category(std::string_view category) {
   return category.size() <= kMaxCategoryBytes && category.find('\0') == std::string_view::npos;
 }
 
+// Maintenance operations (cachectl). Explicit values: they travel in the shared protocol.
+enum class AdminOp : std::uint8_t {
+  settings = 1,          // fields: what the store runs with and where
+  verify = 2,            // lines: the problems found; count: how many
+  repair = 3,            // rebuild indexes and counters, then verify (count: problems left)
+  compact = 4,           // compact every column family
+  evict_older_than = 5,  // remove entries created more than arg seconds ago; count: removed
+  zero_stats = 6,        // zero the statistics and record when
+};
+inline constexpr std::uint8_t kLastAdminOp = 6;
+
+struct AdminResult {
+  bool ok = false;
+  std::string error;  // !ok: why
+  std::uint64_t count = 0;
+  std::vector<std::string> lines;
+  std::map<std::string, std::string> fields;
+};
+
 class Service {
  public:
   virtual ~Service() = default;
@@ -71,6 +90,12 @@ class Service {
   virtual std::optional<std::string> peek(std::string_view key) = 0;
   // Counts (and logs) an error found by the caller, e.g. a value that does not deserialize.
   virtual void count_error(std::string_view what) = 0;
+  // Entry and info of each key in any status (nullopt: not stored); values only when asked.
+  // Records no access, counts no hit or miss: an inspection.
+  virtual std::vector<std::optional<Entry>> inspect(const std::vector<std::string>& keys,
+                                                    bool with_values) = 0;
+  // Runs a maintenance operation (AdminOp says what `arg` means); never throws for I/O.
+  virtual AdminResult admin(AdminOp op, std::int64_t arg) = 0;
 
   virtual bool degraded() const = 0;
   virtual std::string last_error() const = 0;
@@ -122,6 +147,9 @@ class LocalService final : public Service {
   void flush() override;
   std::optional<std::string> peek(std::string_view key) override;
   void count_error(std::string_view what) override;
+  std::vector<std::optional<Entry>> inspect(const std::vector<std::string>& keys,
+                                            bool with_values) override;
+  AdminResult admin(AdminOp op, std::int64_t arg) override;
 
   bool degraded() const override;
   std::string last_error() const override;

@@ -25,6 +25,8 @@ constexpr std::string_view kStaleFactorKey = "stale_factor";
 constexpr std::string_view kTotalsKey = "totals";  // LE64 entries, LE64 bytes, LE64 tick
 constexpr std::string_view kWatermarkKey = "watermark";
 constexpr std::string_view kRebuildingKey = "rebuilding";
+// LE64 max entries, LE64 max bytes, LE64 default TTL in seconds (only informative: tools).
+constexpr std::string_view kLimitsKey = "limits";
 constexpr std::string_view kCategoryCounterPrefix = "c/";
 constexpr std::string_view kCategoryCounterEnd = "c0";  // '/' + 1
 
@@ -126,7 +128,15 @@ Engine::~Engine() {
 
 std::function<bool(std::string_view)> Engine::drop_predicate(
     std::shared_ptr<std::atomic<std::int64_t>> watermark, double stale_factor) {
-  return [watermark = std::move(watermark), stale_factor](std::string_view record) {
+  return drop_predicate(std::move(watermark), std::make_shared<std::atomic<double>>(stale_factor));
+}
+
+std::function<bool(std::string_view)> Engine::drop_predicate(
+    std::shared_ptr<std::atomic<std::int64_t>> watermark,
+    std::shared_ptr<const std::atomic<double>> stale_factor_in) {
+  return [watermark = std::move(watermark),
+          factor = std::move(stale_factor_in)](std::string_view record) {
+    const double stale_factor = factor->load(std::memory_order_relaxed);
     std::uint8_t flags = 0;
     std::int64_t created = 0, ttl = 0;
     if (!decode_entry_times(record, &flags, &created, &ttl) || ttl <= 0) return false;
@@ -142,6 +152,12 @@ void Engine::write_meta(kv::Batch& batch) {
   std::uint64_t bits = 0;
   std::memcpy(&bits, &options_.stale_factor, sizeof bits);
   batch.put(Cf::counters, kStaleFactorKey, le64(bits));
+  batch.put(Cf::counters, kLimitsKey, limits_record());
+}
+
+std::string Engine::limits_record() const {
+  return le64(options_.max_entries) + le64(options_.max_bytes) +
+         le64(static_cast<std::uint64_t>(options_.default_ttl_s));
 }
 
 Status Engine::open() {
@@ -188,6 +204,7 @@ Status Engine::open() {
   u64(kRebuildingKey, &rebuilding);
   double factor = 0;
   std::memcpy(&factor, &factor_bits, sizeof factor);
+  auto limits = counters.find(kLimitsKey);
   s = kv_->scan(Cf::counters, kCategoryCounterPrefix, kCategoryCounterEnd,
                 [&](std::string_view k, std::string_view val) {
                   if (val.size() == 8)
@@ -203,6 +220,43 @@ Status Engine::open() {
                "earlier rebuild was interrupted)");
     return rebuild_locked();
   }
+  if (limits == counters.end() || limits->second != limits_record()) {
+    auto batch = kv_->new_batch();
+    batch->put(Cf::counters, kLimitsKey, limits_record());
+    return kv_->write(*batch);
+  }
+  return Status::Ok();
+}
+
+Status Engine::read_settings(kv::Kv& kv, Options* out, bool* found) {
+  *found = false;
+  std::string v;
+  Status s = kv.get(Cf::counters, kFormatKey, &v);
+  if (s.not_found()) return Status::Ok();
+  if (!s.ok()) return s;
+  if (v.size() != 8 || get_le64(v) > kStoreFormat) return Status::Ok();
+  *found = true;
+  if (kv.get(Cf::counters, kPolicyKey, &v).ok() && v.size() == 8 &&
+      get_le64(v) <= static_cast<std::uint64_t>(EvictionPolicy::ttl))
+    out->policy = static_cast<EvictionPolicy>(get_le64(v));
+  if (kv.get(Cf::counters, kStaleFactorKey, &v).ok() && v.size() == 8) {
+    const std::uint64_t bits = get_le64(v);
+    double factor = 0;
+    std::memcpy(&factor, &bits, sizeof factor);
+    if (factor >= 1.0) out->stale_factor = factor;
+  }
+  if (kv.get(Cf::counters, kLimitsKey, &v).ok() && v.size() == 24) {
+    const std::string_view l = v;
+    out->max_entries = get_le64(l);
+    out->max_bytes = get_le64(l.substr(8));
+    out->default_ttl_s = static_cast<std::int64_t>(get_le64(l.substr(16)));
+  }
+  return Status::Ok();
+}
+
+Status Engine::compact() {
+  for (int cf = 0; cf < kv::kCfCount; ++cf)
+    if (Status s = kv_->compact(static_cast<Cf>(cf)); !s.ok()) return s;
   return Status::Ok();
 }
 

@@ -46,6 +46,8 @@ struct Options {
   std::uint64_t max_bytes = 0;    // 0 = unlimited
   EvictionPolicy policy = EvictionPolicy::lru;
   double stale_factor = 2.0;
+  // Not used by the engine; persisted with the settings so tools can show and reuse it.
+  std::int64_t default_ttl_s = 0;
 };
 
 struct Found {
@@ -80,13 +82,23 @@ class Engine {
   Engine& operator=(const Engine&) = delete;
 
   // Loads the counters (no scan) and rebuilds the indexes when the policy or stale factor changed
-  // since the last open or a rebuild was interrupted. Fails on I/O trouble or a newer format.
+  // since the last open or a rebuild was interrupted; records changed limits or default TTL.
+  // Fails on I/O trouble or a newer format.
   kv::Status open();
 
   // The compaction-filter predicate for the entries family: true for records whose expired-at
   // time is below the watermark.
   static std::function<bool(std::string_view)> drop_predicate(
       std::shared_ptr<std::atomic<std::int64_t>> watermark, double stale_factor);
+  // The same with a stale factor that may be set after the store is opened (before the engine
+  // over it is: until Engine::open the watermark drops nothing).
+  static std::function<bool(std::string_view)> drop_predicate(
+      std::shared_ptr<std::atomic<std::int64_t>> watermark,
+      std::shared_ptr<const std::atomic<double>> stale_factor);
+  // The settings a store was last opened with (policy, stale factor, limits, default TTL) into
+  // *out, leaving fields the store does not record alone; *found is false for a store without
+  // settings (new or unknown format). Fails only when the store cannot be read.
+  static kv::Status read_settings(kv::Kv& kv, Options* out, bool* found);
 
   // ok with *out filled, not_found, or a failure (corruption for an undecodable record).
   kv::Status read(std::string_view key, std::int64_t now_ns, bool want_value, Found* out);
@@ -124,6 +136,8 @@ class Engine {
   kv::Status verify(VerifyReport* report);
   // Rebuilds access records, indexes and counters from the entries family.
   kv::Status rebuild();
+  // Compacts every column family (reclaims the space of deleted records; no-op in memory).
+  kv::Status compact();
 
   std::uint64_t entries() const { return entries_.load(); }
   std::uint64_t bytes() const { return bytes_.load(); }
@@ -162,6 +176,7 @@ class Engine {
   kv::Status invalidate_locked(Txn& t, std::string_view key, bool* marked);
   kv::Status rebuild_locked();
   void write_meta(kv::Batch& batch);
+  std::string limits_record() const;
 
   std::unique_ptr<kv::Kv> kv_;
   Options options_;

@@ -109,6 +109,20 @@ Reply dispatch(LocalService& l, const Request& q) {
     case Op::flush:
       l.flush();
       break;
+    case Op::inspect:
+      r.entries = l.inspect(q.keys, q.flag);
+      break;
+    case Op::admin: {
+      if (q.code < 1 || q.code > core::kLastAdminOp)
+        return bad(fmt::format("unknown maintenance operation {}", q.code));
+      core::AdminResult a = l.admin(static_cast<core::AdminOp>(q.code), q.number);
+      r.flag = a.ok;
+      r.error = std::move(a.error);
+      r.count = a.count;
+      r.strings = std::move(a.lines);
+      r.fields = std::move(a.fields);
+      break;
+    }
   }
   return r;
 }
@@ -459,6 +473,51 @@ class Node final : public core::Service {
     if (counter_file_ && !inherited())
       (void)stats::fold_stats(r_.dir, counter_file_.get(), stats::FoldMode::save, now(), {},
                               nullptr);
+  }
+
+  std::vector<std::optional<Entry>> inspect(const std::vector<std::string>& keys,
+                                            bool with_values) override {
+    return route(
+        [&] {
+          Request req;
+          req.op = Op::inspect;
+          req.keys = keys;
+          req.flag = with_values;
+          return req;
+        },
+        true, std::vector<std::optional<Entry>>(keys.size()), 0,
+        [&](LocalService& l) { return l.inspect(keys, with_values); },
+        [&](Reply& r) {
+          r.entries.resize(keys.size());
+          return std::move(r.entries);
+        });
+  }
+
+  core::AdminResult admin(core::AdminOp op, std::int64_t arg) override {
+    core::AdminResult failed;
+    failed.error = fmt::format("no answer from the cache's owner within {} ms{}",
+                               r_.config.lock_timeout.count(),
+                               last_error().empty() ? "" : ": " + last_error());
+    // Only reads are worth repeating after a lost reply.
+    const bool idempotent = op == core::AdminOp::settings || op == core::AdminOp::verify;
+    return route(
+        [&] {
+          Request req;
+          req.op = Op::admin;
+          req.code = static_cast<std::uint8_t>(op);
+          req.number = arg;
+          return req;
+        },
+        idempotent, failed, 0, [&](LocalService& l) { return l.admin(op, arg); },
+        [](Reply& r) {
+          core::AdminResult a;
+          a.ok = r.flag;
+          a.error = std::move(r.error);
+          a.count = r.count;
+          a.lines = std::move(r.strings);
+          a.fields = std::move(r.fields);
+          return a;
+        });
   }
 
   void count_error(std::string_view what) override {

@@ -74,13 +74,13 @@ namespace shared {
 
 template <class Archive>
 void serialize(Archive& ar, Request& r) {
-  ar(r.id, r.op, r.text, r.flag, r.keys, r.sets);
+  ar(r.id, r.op, r.text, r.flag, r.keys, r.sets, r.code, r.number);
 }
 
 template <class Archive>
 void serialize(Archive& ar, Reply& r) {
   ar(r.id, r.status, r.error, r.flag, r.count, r.value, r.values, r.flags, r.strings, r.entry,
-     r.info, r.stats);
+     r.info, r.stats, r.entries, r.fields);
 }
 
 namespace {
@@ -131,7 +131,7 @@ std::string encode(const Reply& r) {
 }
 bool decode(std::string_view payload, Request* out, std::string* error) {
   if (!decode_any(payload, out, error)) return false;
-  if (out->op < Op::set || out->op > Op::peek) {
+  if (out->op < Op::set || out->op > Op::admin) {
     *error = fmt::format("unknown operation {}", static_cast<unsigned>(out->op));
     return false;
   }
@@ -181,6 +181,10 @@ const char* to_string(Op op) {
       return "set_many";
     case Op::peek:
       return "peek";
+    case Op::inspect:
+      return "inspect";
+    case Op::admin:
+      return "admin";
   }
   return "unknown";
 }

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -20,7 +21,8 @@
 
 namespace larder::shared {
 
-inline constexpr std::uint16_t kProtocolVersion = 1;
+// 2: adds inspect and admin (cachectl).
+inline constexpr std::uint16_t kProtocolVersion = 2;
 inline constexpr std::uint32_t kMaxFrameBytes = 256u << 20;
 
 enum class Op : std::uint8_t {
@@ -43,15 +45,19 @@ enum class Op : std::uint8_t {
   get_many = 17,
   set_many = 18,
   peek = 19,
+  inspect = 20,
+  admin = 21,
 };
 
 struct Request {
   std::uint64_t id = 0;
   Op op = Op::get;
   std::string text;                    // key, category or pattern
-  bool flag = false;                   // get_entry: include_stale
-  std::vector<std::string> keys;       // get_many
+  bool flag = false;                   // get_entry: include_stale; inspect: with values
+  std::vector<std::string> keys;       // get_many, inspect
   std::vector<core::SetRequest> sets;  // set, set_many
+  std::uint8_t code = 0;               // admin: the core::AdminOp
+  std::int64_t number = 0;             // admin: its argument
 };
 
 enum class ReplyStatus : std::uint8_t { ok = 0, bad_request = 1 };
@@ -69,6 +75,8 @@ struct Reply {
   std::optional<Entry> entry;                      // get_entry
   std::optional<EntryInfo> info;                   // metadata
   std::optional<Stats> stats;                      // stats
+  std::vector<std::optional<Entry>> entries;       // inspect
+  std::map<std::string, std::string> fields;       // admin (with flag = ok, error, count, strings)
 };
 
 // Payloads (without the length prefix).

@@ -1,0 +1,1055 @@
+#include "commands.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <ctime>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+
+#include <fmt/format.h>
+#include <rapidjson/document.h>
+#include <rapidjson/writer.h>
+
+#include "core/config.hpp"
+#include "larder/larder.hpp"
+#include "output.hpp"
+#include "stats/stats_file.hpp"
+#include "util/fs.hpp"
+#include "util/glob.hpp"
+#include "util/lock_file.hpp"
+
+namespace cachectl {
+
+namespace {
+
+using larder::core::AdminOp;
+using larder::core::AdminResult;
+using Clock = std::chrono::system_clock;
+
+constexpr std::size_t kBatch = 500;  // keys per inspect / set_many round trip
+
+void out(const std::string& text) {
+  std::fwrite(text.data(), 1, text.size(), stdout);
+}
+
+// Informational lines (suppressed by -q); results go through out().
+void info(const Globals& g, const std::string& line) {
+  if (!g.quiet) std::fprintf(stderr, "%s\n", line.c_str());
+}
+
+Style style_for(const Globals& g) {
+  Style s;
+  s.color =
+      !g.no_color && !g.json && ::isatty(STDOUT_FILENO) == 1 && std::getenv("NO_COLOR") == nullptr;
+  return s;
+}
+
+bool progress_wanted(const Globals& g) {
+  return !g.quiet;
+}
+
+std::string status_word(const Style& st, larder::EntryStatus s) {
+  const char* name = larder::core::to_string(s);
+  switch (s) {
+    case larder::EntryStatus::fresh:
+      return st.green(name);
+    case larder::EntryStatus::stale:
+      return st.yellow(name);
+    case larder::EntryStatus::expired:
+      return st.red(name);
+    case larder::EntryStatus::invalid:
+      return st.magenta(name);
+  }
+  return name;
+}
+
+std::optional<larder::EntryStatus> parse_status(std::string_view s) {
+  for (auto v : {larder::EntryStatus::fresh, larder::EntryStatus::stale,
+                 larder::EntryStatus::expired, larder::EntryStatus::invalid})
+    if (s == larder::core::to_string(v)) return v;
+  return std::nullopt;
+}
+
+std::string iso(Clock::time_point t) {
+  return larder::util::iso8601_utc(t);
+}
+
+std::optional<Clock::time_point> parse_iso(const std::string& s) {
+  std::tm tm{};
+  int y = 0, mo = 0, d = 0, h = 0, mi = 0, sec = 0;
+  if (std::sscanf(s.c_str(), "%d-%d-%dT%d:%d:%d", &y, &mo, &d, &h, &mi, &sec) != 6)
+    return std::nullopt;
+  tm.tm_year = y - 1900;
+  tm.tm_mon = mo - 1;
+  tm.tm_mday = d;
+  tm.tm_hour = h;
+  tm.tm_min = mi;
+  tm.tm_sec = sec;
+  return Clock::from_time_t(::timegm(&tm));
+}
+
+// The statistics file as last written (read only: never moved aside from here).
+std::optional<larder::stats::Snapshot> read_snapshot(const fs::path& dir) {
+  std::string content, why;
+  larder::stats::Snapshot snap;
+  if (!larder::util::read_file(dir / larder::stats::kStatsFileName, &content, &why) ||
+      !larder::stats::from_json(content, &snap, &why))
+    return std::nullopt;
+  return snap;
+}
+
+struct Disk {
+  std::uint64_t sst = 0, wal = 0, other = 0;
+  std::uint64_t total() const { return sst + wal + other; }
+};
+
+Disk disk_usage(const fs::path& db) {
+  Disk d;
+  std::error_code ec;
+  for (fs::directory_iterator it(db, ec), end; !ec && it != end; it.increment(ec)) {
+    std::error_code ec2;
+    if (!it->is_regular_file(ec2)) continue;
+    const std::uint64_t size = it->file_size(ec2);
+    if (ec2) continue;
+    const std::string ext = it->path().extension().string();
+    if (ext == ".sst")
+      d.sst += size;
+    else if (ext == ".log")
+      d.wal += size;
+    else
+      d.other += size;
+  }
+  return d;
+}
+
+std::uint64_t setting_u64(const Session& s, const std::string& name) {
+  auto it = s.settings.find(name);
+  return it == s.settings.end() ? 0 : std::stoull(it->second);
+}
+
+std::string setting(const Session& s, const std::string& name) {
+  auto it = s.settings.find(name);
+  return it == s.settings.end() ? std::string() : it->second;
+}
+
+// The owner's pid of a shared cache as its lock file names it ("" when unknown).
+std::string lock_holder(const fs::path& root) {
+  larder::util::LockFile lock;
+  if (!lock.open(root / ".larder.lock", false).empty()) return {};
+  return lock.read_content();
+}
+
+std::string field_of(const std::string& content, std::string_view name) {
+  const auto pos = content.find(std::string(name) + "=");
+  if (pos == std::string::npos) return {};
+  const auto start = pos + name.size() + 1;
+  const auto end = content.find('\n', start);
+  return content.substr(start, end == std::string::npos ? std::string::npos : end - start);
+}
+
+void entry_json(Json& j, const larder::EntryInfo& e) {
+  j.w().StartObject();
+  j.field("key", e.key);
+  j.field("status", larder::core::to_string(e.status));
+  j.field("category", e.category);
+  j.field("size_bytes", e.size_bytes);
+  j.field("created_at", iso(e.created_at));
+  j.field("age_s", e.age_seconds());
+  j.key("expires_at");
+  if (e.expires_at)
+    j.str(iso(*e.expires_at));
+  else
+    j.w().Null();
+  j.key("ttl_remaining_s");
+  if (auto r = e.remaining_ttl_seconds())
+    j.w().Double(*r);
+  else
+    j.w().Null();
+  j.field("access_count", e.access_count);
+  j.field("last_accessed", iso(e.last_accessed));
+  j.key("metadata");
+  j.w().StartObject();
+  for (const auto& [k, v] : e.metadata) j.field(k, v);
+  j.w().EndObject();
+  j.w().EndObject();
+}
+
+// Every stored entry's info (values with `with_values`), in key order, `keys` in batches.
+std::vector<larder::Entry> inspect_all(const Session& s, const std::vector<std::string>& keys,
+                                       bool with_values, const Globals& g, const char* label) {
+  std::vector<larder::Entry> out;
+  Progress progress(label, keys.size(), progress_wanted(g) && keys.size() > kBatch);
+  for (std::size_t i = 0; i < keys.size(); i += kBatch) {
+    std::vector<std::string> batch(
+        keys.begin() + static_cast<std::ptrdiff_t>(i),
+        keys.begin() + static_cast<std::ptrdiff_t>(std::min(keys.size(), i + kBatch)));
+    for (auto& e : s.service->inspect(batch, with_values))
+      if (e) out.push_back(std::move(*e));
+    progress.add(batch.size());
+  }
+  return out;
+}
+
+std::string printable_value(const std::string& v) {
+  if (printable_text(v)) return v;
+  std::string outv;
+  for (unsigned char c : v) {
+    if (c >= 0x20 && c < 0x7f && c != '\\')
+      outv += static_cast<char>(c);
+    else if (c == '\\')
+      outv += "\\\\";
+    else if (c == '\n')
+      outv += "\\n";
+    else
+      outv += fmt::format("\\x{:02x}", c);
+  }
+  return outv;
+}
+
+std::string prom_label(std::string_view v) {
+  std::string o;
+  for (char c : v) {
+    if (c == '\\' || c == '"')
+      o += {'\\', c};
+    else if (c == '\n')
+      o += "\\n";
+    else
+      o += c;
+  }
+  return o;
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------ status
+
+int cmd_status(const Globals& g) {
+  const Location loc = locate(g, false);
+  const Style st = style_for(g);
+  Json j;
+  j.w().StartObject();
+  j.field("root", loc.root.string());
+  j.field("strategy", larder::core::to_string(loc.strategy));
+  std::string text;
+  text += fmt::format("{:<12}{}\n", "cache", loc.root.string());
+  text += fmt::format("{:<12}{}\n", "strategy", larder::core::to_string(loc.strategy));
+
+  if (loc.strategy == larder::Strategy::process_isolated) {
+    Table t({"PID", "STATE", "ENTRIES", "ON DISK", "MODIFIED", "DIRECTORY"},
+            {true, false, true, true, true, false});
+    j.key("processes");
+    j.w().StartArray();
+    for (const auto& p : loc.procs) {
+      const Disk d = disk_usage(p.dir / "db");
+      const auto snap = read_snapshot(p.dir);
+      std::error_code ec;
+      const auto mtime = fs::last_write_time(p.dir, ec);
+      const double age =
+          ec ? 0.0
+             : std::chrono::duration<double>(fs::file_time_type::clock::now() - mtime).count();
+      t.add({std::to_string(p.pid), p.live ? st.green("live") : st.dim("dead"),
+             snap ? std::to_string(snap->total_entries) : "?", human_size(d.total()),
+             human_duration(age) + " ago", p.dir.filename().string()});
+      j.w().StartObject();
+      j.field("pid", static_cast<std::int64_t>(p.pid));
+      j.field("live", p.live);
+      j.field("directory", p.dir.string());
+      j.field("disk_bytes", d.total());
+      j.key("entries_last_saved");
+      if (snap)
+        j.w().Uint64(snap->total_entries);
+      else
+        j.w().Null();
+      j.w().EndObject();
+    }
+    j.w().EndArray();
+    text += "\n" + t.render();
+    if (!loc.chosen) {
+      j.w().EndObject();
+      if (g.json)
+        out(j.text());
+      else
+        out(text + "\n(choose one with --pid for its details)\n");
+      return kExitOk;
+    }
+    text += "\n";
+  }
+
+  Session s = open_session(g, loc);
+  larder::Stats stats = s.service->stats();
+  const auto snap = read_snapshot(s.dir);
+  const Disk d = disk_usage(s.dir / "db");
+  const std::uint64_t max_entries = setting_u64(s, "max_entries");
+  const std::uint64_t max_bytes = setting_u64(s, "max_size_bytes");
+  const std::int64_t store_pid = s.store_pid();
+  const bool by_us = store_pid == static_cast<std::int64_t>(::getpid());
+
+  if (loc.strategy == larder::Strategy::shared) {
+    const std::string holder = lock_holder(loc.root);
+    const std::string socket = field_of(holder, "socket");
+    if (by_us)
+      text +=
+          fmt::format("{:<12}none (no process was serving; cachectl opened the store)\n", "owner");
+    else
+      text += fmt::format("{:<12}pid {}{}\n", "owner", store_pid,
+                          socket.empty() ? "" : fmt::format(", serving on {}", socket));
+    j.key("owner_pid");
+    if (by_us)
+      j.w().Null();
+    else
+      j.w().Int64(store_pid);
+    j.key("socket");
+    if (by_us || socket.empty())
+      j.w().Null();
+    else
+      j.str(socket);
+  } else {
+    text += fmt::format("{:<12}{} (pid {}, {})\n", "directory", s.dir.string(), loc.chosen->pid,
+                        s.read_only ? "live: read-only view" : "not in use");
+    j.field("pid", static_cast<std::int64_t>(loc.chosen->pid));
+    j.field("live", loc.chosen->live);
+  }
+  j.field("directory", s.dir.string());
+  j.field("read_only", s.read_only);
+  const std::int64_t ttl = std::stoll(setting(s, "default_ttl_s"));
+  text += fmt::format("{:<12}{}, default TTL {}, stale until {} x TTL\n", "policy",
+                      setting(s, "policy"), ttl == 0 ? "none" : human_duration(double(ttl)),
+                      setting(s, "stale_factor"));
+  j.field("policy", setting(s, "policy"));
+  j.field("default_ttl_s", ttl);
+  j.field("stale_factor", std::stod(setting(s, "stale_factor")));
+
+  auto limit_line = [&](const char* name, std::uint64_t value, std::uint64_t limit,
+                        const std::string& shown, const std::string& shown_limit) {
+    std::string line = fmt::format("{:<12}{}", name, shown);
+    if (limit == 0) return line + " (no limit)\n";
+    line += fmt::format(" of {}", shown_limit);
+    const double f = static_cast<double>(value) / static_cast<double>(limit);
+    if (st.color || ::isatty(STDOUT_FILENO) == 1)
+      line += "  " + (f >= 0.9 ? st.yellow(usage_bar(f)) : usage_bar(f));
+    else
+      line += fmt::format(" ({:.0f}%)", f * 100);
+    return line + "\n";
+  };
+  text += limit_line("entries", stats.total_entries, max_entries,
+                     std::to_string(stats.total_entries), std::to_string(max_entries));
+  text += limit_line("size", stats.total_size_bytes, max_bytes, human_size(stats.total_size_bytes),
+                     human_size(max_bytes));
+  text += fmt::format("{:<12}{} fresh, {} stale, {} expired, {} invalid\n", "status",
+                      stats.fresh_entries, stats.stale_entries, stats.expired_entries,
+                      stats.invalid_entries);
+  text += fmt::format("{:<12}{:.1f}% ({} hits, {} misses)\n", "hit rate", stats.hit_rate(),
+                      stats.hit_count, stats.miss_count);
+  text += fmt::format("{:<12}{} evictions, {} expirations, {} invalidations, {}\n", "removals",
+                      stats.eviction_count, stats.expiration_count, stats.invalidation_count,
+                      stats.error_count == 0 ? std::string("0 errors")
+                                             : st.red(fmt::format("{} errors", stats.error_count)));
+  text += fmt::format("{:<12}{} (SST {}, WAL {}, other {}); logical size {}\n", "on disk",
+                      human_size(d.total()), human_size(d.sst), human_size(d.wal),
+                      human_size(d.other), human_size(stats.total_size_bytes));
+  auto when = [&](const std::string& iso_text) -> std::string {
+    if (iso_text.empty()) return "never";
+    auto t = parse_iso(iso_text);
+    if (!t) return iso_text;
+    return fmt::format("{} ago ({})",
+                       human_duration(std::chrono::duration<double>(Clock::now() - *t).count()),
+                       iso_text);
+  };
+  text += fmt::format("{:<12}updated {}, last zeroed {}\n", "statistics",
+                      snap ? when(snap->last_updated) : "never (no statistics file yet)",
+                      snap ? when(snap->last_zeroed) : "never");
+
+  j.field("entries", stats.total_entries);
+  j.field("max_entries", max_entries);
+  j.field("size_bytes", stats.total_size_bytes);
+  j.field("max_size_bytes", max_bytes);
+  j.field("fresh", stats.fresh_entries);
+  j.field("stale", stats.stale_entries);
+  j.field("expired", stats.expired_entries);
+  j.field("invalid", stats.invalid_entries);
+  j.field("hit_rate", stats.hit_rate());
+  j.field("hits", stats.hit_count);
+  j.field("misses", stats.miss_count);
+  j.field("evictions", stats.eviction_count);
+  j.field("expirations", stats.expiration_count);
+  j.field("invalidations", stats.invalidation_count);
+  j.field("errors", stats.error_count);
+  j.key("stats_last_updated");
+  if (snap && !snap->last_updated.empty())
+    j.str(snap->last_updated);
+  else
+    j.w().Null();
+  j.key("stats_last_zeroed");
+  if (snap && !snap->last_zeroed.empty())
+    j.str(snap->last_zeroed);
+  else
+    j.w().Null();
+  j.key("disk");
+  j.w().StartObject();
+  j.field("sst_bytes", d.sst);
+  j.field("wal_bytes", d.wal);
+  j.field("other_bytes", d.other);
+  j.field("total_bytes", d.total());
+  j.w().EndObject();
+  j.w().EndObject();
+  out(g.json ? j.text() : text);
+  return kExitOk;
+}
+
+// ------------------------------------------------------------------------------------- stats
+
+int cmd_stats(const Globals& g, const std::string& format, bool zero) {
+  if (format != "text" && format != "json" && format != "prometheus")
+    throw Failure{kExitUsage,
+                  fmt::format("--format must be text, json or prometheus, not '{}'", format)};
+  const Location loc = locate(g, true);
+  Session s = open_session(g, loc);
+  if (zero) {
+    s.require_writable("zero the statistics");
+    AdminResult r = s.service->admin(AdminOp::zero_stats, 0);
+    if (!r.ok) throw Failure{kExitNoCache, fmt::format("cannot zero the statistics: {}", r.error)};
+    info(g, "statistics zeroed");
+  }
+  const larder::Stats st = s.service->stats();
+  const std::vector<std::pair<const char*, std::uint64_t>> counters = {
+      {"hits", st.hit_count},
+      {"misses", st.miss_count},
+      {"sets", st.set_count},
+      {"deletes", st.delete_count},
+      {"evictions", st.eviction_count},
+      {"expirations", st.expiration_count},
+      {"invalidations", st.invalidation_count},
+      {"errors", st.error_count},
+      {"cleanups", st.cleanup_count},
+  };
+  const std::vector<std::pair<const char*, std::uint64_t>> gauges = {
+      {"entries", st.total_entries},
+      {"size_bytes", st.total_size_bytes},
+      {"fresh", st.fresh_entries},
+      {"stale", st.stale_entries},
+      {"expired", st.expired_entries},
+      {"invalid", st.invalid_entries},
+      {"max_entries", setting_u64(s, "max_entries")},
+      {"max_size_bytes", setting_u64(s, "max_size_bytes")},
+  };
+  const auto snap = read_snapshot(s.dir);
+  if (g.json || format == "json") {
+    Json j;
+    j.w().StartObject();
+    j.field("directory", s.dir.string());
+    for (const auto& [name, v] : counters) j.field(name, v);
+    for (const auto& [name, v] : gauges) j.field(name, v);
+    j.field("hit_rate", st.hit_rate());
+    j.key("categories");
+    j.w().StartObject();
+    for (const auto& [c, n] : st.categories) j.field(c, n);
+    j.w().EndObject();
+    j.field("last_updated", snap ? snap->last_updated : std::string());
+    j.field("last_zeroed", snap ? snap->last_zeroed : std::string());
+    j.w().EndObject();
+    out(j.text());
+  } else if (format == "prometheus") {
+    const std::string label = fmt::format("cache=\"{}\"", prom_label(s.dir.string()));
+    std::string text;
+    for (const auto& [name, v] : counters)
+      text += fmt::format("# TYPE larder_{0}_total counter\nlarder_{0}_total{{{1}}} {2}\n", name,
+                          label, v);
+    for (const auto& [name, v] : gauges)
+      text += fmt::format("# TYPE larder_{0} gauge\nlarder_{0}{{{1}}} {2}\n", name, label, v);
+    text += "# TYPE larder_category_entries gauge\n";
+    for (const auto& [c, n] : st.categories)
+      text += fmt::format("larder_category_entries{{{},category=\"{}\"}} {}\n", label,
+                          prom_label(c), n);
+    out(text);
+  } else {
+    Table t({"COUNTER", "VALUE"}, {false, true});
+    for (const auto& [name, v] : counters) t.add({name, std::to_string(v)});
+    for (const auto& [name, v] : gauges) t.add({name, std::to_string(v)});
+    t.add({"hit_rate", fmt::format("{:.1f}%", st.hit_rate())});
+    for (const auto& [c, n] : st.categories) t.add({"category " + c, std::to_string(n)});
+    t.add({"last_updated", snap && !snap->last_updated.empty() ? snap->last_updated : "never"});
+    t.add({"last_zeroed", snap && !snap->last_zeroed.empty() ? snap->last_zeroed : "never"});
+    out(t.render());
+  }
+  return kExitOk;
+}
+
+// ---------------------------------------------------------------------------------------- ls
+
+int cmd_ls(const Globals& g, const LsOptions& o) {
+  std::optional<larder::EntryStatus> want;
+  if (!o.status.empty() && !(want = parse_status(o.status)))
+    throw Failure{kExitUsage, fmt::format("--status must be fresh, stale, expired or invalid, "
+                                          "not '{}'",
+                                          o.status)};
+  if (o.sort != "key" && o.sort != "age" && o.sort != "size" && o.sort != "hits")
+    throw Failure{kExitUsage,
+                  fmt::format("--sort must be key, age, size or hits, not '{}'", o.sort)};
+  Session s = open_session(g, locate(g, true));
+  std::vector<std::string> keys =
+      o.category.empty() ? s.service->keys() : s.service->keys_in_category(o.category);
+  if (!o.pattern.empty())
+    std::erase_if(keys,
+                  [&](const std::string& k) { return !larder::util::glob_match(o.pattern, k); });
+  std::vector<larder::Entry> entries = inspect_all(s, keys, false, g, "reading");
+  if (want) std::erase_if(entries, [&](const larder::Entry& e) { return e.info.status != *want; });
+  auto by = [&](auto f) {
+    std::stable_sort(
+        entries.begin(), entries.end(),
+        [&](const larder::Entry& a, const larder::Entry& b) { return f(a.info, b.info); });
+  };
+  if (o.sort == "age")  // oldest first
+    by([](const auto& a, const auto& b) { return a.created_at < b.created_at; });
+  else if (o.sort == "size")  // largest first
+    by([](const auto& a, const auto& b) { return a.size_bytes > b.size_bytes; });
+  else if (o.sort == "hits")  // most accessed first
+    by([](const auto& a, const auto& b) { return a.access_count > b.access_count; });
+  if (o.limit > 0 && entries.size() > o.limit) entries.resize(o.limit);
+
+  if (g.json) {
+    Json j;
+    j.w().StartArray();
+    for (const auto& e : entries) entry_json(j, e.info);
+    j.w().EndArray();
+    out(j.text());
+    return kExitOk;
+  }
+  const Style st = style_for(g);
+  if (!o.long_format) {
+    std::string text;
+    for (const auto& e : entries) text += printable_value(e.info.key) + "\n";
+    out(text);
+    return kExitOk;
+  }
+  Table t({"STATUS", "SIZE", "AGE", "TTL LEFT", "HITS", "CATEGORY", "KEY"},
+          {false, true, true, true, true, false, false});
+  for (const auto& e : entries) {
+    const auto left = e.info.remaining_ttl_seconds();
+    t.add({status_word(st, e.info.status), human_size(e.info.size_bytes),
+           human_duration(e.info.age_seconds()), left ? human_duration(*left) : "-",
+           std::to_string(e.info.access_count), printable_value(e.info.category),
+           printable_value(e.info.key)});
+  }
+  out(t.render());
+  return kExitOk;
+}
+
+// --------------------------------------------------------------------------------------- get
+
+int cmd_get(const Globals& g, const GetOptions& o) {
+  Session s = open_session(g, locate(g, true));
+  auto found = s.service->inspect({o.key}, !o.meta);
+  if (!found[0]) throw Failure{kExitNotFound, fmt::format("no entry '{}'", o.key)};
+  const larder::Entry& e = *found[0];
+  if (o.meta) {
+    if (g.json) {
+      Json j;
+      entry_json(j, e.info);
+      out(j.text());
+      return kExitOk;
+    }
+    const Style st = style_for(g);
+    const auto left = e.info.remaining_ttl_seconds();
+    std::string text;
+    text += fmt::format("{:<14}{}\n", "key", printable_value(e.info.key));
+    text += fmt::format("{:<14}{}\n", "status", status_word(st, e.info.status));
+    text += fmt::format("{:<14}{}\n", "category", printable_value(e.info.category));
+    text += fmt::format("{:<14}{} ({} bytes)\n", "size", human_size(e.info.size_bytes),
+                        e.info.size_bytes);
+    text += fmt::format("{:<14}{} ({} ago)\n", "created", iso(e.info.created_at),
+                        human_duration(e.info.age_seconds()));
+    text += fmt::format("{:<14}{}\n", "expires",
+                        e.info.expires_at ? fmt::format("{} (in {})", iso(*e.info.expires_at),
+                                                        human_duration(*left))
+                                          : std::string("never"));
+    text += fmt::format("{:<14}{}\n", "accesses", e.info.access_count);
+    text += fmt::format("{:<14}{}\n", "last access", iso(e.info.last_accessed));
+    for (const auto& [k, v] : e.info.metadata)
+      text += fmt::format("{:<14}{} = {}\n", "metadata", printable_value(k), printable_value(v));
+    out(text);
+    return kExitOk;
+  }
+  if (e.info.status != larder::EntryStatus::fresh)
+    throw Failure{kExitNotFound,
+                  fmt::format("'{}' is {}: the cache would not return it (see get --meta)", o.key,
+                              larder::core::to_string(e.info.status))};
+  if (o.raw) {
+    out(e.value);
+  } else if (g.json) {
+    Json j;
+    j.w().StartObject();
+    j.field("key", e.info.key);
+    j.field("value_base64", base64_encode(e.value));
+    if (printable_text(e.value)) j.field("value", e.value);
+    j.w().EndObject();
+    out(j.text());
+  } else {
+    std::string v = printable_value(e.value);
+    if (v.empty() || v.back() != '\n') v += '\n';
+    out(v);
+  }
+  return kExitOk;
+}
+
+// --------------------------------------------------------------------------------------- set
+
+namespace {
+
+std::int64_t ttl_seconds(const Session& s, const std::string& text) {
+  if (text.empty()) return std::stoll(setting(s, "default_ttl_s"));
+  auto v = parse_age(text);
+  if (!v)
+    throw Failure{kExitUsage,
+                  fmt::format("--ttl '{}' is not a duration (e.g. 90, 30m, 2h, 1d)", text)};
+  return *v;
+}
+
+}  // namespace
+
+int cmd_set(const Globals& g, const SetOptions& o) {
+  if (o.has_value == !o.file.empty())
+    throw Failure{kExitUsage, "give the value either as an argument or with --file, not both"};
+  if (!larder::core::valid_key(o.key))
+    throw Failure{kExitUsage, fmt::format("the key must be 1 to {} bytes", larder::kMaxKeyBytes)};
+  if (!larder::core::valid_category(o.category))
+    throw Failure{kExitUsage, fmt::format("the category must be at most {} bytes without NUL",
+                                          larder::kMaxCategoryBytes)};
+  larder::core::SetRequest q;
+  q.key = o.key;
+  q.category = o.category;
+  for (const auto& kv : o.meta) {
+    const auto eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0)
+      throw Failure{kExitUsage, fmt::format("--meta '{}' is not KEY=VALUE", kv)};
+    q.metadata[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  if (o.has_value) {
+    q.value = o.value;
+  } else if (o.file == "-") {
+    q.value.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+  } else {
+    std::string why;
+    if (!larder::util::read_file(o.file, &q.value, &why))
+      throw Failure{kExitUsage, fmt::format("cannot read --file {}: {}", o.file, why)};
+  }
+  Session s = open_session(g, locate(g, true));
+  s.require_writable("set an entry");
+  q.ttl_s = ttl_seconds(s, o.ttl);
+  if (!s.service->set(q))
+    throw Failure{kExitNotFound,
+                  fmt::format("the cache refused '{}' (larger than max_size_bytes {}, a ttl-policy "
+                              "cache full of live entries, or a storage error: see status)",
+                              o.key, setting(s, "max_size_bytes"))};
+  info(g, fmt::format("stored '{}' ({} bytes)", o.key, q.value.size()));
+  return kExitOk;
+}
+
+// ---------------------------------------------------------------------------- rm, invalidate
+
+int cmd_rm(const Globals& g, const std::vector<std::string>& keys) {
+  Session s = open_session(g, locate(g, true));
+  s.require_writable("remove entries");
+  std::vector<std::string> missing;
+  std::size_t removed = 0;
+  for (const auto& k : keys) {
+    if (s.service->remove(k))
+      ++removed;
+    else
+      missing.push_back(k);
+  }
+  if (g.json) {
+    Json j;
+    j.w().StartObject();
+    j.field("removed", static_cast<std::uint64_t>(removed));
+    j.key("not_found");
+    j.w().StartArray();
+    for (const auto& k : missing) j.str(k);
+    j.w().EndArray();
+    j.w().EndObject();
+    out(j.text());
+  } else {
+    info(g, fmt::format("removed {} of {}", removed, keys.size()));
+  }
+  if (!missing.empty())
+    throw Failure{
+        kExitNotFound,
+        fmt::format("no entry '{}'{}", missing.front(),
+                    missing.size() > 1 ? fmt::format(" (and {} more)", missing.size() - 1) : "")};
+  return kExitOk;
+}
+
+namespace {
+
+int print_count(const Globals& g, const char* name, std::uint64_t n, const std::string& line) {
+  if (g.json) {
+    Json j;
+    j.w().StartObject();
+    j.field(name, n);
+    j.w().EndObject();
+    out(j.text());
+  } else {
+    info(g, line);
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+int cmd_invalidate(const Globals& g, const InvalidateOptions& o) {
+  const int given = !o.key.empty() + !o.category.empty() + !o.pattern.empty();
+  if (given != 1) throw Failure{kExitUsage, "give exactly one of --key, --category and --pattern"};
+  Session s = open_session(g, locate(g, true));
+  s.require_writable("invalidate entries");
+  std::uint64_t n = 0;
+  if (!o.key.empty()) {
+    if (!s.service->invalidate(o.key))
+      throw Failure{kExitNotFound, fmt::format("no valid entry '{}'", o.key)};
+    n = 1;
+  } else if (!o.category.empty()) {
+    n = s.service->invalidate_category(o.category);
+  } else {
+    n = s.service->invalidate_pattern(o.pattern);
+  }
+  return print_count(g, "invalidated", n, fmt::format("invalidated {} entries", n));
+}
+
+// ------------------------------------------------------------ clear, cleanup, evict, compact
+
+int cmd_clear(const Globals& g, const std::string& category) {
+  Session s = open_session(g, locate(g, true));
+  s.require_writable("clear the cache");
+  std::uint64_t n = 0;
+  {
+    Progress p("clearing", 0, progress_wanted(g));
+    n = category.empty() ? s.service->clear() : s.service->clear_category(category);
+  }
+  return print_count(g, "removed", n, fmt::format("removed {} entries", n));
+}
+
+int cmd_cleanup(const Globals& g) {
+  Session s = open_session(g, locate(g, true));
+  s.require_writable("clean up");
+  const std::uint64_t n = s.service->cleanup();
+  return print_count(g, "removed", n, fmt::format("removed {} expired or invalid entries", n));
+}
+
+int cmd_evict_older_than(const Globals& g, const std::string& age) {
+  const auto seconds = parse_age(age);
+  if (!seconds)
+    throw Failure{kExitUsage, fmt::format("'{}' is not an age (e.g. 45s, 30m, 3h, 2d, 1w)", age)};
+  Session s = open_session(g, locate(g, true));
+  s.require_writable("evict entries");
+  AdminResult r;
+  {
+    Progress p("evicting", 0, progress_wanted(g));
+    r = s.service->admin(AdminOp::evict_older_than, *seconds);
+  }
+  if (!r.ok) throw Failure{kExitNoCache, fmt::format("evict-older-than failed: {}", r.error)};
+  return print_count(g, "evicted", r.count,
+                     fmt::format("evicted {} entries created more than {} ago", r.count,
+                                 human_duration(static_cast<double>(*seconds))));
+}
+
+int cmd_compact(const Globals& g) {
+  Session s = open_session(g, locate(g, true));
+  s.require_writable("compact the store");
+  const Disk before = disk_usage(s.dir / "db");
+  AdminResult r;
+  {
+    Progress p("compacting", 0, progress_wanted(g));
+    r = s.service->admin(AdminOp::compact, 0);
+  }
+  if (!r.ok) throw Failure{kExitNoCache, fmt::format("compaction failed: {}", r.error)};
+  const Disk after = disk_usage(s.dir / "db");
+  if (g.json) {
+    Json j;
+    j.w().StartObject();
+    j.field("disk_bytes_before", before.total());
+    j.field("disk_bytes_after", after.total());
+    j.w().EndObject();
+    out(j.text());
+  } else {
+    info(g, fmt::format("compacted: {} on disk before, {} after", human_size(before.total()),
+                        human_size(after.total())));
+  }
+  return kExitOk;
+}
+
+// ---------------------------------------------------------------------------------------- gc
+
+int cmd_gc(const Globals& g, bool dry_run, const std::string& min_age) {
+  const auto age = parse_age(min_age);
+  if (!age)
+    throw Failure{kExitUsage,
+                  fmt::format("--min-age '{}' is not an age (e.g. 0, 1h, 2d)", min_age)};
+  const Location loc = locate(g, false);
+  std::vector<fs::path> dirs = larder::collect_dead_process_dirs(
+      loc.root, std::chrono::seconds(*age), dry_run,
+      [&](larder::LogLevel l, std::string_view line) {
+        if (l >= larder::LogLevel::warn || g.verbose > 0)
+          std::fprintf(stderr, "cachectl: %.*s\n", static_cast<int>(line.size()), line.data());
+      });
+  if (g.json) {
+    Json j;
+    j.w().StartObject();
+    j.field("dry_run", dry_run);
+    j.key(dry_run ? "would_remove" : "removed");
+    j.w().StartArray();
+    for (const auto& d : dirs) j.str(d.string());
+    j.w().EndArray();
+    j.w().EndObject();
+    out(j.text());
+  } else {
+    std::string text;
+    for (const auto& d : dirs) text += d.string() + "\n";
+    out(text);
+    info(g, fmt::format("{} {} director{} of processes that are gone",
+                        dry_run ? "would remove" : "removed", dirs.size(),
+                        dirs.size() == 1 ? "y" : "ies"));
+  }
+  return kExitOk;
+}
+
+// ------------------------------------------------------------------------------------ verify
+
+int cmd_verify(const Globals& g, bool repair) {
+  Session s = open_session(g, locate(g, true));
+  if (repair) s.require_writable("repair the store");
+  AdminResult found;
+  {
+    Progress p("verifying", 0, progress_wanted(g));
+    found = s.service->admin(AdminOp::verify, 0);
+  }
+  if (!found.ok) throw Failure{kExitNoCache, fmt::format("verify failed: {}", found.error)};
+  AdminResult after;
+  if (repair && found.count > 0) {
+    Progress p("repairing", 0, progress_wanted(g));
+    after = s.service->admin(AdminOp::repair, 0);
+    if (!after.ok) throw Failure{kExitNoCache, fmt::format("repair failed: {}", after.error)};
+  }
+  const std::uint64_t left = repair && found.count > 0 ? after.count : found.count;
+  if (g.json) {
+    Json j;
+    j.w().StartObject();
+    j.field("entries", static_cast<std::uint64_t>(std::stoull(found.fields["entries"])));
+    j.field("bytes", static_cast<std::uint64_t>(std::stoull(found.fields["bytes"])));
+    j.key("problems");
+    j.w().StartArray();
+    for (const auto& l : found.lines) j.str(l);
+    j.w().EndArray();
+    j.field("repaired", repair && found.count > 0);
+    j.field("problems_left", left);
+    j.w().EndObject();
+    out(j.text());
+  } else {
+    std::string text;
+    for (const auto& l : found.lines) text += l + "\n";
+    out(text);
+    info(g, fmt::format("checked {} entries ({}): {} problem{}", found.fields["entries"],
+                        human_size(std::stoull(found.fields["bytes"])), found.count,
+                        found.count == 1 ? "" : "s"));
+    if (repair && found.count > 0)
+      info(g, fmt::format("repaired: indexes and counters rebuilt, {} problem{} left", left,
+                          left == 1 ? "" : "s"));
+  }
+  return left == 0 ? kExitOk : kExitNotFound;
+}
+
+// ---------------------------------------------------------------------------- export, import
+
+int cmd_export(const Globals& g, const std::string& file) {
+  Session s = open_session(g, locate(g, true));
+  const std::vector<std::string> keys = s.service->keys();
+  const bool to_stdout = file == "-";
+  const fs::path tmp = to_stdout ? fs::path() : fs::path(file + ".tmp");
+  std::ofstream f;
+  if (!to_stdout) {
+    f.open(tmp, std::ios::binary | std::ios::trunc);
+    if (!f) throw Failure{kExitUsage, fmt::format("cannot write {}", tmp.string())};
+  }
+  std::ostream& o = to_stdout ? std::cout : f;
+  std::uint64_t written = 0, skipped = 0;
+  Progress progress("exporting", keys.size(), progress_wanted(g) && !to_stdout);
+  for (std::size_t i = 0; i < keys.size(); i += kBatch) {
+    std::vector<std::string> batch(
+        keys.begin() + static_cast<std::ptrdiff_t>(i),
+        keys.begin() + static_cast<std::ptrdiff_t>(std::min(keys.size(), i + kBatch)));
+    for (auto& e : s.service->inspect(batch, true)) {
+      if (!e) continue;  // removed meanwhile
+      if (e->info.status != larder::EntryStatus::fresh) {
+        ++skipped;
+        continue;
+      }
+      rapidjson::StringBuffer buf;
+      rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+      auto str = [&](std::string_view v) {
+        w.String(v.data(), static_cast<rapidjson::SizeType>(v.size()));
+      };
+      w.StartObject();
+      w.Key("key");
+      str(e->info.key);
+      w.Key("value");
+      str(base64_encode(e->value));
+      w.Key("category");
+      str(e->info.category);
+      w.Key("metadata");
+      w.StartObject();
+      for (const auto& [k, v] : e->info.metadata) {
+        w.Key(k.data(), static_cast<rapidjson::SizeType>(k.size()));
+        str(v);
+      }
+      w.EndObject();
+      w.Key("ttl");
+      if (auto left = e->info.remaining_ttl_seconds())
+        w.Int64(std::max<std::int64_t>(1, static_cast<std::int64_t>(std::ceil(*left))));
+      else
+        w.Null();
+      w.Key("created_at");
+      str(iso(e->info.created_at));
+      w.EndObject();
+      o.write(buf.GetString(), static_cast<std::streamsize>(buf.GetSize()));
+      o.put('\n');
+      ++written;
+    }
+    progress.add(batch.size());
+  }
+  o.flush();
+  if (!to_stdout) {
+    f.close();
+    std::error_code ec;
+    if (!f || (fs::rename(tmp, file, ec), ec)) {
+      fs::remove(tmp, ec);
+      throw Failure{kExitUsage, fmt::format("cannot write {}", file)};
+    }
+  }
+  if (g.json && !to_stdout) {
+    Json j;
+    j.w().StartObject();
+    j.field("exported", written);
+    j.field("skipped_not_fresh", skipped);
+    j.w().EndObject();
+    out(j.text());
+  } else {
+    info(g, fmt::format("exported {} entries{}", written,
+                        skipped ? fmt::format(" ({} not fresh, left out)", skipped) : ""));
+  }
+  return kExitOk;
+}
+
+namespace {
+
+// One line of an export file, checked; throws Failure (2) naming the line and the problem.
+larder::core::SetRequest parse_line(const std::string& where, const std::string& line,
+                                    std::int64_t default_ttl) {
+  rapidjson::Document d;
+  d.Parse(line.data(), line.size());
+  auto bad = [&](const std::string& why) { return Failure{kExitUsage, where + ": " + why}; };
+  if (d.HasParseError()) throw bad(fmt::format("not JSON (at byte {})", d.GetErrorOffset()));
+  if (!d.IsObject()) throw bad("not a JSON object");
+  larder::core::SetRequest q;
+  auto text = [&](const char* name, std::string* outv, bool required) {
+    auto it = d.FindMember(name);
+    if (it == d.MemberEnd()) {
+      if (required) throw bad(fmt::format("'{}' is missing", name));
+      return false;
+    }
+    if (!it->value.IsString()) throw bad(fmt::format("'{}' is not a string", name));
+    outv->assign(it->value.GetString(), it->value.GetStringLength());
+    return true;
+  };
+  text("key", &q.key, true);
+  if (!larder::core::valid_key(q.key))
+    throw bad(fmt::format("'key' must be 1 to {} bytes", larder::kMaxKeyBytes));
+  std::string encoded;
+  text("value", &encoded, true);
+  if (!base64_decode(encoded, &q.value)) throw bad("'value' is not base64");
+  if (!text("category", &q.category, false)) q.category = "default";
+  if (!larder::core::valid_category(q.category)) throw bad("'category' is not a valid category");
+  if (auto m = d.FindMember("metadata"); m != d.MemberEnd()) {
+    if (!m->value.IsObject()) throw bad("'metadata' is not an object");
+    for (auto it = m->value.MemberBegin(); it != m->value.MemberEnd(); ++it) {
+      if (!it->value.IsString()) throw bad("'metadata' values must be strings");
+      q.metadata[std::string(it->name.GetString(), it->name.GetStringLength())] =
+          std::string(it->value.GetString(), it->value.GetStringLength());
+    }
+  }
+  q.ttl_s = default_ttl;
+  if (auto t = d.FindMember("ttl"); t != d.MemberEnd()) {
+    if (t->value.IsNull())
+      q.ttl_s = 0;
+    else if (t->value.IsInt64() && t->value.GetInt64() > 0)
+      q.ttl_s = t->value.GetInt64();
+    else
+      throw bad("'ttl' must be a positive whole number of seconds or null");
+  }
+  return q;
+}
+
+}  // namespace
+
+int cmd_import(const Globals& g, const std::string& file) {
+  std::string content, why;
+  if (file == "-")
+    content.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+  else if (!larder::util::read_file(file, &content, &why))
+    throw Failure{kExitUsage, fmt::format("cannot read {}: {}", file, why)};
+  Session s = open_session(g, locate(g, true));
+  s.require_writable("import entries");
+  const std::int64_t default_ttl = std::stoll(setting(s, "default_ttl_s"));
+  // Every line is checked before anything is stored: a bad file imports nothing.
+  std::vector<larder::core::SetRequest> items;
+  std::size_t line_no = 0, pos = 0;
+  while (pos < content.size()) {
+    std::size_t end = content.find('\n', pos);
+    if (end == std::string::npos) end = content.size();
+    std::string line = content.substr(pos, end - pos);
+    pos = end + 1;
+    ++line_no;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") == std::string::npos) continue;
+    items.push_back(
+        parse_line(fmt::format("{}:{}", file == "-" ? "stdin" : file, line_no), line, default_ttl));
+  }
+  std::uint64_t stored = 0;
+  std::vector<std::string> refused;
+  {
+    Progress progress("importing", items.size(), progress_wanted(g));
+    for (std::size_t i = 0; i < items.size(); i += kBatch) {
+      std::vector<larder::core::SetRequest> batch(
+          items.begin() + static_cast<std::ptrdiff_t>(i),
+          items.begin() + static_cast<std::ptrdiff_t>(std::min(items.size(), i + kBatch)));
+      const std::vector<bool> ok = s.service->set_many(batch);
+      for (std::size_t k = 0; k < batch.size(); ++k) {
+        if (k < ok.size() && ok[k])
+          ++stored;
+        else
+          refused.push_back(batch[k].key);
+      }
+      progress.add(batch.size());
+    }
+  }
+  if (g.json) {
+    Json j;
+    j.w().StartObject();
+    j.field("imported", stored);
+    j.key("refused");
+    j.w().StartArray();
+    for (const auto& k : refused) j.str(k);
+    j.w().EndArray();
+    j.w().EndObject();
+    out(j.text());
+  } else {
+    info(g, fmt::format("imported {} of {} entries", stored, items.size()));
+  }
+  if (!refused.empty())
+    throw Failure{kExitNotFound,
+                  fmt::format("the cache refused {} entries (first: '{}'): too large for "
+                              "max_size_bytes, a full ttl-policy cache, or storage errors",
+                              refused.size(), refused.front())};
+  return kExitOk;
+}
+
+}  // namespace cachectl

@@ -1,0 +1,53 @@
+// cachectl's commands. Each takes the global options and its own, prints its result (a table or
+// text on a terminal, JSON with --json) and returns the exit code; failures throw Failure
+// (target.hpp) with the code and the one line to print. docs/cachectl.md is the manual.
+//
+// Thread-safety: run from cachectl's main thread only.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "target.hpp"
+
+namespace cachectl {
+
+struct LsOptions {
+  std::string category, pattern, status, sort = "key";
+  std::uint64_t limit = 0;  // 0: all
+  bool long_format = false;
+};
+
+struct GetOptions {
+  std::string key;
+  bool meta = false, raw = false;
+};
+
+struct SetOptions {
+  std::string key, value, file, ttl, category = "default";
+  std::vector<std::string> meta;  // k=v
+  bool has_value = false;
+};
+
+struct InvalidateOptions {
+  std::string key, category, pattern;
+};
+
+int cmd_status(const Globals& g);
+int cmd_stats(const Globals& g, const std::string& format, bool zero);
+int cmd_ls(const Globals& g, const LsOptions& o);
+int cmd_get(const Globals& g, const GetOptions& o);
+int cmd_set(const Globals& g, const SetOptions& o);
+int cmd_rm(const Globals& g, const std::vector<std::string>& keys);
+int cmd_invalidate(const Globals& g, const InvalidateOptions& o);
+int cmd_clear(const Globals& g, const std::string& category);
+int cmd_cleanup(const Globals& g);
+int cmd_evict_older_than(const Globals& g, const std::string& age);
+int cmd_compact(const Globals& g);
+int cmd_gc(const Globals& g, bool dry_run, const std::string& min_age);
+int cmd_verify(const Globals& g, bool repair);
+int cmd_export(const Globals& g, const std::string& file);
+int cmd_import(const Globals& g, const std::string& file);
+
+}  // namespace cachectl
