@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(g++ pkg-config meson ninja-build librocksdb-dev libfmt-dev libcereal-dev doctest-dev
-          libcli11-dev libzstd-dev)
+          libcli11-dev libzstd-dev rapidjson-dev)
 if [[ "${LARDER_CXX:-}" == clang++ ]]; then packages+=(clang); fi
 missing=()
 for p in "${packages[@]}"; do

@@ -302,7 +302,8 @@ void Backend::note_op() {
 }
 
 void Backend::counter_totals(Stats* out) {
-  if (!counter_file_ || inherited()) {
+  // A read-only view counts nothing itself but reads every process's counters.
+  if (inherited() || (!counter_file_ && !(r_.read_only && r_.config.enable_statistics))) {
     counters_->copy_to(*out);
     return;
   }

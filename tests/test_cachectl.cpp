@@ -1,0 +1,446 @@
+// cachectl driven as a program (fork/exec of the built binary) against real caches: isolated
+// (the process gone, and alive: read-only), shared with a live owner in another process, and
+// directories that are not caches. Checks exit codes, JSON output and what the cache holds after.
+#include <doctest/doctest.h>
+
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+
+#include <rapidjson/document.h>
+
+#include "child.hpp"
+#include "engine/records.hpp"
+#include "support.hpp"
+
+using namespace larder;
+using namespace larder::test;
+
+namespace {
+
+struct Run {
+  int code = -1;
+  std::string out, err;
+};
+
+std::string slurp(const std::filesystem::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::ostringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+// Runs cachectl with `args` (stdin from `input`), bounded in time; collects exit code and output.
+Run cachectl(const std::vector<std::string>& args, const std::string& input = {}) {
+  TempDir io;
+  const auto in_path = io / "in", out_path = io / "out", err_path = io / "err";
+  std::ofstream(in_path, std::ios::binary) << input;
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    const int in = ::open(in_path.c_str(), O_RDONLY);
+    const int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    const int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    ::dup2(in, STDIN_FILENO);
+    ::dup2(out, STDOUT_FILENO);
+    ::dup2(err, STDERR_FILENO);
+    std::vector<char*> argv;
+    argv.push_back(const_cast<char*>(LARDER_CACHECTL));
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(LARDER_CACHECTL, argv.data());
+    ::_exit(127);
+  }
+  const int status = wait_bounded(pid);
+  Run r;
+  r.code = status >= 0 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.out = slurp(out_path);
+  r.err = slurp(err_path);
+  return r;
+}
+
+std::vector<std::string> with_root(const std::filesystem::path& root,
+                                   std::vector<std::string> args) {
+  args.insert(args.begin(), {"--root", root.string()});
+  return args;
+}
+
+rapidjson::Document json(const Run& r) {
+  rapidjson::Document d;
+  d.Parse(r.out.c_str());
+  INFO("stdout: " << r.out << " stderr: " << r.err);
+  REQUIRE_FALSE(d.HasParseError());
+  return d;
+}
+
+std::size_t lines(const std::string& s) {
+  return static_cast<std::size_t>(std::count(s.begin(), s.end(), '\n'));
+}
+
+Config isolated_config(const std::filesystem::path& root) {
+  Config c;
+  c.cache_root = root;
+  c.strategy = Strategy::process_isolated;
+  c.cleanup_interval = std::chrono::seconds(0);
+  c.max_entries = 1000;
+  c.max_size_bytes = 1 << 20;
+  c.eviction_policy = EvictionPolicy::lfu;
+  c.default_ttl = std::chrono::hours(5);
+  return c;
+}
+
+// An isolated cache written by this process and closed again (its process is "gone").
+void fill(const std::filesystem::path& root) {
+  Cache c = Cache::open(isolated_config(root));
+  for (int i = 0; i < 10; ++i)
+    REQUIRE(c.set("page:" + std::to_string(i), "value " + std::to_string(i), ttl(3600, "pages")));
+  SetOptions meta;
+  meta.category = "blobs";
+  meta.metadata = {{"source", "test"}};
+  meta.ttl = std::chrono::seconds(0);
+  REQUIRE(c.set("blob", std::string("\x00\x01\xff", 3), meta));
+}
+
+}  // namespace
+
+TEST_CASE("cachectl: a directory that is not a cache gives exit 3 and stays untouched") {
+  TempDir dir;
+  const auto empty = dir / "empty";
+  std::filesystem::create_directory(empty);
+  std::ofstream(dir / "export.jsonl") << "{\"key\":\"a\",\"value\":\"YQ==\"}\n";
+  for (const auto& args :
+       std::vector<std::vector<std::string>>{{"status"},
+                                             {"ls"},
+                                             {"get", "a"},
+                                             {"set", "a", "b"},
+                                             {"verify", "--repair"},
+                                             {"stats", "--zero"},
+                                             {"clear"},
+                                             {"compact"},
+                                             {"gc"},
+                                             {"export", (dir / "x").string()},
+                                             {"import", (dir / "export.jsonl").string()}}) {
+    const Run r = cachectl(with_root(empty, args));
+    INFO(args[0] << ": " << r.err);
+    CHECK(r.code == 3);
+    CHECK(r.err.find("is not a larder cache") != std::string::npos);
+    CHECK(lines(r.err) == 1);
+    CHECK(std::filesystem::is_empty(empty));
+  }
+  CHECK_FALSE(std::filesystem::exists(dir / "x"));
+  const Run missing = cachectl(with_root(dir / "nope", {"status"}));
+  CHECK(missing.code == 3);
+  CHECK(missing.err.find("does not exist") != std::string::npos);
+  CHECK_FALSE(std::filesystem::exists(dir / "nope"));
+  // Asking for the wrong strategy names what is there.
+  fill(dir / "iso");
+  const Run wrong = cachectl(with_root(dir / "iso", {"--strategy", "shared", "status"}));
+  CHECK(wrong.code == 3);
+  CHECK(wrong.err.find("holds process_isolated caches") != std::string::npos);
+}
+
+TEST_CASE("cachectl: usage errors give exit 2 with one line naming the problem") {
+  TempDir dir;
+  fill(dir.path());
+  for (const auto& args :
+       std::vector<std::vector<std::string>>{{"frobnicate"},
+                                             {},
+                                             {"invalidate"},
+                                             {"invalidate", "--key", "a", "--category", "b"},
+                                             {"evict-older-than", "3x"},
+                                             {"ls", "--sort", "colour"},
+                                             {"ls", "--status", "rotten"},
+                                             {"stats", "--format", "xml"},
+                                             {"set", "k"},
+                                             {"set", "k", "v", "--ttl", "soon"},
+                                             {"--strategy", "other", "status"}}) {
+    const Run r = cachectl(with_root(dir.path(), args));
+    INFO((args.empty() ? "(none)" : args[0]) << ": " << r.err);
+    CHECK(r.code == 2);
+    CHECK(r.err.rfind("cachectl: ", 0) == 0);
+  }
+  CHECK(cachectl({"--help"}).code == 0);
+  CHECK(cachectl({"ls", "--help"}).out.find("--sort") != std::string::npos);
+}
+
+TEST_CASE("cachectl: every command on a process_isolated cache whose process is gone") {
+  TempDir dir;
+  const auto root = dir.path();
+  fill(root);
+  auto run = [&](std::vector<std::string> args, const std::string& input = {}) {
+    return cachectl(with_root(root, std::move(args)), input);
+  };
+
+  // status adopts the store's own settings (lfu, limits, TTL) and reports the contents.
+  Run r = run({"--json", "status"});
+  REQUIRE(r.code == 0);
+  auto d = json(r);
+  CHECK(std::string(d["strategy"].GetString()) == "process_isolated");
+  CHECK(std::string(d["policy"].GetString()) == "lfu");
+  CHECK(d["max_entries"].GetUint64() == 1000);
+  CHECK(d["max_size_bytes"].GetUint64() == 1 << 20);
+  CHECK(d["default_ttl_s"].GetInt64() == 5 * 3600);
+  CHECK(d["entries"].GetUint64() == 11);
+  CHECK(d["fresh"].GetUint64() == 11);
+  CHECK(d["live"].GetBool() == false);
+  CHECK(d["processes"].GetArray().Size() == 1);
+  CHECK(d["disk"]["total_bytes"].GetUint64() > 0);
+  CHECK(run({"status"}).out.find("lfu") != std::string::npos);
+
+  // ls: filters, sorting, limits, JSON.
+  r = run({"ls"});
+  CHECK(r.code == 0);
+  CHECK(lines(r.out) == 11);
+  CHECK(lines(run({"ls", "--category", "pages"}).out) == 10);
+  CHECK(run({"ls", "--pattern", "page:[12]"}).out == "page:1\npage:2\n");
+  CHECK(run({"ls", "--sort", "size", "--limit", "1"}).out == "page:0\n");
+  d = json(run({"--json", "ls", "--category", "blobs"}));
+  REQUIRE(d.GetArray().Size() == 1);
+  CHECK(std::string(d[0]["key"].GetString()) == "blob");
+  CHECK(d[0]["size_bytes"].GetUint64() == 3);
+  CHECK(d[0]["expires_at"].IsNull());
+  CHECK(std::string(d[0]["metadata"]["source"].GetString()) == "test");
+  CHECK(run({"ls", "-l"}).out.find("STATUS") != std::string::npos);
+
+  // get: value, raw bytes, metadata, missing key.
+  CHECK(run({"get", "page:3"}).out == "value 3\n");
+  r = run({"get", "blob", "--raw"});
+  CHECK(r.out == std::string("\x00\x01\xff", 3));
+  d = json(run({"--json", "get", "blob"}));
+  CHECK(std::string(d["value_base64"].GetString()) == "AAH/");
+  d = json(run({"--json", "get", "page:3", "--meta"}));
+  CHECK(std::string(d["category"].GetString()) == "pages");
+  r = run({"get", "page:99"});
+  CHECK(r.code == 1);
+  CHECK(r.err == "cachectl: no entry 'page:99'\n");
+
+  // set and rm.
+  CHECK(
+      run({"set", "note", "hello", "--ttl", "2h", "--category", "notes", "--meta", "by=me"}).code ==
+      0);
+  CHECK(run({"get", "note"}).out == "hello\n");
+  d = json(run({"--json", "get", "note", "--meta"}));
+  CHECK(std::string(d["metadata"]["by"].GetString()) == "me");
+  CHECK(d["ttl_remaining_s"].GetDouble() > 7000);
+  CHECK(run({"set", "fromfile", "--file", "-"}, "piped").code == 0);
+  CHECK(run({"get", "fromfile"}).out == "piped\n");
+  r = run({"rm", "fromfile", "absent"});
+  CHECK(r.code == 1);
+  CHECK(r.err.find("absent") != std::string::npos);
+  CHECK(run({"get", "fromfile"}).code == 1);
+
+  // invalidate, ls --status, get of an invalid entry, cleanup.
+  d = json(run({"--json", "invalidate", "--pattern", "page:[0-4]"}));
+  CHECK(d["invalidated"].GetUint64() == 5);
+  CHECK(lines(run({"ls", "--status", "invalid"}).out) == 5);
+  r = run({"get", "page:0"});
+  CHECK(r.code == 1);
+  CHECK(r.err.find("invalid") != std::string::npos);
+  CHECK(run({"invalidate", "--key", "page:5"}).code == 0);
+  CHECK(run({"invalidate", "--key", "page:5"}).code == 1);  // already invalid
+  d = json(run({"--json", "cleanup"}));
+  CHECK(d["removed"].GetUint64() == 6);
+  CHECK(lines(run({"ls"}).out) == 6);
+
+  // export, clear, import: the same entries come back.
+  const auto file = dir / "dump.jsonl";
+  CHECK(run({"export", file.string()}).code == 0);
+  CHECK(lines(slurp(file)) == 6);
+  d = json(run({"--json", "clear", "--category", "notes"}));
+  CHECK(d["removed"].GetUint64() == 1);
+  d = json(run({"--json", "clear"}));
+  CHECK(d["removed"].GetUint64() == 5);
+  CHECK(run({"ls"}).out.empty());
+  d = json(run({"--json", "import", file.string()}));
+  CHECK(d["imported"].GetUint64() == 6);
+  CHECK(run({"get", "blob", "--raw"}).out == std::string("\x00\x01\xff", 3));
+  d = json(run({"--json", "get", "note", "--meta"}));
+  CHECK(std::string(d["category"].GetString()) == "notes");
+  CHECK(d["ttl_remaining_s"].GetDouble() > 7000);
+  CHECK(d["ttl_remaining_s"].GetDouble() <= 7200);
+  CHECK(d["expires_at"].IsString());
+  d = json(run({"--json", "get", "blob", "--meta"}));
+  CHECK(d["expires_at"].IsNull());
+
+  // A bad import line names the line and imports nothing.
+  std::ofstream(dir / "bad.jsonl") << "{\"key\":\"x1\",\"value\":\"YQ==\"}\n"
+                                   << "{\"key\":\"x2\",\"value\":\"not base64!\"}\n";
+  r = run({"import", (dir / "bad.jsonl").string()});
+  CHECK(r.code == 2);
+  CHECK(r.err.find("bad.jsonl:2: 'value' is not base64") != std::string::npos);
+  CHECK(run({"get", "x1"}).code == 1);
+
+  // stats, prometheus, zeroing.
+  d = json(run({"--json", "stats"}));
+  CHECK(d["sets"].GetUint64() > 0);
+  CHECK(d["entries"].GetUint64() == 6);
+  CHECK(d["categories"]["notes"].GetUint64() == 1);
+  r = run({"stats", "--format", "prometheus"});
+  CHECK(r.out.find("# TYPE larder_sets_total counter") != std::string::npos);
+  CHECK(r.out.find("larder_entries{cache=\"" + (root / "proc_").string()) != std::string::npos);
+  CHECK(run({"stats", "--zero"}).code == 0);
+  d = json(run({"--json", "stats"}));
+  CHECK(d["sets"].GetUint64() == 0);
+  CHECK(d["entries"].GetUint64() == 6);
+  CHECK(std::string(d["last_zeroed"].GetString()).size() > 10);
+
+  // compact keeps everything.
+  CHECK(json(run({"--json", "compact"}))["disk_bytes_after"].GetUint64() > 0);
+  CHECK(lines(run({"ls"}).out) == 6);
+
+  // Opening through cachectl changed neither policy nor limits.
+  Cache c = Cache::open(isolated_config(root));
+  CHECK(store_problems(c).empty());
+}
+
+TEST_CASE("cachectl: evict-older-than removes entries by creation time") {
+  TempDir dir;
+  TestClock clock;  // the clock the entries are created with; cachectl uses the real one
+  Config cfg = isolated_config(dir.path());
+  const auto now = std::chrono::system_clock::now();
+  auto ns = std::make_shared<std::atomic<std::int64_t>>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(
+          (now - std::chrono::hours(3)).time_since_epoch())
+          .count());
+  cfg.clock = [ns] {
+    return std::chrono::system_clock::time_point(
+        std::chrono::duration_cast<std::chrono::system_clock::duration>(
+            std::chrono::nanoseconds(ns->load())));
+  };
+  {
+    Cache c = Cache::open(cfg);
+    REQUIRE(c.set("old-1", "a", ttl(0)));
+    REQUIRE(c.set("old-2", "b", ttl(0)));
+    ns->fetch_add(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::hours(2) +
+                                                                       std::chrono::minutes(30))
+                      .count());
+    REQUIRE(c.set("recent", "c", ttl(0)));
+  }
+  auto d = json(cachectl(with_root(dir.path(), {"--json", "evict-older-than", "2h"})));
+  CHECK(d["evicted"].GetUint64() == 2);
+  CHECK(cachectl(with_root(dir.path(), {"ls"})).out == "recent\n");
+  d = json(cachectl(with_root(dir.path(), {"--json", "stats"})));
+  CHECK(d["evictions"].GetUint64() == 2);
+}
+
+TEST_CASE("cachectl: verify finds a broken counter and verify --repair fixes it") {
+  TempDir dir;
+  fill(dir.path());
+  {
+    // Break the stored totals counter behind the engine's back.
+    Cache c = Cache::open(isolated_config(dir.path()));
+    kv::Kv& store = backend_of(c)->primary().kv();
+    std::string totals;
+    REQUIRE(store.get(kv::Cf::counters, "totals", &totals).ok());
+    REQUIRE(totals.size() == 24);
+    std::string broken;
+    engine::put_le64(broken, 999);
+    broken += totals.substr(8);
+    auto batch = store.new_batch();
+    batch->put(kv::Cf::counters, "totals", broken);
+    REQUIRE(store.write(*batch).ok());
+  }
+  Run r = cachectl(with_root(dir.path(), {"verify"}));
+  CHECK(r.code == 1);
+  CHECK(r.out.find("counters say 999 entries") != std::string::npos);
+  auto d = json(cachectl(with_root(dir.path(), {"--json", "verify"})));
+  CHECK(d["problems"].GetArray().Size() >= 1);
+  CHECK(d["problems_left"].GetUint64() >= 1);
+  r = cachectl(with_root(dir.path(), {"verify", "--repair"}));
+  CHECK(r.code == 0);
+  CHECK(r.err.find("0 problems left") != std::string::npos);
+  d = json(cachectl(with_root(dir.path(), {"--json", "verify"})));
+  CHECK(d["problems"].GetArray().Size() == 0);
+  CHECK(d["entries"].GetUint64() == 11);
+  CHECK(json(cachectl(with_root(dir.path(), {"--json", "status"})))["entries"].GetUint64() == 11);
+}
+
+TEST_CASE("cachectl: a live process_isolated cache is inspected read-only, gc spares it") {
+  TempDir dir;
+  Cache live = Cache::open(isolated_config(dir.path()));
+  REQUIRE(live.set("mine", "v"));
+  live.flush();
+  const std::string pid = std::to_string(::getpid());
+
+  auto d = json(cachectl(with_root(dir.path(), {"--json", "status"})));
+  CHECK(d["live"].GetBool());
+  CHECK(d["read_only"].GetBool());
+  CHECK(d["entries"].GetUint64() == 1);
+  CHECK(cachectl(with_root(dir.path(), {"get", "mine"})).out == "v\n");
+  CHECK(cachectl(with_root(dir.path(), {"verify"})).code == 0);
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"set", "a", "b"}, {"rm", "mine"}, {"clear"}, {"verify", "--repair"}, {"compact"}}) {
+    const Run r = cachectl(with_root(dir.path(), args));
+    INFO(args[0]);
+    CHECK(r.code == 3);
+    CHECK(r.err.find("in use by process " + pid) != std::string::npos);
+  }
+  CHECK(live.get("mine") == "v");
+
+  // A dead directory beside the live one: gc removes only it (dry run first).
+  const auto dead = dir / "proc_999999999";
+  std::filesystem::create_directory(dead);
+  std::filesystem::create_directory(dead / "db");
+  std::ofstream(dead / ".alive.lock") << "";
+  d = json(cachectl(with_root(dir.path(), {"--json", "gc", "--dry-run"})));
+  REQUIRE(d["would_remove"].GetArray().Size() == 1);
+  CHECK(std::filesystem::exists(dead));
+  d = json(cachectl(with_root(dir.path(), {"--json", "status"})));
+  CHECK(d["processes"].GetArray().Size() == 2);
+  CHECK(!d.HasMember("entries"));  // two caches and no --pid: only the list
+  CHECK(cachectl(with_root(dir.path(), {"ls"})).code == 2);
+  CHECK(cachectl(with_root(dir.path(), {"--pid", pid, "ls"})).out == "mine\n");
+  d = json(cachectl(with_root(dir.path(), {"--json", "gc"})));
+  CHECK(d["removed"].GetArray().Size() == 1);
+  CHECK_FALSE(std::filesystem::exists(dead));
+  CHECK(std::filesystem::exists(dir / ("proc_" + pid)));
+}
+
+TEST_CASE("cachectl: a shared cache with a live owner in another process") {
+  TempDir dir;
+  const auto root = dir / "shared";
+  Child owner({"hold", root.string(), "shared"});
+  REQUIRE(owner.wait_for_lines(1));
+  const std::string pid = std::to_string(owner.pid());
+  auto run = [&](std::vector<std::string> args) {
+    return cachectl(with_root(root, std::move(args)));
+  };
+
+  auto d = json(run({"--json", "status"}));
+  CHECK(std::string(d["strategy"].GetString()) == "shared");
+  REQUIRE(d["owner_pid"].IsInt64());
+  CHECK(d["owner_pid"].GetInt64() == owner.pid());
+  CHECK(d["entries"].GetUint64() == 1);
+  CHECK(run({"status"}).out.find("pid " + pid) != std::string::npos);
+
+  CHECK(run({"get", "held"}).out == "yes\n");
+  CHECK(run({"set", "from-cachectl", "1", "--category", "ctl"}).code == 0);
+  CHECK(run({"ls"}).out == "from-cachectl\nheld\n");
+  CHECK(json(run({"--json", "invalidate", "--category", "ctl"}))["invalidated"].GetUint64() == 1);
+  CHECK(run({"verify"}).code == 0);
+  CHECK(run({"verify", "--repair"}).code == 0);
+  CHECK(run({"compact"}).code == 0);
+  const auto file = dir / "dump.jsonl";
+  CHECK(run({"export", file.string()}).code == 0);
+  CHECK(lines(slurp(file)) == 1);  // the invalid entry is left out
+  CHECK(json(run({"--json", "clear"}))["removed"].GetUint64() == 2);
+  CHECK(json(run({"--json", "import", file.string()}))["imported"].GetUint64() == 1);
+  CHECK(run({"stats", "--zero"}).code == 0);
+  d = json(run({"--json", "stats"}));
+  CHECK(d["sets"].GetUint64() == 0);
+  CHECK(d["entries"].GetUint64() == 1);
+  // The owner served all of it: still the owner, still alive.
+  d = json(run({"--json", "status"}));
+  CHECK(d["owner_pid"].GetInt64() == owner.pid());
+  owner.close_stdin();
+  CHECK(owner.wait() == 0);
+
+  // With nobody serving, cachectl runs the store itself for the command.
+  d = json(run({"--json", "status"}));
+  CHECK(d["owner_pid"].IsNull());
+  CHECK(d["entries"].GetUint64() == 1);
+  CHECK(run({"get", "held"}).out == "yes\n");
+}
