@@ -10,7 +10,7 @@
 #include <fstream>
 #include <sstream>
 
-#include <rapidjson/document.h>
+#include "util/json.hpp"
 
 #include "child.hpp"
 #include "engine/records.hpp"

@@ -10,8 +10,7 @@
 #include <iterator>
 
 #include <fmt/format.h>
-#include <rapidjson/document.h>
-#include <rapidjson/writer.h>
+#include "util/json.hpp"
 
 #include "core/config.hpp"
 #include "larder/larder.hpp"

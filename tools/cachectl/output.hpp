@@ -17,8 +17,7 @@
 #include <thread>
 #include <vector>
 
-#include <rapidjson/prettywriter.h>
-#include <rapidjson/stringbuffer.h>
+#include "util/json.hpp"
 
 namespace cachectl {
 
