@@ -227,9 +227,13 @@ TEST_CASE("cachectl: every command on a process_isolated cache whose process is 
   CHECK(d["ttl_remaining_s"].GetDouble() > 7000);
   CHECK(run({"set", "fromfile", "--file", "-"}, "piped").code == 0);
   CHECK(run({"get", "fromfile"}).out == "piped\n");
-  r = run({"rm", "fromfile", "absent"});
+  r = run({"--json", "rm", "fromfile", "absent"});
   CHECK(r.code == 1);
   CHECK(r.err.find("absent") != std::string::npos);
+  d = json(r);
+  CHECK(d["removed"].GetUint64() == 1);
+  REQUIRE(d["not_found"].GetArray().Size() == 1);
+  CHECK(std::string(d["not_found"][0].GetString()) == "absent");
   CHECK(run({"get", "fromfile"}).code == 1);
 
   // invalidate, ls --status, get of an invalid entry, cleanup.
@@ -247,8 +251,11 @@ TEST_CASE("cachectl: every command on a process_isolated cache whose process is 
 
   // export, clear, import: the same entries come back.
   const auto file = dir / "dump.jsonl";
-  CHECK(run({"export", file.string()}).code == 0);
+  d = json(run({"--json", "export", file.string()}));
+  CHECK(d["exported"].GetUint64() == 6);
+  CHECK(d["skipped_not_fresh"].GetUint64() == 0);
   CHECK(lines(slurp(file)) == 6);
+  CHECK(lines(run({"export", "-"}).out) == 6);  // to stdout (ttl seconds may tick)
   d = json(run({"--json", "clear", "--category", "notes"}));
   CHECK(d["removed"].GetUint64() == 1);
   d = json(run({"--json", "clear"}));
@@ -274,7 +281,7 @@ TEST_CASE("cachectl: every command on a process_isolated cache whose process is 
   CHECK(run({"get", "x1"}).code == 1);
 
   // stats, prometheus, zeroing.
-  d = json(run({"--json", "stats"}));
+  d = json(run({"stats", "--format", "json"}));
   CHECK(d["sets"].GetUint64() > 0);
   CHECK(d["entries"].GetUint64() == 6);
   CHECK(d["categories"]["notes"].GetUint64() == 1);
