@@ -139,6 +139,10 @@ Session open_session(const Globals& g, const Location& loc) {
   c.strategy = loc.strategy;
   c.lock_timeout = std::chrono::milliseconds(g.timeout_ms);
   c.cleanup_interval = std::chrono::seconds(0);  // cachectl runs no periodic cleanup
+  // The store's recorded limits are adopted (below); a store from before limits were recorded
+  // gets none rather than cachectl's defaults, so a command never evicts on its own account.
+  c.max_entries = 0;
+  c.max_size_bytes = 0;
   if (g.verbose > 0) {
     const auto level = g.verbose > 1 ? larder::LogLevel::debug : larder::LogLevel::info;
     c.log = [level](larder::LogLevel l, std::string_view line) {
