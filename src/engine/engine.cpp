@@ -107,6 +107,16 @@ struct Engine::Txn {
   std::optional<std::string> order_floor, expiry_floor;  // new floors on success
   std::optional<std::int64_t> watermark;
   bool counters_dirty = false;
+  // Eviction candidates (Engine::victims_): how many leading ones this transaction used, the
+  // candidates that replace them (read by this transaction's scan) and the smallest order key
+  // this transaction puts (one below the cached candidates makes them incomplete).
+  std::size_t victims_used = 0;
+  std::optional<std::deque<std::string>> new_victims;
+  std::optional<std::string> min_order_put;
+  void put_order(std::string key) {
+    if (!min_order_put || key < *min_order_put) min_order_put = key;
+    batch->put(Cf::order, key, "");
+  }
 };
 
 Engine::Engine(std::unique_ptr<kv::Kv> kv, Options options,
@@ -267,6 +277,7 @@ Status Engine::rebuild() {
 
 Status Engine::rebuild_locked() {
   drain_pending();
+  victims_.clear();
   {
     auto batch = kv_->new_batch();
     batch->put(Cf::counters, kRebuildingKey, le64(1));
@@ -348,6 +359,7 @@ Status Engine::rebuild_locked() {
   bytes_ = bytes;
   cats_ = std::move(cats);
   order_floor_.clear();
+  victims_.clear();
   expiry_floor_.clear();
   if (dropped > 0) {
     counters_->error += dropped;
@@ -557,7 +569,7 @@ Status Engine::flush_access_locked() {
     if (options_.policy == EvictionPolicy::lru || options_.policy == EvictionPolicy::lfu) {
       const std::string new_order = order_key(options_.policy, a, key);
       t.batch->del(Cf::order, old_order);
-      t.batch->put(Cf::order, new_order, "");
+      t.put_order(new_order);
     }
   }
   t.counters_dirty = true;  // the tick moved
@@ -686,6 +698,34 @@ Status Engine::evict(Txn& t, Pass pass, std::int64_t now_ns, std::string_view ke
   std::string from = floor;
   bool floor_fixed = false;
   std::size_t page_size = 4;  // usually one victim is enough; grow when it is not
+  if (!expired_pass) {
+    // The cached candidates first (each checked against its access record: a key touched or
+    // removed since it was read has another order record now, or none), then a scan after them
+    // that reads a page of candidates for the next evictions.
+    for (std::size_t i = t.victims_used; i < victims_.size(); ++i) {
+      if (!over_limits(t)) return Status::Ok();
+      const std::string& ik = victims_[i];
+      t.victims_used = i + 1;
+      const std::string_view key = user_key_of_order(options_.policy, ik);
+      if (key == keep || t.removed.contains(key)) {
+        floor_fixed = true;
+        continue;
+      }
+      AccessRecord a;
+      bool found = false;
+      if (Status s = load_access(key, &a, &found); !s.ok()) return s;
+      if (found && order_key(options_.policy, a, key) == ik) {
+        remove_in_txn(t, key, a);
+        ++t.evictions;
+      } else if (!found) {
+        t.batch->del(cf, ik);  // stale, or a stray index record: drop it either way
+      }
+      if (!floor_fixed) new_floor = ik;
+    }
+    if (!over_limits(t)) return Status::Ok();
+    if (!victims_.empty()) from = successor(victims_.back());
+    page_size = kVictimBatch;
+  }
   for (;;) {
     std::vector<std::string> page;
     Status s = kv_->scan(cf, from, "", [&](std::string_view k, std::string_view) {
@@ -693,8 +733,13 @@ Status Engine::evict(Txn& t, Pass pass, std::int64_t now_ns, std::string_view ke
       return page.size() < page_size;
     });
     if (!s.ok()) return s;
-    for (const auto& ik : page) {
-      if (!over_limits(t)) return Status::Ok();
+    for (std::size_t p = 0; p < page.size(); ++p) {
+      const std::string& ik = page[p];
+      if (!over_limits(t)) {
+        if (!expired_pass)
+          t.new_victims.emplace(page.begin() + static_cast<std::ptrdiff_t>(p), page.end());
+        return Status::Ok();
+      }
       if (expired_pass && time_of_expiry(ik) > now) {
         if (!floor_fixed) new_floor = ik;
         return Status::Ok();
@@ -720,7 +765,10 @@ Status Engine::evict(Txn& t, Pass pass, std::int64_t now_ns, std::string_view ke
       }
       if (!floor_fixed) new_floor = ik;
     }
-    if (page.size() < page_size) return Status::Ok();
+    if (page.size() < page_size) {
+      if (!expired_pass) t.new_victims.emplace();  // read to the end: nothing left to cache
+      return Status::Ok();
+    }
     from = successor(page.back());
     page_size = std::min(page_size * 4, kPage);
   }
@@ -751,8 +799,15 @@ Status Engine::commit(Txn& t) {
   if (!s.ok()) {
     order_floor_.clear();
     expiry_floor_.clear();
+    victims_.clear();
     return s;
   }
+  if (t.new_victims)
+    victims_ = std::move(*t.new_victims);
+  else
+    victims_.erase(victims_.begin(), victims_.begin() + static_cast<std::ptrdiff_t>(std::min(
+                                                            t.victims_used, victims_.size())));
+  if (t.min_order_put && !victims_.empty() && *t.min_order_put < victims_.back()) victims_.clear();
   if (t.counters_dirty) {
     entries_ = static_cast<std::uint64_t>(static_cast<std::int64_t>(entries_.load()) + t.d_entries);
     bytes_ = static_cast<std::uint64_t>(static_cast<std::int64_t>(bytes_.load()) + t.d_bytes);
@@ -853,7 +908,7 @@ Status Engine::set(std::string_view key, std::string_view value, std::int64_t tt
     std::string ok = order_key(options_.policy, a, key);
     const std::string& floor = t.order_floor ? *t.order_floor : order_floor_;
     if (ok < floor) t.order_floor = ok;
-    t.batch->put(Cf::order, ok, "");
+    t.put_order(std::move(ok));
   }
   if (a.has_expiry) {
     std::string ek = expiry_key(a.expiry_t, key);
@@ -983,6 +1038,7 @@ Status Engine::clear(std::size_t* removed) {
   bytes_ = 0;
   cats_.clear();
   order_floor_.clear();
+  victims_.clear();
   expiry_floor_.clear();
   return Status::Ok();
 }

@@ -20,6 +20,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -70,6 +71,8 @@ struct VerifyReport {
 };
 
 inline constexpr std::size_t kAccessFlushBatch = 1024;
+// Eviction candidates read per order-index scan (Engine::victims_).
+inline constexpr std::size_t kVictimBatch = 64;
 
 class Engine {
  public:
@@ -188,6 +191,10 @@ class Engine {
   std::atomic<std::uint64_t> entries_{0}, bytes_{0}, tick_{0};
   std::map<std::string, std::uint64_t> cats_;  // under mu_
   std::string order_floor_, expiry_floor_;     // under mu_
+  // The next eviction candidates of the policy pass: order keys in ascending order, read by one
+  // scan and checked against their access records when used. Invariant: every live order key
+  // below victims_.back() is in it (an order key put below that empties it). Under mu_.
+  std::deque<std::string> victims_;
 
   std::array<Shard, 16> shards_;
   std::atomic<std::size_t> pending_size_{0};
