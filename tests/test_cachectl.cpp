@@ -416,6 +416,7 @@ TEST_CASE("cachectl: a shared cache with a live owner in another process") {
     return cachectl(with_root(root, std::move(args)));
   };
 
+  Run r;
   auto d = json(run({"--json", "status"}));
   CHECK(std::string(d["strategy"].GetString()) == "shared");
   REQUIRE(d["owner_pid"].IsInt64());
@@ -442,6 +443,16 @@ TEST_CASE("cachectl: a shared cache with a live owner in another process") {
   // The owner served all of it: still the owner, still alive.
   d = json(run({"--json", "status"}));
   CHECK(d["owner_pid"].GetInt64() == owner.pid());
+  // An owner that does not answer (stopped) costs one --timeout, then exit 3; never a hang.
+  REQUIRE(owner.stop());
+  const auto t0 = std::chrono::steady_clock::now();
+  r = run({"--timeout", "300", "get", "held"});
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  owner.signal(SIGCONT);
+  CHECK(r.code == 3);
+  CHECK(r.err.find("no answer from the cache's owner within 300 ms") != std::string::npos);
+  CHECK(waited < std::chrono::seconds(5));
+  CHECK(run({"get", "held"}).out == "yes\n");
   owner.close_stdin();
   CHECK(owner.wait() == 0);
 
