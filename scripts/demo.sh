@@ -6,3 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh build
 build/tools/larder-example
+# What cachectl sees in that cache (docs/cachectl.md).
+root_args=()
+if [[ -n "${LARDER_CACHE_ROOT:-}" ]]; then root_args=(--root "$LARDER_CACHE_ROOT"); fi
+echo
+build/tools/cachectl "${root_args[@]}" status
+echo
+build/tools/cachectl "${root_args[@]}" ls -l --limit 10
