@@ -462,3 +462,31 @@ TEST_CASE("cachectl: a shared cache with a live owner in another process") {
   CHECK(d["entries"].GetUint64() == 1);
   CHECK(run({"get", "held"}).out == "yes\n");
 }
+
+TEST_CASE("cachectl: a damaged store is reported (exit 3) and left where it is") {
+  TempDir dir;
+  fill(dir.path());
+  const auto procs = std::filesystem::directory_iterator(dir.path());
+  std::filesystem::path db;
+  for (const auto& e : procs)
+    if (e.path().filename().string().starts_with("proc_")) db = e.path() / "db";
+  REQUIRE(!db.empty());
+  for (const auto& entry : std::filesystem::directory_iterator(db)) {
+    const std::string name = entry.path().filename().string();
+    if (name.starts_with("MANIFEST") || name == "CURRENT")
+      std::ofstream(entry.path(), std::ios::trunc) << "this is not a manifest";
+  }
+  for (const auto& args : std::vector<std::vector<std::string>>{{"status"}, {"verify"}}) {
+    const Run r = cachectl(with_root(dir.path(), args));
+    INFO(args[0] << ": " << r.err);
+    CHECK(r.code == 3);
+    CHECK(r.err.find("cannot open the cache") != std::string::npos);
+    CHECK(r.err.find("Corruption") != std::string::npos);
+    CHECK(lines(r.err) == 1);
+  }
+  // Nothing was moved aside: the damaged files are still there for a look (or for the next
+  // program, which moves them aside and starts empty).
+  for (const auto& e : std::filesystem::directory_iterator(db.parent_path()))
+    CHECK_FALSE(e.path().filename().string().starts_with("db.corrupt-"));
+  CHECK(slurp(db / "CURRENT") == "this is not a manifest");
+}

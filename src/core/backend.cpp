@@ -172,7 +172,8 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r, const KvOpener& opener
           break;
         }
       }
-      if (s.code == Code::corruption && attempt == 0 && have_dir && !r.read_only) {
+      if (s.code == Code::corruption && attempt == 0 && have_dir && !r.read_only &&
+          r.move_corrupt_aside) {
         const fs::path aside = util::move_aside(r.dir / "db", ".corrupt-", b->now());
         b->counters_->error++;
         if (aside.empty()) {

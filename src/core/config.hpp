@@ -23,6 +23,10 @@ struct Resolved {
   bool read_only = false;
   // process_isolated: remove directories of dead processes on open (kCollectOnOpenAge).
   bool collect_dead_dirs = true;
+  // A store that does not open because its files are damaged is moved aside and started empty
+  // (true: what a program using its cache wants); false leaves it where it is and degrades
+  // (what an inspection tool wants: report it, keep the evidence).
+  bool move_corrupt_aside = true;
 };
 
 // $XDG_CACHE_HOME/larder, else $HOME/.cache/larder, else the passwd home's .cache/larder.

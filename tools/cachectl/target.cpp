@@ -150,13 +150,7 @@ Session open_session(const Globals& g, const Location& loc) {
         std::fprintf(stderr, "cachectl: larder: %.*s\n", static_cast<int>(line.size()),
                      line.data());
     };
-  } else {
-    c.log = [](larder::LogLevel l, std::string_view line) {
-      if (l >= larder::LogLevel::error)
-        std::fprintf(stderr, "cachectl: larder: %.*s\n", static_cast<int>(line.size()),
-                     line.data());
-    };
-  }
+  }  // else: larder's own lines only with LARDER_LOG; cachectl's error line says what failed
   larder::core::Resolved r;
   try {
     r = larder::core::resolve(c);
@@ -165,6 +159,7 @@ Session open_session(const Globals& g, const Location& loc) {
   }
   r.adopt_stored_settings = true;
   r.collect_dead_dirs = false;
+  r.move_corrupt_aside = false;  // report a damaged store; the next program opening it moves it
   if (loc.strategy == larder::Strategy::process_isolated) {
     r.dir = loc.chosen->dir;
     s.read_only = r.read_only = loc.chosen->live;
