@@ -441,8 +441,8 @@ int run_table(std::size_t keys, int rounds, const std::vector<std::size_t>& size
           }));
           sink += stored;
           if (stored != n)
-            std::fprintf(stderr, "warning: %zu of %zu sets at the limit were refused\n",
-                         n - stored, n);
+            std::fprintf(stderr, "warning: %zu of %zu sets at the limit were refused\n", n - stored,
+                         n);
         }
       }
       for (std::size_t row = 0; row < rows.size(); ++row) {
