@@ -108,16 +108,19 @@ struct Engine::Txn {
   std::optional<std::int64_t> watermark;
   bool counters_dirty = false;
   // Eviction candidates (Engine::victims_): how many leading ones this transaction used, the
-  // candidates that replace them (read by this transaction's scan) and the smallest order key
-  // this transaction puts (one below the cached candidates makes them incomplete).
+  // candidates that replace them (read by this transaction's scan), and whether it put an order
+  // key (any, or one below the candidates kept: that makes them incomplete).
   std::size_t victims_used = 0;
   std::optional<std::deque<std::string>> new_victims;
-  std::optional<std::string> min_order_put;
-  void put_order(std::string key) {
-    if (!min_order_put || key < *min_order_put) min_order_put = key;
-    batch->put(Cf::order, key, "");
-  }
+  bool order_put = false, order_put_below_victims = false;
 };
+
+void Engine::put_order(Txn& t, std::string_view key) {
+  const std::deque<std::string>& kept = t.new_victims ? *t.new_victims : victims_;
+  if (!kept.empty() && key < kept.back()) t.order_put_below_victims = true;
+  t.order_put = true;
+  t.batch->put(Cf::order, key, "");
+}
 
 Engine::Engine(std::unique_ptr<kv::Kv> kv, Options options,
                std::shared_ptr<std::atomic<std::int64_t>> watermark, Counters* counters,
@@ -569,7 +572,7 @@ Status Engine::flush_access_locked() {
     if (options_.policy == EvictionPolicy::lru || options_.policy == EvictionPolicy::lfu) {
       const std::string new_order = order_key(options_.policy, a, key);
       t.batch->del(Cf::order, old_order);
-      t.put_order(new_order);
+      put_order(t, new_order);
     }
   }
   t.counters_dirty = true;  // the tick moved
@@ -736,8 +739,11 @@ Status Engine::evict(Txn& t, Pass pass, std::int64_t now_ns, std::string_view ke
     for (std::size_t p = 0; p < page.size(); ++p) {
       const std::string& ik = page[p];
       if (!over_limits(t)) {
+        // The rest of the page are the next candidates (none when this transaction already put
+        // an order key: the scan did not see it).
         if (!expired_pass)
-          t.new_victims.emplace(page.begin() + static_cast<std::ptrdiff_t>(p), page.end());
+          t.new_victims.emplace(
+              t.order_put ? page.end() : page.begin() + static_cast<std::ptrdiff_t>(p), page.end());
         return Status::Ok();
       }
       if (expired_pass && time_of_expiry(ik) > now) {
@@ -807,7 +813,7 @@ Status Engine::commit(Txn& t) {
   else
     victims_.erase(victims_.begin(), victims_.begin() + static_cast<std::ptrdiff_t>(std::min(
                                                             t.victims_used, victims_.size())));
-  if (t.min_order_put && !victims_.empty() && *t.min_order_put < victims_.back()) victims_.clear();
+  if (t.order_put_below_victims) victims_.clear();
   if (t.counters_dirty) {
     entries_ = static_cast<std::uint64_t>(static_cast<std::int64_t>(entries_.load()) + t.d_entries);
     bytes_ = static_cast<std::uint64_t>(static_cast<std::int64_t>(bytes_.load()) + t.d_bytes);
@@ -908,7 +914,7 @@ Status Engine::set(std::string_view key, std::string_view value, std::int64_t tt
     std::string ok = order_key(options_.policy, a, key);
     const std::string& floor = t.order_floor ? *t.order_floor : order_floor_;
     if (ok < floor) t.order_floor = ok;
-    t.put_order(std::move(ok));
+    put_order(t, ok);
   }
   if (a.has_expiry) {
     std::string ek = expiry_key(a.expiry_t, key);

@@ -175,6 +175,8 @@ class Engine {
   enum class Pass : std::uint8_t { expired, policy };
   kv::Status evict(Txn& t, Pass pass, std::int64_t now_ns, std::string_view keep);
   kv::Status commit(Txn& t);
+  // Puts an order-index key in `t`, noting whether it lands below the eviction candidates.
+  void put_order(Txn& t, std::string_view key);
   kv::Status remove_locked(std::string_view key, bool* removed);
   kv::Status invalidate_locked(Txn& t, std::string_view key, bool* marked);
   kv::Status rebuild_locked();
