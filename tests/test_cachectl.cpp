@@ -305,7 +305,6 @@ TEST_CASE("cachectl: every command on a process_isolated cache whose process is 
 
 TEST_CASE("cachectl: evict-older-than removes entries by creation time") {
   TempDir dir;
-  TestClock clock;  // the clock the entries are created with; cachectl uses the real one
   Config cfg = isolated_config(dir.path());
   const auto now = std::chrono::system_clock::now();
   auto ns = std::make_shared<std::atomic<std::int64_t>>(

@@ -176,19 +176,28 @@ void entry_json(Json& j, const larder::EntryInfo& e) {
   j.w().EndObject();
 }
 
+// Calls f(batch) on consecutive slices of at most kBatch items (one round trip each to a
+// shared owner), counting them on `progress`.
+template <class T, class F>
+void in_batches(const std::vector<T>& items, Progress& progress, F&& f) {
+  for (std::size_t i = 0; i < items.size(); i += kBatch) {
+    const std::vector<T> batch(
+        items.begin() + static_cast<std::ptrdiff_t>(i),
+        items.begin() + static_cast<std::ptrdiff_t>(std::min(items.size(), i + kBatch)));
+    f(batch);
+    progress.add(batch.size());
+  }
+}
+
 // Every stored entry's info (values with `with_values`), in key order, `keys` in batches.
 std::vector<larder::Entry> inspect_all(const Session& s, const std::vector<std::string>& keys,
                                        bool with_values, const Globals& g, const char* label) {
   std::vector<larder::Entry> out;
   Progress progress(label, keys.size(), progress_wanted(g) && keys.size() > kBatch);
-  for (std::size_t i = 0; i < keys.size(); i += kBatch) {
-    std::vector<std::string> batch(
-        keys.begin() + static_cast<std::ptrdiff_t>(i),
-        keys.begin() + static_cast<std::ptrdiff_t>(std::min(keys.size(), i + kBatch)));
+  in_batches(keys, progress, [&](const std::vector<std::string>& batch) {
     for (auto& e : s.service->inspect(batch, with_values))
       if (e) out.push_back(std::move(*e));
-    progress.add(batch.size());
-  }
+  });
   return out;
 }
 
@@ -327,7 +336,7 @@ int cmd_status(const Globals& g) {
     if (limit == 0) return line + " (no limit)\n";
     line += fmt::format(" of {}", shown_limit);
     const double f = static_cast<double>(value) / static_cast<double>(limit);
-    if (st.color || ::isatty(STDOUT_FILENO) == 1)
+    if (::isatty(STDOUT_FILENO) == 1)
       line += "  " + (f >= 0.9 ? st.yellow(usage_bar(f)) : usage_bar(f));
     else
       line += fmt::format(" ({:.0f}%)", f * 100);
@@ -872,10 +881,7 @@ int cmd_export(const Globals& g, const std::string& file) {
   std::ostream& o = to_stdout ? std::cout : f;
   std::uint64_t written = 0, skipped = 0;
   Progress progress("exporting", keys.size(), progress_wanted(g) && !to_stdout);
-  for (std::size_t i = 0; i < keys.size(); i += kBatch) {
-    std::vector<std::string> batch(
-        keys.begin() + static_cast<std::ptrdiff_t>(i),
-        keys.begin() + static_cast<std::ptrdiff_t>(std::min(keys.size(), i + kBatch)));
+  in_batches(keys, progress, [&](const std::vector<std::string>& batch) {
     for (auto& e : s.service->inspect(batch, true)) {
       if (!e) continue;  // removed meanwhile
       if (e->info.status != larder::EntryStatus::fresh) {
@@ -913,8 +919,7 @@ int cmd_export(const Globals& g, const std::string& file) {
       o.put('\n');
       ++written;
     }
-    progress.add(batch.size());
-  }
+  });
   o.flush();
   if (!to_stdout) {
     f.close();
@@ -1016,10 +1021,7 @@ int cmd_import(const Globals& g, const std::string& file) {
   std::vector<std::string> refused;
   {
     Progress progress("importing", items.size(), progress_wanted(g));
-    for (std::size_t i = 0; i < items.size(); i += kBatch) {
-      std::vector<larder::core::SetRequest> batch(
-          items.begin() + static_cast<std::ptrdiff_t>(i),
-          items.begin() + static_cast<std::ptrdiff_t>(std::min(items.size(), i + kBatch)));
+    in_batches(items, progress, [&](const std::vector<larder::core::SetRequest>& batch) {
       const std::vector<bool> ok = s.service->set_many(batch);
       for (std::size_t k = 0; k < batch.size(); ++k) {
         if (k < ok.size() && ok[k])
@@ -1027,8 +1029,7 @@ int cmd_import(const Globals& g, const std::string& file) {
         else
           refused.push_back(batch[k].key);
       }
-      progress.add(batch.size());
-    }
+    });
   }
   if (g.json) {
     Json j;
