@@ -63,7 +63,12 @@ std::shared_ptr<Service> open_service(const Resolved& r) {
   static auto* mu = new std::mutex;
   static auto* registry = new std::map<std::string, std::weak_ptr<Service>>;
   std::lock_guard lock(*mu);
-  const std::string key = fmt::format("{}{}", node ? "node:" : "dir:", r.dir.string());
+  // A read-only view (cachectl) never shares with a writable open of the same directory.
+  const std::string key = fmt::format("{}{}",
+                                      node          ? "node:"
+                                      : r.read_only ? "ro:"
+                                                    : "dir:",
+                                      r.dir.string());
   if (auto it = registry->find(key); it != registry->end()) {
     if (auto existing = it->second.lock(); existing && !existing->inherited()) {
       const Config& a = existing->config();
