@@ -96,6 +96,21 @@ class Child {
     if (reader_.joinable()) reader_.join();
     return status_;
   }
+  // Reaps the child, killing it (SIGKILL) if it has not exited within `timeout`: a hang is a
+  // failure, not a stuck suite. Returns its wait status.
+  int wait_at_most(std::chrono::seconds timeout) {
+    const auto until = std::chrono::steady_clock::now() + timeout;
+    while (!reaped_) {
+      if (::waitpid(pid_, &status_, WNOHANG) == pid_) {
+        reaped_ = true;
+        break;
+      }
+      if (std::chrono::steady_clock::now() >= until) ::kill(pid_, SIGKILL);
+      ::usleep(10'000);
+    }
+    if (reader_.joinable()) reader_.join();
+    return status_;
+  }
   std::vector<std::string> lines() {
     std::lock_guard lock(mu_);
     return lines_;

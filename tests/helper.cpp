@@ -11,6 +11,12 @@
 //   hold ROOT STRATEGY
 //       opens ROOT (shared or process_isolated), sets "held" = "yes", prints "ready <pid>" and
 //       waits until stdin closes.
+//   diskfull ROOT STRATEGY BALLAST
+//       opens ROOT (shared or process_isolated), sets 64 KB values until 10 sets in a row are
+//       refused ("acked N" / "refused N"), reads every acknowledged key back ("hits N"), removes
+//       the file BALLAST to free space and sets again until one is stored ("recovered") or 200
+//       tries fail ("not recovered"). Prints "degraded 0|1" after opening. Exit 0 unless
+//       something threw.
 #include <unistd.h>
 
 #include <cstdio>
@@ -95,6 +101,40 @@ int hold_mode(char** argv) {
   return 0;
 }
 
+int diskfull_mode(char** argv) {
+  larder::Config cfg = shared_config(argv[2]);
+  if (std::string(argv[3]) == "process_isolated") cfg.strategy = larder::Strategy::process_isolated;
+  std::fprintf(stderr, "diskfull: open\n");
+  larder::Cache cache = larder::Cache::open(cfg);
+  say(std::string("degraded ") + (cache.degraded() ? "1" : "0"));
+  const std::string value(64 * 1024, 'v');
+  long acked = 0, refused = 0, in_a_row = 0;
+  for (long i = 0; i < 2000 && in_a_row < 10; ++i) {
+    if (cache.set("k" + std::to_string(i), value)) {
+      ++acked;
+      in_a_row = 0;
+    } else {
+      ++refused;
+      ++in_a_row;
+    }
+  }
+  say("acked " + std::to_string(acked));
+  say("refused " + std::to_string(refused));
+  long hits = 0;
+  for (long i = 0; i < acked + refused; ++i) hits += cache.get("k" + std::to_string(i)) ? 1 : 0;
+  say("hits " + std::to_string(hits));
+  ::unlink(argv[4]);
+  for (int i = 0; i < 200; ++i) {
+    if (cache.set("after" + std::to_string(i), "small")) {
+      say("recovered " + std::to_string(i));
+      return 0;
+    }
+    ::usleep(50'000);
+  }
+  say("not recovered");
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -102,6 +142,7 @@ int main(int argc, char** argv) {
   if (mode == "write" && (argc == 5 || argc == 6)) return write_mode(argc, argv);
   if (mode == "hammer" && argc == 5) return hammer_mode(argv);
   if (mode == "hold" && argc == 4) return hold_mode(argv);
+  if (mode == "diskfull" && argc == 5) return diskfull_mode(argv);
   std::fprintf(stderr,
                "usage: larder-test-helper write ROOT FIRST COUNT [MAX_ENTRIES]\n"
                "       larder-test-helper hammer ROOT ID COUNT\n"

@@ -144,6 +144,7 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r, const KvOpener& opener
 
   if (have_dir || r.config.strategy == Strategy::disabled || opener_in) {
     kv::RocksOptions ro;
+    ro.log = &b->log_;
     // The compaction filter reads the stale factor through this, so adopting the store's own
     // (below) reaches it; until the engine opens, the watermark drops nothing anyway.
     auto factor = std::make_shared<std::atomic<double>>(r.config.stale_factor);
@@ -276,6 +277,24 @@ void Backend::finish(const Op& op, const kv::Status& s, std::string_view what,
     return;
   }
   counters_->error++;
+  const bool write = !written.empty() || all_written;
+  if (op.primary && write && s.code == Code::io_error) {
+    // A store that cannot write (full disk, EROFS, EIO) still serves reads: refuse writes, do not
+    // bypass it, and let the housekeeper make it writable again.
+    if (!writes_failing_.exchange(true)) {
+      log_.logf(LogLevel::error, "{} failed, refusing writes until the store recovers: {}", what,
+                s.message);
+      set_last_error(fmt::format("{} failed: {}", what, s.message));
+      {
+        std::lock_guard lock(hk_mu_);
+        hk_recover_ = true;
+      }
+      hk_cv_.notify_one();
+    } else {
+      log_.logf(LogLevel::debug, "{} refused: {}", what, s.message);
+    }
+    return;
+  }
   log_.logf(LogLevel::warn, "{} failed: {}", what, s.message);
   if (!op.primary || s.code != Code::io_error) return;
   set_last_error(fmt::format("{} failed: {}", what, s.message));
@@ -343,6 +362,17 @@ std::string Backend::save_stats(stats::FoldMode mode) {
   return {};
 }
 
+void Backend::recover_writes() {
+  const kv::Status s = primary_->recover_store();
+  if (!s.ok()) {
+    log_.logf(LogLevel::debug, "store still refuses writes: {}", s.message);
+    return;
+  }
+  writes_failing_.store(false);
+  failures_.store(0);
+  log_.log(LogLevel::info, "store takes writes again");
+}
+
 void Backend::start_housekeeper() {
   hk_ = std::make_unique<std::thread>([this] { housekeeper(); });
 }
@@ -357,12 +387,18 @@ void Backend::housekeeper() {
   auto next_cleanup = interval.count() > 0 ? clock::now() + interval : clock::time_point::max();
   auto next_save = clock::time_point::min();
   bool save_due = false;
+  auto next_recovery = clock::time_point::min();
+  auto recovery_pause = std::chrono::milliseconds(100);
   std::unique_lock lock(hk_mu_);
   for (;;) {
     auto wake = next_cleanup;
     if (primary_->has_pending_access()) wake = std::min(wake, clock::now() + kAccessDelay);
+    if (writes_failing_.load()) wake = std::min(wake, next_recovery);
     if (save_due) wake = std::min(wake, next_save);
-    auto ready = [&] { return hk_stop_ || hk_flush_ || (hk_save_ && !save_due); };
+    auto ready = [&] {
+      return hk_stop_ || hk_flush_ || (hk_save_ && !save_due) ||
+             (hk_recover_ && clock::now() >= next_recovery);
+    };
     if (wake == clock::time_point::max())
       hk_cv_.wait(lock, ready);
     else
@@ -370,8 +406,18 @@ void Backend::housekeeper() {
     if (hk_stop_) return;
     save_due = std::exchange(hk_save_, false) || save_due;
     hk_flush_ = false;
+    hk_recover_ = false;
     lock.unlock();
-    if (!bypass_.load() && primary_->has_pending_access()) {
+    if (writes_failing_.load() && clock::now() >= next_recovery) {
+      recover_writes();
+      if (writes_failing_.load()) {
+        next_recovery = clock::now() + recovery_pause;
+        recovery_pause = std::min(recovery_pause * 2, std::chrono::milliseconds(5000));
+      } else {
+        recovery_pause = std::chrono::milliseconds(100);
+      }
+    }
+    if (!bypass_.load() && !writes_failing_.load() && primary_->has_pending_access()) {
       if (auto s = primary_->flush_access(); !s.ok()) {
         counters_->error++;
         log_.logf(LogLevel::warn, "could not save access data: {}", s.message);

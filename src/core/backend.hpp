@@ -91,6 +91,8 @@ class Backend {
   void start_housekeeper();
   void housekeeper();
   bool try_recover();
+  // Housekeeper: one attempt to make the primary store writable again.
+  void recover_writes();
 
   Resolved r_;
   util::Logger log_;
@@ -109,6 +111,10 @@ class Backend {
   // Circuit breaker.
   std::atomic<bool> bypass_{false};
   std::atomic<int> failures_{0};
+  // A write to the primary store failed (full disk, read-only filesystem, I/O error): sets are
+  // refused (false) while reads go on from the store; the housekeeper asks the store to take
+  // writes again (Engine::recover_store) with a growing pause, from 100 ms to 5 s.
+  std::atomic<bool> writes_failing_{false};
   std::atomic<std::int64_t> retry_at_ns_{0};
   std::mutex breaker_mu_;
   std::unordered_set<std::string> touched_;  // keys written while bypassing
@@ -124,6 +130,7 @@ class Backend {
   bool hk_stop_ = false;
   bool hk_save_ = false;
   bool hk_flush_ = false;
+  bool hk_recover_ = false;
   std::unique_ptr<std::thread> hk_;
   std::uint64_t fork_generation_ = 0;  // fork_generation() when opened
 };

@@ -175,6 +175,25 @@ std::string Engine::limits_record() const {
 
 Status Engine::open() {
   std::lock_guard lock(mu_);
+  return open_locked();
+}
+
+Status Engine::recover_store() {
+  std::lock_guard lock(mu_);
+  bool reopened = false;
+  Status s = kv_->recover(&reopened);
+  if (!reopened) return s;
+  // A write reported as failed may still have reached the log that the reopen replayed: the
+  // store's counters are the truth, and cached scan positions may be stale.
+  order_floor_.clear();
+  expiry_floor_.clear();
+  victims_.clear();
+  cats_.clear();
+  if (Status o = open_locked(); !o.ok()) return o;
+  return s;
+}
+
+Status Engine::open_locked() {
   std::map<std::string, std::string, std::less<>> counters;
   Status s = kv_->scan(Cf::counters, "", "", [&](std::string_view k, std::string_view v) {
     if (!k.starts_with(kCategoryCounterPrefix)) counters.emplace(k, v);

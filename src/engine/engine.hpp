@@ -88,6 +88,9 @@ class Engine {
   // since the last open or a rebuild was interrupted; records changed limits or default TTL.
   // Fails on I/O trouble or a newer format.
   kv::Status open();
+  // After failed writes: asks the store to take writes again (kv::Kv::recover) and, when it was
+  // reopened, reloads the counters from it. Returns ok when the store takes writes again.
+  kv::Status recover_store();
 
   // The compaction-filter predicate for the entries family: true for records whose expired-at
   // time is below the watermark.
@@ -169,6 +172,7 @@ class Engine {
   std::unordered_map<std::string, Pending, Hash, std::equal_to<>> drain_pending();
 
   kv::Status flush_access_locked();
+  kv::Status open_locked();
   kv::Status load_access(std::string_view key, AccessRecord* out, bool* found);
   void remove_in_txn(Txn& t, std::string_view key, const AccessRecord& access);
   bool over_limits(const Txn& t) const;

@@ -66,6 +66,14 @@ class Kv {
   virtual Status flush() = 0;
   // Compacts a column family (reclaims the space of deleted records). No-op in memory.
   virtual Status compact(Cf cf) = 0;
+  // After a failed write: makes the store writable again if it can (RocksDB stops writing after a
+  // background error such as a full disk until it is resumed or reopened). Returns ok when the
+  // store takes writes again (*reopened: it was closed and reopened, so callers must reload what
+  // they cache of it), else why not. Must not run concurrently with itself. No-op in memory.
+  virtual Status recover(bool* reopened) {
+    *reopened = false;
+    return Status::Ok();
+  }
 };
 
 }  // namespace larder::kv

@@ -1,10 +1,13 @@
 #include "kv/rocks_kv.hpp"
 
 #include <stdlib.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdarg>
 #include <cstdio>
+#include <shared_mutex>
 
 #include "util/fork.hpp"
 
@@ -23,6 +26,9 @@
 namespace larder::kv {
 
 namespace {
+
+// recover() reopens a store only with at least this much free space on its filesystem.
+constexpr std::uint64_t kReopenFreeBytes = 1024 * 1024;
 
 constexpr std::array<const char*, kCfCount> kCfNames = {"entries", "access",   "order",
                                                         "expiry",  "category", "counters"};
@@ -91,34 +97,64 @@ class RocksBatch final : public Batch {
   const std::vector<rocksdb::ColumnFamilyHandle*>* cfs_;
 };
 
+// Forwards RocksDB's log lines to larder's logger instead of a LOG file in the store.
+class ForwardLogger final : public rocksdb::Logger {
+ public:
+  explicit ForwardLogger(const util::Logger* log)
+      : rocksdb::Logger(rocksdb::InfoLogLevel::INFO_LEVEL), log_(log) {}
+  using rocksdb::Logger::Logv;
+  void Logv(const char* format, va_list ap) override {
+    Logv(rocksdb::InfoLogLevel::INFO_LEVEL, format, ap);
+  }
+  void Logv(const rocksdb::InfoLogLevel level, const char* format, va_list ap) override {
+    if (log_ == nullptr) return;
+    char line[1024];
+    const int n = std::vsnprintf(line, sizeof line, format, ap);
+    if (n < 0) return;
+    const LogLevel to =
+        level >= rocksdb::InfoLogLevel::WARN_LEVEL ? LogLevel::warn : LogLevel::debug;
+    log_->logf(to, "rocksdb: {}", std::string_view(line, std::min<std::size_t>(
+                                                          static_cast<std::size_t>(n),
+                                                          sizeof line - 1)));
+  }
+
+ private:
+  const util::Logger* log_;
+};
+
+// How to (re)open one database.
+struct OpenSpec {
+  std::string dir;
+  rocksdb::DBOptions db_options;
+  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+  bool read_only = false;
+};
+
+rocksdb::Status open_db(const OpenSpec& spec, rocksdb::DB** db,
+                        std::vector<rocksdb::ColumnFamilyHandle*>* handles) {
+  if (spec.read_only)
+    return rocksdb::DB::OpenForReadOnly(spec.db_options, spec.dir, spec.descriptors, handles, db);
+  return rocksdb::DB::Open(spec.db_options, spec.dir, spec.descriptors, handles, db);
+}
+
 class RocksKv final : public Kv {
  public:
-  RocksKv(rocksdb::DB* db, std::vector<rocksdb::ColumnFamilyHandle*> handles, bool read_only)
-      : db_(db), read_only_(read_only) {
-    // handles[0] is "default"; ours follow in kCfNames order.
-    default_ = handles[0];
-    cfs_.assign(handles.begin() + 1, handles.end());
+  RocksKv(OpenSpec spec, rocksdb::DB* db, std::vector<rocksdb::ColumnFamilyHandle*> handles)
+      : spec_(std::move(spec)) {
+    adopt(db, std::move(handles));
   }
 
-  ~RocksKv() override {
-    if (!read_only_) {
-      rocksdb::FlushOptions fo;
-      fo.wait = true;
-      std::vector<rocksdb::ColumnFamilyHandle*> all = cfs_;
-      db_->Flush(fo, all);
-      db_->SyncWAL();
-    }
-    for (auto* h : cfs_) db_->DestroyColumnFamilyHandle(h);
-    db_->DestroyColumnFamilyHandle(default_);
-    db_->Close();
-    delete db_;
-  }
+  ~RocksKv() override { close_db(); }
 
   Status get(Cf cf, std::string_view key, std::string* value) override {
+    std::shared_lock lock(mu_);
+    if (db_ == nullptr) return closed();
     return from_rocks(db_->Get(rocksdb::ReadOptions(), h(cf), slice(key), value));
   }
 
   Status scan(Cf cf, std::string_view begin, std::string_view end, const ScanFn& fn) override {
+    std::shared_lock lock(mu_);
+    if (db_ == nullptr) return closed();
     rocksdb::ReadOptions ro;
     rocksdb::Slice upper = slice(end);
     if (!end.empty()) ro.iterate_upper_bound = &upper;
@@ -132,30 +168,103 @@ class RocksKv final : public Kv {
   std::unique_ptr<Batch> new_batch() override { return std::make_unique<RocksBatch>(&cfs_); }
 
   Status write(Batch& batch) override {
-    if (read_only_) return {Code::io_error, "store opened read-only"};
+    if (spec_.read_only) return {Code::io_error, "store opened read-only"};
+    std::shared_lock lock(mu_);
+    if (db_ == nullptr) return closed();
     return from_rocks(db_->Write(rocksdb::WriteOptions(), &static_cast<RocksBatch&>(batch).batch));
   }
 
   Status flush() override {
-    if (read_only_) return Status::Ok();
+    if (spec_.read_only) return Status::Ok();
+    std::shared_lock lock(mu_);
+    if (db_ == nullptr) return closed();
     rocksdb::FlushOptions fo;
     fo.wait = true;
     return from_rocks(db_->Flush(fo, cfs_));
   }
 
   Status compact(Cf cf) override {
-    if (read_only_) return {Code::io_error, "store opened read-only"};
+    if (spec_.read_only) return {Code::io_error, "store opened read-only"};
+    std::shared_lock lock(mu_);
+    if (db_ == nullptr) return closed();
     rocksdb::CompactRangeOptions co;
     co.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
     return from_rocks(db_->CompactRange(co, h(cf), nullptr, nullptr));
   }
 
+  Status recover(bool* reopened) override {
+    *reopened = false;
+    if (spec_.read_only) return Status::Ok();
+    {
+      std::shared_lock lock(mu_);
+      if (db_ != nullptr) {
+        // Resume clears a recoverable background error (e.g. no space during a flush once space
+        // is back); it is ok when there was none.
+        const rocksdb::Status r = db_->Resume();
+        if (r.ok() && probe_write().ok()) return Status::Ok();
+      }
+    }
+    // Some errors (a failed WAL write, a file that vanished) are not resumable: reopen. Not while
+    // the disk is still (nearly) full, though: the reopen would fail there, and until it worked
+    // the store could not even be read.
+    if (struct statvfs v {}; ::statvfs(spec_.dir.c_str(), &v) == 0 &&
+                             static_cast<std::uint64_t>(v.f_bavail) * v.f_frsize < kReopenFreeBytes)
+      return {Code::io_error, "the disk holding the store is still full"};
+    std::unique_lock lock(mu_);
+    close_db();
+    rocksdb::DB* db = nullptr;
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    const rocksdb::Status s = open_db(spec_, &db, &handles);
+    if (!s.ok()) {
+      Status st = from_rocks(s);
+      if (st.not_found()) st.code = Code::io_error;
+      return st;
+    }
+    adopt(db, std::move(handles));
+    *reopened = true;
+    if (Status p = probe_write(); !p.ok()) return p;
+    return Status::Ok();
+  }
+
  private:
+  static Status closed() { return {Code::io_error, "store closed after a failure; reopening"}; }
+
+  // A write of nothing durable: fails while RocksDB refuses writes.
+  Status probe_write() {
+    rocksdb::WriteBatch b;
+    b.Delete(cfs_[static_cast<int>(Cf::counters)], "\x01larder-probe");
+    return from_rocks(db_->Write(rocksdb::WriteOptions(), &b));
+  }
+
+  void adopt(rocksdb::DB* db, std::vector<rocksdb::ColumnFamilyHandle*> handles) {
+    db_ = db;
+    // handles[0] is "default"; ours follow in kCfNames order.
+    default_ = handles[0];
+    cfs_.assign(handles.begin() + 1, handles.end());
+  }
+
+  void close_db() {
+    if (db_ == nullptr) return;
+    if (!spec_.read_only) {
+      rocksdb::FlushOptions fo;
+      fo.wait = true;
+      (void)db_->Flush(fo, cfs_);
+      (void)db_->SyncWAL();
+    }
+    for (auto* handle : cfs_) (void)db_->DestroyColumnFamilyHandle(handle);
+    (void)db_->DestroyColumnFamilyHandle(default_);
+    (void)db_->Close();
+    delete db_;
+    db_ = nullptr;
+  }
+
   rocksdb::ColumnFamilyHandle* h(Cf cf) const { return cfs_[static_cast<int>(cf)]; }
-  rocksdb::DB* db_;
+  OpenSpec spec_;
+  // Shared by every operation; exclusive while recover() closes and reopens the database.
+  std::shared_mutex mu_;
+  rocksdb::DB* db_ = nullptr;
   rocksdb::ColumnFamilyHandle* default_ = nullptr;
   std::vector<rocksdb::ColumnFamilyHandle*> cfs_;
-  bool read_only_;
 };
 
 }  // namespace
@@ -212,6 +321,8 @@ Status open_rocks_kv(const std::filesystem::path& dir, const RocksOptions& optio
   db_options.avoid_flush_during_recovery = true;
   db_options.db_write_buffer_size = 64 * 1024 * 1024;
   db_options.max_background_jobs = 2;
+  // No info LOG file: RocksDB asserted (and aborted the host) writing it on a full disk.
+  db_options.info_log = std::make_shared<ForwardLogger>(options.log);
 
   auto cache = rocksdb::NewLRUCache(options.block_cache_bytes);
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
@@ -233,14 +344,10 @@ Status open_rocks_kv(const std::filesystem::path& dir, const RocksOptions& optio
           rocksdb::NewCompactOnDeletionCollectorFactory(1024, 512, 0.5));
     descriptors.emplace_back(kCfNames[static_cast<std::size_t>(i)], cf);
   }
+  OpenSpec spec{dir.string(), db_options, std::move(descriptors), options.read_only};
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* db = nullptr;
-  rocksdb::Status s;
-  if (options.read_only) {
-    s = rocksdb::DB::OpenForReadOnly(db_options, dir.string(), descriptors, &handles, &db);
-  } else {
-    s = rocksdb::DB::Open(db_options, dir.string(), descriptors, &handles, &db);
-  }
+  const rocksdb::Status s = open_db(spec, &db, &handles);
   if (!s.ok()) {
     Status st = from_rocks(s);
     if (st.code == Code::not_found) st.code = Code::io_error;
@@ -250,7 +357,7 @@ Status open_rocks_kv(const std::filesystem::path& dir, const RocksOptions& optio
     if (st.message.empty()) st.message = s.ToString();
     return st;
   }
-  *out = std::make_unique<RocksKv>(db, std::move(handles), options.read_only);
+  *out = std::make_unique<RocksKv>(std::move(spec), db, std::move(handles));
   note_first_open();  // after RocksDB's statics exist, so that the hook runs before them
   return Status::Ok();
 }

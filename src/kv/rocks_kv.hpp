@@ -13,6 +13,7 @@
 #include <string_view>
 
 #include "kv/kv.hpp"
+#include "util/log.hpp"
 
 namespace larder::kv {
 
@@ -24,6 +25,10 @@ struct RocksOptions {
   // Bounds the write-ahead log so replay after a crash stays short.
   std::uint64_t max_total_wal_size = 8 * 1024 * 1024;
   bool read_only = false;  // open without writing (inspection of a live cache)
+  // RocksDB's own log lines go here (warnings and errors as warn, the rest as debug), never to a
+  // LOG file in the store: writing its info log on a full disk is what made RocksDB abort.
+  // Null: dropped. Must outlive the store.
+  const util::Logger* log = nullptr;
 };
 
 // fork(): RocksDB's background threads (flushes, compactions) live in process-wide pools that do
@@ -35,7 +40,10 @@ struct RocksOptions {
 // True when this process may open a store; else *why (may be null) says why not.
 bool rocksdb_usable(std::string* why);
 
-// Opens (creating if needed, unless read_only) the database in `dir`. On failure returns a status
+// Opens (creating if needed, unless read_only) the database in `dir`. Full disks: a failed write
+// returns io_error and RocksDB stops writing; Kv::recover() resumes it (DB::Resume) or, when that
+// does not clear the error, closes and reopens the database, so writes work again once space is
+// back. No file of the store is written outside `dir` and RocksDB writes no info LOG file. On failure returns a status
 // whose code is corruption when the files are damaged beyond RocksDB's recovery, io_error
 // otherwise (permissions, lock held by another process, ...).
 Status open_rocks_kv(const std::filesystem::path& dir, const RocksOptions& options,
