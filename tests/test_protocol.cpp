@@ -89,7 +89,7 @@ TEST_CASE("protocol: malformed, truncated, foreign-version and unknown-operation
   CHECK_FALSE(decode(good + "x", &out, &error));
   CHECK(error.find("trailing") != std::string::npos);
   std::string other_version = good;
-  other_version[1] = static_cast<char>(other_version[1] + 1);  // after the endianness byte
+  other_version[0] = static_cast<char>(other_version[0] + 1);  // the version's low byte
   CHECK_FALSE(decode(other_version, &out, &error));
   CHECK(error.find("protocol version") != std::string::npos);
   q.op = static_cast<Op>(200);

@@ -15,6 +15,7 @@
 #include "core/backend.hpp"
 #include "kv/rocks_kv.hpp"
 #include "shared/protocol.hpp"
+#include "shared/server.hpp"
 #include "shared/socket.hpp"
 #include "stats/counter_file.hpp"
 #include "util/fork.hpp"
@@ -34,6 +35,11 @@ namespace {
 // The smallest wait a client call gets, whatever lock_timeout says: one round trip must fit.
 constexpr auto kMinWait = std::chrono::milliseconds(10);
 constexpr std::size_t kMaxIdleConnections = 16;
+// A pooled connection older than this is not reused (the owner closes idle ones after
+// kIdleTimeout; reusing one it is about to close could lose a request's reply).
+constexpr auto kMaxPooledAge = std::chrono::seconds(10);
+// The least time a client gets to send one frame whole before the owner drops it.
+constexpr auto kFrameTimeout = std::chrono::milliseconds(5000);
 
 // Answers one request with the owner's LocalService: the same code the owner's own calls run.
 Reply dispatch(LocalService& l, const Request& q) {
@@ -127,158 +133,6 @@ Reply dispatch(LocalService& l, const Request& q) {
   return r;
 }
 
-// The owner's socket server: an accept thread and a thread per client connection.
-class Server {
- public:
-  Server(LocalService& local, const util::Logger& log, stats::Counters& counters,
-         std::chrono::milliseconds reply_timeout)
-      : local_(local), log_(log), counters_(counters), reply_timeout_(reply_timeout) {}
-  ~Server() { stop(); }
-  Server(const Server&) = delete;
-  Server& operator=(const Server&) = delete;
-
-  // Listens on `path` and starts accepting. Empty string on success, else why.
-  std::string start(const fs::path& path) {
-    std::string error;
-    listen_fd_ = listen_unix(path, &error);
-    if (listen_fd_ < 0) return error;
-    path_ = path;
-    if (::pipe2(wake_, O_CLOEXEC) != 0) {
-      close_socket(listen_fd_);
-      listen_fd_ = -1;
-      return "cannot create a pipe";
-    }
-    util::close_in_forked_child(wake_[0]);
-    util::close_in_forked_child(wake_[1]);
-    accept_ = std::thread([this] { accept_loop(); });
-    return {};
-  }
-
-  // Stops accepting, removes the socket file, ends every connection. Idempotent.
-  void stop() {
-    if (listen_fd_ < 0) return;
-    const char byte = 1;
-    (void)!::write(wake_[1], &byte, 1);
-    accept_.join();
-    ::unlink(path_.c_str());
-    close_socket(listen_fd_);
-    listen_fd_ = -1;
-    {
-      std::lock_guard lock(mu_);
-      stopping_ = true;
-      for (auto& c : conns_) ::shutdown(c.fd, SHUT_RDWR);
-    }
-    for (auto& c : conns_) {
-      c.thread.join();
-      close_socket(c.fd);
-    }
-    conns_.clear();
-    for (int& fd : wake_) {
-      util::forget_in_forked_child(fd);
-      ::close(fd);
-      fd = -1;
-    }
-  }
-
- private:
-  struct Conn {
-    int fd;
-    std::thread thread;
-    std::shared_ptr<std::atomic<bool>> done;
-  };
-
-  void accept_loop() {
-    for (;;) {
-      pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {wake_[0], POLLIN, 0}};
-      if (::poll(fds, 2, 1000) < 0 && errno != EINTR) return;
-      if (fds[1].revents != 0) return;
-      reap();
-      if ((fds[0].revents & POLLIN) == 0) continue;
-      const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-      if (fd < 0) continue;
-      util::close_in_forked_child(fd);
-      const long uid = peer_uid(fd);
-      if (uid < 0 || (uid != static_cast<long>(::geteuid()) && uid != 0)) {
-        counters_.error++;
-        log_.logf(LogLevel::warn, "refused a connection from uid {} (serving uid {} only)", uid,
-                  ::geteuid());
-        close_socket(fd);
-        continue;
-      }
-      std::lock_guard lock(mu_);
-      if (stopping_) {
-        close_socket(fd);
-        continue;
-      }
-      auto done = std::make_shared<std::atomic<bool>>(false);
-      conns_.push_back({fd, std::thread([this, fd, done] {
-                          serve(fd);
-                          done->store(true);
-                        }),
-                        done});
-    }
-  }
-
-  // Joins the threads of connections that ended.
-  void reap() {
-    std::lock_guard lock(mu_);
-    for (auto it = conns_.begin(); it != conns_.end();) {
-      if (!it->done->load()) {
-        ++it;
-        continue;
-      }
-      it->thread.join();
-      close_socket(it->fd);
-      it = conns_.erase(it);
-    }
-  }
-
-  void serve(int fd) {
-    std::string payload;
-    for (;;) {
-      const IoResult in = recv_frame(fd, &payload, kNoDeadline);
-      if (in == IoResult::closed) return;
-      if (in != IoResult::ok) {
-        if (in == IoResult::too_large) {
-          counters_.error++;
-          log_.log(LogLevel::warn, "dropped a client connection: frame too large");
-        }
-        return;
-      }
-      Request q;
-      std::string error;
-      if (!decode(payload, &q, &error)) {
-        counters_.error++;
-        log_.logf(LogLevel::warn, "dropped a client connection: {}", error);
-        return;
-      }
-      Reply r;
-      try {
-        r = dispatch(local_, q);
-      } catch (const std::exception& e) {  // e.g. bad_alloc on a huge request
-        r = Reply{};
-        r.id = q.id;
-        r.status = ReplyStatus::bad_request;
-        r.error = e.what();
-      }
-      const IoResult out = send_frame(fd, encode(r), steady::now() + reply_timeout_);
-      if (out != IoResult::ok) return;
-    }
-  }
-
-  LocalService& local_;
-  const util::Logger& log_;
-  stats::Counters& counters_;
-  std::chrono::milliseconds reply_timeout_;
-  fs::path path_;
-  int listen_fd_ = -1;
-  int wake_[2] = {-1, -1};
-  std::thread accept_;
-  std::mutex mu_;
-  bool stopping_ = false;
-  std::list<Conn> conns_;
-};
-
 class Node final : public core::Service {
  public:
   explicit Node(const core::Resolved& r)
@@ -288,7 +142,7 @@ class Node final : public core::Service {
     server_.reset();  // no more clients served
     {
       std::lock_guard lock(pool_mu_);
-      for (int fd : idle_) close_socket(fd);
+      for (const Pooled& p : idle_) close_socket(p.fd);
       idle_.clear();
     }
     local_ptr_.store(nullptr);
@@ -678,22 +532,46 @@ class Node final : public core::Service {
   }
 
   int take_connection(Deadline deadline, bool* refused, std::string* why) {
-    {
-      std::lock_guard lock(pool_mu_);
-      if (!idle_.empty()) {
-        const int fd = idle_.back();
+    for (;;) {
+      Pooled p;
+      {
+        std::lock_guard lock(pool_mu_);
+        if (idle_.empty()) break;
+        p = idle_.back();
         idle_.pop_back();
-        *refused = false;
-        return fd;
       }
+      // Reuse only a recent connection the owner has not closed (readable while idle = EOF).
+      pollfd pf{p.fd, POLLIN, 0};
+      if (steady::now() - p.since < kMaxPooledAge && ::poll(&pf, 1, 0) == 0) {
+        *refused = false;
+        return p.fd;
+      }
+      close_socket(p.fd);
     }
-    return connect_unix(socket_path_, deadline, refused, why);
+    const int fd = connect_unix(socket_path_, deadline, refused, why);
+    if (fd >= 0 && !owner_is_trusted(fd, why)) {
+      close_socket(fd);
+      return -1;
+    }
+    return fd;
+  }
+
+  // The process serving the socket must run as our user (or root): never send requests, or
+  // believe replies, of a socket another user planted.
+  bool owner_is_trusted(int fd, std::string* why) {
+    const long uid = peer_uid(fd);
+    if (uid == static_cast<long>(::geteuid()) || uid == 0) return true;
+    counters_->error++;
+    *why = fmt::format("the process serving {} runs as uid {}, not as uid {}: not using it",
+                       socket_path_.string(), uid, ::geteuid());
+    log_.log(LogLevel::error, *why);
+    return false;
   }
 
   void give_back(int fd) {
     std::lock_guard lock(pool_mu_);
     if (idle_.size() < kMaxIdleConnections && !inherited())
-      idle_.push_back(fd);
+      idle_.push_back({fd, steady::now()});
     else
       close_socket(fd);
   }
@@ -721,9 +599,12 @@ class Node final : public core::Service {
       return false;
     }
     local_ = std::make_unique<LocalService>(backend_);
-    server_ = std::make_unique<Server>(
-        *local_, log_, backend_->counters(),
-        std::max<std::chrono::milliseconds>(r_.config.lock_timeout, kMinWait));
+    ServerOptions so;
+    so.reply_timeout = std::max<std::chrono::milliseconds>(r_.config.lock_timeout, kMinWait);
+    so.frame_timeout = std::max<std::chrono::milliseconds>(r_.config.lock_timeout, kFrameTimeout);
+    LocalService* served = local_.get();
+    server_ = std::make_unique<Server>([served](const Request& q) { return dispatch(*served, q); },
+                                       log_, backend_->counters(), so);
     if (auto why = server_->start(socket_path_); !why.empty()) {
       backend_->counters().error++;
       log_.logf(LogLevel::error, "owner cannot serve other processes: {}", why);
@@ -756,8 +637,12 @@ class Node final : public core::Service {
   stats::Counters local_counters_;
   stats::Counters* counters_ = &local_counters_;
 
+  struct Pooled {
+    int fd = -1;
+    steady::time_point since;
+  };
   std::mutex pool_mu_;
-  std::vector<int> idle_;
+  std::vector<Pooled> idle_;
   std::atomic<std::uint64_t> next_id_{1};
   std::atomic<steady::rep> fail_fast_until_{0};
   std::atomic<bool> unreachable_{false};

@@ -1,10 +1,16 @@
 // The shared strategy's wire protocol between a client and the owner of a shared cache.
 //
 // A frame is a 4-byte little-endian payload length followed by the payload, at most
-// kMaxFrameBytes. A payload is a cereal portable-binary archive of a Request or a Reply, each
-// starting with the protocol version and the request id (the reply echoes it, so a late or
-// foreign reply is never taken for another request's answer). Operation codes are explicit and
-// never reused. A frame that is too long or does not decode drops the connection it came on.
+// kMaxFrameBytes. A payload is the protocol version (u16) then a Request or a Reply, starting
+// with the request id (the reply echoes it, so a late or foreign reply is never taken for another
+// request's answer). Encoding (docs/shared.md): integers little-endian of fixed width, booleans
+// one byte 0/1, strings and sequences a u32 count then the items, optionals a presence byte.
+// Operation codes are explicit and never reused. A frame that is too long or does not decode
+// drops the connection it came on.
+//
+// Decoding treats every byte as hostile: no count is believed before the bytes left in the
+// payload can hold that many items, and a message may take at most kDecodeMemoryFactor x its
+// size + kDecodeMemorySlack bytes of memory; past that it is refused as malformed.
 //
 // Thread-safety: pure functions.
 #pragma once
@@ -21,9 +27,12 @@
 
 namespace larder::shared {
 
-// 2: adds inspect and admin (cachectl).
-inline constexpr std::uint16_t kProtocolVersion = 2;
+// 2: adds inspect and admin (cachectl). 3: a bounded hand-written encoding instead of cereal's
+// (whose decoder allocated whatever a length claimed).
+inline constexpr std::uint16_t kProtocolVersion = 3;
 inline constexpr std::uint32_t kMaxFrameBytes = 256u << 20;
+inline constexpr std::size_t kDecodeMemoryFactor = 4;
+inline constexpr std::size_t kDecodeMemorySlack = 64 * 1024;
 
 enum class Op : std::uint8_t {
   set = 1,

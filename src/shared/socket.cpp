@@ -220,8 +220,18 @@ IoResult recv_frame(int fd, std::string* payload, Deadline deadline) {
   const std::uint32_t n = std::uint32_t{len[0]} | (std::uint32_t{len[1]} << 8) |
                           (std::uint32_t{len[2]} << 16) | (std::uint32_t{len[3]} << 24);
   if (n > kMaxFrameBytes) return IoResult::too_large;
-  payload->resize(n);
-  return read_exact(fd, payload->data(), n, deadline, false);
+  // The declared length is only a claim: grow the buffer as bytes arrive (at most doubling what
+  // was received), so a peer pins no more memory than it actually sent.
+  payload->clear();
+  std::size_t got = 0;
+  while (got < n) {
+    const std::size_t chunk = std::min<std::size_t>(n - got, std::max<std::size_t>(got, 64 * 1024));
+    payload->resize(got + chunk);
+    const IoResult part = read_exact(fd, payload->data() + got, chunk, deadline, false);
+    if (part != IoResult::ok) return part;
+    got += chunk;
+  }
+  return IoResult::ok;
 }
 
 }  // namespace larder::shared
