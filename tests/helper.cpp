@@ -11,6 +11,9 @@
 //   hold ROOT STRATEGY
 //       opens ROOT (shared or process_isolated), sets "held" = "yes", prints "ready <pid>" and
 //       waits until stdin closes.
+//   counts ROOT ID
+//       on the shared cache ROOT: 100 sets of c<ID>-<i>, 100 gets of them, 50 gets of keys never
+//       set, then a normal close. Prints "done H" with the hits it saw.
 //   diskfull ROOT STRATEGY BALLAST
 //       opens ROOT (shared or process_isolated), sets 64 KB values until 10 sets in a row are
 //       refused ("acked N" / "refused N"), reads every acknowledged key back ("hits N"), removes
@@ -101,6 +104,19 @@ int hold_mode(char** argv) {
   return 0;
 }
 
+int counts_mode(char** argv) {
+  long hits = 0;
+  {
+    larder::Cache cache = larder::Cache::open(shared_config(argv[2]));
+    const std::string id = argv[3];
+    for (int i = 0; i < 100; ++i) (void)cache.set("c" + id + "-" + std::to_string(i), "v");
+    for (int i = 0; i < 100; ++i) hits += cache.get("c" + id + "-" + std::to_string(i)) ? 1 : 0;
+    for (int i = 0; i < 50; ++i) hits += cache.get("absent" + id + "-" + std::to_string(i)) ? 1 : 0;
+  }
+  say("done " + std::to_string(hits));
+  return 0;
+}
+
 int diskfull_mode(char** argv) {
   larder::Config cfg = shared_config(argv[2]);
   if (std::string(argv[3]) == "process_isolated") cfg.strategy = larder::Strategy::process_isolated;
@@ -143,6 +159,7 @@ int main(int argc, char** argv) {
   if (mode == "hammer" && argc == 5) return hammer_mode(argv);
   if (mode == "hold" && argc == 4) return hold_mode(argv);
   if (mode == "diskfull" && argc == 5) return diskfull_mode(argv);
+  if (mode == "counts" && argc == 4) return counts_mode(argv);
   std::fprintf(stderr,
                "usage: larder-test-helper write ROOT FIRST COUNT [MAX_ENTRIES]\n"
                "       larder-test-helper hammer ROOT ID COUNT\n"

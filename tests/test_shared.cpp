@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "child.hpp"
+#include "shared_support.hpp"
 #include "helper_values.hpp"
 #include "shared/protocol.hpp"
 #include "stats/stats_file.hpp"
@@ -37,53 +38,6 @@ Config shared_config(const std::filesystem::path& root) {
   cfg.max_size_bytes = 0;
   cfg.cleanup_interval = 0s;
   return cfg;
-}
-
-// The pid the owner lock names, or -1.
-long owner_pid(const std::filesystem::path& root) {
-  std::ifstream in(root / ".larder.lock");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.starts_with("pid=")) return std::stol(line.substr(4));
-  return -1;
-}
-
-// Connects to the owner's socket directly, bypassing larder. -1 on failure.
-int raw_connect(const std::filesystem::path& socket) {
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", socket.c_str());
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  timeval tv{5, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  return fd;
-}
-
-std::string frame(const std::string& payload) {
-  std::string f(4, '\0');
-  const auto n = static_cast<std::uint32_t>(payload.size());
-  for (int i = 0; i < 4; ++i) f[static_cast<std::size_t>(i)] = static_cast<char>(n >> (8 * i));
-  return f + payload;
-}
-
-// Sends bytes and reports what comes back: the number of bytes read before the owner closed the
-// connection (0: closed, or reset, without a reply), or -1 when the wait timed out.
-long send_and_read(int fd, const std::string& bytes) {
-  if (::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(bytes.size()))
-    return errno == EPIPE || errno == ECONNRESET ? 0 : -2;
-  long total = 0;
-  char buffer[4096];
-  for (;;) {
-    const ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
-    if (n == 0) return total;
-    if (n < 0) return total > 0 ? total : errno == ECONNRESET ? 0 : -1;
-    total += n;
-    if (total >= 4) return total;  // a reply arrived
-  }
 }
 
 }  // namespace
