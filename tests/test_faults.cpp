@@ -19,32 +19,47 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// A Kv whose every call fails while `failing` is set.
+// A Kv whose every call fails while `failing` is set. With `sticky`, like RocksDB after a
+// background error, it keeps failing once it failed until recover() is called.
 class FaultKv final : public kv::Kv {
  public:
-  explicit FaultKv(std::shared_ptr<std::atomic<bool>> failing)
-      : inner_(kv::make_memory_kv()), failing_(std::move(failing)) {}
-  kv::Status get(kv::Cf cf, std::string_view key, std::string* value) override {
+  explicit FaultKv(std::shared_ptr<std::atomic<bool>> failing, bool sticky = false)
+      : inner_(kv::make_memory_kv()), failing_(std::move(failing)), sticky_(sticky) {}
+  kv::Status recover(bool* reopened) override {
+    *reopened = false;
+    ++recovers;
     if (*failing_) return fail();
+    stuck_ = false;
+    return kv::Status::Ok();
+  }
+  int recovers = 0;
+  kv::Status get(kv::Cf cf, std::string_view key, std::string* value) override {
+    if (failing()) return fail();
     return inner_->get(cf, key, value);
   }
   kv::Status scan(kv::Cf cf, std::string_view b, std::string_view e,
                   const kv::ScanFn& fn) override {
-    if (*failing_) return fail();
+    if (failing()) return fail();
     return inner_->scan(cf, b, e, fn);
   }
   std::unique_ptr<kv::Batch> new_batch() override { return inner_->new_batch(); }
   kv::Status write(kv::Batch& batch) override {
-    if (*failing_) return fail();
+    if (failing()) return fail();
     return inner_->write(batch);
   }
   kv::Status flush() override { return kv::Status::Ok(); }
   kv::Status compact(kv::Cf) override { return kv::Status::Ok(); }
 
  private:
-  static kv::Status fail() { return {kv::Code::io_error, "injected I/O error"}; }
+  kv::Status fail() {
+    if (sticky_) stuck_ = true;
+    return {kv::Code::io_error, "injected I/O error"};
+  }
+  bool failing() const { return *failing_ || stuck_; }
   std::unique_ptr<kv::Kv> inner_;
   std::shared_ptr<std::atomic<bool>> failing_;
+  bool sticky_;
+  std::atomic<bool> stuck_{false};
 };
 
 }  // namespace
@@ -103,6 +118,49 @@ TEST_CASE("I/O failures degrade to misses, then the breaker bypasses the store a
   engine::Found found;
   CHECK(primary.read("stale-risk", backend->now_ns(), true, &found).not_found());
   CHECK(primary.read("kept", backend->now_ns(), true, &found).ok());
+}
+
+TEST_CASE("the breaker closes on a store that needs resuming, and counts bypassed writes") {
+  Fixture<RocksStore> f;
+  std::vector<std::string> logged;
+  std::mutex log_mu;
+  f.config.log = [&](LogLevel, std::string_view m) {
+    std::lock_guard lock(log_mu);
+    logged.emplace_back(m);
+  };
+  auto failing = std::make_shared<std::atomic<bool>>(false);
+  FaultKv* fault = nullptr;
+  auto backend = core::Backend::open(
+      core::resolve(f.config),
+      [&](const core::Resolved&, const kv::RocksOptions&, std::unique_ptr<kv::Kv>* out) {
+        auto kv = std::make_unique<FaultKv>(failing, /*sticky=*/true);
+        fault = kv.get();
+        *out = std::move(kv);
+        return kv::Status::Ok();
+      });
+  *failing = true;
+  for (int i = 0; i < core::kBreakerThreshold; ++i) {
+    const auto op = backend->begin();
+    engine::Found found;
+    backend->finish(op, op.engine->read("k", backend->now_ns(), true, &found), "get");
+  }
+  REQUIRE(backend->degraded());
+  engine::SetOutcome out{};
+  for (int i = 0; i < 3; ++i) {
+    const auto op = backend->begin();
+    REQUIRE_FALSE(op.primary);
+    const std::string key = "bypassed" + std::to_string(i);
+    CHECK(op.engine->set(key, "v", 0, "default", {}, backend->now_ns(), &out).ok());
+    backend->finish(op, kv::Status::Ok(), "set", key);
+  }
+  // The fault is gone, but the store stays stuck until it is resumed: the probe must do that.
+  *failing = false;
+  f.clock.advance(core::kBreakerRecovery + std::chrono::seconds(1));
+  CHECK(backend->begin().primary);
+  CHECK_FALSE(backend->degraded());
+  CHECK(fault->recovers >= 1);
+  CHECK(backend->last_error().find("3 writes made while the store was bypassed") !=
+        std::string::npos);
 }
 
 TEST_CASE("the public API never throws on store failure") {

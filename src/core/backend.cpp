@@ -238,9 +238,12 @@ bool Backend::try_recover() {
   if (now_ns() < retry_at_ns_.load()) return false;
   // Probe the store by removing what was written to memory meanwhile: the store must not serve
   // values older than those.
-  kv::Status s;
+  // A store that failed may need resuming or reopening before it works again (RocksDB keeps a
+  // background error until then): without this the breaker never closed.
+  kv::Status s = primary_->recover_store();
   std::size_t n = 0;
-  if (touched_all_) {
+  if (!s.ok()) {
+  } else if (touched_all_) {
     s = primary_->clear(&n);
   } else {
     std::vector<std::string> keys(touched_.begin(), touched_.end());
@@ -255,6 +258,15 @@ bool Backend::try_recover() {
   }
   std::size_t cleared = 0;
   (void)fallback_->clear(&cleared);
+  const std::uint64_t kept = bypassed_writes_.exchange(0);
+  if (kept > 0) {
+    log_.logf(LogLevel::warn,
+              "{} writes made while the store was bypassed were kept in memory only and are "
+              "gone now (their keys were removed from the store)",
+              kept);
+    set_last_error(fmt::format("{} writes made while the store was bypassed were not persisted",
+                               kept));
+  }
   touched_.clear();
   touched_all_ = false;
   failures_ = 0;
@@ -266,6 +278,7 @@ bool Backend::try_recover() {
 void Backend::finish(const Op& op, const kv::Status& s, std::string_view what,
                      std::string_view written, bool all_written) {
   if (!op.primary && (!written.empty() || all_written)) {
+    bypassed_writes_.fetch_add(1);
     std::lock_guard lock(breaker_mu_);
     if (all_written || touched_.size() >= 100'000)
       touched_all_ = true;

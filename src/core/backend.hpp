@@ -118,6 +118,8 @@ class Backend {
   std::atomic<std::int64_t> retry_at_ns_{0};
   std::mutex breaker_mu_;
   std::unordered_set<std::string> touched_;  // keys written while bypassing
+  // Writes served by memory while bypassing: never persisted; logged when the breaker closes.
+  std::atomic<std::uint64_t> bypassed_writes_{0};
   bool touched_all_ = false;
 
   // Statistics file.
