@@ -381,3 +381,59 @@ TEST_CASE("the log sink receives messages and LARDER_LOG is honoured") {
   CHECK(lines.back().second.find("junk") != std::string::npos);
   CHECK(lines.back().first == LogLevel::warn);
 }
+
+TEST_CASE("a cache_root that is a regular file gives a degraded memory cache, not an exception") {
+  TempDir tmp;
+  { std::ofstream(tmp / "file") << "not a directory"; }
+  for (Strategy strategy : {Strategy::process_isolated, Strategy::shared}) {
+    Config cfg;
+    cfg.cache_root = tmp / "file";
+    cfg.strategy = strategy;
+    Cache c = Cache::open(cfg);
+    CHECK(c.degraded());
+    CHECK_FALSE(c.last_error().empty());
+    CHECK(c.set("k", "v"));
+    CHECK(c.get("k") == "v");
+  }
+}
+
+TEST_CASE("shared: a lock file replaced by a directory degrades to memory; calls still work") {
+  TempDir tmp;
+  std::filesystem::create_directories(tmp / "cache" / ".larder.lock");
+  ::chmod((tmp / "cache").c_str(), 0700);
+  Config cfg;
+  cfg.cache_root = tmp / "cache";
+  cfg.strategy = Strategy::shared;
+  Cache c = Cache::open(cfg);
+  CHECK(c.degraded());
+  CHECK(c.last_error().find(".larder.lock") != std::string::npos);
+  CHECK(c.set("k", "v"));
+  CHECK(c.get("k") == "v");
+  CHECK(c.remove("k"));
+}
+
+TEST_CASE("shared: an owner that cannot listen says it is degraded") {
+  TempDir tmp;
+  std::filesystem::create_directories(tmp / "cache" / ".larder.sock" / "blocker");
+  ::chmod((tmp / "cache").c_str(), 0700);
+  Config cfg;
+  cfg.cache_root = tmp / "cache";
+  cfg.strategy = Strategy::shared;
+  Cache c = Cache::open(cfg);
+  CHECK(c.degraded());
+  CHECK(c.last_error().find(".larder.sock") != std::string::npos);
+  CHECK(c.set("k", "v"));  // its own calls still use the store
+  CHECK(c.get("k") == "v");
+}
+
+TEST_CASE("expires_at saturates for huge TTLs instead of overflowing into the past") {
+  Fixture<MemoryStore> f;
+  Cache c = f.open();
+  REQUIRE(c.set("k", "v", ttl(9'000'000'000)));
+  auto info = c.metadata("k");
+  REQUIRE(info);
+  CHECK(info->status == EntryStatus::fresh);
+  REQUIRE(info->expires_at);
+  CHECK(*info->expires_at > info->created_at);
+  CHECK(*info->remaining_ttl_seconds() > 0);
+}

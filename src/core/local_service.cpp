@@ -3,6 +3,8 @@
 // by Backend::finish.
 #include <unistd.h>
 
+#include <limits>
+
 #include <fmt/format.h>
 
 #include "core/backend.hpp"
@@ -59,7 +61,15 @@ EntryInfo make_info(std::string_view key, const engine::Found& f, const engine::
   info.size_bytes = f.size;
   info.created_at = tp(f.header.created_ns);
   info.last_accessed = tp(a.last_access_ns);
-  if (f.header.ttl_s > 0) info.expires_at = info.created_at + std::chrono::seconds(f.header.ttl_s);
+  if (f.header.ttl_s > 0) {
+    // Saturates (at the clock's last representable time) instead of overflowing for huge TTLs.
+    const std::int64_t max_ttl_s =
+        (std::numeric_limits<std::int64_t>::max() - std::max<std::int64_t>(f.header.created_ns, 0)) /
+        1'000'000'000LL;
+    info.expires_at = f.header.ttl_s >= max_ttl_s
+                          ? tp(std::numeric_limits<std::int64_t>::max())
+                          : tp(f.header.created_ns + f.header.ttl_s * 1'000'000'000LL);
+  }
   info.access_count = a.access_count;
   info.metadata = f.header.metadata;
   info.observed_at = tp(now_ns);

@@ -170,9 +170,16 @@ class Node final : public core::Service {
       if (counter_file_) counters_ = &counter_file_->counters();
     }
     if (!why.empty()) {
-      log_.logf(LogLevel::error, "shared cache unusable: {}", why);
+      log_.logf(LogLevel::error, "shared cache unusable, using a memory cache instead: {}", why);
       set_last_error(why);
       broken_ = true;
+      // Degrade to memory, as an unusable process_isolated directory does: calls keep working.
+      core::Resolved memory = r_;
+      memory.dir.clear();
+      memory.config.strategy = Strategy::disabled;
+      backend_ = core::Backend::open(memory);
+      local_ = std::make_unique<LocalService>(backend_);
+      local_ptr_.store(local_.get(), std::memory_order_release);
       return;
     }
     become_owner();
@@ -381,7 +388,7 @@ class Node final : public core::Service {
   }
 
   bool degraded() const override {
-    if (inherited() || broken_) return true;
+    if (inherited() || broken_ || serve_failed_.load()) return true;
     if (auto* l = local()) return l->degraded();
     return unreachable_.load();
   }
@@ -433,7 +440,7 @@ class Node final : public core::Service {
   template <class Make, class T, class Local, class FromReply>
   T route(const Make& make, bool idempotent, T failed, std::size_t misses, Local&& on_local,
           FromReply&& from_reply) {
-    if (inherited() || broken_) {
+    if (inherited()) {
       counters_->miss += misses;
       return failed;
     }
@@ -606,6 +613,7 @@ class Node final : public core::Service {
     server_ = std::make_unique<Server>([served](const Request& q) { return dispatch(*served, q); },
                                        log_, backend_->counters(), so);
     if (auto why = server_->start(socket_path_); !why.empty()) {
+      serve_failed_ = true;
       backend_->counters().error++;
       log_.logf(LogLevel::error, "owner cannot serve other processes: {}", why);
       set_last_error(why);
@@ -623,7 +631,8 @@ class Node final : public core::Service {
   core::Resolved r_;
   util::Logger log_;
   std::uint64_t fork_generation_;
-  bool broken_ = false;  // no lock file or socket path: every call fails (degraded)
+  bool broken_ = false;  // no lock file or socket path: a memory cache (degraded)
+  std::atomic<bool> serve_failed_{false};  // the owner could not listen: others cannot use it
   fs::path socket_path_;
   util::LockFile lock_;
 

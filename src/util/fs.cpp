@@ -93,7 +93,8 @@ std::string create_private_directories(const fs::path& dir) {
 std::string unsafe_directory_reason(const fs::path& dir) {
   struct stat st {};
   if (::stat(dir.c_str(), &st) != 0) return {};
-  if (!S_ISDIR(st.st_mode)) return fmt::format("{} is not a directory", dir.string());
+  // Not a directory: not a question of safety; creating the cache there fails and degrades.
+  if (!S_ISDIR(st.st_mode)) return {};
   if (st.st_uid != ::geteuid())
     return fmt::format("{} is owned by uid {}, not by this user (uid {})", dir.string(), st.st_uid,
                        ::geteuid());
