@@ -37,7 +37,8 @@ kv::Status default_opener(const Resolved& r, const kv::RocksOptions& options,
     std::error_code ec;
     if (!fs::is_directory(r.dir / "db", ec))
       return {Code::io_error, fmt::format("no store in {}", (r.dir / "db").string())};
-  } else if (auto why = util::create_private_directories(r.dir / "db"); !why.empty()) {
+  } else if (auto why = util::create_private_directories(r.dir / "db", /*no_symlink=*/true);
+             !why.empty()) {
     return {Code::io_error, why};
   }
   return kv::open_rocks_kv(r.dir / "db", options, out);
@@ -117,7 +118,8 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r, const KvOpener& opener
       have_dir = false;
     } else if (r.read_only) {
       // Inspection only: no liveness lock, counter file or housekeeping.
-    } else if (auto why = util::create_private_directories(r.dir); !why.empty()) {
+    } else if (auto why = util::create_private_directories(r.dir, /*no_symlink=*/r.dir != r.root);
+               !why.empty()) {
       degrade(why);
       have_dir = false;
     } else if (auto why2 = util::unsafe_directory_reason(r.dir); !why2.empty()) {

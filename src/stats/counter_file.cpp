@@ -94,10 +94,14 @@ struct Found {
 std::vector<Found> counter_files(const fs::path& dir) {
   std::vector<Found> out;
   std::error_code ec;
+  // Never a symlinked .stats (its files would be retired, i.e. deleted), never symlinked files.
+  if (fs::is_symlink(dir / kCounterDirName, ec)) return out;
   for (fs::directory_iterator it(dir / kCounterDirName, ec), end; !ec && it != end;
        it.increment(ec)) {
     const fs::path& p = it->path();
-    if (p.extension() == kSuffix) out.push_back({p.stem().string(), p});
+    std::error_code type_ec;
+    if (p.extension() == kSuffix && it->symlink_status(type_ec).type() == fs::file_type::regular)
+      out.push_back({p.stem().string(), p});
   }
   return out;
 }
@@ -116,7 +120,7 @@ Snapshot load(const fs::path& dir, std::chrono::system_clock::time_point now,
 
 std::unique_ptr<CounterFile> CounterFile::create(const fs::path& dir, std::string* error) {
   const fs::path stats_dir = dir / kCounterDirName;
-  if (auto why = util::create_private_directories(stats_dir); !why.empty()) {
+  if (auto why = util::create_private_directories(stats_dir, /*no_symlink=*/true); !why.empty()) {
     *error = why;
     return nullptr;
   }

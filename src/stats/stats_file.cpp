@@ -73,7 +73,8 @@ LoadResult load_stats(const std::filesystem::path& path, std::chrono::system_clo
   if (!std::filesystem::exists(path, ec)) return LoadResult::missing;
   std::string content;
   std::string why;
-  if (util::read_file(path, &content, &why) && from_json(content, out, &why))
+  if (util::read_cache_file(path, kMaxStatsFileBytes, &content, &why) &&
+      from_json(content, out, &why))
     return LoadResult::loaded;
   *out = {};
   const auto aside = util::move_aside(path, ".corrupt-", now);

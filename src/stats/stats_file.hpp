@@ -31,6 +31,10 @@ std::string to_json(const Snapshot& s);
 // False (and *error says why) when `json` is not a statistics file of a known format.
 bool from_json(const std::string& json, Snapshot* out, std::string* error);
 
+// A statistics file larger than this is not read (treated as corrupt): it is a few KB per
+// thousand categories, and a planted /dev/zero or huge file must not be read into memory.
+inline constexpr std::size_t kMaxStatsFileBytes = 16u << 20;
+
 enum class LoadResult : std::uint8_t { loaded, missing, corrupt };
 // Loads `path`. A corrupt or unreadable file is renamed to "<path>.corrupt-<timestamp>" and
 // *error says what was wrong; *out is then left zeroed.

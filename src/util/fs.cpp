@@ -11,6 +11,7 @@
 #include <fstream>
 #include <sstream>
 #include <system_error>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -39,7 +40,10 @@ bool write_all(int fd, std::string_view data) {
 std::string atomic_write_file(const fs::path& path, std::string_view content) {
   static std::atomic<unsigned> sequence{0};
   const fs::path tmp = path.string() + fmt::format(".tmp.{}.{}", ::getpid(), sequence.fetch_add(1));
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  // O_EXCL | O_NOFOLLOW: never write through a file or symlink planted under the temporary name.
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0 && errno == EEXIST && ::unlink(tmp.c_str()) == 0)
+    fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0) return fmt::format("cannot create {}: {}", tmp.string(), errno_text(errno));
   if (!write_all(fd, content) || ::fsync(fd) != 0) {
     const int err = errno;
@@ -77,20 +81,140 @@ bool read_file(const fs::path& path, std::string* content, std::string* error) {
   return true;
 }
 
-std::string create_private_directories(const fs::path& dir) {
+int open_cache_file(const fs::path& path, bool create, std::string* error) {
+  const int fd = ::open(path.c_str(),
+                        O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | (create ? O_CREAT : 0), 0600);
+  if (fd < 0) {
+    *error = fmt::format("cannot open {}: {}", path.string(),
+                         errno == ELOOP ? "it is a symlink" : errno_text(errno));
+    return -1;
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    *error = fmt::format("cannot use {}: not a regular file", path.string());
+    return -1;
+  }
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags >= 0) ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+  return fd;
+}
+
+bool read_cache_file(const fs::path& path, std::size_t max_bytes, std::string* content,
+                     std::string* error) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+  if (fd < 0) {
+    *error = fmt::format("cannot open {}: {}", path.string(),
+                         errno == ELOOP ? "it is a symlink" : errno_text(errno));
+    return false;
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    *error = fmt::format("cannot read {}: not a regular file", path.string());
+    return false;
+  }
+  if (static_cast<std::uint64_t>(st.st_size) > max_bytes) {
+    ::close(fd);
+    *error = fmt::format("{} is {} bytes, more than the {} such a file may have", path.string(),
+                         st.st_size, max_bytes);
+    return false;
+  }
+  std::string out;
+  char buffer[65536];
+  for (;;) {
+    const ssize_t n = ::read(fd, buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int err = errno;
+      ::close(fd);
+      *error = fmt::format("cannot read {}: {}", path.string(), errno_text(err));
+      return false;
+    }
+    if (n == 0) break;
+    if (out.size() + static_cast<std::size_t>(n) > max_bytes) {  // grew while being read
+      ::close(fd);
+      *error = fmt::format("{} is larger than the {} bytes such a file may have", path.string(),
+                           max_bytes);
+      return false;
+    }
+    out.append(buffer, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  *content = std::move(out);
+  return true;
+}
+
+std::string create_private_directories(const fs::path& dir, bool no_symlink) {
   std::error_code ec;
+  if (no_symlink && fs::is_symlink(dir, ec))
+    return fmt::format("{} is a symlink; larder does not follow symlinks inside a cache",
+                       dir.string());
   if (fs::is_directory(dir, ec)) return {};
   if (!dir.has_parent_path() || dir.parent_path() == dir)
     return fmt::format("cannot create {}", dir.string());
   if (auto why = create_private_directories(dir.parent_path()); !why.empty()) return why;
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
     return fmt::format("cannot create directory {}: {}", dir.string(), errno_text(errno));
+  if (no_symlink && fs::is_symlink(dir, ec))
+    return fmt::format("{} is a symlink; larder does not follow symlinks inside a cache",
+                       dir.string());
   if (!fs::is_directory(dir, ec))
     return fmt::format("{} exists and is not a directory", dir.string());
   return {};
 }
 
+namespace {
+
+// Why the directory `d` lets another user replace `next` (its child on the way to a cache): owned
+// by another user (not root), or writable by group or others unless sticky with `next` ours.
+std::string unsafe_ancestor(const fs::path& d, const fs::path& next) {
+  struct stat st {};
+  if (::stat(d.c_str(), &st) != 0) return {};
+  const uid_t me = ::geteuid();
+  if (st.st_uid != me && st.st_uid != 0)
+    return fmt::format("{} (on the way to the cache) is owned by uid {}, who could replace what "
+                       "is inside it",
+                       d.string(), st.st_uid);
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) == 0) return {};
+  struct stat nt {};
+  const bool next_ours =
+      ::lstat(next.c_str(), &nt) == 0 && (nt.st_uid == me || nt.st_uid == 0) && !S_ISLNK(nt.st_mode);
+  if ((st.st_mode & S_ISVTX) != 0 && next_ours) return {};
+  return fmt::format("{} (on the way to the cache) is writable by group or others (mode {:o}){}",
+                     d.string(), st.st_mode & 07777,
+                     (st.st_mode & S_ISVTX) != 0 ? fmt::format(" and {} is not ours", next.string())
+                                                 : std::string());
+}
+
+// Checks each directory on the way to `dir`, both as written and with symlinks resolved.
+std::string unsafe_ancestors(const fs::path& dir) {
+  std::error_code ec;
+  const fs::path lexical = fs::absolute(dir, ec).lexically_normal();
+  if (ec) return {};
+  std::vector<fs::path> chains = {lexical};
+  // The deepest existing directory, resolved: the chain a symlink on the way leads through.
+  fs::path existing = lexical;
+  while (!existing.empty() && !fs::exists(existing, ec) && existing.has_parent_path() &&
+         existing.parent_path() != existing)
+    existing = existing.parent_path();
+  if (const fs::path real = fs::canonical(existing, ec); !ec && real != existing)
+    chains.push_back(real);
+  for (const fs::path& chain : chains) {
+    fs::path at = chain.root_path();
+    for (const auto& part : chain.relative_path()) {
+      const fs::path next = at / part;
+      if (auto why = unsafe_ancestor(at, next); !why.empty()) return why;
+      at = next;
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
 std::string unsafe_directory_reason(const fs::path& dir) {
+  if (auto why = unsafe_ancestors(dir); !why.empty()) return why;
   struct stat st {};
   if (::stat(dir.c_str(), &st) != 0) return {};
   // Not a directory: not a question of safety; creating the cache there fails and degrades.

@@ -17,11 +17,25 @@ std::string atomic_write_file(const std::filesystem::path& path, std::string_vie
 // Reads a whole file. Returns false (and sets *error) when it cannot be read.
 bool read_file(const std::filesystem::path& path, std::string* content, std::string* error);
 
-// Creates `dir` and missing parents with mode 0700. Returns an empty string on success, else why.
-std::string create_private_directories(const std::filesystem::path& dir);
+// Reads a file of the cache itself: never through a symlink, never a FIFO or device (opened
+// non-blocking, must be a regular file), at most `max_bytes`. Returns false (and *error says
+// why) otherwise.
+bool read_cache_file(const std::filesystem::path& path, std::size_t max_bytes,
+                     std::string* content, std::string* error);
+// Opens a file of the cache itself for reading and writing: O_NOFOLLOW (a symlink planted in
+// its place is refused), non-blocking open (a FIFO cannot hang it), and it must be a regular
+// file. Returns the descriptor (close-on-exec, blocking again), or -1 with *error.
+int open_cache_file(const std::filesystem::path& path, bool create, std::string* error);
+// Creates `dir` and missing parents with mode 0700. With `no_symlink`, `dir` itself must be a
+// real directory, not a symlink (for directories inside a cache). Returns an empty string on
+// success, else why.
+std::string create_private_directories(const std::filesystem::path& dir, bool no_symlink = false);
 
-// Why `dir` must not hold a cache: owned by another user or writable by group/others. Empty when
-// it is safe (or does not exist yet).
+// Why `dir` must not hold a cache: owned by another user or writable by group/others, or a
+// directory on the way to it (as written, and with symlinks resolved) lets another user replace
+// what follows: owned by another user than us or root, or writable by group/others unless it is
+// sticky and the next component is ours (the rule of ssh's StrictModes). Empty when it is safe
+// (or does not exist yet).
 std::string unsafe_directory_reason(const std::filesystem::path& dir);
 
 // "20261121T045700Z" for the given time: used in names of files and directories set aside.

@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "util/fork.hpp"
+#include "util/fs.hpp"
 
 namespace larder::util {
 
@@ -37,9 +38,9 @@ LockFile& LockFile::operator=(LockFile&& other) noexcept {
 std::string LockFile::open(const std::filesystem::path& path, bool create) {
   close();
   path_ = path;
-  const int flags = O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0);
-  fd_ = ::open(path.c_str(), flags, 0600);
-  if (fd_ < 0) return fmt::format("cannot open {}: {}", path.string(), std::strerror(errno));
+  std::string error;
+  fd_ = open_cache_file(path, create, &error);  // no symlinks, FIFOs or directories
+  if (fd_ < 0) return error;
   close_in_forked_child(fd_);
   return {};
 }

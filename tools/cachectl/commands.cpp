@@ -94,7 +94,8 @@ std::optional<Clock::time_point> parse_iso(const std::string& s) {
 std::optional<larder::stats::Snapshot> read_snapshot(const fs::path& dir) {
   std::string content, why;
   larder::stats::Snapshot snap;
-  if (!larder::util::read_file(dir / larder::stats::kStatsFileName, &content, &why) ||
+  if (!larder::util::read_cache_file(dir / larder::stats::kStatsFileName,
+                                     larder::stats::kMaxStatsFileBytes, &content, &why) ||
       !larder::stats::from_json(content, &snap, &why))
     return std::nullopt;
   return snap;

@@ -1,0 +1,159 @@
+// Path attacks: symlinks, FIFOs and devices planted in a cache directory are never followed,
+// read without bound or opened blocking; a root below a directory another user can write is
+// refused. Mirrors src/util/fs.cpp and the path rules in docs/ARCHITECTURE.md.
+#include <doctest/doctest.h>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <future>
+
+#include "stats/stats_file.hpp"
+#include "support.hpp"
+#include "util/fs.hpp"
+
+using namespace larder;
+using namespace larder::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+Config shared_config(const std::filesystem::path& root) {
+  Config cfg;
+  cfg.cache_root = root;
+  cfg.strategy = Strategy::shared;
+  cfg.cleanup_interval = 0s;
+  return cfg;
+}
+
+std::string slurp(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// Runs `f` on another thread; false if it did not return within 10 s (a hang).
+template <class F>
+bool returns_soon(F&& f) {
+  auto done = std::async(std::launch::async, std::forward<F>(f));
+  return done.wait_for(10s) == std::future_status::ready;
+}
+
+}  // namespace
+
+TEST_CASE("paths: a symlinked owner lock is not opened; the victim file is untouched") {
+  TempDir tmp;
+  const auto root = tmp / "cache";
+  std::filesystem::create_directories(root);
+  ::chmod(root.c_str(), 0700);
+  { std::ofstream(tmp / "victim") << "precious"; }
+  std::filesystem::create_symlink(tmp / "victim", root / ".larder.lock");
+  Cache c = Cache::open(shared_config(root));
+  CHECK(c.degraded());
+  CHECK(c.last_error().find("symlink") != std::string::npos);
+  CHECK(c.set("k", "v"));  // a memory cache
+  CHECK(slurp(tmp / "victim") == "precious");
+}
+
+TEST_CASE("paths: a symlinked temporary statistics file is not written through") {
+  TempDir tmp;
+  { std::ofstream(tmp / "victim") << "precious"; }
+  const auto target = tmp / "stats.json";
+  // The name atomic_write_file will use next is unknown to an attacker only by chance: plant
+  // every plausible one for this process.
+  for (int i = 0; i < 64; ++i)
+    std::filesystem::create_symlink(tmp / "victim",
+                                    target.string() + ".tmp." + std::to_string(::getpid()) +
+                                        "." + std::to_string(i));
+  CHECK(util::atomic_write_file(target, "{}").empty());
+  CHECK(slurp(tmp / "victim") == "precious");
+  CHECK(slurp(target) == "{}");
+}
+
+TEST_CASE("paths: a symlinked .stats directory is not used and its files are not deleted") {
+  TempDir tmp;
+  const auto root = tmp / "cache";
+  const auto proc = root / "shared";
+  std::filesystem::create_directories(tmp / "elsewhere");
+  { std::ofstream(tmp / "elsewhere" / "important.cnt") << "keep me"; }
+  std::filesystem::create_directories(root);
+  ::chmod(root.c_str(), 0700);
+  std::filesystem::create_symlink(tmp / "elsewhere", root / ".stats");
+  {
+    Cache c = Cache::open(shared_config(root));
+    CHECK(c.set("k", "v"));
+    c.flush();
+  }
+  CHECK(std::filesystem::exists(tmp / "elsewhere" / "important.cnt"));
+  CHECK(slurp(tmp / "elsewhere" / "important.cnt") == "keep me");
+}
+
+TEST_CASE("paths: a statistics file that is /dev/zero, a FIFO or huge is neither hung on nor "
+          "read whole") {
+  TempDir tmp;
+  const auto file = tmp / stats::kStatsFileName;
+  stats::Snapshot snap;
+  std::string error;
+  std::filesystem::create_symlink("/dev/zero", file);
+  CHECK(returns_soon([&] { return stats::load_stats(file, std::chrono::system_clock::now(), &snap,
+                                                     &error); }));
+  CHECK(error.find("symlink") != std::string::npos);
+  std::filesystem::remove(file);
+  REQUIRE(::mkfifo(file.c_str(), 0600) == 0);
+  error.clear();
+  CHECK(returns_soon([&] { return stats::load_stats(file, std::chrono::system_clock::now(), &snap,
+                                                     &error); }));
+  CHECK(error.find("not a regular file") != std::string::npos);
+  std::filesystem::remove(file);
+  {
+    std::ofstream out(file, std::ios::binary);
+    out.seekp(static_cast<std::streamoff>(stats::kMaxStatsFileBytes) + 1);
+    out.put('x');
+  }
+  error.clear();
+  CHECK(stats::load_stats(file, std::chrono::system_clock::now(), &snap, &error) ==
+        stats::LoadResult::corrupt);
+  CHECK(error.find("more than") != std::string::npos);
+}
+
+TEST_CASE("paths: a root below a directory another user can write is refused, naming it") {
+  TempDir tmp;
+  const auto shared_dir = tmp / "open";
+  std::filesystem::create_directories(shared_dir);
+  ::chmod(shared_dir.c_str(), 0777);  // anyone may rename what is inside
+  Config cfg;
+  cfg.cache_root = shared_dir / "mine" / "cache";
+  cfg.strategy = Strategy::process_isolated;
+  CHECK_THROWS_WITH_AS(Cache::open(cfg), doctest::Contains(shared_dir.string().c_str()), ConfigError);
+  cfg.strategy = Strategy::shared;
+  CHECK_THROWS_AS(Cache::open(cfg), ConfigError);
+  // Sticky (like /tmp) with the next component ours: accepted.
+  ::chmod(shared_dir.c_str(), 01777);
+  std::filesystem::create_directories(shared_dir / "mine");
+  ::chmod((shared_dir / "mine").c_str(), 0700);
+  Cache c = Cache::open(cfg);
+  CHECK_FALSE(c.degraded());
+  // Through a symlink that lives in the open directory: refused too.
+  ::chmod(shared_dir.c_str(), 0777);
+  std::filesystem::create_directories(tmp / "real");
+  ::chmod((tmp / "real").c_str(), 0700);
+  std::filesystem::create_symlink(tmp / "real", shared_dir / "link");
+  cfg.cache_root = shared_dir / "link" / "cache";
+  CHECK_THROWS_AS(Cache::open(cfg), ConfigError);
+}
+
+TEST_CASE("paths: a root below a directory owned by another user is refused") {
+  if (::geteuid() != 0) {
+    MESSAGE("skipped: needs root to make a directory owned by uid 65534");
+    return;
+  }
+  TempDir tmp;
+  const auto theirs = tmp / "theirs";
+  std::filesystem::create_directories(theirs / "cache");
+  REQUIRE(::chown(theirs.c_str(), 65534, 65534) == 0);
+  ::chmod(theirs.c_str(), 0755);
+  ::chmod((theirs / "cache").c_str(), 0700);
+  Config cfg;
+  cfg.cache_root = theirs / "cache";
+  CHECK_THROWS_WITH_AS(Cache::open(cfg), doctest::Contains("uid 65534"), ConfigError);
+}
