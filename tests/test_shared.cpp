@@ -376,15 +376,22 @@ TEST_CASE(
   const auto root = tmp / "cache";
   Child live({"hold", root.string(), "process_isolated"});
   Child dead({"hold", root.string(), "process_isolated"});
+  Child dead2({"hold", root.string(), "process_isolated"});
   REQUIRE(live.wait_for_lines(1));
   REQUIRE(dead.wait_for_lines(1));
+  REQUIRE(dead2.wait_for_lines(1));
   dead.signal(SIGKILL);
   dead.wait();
+  dead2.signal(SIGKILL);
+  dead2.wait();
   Config cfg = shared_config(root);
   cfg.strategy = Strategy::process_isolated;
   Cache own = Cache::open(cfg);  // collects only directories idle for a day: none here
-  const auto dead_dir = root / ("proc_" + std::to_string(dead.pid()));
-  const auto live_dir = root / ("proc_" + std::to_string(live.pid()));
+  // It adopted one of the dead processes' directories; the other is the collector's.
+  const auto dir_of = [&](const Child& c) { return root / ("proc_" + std::to_string(c.pid())); };
+  REQUIRE((own.directory() == dir_of(dead) || own.directory() == dir_of(dead2)));
+  const auto dead_dir = own.directory() == dir_of(dead) ? dir_of(dead2) : dir_of(dead);
+  const auto live_dir = dir_of(live);
   REQUIRE(std::filesystem::exists(dead_dir));
   // A directory without a liveness lock that is younger than the grace period is left alone.
   std::filesystem::create_directories(root / "proc_999999999");
@@ -403,4 +410,28 @@ TEST_CASE(
   // The live process has closed now: its directory is collectable, ours still is not.
   CHECK(collect_dead_process_dirs(root, 0s) == std::vector<std::filesystem::path>{live_dir});
   CHECK(own.get("k") == "v");
+}
+
+TEST_CASE("process_isolated: a new process finds what a process that is gone stored; live "
+          "processes keep their own directories") {
+  TempDir tmp;
+  const auto root = tmp / "cache";
+  {
+    Child first({"hold", root.string(), "process_isolated"});
+    REQUIRE(first.wait_for_lines(1));  // it stored held = yes
+    first.close_stdin();
+    REQUIRE(WIFEXITED(first.wait_at_most(30s)));
+  }
+  Config cfg = shared_config(root);
+  cfg.strategy = Strategy::process_isolated;
+  Cache again = Cache::open(cfg);
+  CHECK(again.get("held") == "yes");  // the default strategy kept it between runs
+  REQUIRE(again.remove("held"));
+  // A process starting while this one runs gets a directory of its own.
+  Child concurrent({"hold", root.string(), "process_isolated"});
+  REQUIRE(concurrent.wait_for_lines(1));
+  CHECK(again.directory() != root / ("proc_" + std::to_string(concurrent.pid())));
+  CHECK_FALSE(again.get("held"));  // its set went to its own directory
+  concurrent.close_stdin();
+  REQUIRE(WIFEXITED(concurrent.wait_at_most(30s)));
 }

@@ -89,12 +89,24 @@ void Backend::set_last_error(std::string message) {
   last_error_ = std::move(message);
 }
 
-std::shared_ptr<Backend> Backend::open(const Resolved& r, const KvOpener& opener_in) {
+std::shared_ptr<Backend> Backend::open(const Resolved& r_in, const KvOpener& opener_in) {
   // In a forked child the Backend (its store, locks, thread and condition variables) belongs to
   // the parent: the deleter leaks it rather than run any of its destructors.
-  std::shared_ptr<Backend> b(new Backend(r), [](Backend* p) {
+  std::shared_ptr<Backend> b(new Backend(r_in), [](Backend* p) {
     if (!p->inherited()) delete p;
   });
+  // process_isolated: a process that is gone left results behind; take its directory over (its
+  // liveness lock proves it is gone) rather than start empty. Concurrent processes still get
+  // directories of their own: a live process holds its lock.
+  bool adopted = false;
+  if (r_in.config.strategy == Strategy::process_isolated && !r_in.read_only && r_in.adopt_dead_dir &&
+      !r_in.dir.empty() && util::unsafe_directory_reason(r_in.root).empty()) {
+    if (fs::path dir = adopt_dead_process_dir(r_in.root, &b->alive_); !dir.empty()) {
+      b->r_.dir = dir;
+      adopted = true;
+    }
+  }
+  const Resolved& r = b->r_;
   const KvOpener opener = opener_in ? opener_in : KvOpener(default_opener);
   engine::Options eo = options_from(r.config);
   auto degrade = [&](const std::string& why) {
@@ -124,7 +136,7 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r, const KvOpener& opener
       have_dir = false;
     } else if (auto why2 = util::unsafe_directory_reason(r.dir); !why2.empty()) {
       throw ConfigError(fmt::format("cache_root: {}", why2));
-    } else if (r.config.strategy == Strategy::process_isolated &&
+    } else if (r.config.strategy == Strategy::process_isolated && !adopted &&
                !(why2 = lock_process_dir(r.dir, r.config.lock_timeout, &b->alive_)).empty()) {
       degrade(why2);
       have_dir = false;

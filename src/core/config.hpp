@@ -23,6 +23,9 @@ struct Resolved {
   bool read_only = false;
   // process_isolated: remove directories of dead processes on open (kCollectOnOpenAge).
   bool collect_dead_dirs = true;
+  // process_isolated: take over the directory of a process that is gone (most recent first)
+  // instead of starting an empty proc_<pid> (false: use `dir` exactly, as cachectl does).
+  bool adopt_dead_dir = true;
   // A store that does not open because its files are damaged is moved aside and started empty
   // (true: what a program using its cache wants); false leaves it where it is and degrades
   // (what an inspection tool wants: report it, keep the evidence).

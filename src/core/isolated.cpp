@@ -1,6 +1,9 @@
 #include "core/isolated.hpp"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+
+#include <algorithm>
 
 #include <random>
 
@@ -57,6 +60,29 @@ std::string lock_process_dir(const fs::path& dir, std::chrono::milliseconds time
     out->close();
   }
   return fmt::format("{} keeps disappearing (removed by a collector?)", dir.string());
+}
+
+fs::path adopt_dead_process_dir(const fs::path& root, util::LockFile* out) {
+  std::vector<std::pair<std::chrono::seconds, fs::path>> candidates;
+  std::error_code ec;
+  for (fs::directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec)) {
+    std::error_code type_ec;
+    if (!is_process_dir_name(it->path().filename().string()) ||
+        it->symlink_status(type_ec).type() != fs::file_type::directory)
+      continue;
+    candidates.emplace_back(age_of(it->path()), it->path());
+  }
+  std::sort(candidates.begin(), candidates.end());
+  for (const auto& [age, dir] : candidates) {
+    util::LockFile lock;
+    const fs::path lock_path = dir / kAliveLockName;
+    if (!lock.open(lock_path, false).empty() || !lock.try_lock()) continue;  // alive, or no lock
+    if (!same_file(lock.fd(), lock_path)) continue;  // a collector renamed it away meanwhile
+    ::utimensat(AT_FDCWD, dir.c_str(), nullptr, 0);  // in use again: not a collector's candidate
+    *out = std::move(lock);
+    return dir;
+  }
+  return {};
 }
 
 std::vector<fs::path> collect_dead_process_dirs(const fs::path& root, std::chrono::seconds min_age,

@@ -27,6 +27,13 @@ inline constexpr std::chrono::seconds kUnlockedGrace{60};
 std::string lock_process_dir(const std::filesystem::path& dir, std::chrono::milliseconds timeout,
                              util::LockFile* out);
 
+// The proc_<pid> directory under `root` of a process that is gone, most recently used first,
+// with its liveness lock now held by *out (so no collector removes it and no other process
+// adopts it); empty when there is none. The directory keeps its name (the pid of the process
+// that created it).
+std::filesystem::path adopt_dead_process_dir(const std::filesystem::path& root,
+                                             util::LockFile* out);
+
 // Removes (or with dry_run only lists) the proc_<pid> directories under `root` whose process is
 // gone and that were last modified at least `min_age` ago. Returns the directories concerned.
 std::vector<std::filesystem::path> collect_dead_process_dirs(const std::filesystem::path& root,
