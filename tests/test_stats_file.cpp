@@ -1,6 +1,7 @@
 // The statistics file: format round trip, corrupt files, atomic replacement, persistence rules.
 #include <doctest/doctest.h>
 
+#include <cstring>
 #include <fstream>
 #include <thread>
 
@@ -202,4 +203,33 @@ TEST_CASE("statistics accumulate over processes that open the directory one afte
     CHECK(s.set_count == static_cast<std::uint64_t>(round));
     CHECK(s.hit_count == static_cast<std::uint64_t>(round));
   }
+}
+
+TEST_CASE("a counter file with implausible counts is left out, not trusted") {
+  TempDir tmp;
+  const auto dir = tmp.path();
+  std::string error;
+  auto real = stats::CounterFile::create(dir, &error);
+  REQUIRE(real);
+  real->counters().hit += 2;
+  // A copy of a valid file whose error counter says 2^64 - 256.
+  std::string bytes;
+  REQUIRE(util::read_cache_file(dir / ".stats" / (real->id() + ".cnt"), 1 << 20, &bytes, &error));
+  stats::CounterValues v{};
+  REQUIRE(stats::decode_counter_file(bytes, &v, &error));
+  CHECK(v[0] == 2);
+  const std::uint64_t absurd = 18446744073709551360ull;
+  for (std::size_t i = 0; i < stats::kCounterCount; ++i)
+    std::memcpy(bytes.data() + stats::kCounterOffset + i * 8, &absurd, 8);
+  CHECK_FALSE(stats::decode_counter_file(bytes, &v, &error));
+  CHECK(error.find("implausible") != std::string::npos);
+  { std::ofstream(dir / ".stats" / "forged.cnt", std::ios::binary) << bytes; }
+  stats::Snapshot s;
+  std::string warning;
+  REQUIRE(stats::fold_stats(dir, real.get(), stats::FoldMode::save,
+                            std::chrono::system_clock::now(), {}, &s, &warning)
+              .empty());
+  CHECK(s.error_count < 1000);
+  CHECK(s.hit_count == 2);
+  CHECK(warning.find("implausible") != std::string::npos);
 }

@@ -79,6 +79,12 @@ class Mapped {
   void* map_ = nullptr;
 };
 
+bool plausible(const CounterValues& v) {
+  for (std::uint64_t x : v)
+    if (x > kMaxPlausibleCount) return false;
+  return true;
+}
+
 void add_growth(Snapshot& s, const CounterValues& now, const CounterValues& before) {
   CounterValues totals = Counters::of(s);
   for (std::size_t i = 0; i < kCounterCount; ++i)
@@ -196,8 +202,12 @@ std::string fold_stats(const fs::path& dir, CounterFile* own, FoldMode mode,
     const Mapped m(other.fd());
     if (m.valid()) {
       const CounterValues v = m.values();
-      add_growth(s, v, before);
-      s.contributors[f.id] = v;
+      if (plausible(v)) {
+        add_growth(s, v, before);
+        s.contributors[f.id] = v;
+      } else if (warning != nullptr) {
+        *warning = fmt::format("{} holds implausible counts; left out", f.path.string());
+      }
     }
     if (gone) {
       s.contributors.erase(f.id);
@@ -244,10 +254,34 @@ std::string read_stats(const fs::path& dir, const CounterFile* own, Snapshot* ou
     util::LockFile other;
     if (!other.open(f.path, false).empty()) continue;
     const Mapped m(other.fd());
-    if (m.valid()) add_growth(s, m.values(), before);
+    if (m.valid() && plausible(m.values())) add_growth(s, m.values(), before);
   }
   *out = std::move(s);
   return why;
+}
+
+bool decode_counter_file(std::string_view bytes, CounterValues* out, std::string* why) {
+  if (bytes.size() < kCounterOffset + kCounterCount * sizeof(std::uint64_t)) {
+    *why = fmt::format("{} bytes: too short for a counter file", bytes.size());
+    return false;
+  }
+  Header h{};
+  std::memcpy(&h, bytes.data(), sizeof h);
+  if (std::memcmp(h.magic, kMagic, sizeof kMagic) != 0 || h.format != kCounterFileFormat ||
+      h.count < kCounterCount) {
+    *why = "not a counter file of this format";
+    return false;
+  }
+  CounterValues v{};
+  for (std::size_t i = 0; i < kCounterCount; ++i)
+    std::memcpy(&v[i], bytes.data() + kCounterOffset + i * sizeof(std::uint64_t),
+                sizeof(std::uint64_t));
+  if (!plausible(v)) {
+    *why = "implausible counts";
+    return false;
+  }
+  *out = v;
+  return true;
 }
 
 }  // namespace larder::stats

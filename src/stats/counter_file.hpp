@@ -77,4 +77,12 @@ std::string fold_stats(const std::filesystem::path& dir, CounterFile* own, FoldM
 // what could be read: at least `own`'s counters).
 std::string read_stats(const std::filesystem::path& dir, const CounterFile* own, Snapshot* out);
 
+// A counter above this is not believed (no process counts 2^48 operations): a file holding one
+// is damaged or forged and is left out of the statistics.
+inline constexpr std::uint64_t kMaxPlausibleCount = std::uint64_t{1} << 48;
+
+// Decodes the bytes of a counter file (as another process's file is read): false (and *why) for
+// a file that is too short, of another format, or holds implausible counts.
+bool decode_counter_file(std::string_view bytes, CounterValues* out, std::string* why);
+
 }  // namespace larder::stats
