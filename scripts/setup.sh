@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 packages=(g++ pkg-config meson ninja-build librocksdb-dev libfmt-dev libcereal-dev doctest-dev
           libcli11-dev libzstd-dev rapidjson-dev)
-if [[ "${LARDER_CXX:-}" == clang++ ]]; then packages+=(clang); fi
+if [[ "${LARDER_CXX:-}" == clang++ ]]; then packages+=(clang libclang-rt-14-dev); fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <fstream>
+#include <mutex>
 #include <map>
 
 #include "helper_values.hpp"
@@ -156,4 +158,40 @@ TEST_CASE("a forked child never touches the parent's store through an inherited 
   CHECK_FALSE(parent->get("child-key"));
   CHECK_FALSE(parent->degraded());
   CHECK(store_problems(*parent).empty());
+}
+
+TEST_CASE("a write-ahead log damaged in the middle: the data lost at open is reported") {
+  TempDir tmp;
+  const auto acked = write_and_kill(tmp.path(), 0, 100000, 8000);
+  REQUIRE(acked.size() >= 8000);
+  // Damage the middle of the (only) log: RocksDB's point-in-time recovery stops there.
+  std::filesystem::path log;
+  for (const auto& e : std::filesystem::directory_iterator(tmp.path() / "db"))
+    if (e.path().extension() == ".log" && e.file_size() > (1u << 20)) log = e.path();
+  REQUIRE_FALSE(log.empty());
+  {
+    std::fstream f(log, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(std::filesystem::file_size(log) / 2));
+    const std::string junk(128, '\xad');
+    f.write(junk.data(), static_cast<std::streamsize>(junk.size()));
+  }
+  std::vector<std::string> errors;
+  std::mutex mu;
+  Config cfg;
+  cfg.cache_root = tmp.path();
+  cfg.strategy = Strategy::shared;
+  cfg.max_entries = 0;
+  cfg.max_size_bytes = 0;
+  cfg.cleanup_interval = std::chrono::seconds(0);
+  cfg.log = [&](LogLevel level, std::string_view m) {
+    std::lock_guard lock(mu);
+    if (level == LogLevel::error) errors.emplace_back(m);
+  };
+  Cache c = Cache::open(cfg);
+  CHECK_FALSE(c.degraded());              // what survived is served
+  CHECK(c.keys().size() < 5000);          // and some acknowledged writes are gone...
+  CHECK(c.stats().error_count >= 1);      // ...which is counted,
+  CHECK(c.last_error().find("data lost") != std::string::npos);  // said,
+  std::lock_guard lock(mu);
+  CHECK_FALSE(errors.empty());            // and logged
 }

@@ -159,6 +159,12 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r_in, const KvOpener& ope
   if (have_dir || r.config.strategy == Strategy::disabled || opener_in) {
     kv::RocksOptions ro;
     ro.log = &b->log_;
+    Backend* self = b.get();
+    ro.on_data_loss = [self](std::string_view message) {
+      self->counters_->error++;
+      self->log_.logf(LogLevel::error, "data lost while opening the store: {}", message);
+      self->set_last_error(fmt::format("data lost while opening the store: {}", message));
+    };
     // The compaction filter reads the stale factor through this, so adopting the store's own
     // (below) reaches it; until the engine opens, the watermark drops nothing anyway.
     auto factor = std::make_shared<std::atomic<double>>(r.config.stale_factor);

@@ -100,17 +100,26 @@ class RocksBatch final : public Batch {
 // Forwards RocksDB's log lines to larder's logger instead of a LOG file in the store.
 class ForwardLogger final : public rocksdb::Logger {
  public:
-  explicit ForwardLogger(const util::Logger* log)
-      : rocksdb::Logger(rocksdb::InfoLogLevel::INFO_LEVEL), log_(log) {}
+  ForwardLogger(const util::Logger* log, std::function<void(std::string_view)> on_data_loss)
+      : rocksdb::Logger(rocksdb::InfoLogLevel::INFO_LEVEL),
+        log_(log),
+        on_data_loss_(std::move(on_data_loss)) {}
   using rocksdb::Logger::Logv;
   void Logv(const char* format, va_list ap) override {
     Logv(rocksdb::InfoLogLevel::INFO_LEVEL, format, ap);
   }
   void Logv(const rocksdb::InfoLogLevel level, const char* format, va_list ap) override {
-    if (log_ == nullptr) return;
+    if (log_ == nullptr && !on_data_loss_) return;
     char line[1024];
     const int n = std::vsnprintf(line, sizeof line, format, ap);
     if (n < 0) return;
+    const std::string_view text(line, std::min<std::size_t>(static_cast<std::size_t>(n),
+                                                            sizeof line - 1));
+    // What RocksDB says when point-in-time recovery skips a damaged part of its log.
+    if (on_data_loss_ && text.find("dropping") != std::string_view::npos &&
+        text.find("Corruption") != std::string_view::npos)
+      on_data_loss_(text);
+    if (log_ == nullptr) return;
     const LogLevel to =
         level >= rocksdb::InfoLogLevel::WARN_LEVEL ? LogLevel::warn : LogLevel::debug;
     log_->logf(to, "rocksdb: {}", std::string_view(line, std::min<std::size_t>(
@@ -120,6 +129,7 @@ class ForwardLogger final : public rocksdb::Logger {
 
  private:
   const util::Logger* log_;
+  std::function<void(std::string_view)> on_data_loss_;
 };
 
 // How to (re)open one database.
@@ -322,7 +332,7 @@ Status open_rocks_kv(const std::filesystem::path& dir, const RocksOptions& optio
   db_options.db_write_buffer_size = 64 * 1024 * 1024;
   db_options.max_background_jobs = 2;
   // No info LOG file: RocksDB asserted (and aborted the host) writing it on a full disk.
-  db_options.info_log = std::make_shared<ForwardLogger>(options.log);
+  db_options.info_log = std::make_shared<ForwardLogger>(options.log, options.on_data_loss);
 
   auto cache = rocksdb::NewLRUCache(options.block_cache_bytes);
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;

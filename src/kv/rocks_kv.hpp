@@ -29,6 +29,9 @@ struct RocksOptions {
   // LOG file in the store: writing its info log on a full disk is what made RocksDB abort.
   // Null: dropped. Must outlive the store.
   const util::Logger* log = nullptr;
+  // Called with RocksDB's message when it drops data while opening (a damaged write-ahead log
+  // whose later records are skipped). Must outlive the store.
+  std::function<void(std::string_view message)> on_data_loss;
 };
 
 // fork(): RocksDB's background threads (flushes, compactions) live in process-wide pools that do

@@ -394,7 +394,9 @@ class Node final : public core::Service {
   }
 
   std::string last_error() const override {
-    if (auto* l = local(); l != nullptr && l->degraded()) return l->last_error();
+    if (auto* l = local()) {
+      if (std::string e = l->last_error(); !e.empty()) return e;
+    }
     std::lock_guard lock(error_mu_);
     return last_error_;
   }

@@ -1,0 +1,13 @@
+// libFuzzer target: the statistics file parser (.cache_stats.json) on hostile bytes.
+#include <cstdint>
+#include <string>
+
+#include "stats/stats_file.hpp"
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  const std::string in(reinterpret_cast<const char*>(data), size);
+  larder::stats::Snapshot s;
+  std::string error;
+  if (larder::stats::from_json(in, &s, &error)) (void)larder::stats::to_json(s);
+  return 0;
+}

@@ -1,0 +1,17 @@
+// libFuzzer target: the trace readers (CSV and oracleGeneral) on hostile bytes.
+#include <cstdint>
+#include <sstream>
+#include <string>
+
+#include "trace/trace.hpp"
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  const std::string in(reinterpret_cast<const char*>(data), size);
+  std::string error;
+  larder::trace::Trace t;
+  (void)larder::trace::read_oracle_general(in, &t, &error);
+  std::istringstream csv(in);
+  larder::trace::Trace c;
+  (void)larder::trace::read_csv(csv, &c, &error);
+  return 0;
+}
