@@ -437,3 +437,23 @@ TEST_CASE("expires_at saturates for huge TTLs instead of overflowing into the pa
   CHECK(*info->expires_at > info->created_at);
   CHECK(*info->remaining_ttl_seconds() > 0);
 }
+
+TEST_CASE("a CURRENT file naming a missing MANIFEST is a corrupt store: moved aside, not degraded") {
+  Fixture<RocksStore> f;
+  std::filesystem::path dir;
+  {
+    Cache c = f.open();
+    REQUIRE(c.set("k", "v"));
+    dir = c.directory();
+  }
+  { std::ofstream(dir / "db" / "CURRENT") << "MANIFEST-999999\n"; }
+  for (int open = 0; open < 2; ++open) {  // and it stays healthy on the next open
+    Cache c = f.open();
+    CHECK_FALSE(c.degraded());
+    CHECK(c.set("k2", "v2"));
+  }
+  bool aside = false;
+  for (const auto& e : std::filesystem::directory_iterator(dir))
+    aside = aside || e.path().filename().string().starts_with("db.corrupt-");
+  CHECK(aside);
+}

@@ -208,8 +208,9 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r_in, const KvOpener& ope
         continue;
       }
       b->counters_->error++;
+      // Name the holder only when the store's lock is what stopped us (not stale lock content).
       degrade(fmt::format("cannot open the store in {}: {}{}", r.dir.string(), s.message,
-                          holder_of(r)));
+                          s.message.find("LOCK") != std::string::npos ? holder_of(r) : ""));
       break;
     }
   }

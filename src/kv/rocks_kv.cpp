@@ -364,6 +364,10 @@ Status open_rocks_kv(const std::filesystem::path& dir, const RocksOptions& optio
     // A damaged MANIFEST or CURRENT sometimes surfaces as InvalidArgument / NotSupported.
     if (!options.read_only && (s.IsInvalidArgument() || s.IsNotSupported()))
       st.code = Code::corruption;
+    // CURRENT naming a MANIFEST (or a MANIFEST naming a file) that does not exist: the store's
+    // files are inconsistent, which no retry mends.
+    if (!options.read_only && s.IsPathNotFound() && std::filesystem::exists(dir / "CURRENT"))
+      st.code = Code::corruption;
     if (st.message.empty()) st.message = s.ToString();
     return st;
   }
