@@ -61,7 +61,6 @@ inline long send_and_read(int fd, const std::string& bytes) {
   }
 }
 
-
 // A line of /proc/<pid>/status as a number ("VmHWM" in kB, "Threads"), or -1.
 inline long proc_status(long pid, const std::string& field) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");

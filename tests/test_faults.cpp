@@ -438,7 +438,8 @@ TEST_CASE("expires_at saturates for huge TTLs instead of overflowing into the pa
   CHECK(*info->remaining_ttl_seconds() > 0);
 }
 
-TEST_CASE("a CURRENT file naming a missing MANIFEST is a corrupt store: moved aside, not degraded") {
+TEST_CASE(
+    "a CURRENT file naming a missing MANIFEST is a corrupt store: moved aside, not degraded") {
   Fixture<RocksStore> f;
   std::filesystem::path dir;
   {

@@ -90,9 +90,9 @@ void fill_and_recover(const char* strategy) {
   CHECK(WEXITSTATUS(status) == 0);
   const long acked = value_after(lines, "acked");
   CHECK(value_after(lines, "degraded") == 0);
-  CHECK(acked > 10);                         // it stored what fitted
-  CHECK(value_after(lines, "refused") >= 10);  // and then refused
-  CHECK(value_after(lines, "hits") == acked);  // every acknowledged write reads back
+  CHECK(acked > 10);                            // it stored what fitted
+  CHECK(value_after(lines, "refused") >= 10);   // and then refused
+  CHECK(value_after(lines, "hits") == acked);   // every acknowledged write reads back
   CHECK(value_after(lines, "recovered") >= 0);  // writes again once space is back
 }
 

@@ -62,9 +62,9 @@ TEST_CASE("paths: a symlinked temporary statistics file is not written through")
   // The name atomic_write_file will use next is unknown to an attacker only by chance: plant
   // every plausible one for this process.
   for (int i = 0; i < 64; ++i)
-    std::filesystem::create_symlink(tmp / "victim",
-                                    target.string() + ".tmp." + std::to_string(::getpid()) +
-                                        "." + std::to_string(i));
+    std::filesystem::create_symlink(
+        tmp / "victim",
+        target.string() + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(i));
   CHECK(util::atomic_write_file(target, "{}").empty());
   CHECK(slurp(tmp / "victim") == "precious");
   CHECK(slurp(target) == "{}");
@@ -88,21 +88,22 @@ TEST_CASE("paths: a symlinked .stats directory is not used and its files are not
   CHECK(slurp(tmp / "elsewhere" / "important.cnt") == "keep me");
 }
 
-TEST_CASE("paths: a statistics file that is /dev/zero, a FIFO or huge is neither hung on nor "
-          "read whole") {
+TEST_CASE(
+    "paths: a statistics file that is /dev/zero, a FIFO or huge is neither hung on nor "
+    "read whole") {
   TempDir tmp;
   const auto file = tmp / stats::kStatsFileName;
   stats::Snapshot snap;
   std::string error;
   std::filesystem::create_symlink("/dev/zero", file);
-  CHECK(returns_soon([&] { return stats::load_stats(file, std::chrono::system_clock::now(), &snap,
-                                                     &error); }));
+  CHECK(returns_soon(
+      [&] { return stats::load_stats(file, std::chrono::system_clock::now(), &snap, &error); }));
   CHECK(error.find("symlink") != std::string::npos);
   std::filesystem::remove(file);
   REQUIRE(::mkfifo(file.c_str(), 0600) == 0);
   error.clear();
-  CHECK(returns_soon([&] { return stats::load_stats(file, std::chrono::system_clock::now(), &snap,
-                                                     &error); }));
+  CHECK(returns_soon(
+      [&] { return stats::load_stats(file, std::chrono::system_clock::now(), &snap, &error); }));
   CHECK(error.find("not a regular file") != std::string::npos);
   std::filesystem::remove(file);
   {
@@ -124,7 +125,8 @@ TEST_CASE("paths: a root below a directory another user can write is refused, na
   Config cfg;
   cfg.cache_root = shared_dir / "mine" / "cache";
   cfg.strategy = Strategy::process_isolated;
-  CHECK_THROWS_WITH_AS(Cache::open(cfg), doctest::Contains(shared_dir.string().c_str()), ConfigError);
+  CHECK_THROWS_WITH_AS(Cache::open(cfg), doctest::Contains(shared_dir.string().c_str()),
+                       ConfigError);
   cfg.strategy = Strategy::shared;
   CHECK_THROWS_AS(Cache::open(cfg), ConfigError);
   // Sticky (like /tmp) with the next component ours: accepted.

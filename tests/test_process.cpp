@@ -8,8 +8,8 @@
 
 #include <cstdio>
 #include <fstream>
-#include <mutex>
 #include <map>
+#include <mutex>
 
 #include "helper_values.hpp"
 #include "support.hpp"
@@ -188,10 +188,10 @@ TEST_CASE("a write-ahead log damaged in the middle: the data lost at open is rep
     if (level == LogLevel::error) errors.emplace_back(m);
   };
   Cache c = Cache::open(cfg);
-  CHECK_FALSE(c.degraded());              // what survived is served
-  CHECK(c.keys().size() < 5000);          // and some acknowledged writes are gone...
-  CHECK(c.stats().error_count >= 1);      // ...which is counted,
+  CHECK_FALSE(c.degraded());          // what survived is served
+  CHECK(c.keys().size() < 5000);      // and some acknowledged writes are gone...
+  CHECK(c.stats().error_count >= 1);  // ...which is counted,
   CHECK(c.last_error().find("data lost") != std::string::npos);  // said,
   std::lock_guard lock(mu);
-  CHECK_FALSE(errors.empty());            // and logged
+  CHECK_FALSE(errors.empty());  // and logged
 }

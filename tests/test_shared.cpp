@@ -18,9 +18,9 @@
 #include <thread>
 
 #include "child.hpp"
-#include "shared_support.hpp"
 #include "helper_values.hpp"
 #include "shared/protocol.hpp"
+#include "shared_support.hpp"
 #include "stats/stats_file.hpp"
 #include "support.hpp"
 
@@ -412,8 +412,9 @@ TEST_CASE(
   CHECK(own.get("k") == "v");
 }
 
-TEST_CASE("process_isolated: a new process finds what a process that is gone stored; live "
-          "processes keep their own directories") {
+TEST_CASE(
+    "process_isolated: a new process finds what a process that is gone stored; live "
+    "processes keep their own directories") {
   TempDir tmp;
   const auto root = tmp / "cache";
   {

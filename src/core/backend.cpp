@@ -99,8 +99,9 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r_in, const KvOpener& ope
   // liveness lock proves it is gone) rather than start empty. Concurrent processes still get
   // directories of their own: a live process holds its lock.
   bool adopted = false;
-  if (r_in.config.strategy == Strategy::process_isolated && !r_in.read_only && r_in.adopt_dead_dir &&
-      !r_in.dir.empty() && util::unsafe_directory_reason(r_in.root).empty()) {
+  if (r_in.config.strategy == Strategy::process_isolated && !r_in.read_only &&
+      r_in.adopt_dead_dir && !r_in.dir.empty() &&
+      util::unsafe_directory_reason(r_in.root).empty()) {
     if (fs::path dir = adopt_dead_process_dir(r_in.root, &b->alive_); !dir.empty()) {
       b->r_.dir = dir;
       adopted = true;
@@ -285,8 +286,8 @@ bool Backend::try_recover() {
               "{} writes made while the store was bypassed were kept in memory only and are "
               "gone now (their keys were removed from the store)",
               kept);
-    set_last_error(fmt::format("{} writes made while the store was bypassed were not persisted",
-                               kept));
+    set_last_error(
+        fmt::format("{} writes made while the store was bypassed were not persisted", kept));
   }
   touched_.clear();
   touched_all_ = false;

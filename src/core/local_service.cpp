@@ -63,9 +63,9 @@ EntryInfo make_info(std::string_view key, const engine::Found& f, const engine::
   info.last_accessed = tp(a.last_access_ns);
   if (f.header.ttl_s > 0) {
     // Saturates (at the clock's last representable time) instead of overflowing for huge TTLs.
-    const std::int64_t max_ttl_s =
-        (std::numeric_limits<std::int64_t>::max() - std::max<std::int64_t>(f.header.created_ns, 0)) /
-        1'000'000'000LL;
+    const std::int64_t max_ttl_s = (std::numeric_limits<std::int64_t>::max() -
+                                    std::max<std::int64_t>(f.header.created_ns, 0)) /
+                                   1'000'000'000LL;
     info.expires_at = f.header.ttl_s >= max_ttl_s
                           ? tp(std::numeric_limits<std::int64_t>::max())
                           : tp(f.header.created_ns + f.header.ttl_s * 1'000'000'000LL);

@@ -113,8 +113,8 @@ class ForwardLogger final : public rocksdb::Logger {
     char line[1024];
     const int n = std::vsnprintf(line, sizeof line, format, ap);
     if (n < 0) return;
-    const std::string_view text(line, std::min<std::size_t>(static_cast<std::size_t>(n),
-                                                            sizeof line - 1));
+    const std::string_view text(
+        line, std::min<std::size_t>(static_cast<std::size_t>(n), sizeof line - 1));
     // What RocksDB says when point-in-time recovery skips a damaged part of its log.
     if (on_data_loss_ && text.find("dropping") != std::string_view::npos &&
         text.find("Corruption") != std::string_view::npos)
@@ -122,9 +122,9 @@ class ForwardLogger final : public rocksdb::Logger {
     if (log_ == nullptr) return;
     const LogLevel to =
         level >= rocksdb::InfoLogLevel::WARN_LEVEL ? LogLevel::warn : LogLevel::debug;
-    log_->logf(to, "rocksdb: {}", std::string_view(line, std::min<std::size_t>(
-                                                          static_cast<std::size_t>(n),
-                                                          sizeof line - 1)));
+    log_->logf(to, "rocksdb: {}",
+               std::string_view(
+                   line, std::min<std::size_t>(static_cast<std::size_t>(n), sizeof line - 1)));
   }
 
  private:
@@ -217,8 +217,8 @@ class RocksKv final : public Kv {
     // Some errors (a failed WAL write, a file that vanished) are not resumable: reopen. Not while
     // the disk is still (nearly) full, though: the reopen would fail there, and until it worked
     // the store could not even be read.
-    if (struct statvfs v {}; ::statvfs(spec_.dir.c_str(), &v) == 0 &&
-                             static_cast<std::uint64_t>(v.f_bavail) * v.f_frsize < kReopenFreeBytes)
+    if (struct statvfs v{}; ::statvfs(spec_.dir.c_str(), &v) == 0 &&
+                            static_cast<std::uint64_t>(v.f_bavail) * v.f_frsize < kReopenFreeBytes)
       return {Code::io_error, "the disk holding the store is still full"};
     std::unique_lock lock(mu_);
     close_db();

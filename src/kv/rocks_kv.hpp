@@ -46,9 +46,9 @@ bool rocksdb_usable(std::string* why);
 // Opens (creating if needed, unless read_only) the database in `dir`. Full disks: a failed write
 // returns io_error and RocksDB stops writing; Kv::recover() resumes it (DB::Resume) or, when that
 // does not clear the error, closes and reopens the database, so writes work again once space is
-// back. No file of the store is written outside `dir` and RocksDB writes no info LOG file. On failure returns a status
-// whose code is corruption when the files are damaged beyond RocksDB's recovery, io_error
-// otherwise (permissions, lock held by another process, ...).
+// back. No file of the store is written outside `dir` and RocksDB writes no info LOG file. On
+// failure returns a status whose code is corruption when the files are damaged beyond RocksDB's
+// recovery, io_error otherwise (permissions, lock held by another process, ...).
 Status open_rocks_kv(const std::filesystem::path& dir, const RocksOptions& options,
                      std::unique_ptr<Kv>* out);
 

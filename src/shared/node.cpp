@@ -633,7 +633,7 @@ class Node final : public core::Service {
   core::Resolved r_;
   util::Logger log_;
   std::uint64_t fork_generation_;
-  bool broken_ = false;  // no lock file or socket path: a memory cache (degraded)
+  bool broken_ = false;                    // no lock file or socket path: a memory cache (degraded)
   std::atomic<bool> serve_failed_{false};  // the owner could not listen: others cannot use it
   fs::path socket_path_;
   util::LockFile lock_;

@@ -277,9 +277,8 @@ void put(Writer& w, const Reply& p) {
   w.opt(p.entry, [&](const Entry& e) { put_entry(w, e); });
   w.opt(p.info, [&](const EntryInfo& i) { put_info(w, i); });
   w.opt(p.stats, [&](const Stats& s) { put_stats(w, s); });
-  w.seq(p.entries, [&](const std::optional<Entry>& e) {
-    w.opt(e, [&](const Entry& x) { put_entry(w, x); });
-  });
+  w.seq(p.entries,
+        [&](const std::optional<Entry>& e) { w.opt(e, [&](const Entry& x) { put_entry(w, x); }); });
   put_map(w, p.fields);
 }
 

@@ -30,7 +30,7 @@ constexpr auto kAcceptPause = std::chrono::milliseconds(100);
 
 struct Conn {
   int fd = -1;
-  std::string buf;        // the current frame: its 4 length bytes, then its payload
+  std::string buf;         // the current frame: its 4 length bytes, then its payload
   std::uint32_t need = 0;  // payload length, once the 4 length bytes are in
   steady::time_point frame_started;
   steady::time_point last_active;
@@ -170,7 +170,8 @@ class Server::Impl {
       }
       std::size_t next = 1;
       if (accepting) {
-        if (fds[1].revents != 0 && !accept_all()) accept_paused_until = steady::now() + kAcceptPause;
+        if (fds[1].revents != 0 && !accept_all())
+          accept_paused_until = steady::now() + kAcceptPause;
         next = 2;
       }
       const auto after = steady::now();
@@ -418,7 +419,7 @@ class Server::Impl {
   int wake_[2] = {-1, -1};
   std::atomic<bool> stopping_{false};
   std::thread loop_;
-  std::map<int, Conn> conns_;    // the loop thread's
+  std::map<int, Conn> conns_;      // the loop thread's
   std::size_t pending_bytes_ = 0;  // the loop thread's: partial frames + frames being answered
 
   std::mutex mu_;

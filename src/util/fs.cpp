@@ -82,8 +82,8 @@ bool read_file(const fs::path& path, std::string* content, std::string* error) {
 }
 
 int open_cache_file(const fs::path& path, bool create, std::string* error) {
-  const int fd = ::open(path.c_str(),
-                        O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | (create ? O_CREAT : 0), 0600);
+  const int fd = ::open(
+      path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | (create ? O_CREAT : 0), 0600);
   if (fd < 0) {
     *error = fmt::format("cannot open {}: {}", path.string(),
                          errno == ELOOP ? "it is a symlink" : errno_text(errno));
@@ -173,13 +173,14 @@ std::string unsafe_ancestor(const fs::path& d, const fs::path& next) {
   if (::stat(d.c_str(), &st) != 0) return {};
   const uid_t me = ::geteuid();
   if (st.st_uid != me && st.st_uid != 0)
-    return fmt::format("{} (on the way to the cache) is owned by uid {}, who could replace what "
-                       "is inside it",
-                       d.string(), st.st_uid);
+    return fmt::format(
+        "{} (on the way to the cache) is owned by uid {}, who could replace what "
+        "is inside it",
+        d.string(), st.st_uid);
   if ((st.st_mode & (S_IWGRP | S_IWOTH)) == 0) return {};
   struct stat nt {};
-  const bool next_ours =
-      ::lstat(next.c_str(), &nt) == 0 && (nt.st_uid == me || nt.st_uid == 0) && !S_ISLNK(nt.st_mode);
+  const bool next_ours = ::lstat(next.c_str(), &nt) == 0 && (nt.st_uid == me || nt.st_uid == 0) &&
+                         !S_ISLNK(nt.st_mode);
   if ((st.st_mode & S_ISVTX) != 0 && next_ours) return {};
   return fmt::format("{} (on the way to the cache) is writable by group or others (mode {:o}){}",
                      d.string(), st.st_mode & 07777,

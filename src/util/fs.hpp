@@ -20,8 +20,8 @@ bool read_file(const std::filesystem::path& path, std::string* content, std::str
 // Reads a file of the cache itself: never through a symlink, never a FIFO or device (opened
 // non-blocking, must be a regular file), at most `max_bytes`. Returns false (and *error says
 // why) otherwise.
-bool read_cache_file(const std::filesystem::path& path, std::size_t max_bytes,
-                     std::string* content, std::string* error);
+bool read_cache_file(const std::filesystem::path& path, std::size_t max_bytes, std::string* content,
+                     std::string* error);
 // Opens a file of the cache itself for reading and writing: O_NOFOLLOW (a symlink planted in
 // its place is refused), non-blocking open (a FIFO cannot hang it), and it must be a regular
 // file. Returns the descriptor (close-on-exec, blocking again), or -1 with *error.

@@ -159,7 +159,7 @@ Session open_session(const Globals& g, const Location& loc) {
   }
   r.adopt_stored_settings = true;
   r.collect_dead_dirs = false;
-  r.adopt_dead_dir = false;     // the directory chosen (--pid), not another
+  r.adopt_dead_dir = false;      // the directory chosen (--pid), not another
   r.move_corrupt_aside = false;  // report a damaged store; the next program opening it moves it
   if (loc.strategy == larder::Strategy::process_isolated) {
     r.dir = loc.chosen->dir;
