@@ -12,7 +12,20 @@
 #include <fstream>
 #include <string>
 
+#include "larder/larder.hpp"
+
 namespace larder::test {
+
+// A shared cache at `root` with no limits and no periodic cleanup.
+inline Config shared_config(const std::filesystem::path& root) {
+  Config cfg;
+  cfg.cache_root = root;
+  cfg.strategy = Strategy::shared;
+  cfg.max_entries = 0;
+  cfg.max_size_bytes = 0;
+  cfg.cleanup_interval = std::chrono::seconds(0);
+  return cfg;
+}
 
 // The pid the owner lock names, or -1.
 inline long owner_pid(const std::filesystem::path& root) {

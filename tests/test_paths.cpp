@@ -10,6 +10,7 @@
 #include <future>
 
 #include "stats/stats_file.hpp"
+#include "shared_support.hpp"
 #include "support.hpp"
 #include "util/fs.hpp"
 
@@ -18,14 +19,6 @@ using namespace larder::test;
 using namespace std::chrono_literals;
 
 namespace {
-
-Config shared_config(const std::filesystem::path& root) {
-  Config cfg;
-  cfg.cache_root = root;
-  cfg.strategy = Strategy::shared;
-  cfg.cleanup_interval = 0s;
-  return cfg;
-}
 
 std::string slurp(const std::filesystem::path& p) {
   std::ifstream in(p, std::ios::binary);

@@ -12,6 +12,7 @@
 #include <mutex>
 
 #include "helper_values.hpp"
+#include "shared_support.hpp"
 #include "support.hpp"
 
 using namespace larder;
@@ -77,12 +78,7 @@ TEST_CASE("SIGKILL of a writer loses no acknowledged write and leaves exact tota
     }
     next = acked.back() + 1 + 3000;  // skip ahead so some keys are overwritten next round
   }
-  Config cfg;
-  cfg.cache_root = tmp.path();
-  cfg.strategy = Strategy::shared;
-  cfg.max_entries = 0;
-  cfg.max_size_bytes = 0;
-  cfg.cleanup_interval = std::chrono::seconds(0);
+  Config cfg = shared_config(tmp.path());
   Cache c = Cache::open(cfg);
   REQUIRE_FALSE(c.degraded());
   std::size_t wrong = 0;
@@ -177,12 +173,7 @@ TEST_CASE("a write-ahead log damaged in the middle: the data lost at open is rep
   }
   std::vector<std::string> errors;
   std::mutex mu;
-  Config cfg;
-  cfg.cache_root = tmp.path();
-  cfg.strategy = Strategy::shared;
-  cfg.max_entries = 0;
-  cfg.max_size_bytes = 0;
-  cfg.cleanup_interval = std::chrono::seconds(0);
+  Config cfg = shared_config(tmp.path());
   cfg.log = [&](LogLevel level, std::string_view m) {
     std::lock_guard lock(mu);
     if (level == LogLevel::error) errors.emplace_back(m);

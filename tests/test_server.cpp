@@ -25,16 +25,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-Config shared_config(const std::filesystem::path& root) {
-  Config cfg;
-  cfg.cache_root = root;
-  cfg.strategy = Strategy::shared;
-  cfg.max_entries = 0;
-  cfg.max_size_bytes = 0;
-  cfg.cleanup_interval = 0s;
-  return cfg;
-}
-
 std::string le32(std::uint32_t n) {
   std::string s(4, '\0');
   for (int i = 0; i < 4; ++i) s[static_cast<std::size_t>(i)] = static_cast<char>(n >> (8 * i));

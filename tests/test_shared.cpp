@@ -30,16 +30,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-Config shared_config(const std::filesystem::path& root) {
-  Config cfg;
-  cfg.cache_root = root;
-  cfg.strategy = Strategy::shared;
-  cfg.max_entries = 0;
-  cfg.max_size_bytes = 0;
-  cfg.cleanup_interval = 0s;
-  return cfg;
-}
-
 }  // namespace
 
 TEST_CASE("shared: a client gets the owner's semantics, and takes over after a graceful close") {
