@@ -233,3 +233,29 @@ TEST_CASE("a counter file with implausible counts is left out, not trusted") {
   CHECK(s.hit_count == 2);
   CHECK(warning.find("implausible") != std::string::npos);
 }
+
+TEST_CASE("truncating a live counter file does not kill its process with SIGBUS") {
+  TempDir tmp;
+  const auto dir = tmp.path();
+  // In a child: a SIGBUS must not take the test runner down with it if the guard fails.
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    std::string error;
+    auto file = stats::CounterFile::create(dir, &error);
+    if (!file) ::_exit(10);
+    file->counters().hit += 3;
+    const auto path = dir / ".stats" / (file->id() + ".cnt");
+    if (::truncate(path.c_str(), 0) != 0) ::_exit(11);
+    file->counters().hit += 1;  // faults on the truncated page
+    if (!file->lost()) ::_exit(12);
+    stats::Snapshot s;
+    std::string warning;
+    (void)stats::fold_stats(dir, file.get(), stats::FoldMode::save,
+                            std::chrono::system_clock::now(), {}, &s, &warning);
+    ::_exit(warning.find("truncated") != std::string::npos ? 0 : 13);
+  }
+  const int status = wait_bounded(pid);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+}

@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 
 #include "util/fs.hpp"
+#include "util/mapping_guard.hpp"
 
 namespace larder::stats {
 
@@ -52,17 +53,21 @@ class Mapped {
     if (::fstat(fd, &st) != 0 || st.st_size < static_cast<off_t>(kCounterFileBytes)) return;
     void* m = ::mmap(nullptr, kCounterFileBytes, PROT_READ, MAP_SHARED, fd, 0);
     if (m == MAP_FAILED) return;
+    util::guard_mapping(m, kCounterFileBytes);  // its owner may truncate it while we read
     Header h{};
     std::memcpy(&h, m, sizeof h);
     if (std::memcmp(h.magic, kMagic, sizeof kMagic) != 0 || h.format != kCounterFileFormat ||
         h.count < kCounterCount) {
+      util::unguard_mapping(m);
       ::munmap(m, kCounterFileBytes);
       return;
     }
     map_ = m;
   }
   ~Mapped() {
-    if (map_ != nullptr) ::munmap(map_, kCounterFileBytes);
+    if (map_ == nullptr) return;
+    util::unguard_mapping(map_);
+    ::munmap(map_, kCounterFileBytes);
   }
   Mapped(const Mapped&) = delete;
   Mapped& operator=(const Mapped&) = delete;
@@ -159,6 +164,8 @@ std::unique_ptr<CounterFile> CounterFile::create(const fs::path& dir, std::strin
   void* m =
       ::mmap(nullptr, kCounterFileBytes, PROT_READ | PROT_WRITE, MAP_SHARED, f->lock_.fd(), 0);
   if (m == MAP_FAILED) return fail("map");
+  // Truncating the file (another process, a user) must not kill us with SIGBUS.
+  util::guard_mapping(m, kCounterFileBytes);
   f->map_ = m;
   f->counters_ = new (static_cast<char*>(m) + kCounterOffset) Counters();
   if (::rename(tmp.c_str(), final_path.c_str()) != 0) return fail("rename");
@@ -167,7 +174,13 @@ std::unique_ptr<CounterFile> CounterFile::create(const fs::path& dir, std::strin
 }
 
 CounterFile::~CounterFile() {
-  if (map_ != nullptr) ::munmap(map_, kCounterFileBytes);
+  if (map_ == nullptr) return;
+  util::unguard_mapping(map_);
+  ::munmap(map_, kCounterFileBytes);
+}
+
+bool CounterFile::lost() const {
+  return map_ != nullptr && util::mapping_lost(map_);
 }
 
 std::string fold_stats(const fs::path& dir, CounterFile* own, FoldMode mode,
@@ -186,6 +199,10 @@ std::string fold_stats(const fs::path& dir, CounterFile* own, FoldMode mode,
     const CounterValues before =
         s.contributors.count(f.id) ? s.contributors[f.id] : CounterValues{};
     if (own != nullptr && f.id == own->id()) {
+      if (own->lost() && warning != nullptr)
+        *warning = fmt::format("{} was truncated while in use; this process's counts since then "
+                               "start again from zero",
+                               f.path.string());
       const CounterValues v = own->counters().values();
       add_growth(s, v, before);
       if (mode == FoldMode::close) {

@@ -45,6 +45,9 @@ class CounterFile {
   Counters& counters() { return *counters_; }
   const Counters& counters() const { return *counters_; }
   const std::string& id() const { return id_; }
+  // True once the file was truncated under this process (the counters then live in memory,
+  // restarted from zero; see util/mapping_guard.hpp).
+  bool lost() const;
   const std::filesystem::path& path() const { return path_; }
 
  private:
