@@ -284,3 +284,34 @@ TEST_CASE("server: a graceful handover answers every request exactly once") {
   CHECK(s.miss_count == 600);
   CHECK(s.error_count == 0);
 }
+
+TEST_CASE("server: a get_many whose reply would exceed a frame is answered in parts") {
+  TempDir tmp;
+  const auto root = tmp / "cache";
+  Child owner({"hold", root.string(), "shared"});
+  REQUIRE(owner.wait_for_lines(1));
+  Cache c = Cache::open(shared_config(root));
+  const std::string big(10 << 20, 'b');
+  REQUIRE(c.set("big", big));
+  // 27 x 10 MiB = 270 MiB of values: more than one frame (256 MiB) can carry.
+  std::vector<std::string> keys(27, "big");
+  keys.push_back("absent");
+  const Stats before = c.stats();
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto got = c.get_many(keys);
+  MESSAGE("get_many of 270 MiB took "
+          << std::chrono::duration_cast<std::chrono::milliseconds>(
+                 std::chrono::steady_clock::now() - t0)
+                 .count()
+          << " ms");
+  REQUIRE(got.size() == keys.size());
+  std::size_t hits = 0;
+  for (std::size_t i = 0; i + 1 < got.size(); ++i) hits += got[i] == big ? 1 : 0;
+  CHECK(hits == 27);
+  CHECK_FALSE(got.back());
+  const Stats after = c.stats();
+  CHECK(after.hit_count - before.hit_count == 27);  // each key counted once
+  CHECK(after.miss_count - before.miss_count == 1);
+  CHECK(after.error_count == before.error_count);
+  CHECK(c.get("big") == big);  // and the next call works at once
+}

@@ -35,6 +35,9 @@ namespace {
 // The smallest wait a client call gets, whatever lock_timeout says: one round trip must fit.
 constexpr auto kMinWait = std::chrono::milliseconds(10);
 constexpr std::size_t kMaxIdleConnections = 16;
+// The owner answers get_many with at most about this many value bytes per reply (a reply must
+// fit in a frame, kMaxFrameBytes); the client asks again for the keys left.
+constexpr std::uint64_t kMaxGetManyReplyBytes = 64u << 20;
 // A pooled connection older than this is not reused (the owner closes idle ones after
 // kIdleTimeout; reusing one it is about to close could lose a request's reply).
 constexpr auto kMaxPooledAge = std::chrono::seconds(10);
@@ -66,9 +69,22 @@ Reply dispatch(LocalService& l, const Request& q) {
     case Op::get:
       r.value = l.get(q.text);
       break;
-    case Op::get_many:
-      r.values = l.get_many(q.keys);
+    case Op::get_many: {
+      // Answer a prefix that fits one frame; r.count says how many (the client asks again for
+      // the rest). Sizes come from metadata (which counts nothing), so every key answered is
+      // counted once, as a hit or a miss, and no key left out is counted.
+      std::uint64_t bytes = 0;
+      for (const auto& key : q.keys) {
+        if (!r.values.empty()) {
+          const auto info = l.metadata(key);
+          if (info && bytes + info->size_bytes > kMaxGetManyReplyBytes) break;
+        }
+        r.values.push_back(l.get(key));
+        if (r.values.back()) bytes += r.values.back()->size();
+      }
+      r.count = r.values.size();
       break;
+    }
     case Op::peek:
       if (key_ok) r.value = l.peek(q.text);
       break;
@@ -211,19 +227,35 @@ class Node final : public core::Service {
   }
 
   std::vector<std::optional<std::string>> get_many(const std::vector<std::string>& keys) override {
-    return route(
-        [&] {
-          Request req;
-          req.op = Op::get_many;
-          req.keys = keys;
-          return req;
-        },
-        true, std::vector<std::optional<std::string>>(keys.size()), keys.size(),
-        [&](LocalService& l) { return l.get_many(keys); },
-        [&](Reply& r) {
-          r.values.resize(keys.size());
-          return std::move(r.values);
-        });
+    std::vector<std::optional<std::string>> out;
+    out.reserve(keys.size());
+    // The owner may answer a prefix (a reply must fit one frame): ask again for the rest.
+    while (out.size() < keys.size()) {
+      const std::vector<std::string> rest(keys.begin() + static_cast<std::ptrdiff_t>(out.size()),
+                                          keys.end());
+      std::size_t answered = 0;
+      auto part = route(
+          [&] {
+            Request req;
+            req.op = Op::get_many;
+            req.keys = rest;
+            return req;
+          },
+          true, std::vector<std::optional<std::string>>(rest.size()), rest.size(),
+          [&](LocalService& l) {
+            answered = rest.size();
+            return l.get_many(rest);
+          },
+          [&](Reply& r) {
+            answered = std::clamp<std::size_t>(r.count, 1, rest.size());
+            r.values.resize(answered);
+            return std::move(r.values);
+          });
+      if (answered == 0) answered = rest.size();  // failed: every remaining key missed
+      part.resize(answered);
+      for (auto& v : part) out.push_back(std::move(v));
+    }
+    return out;
   }
 
   std::vector<bool> set_many(const std::vector<SetRequest>& items) override {
