@@ -31,6 +31,30 @@ void fields(Archive& ar, Snapshot& s, std::uint32_t version) {
   if (version >= 2) ar(cereal::make_nvp("contributors", s.contributors));
 }
 
+// The statistics file holds only integers and strings. A number with a fraction or an exponent
+// is refused before the JSON parser sees it: Debian's rapidjson 1.1 reaches undefined behaviour
+// (clz of zero) on inputs such as "0.0e204" (found by fuzz/fuzz_stats_file).
+bool integers_only(std::string_view json) {
+  bool in_string = false;
+  for (std::size_t i = 0; i < json.size(); ++i) {
+    const char c = json[i];
+    if (in_string) {
+      if (c == '\\')
+        ++i;
+      else if (c == '"')
+        in_string = false;
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+    } else if (c == '.' || c == '+' ||
+               ((c == 'e' || c == 'E') && i > 0 && json[i - 1] >= '0' && json[i - 1] <= '9')) {
+      return false;
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
 std::string to_json(const Snapshot& snapshot) {
@@ -47,6 +71,10 @@ std::string to_json(const Snapshot& snapshot) {
 }
 
 bool from_json(const std::string& json, Snapshot* out, std::string* error) {
+  if (!integers_only(json)) {
+    *error = "malformed statistics file: a number that is not an integer";
+    return false;
+  }
   try {
     std::istringstream in(json);
     cereal::JSONInputArchive ar(in);
