@@ -299,11 +299,10 @@ TEST_CASE("server: a get_many whose reply would exceed a frame is answered in pa
   const Stats before = c.stats();
   const auto t0 = std::chrono::steady_clock::now();
   const auto got = c.get_many(keys);
-  MESSAGE("get_many of 270 MiB took "
-          << std::chrono::duration_cast<std::chrono::milliseconds>(
-                 std::chrono::steady_clock::now() - t0)
-                 .count()
-          << " ms");
+  MESSAGE("get_many of 270 MiB took " << std::chrono::duration_cast<std::chrono::milliseconds>(
+                                             std::chrono::steady_clock::now() - t0)
+                                             .count()
+                                      << " ms");
   REQUIRE(got.size() == keys.size());
   std::size_t hits = 0;
   for (std::size_t i = 0; i + 1 < got.size(); ++i) hits += got[i] == big ? 1 : 0;

@@ -200,9 +200,10 @@ std::string fold_stats(const fs::path& dir, CounterFile* own, FoldMode mode,
         s.contributors.count(f.id) ? s.contributors[f.id] : CounterValues{};
     if (own != nullptr && f.id == own->id()) {
       if (own->lost() && warning != nullptr)
-        *warning = fmt::format("{} was truncated while in use; this process's counts since then "
-                               "start again from zero",
-                               f.path.string());
+        *warning = fmt::format(
+            "{} was truncated while in use; this process's counts since then "
+            "start again from zero",
+            f.path.string());
       const CounterValues v = own->counters().values();
       add_growth(s, v, before);
       if (mode == FoldMode::close) {
