@@ -71,16 +71,14 @@ Reply dispatch(LocalService& l, const Request& q) {
       break;
     case Op::get_many: {
       // Answer a prefix that fits one frame; r.count says how many (the client asks again for
-      // the rest). Sizes come from metadata (which counts nothing), so every key answered is
-      // counted once, as a hit or a miss, and no key left out is counted.
+      // the rest). The prefix ends once its values reach kMaxGetManyReplyBytes, so every key
+      // answered is counted once and no key left out is counted. (A single value larger than a
+      // frame minus that budget still makes the reply too large: it is refused then.)
       std::uint64_t bytes = 0;
       for (const auto& key : q.keys) {
-        if (!r.values.empty()) {
-          const auto info = l.metadata(key);
-          if (info && bytes + info->size_bytes > kMaxGetManyReplyBytes) break;
-        }
         r.values.push_back(l.get(key));
         if (r.values.back()) bytes += r.values.back()->size();
+        if (bytes >= kMaxGetManyReplyBytes) break;
       }
       r.count = r.values.size();
       break;

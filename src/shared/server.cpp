@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -27,10 +28,9 @@ namespace {
 constexpr std::size_t kReadChunk = 64 * 1024;
 constexpr std::size_t kReadPerWake = 1024 * 1024;  // per connection per loop turn (fairness)
 constexpr auto kAcceptPause = std::chrono::milliseconds(100);
-// A worker that answered a request waits this long for the same client's next one (in slices),
-// reading it itself when it is at most kLingerMaxFrame bytes.
-constexpr auto kLinger = std::chrono::microseconds(2000);
-constexpr auto kLingerSlice = std::chrono::microseconds(20);
+// A worker that answered a request waits this long (blocked in poll) for the same client's next
+// one, reading it itself when it is at most kLingerMaxFrame bytes.
+constexpr auto kLinger = std::chrono::milliseconds(2);
 constexpr std::uint32_t kLingerMaxFrame = 1u << 20;
 
 struct Conn {
@@ -66,6 +66,13 @@ class Server::Impl {
     }
     util::close_in_forked_child(wake_[0]);
     util::close_in_forked_child(wake_[1]);
+    job_event_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (job_event_ < 0) {
+      const std::string why = fmt::format("cannot create an eventfd: {}", std::strerror(errno));
+      close_listener();
+      return why;
+    }
+    util::close_in_forked_child(job_event_);
     for (std::size_t i = 0; i < o_.workers; ++i) {
       try {
         workers_.emplace_back([this] { work(); });
@@ -101,11 +108,19 @@ class Server::Impl {
     (void)!::write(wake_[1], &byte, 1);
   }
 
+  // Wakes workers waiting in linger_for_next (work is queued, or we stop).
+  void signal_jobs() {
+    if (job_event_ < 0) return;
+    const std::uint64_t one = 1;
+    (void)!::write(job_event_, &one, sizeof one);
+  }
+
   void stop_workers() {
     {
       std::lock_guard lock(mu_);
       workers_stop_ = true;
     }
+    signal_jobs();
     jobs_cv_.notify_all();
     for (auto& t : workers_) t.join();
     workers_.clear();
@@ -116,6 +131,11 @@ class Server::Impl {
       ::unlink(path_.c_str());
       close_socket(listen_fd_);
       listen_fd_ = -1;
+    }
+    if (job_event_ >= 0) {
+      util::forget_in_forked_child(job_event_);
+      ::close(job_event_);
+      job_event_ = -1;
     }
     for (int& fd : wake_) {
       if (fd < 0) continue;
@@ -339,6 +359,7 @@ class Server::Impl {
           jobs_.push_back(std::move(job));
         }
         jobs_cv_.notify_one();
+        signal_jobs();
         return true;
       }
     }
@@ -374,6 +395,10 @@ class Server::Impl {
         if (jobs_.empty()) return;
         job = std::move(jobs_.front());
         jobs_.pop_front();
+        if (jobs_.empty()) {  // nothing queued now: lingering workers may wait again
+          std::uint64_t n = 0;
+          (void)!::read(job_event_, &n, sizeof n);
+        }
       }
       bool keep = answer(job);
       // A client usually sends its next request right after reading a reply: wait for it here a
@@ -392,20 +417,15 @@ class Server::Impl {
   // Waits up to kLinger for a small next frame on fd while nothing else is queued. True with the
   // payload in *out; false to hand the connection back to the loop (*keep false: close it).
   bool linger_for_next(int fd, std::string* out, bool* keep) {
-    const auto until = steady::now() + kLinger;
-    while (steady::now() < until) {
-      if (stopping_.load()) return false;
-      {
-        std::lock_guard lock(mu_);
-        if (!jobs_.empty() || workers_stop_) return false;
-      }
-      pollfd p{fd, POLLIN, 0};
-      const int n = ::poll(&p, 1, 0);
-      if (n == 0) {
-        std::this_thread::sleep_for(kLingerSlice);
-        continue;
-      }
-      if (n < 0) return false;
+    {
+      std::lock_guard lock(mu_);
+      if (!jobs_.empty() || workers_stop_ || stopping_.load()) return false;
+    }
+    // Sleep in the kernel until the client writes, work is queued (job_event_), or kLinger ends.
+    pollfd p[2] = {{fd, POLLIN, 0}, {job_event_, POLLIN, 0}};
+    const int n = ::poll(p, 2, static_cast<int>(kLinger.count()));
+    if (n <= 0 || (p[0].revents & (POLLIN | POLLHUP | POLLERR)) == 0) return false;
+    {
       unsigned char len[4];
       const ssize_t got = ::recv(fd, len, sizeof len, MSG_PEEK);
       if (got <= 0) {  // closed or broken: the loop would close it too
@@ -425,7 +445,6 @@ class Server::Impl {
       }
       return true;
     }
-    return false;
   }
 
   // True when the connection stays open.
@@ -466,6 +485,7 @@ class Server::Impl {
   fs::path path_;
   int listen_fd_ = -1;
   int wake_[2] = {-1, -1};
+  int job_event_ = -1;  // eventfd: written when a job is queued (or on stop)
   std::atomic<bool> stopping_{false};
   std::thread loop_;
   std::map<int, Conn> conns_;      // the loop thread's
