@@ -9,8 +9,8 @@
 #include <fstream>
 #include <future>
 
-#include "stats/stats_file.hpp"
 #include "shared_support.hpp"
+#include "stats/stats_file.hpp"
 #include "support.hpp"
 #include "util/fs.hpp"
 

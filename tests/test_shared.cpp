@@ -28,9 +28,7 @@ using namespace larder;
 using namespace larder::test;
 using namespace std::chrono_literals;
 
-namespace {
-
-}  // namespace
+namespace {}  // namespace
 
 TEST_CASE("shared: a client gets the owner's semantics, and takes over after a graceful close") {
   TempDir tmp;
