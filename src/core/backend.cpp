@@ -95,18 +95,7 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r_in, const KvOpener& ope
   std::shared_ptr<Backend> b(new Backend(r_in), [](Backend* p) {
     if (!p->inherited()) delete p;
   });
-  // process_isolated: a process that is gone left results behind; take its directory over (its
-  // liveness lock proves it is gone) rather than start empty. Concurrent processes still get
-  // directories of their own: a live process holds its lock.
   bool adopted = false;
-  if (r_in.config.strategy == Strategy::process_isolated && !r_in.read_only &&
-      r_in.adopt_dead_dir && !r_in.dir.empty() &&
-      util::unsafe_directory_reason(r_in.root).empty()) {
-    if (fs::path dir = adopt_dead_process_dir(r_in.root, &b->alive_); !dir.empty()) {
-      b->r_.dir = dir;
-      adopted = true;
-    }
-  }
   const Resolved& r = b->r_;
   const KvOpener opener = opener_in ? opener_in : KvOpener(default_opener);
   engine::Options eo = options_from(r.config);
@@ -125,6 +114,15 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r_in, const KvOpener& ope
     // The root must be ours and private; refuse loudly rather than share with other users.
     if (auto why = util::unsafe_directory_reason(r.root); !why.empty())
       throw ConfigError(fmt::format("cache_root: {}", why));
+    // process_isolated: a process that is gone left results behind; take its directory over (its
+    // liveness lock proves it is gone) rather than start empty. Concurrent processes still get
+    // directories of their own: a live process holds its lock.
+    if (r.config.strategy == Strategy::process_isolated && !r.read_only && r.adopt_dead_dir) {
+      if (fs::path dir = adopt_dead_process_dir(r.root, &b->alive_); !dir.empty()) {
+        b->r_.dir = dir;  // r is b->r_
+        adopted = true;
+      }
+    }
     std::error_code ec;
     if (r.read_only && !fs::is_directory(r.dir, ec)) {
       degrade(fmt::format("{} is not a directory", r.dir.string()));
