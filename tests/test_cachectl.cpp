@@ -10,6 +10,8 @@
 #include <fstream>
 #include <sstream>
 
+#include <rocksdb/db.h>
+
 #include "util/json.hpp"
 
 #include "child.hpp"
@@ -488,4 +490,76 @@ TEST_CASE("cachectl: a damaged store is reported (exit 3) and left where it is")
   for (const auto& e : std::filesystem::directory_iterator(db.parent_path()))
     CHECK_FALSE(e.path().filename().string().starts_with("db.corrupt-"));
   CHECK(slurp(db / "CURRENT") == "this is not a manifest");
+}
+
+namespace {
+
+// The table files RocksDB keeps for one column family of the store in `db` (read-only open).
+std::vector<std::filesystem::path> family_files(const std::filesystem::path& db,
+                                                const std::string& family) {
+  std::vector<std::string> names;
+  REQUIRE(rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), db.string(), &names).ok());
+  std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
+  for (const auto& n : names) cfs.emplace_back(n, rocksdb::ColumnFamilyOptions());
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* raw = nullptr;
+  REQUIRE(
+      rocksdb::DB::OpenForReadOnly(rocksdb::DBOptions(), db.string(), cfs, &handles, &raw).ok());
+  std::vector<std::filesystem::path> files;
+  for (auto* h : handles) {
+    if (h->GetName() == family) {
+      rocksdb::ColumnFamilyMetaData meta;
+      raw->GetColumnFamilyMetaData(h, &meta);
+      for (const auto& level : meta.levels)
+        for (const auto& f : level.files) files.push_back(db / f.relative_filename);
+    }
+    REQUIRE(raw->DestroyColumnFamilyHandle(h).ok());
+  }
+  delete raw;
+  return files;
+}
+
+}  // namespace
+
+TEST_CASE("cachectl: damage to the access family's table is found by verify, fixed by --repair") {
+  TempDir dir;
+  constexpr int kKeys = 5000;
+  std::filesystem::path db;
+  {
+    Config cfg = isolated_config(dir.path());
+    cfg.max_entries = 100000;
+    cfg.max_size_bytes = 64 << 20;
+    Cache c = Cache::open(cfg);
+    for (int i = 0; i < kKeys; ++i)
+      REQUIRE(c.set(fmt::format("key:{:05}", i), std::string(100, 'v')));
+    db = c.directory() / "db";
+  }
+  const auto files = family_files(db, "access");
+  REQUIRE(files.size() >= 1);
+  for (const auto& f : files) {
+    // Overwrite a stretch in the middle of the table: its data blocks fail their checksums.
+    const auto size = std::filesystem::file_size(f);
+    REQUIRE(size > 8192);
+    std::fstream s(f, std::ios::binary | std::ios::in | std::ios::out);
+    s.seekp(static_cast<std::streamoff>(size / 3));
+    const std::string junk(512, '\xa5');
+    s.write(junk.data(), static_cast<std::streamsize>(junk.size()));
+  }
+  Run r = cachectl(with_root(dir.path(), {"verify"}));
+  INFO("verify: " << r.out << r.err);
+  CHECK(r.code == 1);
+  CHECK(r.out.find("access") != std::string::npos);
+  CHECK(r.out.find("Corruption") != std::string::npos);
+  r = cachectl(with_root(dir.path(), {"verify", "--repair"}));
+  INFO("repair: " << r.out << r.err);
+  CHECK(r.code == 0);
+  CHECK(r.err.find("0 problems left") != std::string::npos);
+  r = cachectl(with_root(dir.path(), {"verify"}));
+  CHECK(r.code == 0);
+  {
+    Cache c = Cache::open(isolated_config(dir.path()));
+    CHECK(c.keys().size() == kKeys);
+    CHECK(c.get("key:04999") == std::string(100, 'v'));
+    CHECK(store_problems(c).empty());
+  }
 }

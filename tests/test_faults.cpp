@@ -49,6 +49,10 @@ class FaultKv final : public kv::Kv {
   }
   kv::Status flush() override { return kv::Status::Ok(); }
   kv::Status compact(kv::Cf) override { return kv::Status::Ok(); }
+  kv::Status reset(kv::Cf cf) override {
+    if (failing()) return fail();
+    return inner_->reset(cf);
+  }
 
  private:
   kv::Status fail() {

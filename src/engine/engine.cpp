@@ -303,11 +303,23 @@ Status Engine::rebuild_locked() {
   {
     auto batch = kv_->new_batch();
     batch->put(Cf::counters, kRebuildingKey, le64(1));
-    batch->delete_range(Cf::order, "", "");
-    batch->delete_range(Cf::expiry, "", "");
-    batch->delete_range(Cf::category, "", "");
     batch->delete_range(Cf::counters, kCategoryCounterPrefix, kCategoryCounterEnd);
     if (Status s = kv_->write(*batch); !s.ok()) return s;
+  }
+  // The order, expiry and category families are derived from the entries: dropping them (rather
+  // than deleting their records) also discards table files too damaged to read. The access
+  // family holds what cannot be derived (access history) and is kept, unless it cannot be read.
+  for (const Cf cf : {Cf::order, Cf::expiry, Cf::category})
+    if (Status s = kv_->reset(cf); !s.ok()) return s;
+  if (Status s =
+          kv_->scan(Cf::access, "", "", [](std::string_view, std::string_view) { return true; });
+      s.code == kv::Code::corruption) {
+    ++counters_->error;
+    log_->logf(LogLevel::warn, "the access family is damaged ({}); rebuilding it from the entries",
+               s.message);
+    if (s = kv_->reset(Cf::access); !s.ok()) return s;
+  } else if (!s.ok()) {
+    return s;
   }
   watermark_->store(kNoWatermark);
   std::uint64_t entries = 0, bytes = 0, dropped = 0;
@@ -393,6 +405,7 @@ Status Engine::rebuild_locked() {
 // ---------------------------------------------------------------- verify
 
 Status Engine::verify(VerifyReport* report) {
+  constexpr std::uint64_t kUnknownCount = ~std::uint64_t{0};
   std::lock_guard lock(mu_);
   if (Status s = flush_access_locked(); !s.ok()) return s;
   *report = {};
@@ -403,8 +416,23 @@ Status Engine::verify(VerifyReport* report) {
   std::uint64_t with_expiry = 0;
   const bool has_order = options_.policy != EvictionPolicy::ttl;
   std::string scratch;
+  // An index family the store cannot read (a damaged table file) is one problem, reported once;
+  // verify goes on with the rest. A damaged entries family fails verify (values are lost).
+  bool damaged[kv::kCfCount] = {};
+  auto index_damaged = [&](Cf cf, const Status& st) {
+    if (cf == Cf::entries || st.code != kv::Code::corruption) return false;
+    if (!damaged[static_cast<int>(cf)])
+      problem(fmt::format("the {} family cannot be read ({}); verify --repair rebuilds it",
+                          kv::to_string(cf), st.message));
+    damaged[static_cast<int>(cf)] = true;
+    return true;
+  };
   auto exists = [&](Cf cf, const std::string& key, Status* st) {
     *st = kv_->get(cf, key, &scratch);
+    if (index_damaged(cf, *st)) {
+      *st = Status::Ok();
+      return true;
+    }
     return st->ok();
   };
   Status failure;
@@ -422,8 +450,12 @@ Status Engine::verify(VerifyReport* report) {
       ++cats[h.category];
       AccessRecord a;
       bool found = false;
-      if (s = load_access(key, &a, &found); !s.ok() || !found) {
-        problem(fmt::format("entry '{}': {} access record", key, found ? "undecodable" : "no"));
+      if (s = load_access(key, &a, &found); !s.ok()) {
+        if (!index_damaged(Cf::access, s)) failure = s;
+        continue;
+      }
+      if (!found) {
+        problem(fmt::format("entry '{}': no access record", key));
         continue;
       }
       if (a.size != record.size() - offset)
@@ -454,27 +486,33 @@ Status Engine::verify(VerifyReport* report) {
   });
   if (!scanned.ok()) return scanned;
   if (failure.failed()) return failure;
+  // Counts a family's records: ok, ok with *n unset (-1) when the family is damaged, or a failure.
   auto count = [&](Cf cf, std::uint64_t* n) {
     *n = 0;
-    return kv_->scan(cf, "", "", [&](std::string_view, std::string_view) {
+    Status st = kv_->scan(cf, "", "", [&](std::string_view, std::string_view) {
       ++*n;
       return true;
     });
+    if (index_damaged(cf, st) || damaged[static_cast<int>(cf)]) {
+      *n = kUnknownCount;
+      return Status::Ok();
+    }
+    return st;
   };
   std::uint64_t n = 0;
   if (Status s = count(Cf::access, &n); !s.ok()) return s;
-  if (n != report->entries)
+  if (n != kUnknownCount && n != report->entries)
     problem(fmt::format("{} access records for {} entries", n, report->entries));
   if (has_order) {
     if (Status s = count(Cf::order, &n); !s.ok()) return s;
-    if (n != report->entries)
+    if (n != kUnknownCount && n != report->entries)
       problem(fmt::format("{} eviction-order records for {} entries", n, report->entries));
   }
   if (Status s = count(Cf::expiry, &n); !s.ok()) return s;
-  if (n != with_expiry)
+  if (n != kUnknownCount && n != with_expiry)
     problem(fmt::format("{} expiry records for {} entries with a ttl or invalid", n, with_expiry));
   if (Status s = count(Cf::category, &n); !s.ok()) return s;
-  if (n != report->entries)
+  if (n != kUnknownCount && n != report->entries)
     problem(fmt::format("{} category-index records for {} entries", n, report->entries));
   // Counters as stored (not only as held in memory).
   std::string totals_bytes;

@@ -26,6 +26,13 @@ enum class Cf : std::uint8_t {
 };
 inline constexpr int kCfCount = 6;
 
+// The column family's name (as RocksDB stores it).
+constexpr std::string_view to_string(Cf cf) {
+  constexpr std::string_view names[kCfCount] = {"entries", "access",   "order",
+                                                "expiry",  "category", "counters"};
+  return names[static_cast<int>(cf)];
+}
+
 enum class Code : std::uint8_t { ok = 0, not_found = 1, io_error = 2, corruption = 3 };
 
 struct Status {
@@ -66,6 +73,10 @@ class Kv {
   virtual Status flush() = 0;
   // Compacts a column family (reclaims the space of deleted records). No-op in memory.
   virtual Status compact(Cf cf) = 0;
+  // Empties a column family by dropping and recreating it, so that records the store can no
+  // longer read (a damaged table file) go with it. Returns ok, or why not. Batches must not be
+  // built concurrently with it (the engine holds its mutex for both).
+  virtual Status reset(Cf cf) = 0;
   // After a failed write: makes the store writable again if it can (RocksDB stops writing after a
   // background error such as a full disk until it is resumed or reopened). Returns ok when the
   // store takes writes again (*reopened: it was closed and reopened, so callers must reload what

@@ -78,6 +78,11 @@ class MemoryKv final : public Kv {
 
   Status flush() override { return Status::Ok(); }
   Status compact(Cf) override { return Status::Ok(); }
+  Status reset(Cf cf) override {
+    std::lock_guard lock(mu_);
+    maps_[static_cast<int>(cf)].clear();
+    return Status::Ok();
+  }
 
  private:
   std::shared_mutex mu_;

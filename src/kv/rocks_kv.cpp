@@ -202,6 +202,27 @@ class RocksKv final : public Kv {
     return from_rocks(db_->CompactRange(co, h(cf), nullptr, nullptr));
   }
 
+  Status reset(Cf cf) override {
+    if (spec_.read_only) return {Code::io_error, "store opened read-only"};
+    std::unique_lock lock(mu_);
+    if (db_ == nullptr) return closed();
+    const auto i = static_cast<std::size_t>(cf);
+    if (rocksdb::Status s = db_->DropColumnFamily(cfs_[i]); !s.ok()) return from_rocks(s);
+    (void)db_->DestroyColumnFamilyHandle(cfs_[i]);
+    cfs_[i] = nullptr;
+    // descriptors[0] is "default"; ours follow in Cf order.
+    const rocksdb::ColumnFamilyDescriptor& d = spec_.descriptors[i + 1];
+    rocksdb::ColumnFamilyHandle* fresh = nullptr;
+    if (rocksdb::Status s = db_->CreateColumnFamily(d.options, d.name, &fresh); !s.ok()) {
+      // Without the family the store is unusable: close it; recover() reopens it (the reopen
+      // creates the missing family).
+      close_db();
+      return from_rocks(s);
+    }
+    cfs_[i] = fresh;
+    return Status::Ok();
+  }
+
   Status recover(bool* reopened) override {
     *reopened = false;
     if (spec_.read_only) return Status::Ok();
@@ -255,13 +276,16 @@ class RocksKv final : public Kv {
 
   void close_db() {
     if (db_ == nullptr) return;
+    std::vector<rocksdb::ColumnFamilyHandle*> live;  // a failed reset() leaves a null handle
+    for (auto* handle : cfs_)
+      if (handle != nullptr) live.push_back(handle);
     if (!spec_.read_only) {
       rocksdb::FlushOptions fo;
       fo.wait = true;
-      (void)db_->Flush(fo, cfs_);
+      (void)db_->Flush(fo, live);
       (void)db_->SyncWAL();
     }
-    for (auto* handle : cfs_) (void)db_->DestroyColumnFamilyHandle(handle);
+    for (auto* handle : live) (void)db_->DestroyColumnFamilyHandle(handle);
     (void)db_->DestroyColumnFamilyHandle(default_);
     (void)db_->Close();
     delete db_;
