@@ -462,3 +462,48 @@ TEST_CASE(
     aside = aside || e.path().filename().string().starts_with("db.corrupt-");
   CHECK(aside);
 }
+
+TEST_CASE("a store that cannot be opened at first is opened by the breaker's probe later") {
+  Fixture<RocksStore> f;
+  auto failing = std::make_shared<std::atomic<bool>>(true);
+  int attempts = 0;
+  auto backend = core::Backend::open(
+      core::resolve(f.config),
+      [&](const core::Resolved& r, const kv::RocksOptions& ro, std::unique_ptr<kv::Kv>* out) {
+        ++attempts;
+        if (*failing) return kv::Status{kv::Code::io_error, "injected: No space left on device"};
+        std::filesystem::create_directories(r.dir / "db");
+        return kv::open_rocks_kv(r.dir / "db", ro, out);
+      });
+  CHECK(backend->degraded());
+  CHECK(backend->last_error().find("retrying") != std::string::npos);
+  auto set = [&](const std::string& key) {
+    const auto op = backend->begin();
+    engine::SetOutcome out{};
+    const kv::Status s = op.engine->set(key, "v-" + key, 0, "default", {}, backend->now_ns(), &out);
+    backend->finish(op, s, "set", key);
+    return std::pair{s.ok(), op.primary};
+  };
+  CHECK(set("in-memory") == std::pair{true, false});  // served from memory meanwhile
+  // Too early for the probe: no second attempt.
+  CHECK(set("still-memory") == std::pair{true, false});
+  CHECK(attempts == 1);
+  // The probe retries once the pause is over; while the fault lasts the cache stays on memory.
+  f.clock.advance(core::kBreakerRecovery + std::chrono::seconds(1));
+  CHECK(set("third") == std::pair{true, false});
+  CHECK(attempts == 2);
+  *failing = false;
+  f.clock.advance(core::kBreakerRecovery + std::chrono::seconds(1));
+  CHECK(set("persisted") == std::pair{true, true});
+  CHECK(attempts == 3);
+  CHECK_FALSE(backend->degraded());
+  CHECK(backend->last_error().find("3 writes made while the store was bypassed") !=
+        std::string::npos);
+  backend.reset();
+  // A normal open finds what was written after the store opened, and none of the memory writes.
+  Cache c = f.open();
+  CHECK_FALSE(c.degraded());
+  CHECK(c.get("persisted") == "v-persisted");
+  CHECK_FALSE(c.get("in-memory"));
+  CHECK(store_problems(c).empty());
+}

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "core/isolated.hpp"
+#include "kv/deferred_kv.hpp"
 #include "kv/memory_kv.hpp"
 #include "util/fork.hpp"
 #include "util/fs.hpp"
@@ -207,9 +208,30 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r_in, const KvOpener& ope
         continue;
       }
       b->counters_->error++;
+      const bool held = s.message.find("LOCK") != std::string::npos;
+      // An I/O failure (a full disk, a read-only or failing filesystem) may pass: serve from
+      // memory behind an open breaker, whose probe retries the open every kBreakerRecovery.
+      // Not for a store another opener holds, a read-only view or a tool that adopts settings.
+      if (s.code == Code::io_error && !held && have_dir && !r.read_only &&
+          !r.adopt_stored_settings && kv::rocksdb_usable(nullptr)) {
+        const std::string why = fmt::format(
+            "cannot open the store in {}: {}; using memory and "
+            "retrying every {}s",
+            r.dir.string(), s.message, kBreakerRecovery.count());
+        b->log_.logf(LogLevel::error, "{}", why);
+        b->set_last_error(why);
+        kv::StoreOpener again = [opener, rr = b->r_, ro](std::unique_ptr<kv::Kv>* out) {
+          return opener(rr, ro, out);
+        };
+        b->primary_ = std::make_unique<engine::Engine>(kv::make_deferred_kv(std::move(again), s),
+                                                       eo, b->watermark_, b->counters_, &b->log_);
+        b->retry_at_ns_ = b->now_ns() + std::chrono::nanoseconds(kBreakerRecovery).count();
+        b->bypass_.store(true);
+        break;
+      }
       // Name the holder only when the store's lock is what stopped us (not stale lock content).
       degrade(fmt::format("cannot open the store in {}: {}{}", r.dir.string(), s.message,
-                          s.message.find("LOCK") != std::string::npos ? holder_of(r) : ""));
+                          held ? holder_of(r) : ""));
       break;
     }
   }
