@@ -152,3 +152,50 @@ TEST_CASE("paths: a root below a directory owned by another user is refused") {
   cfg.cache_root = theirs / "cache";
   CHECK_THROWS_WITH_AS(Cache::open(cfg), doctest::Contains("uid 65534"), ConfigError);
 }
+
+namespace {
+
+// Opens a cache, then renames its directory away and puts a symlink to a decoy in its place (a
+// decoy that holds a directory of the same name, so that following the path would work). The
+// cache must go on in the directory it opened: nothing reaches the decoy.
+void renamed_under_a_live_cache(const Config& base) {
+  TempDir tmp;
+  const auto root = tmp / "cache";
+  Config cfg = base;
+  cfg.cache_root = root;
+  Cache c = Cache::open(cfg);
+  REQUIRE_FALSE(c.degraded());
+  REQUIRE(c.set("before", "1"));
+  const auto dir = c.directory();
+  const auto below = std::filesystem::relative(dir, root);  // "." or proc_<pid>
+  std::filesystem::rename(root, tmp / "moved");
+  std::filesystem::create_directories(tmp / "decoy" / below);
+  std::filesystem::create_symlink(tmp / "decoy", root);
+  const std::string value(4096, 'x');
+  for (int i = 0; i < 3000; ++i) REQUIRE(c.set("after" + std::to_string(i), value));
+  c.flush();  // statistics file, access data
+  CHECK(c.stats().set_count >= 3001);
+  std::vector<std::string> planted;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(tmp / "decoy"))
+    if (!e.is_directory()) planted.push_back(e.path().string());
+  INFO("files that reached the decoy: " << planted.size());
+  CHECK(planted.empty());
+  CHECK(std::filesystem::exists(tmp / "moved" / below / ".cache_stats.json"));
+  CHECK(c.get("before") == "1");
+  CHECK(c.get("after2999") == value);
+}
+
+}  // namespace
+
+TEST_CASE(
+    "paths: a process_isolated directory renamed and replaced under a live cache is not "
+    "followed") {
+  Config cfg;
+  cfg.strategy = Strategy::process_isolated;
+  cfg.cleanup_interval = std::chrono::seconds(0);
+  renamed_under_a_live_cache(cfg);
+}
+
+TEST_CASE("paths: a shared root renamed and replaced under its live owner is not followed") {
+  renamed_under_a_live_cache(shared_config(""));
+}

@@ -36,13 +36,13 @@ kv::Status default_opener(const Resolved& r, const kv::RocksOptions& options,
   }
   if (options.read_only) {
     std::error_code ec;
-    if (!fs::is_directory(r.dir / "db", ec))
+    if (!fs::is_directory(r.io() / "db", ec))
       return {Code::io_error, fmt::format("no store in {}", (r.dir / "db").string())};
-  } else if (auto why = util::create_private_directories(r.dir / "db", /*no_symlink=*/true);
+  } else if (auto why = util::create_private_directories(r.io() / "db", /*no_symlink=*/true);
              !why.empty()) {
     return {Code::io_error, why};
   }
-  return kv::open_rocks_kv(r.dir / "db", options, out);
+  return kv::open_rocks_kv(r.io() / "db", options, out);
 }
 
 // ", held by pid N (...)" when a shared store's owner lock names its holder.
@@ -136,13 +136,16 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r_in, const KvOpener& ope
       have_dir = false;
     } else if (auto why2 = util::unsafe_directory_reason(r.dir); !why2.empty()) {
       throw ConfigError(fmt::format("cache_root: {}", why2));
+    } else if (!(why2 = b->pin_directory()).empty()) {
+      degrade(why2);
+      have_dir = false;
     } else if (r.config.strategy == Strategy::process_isolated && !adopted &&
-               !(why2 = lock_process_dir(r.dir, r.config.lock_timeout, &b->alive_)).empty()) {
+               !(why2 = lock_process_dir(r.io(), r.config.lock_timeout, &b->alive_)).empty()) {
       degrade(why2);
       have_dir = false;
     } else if (r.config.enable_statistics) {
       std::string error;
-      b->counter_file_ = stats::CounterFile::create(r.dir, &error);
+      b->counter_file_ = stats::CounterFile::create(r.io(), &error);
       if (b->counter_file_) {
         b->counters_ = &b->counter_file_->counters();
       } else {
@@ -195,7 +198,8 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r_in, const KvOpener& ope
       }
       if (s.code == Code::corruption && attempt == 0 && have_dir && !r.read_only &&
           r.move_corrupt_aside) {
-        const fs::path aside = util::move_aside(r.dir / "db", ".corrupt-", b->now());
+        fs::path aside = util::move_aside(r.io() / "db", ".corrupt-", b->now());
+        if (!aside.empty()) aside = r.dir / aside.filename();  // named as the user knows it
         b->counters_->error++;
         if (aside.empty()) {
           degrade(fmt::format("store in {} is corrupt ({}) and could not be moved aside",
@@ -265,6 +269,13 @@ Backend::~Backend() {
   save_stats(stats::FoldMode::close);
   fallback_.reset();
   primary_.reset();  // closes the store (RocksKv flushes its memtables)
+}
+
+std::string Backend::pin_directory() {
+  if (r_.pinned && r_.pinned->dir() == r_.dir) return {};  // the shared node pinned it
+  std::string error;
+  r_.pinned = util::PinnedDir::open(r_.dir, &error);
+  return error;
 }
 
 Backend::Op Backend::begin() {
@@ -383,7 +394,7 @@ void Backend::counter_totals(Stats* out) {
     return;
   }
   stats::Snapshot snap;
-  if (auto why = stats::read_stats(r_.dir, counter_file_.get(), &snap); !why.empty()) {
+  if (auto why = stats::read_stats(r_.io(), counter_file_.get(), &snap); !why.empty()) {
     counters_->error++;
     snap.error_count++;
     log_.logf(LogLevel::warn, "statistics file: {}", why);
@@ -404,7 +415,7 @@ std::string Backend::save_stats(stats::FoldMode mode) {
   std::lock_guard lock(stats_mu_);
   std::string warning;
   if (auto why =
-          stats::fold_stats(r_.dir, counter_file_.get(), mode, now(), update, nullptr, &warning);
+          stats::fold_stats(r_.io(), counter_file_.get(), mode, now(), update, nullptr, &warning);
       !why.empty()) {
     counters_->error++;
     log_.logf(LogLevel::warn, "could not write statistics: {}", why);

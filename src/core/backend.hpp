@@ -88,6 +88,9 @@ class Backend {
 
  private:
   explicit Backend(const Resolved& r);
+  // Holds r_.dir open so that its files are reached through r_.io() (config.hpp). Returns an
+  // empty string on success, else why the directory cannot be opened.
+  std::string pin_directory();
   void start_housekeeper();
   void housekeeper();
   bool try_recover();

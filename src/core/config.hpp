@@ -4,8 +4,10 @@
 #pragma once
 
 #include <filesystem>
+#include <memory>
 
 #include "larder/larder.hpp"
+#include "util/fs.hpp"
 
 namespace larder::core {
 
@@ -13,6 +15,11 @@ struct Resolved {
   Config config;
   std::filesystem::path root;  // absolute
   std::filesystem::path dir;   // store + statistics; empty for the disabled strategy
+  // `dir` held open once its safety was checked (Backend::open and the shared node set it).
+  // Every file of the cache is reached through io(), so a directory renamed or replaced after
+  // that is never followed; messages name `dir`.
+  std::shared_ptr<const util::PinnedDir> pinned;
+  const std::filesystem::path& io() const { return pinned ? pinned->path() : dir; }
 
   // For larder's own tools (cachectl); Cache::open leaves them alone.
   // Run with the policy, limits, default TTL and stale factor the store records (config has

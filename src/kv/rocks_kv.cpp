@@ -1,6 +1,7 @@
 #include "kv/rocks_kv.hpp"
 
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -8,6 +9,8 @@
 #include <cstdarg>
 #include <cstdio>
 #include <shared_mutex>
+
+#include <fmt/format.h>
 
 #include "util/fork.hpp"
 
@@ -21,6 +24,9 @@
 #include <rocksdb/write_batch.h>
 
 #include <array>
+#include <mutex>
+#include <optional>
+#include <set>
 #include <vector>
 
 namespace larder::kv {
@@ -147,14 +153,45 @@ rocksdb::Status open_db(const OpenSpec& spec, rocksdb::DB** db,
   return rocksdb::DB::Open(spec.db_options, spec.dir, spec.descriptors, handles, db);
 }
 
+// The stores this process has open for writing, by directory identity. RocksDB's own guard
+// against opening one store twice in a process compares path names, and its fcntl lock does not
+// stop the same process: a store reached by another name (a symlink, /proc/self/fd) would be
+// opened twice.
+class OpenStores {
+ public:
+  using Id = std::pair<dev_t, ino_t>;
+  static bool claim(const Id& id) {
+    std::lock_guard lock(mu());
+    return ids().insert(id).second;
+  }
+  static void release(const Id& id) {
+    std::lock_guard lock(mu());
+    ids().erase(id);
+  }
+
+ private:
+  static std::mutex& mu() {
+    static std::mutex m;
+    return m;
+  }
+  static std::set<Id>& ids() {
+    static std::set<Id> s;
+    return s;
+  }
+};
+
 class RocksKv final : public Kv {
  public:
-  RocksKv(OpenSpec spec, rocksdb::DB* db, std::vector<rocksdb::ColumnFamilyHandle*> handles)
-      : spec_(std::move(spec)) {
+  RocksKv(OpenSpec spec, rocksdb::DB* db, std::vector<rocksdb::ColumnFamilyHandle*> handles,
+          std::optional<OpenStores::Id> claimed)
+      : spec_(std::move(spec)), claimed_(claimed) {
     adopt(db, std::move(handles));
   }
 
-  ~RocksKv() override { close_db(); }
+  ~RocksKv() override {
+    close_db();
+    if (claimed_) OpenStores::release(*claimed_);
+  }
 
   Status get(Cf cf, std::string_view key, std::string* value) override {
     std::shared_lock lock(mu_);
@@ -294,6 +331,7 @@ class RocksKv final : public Kv {
 
   rocksdb::ColumnFamilyHandle* h(Cf cf) const { return cfs_[static_cast<int>(cf)]; }
   OpenSpec spec_;
+  std::optional<OpenStores::Id> claimed_;  // released when the store closes for good
   // Shared by every operation; exclusive while recover() closes and reopens the database.
   std::shared_mutex mu_;
   rocksdb::DB* db_ = nullptr;
@@ -379,9 +417,17 @@ Status open_rocks_kv(const std::filesystem::path& dir, const RocksOptions& optio
     descriptors.emplace_back(kCfNames[static_cast<std::size_t>(i)], cf);
   }
   OpenSpec spec{dir.string(), db_options, std::move(descriptors), options.read_only};
+  std::optional<OpenStores::Id> claimed;
+  if (struct stat st{}; !options.read_only && ::stat(dir.c_str(), &st) == 0) {
+    if (!OpenStores::claim({st.st_dev, st.st_ino}))
+      return {Code::io_error,
+              fmt::format("lock {}/LOCK: the store is already open in this process", dir.string())};
+    claimed = OpenStores::Id{st.st_dev, st.st_ino};
+  }
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* db = nullptr;
   const rocksdb::Status s = open_db(spec, &db, &handles);
+  if (!s.ok() && claimed) OpenStores::release(*claimed);
   if (!s.ok()) {
     Status st = from_rocks(s);
     if (st.code == Code::not_found) st.code = Code::io_error;
@@ -395,7 +441,7 @@ Status open_rocks_kv(const std::filesystem::path& dir, const RocksOptions& optio
     if (st.message.empty()) st.message = s.ToString();
     return st;
   }
-  *out = std::make_unique<RocksKv>(std::move(spec), db, std::move(handles));
+  *out = std::make_unique<RocksKv>(std::move(spec), db, std::move(handles), claimed);
   note_first_open();  // after RocksDB's statics exist, so that the hook runs before them
   return Status::Ok();
 }

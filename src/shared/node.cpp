@@ -163,7 +163,7 @@ class Node final : public core::Service {
     local_.reset();
     backend_.reset();  // flushes and closes the store
     if (counter_file_)
-      (void)stats::fold_stats(r_.dir, counter_file_.get(), stats::FoldMode::close, now(), {},
+      (void)stats::fold_stats(r_.io(), counter_file_.get(), stats::FoldMode::close, now(), {},
                               nullptr);
     lock_.close();  // only now may another process take over
   }
@@ -175,12 +175,14 @@ class Node final : public core::Service {
     if (why.empty()) {
       if (auto unsafe = util::unsafe_directory_reason(r_.dir); !unsafe.empty())
         throw ConfigError(fmt::format("cache_root: {}", unsafe));
-      why = lock_.open(r_.dir / kOwnerLockName);
+      // From here on the directory is reached through the descriptor (Resolved::io()).
+      r_.pinned = util::PinnedDir::open(r_.dir, &why);
     }
-    if (why.empty()) socket_path_ = socket_path(r_.dir, &why);
+    if (why.empty()) why = lock_.open(r_.io() / kOwnerLockName);
+    if (why.empty()) socket_path_ = socket_path(r_.dir, r_.io(), &why);
     if (r_.config.enable_statistics && why.empty()) {
       std::string error;
-      counter_file_ = stats::CounterFile::create(r_.dir, &error);
+      counter_file_ = stats::CounterFile::create(r_.io(), &error);
       if (counter_file_) counters_ = &counter_file_->counters();
     }
     if (!why.empty()) {
@@ -362,7 +364,7 @@ class Node final : public core::Service {
           },
           [](Reply&) { return 0; });
     if (counter_file_ && !inherited())
-      (void)stats::fold_stats(r_.dir, counter_file_.get(), stats::FoldMode::save, now(), {},
+      (void)stats::fold_stats(r_.io(), counter_file_.get(), stats::FoldMode::save, now(), {},
                               nullptr);
   }
 
@@ -602,7 +604,7 @@ class Node final : public core::Service {
     if (uid == static_cast<long>(::geteuid()) || uid == 0) return true;
     counters_->error++;
     *why = fmt::format("the process serving {} runs as uid {}, not as uid {}: not using it",
-                       socket_path_.string(), uid, ::geteuid());
+                       shown_socket().string(), uid, ::geteuid());
     log_.log(LogLevel::error, *why);
     return false;
   }
@@ -652,7 +654,7 @@ class Node final : public core::Service {
     }
     (void)lock_.write_content(fmt::format("pid={}\nstarted={}\nsocket={}\n", ::getpid(),
                                           util::iso8601_utc(std::chrono::system_clock::now()),
-                                          socket_path_.string()));
+                                          shown_socket().string()));
     local_ptr_.store(local_.get(), std::memory_order_release);
     log_.logf(LogLevel::info, "pid {} owns the shared cache {} (store opened in {} ms)", ::getpid(),
               r_.dir.string(),
@@ -666,6 +668,10 @@ class Node final : public core::Service {
   bool broken_ = false;                    // no lock file or socket path: a memory cache (degraded)
   std::atomic<bool> serve_failed_{false};  // the owner could not listen: others cannot use it
   fs::path socket_path_;
+  // The socket as the user knows it (socket_path_ may reach it through the pinned directory).
+  fs::path shown_socket() const {
+    return socket_path_.parent_path() == r_.io() ? r_.dir / socket_path_.filename() : socket_path_;
+  }
   util::LockFile lock_;
 
   mutable std::mutex role_mu_;

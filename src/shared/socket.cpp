@@ -98,9 +98,12 @@ IoResult write_exact(int fd, const char* data, std::size_t n, Deadline deadline)
 
 }  // namespace
 
-fs::path socket_path(const fs::path& root, std::string* error) {
-  fs::path direct = root / ".larder.sock";
-  if (direct.native().size() <= kMaxSocketPath) return direct;
+fs::path socket_path(const fs::path& root, const fs::path& io_root, std::string* error) {
+  // Every process must arrive at the same socket: which kind of path is chosen depends only on
+  // the length of `root`'s own name.
+  if ((root / ".larder.sock").native().size() <= kMaxSocketPath &&
+      (io_root / ".larder.sock").native().size() <= kMaxSocketPath)
+    return io_root / ".larder.sock";
   fs::path dir;
   if (const char* run = std::getenv("XDG_RUNTIME_DIR"); run != nullptr && *run == '/')
     dir = fs::path(run) / "larder";

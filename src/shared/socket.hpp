@@ -17,10 +17,12 @@ namespace larder::shared {
 using Deadline = std::chrono::steady_clock::time_point;
 inline constexpr Deadline kNoDeadline = Deadline::max();
 
-// <root>/.larder.sock, or when that path is too long for a socket address, a socket named after
-// a hash of the root in a private per-user directory ($XDG_RUNTIME_DIR/larder, else
-// /tmp/larder-<uid>, created 0700 and checked to be ours). Empty (and *error) when neither works.
-std::filesystem::path socket_path(const std::filesystem::path& root, std::string* error);
+// <io_root>/.larder.sock (io_root: the root pinned open, core::Resolved::io()), or when
+// <root>/.larder.sock is too long for a socket address, a socket named after a hash of the root
+// in a private per-user directory ($XDG_RUNTIME_DIR/larder, else /tmp/larder-<uid>, created 0700
+// and checked to be ours). Empty (and *error) when neither works.
+std::filesystem::path socket_path(const std::filesystem::path& root,
+                                  const std::filesystem::path& io_root, std::string* error);
 
 // Binds and listens on `path` (replacing a stale socket file), mode 0600. Returns the descriptor,
 // or -1 with *error.

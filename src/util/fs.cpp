@@ -37,6 +37,31 @@ bool write_all(int fd, std::string_view data) {
 }
 }  // namespace
 
+std::shared_ptr<const PinnedDir> PinnedDir::open(const fs::path& dir, std::string* error) {
+  const int fd = ::open(dir.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
+    *error = fmt::format("cannot open {}: {}", dir.string(), errno_text(errno));
+    return nullptr;
+  }
+  std::shared_ptr<PinnedDir> p(new PinnedDir());
+  p->fd_ = fd;
+  p->dir_ = dir;
+  // The magic link resolves to the open directory itself; check that it does here.
+  const fs::path via = fmt::format("/proc/self/fd/{}", fd);
+  struct stat a {
+  }, b{};
+  if (::fstat(fd, &a) == 0 && ::stat(via.c_str(), &b) == 0 && a.st_dev == b.st_dev &&
+      a.st_ino == b.st_ino)
+    p->path_ = via;
+  else
+    p->path_ = dir;
+  return p;
+}
+
+PinnedDir::~PinnedDir() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
 std::string atomic_write_file(const fs::path& path, std::string_view content) {
   static std::atomic<unsigned> sequence{0};
   const fs::path tmp = path.string() + fmt::format(".tmp.{}.{}", ::getpid(), sequence.fetch_add(1));

@@ -5,10 +5,32 @@
 
 #include <chrono>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <string_view>
 
 namespace larder::util {
+
+// A directory held open (O_PATH | O_DIRECTORY | O_NOFOLLOW) and a path that reaches it through
+// /proc/self/fd: files named through path() are found in the directory that was opened, however
+// its name is renamed, replaced or repointed later. Without /proc, path() is the name as given.
+class PinnedDir {
+ public:
+  // Opens `dir`, which must be a directory and not a symlink. Returns nullptr (and *error says
+  // why) when it cannot be opened.
+  static std::shared_ptr<const PinnedDir> open(const std::filesystem::path& dir,
+                                               std::string* error);
+  ~PinnedDir();
+  PinnedDir(const PinnedDir&) = delete;
+  PinnedDir& operator=(const PinnedDir&) = delete;
+  const std::filesystem::path& dir() const { return dir_; }    // as given (for messages)
+  const std::filesystem::path& path() const { return path_; }  // for I/O
+
+ private:
+  PinnedDir() = default;
+  int fd_ = -1;
+  std::filesystem::path dir_, path_;
+};
 
 // Writes `content` to a temporary file beside `path`, fsyncs it, renames it over `path` and fsyncs
 // the directory. Returns an empty string on success, else a message naming the failing step.
