@@ -21,12 +21,19 @@
 //       tries fail ("not recovered"). Prints "degraded 0|1" after opening; then advances its
 //       clock until the cache is not degraded ("store 0|1"), sets a key and reopens the cache
 //       to read it back ("persisted 0|1"). Exit 0 unless something threw.
+//   unwritable ROOT
+//       as uid 65534 (when root): opens a process_isolated cache in ROOT, makes its store's
+//       directory unwritable and goes on as diskfull does, making it writable instead of
+//       removing a ballast file.
 #include <unistd.h>
 
+#include <sys/stat.h>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <functional>
 #include <string>
 
 #include "helper_values.hpp"
@@ -124,20 +131,21 @@ int counts_mode(char** argv) {
 // breaker's next probe without waiting for it.
 std::atomic<std::int64_t> g_clock_offset_s{0};
 
-int diskfull_mode(char** argv) {
-  larder::Config cfg = shared_config(argv[2]);
-  if (std::string(argv[3]) == "process_isolated") cfg.strategy = larder::Strategy::process_isolated;
+// Fills the cache until 10 sets in a row are refused, reads back what was acknowledged, calls
+// `make_room` and checks that the cache writes again and that its store opens (see the modes).
+int fill_refuse_recover(larder::Config cfg, const std::function<void(larder::Cache&)>& block,
+                        const std::function<void()>& make_room) {
   cfg.clock = [] {
     return std::chrono::system_clock::now() + std::chrono::seconds(g_clock_offset_s.load());
   };
-  std::fprintf(stderr, "diskfull: open\n");
   std::string stored_key;
   {
     larder::Cache cache = larder::Cache::open(cfg);
     say(std::string("degraded ") + (cache.degraded() ? "1" : "0"));
+    block(cache);
     const std::string value(64 * 1024, 'v');
     long acked = 0, refused = 0, in_a_row = 0;
-    for (long i = 0; i < 2000 && in_a_row < 10; ++i) {
+    for (long i = 0; i < 4000 && in_a_row < 10; ++i) {
       if (cache.set("k" + std::to_string(i), value)) {
         ++acked;
         in_a_row = 0;
@@ -151,7 +159,7 @@ int diskfull_mode(char** argv) {
     long hits = 0;
     for (long i = 0; i < acked + refused; ++i) hits += cache.get("k" + std::to_string(i)) ? 1 : 0;
     say("hits " + std::to_string(hits));
-    ::unlink(argv[4]);
+    make_room();
     bool recovered = false;
     for (int i = 0; i < 200 && !recovered; ++i) {
       if (cache.set("after" + std::to_string(i), "small")) {
@@ -178,6 +186,31 @@ int diskfull_mode(char** argv) {
   return 0;
 }
 
+int diskfull_mode(char** argv) {
+  larder::Config cfg = shared_config(argv[2]);
+  if (std::string(argv[3]) == "process_isolated") cfg.strategy = larder::Strategy::process_isolated;
+  std::fprintf(stderr, "diskfull: open\n");
+  const std::string ballast = argv[4];
+  return fill_refuse_recover(
+      cfg, [](larder::Cache&) {}, [&] { ::unlink(ballast.c_str()); });
+}
+
+// Runs as uid 65534 (when started as root); makes the store's directory unwritable (mode 0500)
+// while filling, then writable again.
+int unwritable_mode(char** argv) {
+  if (::geteuid() == 0 && (::setgid(65534) != 0 || ::setuid(65534) != 0)) return 10;
+  larder::Config cfg = shared_config(argv[2]);
+  cfg.strategy = larder::Strategy::process_isolated;
+  std::filesystem::path db;
+  return fill_refuse_recover(
+      cfg,
+      [&](larder::Cache& c) {
+        db = c.directory() / "db";
+        ::chmod(db.c_str(), 0500);
+      },
+      [&] { ::chmod(db.c_str(), 0700); });
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -186,6 +219,7 @@ int main(int argc, char** argv) {
   if (mode == "hammer" && argc == 5) return hammer_mode(argv);
   if (mode == "hold" && argc == 4) return hold_mode(argv);
   if (mode == "diskfull" && argc == 5) return diskfull_mode(argv);
+  if (mode == "unwritable" && argc == 3) return unwritable_mode(argv);
   if (mode == "counts" && argc == 4) return counts_mode(argv);
   std::fprintf(stderr,
                "usage: larder-test-helper write ROOT FIRST COUNT [MAX_ENTRIES]\n"

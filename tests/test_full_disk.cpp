@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 
 #include <fstream>
@@ -128,6 +129,34 @@ TEST_CASE("full disk: opening a cache on a full disk neither aborts nor throws")
   // It cannot create its store there: a memory cache, saying why; once the ballast is gone the
   // breaker's probe opens the store, and what is set then survives a reopen.
   CHECK(value_after(lines, "degraded") == 1);
+  CHECK(value_after(lines, "recovered") >= 0);
+  CHECK(value_after(lines, "store") == 1);
+  CHECK(value_after(lines, "persisted") == 1);
+}
+
+TEST_CASE(
+    "unwritable store directory: sets are refused, reads go on, writes come back by "
+    "themselves once it is writable") {
+  if (::geteuid() != 0) {
+    MESSAGE("skipped: needs root to run the cache as uid 65534 (root ignores the mode)");
+    return;
+  }
+  TempDir tmp;
+  ::chmod(tmp.path().c_str(), 0755);
+  const auto root = tmp / "cache";
+  std::filesystem::create_directories(root);
+  REQUIRE(::chown(root.c_str(), 65534, 65534) == 0);
+  ::chmod(root.c_str(), 0700);
+  Child child({"unwritable", root.string()}, false);
+  const int status = child.wait_at_most(std::chrono::seconds(180));
+  const auto lines = child.lines();
+  INFO("helper output: " << fmt_lines(lines));
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  const long acked = value_after(lines, "acked");
+  CHECK(value_after(lines, "degraded") == 0);
+  CHECK(value_after(lines, "refused") >= 10);
+  CHECK(value_after(lines, "hits") == acked);
   CHECK(value_after(lines, "recovered") >= 0);
   CHECK(value_after(lines, "store") == 1);
   CHECK(value_after(lines, "persisted") == 1);

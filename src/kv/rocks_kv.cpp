@@ -1,5 +1,6 @@
 #include "kv/rocks_kv.hpp"
 
+#include <fcntl.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -8,6 +9,7 @@
 #include <atomic>
 #include <cstdarg>
 #include <cstdio>
+#include <cstring>
 #include <shared_mutex>
 
 #include <fmt/format.h>
@@ -218,6 +220,7 @@ class RocksKv final : public Kv {
     if (spec_.read_only) return {Code::io_error, "store opened read-only"};
     std::shared_lock lock(mu_);
     if (db_ == nullptr) return closed();
+    if (reading_only_) return reading_only();
     return from_rocks(db_->Write(rocksdb::WriteOptions(), &static_cast<RocksBatch&>(batch).batch));
   }
 
@@ -225,6 +228,7 @@ class RocksKv final : public Kv {
     if (spec_.read_only) return Status::Ok();
     std::shared_lock lock(mu_);
     if (db_ == nullptr) return closed();
+    if (reading_only_) return reading_only();
     rocksdb::FlushOptions fo;
     fo.wait = true;
     return from_rocks(db_->Flush(fo, cfs_));
@@ -234,6 +238,7 @@ class RocksKv final : public Kv {
     if (spec_.read_only) return {Code::io_error, "store opened read-only"};
     std::shared_lock lock(mu_);
     if (db_ == nullptr) return closed();
+    if (reading_only_) return reading_only();
     rocksdb::CompactRangeOptions co;
     co.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
     return from_rocks(db_->CompactRange(co, h(cf), nullptr, nullptr));
@@ -243,6 +248,7 @@ class RocksKv final : public Kv {
     if (spec_.read_only) return {Code::io_error, "store opened read-only"};
     std::unique_lock lock(mu_);
     if (db_ == nullptr) return closed();
+    if (reading_only_) return reading_only();
     const auto i = static_cast<std::size_t>(cf);
     if (rocksdb::Status s = db_->DropColumnFamily(cfs_[i]); !s.ok()) return from_rocks(s);
     (void)db_->DestroyColumnFamilyHandle(cfs_[i]);
@@ -265,7 +271,7 @@ class RocksKv final : public Kv {
     if (spec_.read_only) return Status::Ok();
     {
       std::shared_lock lock(mu_);
-      if (db_ != nullptr) {
+      if (db_ != nullptr && !reading_only_) {
         // Resume clears a recoverable background error (e.g. no space during a flush once space
         // is back); it is ok when there was none.
         const rocksdb::Status r = db_->Resume();
@@ -278,6 +284,11 @@ class RocksKv final : public Kv {
     if (struct statvfs v{}; ::statvfs(spec_.dir.c_str(), &v) == 0 &&
                             static_cast<std::uint64_t>(v.f_bavail) * v.f_frsize < kReopenFreeBytes)
       return {Code::io_error, "the disk holding the store is still full"};
+    // Nor while its directory cannot be written (mode, read-only filesystem): the reopen needs
+    // new files.
+    if (::faccessat(AT_FDCWD, spec_.dir.c_str(), W_OK | X_OK, AT_EACCESS) != 0)
+      return {Code::io_error,
+              fmt::format("the store's directory is not writable: {}", std::strerror(errno))};
     std::unique_lock lock(mu_);
     close_db();
     rocksdb::DB* db = nullptr;
@@ -286,9 +297,18 @@ class RocksKv final : public Kv {
     if (!s.ok()) {
       Status st = from_rocks(s);
       if (st.not_found()) st.code = Code::io_error;
+      // Keep serving reads from the same files, read-only, until a reopen works.
+      OpenSpec view = spec_;
+      view.read_only = true;
+      if (open_db(view, &db, &handles).ok()) {
+        adopt(db, std::move(handles));
+        reading_only_ = true;
+        *reopened = true;
+      }
       return st;
     }
     adopt(db, std::move(handles));
+    reading_only_ = false;
     *reopened = true;
     if (Status p = probe_write(); !p.ok()) return p;
     return Status::Ok();
@@ -296,6 +316,9 @@ class RocksKv final : public Kv {
 
  private:
   static Status closed() { return {Code::io_error, "store closed after a failure; reopening"}; }
+  static Status reading_only() {
+    return {Code::io_error, "store open for reading only after a failed reopen; retrying"};
+  }
 
   // A write of nothing durable: fails while RocksDB refuses writes.
   Status probe_write() {
@@ -316,7 +339,7 @@ class RocksKv final : public Kv {
     std::vector<rocksdb::ColumnFamilyHandle*> live;  // a failed reset() leaves a null handle
     for (auto* handle : cfs_)
       if (handle != nullptr) live.push_back(handle);
-    if (!spec_.read_only) {
+    if (!spec_.read_only && !reading_only_) {
       rocksdb::FlushOptions fo;
       fo.wait = true;
       (void)db_->Flush(fo, live);
@@ -332,6 +355,8 @@ class RocksKv final : public Kv {
   rocksdb::ColumnFamilyHandle* h(Cf cf) const { return cfs_[static_cast<int>(cf)]; }
   OpenSpec spec_;
   std::optional<OpenStores::Id> claimed_;  // released when the store closes for good
+  // Opened read-only by recover() after a failed reopen: reads work, writes are refused.
+  bool reading_only_ = false;
   // Shared by every operation; exclusive while recover() closes and reopens the database.
   std::shared_mutex mu_;
   rocksdb::DB* db_ = nullptr;
