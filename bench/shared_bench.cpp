@@ -321,9 +321,11 @@ int main(int argc, char** argv) {
               "x");
   for (const auto& [name, value] : rows)
     std::printf("%-36s %12.0f %8s\n", name.c_str(), value, "ops/s");
-  std::printf("%-36s %12.1f %8s\n", "takeover gap after SIGKILL", median(gaps), "ms");
-  std::printf("%-36s %12.1f %8s\n", "  worst of the runs",
-              *std::max_element(gaps.begin(), gaps.end()), "ms");
+  if (!gaps.empty()) {  // --kills 0 measures no takeover
+    std::printf("%-36s %12.1f %8s\n", "takeover gap after SIGKILL", median(gaps), "ms");
+    std::printf("%-36s %12.1f %8s\n", "  worst of the runs",
+                *std::max_element(gaps.begin(), gaps.end()), "ms");
+  }
   if (own_dir) fs::remove_all(o.dir);
   return 0;
 }
