@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "core/config.hpp"
+#include "core/log.hpp"
 #include "support.hpp"
 #include "util/log.hpp"
 
@@ -115,9 +116,9 @@ TEST_CASE("LARDER_LOG sends log lines to stderr when no callback is set") {
     ScopedEnv level("LARDER_LOG", "warn");
     std::fflush(stderr);
     ::dup2(fd, STDERR_FILENO);
-    util::Logger logger{util::Logger::Sink{}};
-    logger.log(LogLevel::info, "quiet line");
-    logger.log(LogLevel::warn, "loud line");
+    util::Logger logger = core::make_logger({});
+    logger.log(util::Level::info, "quiet line");
+    logger.log(util::Level::warn, "loud line");
     std::fflush(stderr);
     ::dup2(saved, STDERR_FILENO);
   }
@@ -129,7 +130,7 @@ TEST_CASE("LARDER_LOG sends log lines to stderr when no callback is set") {
   CHECK(text == "larder [warn] loud line");
   {
     ScopedEnv level("LARDER_LOG", nullptr);
-    util::Logger silent{util::Logger::Sink{}};
-    silent.log(LogLevel::error, "goes nowhere");  // no sink: must not crash
+    util::Logger silent = core::make_logger({});
+    silent.log(util::Level::error, "goes nowhere");  // no sink: must not crash
   }
 }

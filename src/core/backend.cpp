@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "core/isolated.hpp"
+#include "core/log.hpp"
 #include "kv/deferred_kv.hpp"
 #include "kv/memory_kv.hpp"
 #include "util/fork.hpp"
@@ -67,7 +68,7 @@ bool Backend::inherited() const {
 
 Backend::Backend(const Resolved& r)
     : r_(r),
-      log_(r.config.log),
+      log_(make_logger(r.config.log)),
       watermark_(
           std::make_shared<std::atomic<std::int64_t>>(std::numeric_limits<std::int64_t>::min())),
       fork_generation_(util::fork_generation()) {}
@@ -101,7 +102,7 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r_in, const KvOpener& ope
   const KvOpener opener = opener_in ? opener_in : KvOpener(default_opener);
   engine::Options eo = options_from(r.config);
   auto degrade = [&](const std::string& why) {
-    b->log_.logf(LogLevel::error, "using a memory cache instead: {}", why);
+    b->log_.logf(util::Level::error, "using a memory cache instead: {}", why);
     b->degraded_at_open_ = true;
     b->set_last_error(why);
     b->watermark_->store(std::numeric_limits<std::int64_t>::min());
@@ -149,7 +150,7 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r_in, const KvOpener& ope
       if (b->counter_file_) {
         b->counters_ = &b->counter_file_->counters();
       } else {
-        b->log_.logf(LogLevel::warn, "statistics are kept in memory only: {}", error);
+        b->log_.logf(util::Level::warn, "statistics are kept in memory only: {}", error);
         b->local_counters_.error++;
       }
     }
@@ -165,7 +166,7 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r_in, const KvOpener& ope
     Backend* self = b.get();
     ro.on_data_loss = [self](std::string_view message) {
       self->counters_->error++;
-      self->log_.logf(LogLevel::error, "data lost while opening the store: {}", message);
+      self->log_.logf(util::Level::error, "data lost while opening the store: {}", message);
       self->set_last_error(fmt::format("data lost while opening the store: {}", message));
     };
     // The compaction filter reads the stale factor through this, so adopting the store's own
@@ -206,7 +207,7 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r_in, const KvOpener& ope
                               (r.dir / "db").string(), s.message));
           break;
         }
-        b->log_.logf(LogLevel::error, "store was corrupt ({}); moved to {} and starting empty",
+        b->log_.logf(util::Level::error, "store was corrupt ({}); moved to {} and starting empty",
                      s.message, aside.string());
         b->set_last_error(fmt::format("corrupt store moved to {}", aside.string()));
         continue;
@@ -222,7 +223,7 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r_in, const KvOpener& ope
             "cannot open the store in {}: {}; using memory and "
             "retrying every {}s",
             r.dir.string(), s.message, kBreakerRecovery.count());
-        b->log_.logf(LogLevel::error, "{}", why);
+        b->log_.logf(util::Level::error, "{}", why);
         b->set_last_error(why);
         kv::StoreOpener again = [opener, rr = b->r_, ro](std::unique_ptr<kv::Kv>* out) {
           return opener(rr, ro, out);
@@ -305,7 +306,7 @@ bool Backend::try_recover() {
   }
   if (!s.ok()) {
     retry_at_ns_ = now_ns() + std::chrono::nanoseconds(kBreakerRecovery).count();
-    log_.logf(LogLevel::warn, "store still failing ({}); retrying in {}s", s.message,
+    log_.logf(util::Level::warn, "store still failing ({}); retrying in {}s", s.message,
               kBreakerRecovery.count());
     return false;
   }
@@ -313,7 +314,7 @@ bool Backend::try_recover() {
   (void)fallback_->clear(&cleared);
   const std::uint64_t kept = bypassed_writes_.exchange(0);
   if (kept > 0) {
-    log_.logf(LogLevel::warn,
+    log_.logf(util::Level::warn,
               "{} writes made while the store was bypassed were kept in memory only and are "
               "gone now (their keys were removed from the store)",
               kept);
@@ -324,7 +325,7 @@ bool Backend::try_recover() {
   touched_all_ = false;
   failures_ = 0;
   bypass_.store(false, std::memory_order_release);
-  log_.log(LogLevel::info, "store recovered; circuit breaker closed");
+  log_.log(util::Level::info, "store recovered; circuit breaker closed");
   return true;
 }
 
@@ -348,7 +349,7 @@ void Backend::finish(const Op& op, const kv::Status& s, std::string_view what,
     // A store that cannot write (full disk, EROFS, EIO) still serves reads: refuse writes, do not
     // bypass it, and let the housekeeper make it writable again.
     if (!writes_failing_.exchange(true)) {
-      log_.logf(LogLevel::error, "{} failed, refusing writes until the store recovers: {}", what,
+      log_.logf(util::Level::error, "{} failed, refusing writes until the store recovers: {}", what,
                 s.message);
       set_last_error(fmt::format("{} failed: {}", what, s.message));
       {
@@ -357,11 +358,11 @@ void Backend::finish(const Op& op, const kv::Status& s, std::string_view what,
       }
       hk_cv_.notify_one();
     } else {
-      log_.logf(LogLevel::debug, "{} refused: {}", what, s.message);
+      log_.logf(util::Level::debug, "{} refused: {}", what, s.message);
     }
     return;
   }
-  log_.logf(LogLevel::warn, "{} failed: {}", what, s.message);
+  log_.logf(util::Level::warn, "{} failed: {}", what, s.message);
   if (!op.primary || s.code != Code::io_error) return;
   set_last_error(fmt::format("{} failed: {}", what, s.message));
   if (failures_.fetch_add(1) + 1 >= kBreakerThreshold && !bypass_.load()) {
@@ -371,7 +372,7 @@ void Backend::finish(const Op& op, const kv::Status& s, std::string_view what,
       bypass_.store(true, std::memory_order_release);
       set_last_error(fmt::format("store bypassed after {} consecutive failures; last: {}",
                                  kBreakerThreshold, s.message));
-      log_.logf(LogLevel::error, "circuit breaker open: using memory for {}s",
+      log_.logf(util::Level::error, "circuit breaker open: using memory for {}s",
                 kBreakerRecovery.count());
     }
   }
@@ -397,7 +398,7 @@ void Backend::counter_totals(Stats* out) {
   if (auto why = stats::read_stats(r_.io(), counter_file_.get(), &snap); !why.empty()) {
     counters_->error++;
     snap.error_count++;
-    log_.logf(LogLevel::warn, "statistics file: {}", why);
+    log_.logf(util::Level::warn, "statistics file: {}", why);
   }
   engine::Counters::assign(engine::Counters::of(snap), *out);
 }
@@ -418,12 +419,12 @@ std::string Backend::save_stats(stats::FoldMode mode) {
           stats::fold_stats(r_.io(), counter_file_.get(), mode, now(), update, nullptr, &warning);
       !why.empty()) {
     counters_->error++;
-    log_.logf(LogLevel::warn, "could not write statistics: {}", why);
+    log_.logf(util::Level::warn, "could not write statistics: {}", why);
     return why;
   }
   if (!warning.empty()) {
     counters_->error++;
-    log_.logf(LogLevel::warn, "statistics file was corrupt: {}", warning);
+    log_.logf(util::Level::warn, "statistics file was corrupt: {}", warning);
   }
   return {};
 }
@@ -431,12 +432,12 @@ std::string Backend::save_stats(stats::FoldMode mode) {
 void Backend::recover_writes() {
   const kv::Status s = primary_->recover_store();
   if (!s.ok()) {
-    log_.logf(LogLevel::debug, "store still refuses writes: {}", s.message);
+    log_.logf(util::Level::debug, "store still refuses writes: {}", s.message);
     return;
   }
   writes_failing_.store(false);
   failures_.store(0);
-  log_.log(LogLevel::info, "store takes writes again");
+  log_.log(util::Level::info, "store takes writes again");
 }
 
 void Backend::start_housekeeper() {
@@ -486,7 +487,7 @@ void Backend::housekeeper() {
     if (!bypass_.load() && !writes_failing_.load() && primary_->has_pending_access()) {
       if (auto s = primary_->flush_access(); !s.ok()) {
         counters_->error++;
-        log_.logf(LogLevel::warn, "could not save access data: {}", s.message);
+        log_.logf(util::Level::warn, "could not save access data: {}", s.message);
       }
     }
     const auto now_steady = clock::now();
@@ -496,7 +497,7 @@ void Backend::housekeeper() {
       const kv::Status s = op.engine->cleanup(now_ns(), &removed);
       finish(op, s, "background cleanup");
       if (s.ok()) counters_->cleanup++;
-      log_.logf(LogLevel::debug, "background cleanup removed {} entries", removed);
+      log_.logf(util::Level::debug, "background cleanup removed {} entries", removed);
       next_cleanup = clock::now() + interval;
       save_due = true;
       next_save = clock::time_point::min();

@@ -11,6 +11,7 @@
 #include "core/backend.hpp"
 #include "core/config.hpp"
 #include "core/isolated.hpp"
+#include "core/log.hpp"
 #include "core/service.hpp"
 #include "larder/larder.hpp"
 #include "shared/node.hpp"
@@ -75,10 +76,11 @@ std::shared_ptr<Service> open_service(const Resolved& r) {
       const Config& b = r.config;
       if (a.max_entries != b.max_entries || a.max_size_bytes != b.max_size_bytes ||
           a.eviction_policy != b.eviction_policy || a.stale_factor != b.stale_factor)
-        util::Logger(b.log).logf(LogLevel::warn,
-                                 "{} is already open in this process; the second open shares it "
-                                 "and its limits, policy and stale factor",
-                                 r.dir.string());
+        core::make_logger(b.log).logf(
+            util::Level::warn,
+            "{} is already open in this process; the second open shares it "
+            "and its limits, policy and stale factor",
+            r.dir.string());
       return existing;
     }
   }
@@ -303,7 +305,7 @@ Cache create_default_cache(Strategy strategy, bool use_file_locking) {
 std::vector<std::filesystem::path> collect_dead_process_dirs(
     const std::filesystem::path& cache_root, std::chrono::seconds min_age, bool dry_run,
     const std::function<void(LogLevel, std::string_view)>& log) {
-  const util::Logger logger(log);
+  const util::Logger logger = core::make_logger(log);
   const std::filesystem::path root = cache_root.empty() ? core::default_root() : cache_root;
   return core::collect_dead_process_dirs(root, min_age, dry_run, &logger);
 }

@@ -40,7 +40,7 @@ bool same_file(int fd, const fs::path& path) {
 void remove_tree(const fs::path& p, const util::Logger* log) {
   std::error_code ec;
   fs::remove_all(p, ec);
-  if (ec && log) log->logf(LogLevel::warn, "could not remove {}: {}", p.string(), ec.message());
+  if (ec && log) log->logf(util::Level::warn, "could not remove {}: {}", p.string(), ec.message());
 }
 
 }  // namespace
@@ -109,13 +109,13 @@ std::vector<fs::path> collect_dead_process_dirs(const fs::path& root, std::chron
     const fs::path doomed = root / fmt::format(".gc-{}-{:08x}", name, rng());
     fs::rename(dir, doomed, ec);
     if (ec) {
-      if (log) log->logf(LogLevel::warn, "could not remove {}: {}", dir.string(), ec.message());
+      if (log) log->logf(util::Level::warn, "could not remove {}: {}", dir.string(), ec.message());
       out.pop_back();
       ec.clear();
       continue;
     }
     remove_tree(doomed, log);
-    if (log) log->logf(LogLevel::info, "removed {} (its process is gone)", dir.string());
+    if (log) log->logf(util::Level::info, "removed {} (its process is gone)", dir.string());
   }
   if (!dry_run)
     for (const fs::path& p : leftovers) remove_tree(p, log);

@@ -119,7 +119,7 @@ bool LocalService::set(const SetRequest& q) {
       q.key);
   if (!s.ok()) return false;
   if (outcome != engine::SetOutcome::stored) {
-    b.log().logf(LogLevel::debug, "set of '{}' refused: {}", q.key,
+    b.log().logf(util::Level::debug, "set of '{}' refused: {}", q.key,
                  outcome == engine::SetOutcome::too_large
                      ? "value larger than max_size_bytes"
                      : "cache full of live entries (ttl policy)");
@@ -335,7 +335,7 @@ void LocalService::flush() {
 void LocalService::count_error(std::string_view what) {
   Backend& b = *backend_;
   b.counters().error++;
-  b.log().log(LogLevel::warn, what);
+  b.log().log(util::Level::warn, what);
 }
 
 std::vector<std::optional<Entry>> LocalService::inspect(const std::vector<std::string>& keys,

@@ -136,7 +136,7 @@ Engine::Engine(std::unique_ptr<kv::Kv> kv, Options options,
 Engine::~Engine() {
   std::lock_guard lock(mu_);
   const Status s = flush_access_locked();
-  if (!s.ok()) log_->logf(LogLevel::warn, "could not save access data on close: {}", s.message);
+  if (!s.ok()) log_->logf(util::Level::warn, "could not save access data on close: {}", s.message);
 }
 
 std::function<bool(std::string_view)> Engine::drop_predicate(
@@ -247,7 +247,7 @@ Status Engine::open_locked() {
   const bool factor_changed = factor != options_.stale_factor;
   if (!factor_changed && u64(kWatermarkKey, &wm)) watermark_->store(static_cast<std::int64_t>(wm));
   if (policy != static_cast<std::uint64_t>(options_.policy) || factor_changed || rebuilding != 0) {
-    log_->logf(LogLevel::info,
+    log_->logf(util::Level::info,
                "rebuilding indexes (policy or stale factor changed, or an "
                "earlier rebuild was interrupted)");
     return rebuild_locked();
@@ -315,8 +315,8 @@ Status Engine::rebuild_locked() {
           kv_->scan(Cf::access, "", "", [](std::string_view, std::string_view) { return true; });
       s.code == kv::Code::corruption) {
     ++counters_->error;
-    log_->logf(LogLevel::warn, "the access family is damaged ({}); rebuilding it from the entries",
-               s.message);
+    log_->logf(util::Level::warn,
+               "the access family is damaged ({}); rebuilding it from the entries", s.message);
     if (s = kv_->reset(Cf::access); !s.ok()) return s;
   } else if (!s.ok()) {
     return s;
@@ -397,7 +397,7 @@ Status Engine::rebuild_locked() {
   expiry_floor_.clear();
   if (dropped > 0) {
     counters_->error += dropped;
-    log_->logf(LogLevel::warn, "rebuild dropped {} undecodable entries", dropped);
+    log_->logf(util::Level::warn, "rebuild dropped {} undecodable entries", dropped);
   }
   return Status::Ok();
 }
@@ -576,7 +576,7 @@ void Engine::record_access(std::string_view key, std::int64_t now_ns) {
   }
   if (Status s = flush_access_locked(); !s.ok()) {
     counters_->error++;
-    log_->logf(LogLevel::warn, "could not save access data: {}", s.message);
+    log_->logf(util::Level::warn, "could not save access data: {}", s.message);
   }
 }
 
@@ -1018,7 +1018,8 @@ Status Engine::drop_corrupt(std::string_view key) {
   auto batch = kv_->new_batch();
   batch->del(Cf::entries, key);
   batch->del(Cf::access, key);
-  log_->logf(LogLevel::warn, "dropped the records of '{}' without index data; run a verify", key);
+  log_->logf(util::Level::warn, "dropped the records of '{}' without index data; run a verify",
+             key);
   return kv_->write(*batch);
 }
 

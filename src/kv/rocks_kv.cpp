@@ -128,8 +128,8 @@ class ForwardLogger final : public rocksdb::Logger {
         text.find("Corruption") != std::string_view::npos)
       on_data_loss_(text);
     if (log_ == nullptr) return;
-    const LogLevel to =
-        level >= rocksdb::InfoLogLevel::WARN_LEVEL ? LogLevel::warn : LogLevel::debug;
+    const util::Level to =
+        level >= rocksdb::InfoLogLevel::WARN_LEVEL ? util::Level::warn : util::Level::debug;
     log_->logf(to, "rocksdb: {}",
                std::string_view(
                    line, std::min<std::size_t>(static_cast<std::size_t>(n), sizeof line - 1)));

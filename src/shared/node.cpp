@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "core/backend.hpp"
+#include "core/log.hpp"
 #include "kv/rocks_kv.hpp"
 #include "shared/protocol.hpp"
 #include "shared/server.hpp"
@@ -150,7 +151,7 @@ Reply dispatch(LocalService& l, const Request& q) {
 class Node final : public core::Service {
  public:
   explicit Node(const core::Resolved& r)
-      : r_(r), log_(r.config.log), fork_generation_(util::fork_generation()) {}
+      : r_(r), log_(core::make_logger(r.config.log)), fork_generation_(util::fork_generation()) {}
 
   ~Node() override {
     server_.reset();  // no more clients served
@@ -186,7 +187,7 @@ class Node final : public core::Service {
       if (counter_file_) counters_ = &counter_file_->counters();
     }
     if (!why.empty()) {
-      log_.logf(LogLevel::error, "shared cache unusable, using a memory cache instead: {}", why);
+      log_.logf(util::Level::error, "shared cache unusable, using a memory cache instead: {}", why);
       set_last_error(why);
       broken_ = true;
       // Degrade to memory, as an unusable process_isolated directory does: calls keep working.
@@ -416,7 +417,7 @@ class Node final : public core::Service {
   void count_error(std::string_view what) override {
     if (auto* l = local()) return l->count_error(what);
     counters_->error++;
-    log_.log(LogLevel::warn, what);
+    log_.log(util::Level::warn, what);
   }
 
   bool degraded() const override {
@@ -488,7 +489,8 @@ class Node final : public core::Service {
       if (res == Result::ok && reply.status == ReplyStatus::ok) return from_reply(reply);
       if (res == Result::ok) {
         counters_->error++;
-        log_.logf(LogLevel::warn, "{} refused by the owner: {}", to_string(req->op), reply.error);
+        log_.logf(util::Level::warn, "{} refused by the owner: {}", to_string(req->op),
+                  reply.error);
       }
       break;
     }
@@ -567,7 +569,7 @@ class Node final : public core::Service {
     const std::string message =
         fmt::format("{} on the shared cache {} failed{}: {}", to_string(req.op), r_.dir.string(),
                     timed_out ? fmt::format(" after {} ms", wait.count()) : "", why);
-    log_.log(LogLevel::warn, message);
+    log_.log(util::Level::warn, message);
     set_last_error(message);
     return Result::failed;
   }
@@ -605,7 +607,7 @@ class Node final : public core::Service {
     counters_->error++;
     *why = fmt::format("the process serving {} runs as uid {}, not as uid {}: not using it",
                        shown_socket().string(), uid, ::geteuid());
-    log_.log(LogLevel::error, *why);
+    log_.log(util::Level::error, *why);
     return false;
   }
 
@@ -623,18 +625,18 @@ class Node final : public core::Service {
     if (local() != nullptr) return true;
     std::string error;
     if (!kv::rocksdb_usable(&error)) {  // a forked child: stay a client
-      log_.logf(LogLevel::debug, "not taking over the shared cache: {}", error);
+      log_.logf(util::Level::debug, "not taking over the shared cache: {}", error);
       return false;
     }
     if (!lock_.try_lock(true, &error)) {
-      if (!error.empty()) log_.logf(LogLevel::warn, "owner election: {}", error);
+      if (!error.empty()) log_.logf(util::Level::warn, "owner election: {}", error);
       return false;
     }
     const auto t0 = steady::now();
     try {
       backend_ = core::Backend::open(r_);
     } catch (const std::exception& e) {
-      log_.logf(LogLevel::error, "cannot open the shared store: {}", e.what());
+      log_.logf(util::Level::error, "cannot open the shared store: {}", e.what());
       set_last_error(e.what());
       lock_.unlock();
       return false;
@@ -649,15 +651,15 @@ class Node final : public core::Service {
     if (auto why = server_->start(socket_path_); !why.empty()) {
       serve_failed_ = true;
       backend_->counters().error++;
-      log_.logf(LogLevel::error, "owner cannot serve other processes: {}", why);
+      log_.logf(util::Level::error, "owner cannot serve other processes: {}", why);
       set_last_error(why);
     }
     (void)lock_.write_content(fmt::format("pid={}\nstarted={}\nsocket={}\n", ::getpid(),
                                           util::iso8601_utc(std::chrono::system_clock::now()),
                                           shown_socket().string()));
     local_ptr_.store(local_.get(), std::memory_order_release);
-    log_.logf(LogLevel::info, "pid {} owns the shared cache {} (store opened in {} ms)", ::getpid(),
-              r_.dir.string(),
+    log_.logf(util::Level::info, "pid {} owns the shared cache {} (store opened in {} ms)",
+              ::getpid(), r_.dir.string(),
               std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - t0).count());
     return true;
   }

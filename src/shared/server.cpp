@@ -77,7 +77,8 @@ class Server::Impl {
       try {
         workers_.emplace_back([this] { work(); });
       } catch (const std::system_error& e) {
-        log_.logf(LogLevel::warn, "serving with {} worker threads: {}", workers_.size(), e.what());
+        log_.logf(util::Level::warn, "serving with {} worker threads: {}", workers_.size(),
+                  e.what());
         break;
       }
     }
@@ -183,7 +184,7 @@ class Server::Impl {
       }
       const int n = ::poll(fds.data(), fds.size(), poll_timeout_ms(now, accept_paused_until));
       if (n < 0 && errno != EINTR) {
-        log_.logf(LogLevel::error, "owner's event loop: poll: {}", std::strerror(errno));
+        log_.logf(util::Level::error, "owner's event loop: poll: {}", std::strerror(errno));
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
         continue;
       }
@@ -231,7 +232,7 @@ class Server::Impl {
         if (errno == EINTR || errno == ECONNABORTED) continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
         counters_.error++;
-        log_.logf(LogLevel::warn, "cannot accept a connection ({}); pausing for {} ms",
+        log_.logf(util::Level::warn, "cannot accept a connection ({}); pausing for {} ms",
                   std::strerror(errno), kAcceptPause.count());
         // Free a descriptor for the next try.
         if (auto idle = longest_idle(); idle != conns_.end()) close_conn(idle);
@@ -241,7 +242,7 @@ class Server::Impl {
       const long uid = peer_uid(fd);
       if (uid < 0 || (uid != static_cast<long>(::geteuid()) && uid != 0)) {
         counters_.error++;
-        log_.logf(LogLevel::warn, "refused a connection from uid {} (serving uid {} only)", uid,
+        log_.logf(util::Level::warn, "refused a connection from uid {} (serving uid {} only)", uid,
                   ::geteuid());
         close_socket(fd);
         continue;
@@ -250,12 +251,12 @@ class Server::Impl {
         auto idle = longest_idle();
         if (idle == conns_.end()) {
           counters_.error++;
-          log_.logf(LogLevel::warn, "refused a connection: {} connections, all busy",
+          log_.logf(util::Level::warn, "refused a connection: {} connections, all busy",
                     conns_.size());
           close_socket(fd);
           continue;
         }
-        log_.logf(LogLevel::debug, "closing the connection idle the longest to make room");
+        log_.logf(util::Level::debug, "closing the connection idle the longest to make room");
         close_conn(idle);
       }
       Conn c;
@@ -283,7 +284,7 @@ class Server::Impl {
     }
     if (worst == conns_.end()) return;  // only answered frames hold memory: wait for workers
     counters_.error++;
-    log_.logf(LogLevel::warn,
+    log_.logf(util::Level::warn,
               "closed a connection holding {} bytes of an incomplete frame: requests in flight "
               "hold more than {} bytes",
               worst->second.buf.size(), o_.max_pending_bytes);
@@ -295,7 +296,7 @@ class Server::Impl {
       Conn& c = it->second;
       if (!c.busy && !c.buf.empty() && now - c.frame_started > o_.frame_timeout) {
         counters_.error++;
-        log_.logf(LogLevel::warn,
+        log_.logf(util::Level::warn,
                   "closed a connection whose frame did not arrive within {} ms ({} bytes in)",
                   o_.frame_timeout.count(), c.buf.size());
         it = close_conn(it);
@@ -344,7 +345,7 @@ class Server::Impl {
                  (std::uint32_t{b[3]} << 24);
         if (c.need > kMaxFrameBytes) {
           counters_.error++;
-          log_.log(LogLevel::warn, "dropped a client connection: frame too large");
+          log_.log(util::Level::warn, "dropped a client connection: frame too large");
           return false;
         }
       }
@@ -439,7 +440,7 @@ class Server::Impl {
       const IoResult r = recv_frame(fd, out, steady::now() + o_.frame_timeout);
       if (r != IoResult::ok) {
         counters_.error++;
-        log_.logf(LogLevel::warn, "dropped a client connection: {}", to_string(r));
+        log_.logf(util::Level::warn, "dropped a client connection: {}", to_string(r));
         *keep = false;
         return false;
       }
@@ -453,7 +454,7 @@ class Server::Impl {
     std::string error;
     if (!decode(job.payload, &q, &error)) {
       counters_.error++;
-      log_.logf(LogLevel::warn, "dropped a client connection: {}", error);
+      log_.logf(util::Level::warn, "dropped a client connection: {}", error);
       return false;
     }
     Reply r;

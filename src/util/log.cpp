@@ -1,50 +1,34 @@
 #include "util/log.hpp"
 
 #include <cstdio>
-#include <cstdlib>
 #include <string>
 
 namespace larder::util {
 
-namespace {
-const char* level_name(LogLevel level) {
+const char* to_string(Level level) {
   switch (level) {
-    case LogLevel::debug:
+    case Level::debug:
       return "debug";
-    case LogLevel::info:
+    case Level::info:
       return "info";
-    case LogLevel::warn:
+    case Level::warn:
       return "warn";
-    case LogLevel::error:
+    case Level::error:
       return "error";
   }
   return "?";
 }
-}  // namespace
 
-Logger::Logger(Sink sink) {
-  if (sink) {
-    sink_ = std::move(sink);
-    return;
-  }
-  const char* env = std::getenv("LARDER_LOG");
-  if (env == nullptr || *env == '\0') return;
-  const std::string_view v(env);
-  if (v == "debug")
-    threshold_ = LogLevel::debug;
-  else if (v == "info")
-    threshold_ = LogLevel::info;
-  else if (v == "warn")
-    threshold_ = LogLevel::warn;
-  else
-    threshold_ = LogLevel::error;
-  sink_ = [](LogLevel level, std::string_view message) {
-    const std::string line = fmt::format("larder [{}] {}\n", level_name(level), message);
-    std::fwrite(line.data(), 1, line.size(), stderr);
-  };
+Logger Logger::to_stderr(std::string_view prefix, Level threshold) {
+  return Logger(
+      [p = std::string(prefix)](Level level, std::string_view message) {
+        const std::string line = fmt::format("{} [{}] {}\n", p, to_string(level), message);
+        std::fwrite(line.data(), 1, line.size(), stderr);
+      },
+      threshold);
 }
 
-void Logger::log(LogLevel level, std::string_view message) const {
+void Logger::log(Level level, std::string_view message) const {
   if (!sink_ || level < threshold_) return;
   try {
     sink_(level, message);
