@@ -20,6 +20,8 @@ export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
 log="$build/test-output.txt"
 status=0
+# The layering rule of docs/ARCHITECTURE.md (includes point down).
+python3 scripts/check_layers.py . || status=1
 # Bounded: a hang fails the run instead of eating CI's time.
 timeout 900 "$build/tests/larder-tests" 2>&1 | tee "$log" || status=$?
 summary=$(grep -E '^\[doctest\] test cases:' "$log" | tail -n 1 || true)

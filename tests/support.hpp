@@ -14,10 +14,13 @@
 #include <memory>
 #include <string>
 
+#include "api/access.hpp"
 #include "core/backend.hpp"
 #include "larder/larder.hpp"
 
 namespace larder::test {
+
+using api::backend_of;
 
 // Waits up to 30 s for the child `pid`; kills it if it is still running then (a hang is a
 // failure, not a stuck suite). Returns its wait status (-1 when it had to be killed).

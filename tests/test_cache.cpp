@@ -8,6 +8,7 @@
 #include <cereal/types/string.hpp>
 #include <cereal/types/vector.hpp>
 
+#include "larder/object.hpp"
 #include "support.hpp"
 
 using namespace larder;

@@ -8,6 +8,7 @@
 
 #include "core/backend.hpp"
 #include "kv/memory_kv.hpp"
+#include "larder/object.hpp"
 #include "support.hpp"
 #include "util/fs.hpp"
 

@@ -36,20 +36,13 @@
 #include <map>
 #include <memory>
 #include <optional>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
-#include <cereal/archives/binary.hpp>
-
 namespace larder {
-
-namespace core {
-class Backend;
-}  // namespace core
 
 // Where a cache keeps its data.
 enum class Strategy : std::uint8_t {
@@ -222,7 +215,8 @@ class Cache {
                              const SetOptions& options = {});
 
   // Stores `value` serialized with cereal's binary archive (native byte order: a cache is per
-  // machine). Returns as set().
+  // machine). Returns as set(). Defined in <larder/object.hpp> (include it to use these two;
+  // larder.hpp itself does not need cereal).
   template <class T>
   bool set_object(std::string_view key, const T& value, const SetOptions& options = {});
   // The deserialized fresh value; nullopt on a miss or when the bytes do not decode as T.
@@ -236,11 +230,11 @@ class Cache {
   // The directory holding this cache's store and statistics file; empty for disabled caches.
   std::filesystem::path directory() const;
 
-  class Impl;
+  // Internal access for larder's own tools and tests (defined in src/api/access.hpp).
+  struct Access;
 
  private:
-  // Internal access for larder's own tools and tests (src/core/backend.hpp).
-  friend std::shared_ptr<core::Backend> backend_of(const Cache& cache);
+  class Impl;
   explicit Cache(std::unique_ptr<Impl> impl);
   void count_decode_error(std::string_view key, std::string_view what);
   std::unique_ptr<Impl> impl_;
@@ -278,33 +272,5 @@ std::vector<std::filesystem::path> collect_dead_process_dirs(
     const std::filesystem::path& cache_root = {},
     std::chrono::seconds min_age = std::chrono::seconds(0), bool dry_run = false,
     const std::function<void(LogLevel, std::string_view)>& log = {});
-
-// ---- templates ----
-
-template <class T>
-bool Cache::set_object(std::string_view key, const T& value, const SetOptions& options) {
-  std::ostringstream out(std::ios::binary);
-  {
-    cereal::BinaryOutputArchive archive(out);
-    archive(value);
-  }
-  return set(key, out.str(), options);
-}
-
-template <class T>
-std::optional<T> Cache::get_object(std::string_view key) {
-  std::optional<std::string> bytes = get(key);
-  if (!bytes) return std::nullopt;
-  try {
-    std::istringstream in(*bytes, std::ios::binary);
-    cereal::BinaryInputArchive archive(in);
-    T value{};
-    archive(value);
-    return value;
-  } catch (const std::exception& e) {
-    count_decode_error(key, e.what());
-    return std::nullopt;
-  }
-}
 
 }  // namespace larder

@@ -245,14 +245,7 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r_in, const KvOpener& ope
       std::make_unique<engine::Engine>(kv::make_memory_kv(), eo, nullptr, b->counters_, &b->log_);
   (void)b->fallback_->open();
 
-  Backend* raw = b.get();
-  b->primary_->set_flush_waker([raw] {
-    {
-      std::lock_guard lock(raw->hk_mu_);
-      raw->hk_flush_ = true;
-    }
-    raw->hk_cv_.notify_one();
-  });
+  b->primary_->set_access_flusher(b.get());
   if (!r.read_only) b->start_housekeeper();
   return b;
 }
@@ -438,6 +431,14 @@ void Backend::recover_writes() {
   writes_failing_.store(false);
   failures_.store(0);
   log_.log(util::Level::info, "store takes writes again");
+}
+
+void Backend::flush_soon() {
+  {
+    std::lock_guard lock(hk_mu_);
+    hk_flush_ = true;
+  }
+  hk_cv_.notify_one();
 }
 
 void Backend::start_housekeeper() {

@@ -38,7 +38,7 @@ inline constexpr std::chrono::hours kCollectOnOpenAge{24};
 inline constexpr int kBreakerThreshold = 5;  // consecutive I/O failures that open the breaker
 inline constexpr std::chrono::seconds kBreakerRecovery{30};
 
-class Backend {
+class Backend final : private engine::AccessFlusher {
  public:
   // Opens the store for `r`; never throws for I/O trouble (see Cache::open). Throws ConfigError
   // for an unsafe cache_root.
@@ -88,6 +88,8 @@ class Backend {
 
  private:
   explicit Backend(const Resolved& r);
+  // engine::AccessFlusher: wakes the housekeeper to apply buffered hits.
+  void flush_soon() override;
   // Holds r_.dir open so that its files are reached through r_.io() (config.hpp). Returns an
   // empty string on success, else why the directory cannot be opened.
   std::string pin_directory();
@@ -141,8 +143,3 @@ class Backend {
 };
 
 }  // namespace larder::core
-
-namespace larder {
-// The Backend behind a Cache handle (for larder's tools and tests).
-std::shared_ptr<core::Backend> backend_of(const Cache& cache);
-}  // namespace larder

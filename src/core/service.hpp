@@ -162,8 +162,4 @@ class LocalService final : public Service {
   std::shared_ptr<Backend> backend_;
 };
 
-// The Service for `r` in this process: the registry hands out one per directory (two opens of
-// one directory share it). Throws ConfigError for an unsafe root; never for I/O trouble.
-std::shared_ptr<Service> open_service(const struct Resolved& r);
-
 }  // namespace larder::core

@@ -565,8 +565,8 @@ void Engine::record_access(std::string_view key, std::int64_t now_ns) {
   if (pending < kAccessFlushBatch) return;
   // Hand the flush to the housekeeper when there is one; flush here only when the buffer grows
   // far beyond a batch (back-pressure) or nobody else will.
-  if (wake_flusher_ && pending < 16 * kAccessFlushBatch) {
-    if (!flush_requested_.exchange(true, std::memory_order_acq_rel)) wake_flusher_();
+  if (flusher_ != nullptr && pending < 16 * kAccessFlushBatch) {
+    if (!flush_requested_.exchange(true, std::memory_order_acq_rel)) flusher_->flush_soon();
     return;
   }
   std::unique_lock lock(mu_, std::try_to_lock);

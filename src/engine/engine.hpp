@@ -13,7 +13,7 @@
 //
 // Thread-safety: every public function may be called from many threads at once. Reads do not
 // take the write mutex; writes are serialized by it. Hits are recorded in a sharded in-memory
-// buffer, applied in batches (every kAccessFlushBatch keys, by the housekeeper when a waker is
+// buffer, applied in batches (every kAccessFlushBatch keys, by the AccessFlusher when one is
 // set, before choosing victims, on cleanup, on flush_access() and in the destructor).
 #pragma once
 
@@ -73,6 +73,15 @@ struct VerifyReport {
 inline constexpr std::size_t kAccessFlushBatch = 1024;
 // Eviction candidates read per order-index scan (Engine::victims_).
 inline constexpr std::size_t kVictimBatch = 64;
+
+// Applies an engine's buffered hits off the reading threads (the Backend's housekeeper).
+class AccessFlusher {
+ public:
+  virtual ~AccessFlusher() = default;
+  // Called from a reading thread when a batch of hits is ready: arrange for
+  // Engine::flush_access() soon and return at once.
+  virtual void flush_soon() = 0;
+};
 
 class Engine {
  public:
@@ -134,9 +143,9 @@ class Engine {
   // Applies buffered hits now.
   kv::Status flush_access();
   bool has_pending_access() const { return pending_size_.load(std::memory_order_relaxed) > 0; }
-  // Called (from a reading thread) when a batch of hits is ready to be applied; the callee should
-  // arrange for flush_access() soon. Unset: readers apply batches themselves. Set before use.
-  void set_flush_waker(std::function<void()> wake) { wake_flusher_ = std::move(wake); }
+  // Who applies batches of hits (nullptr: readers apply them themselves). Set before use; it
+  // must outlive the engine's use of it.
+  void set_access_flusher(AccessFlusher* flusher) { flusher_ = flusher; }
   // Checks every invariant above against the stored records (a full scan; applies buffered hits
   // first). Fails only when the store cannot be read.
   kv::Status verify(VerifyReport* report);
@@ -205,7 +214,7 @@ class Engine {
   std::array<Shard, 16> shards_;
   std::atomic<std::size_t> pending_size_{0};
   std::atomic<bool> flush_requested_{false};
-  std::function<void()> wake_flusher_;
+  AccessFlusher* flusher_ = nullptr;
 };
 
 }  // namespace larder::engine

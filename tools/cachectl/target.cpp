@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "api/access.hpp"
 #include "core/config.hpp"
 #include "core/isolated.hpp"
 #include "util/lock_file.hpp"
@@ -167,7 +168,7 @@ Session open_session(const Globals& g, const Location& loc) {
   }
   s.dir = r.dir;
   try {
-    s.service = larder::core::open_service(r);
+    s.service = larder::api::open_service(r);
   } catch (const larder::ConfigError& e) {
     throw Failure{kExitNoCache, e.what()};
   }

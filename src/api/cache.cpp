@@ -8,6 +8,7 @@
 
 #include <fmt/format.h>
 
+#include "api/access.hpp"
 #include "core/backend.hpp"
 #include "core/config.hpp"
 #include "core/isolated.hpp"
@@ -55,7 +56,11 @@ using core::valid_category;
 
 }  // namespace
 
-namespace core {
+namespace api {
+
+using core::Backend;
+using core::LocalService;
+using core::Resolved;
 
 std::shared_ptr<Service> open_service(const Resolved& r) {
   if (r.dir.empty()) return std::make_shared<LocalService>(Backend::open(r));
@@ -93,7 +98,15 @@ std::shared_ptr<Service> open_service(const Resolved& r) {
   return s;
 }
 
-}  // namespace core
+std::shared_ptr<core::Backend> backend_of(const Cache& cache) {
+  return Cache::Access::service(cache)->backend();
+}
+
+}  // namespace api
+
+const std::shared_ptr<core::Service>& Cache::Access::service(const Cache& cache) {
+  return cache.impl_->service;
+}
 
 Cache::Cache(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Cache::Cache(Cache&&) noexcept = default;
@@ -102,7 +115,7 @@ Cache::~Cache() = default;
 
 Cache Cache::open(const Config& config) {
   const core::Resolved r = core::resolve(config);
-  return Cache(std::make_unique<Impl>(core::open_service(r), config.default_ttl));
+  return Cache(std::make_unique<Impl>(api::open_service(r), config.default_ttl));
 }
 
 bool Cache::set(std::string_view key, std::string_view value, const SetOptions& options) {
@@ -237,10 +250,6 @@ std::string Cache::get_or_compute(std::string_view key, const std::function<std:
   flight->cv.notify_all();
   if (error) std::rethrow_exception(error);
   return value;
-}
-
-std::shared_ptr<core::Backend> backend_of(const Cache& cache) {
-  return cache.impl_->service->backend();
 }
 
 bool Cache::degraded() const {
