@@ -16,6 +16,7 @@
 
 #include "child.hpp"
 #include "engine/records.hpp"
+#include "stats/counters.hpp"
 #include "support.hpp"
 
 using namespace larder;
@@ -185,8 +186,8 @@ TEST_CASE("cachectl: every command on a process_isolated cache whose process is 
   CHECK(d["max_entries"].GetUint64() == 1000);
   CHECK(d["max_size_bytes"].GetUint64() == 1 << 20);
   CHECK(d["default_ttl_s"].GetInt64() == 5 * 3600);
-  CHECK(d["entries"].GetUint64() == 11);
-  CHECK(d["fresh"].GetUint64() == 11);
+  CHECK(d["total_entries"].GetUint64() == 11);
+  CHECK(d["fresh_entries"].GetUint64() == 11);
   CHECK(d["live"].GetBool() == false);
   CHECK(d["processes"].GetArray().Size() == 1);
   CHECK(d["disk"]["total_bytes"].GetUint64() > 0);
@@ -284,16 +285,17 @@ TEST_CASE("cachectl: every command on a process_isolated cache whose process is 
 
   // stats, prometheus, zeroing.
   d = json(run({"stats", "--format", "json"}));
-  CHECK(d["sets"].GetUint64() > 0);
-  CHECK(d["entries"].GetUint64() == 6);
+  CHECK(d["set_count"].GetUint64() > 0);
+  CHECK(d["total_entries"].GetUint64() == 6);
   CHECK(d["categories"]["notes"].GetUint64() == 1);
   r = run({"stats", "--format", "prometheus"});
-  CHECK(r.out.find("# TYPE larder_sets_total counter") != std::string::npos);
-  CHECK(r.out.find("larder_entries{cache=\"" + (root / "proc_").string()) != std::string::npos);
+  CHECK(r.out.find("# TYPE larder_set_count counter") != std::string::npos);
+  CHECK(r.out.find("larder_total_entries{cache=\"" + (root / "proc_").string()) !=
+        std::string::npos);
   CHECK(run({"stats", "--zero"}).code == 0);
   d = json(run({"--json", "stats"}));
-  CHECK(d["sets"].GetUint64() == 0);
-  CHECK(d["entries"].GetUint64() == 6);
+  CHECK(d["set_count"].GetUint64() == 0);
+  CHECK(d["total_entries"].GetUint64() == 6);
   CHECK(std::string(d["last_zeroed"].GetString()).size() > 10);
 
   // compact keeps everything.
@@ -331,7 +333,7 @@ TEST_CASE("cachectl: evict-older-than removes entries by creation time") {
   CHECK(d["evicted"].GetUint64() == 2);
   CHECK(cachectl(with_root(dir.path(), {"ls"})).out == "recent\n");
   d = json(cachectl(with_root(dir.path(), {"--json", "stats"})));
-  CHECK(d["evictions"].GetUint64() == 2);
+  CHECK(d["eviction_count"].GetUint64() == 2);
 }
 
 TEST_CASE("cachectl: verify finds a broken counter and verify --repair fixes it") {
@@ -363,7 +365,8 @@ TEST_CASE("cachectl: verify finds a broken counter and verify --repair fixes it"
   d = json(cachectl(with_root(dir.path(), {"--json", "verify"})));
   CHECK(d["problems"].GetArray().Size() == 0);
   CHECK(d["entries"].GetUint64() == 11);
-  CHECK(json(cachectl(with_root(dir.path(), {"--json", "status"})))["entries"].GetUint64() == 11);
+  CHECK(json(cachectl(with_root(dir.path(), {"--json", "status"})))["total_entries"].GetUint64() ==
+        11);
 }
 
 TEST_CASE("cachectl: a live process_isolated cache is inspected read-only, gc spares it") {
@@ -376,7 +379,7 @@ TEST_CASE("cachectl: a live process_isolated cache is inspected read-only, gc sp
   auto d = json(cachectl(with_root(dir.path(), {"--json", "status"})));
   CHECK(d["live"].GetBool());
   CHECK(d["read_only"].GetBool());
-  CHECK(d["entries"].GetUint64() == 1);
+  CHECK(d["total_entries"].GetUint64() == 1);
   CHECK(cachectl(with_root(dir.path(), {"get", "mine"})).out == "v\n");
   CHECK(cachectl(with_root(dir.path(), {"verify"})).code == 0);
   for (const auto& args : std::vector<std::vector<std::string>>{
@@ -422,7 +425,7 @@ TEST_CASE("cachectl: a shared cache with a live owner in another process") {
   CHECK(std::string(d["strategy"].GetString()) == "shared");
   REQUIRE(d["owner_pid"].IsInt64());
   CHECK(d["owner_pid"].GetInt64() == owner.pid());
-  CHECK(d["entries"].GetUint64() == 1);
+  CHECK(d["total_entries"].GetUint64() == 1);
   CHECK(run({"status"}).out.find("pid " + pid) != std::string::npos);
 
   CHECK(run({"get", "held"}).out == "yes\n");
@@ -439,8 +442,8 @@ TEST_CASE("cachectl: a shared cache with a live owner in another process") {
   CHECK(json(run({"--json", "import", file.string()}))["imported"].GetUint64() == 1);
   CHECK(run({"stats", "--zero"}).code == 0);
   d = json(run({"--json", "stats"}));
-  CHECK(d["sets"].GetUint64() == 0);
-  CHECK(d["entries"].GetUint64() == 1);
+  CHECK(d["set_count"].GetUint64() == 0);
+  CHECK(d["total_entries"].GetUint64() == 1);
   // The owner served all of it: still the owner, still alive.
   d = json(run({"--json", "status"}));
   CHECK(d["owner_pid"].GetInt64() == owner.pid());
@@ -460,7 +463,7 @@ TEST_CASE("cachectl: a shared cache with a live owner in another process") {
   // With nobody serving, cachectl runs the store itself for the command.
   d = json(run({"--json", "status"}));
   CHECK(d["owner_pid"].IsNull());
-  CHECK(d["entries"].GetUint64() == 1);
+  CHECK(d["total_entries"].GetUint64() == 1);
   CHECK(run({"get", "held"}).out == "yes\n");
 }
 
@@ -562,4 +565,28 @@ TEST_CASE("cachectl: damage to the access family's table is found by verify, fix
     CHECK(c.get("key:04999") == std::string(100, 'v'));
     CHECK(store_problems(c).empty());
   }
+}
+
+TEST_CASE(
+    "cachectl: stats name every counter as larder::Stats does, in JSON, Prometheus and text") {
+  TempDir dir;
+  fill(dir.path());
+  const Run js = cachectl(with_root(dir.path(), {"--json", "stats"}));
+  const auto d = json(js);
+  const Run prom = cachectl(with_root(dir.path(), {"stats", "--format", "prometheus"}));
+  const Run text = cachectl(with_root(dir.path(), {"stats"}));
+  for (const auto& info : stats::kCounterInfo) {
+    const std::string name(info.name);
+    INFO("counter " << name);
+    CHECK(d.HasMember(name.c_str()));
+    CHECK(prom.out.find("# HELP larder_" + name + " ") != std::string::npos);
+    CHECK(prom.out.find("# TYPE larder_" + name + " counter") != std::string::npos);
+    CHECK(text.out.find(name) != std::string::npos);
+  }
+  CHECK(d["set_count"].GetUint64() == 11);
+  for (const char* gauge : {"total_entries", "total_size_bytes", "fresh_entries", "stale_entries",
+                            "expired_entries", "invalid_entries"})
+    CHECK(d.HasMember(gauge));
+  CHECK(d["last_zeroed"].IsNull());  // never zeroed: null in JSON, "never" in text
+  CHECK(text.out.find("never") != std::string::npos);
 }

@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include "stats/counters.hpp"
+
 namespace larder::shared {
 
 namespace {
@@ -82,8 +84,7 @@ void put_entry(Writer& w, const Entry& e) {
 // The Stats counters in wire order.
 template <class S, class F>
 void stats_fields(S& s, F&& f) {
-  f(s.hit_count), f(s.miss_count), f(s.set_count), f(s.delete_count), f(s.eviction_count);
-  f(s.expiration_count), f(s.invalidation_count), f(s.error_count), f(s.cleanup_count);
+  stats::for_each_counter(s, [&](stats::Counter, std::string_view, auto& v) { f(v); });
   f(s.total_entries), f(s.total_size_bytes), f(s.fresh_entries), f(s.stale_entries);
   f(s.expired_entries), f(s.invalid_entries);
 }

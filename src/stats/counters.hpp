@@ -1,33 +1,94 @@
-// Operation counters of one process for one cache directory. The engine counts evictions,
-// expirations and invalidations; the layer above it hits, misses, sets, deletes, errors and
-// cleanups. A Counters object may live in a memory-mapped counter file (counter_file.hpp), so
-// that its values outlive the process even when it is killed: the layout is therefore fixed
-// (nine lock-free 64-bit atomics in this order, format 1) and must only ever be appended to.
+// The operation counters, defined once. LARDER_COUNTERS lists each counter with its larder::Stats
+// field name (the one name a user reads everywhere: Stats, .cache_stats.json, the wire protocol,
+// cachectl's text, JSON and Prometheus output) and what it counts. Everything that lists the
+// counters is generated from it: the Counter enum, the in-memory and counter-file layout
+// (Counters), the statistics file's fields, the protocol's order, cachectl's outputs.
 //
-// Thread-safety: every member is an atomic.
+// The order is persisted (counter files, format 1; the `contributors` arrays of the statistics
+// file): append new counters at the end, never reorder. Adding a counter: one line here, one
+// field in larder::Stats (a missing field fails to compile), and the code that counts it.
+//
+// A Counters object may live in a memory-mapped counter file (counter_file.hpp), so that its
+// values outlive the process even when it is killed: nine lock-free 64-bit atomics in this
+// order. Thread-safety: every member is an atomic.
 #pragma once
 
 #include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <string_view>
 #include <type_traits>
 
 namespace larder::stats {
 
-inline constexpr std::size_t kCounterCount = 9;
+// X(member, Stats field, what it counts)
+#define LARDER_COUNTERS(X)                                                                     \
+  X(hit, hit_count, "reads (get, get_many, get_entry, get_or_compute) that returned an entry") \
+  X(miss, miss_count, "reads that returned nothing (absent, not fresh, or failed)")            \
+  X(set, set_count, "entries stored (set, set_many items, get_or_compute results)")            \
+  X(del, delete_count, "entries removed by remove, clear and clear_category")                  \
+  X(eviction, eviction_count, "live entries removed to keep max_entries / max_size_bytes")     \
+  X(expiration, expiration_count, "expired entries removed by cleanup or limit enforcement")   \
+  X(invalidation, invalidation_count, "entries marked invalid (once each)")                    \
+  X(error, error_count, "failures: I/O errors, corrupt records or files, timeouts, refusals")  \
+  X(cleanup, cleanup_count, "cleanup runs (cleanup() and the periodic one)")
+
+enum class Counter : std::uint8_t {
+#define LARDER_COUNTER_ENUM(member, field, help) member,
+  LARDER_COUNTERS(LARDER_COUNTER_ENUM)
+#undef LARDER_COUNTER_ENUM
+};
+
+inline constexpr std::size_t kCounterCount = 0
+#define LARDER_COUNTER_ONE(member, field, help) +1
+    LARDER_COUNTERS(LARDER_COUNTER_ONE)
+#undef LARDER_COUNTER_ONE
+    ;
+// The persisted order (counter files written by earlier versions).
+static_assert(static_cast<int>(Counter::hit) == 0 && static_cast<int>(Counter::cleanup) == 8 &&
+              kCounterCount == 9);
+
+constexpr std::size_t index(Counter c) {
+  return static_cast<std::size_t>(c);
+}
+
 using CounterValues = std::array<std::uint64_t, kCounterCount>;
 
+struct CounterInfo {
+  std::string_view name;  // the larder::Stats field
+  std::string_view help;  // what it counts
+};
+inline constexpr std::array<CounterInfo, kCounterCount> kCounterInfo = {{
+#define LARDER_COUNTER_INFO(member, field, help) {#field, help},
+    LARDER_COUNTERS(LARDER_COUNTER_INFO)
+#undef LARDER_COUNTER_INFO
+}};
+
+// Calls f(Counter, name, field) for every counter field of `s`, in order: any struct with the
+// Stats field names (larder::Stats, stats::Snapshot), const or not.
+template <class S, class F>
+void for_each_counter(S& s, F&& f) {
+#define LARDER_COUNTER_VISIT(member, field, help) \
+  f(Counter::member, std::string_view(#field), s.field);
+  LARDER_COUNTERS(LARDER_COUNTER_VISIT)
+#undef LARDER_COUNTER_VISIT
+}
+
 struct Counters {
-  std::atomic<std::uint64_t> hit{0}, miss{0}, set{0}, del{0}, eviction{0}, expiration{0},
-      invalidation{0}, error{0}, cleanup{0};
+#define LARDER_COUNTER_MEMBER(member, field, help) std::atomic<std::uint64_t> member{0};
+  LARDER_COUNTERS(LARDER_COUNTER_MEMBER)
+#undef LARDER_COUNTER_MEMBER
 
   CounterValues values() const {
-    return {hit.load(),        miss.load(),         set.load(),   del.load(),    eviction.load(),
-            expiration.load(), invalidation.load(), error.load(), cleanup.load()};
+    return {
+#define LARDER_COUNTER_LOAD(member, field, help) member.load(),
+        LARDER_COUNTERS(LARDER_COUNTER_LOAD)
+#undef LARDER_COUNTER_LOAD
+    };
   }
 
-  // Copies the counters into any struct with the public names (Stats, stats::Snapshot).
+  // Copies the counters into any struct with the Stats field names.
   template <class T>
   void copy_to(T& s) const {
     assign(values(), s);
@@ -35,22 +96,16 @@ struct Counters {
 
   template <class T>
   static void assign(const CounterValues& v, T& s) {
-    s.hit_count = v[0];
-    s.miss_count = v[1];
-    s.set_count = v[2];
-    s.delete_count = v[3];
-    s.eviction_count = v[4];
-    s.expiration_count = v[5];
-    s.invalidation_count = v[6];
-    s.error_count = v[7];
-    s.cleanup_count = v[8];
+    for_each_counter(
+        s, [&](Counter c, std::string_view, std::uint64_t& field) { field = v[index(c)]; });
   }
 
   template <class T>
   static CounterValues of(const T& s) {
-    return {s.hit_count,          s.miss_count,     s.set_count,
-            s.delete_count,       s.eviction_count, s.expiration_count,
-            s.invalidation_count, s.error_count,    s.cleanup_count};
+    CounterValues v{};
+    for_each_counter(
+        s, [&](Counter c, std::string_view, const std::uint64_t& field) { v[index(c)] = field; });
+    return v;
   }
 };
 

@@ -17,14 +17,10 @@ namespace {
 
 template <class Archive>
 void fields(Archive& ar, Snapshot& s, std::uint32_t version) {
-  ar(cereal::make_nvp("hit_count", s.hit_count), cereal::make_nvp("miss_count", s.miss_count),
-     cereal::make_nvp("set_count", s.set_count), cereal::make_nvp("delete_count", s.delete_count),
-     cereal::make_nvp("eviction_count", s.eviction_count),
-     cereal::make_nvp("expiration_count", s.expiration_count),
-     cereal::make_nvp("invalidation_count", s.invalidation_count),
-     cereal::make_nvp("error_count", s.error_count),
-     cereal::make_nvp("cleanup_count", s.cleanup_count),
-     cereal::make_nvp("total_entries", s.total_entries),
+  for_each_counter(s, [&](Counter, std::string_view name, std::uint64_t& v) {
+    ar(cereal::make_nvp(name.data(), v));  // names are string literals
+  });
+  ar(cereal::make_nvp("total_entries", s.total_entries),
      cereal::make_nvp("total_size_bytes", s.total_size_bytes),
      cereal::make_nvp("last_updated", s.last_updated),
      cereal::make_nvp("last_zeroed", s.last_zeroed));

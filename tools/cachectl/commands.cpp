@@ -371,21 +371,17 @@ int cmd_status(const Globals& g) {
                       snap ? when(snap->last_updated) : "never (no statistics file yet)",
                       snap ? when(snap->last_zeroed) : "never");
 
-  j.field("entries", stats.total_entries);
+  j.field("total_entries", stats.total_entries);
   j.field("max_entries", max_entries);
-  j.field("size_bytes", stats.total_size_bytes);
+  j.field("total_size_bytes", stats.total_size_bytes);
   j.field("max_size_bytes", max_bytes);
-  j.field("fresh", stats.fresh_entries);
-  j.field("stale", stats.stale_entries);
-  j.field("expired", stats.expired_entries);
-  j.field("invalid", stats.invalid_entries);
+  j.field("fresh_entries", stats.fresh_entries);
+  j.field("stale_entries", stats.stale_entries);
+  j.field("expired_entries", stats.expired_entries);
+  j.field("invalid_entries", stats.invalid_entries);
   j.field("hit_rate", stats.hit_rate());
-  j.field("hits", stats.hit_count);
-  j.field("misses", stats.miss_count);
-  j.field("evictions", stats.eviction_count);
-  j.field("expirations", stats.expiration_count);
-  j.field("invalidations", stats.invalidation_count);
-  j.field("errors", stats.error_count);
+  larder::stats::for_each_counter(stats, [&](larder::stats::Counter, std::string_view name,
+                                             std::uint64_t v) { j.field(std::string(name), v); });
   j.key("stats_last_updated");
   if (snap && !snap->last_updated.empty())
     j.str(snap->last_updated);
@@ -423,51 +419,61 @@ int cmd_stats(const Globals& g, const std::string& format, bool zero) {
     info(g, "statistics zeroed");
   }
   const larder::Stats st = s.service->stats();
-  const std::vector<std::pair<const char*, std::uint64_t>> counters = {
-      {"hits", st.hit_count},
-      {"misses", st.miss_count},
-      {"sets", st.set_count},
-      {"deletes", st.delete_count},
-      {"evictions", st.eviction_count},
-      {"expirations", st.expiration_count},
-      {"invalidations", st.invalidation_count},
-      {"errors", st.error_count},
-      {"cleanups", st.cleanup_count},
+  // Every counter by its larder::Stats name (stats/counters.hpp), then the gauges, also by their
+  // Stats (or Config) names: the same names in text, JSON and Prometheus.
+  struct Row {
+    std::string_view name, help;
+    std::uint64_t value;
   };
-  const std::vector<std::pair<const char*, std::uint64_t>> gauges = {
-      {"entries", st.total_entries},
-      {"size_bytes", st.total_size_bytes},
-      {"fresh", st.fresh_entries},
-      {"stale", st.stale_entries},
-      {"expired", st.expired_entries},
-      {"invalid", st.invalid_entries},
-      {"max_entries", setting_u64(s, "max_entries")},
-      {"max_size_bytes", setting_u64(s, "max_size_bytes")},
+  std::vector<Row> counters;
+  larder::stats::for_each_counter(
+      st, [&](larder::stats::Counter c, std::string_view name, std::uint64_t v) {
+        counters.push_back({name, larder::stats::kCounterInfo[larder::stats::index(c)].help, v});
+      });
+  const std::vector<Row> gauges = {
+      {"total_entries", "entries stored (any status)", st.total_entries},
+      {"total_size_bytes", "bytes of stored values", st.total_size_bytes},
+      {"fresh_entries", "entries within their ttl (or without one)", st.fresh_entries},
+      {"stale_entries", "entries past their ttl, within stale_factor x ttl", st.stale_entries},
+      {"expired_entries", "entries past stale_factor x ttl, not yet removed", st.expired_entries},
+      {"invalid_entries", "entries marked invalid, not yet removed", st.invalid_entries},
+      {"max_entries", "the entry limit (0: none)", setting_u64(s, "max_entries")},
+      {"max_size_bytes", "the byte limit (0: none)", setting_u64(s, "max_size_bytes")},
   };
   const auto snap = read_snapshot(s.dir);
+  // "Never" is null in JSON and "never" in text, for both times.
+  auto time_field = [](Json& j, const char* name, const std::string& iso) {
+    j.key(name);
+    if (iso.empty())
+      j.w().Null();
+    else
+      j.str(iso);
+  };
   if (g.json || format == "json") {
     Json j;
     j.w().StartObject();
     j.field("directory", s.dir.string());
-    for (const auto& [name, v] : counters) j.field(name, v);
-    for (const auto& [name, v] : gauges) j.field(name, v);
+    for (const auto& r : counters) j.field(std::string(r.name), r.value);
+    for (const auto& r : gauges) j.field(std::string(r.name), r.value);
     j.field("hit_rate", st.hit_rate());
     j.key("categories");
     j.w().StartObject();
     for (const auto& [c, n] : st.categories) j.field(c, n);
     j.w().EndObject();
-    j.field("last_updated", snap ? snap->last_updated : std::string());
-    j.field("last_zeroed", snap ? snap->last_zeroed : std::string());
+    time_field(j, "last_updated", snap ? snap->last_updated : std::string());
+    time_field(j, "last_zeroed", snap ? snap->last_zeroed : std::string());
     j.w().EndObject();
     out(j.text());
   } else if (format == "prometheus") {
     const std::string label = fmt::format("cache=\"{}\"", prom_label(s.dir.string()));
     std::string text;
-    for (const auto& [name, v] : counters)
-      text += fmt::format("# TYPE larder_{0}_total counter\nlarder_{0}_total{{{1}}} {2}\n", name,
-                          label, v);
-    for (const auto& [name, v] : gauges)
-      text += fmt::format("# TYPE larder_{0} gauge\nlarder_{0}{{{1}}} {2}\n", name, label, v);
+    for (const auto& r : counters)
+      text +=
+          fmt::format("# HELP larder_{0} {1}\n# TYPE larder_{0} counter\nlarder_{0}{{{2}}} {3}\n",
+                      r.name, r.help, label, r.value);
+    for (const auto& r : gauges)
+      text += fmt::format("# HELP larder_{0} {1}\n# TYPE larder_{0} gauge\nlarder_{0}{{{2}}} {3}\n",
+                          r.name, r.help, label, r.value);
     text += "# TYPE larder_category_entries gauge\n";
     for (const auto& [c, n] : st.categories)
       text += fmt::format("larder_category_entries{{{},category=\"{}\"}} {}\n", label,
@@ -475,8 +481,8 @@ int cmd_stats(const Globals& g, const std::string& format, bool zero) {
     out(text);
   } else {
     Table t({"COUNTER", "VALUE"}, {false, true});
-    for (const auto& [name, v] : counters) t.add({name, std::to_string(v)});
-    for (const auto& [name, v] : gauges) t.add({name, std::to_string(v)});
+    for (const auto& r : counters) t.add({std::string(r.name), std::to_string(r.value)});
+    for (const auto& r : gauges) t.add({std::string(r.name), std::to_string(r.value)});
     t.add({"hit_rate", fmt::format("{:.1f}%", st.hit_rate())});
     for (const auto& [c, n] : st.categories) t.add({"category " + c, std::to_string(n)});
     t.add({"last_updated", snap && !snap->last_updated.empty() ? snap->last_updated : "never"});
