@@ -97,10 +97,15 @@ struct Config {
   // process_isolated directory's liveness lock). Shared-cache clients wait at least 10 ms.
   std::chrono::milliseconds lock_timeout = std::chrono::seconds(5);
   double stale_factor = 2.0;  // stale until stale_factor x TTL, then expired; must be >= 1
-  // Empty: the system clock. Tests inject one to control time without sleeping.
+  // Empty: the system clock. Tests inject one to control time without sleeping. Called from any
+  // thread that uses the cache and from its housekeeping thread, concurrently: it must be
+  // thread-safe, cheap and must not call back into the cache.
   std::function<std::chrono::system_clock::time_point()> clock;
   // Receives the cache's log lines. Empty: silent, unless LARDER_LOG=debug|info|warn|error is set,
-  // in which case lines at that level and above go to stderr.
+  // in which case lines at that level and above go to stderr. Called from any thread that uses
+  // the cache, from its housekeeping thread and (shared caches) from the owner's server threads,
+  // concurrently and sometimes with internal locks held: it must be thread-safe and must not
+  // call back into the cache. What it throws is ignored.
   std::function<void(LogLevel, std::string_view)> log;
 
   // Defaults overridden by LARDER_CACHE_ROOT, LARDER_STRATEGY (process_isolated|shared|disabled),
@@ -141,11 +146,26 @@ struct Entry {
   EntryInfo info;
 };
 
+// What Cache::stats() returns. Counters (the *_count fields) add up every process that used the
+// cache directory, across restarts, since the statistics were last zeroed; the other fields
+// describe the store now. These names are the ones every output uses (.cache_stats.json,
+// `cachectl stats` in text, JSON and Prometheus).
 struct Stats {
-  std::uint64_t hit_count = 0, miss_count = 0, set_count = 0, delete_count = 0, eviction_count = 0,
-                expiration_count = 0, invalidation_count = 0, error_count = 0, cleanup_count = 0,
-                total_entries = 0, total_size_bytes = 0, fresh_entries = 0, stale_entries = 0,
-                expired_entries = 0, invalid_entries = 0;
+  std::uint64_t hit_count = 0;         // reads (get, get_many, get_entry...) that returned an entry
+  std::uint64_t miss_count = 0;        // reads that returned nothing (absent, not fresh, failed)
+  std::uint64_t set_count = 0;         // entries stored (set, set_many items, computed values)
+  std::uint64_t delete_count = 0;      // entries removed by remove, clear and clear_category
+  std::uint64_t eviction_count = 0;    // live entries removed to keep the limits
+  std::uint64_t expiration_count = 0;  // expired entries removed (cleanup, limit enforcement)
+  std::uint64_t invalidation_count = 0;  // entries marked invalid (once each)
+  std::uint64_t error_count = 0;         // I/O errors, corrupt data, timeouts, refused writes
+  std::uint64_t cleanup_count = 0;       // cleanup runs (cleanup() and the periodic one)
+  std::uint64_t total_entries = 0;       // entries stored now, of any status
+  std::uint64_t total_size_bytes = 0;    // bytes of the stored values
+  std::uint64_t fresh_entries = 0;       // entries by status now (scans the expiry index)
+  std::uint64_t stale_entries = 0;
+  std::uint64_t expired_entries = 0;                // past stale_factor x ttl, not removed yet
+  std::uint64_t invalid_entries = 0;                // invalidated, not removed yet
   std::map<std::string, std::uint64_t> categories;  // entries per category
   double hit_rate() const;   // percent of reads that hit; 0 when nothing was read
   double miss_rate() const;  // percent of reads that missed; 0 when nothing was read
