@@ -120,8 +120,8 @@ Cache Cache::open(const Config& config) {
 
 bool Cache::set(std::string_view key, std::string_view value, const SetOptions& options) {
   check_ttl(options);
-  if (!Impl::valid_key(key) || !valid_category(options.category)) return false;
-  return impl_->service->set(impl_->request(key, value, options));
+  const SetRequest q = impl_->request(key, value, options);
+  return core::valid_set(q) && impl_->service->set(q);
 }
 
 std::vector<bool> Cache::set_many(const std::vector<std::pair<std::string, std::string>>& items,
@@ -133,8 +133,9 @@ std::vector<bool> Cache::set_many(const std::vector<std::pair<std::string, std::
   std::vector<std::size_t> index;
   requests.reserve(items.size());
   for (std::size_t i = 0; i < items.size(); ++i) {
-    if (!Impl::valid_key(items[i].first)) continue;
-    requests.push_back(impl_->request(items[i].first, items[i].second, options));
+    SetRequest q = impl_->request(items[i].first, items[i].second, options);
+    if (!core::valid_set(q)) continue;
+    requests.push_back(std::move(q));
     index.push_back(i);
   }
   const std::vector<bool> stored = impl_->service->set_many(requests);

@@ -43,6 +43,11 @@ inline bool valid_key(std::string_view key) {
 inline bool valid_category(std::string_view category) {
   return category.size() <= kMaxCategoryBytes && category.find('\0') == std::string_view::npos;
 }
+// A set a Service may carry out: valid key and category, a TTL that is not negative. The one
+// check of every path (the public Cache, the owner's dispatch of a peer's request).
+inline bool valid_set(const SetRequest& s) {
+  return valid_key(s.key) && valid_category(s.category) && s.ttl_s >= 0;
+}
 
 // Maintenance operations (cachectl). Explicit values: they travel in the shared protocol.
 enum class AdminOp : std::uint8_t {

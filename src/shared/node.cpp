@@ -54,9 +54,7 @@ Reply dispatch(LocalService& l, const Request& q) {
     r.error = std::move(why);
     return r;
   };
-  auto settable = [](const SetRequest& s) {
-    return core::valid_key(s.key) && core::valid_category(s.category) && s.ttl_s >= 0;
-  };
+  const auto settable = core::valid_set;
   const bool key_ok = core::valid_key(q.text);
   switch (q.op) {
     case Op::set:

@@ -1,5 +1,7 @@
 #include "trace/trace.hpp"
 
+#include "core/service.hpp"
+
 #include <charconv>
 #include <chrono>
 #include <cstring>
@@ -93,7 +95,7 @@ bool read_csv(std::istream& in, Trace* out, std::string* error) {
       return false;
     }
     const auto key = trim(fields[static_cast<std::size_t>(key_col)]);
-    if (key.empty() || key.size() > kMaxKeyBytes) {
+    if (!core::valid_key(key)) {
       *error = fmt::format("line {}: key is empty or longer than {} bytes", number, kMaxKeyBytes);
       return false;
     }
