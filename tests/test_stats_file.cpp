@@ -28,7 +28,8 @@ TEST_CASE("statistics JSON round-trips every field") {
   s.total_size_bytes = 11;
   s.last_updated = "2026-11-21T04:57:00.000Z";
   const std::string json = stats::to_json(s);
-  CHECK(json.find("\"format_version\": 2") != std::string::npos);
+  CHECK(json.find("\"format_version\": 3") != std::string::npos);
+  CHECK(json.find("\"last_zeroed\": null") != std::string::npos);  // never zeroed
   stats::Snapshot back;
   std::string error;
   REQUIRE(stats::from_json(json, &back, &error));
@@ -273,4 +274,69 @@ TEST_CASE("a statistics file with a non-integer number is malformed (no JSON par
   odd.last_updated = "1.5e10 \"quoted\" \\ back";
   REQUIRE(stats::from_json(stats::to_json(odd), &s, &error));
   CHECK(s.last_updated == odd.last_updated);
+}
+
+TEST_CASE("statistics format 3: contributors by counter name, null last_zeroed, format 2 still read") {
+  stats::Snapshot s;
+  s.hit_count = 7;
+  s.last_updated = "2026-11-21T04:57:00.000Z";
+  s.last_zeroed = "2026-11-20T01:00:00.000Z";
+  s.contributors["1234-abcd"] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+  const std::string json = stats::to_json(s);
+  CHECK(json.find("\"1234-abcd\": {") != std::string::npos);
+  CHECK(json.find("\"cleanup_count\": 9") != std::string::npos);
+  stats::Snapshot back;
+  std::string error;
+  REQUIRE_MESSAGE(stats::from_json(json, &back, &error), error);
+  CHECK(back.hit_count == 7);
+  CHECK(back.last_zeroed == s.last_zeroed);
+  REQUIRE(back.contributors.count("1234-abcd") == 1);
+  CHECK(back.contributors["1234-abcd"] == s.contributors["1234-abcd"]);
+
+  // A counter the file does not name (a file written before the counter was added) reads as 0,
+  // where format 2's positional arrays made such a file unreadable.
+  REQUIRE_MESSAGE(stats::from_json(
+                      "{\"format_version\": 3, \"hit_count\": 3, \"total_entries\": 1, "
+                      "\"total_size_bytes\": 2, \"last_updated\": \"\", \"last_zeroed\": null, "
+                      "\"contributors\": {\"p1\": {\"hit_count\": 3}}}",
+                      &back, &error),
+                  error);
+  CHECK(back.hit_count == 3);
+  CHECK(back.cleanup_count == 0);
+  CHECK(back.last_zeroed.empty());
+  CHECK(back.contributors["p1"][stats::index(stats::Counter::hit)] == 3);
+  CHECK(back.contributors["p1"][stats::index(stats::Counter::cleanup)] == 0);
+  // Wrong types are named.
+  CHECK_FALSE(stats::from_json(
+      "{\"format_version\": 3, \"hit_count\": -1, \"total_entries\": 1, "
+      "\"total_size_bytes\": 2, \"last_updated\": \"\", \"last_zeroed\": null, "
+      "\"contributors\": {}}",
+      &back, &error));
+  CHECK(error.find("hit_count") != std::string::npos);
+  CHECK_FALSE(stats::from_json(
+      "{\"format_version\": 3, \"total_entries\": 1, \"total_size_bytes\": 2, "
+      "\"last_updated\": \"\", \"last_zeroed\": null, \"contributors\": []}",
+      &back, &error));
+  CHECK(error.find("contributors") != std::string::npos);
+
+  // Format 2 as larder wrote it (cereal's layout) is still read.
+  const std::string v2 = R"({
+    "format_version": 2, "hit_count": 5, "miss_count": 0, "set_count": 0, "delete_count": 0,
+    "eviction_count": 0, "expiration_count": 0, "invalidation_count": 0, "error_count": 0,
+    "cleanup_count": 0, "total_entries": 2, "total_size_bytes": 0,
+    "last_updated": "2026-11-21T04:57:00.000Z", "last_zeroed": "",
+    "contributors": [{"key": "1234-abcd", "value": {"value0": 1, "value1": 2, "value2": 3,
+      "value3": 4, "value4": 5, "value5": 6, "value6": 7, "value7": 8, "value8": 9}}]})";
+  REQUIRE_MESSAGE(stats::from_json(v2, &back, &error), error);
+  CHECK(back.hit_count == 5);
+  CHECK(back.total_entries == 2);
+  CHECK(back.contributors["1234-abcd"] == s.contributors["1234-abcd"]);
+}
+
+TEST_CASE("a statistics file nested deeper than any real one is malformed, not a stack overflow") {
+  stats::Snapshot s;
+  std::string error;
+  CHECK_FALSE(stats::from_json(std::string(1 << 20, '['), &s, &error));
+  CHECK(error.find("nested too deeply") != std::string::npos);
+  CHECK_FALSE(stats::from_json("{\"format_version\": 2, \"x\": [[[[[[[[[1]]]]]]]]]}", &s, &error));
 }

@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "util/fs.hpp"
+#include "util/json.hpp"
 
 namespace larder::stats {
 
@@ -27,11 +28,15 @@ void fields(Archive& ar, Snapshot& s, std::uint32_t version) {
   if (version >= 2) ar(cereal::make_nvp("contributors", s.contributors));
 }
 
-// The statistics file holds only integers and strings. A number with a fraction or an exponent
-// is refused before the JSON parser sees it: Debian's rapidjson 1.1 reaches undefined behaviour
-// (clz of zero) on inputs such as "0.0e204" (found by fuzz/fuzz_stats_file).
-bool integers_only(std::string_view json) {
+// The statistics file holds only integers and strings, nested a few levels deep. A number with a
+// fraction or an exponent is refused before the JSON parser sees it: Debian's rapidjson 1.1
+// reaches undefined behaviour (clz of zero) on inputs such as "0.0e204" (found by
+// fuzz/fuzz_stats_file). So is nesting deeper than kMaxDepth: the parsers recurse per level, and
+// a planted file of a million '[' must not exhaust the stack. Returns what is wrong, or nullptr.
+constexpr int kMaxDepth = 8;
+const char* unexpected_shape(std::string_view json) {
   bool in_string = false;
+  int depth = 0;
   for (std::size_t i = 0; i < json.size(); ++i) {
     const char c = json[i];
     if (in_string) {
@@ -43,43 +48,75 @@ bool integers_only(std::string_view json) {
     }
     if (c == '"') {
       in_string = true;
+    } else if (c == '{' || c == '[') {
+      if (++depth > kMaxDepth) return "nested too deeply";
+    } else if (c == '}' || c == ']') {
+      --depth;
     } else if (c == '.' || c == '+' ||
                ((c == 'e' || c == 'E') && i > 0 && json[i - 1] >= '0' && json[i - 1] <= '9')) {
-      return false;
+      return "a number that is not an integer";
     }
   }
-  return true;
+  return nullptr;
 }
 
 }  // namespace
 
-std::string to_json(const Snapshot& snapshot) {
-  Snapshot s = snapshot;
-  std::ostringstream out;
-  {
-    cereal::JSONOutputArchive ar(out, cereal::JSONOutputArchive::Options::Default());
-    std::uint32_t version = kStatsFormat;
-    ar(cereal::make_nvp("format_version", version));
-    fields(ar, s, version);
+// Format 3: written with rapidjson (cereal cannot write null nor objects keyed by counter name).
+std::string to_json(const Snapshot& s) {
+  rapidjson::StringBuffer buffer;
+  rapidjson::PrettyWriter<rapidjson::StringBuffer> w(buffer);
+  auto counter_object = [&w](const CounterValues& v) {
+    w.StartObject();
+    for (std::size_t i = 0; i < kCounterCount; ++i) {
+      w.Key(kCounterInfo[i].name.data(),
+            static_cast<rapidjson::SizeType>(kCounterInfo[i].name.size()));
+      w.Uint64(v[i]);
+    }
+    w.EndObject();
+  };
+  auto string = [&w](const std::string& text) {
+    w.String(text.data(), static_cast<rapidjson::SizeType>(text.size()));
+  };
+  w.StartObject();
+  w.Key("format_version");
+  w.Uint(kStatsFormat);
+  for_each_counter(s, [&](Counter, std::string_view name, const std::uint64_t& v) {
+    w.Key(name.data(), static_cast<rapidjson::SizeType>(name.size()));
+    w.Uint64(v);
+  });
+  w.Key("total_entries");
+  w.Uint64(s.total_entries);
+  w.Key("total_size_bytes");
+  w.Uint64(s.total_size_bytes);
+  w.Key("last_updated");
+  string(s.last_updated);
+  w.Key("last_zeroed");
+  if (s.last_zeroed.empty())
+    w.Null();
+  else
+    string(s.last_zeroed);
+  w.Key("contributors");
+  w.StartObject();
+  for (const auto& [id, values] : s.contributors) {
+    string(id);
+    counter_object(values);
   }
-  out << '\n';
-  return out.str();
+  w.EndObject();
+  w.EndObject();
+  return std::string(buffer.GetString(), buffer.GetSize()) + "\n";
 }
 
-bool from_json(const std::string& json, Snapshot* out, std::string* error) {
-  if (!integers_only(json)) {
-    *error = "malformed statistics file: a number that is not an integer";
-    return false;
-  }
+namespace {
+
+// Formats 1 and 2 (cereal's layout: contributors as an array of {"key", "value": {"value0"...}}).
+bool from_cereal_json(const std::string& json, std::uint32_t version, Snapshot* out,
+                      std::string* error) {
   try {
     std::istringstream in(json);
     cereal::JSONInputArchive ar(in);
-    std::uint32_t version = 0;
-    ar(cereal::make_nvp("format_version", version));
-    if (version < 1 || version > kStatsFormat) {
-      *error = fmt::format("unknown statistics format_version {}", version);
-      return false;
-    }
+    std::uint32_t ignored = 0;
+    ar(cereal::make_nvp("format_version", ignored));
     Snapshot s;
     fields(ar, s, version);
     *out = s;
@@ -88,6 +125,92 @@ bool from_json(const std::string& json, Snapshot* out, std::string* error) {
     *error = fmt::format("malformed statistics file: {}", e.what());
     return false;
   }
+}
+
+// Counter fields of `object` by name into `values`. A counter the file does not name reads as
+// 0 (a file written before that counter existed); a field that is not an unsigned integer is an
+// error naming it.
+bool read_counters(const rapidjson::Value& object, CounterValues* values, std::string* error) {
+  for (std::size_t i = 0; i < kCounterCount; ++i) {
+    const std::string name(kCounterInfo[i].name);
+    (*values)[i] = 0;
+    const auto it = object.FindMember(name.c_str());
+    if (it == object.MemberEnd()) continue;
+    if (!it->value.IsUint64()) {
+      *error = fmt::format("malformed statistics file: {} is not an unsigned integer", name);
+      return false;
+    }
+    (*values)[i] = it->value.GetUint64();
+  }
+  return true;
+}
+
+bool from_json_v3(const rapidjson::Document& d, Snapshot* out, std::string* error) {
+  Snapshot s;
+  CounterValues totals{};
+  if (!read_counters(d, &totals, error)) return false;
+  Counters::assign(totals, s);
+  for (auto [name, field] : {std::pair{"total_entries", &s.total_entries},
+                             std::pair{"total_size_bytes", &s.total_size_bytes}}) {
+    const auto it = d.FindMember(name);
+    if (it == d.MemberEnd() || !it->value.IsUint64()) {
+      *error =
+          fmt::format("malformed statistics file: {} is missing or not an unsigned integer", name);
+      return false;
+    }
+    *field = it->value.GetUint64();
+  }
+  for (auto [name, field, nullable] : {std::tuple{"last_updated", &s.last_updated, false},
+                                       std::tuple{"last_zeroed", &s.last_zeroed, true}}) {
+    const auto it = d.FindMember(name);
+    if (it == d.MemberEnd() || !(it->value.IsString() || (nullable && it->value.IsNull()))) {
+      *error = fmt::format("malformed statistics file: {} is missing or not a string", name);
+      return false;
+    }
+    if (it->value.IsString()) field->assign(it->value.GetString(), it->value.GetStringLength());
+  }
+  const auto c = d.FindMember("contributors");
+  if (c == d.MemberEnd() || !c->value.IsObject()) {
+    *error = "malformed statistics file: contributors is missing or not an object";
+    return false;
+  }
+  for (const auto& m : c->value.GetObject()) {
+    if (!m.value.IsObject()) {
+      *error = "malformed statistics file: a contributor is not an object";
+      return false;
+    }
+    CounterValues v{};
+    if (!read_counters(m.value, &v, error)) return false;
+    s.contributors[std::string(m.name.GetString(), m.name.GetStringLength())] = v;
+  }
+  *out = std::move(s);
+  return true;
+}
+
+}  // namespace
+
+bool from_json(const std::string& json, Snapshot* out, std::string* error) {
+  if (const char* why = unexpected_shape(json)) {
+    *error = fmt::format("malformed statistics file: {}", why);
+    return false;
+  }
+  rapidjson::Document d;
+  d.Parse<rapidjson::kParseDefaultFlags | rapidjson::kParseIterativeFlag>(json.data(), json.size());
+  if (d.HasParseError() || !d.IsObject()) {
+    *error = "malformed statistics file: not a JSON object";
+    return false;
+  }
+  const auto v = d.FindMember("format_version");
+  if (v == d.MemberEnd() || !v->value.IsUint()) {
+    *error = "malformed statistics file: format_version is missing or not an unsigned integer";
+    return false;
+  }
+  const std::uint32_t version = v->value.GetUint();
+  if (version < 1 || version > kStatsFormat) {
+    *error = fmt::format("unknown statistics format_version {}", version);
+    return false;
+  }
+  return version >= 3 ? from_json_v3(d, out, error) : from_cereal_json(json, version, out, error);
 }
 
 LoadResult load_stats(const std::filesystem::path& path, std::chrono::system_clock::time_point now,

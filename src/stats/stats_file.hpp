@@ -13,8 +13,10 @@
 
 namespace larder::stats {
 
-// 2: adds "contributors" (counter files folded so far, see counter_file.hpp). 1 is still read.
-inline constexpr std::uint32_t kStatsFormat = 2;
+// The format written. 3: contributors keyed by counter file id with their counters by name (a
+// counter added later reads as 0 instead of making the file unreadable), last_zeroed null when
+// never zeroed. 2 added "contributors" (positional arrays); 1 had none. 1 and 2 are still read.
+inline constexpr std::uint32_t kStatsFormat = 3;
 inline constexpr const char* kStatsFileName = ".cache_stats.json";
 
 struct Snapshot {
@@ -22,7 +24,7 @@ struct Snapshot {
                 expiration_count = 0, invalidation_count = 0, error_count = 0, cleanup_count = 0,
                 total_entries = 0, total_size_bytes = 0;
   std::string last_updated;  // ISO 8601 UTC
-  std::string last_zeroed;   // ISO 8601 UTC, empty if never zeroed
+  std::string last_zeroed;   // ISO 8601 UTC, empty if never zeroed (null in the file)
   // Per live counter file (by id): the values already added into the totals above.
   std::map<std::string, CounterValues> contributors;
 };
