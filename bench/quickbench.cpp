@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <functional>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -134,7 +135,7 @@ int main(int argc, char** argv) {
       for (std::size_t i : order) {
         auto b = raw->new_batch();
         b->put(larder::kv::Cf::entries, key_of(i), value);
-        raw->write(*b);
+        if (!raw->write(*b).ok()) throw std::runtime_error("raw RocksDB write failed");
       }
     }));
     rows[1].raw.push_back(ops_per_second(keys, [&] {

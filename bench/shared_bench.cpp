@@ -82,12 +82,12 @@ double echo_round_trip_us(const Options& o) {
   // The server listens in the child: larder closes its registered sockets in forked children.
   const pid_t server = ::fork();
   if (server == 0) {
-    std::string error;
-    const int listener = larder::shared::listen_unix(path, &error);
-    if (listener < 0) {
-      std::fprintf(stderr, "echo: %s\n", error.c_str());
+    auto listening = larder::shared::listen_unix(path);
+    if (!listening) {
+      std::fprintf(stderr, "echo: %s\n", listening.error().c_str());
       ::_exit(1);
     }
+    const int listener = *listening;
     ready.put(1);
     int fd = -1;
     // Accepted like the owner accepts (non-blocking; the listener is too, so this spins briefly).
@@ -101,9 +101,9 @@ double echo_round_trip_us(const Options& o) {
     ::_exit(0);
   }
   (void)ready.get();
-  std::string error;
   bool refused = false;
-  const int fd = larder::shared::connect_unix(path, Clock::now() + 5s, &refused, &error);
+  auto connected = larder::shared::connect_unix(path, Clock::now() + 5s, &refused);
+  const int fd = connected ? *connected : -1;
   const std::string message(48, 'e');  // about the size of a get request
   std::string reply;
   const auto t0 = Clock::now();

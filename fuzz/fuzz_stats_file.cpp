@@ -6,8 +6,6 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string in(reinterpret_cast<const char*>(data), size);
-  larder::stats::Snapshot s;
-  std::string error;
-  if (larder::stats::from_json(in, &s, &error)) (void)larder::stats::to_json(s);
+  if (auto s = larder::stats::from_json(in)) (void)larder::stats::to_json(*s);
   return 0;
 }

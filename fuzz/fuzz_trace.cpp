@@ -7,11 +7,8 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string in(reinterpret_cast<const char*>(data), size);
-  std::string error;
-  larder::trace::Trace t;
-  (void)larder::trace::read_oracle_general(in, &t, &error);
+  (void)larder::trace::read_oracle_general(in);
   std::istringstream csv(in);
-  larder::trace::Trace c;
-  (void)larder::trace::read_csv(csv, &c, &error);
+  (void)larder::trace::read_csv(csv);
   return 0;
 }

@@ -31,7 +31,7 @@ class FaultKv final : public kv::Kv {
     ++recovers;
     if (*failing_) return fail();
     stuck_ = false;
-    return kv::Status::Ok();
+    return kv::Status();
   }
   int recovers = 0;
   kv::Status get(kv::Cf cf, std::string_view key, std::string* value) override {
@@ -48,8 +48,8 @@ class FaultKv final : public kv::Kv {
     if (failing()) return fail();
     return inner_->write(batch);
   }
-  kv::Status flush() override { return kv::Status::Ok(); }
-  kv::Status compact(kv::Cf) override { return kv::Status::Ok(); }
+  kv::Status flush() override { return kv::Status(); }
+  kv::Status compact(kv::Cf) override { return kv::Status(); }
   kv::Status reset(kv::Cf cf) override {
     if (failing()) return fail();
     return inner_->reset(cf);
@@ -82,7 +82,7 @@ TEST_CASE("I/O failures degrade to misses, then the breaker bypasses the store a
       core::resolve(f.config),
       [&](const core::Resolved&, const kv::RocksOptions&, std::unique_ptr<kv::Kv>* out) {
         *out = std::make_unique<FaultKv>(failing);
-        return kv::Status::Ok();
+        return kv::Status();
       });
   auto& primary = backend->primary();
   engine::SetOutcome out{};
@@ -109,7 +109,7 @@ TEST_CASE("I/O failures degrade to misses, then the breaker bypasses the store a
     const auto op = backend->begin();
     CHECK_FALSE(op.primary);
     CHECK(op.engine->set("stale-risk", "new", 0, "default", {}, backend->now_ns(), &out).ok());
-    backend->finish(op, kv::Status::Ok(), "set", "stale-risk");
+    backend->finish(op, kv::Status(), "set", "stale-risk");
   }
   // Still failing at the retry time: stays open.
   f.clock.advance(core::kBreakerRecovery + 1s);
@@ -141,7 +141,7 @@ TEST_CASE("the breaker closes on a store that needs resuming, and counts bypasse
         auto kv = std::make_unique<FaultKv>(failing, /*sticky=*/true);
         fault = kv.get();
         *out = std::move(kv);
-        return kv::Status::Ok();
+        return kv::Status();
       });
   *failing = true;
   for (int i = 0; i < core::kBreakerThreshold; ++i) {
@@ -156,7 +156,7 @@ TEST_CASE("the breaker closes on a store that needs resuming, and counts bypasse
     REQUIRE_FALSE(op.primary);
     const std::string key = "bypassed" + std::to_string(i);
     CHECK(op.engine->set(key, "v", 0, "default", {}, backend->now_ns(), &out).ok());
-    backend->finish(op, kv::Status::Ok(), "set", key);
+    backend->finish(op, kv::Status(), "set", key);
   }
   // The fault is gone, but the store stays stuck until it is resumed: the probe must do that.
   *failing = false;
@@ -255,7 +255,7 @@ TEST_CASE("a store held by another opener degrades with a message") {
   f.config.strategy = Strategy::shared;
   // Hold the RocksDB lock through a separate Kv (as another process would).
   std::unique_ptr<kv::Kv> holder;
-  REQUIRE(larder::util::create_private_directories(f.dir / "db").empty());
+  REQUIRE(larder::util::create_private_directories(f.dir / "db").ok());
   REQUIRE(kv::open_rocks_kv(f.dir / "db", {}, &holder).ok());
   Cache c = f.open();
   CHECK(c.degraded());

@@ -14,7 +14,7 @@ using namespace larder::shared;
 TEST_CASE("protocol: requests and replies round-trip") {
   Request q;
   q.id = 42;
-  q.op = Op::set_many;
+  q.opcode = Opcode::set_many;
   q.text = "pattern:*";
   q.flag = true;
   q.keys = {"a", std::string("b\0c", 3)};
@@ -29,7 +29,7 @@ TEST_CASE("protocol: requests and replies round-trip") {
   std::string error;
   REQUIRE(decode(encode(q), &back, &error));
   CHECK(back.id == 42);
-  CHECK(back.op == Op::set_many);
+  CHECK(back.opcode == Opcode::set_many);
   CHECK(back.text == q.text);
   CHECK(back.flag);
   CHECK(back.keys == q.keys);
@@ -79,7 +79,7 @@ TEST_CASE("protocol: requests and replies round-trip") {
 
 TEST_CASE("protocol: malformed, truncated, foreign-version and unknown-operation payloads") {
   Request q;
-  q.op = Op::get;
+  q.opcode = Opcode::get;
   q.text = "key";
   const std::string good = encode(q);
   Request out;
@@ -92,7 +92,7 @@ TEST_CASE("protocol: malformed, truncated, foreign-version and unknown-operation
   other_version[0] = static_cast<char>(other_version[0] + 1);  // the version's low byte
   CHECK_FALSE(decode(other_version, &out, &error));
   CHECK(error.find("protocol version") != std::string::npos);
-  q.op = static_cast<Op>(200);
+  q.opcode = static_cast<Opcode>(200);
   CHECK_FALSE(decode(encode(q), &out, &error));
   CHECK(error.find("unknown operation 200") != std::string::npos);
   CHECK_FALSE(decode(std::string("\x01\x01\x00", 3), &out, &error));

@@ -35,7 +35,7 @@ std::string le32(std::uint32_t n) {
 std::string get_payload(const std::string& text) {
   shared::Request q;
   q.id = 9;
-  q.op = shared::Op::get;
+  q.opcode = shared::Opcode::get;
   q.text = text;
   return shared::encode(q);
 }
@@ -90,7 +90,7 @@ TEST_CASE("server: frames declaring huge sizes allocate nothing they did not bri
   }
   // Bit-flipped valid frames: each is answered or dropped, none makes the owner grow.
   shared::Request q;
-  q.op = shared::Op::set_many;
+  q.opcode = shared::Opcode::set_many;
   core::SetRequest item;
   item.key = "key";
   item.value = std::string(200, 'v');
@@ -226,9 +226,9 @@ TEST_CASE("server: a client never uses a socket served by another user") {
   if (attacker == 0) {
     if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(10);
     ::unlink(socket.c_str());
-    std::string error;
-    const int lfd = shared::listen_unix(socket, &error);
-    if (lfd < 0) ::_exit(11);
+    auto listening = shared::listen_unix(socket);
+    if (!listening) ::_exit(11);
+    const int lfd = *listening;
     ::chmod(socket.c_str(), 0777);
     (void)!::write(ready[1], "r", 1);
     for (;;) {

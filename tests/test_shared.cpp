@@ -264,7 +264,7 @@ TEST_CASE("shared: garbage and oversized frames drop only their own connection")
   // A well-formed request on a raw connection is answered (the control for the cases above).
   shared::Request q;
   q.id = 7;
-  q.op = shared::Op::get;
+  q.opcode = shared::Opcode::get;
   q.text = "k";
   fd = raw_connect(socket);
   REQUIRE(fd >= 0);
@@ -296,7 +296,7 @@ TEST_CASE("shared: the owner serves only its own user") {
   ::chmod(socket.c_str(), 0666);
   shared::Request q;
   q.id = 1;
-  q.op = shared::Op::get;
+  q.opcode = shared::Opcode::get;
   q.text = "held";
   const std::string request = frame(shared::encode(q));  // prepared before fork
   auto run_peer = [&](bool as_nobody) {

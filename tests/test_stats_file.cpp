@@ -13,6 +13,42 @@
 using namespace larder;
 using namespace larder::test;
 
+namespace {
+
+// The Result-returning functions as the tests read them: success, the value in *out, the
+// failure's message in *error.
+bool parse(const std::string& json, stats::Snapshot* out, std::string* error) {
+  auto r = stats::from_json(json);
+  if (!r) {
+    *error = r.error();
+    return false;
+  }
+  *out = std::move(*r);
+  return true;
+}
+
+bool decode(std::string_view bytes, stats::CounterValues* out, std::string* error) {
+  auto r = stats::decode_counter_file(bytes);
+  if (!r) {
+    *error = r.error();
+    return false;
+  }
+  *out = *r;
+  return true;
+}
+
+std::unique_ptr<stats::CounterFile> create_counter_file(const std::filesystem::path& dir,
+                                                        std::string* error) {
+  auto r = stats::CounterFile::create(dir);
+  if (!r) {
+    *error = r.error();
+    return nullptr;
+  }
+  return std::move(*r);
+}
+
+}  // namespace
+
 TEST_CASE("statistics JSON round-trips every field") {
   stats::Snapshot s;
   s.hit_count = 1;
@@ -32,25 +68,25 @@ TEST_CASE("statistics JSON round-trips every field") {
   CHECK(json.find("\"last_zeroed\": null") != std::string::npos);  // never zeroed
   stats::Snapshot back;
   std::string error;
-  REQUIRE(stats::from_json(json, &back, &error));
+  REQUIRE(parse(json, &back, &error));
   CHECK(back.hit_count == 1);
   CHECK(back.cleanup_count == 9);
   CHECK(back.total_size_bytes == 11);
   CHECK(back.last_updated == s.last_updated);
-  CHECK_FALSE(stats::from_json("{\"format_version\": 99}", &back, &error));
+  CHECK_FALSE(parse("{\"format_version\": 99}", &back, &error));
   CHECK(error.find("format_version 99") != std::string::npos);
   // Format 1 (no contributors) is still read.
-  REQUIRE(stats::from_json(
-      "{\"format_version\": 1, \"hit_count\": 4, \"miss_count\": 0, \"set_count\": 0, "
-      "\"delete_count\": 0, \"eviction_count\": 0, \"expiration_count\": 0, "
-      "\"invalidation_count\": 0, \"error_count\": 0, \"cleanup_count\": 0, "
-      "\"total_entries\": 0, \"total_size_bytes\": 0, \"last_updated\": \"\", "
-      "\"last_zeroed\": \"\"}",
-      &back, &error));
+  REQUIRE(
+      parse("{\"format_version\": 1, \"hit_count\": 4, \"miss_count\": 0, \"set_count\": 0, "
+            "\"delete_count\": 0, \"eviction_count\": 0, \"expiration_count\": 0, "
+            "\"invalidation_count\": 0, \"error_count\": 0, \"cleanup_count\": 0, "
+            "\"total_entries\": 0, \"total_size_bytes\": 0, \"last_updated\": \"\", "
+            "\"last_zeroed\": \"\"}",
+            &back, &error));
   CHECK(back.hit_count == 4);
   CHECK(back.contributors.empty());
-  CHECK_FALSE(stats::from_json("not json", &back, &error));
-  CHECK_FALSE(stats::from_json("{\"format_version\": 1, \"hit_count\": \"x\"}", &back, &error));
+  CHECK_FALSE(parse("not json", &back, &error));
+  CHECK_FALSE(parse("{\"format_version\": 1, \"hit_count\": \"x\"}", &back, &error));
 }
 
 TEST_CASE("a corrupt statistics file is kept aside and counting starts from zero") {
@@ -105,20 +141,20 @@ TEST_CASE("atomic replacement: readers always see a complete file, no temporarie
   std::atomic<bool> stop{false};
   std::atomic<int> bad{0}, reads{0};
   stats::Snapshot s;
-  REQUIRE(stats::save_stats(path, s).empty());
+  REQUIRE(stats::save_stats(path, s).ok());
   std::thread reader([&] {
     while (!stop) {
       stats::Snapshot got;
-      std::string content, error;
-      if (util::read_file(path, &content, &error)) {
-        if (!stats::from_json(content, &got, &error)) bad++;
+      std::string error;
+      if (auto read = util::read_file(path)) {
+        if (!parse(*read, &got, &error)) bad++;
         reads++;
       }
     }
   });
   for (int i = 0; i < 300; ++i) {
     s.hit_count = static_cast<std::uint64_t>(i);
-    REQUIRE(stats::save_stats(path, s).empty());
+    REQUIRE(stats::save_stats(path, s).ok());
   }
   stop = true;
   reader.join();
@@ -147,22 +183,22 @@ TEST_CASE("counter files fold exactly once, including those of processes that ar
   const auto dir = tmp.path();
   const auto now = std::chrono::system_clock::now();
   std::string error;
-  auto a = stats::CounterFile::create(dir, &error);
-  auto b = stats::CounterFile::create(dir, &error);
+  auto a = create_counter_file(dir, &error);
+  auto b = create_counter_file(dir, &error);
   REQUIRE(a);
   REQUIRE(b);
   CHECK(a->id() != b->id());
   a->counters().hit += 5;
   b->counters().miss += 3;
   stats::Snapshot s;
-  REQUIRE(stats::fold_stats(dir, a.get(), stats::FoldMode::save, now, {}, &s).empty());
+  REQUIRE(stats::fold_stats(dir, a.get(), stats::FoldMode::save, now, {}, &s).ok());
   CHECK(s.hit_count == 5);
   CHECK(s.miss_count == 3);
   CHECK(s.contributors.size() == 2);
 
   a->counters().hit += 2;
   b->counters().miss += 1;
-  REQUIRE(stats::read_stats(dir, a.get(), &s).empty());  // a view: nothing written
+  REQUIRE(stats::read_stats(dir, a.get(), &s).ok());  // a view: nothing written
   CHECK(s.hit_count == 7);
   CHECK(s.miss_count == 4);
   stats::Snapshot on_disk;
@@ -174,21 +210,21 @@ TEST_CASE("counter files fold exactly once, including those of processes that ar
   const auto b_path = b->path();
   b.reset();
   REQUIRE(std::filesystem::exists(b_path));
-  REQUIRE(stats::fold_stats(dir, a.get(), stats::FoldMode::save, now, {}, &s).empty());
+  REQUIRE(stats::fold_stats(dir, a.get(), stats::FoldMode::save, now, {}, &s).ok());
   CHECK(s.hit_count == 7);
   CHECK(s.miss_count == 4);
   CHECK_FALSE(std::filesystem::exists(b_path));
   CHECK(s.contributors.size() == 1);
-  REQUIRE(stats::fold_stats(dir, a.get(), stats::FoldMode::save, now, {}, &s).empty());
+  REQUIRE(stats::fold_stats(dir, a.get(), stats::FoldMode::save, now, {}, &s).ok());
   CHECK(s.hit_count == 7);  // folding again adds nothing
   CHECK(s.miss_count == 4);
 
   // Zeroing: totals restart from zero, later growth counts.
-  REQUIRE(stats::fold_stats(dir, a.get(), stats::FoldMode::zero, now, {}, &s).empty());
+  REQUIRE(stats::fold_stats(dir, a.get(), stats::FoldMode::zero, now, {}, &s).ok());
   CHECK(s.hit_count == 0);
   CHECK_FALSE(s.last_zeroed.empty());
   a->counters().hit += 2;
-  REQUIRE(stats::fold_stats(dir, a.get(), stats::FoldMode::close, now, {}, &s).empty());
+  REQUIRE(stats::fold_stats(dir, a.get(), stats::FoldMode::close, now, {}, &s).ok());
   CHECK(s.hit_count == 2);
   CHECK(s.contributors.empty());
   CHECK_FALSE(std::filesystem::exists(a->path()));
@@ -210,26 +246,27 @@ TEST_CASE("a counter file with implausible counts is left out, not trusted") {
   TempDir tmp;
   const auto dir = tmp.path();
   std::string error;
-  auto real = stats::CounterFile::create(dir, &error);
+  auto real = create_counter_file(dir, &error);
   REQUIRE(real);
   real->counters().hit += 2;
   // A copy of a valid file whose error counter says 2^64 - 256.
-  std::string bytes;
-  REQUIRE(util::read_cache_file(dir / ".stats" / (real->id() + ".cnt"), 1 << 20, &bytes, &error));
+  auto read = util::read_cache_file(dir / ".stats" / (real->id() + ".cnt"), 1 << 20);
+  REQUIRE(read.ok());
+  std::string bytes = *read;
   stats::CounterValues v{};
-  REQUIRE(stats::decode_counter_file(bytes, &v, &error));
+  REQUIRE(decode(bytes, &v, &error));
   CHECK(v[0] == 2);
   const std::uint64_t absurd = 18446744073709551360ull;
   for (std::size_t i = 0; i < stats::kCounterCount; ++i)
     std::memcpy(bytes.data() + stats::kCounterOffset + i * 8, &absurd, 8);
-  CHECK_FALSE(stats::decode_counter_file(bytes, &v, &error));
+  CHECK_FALSE(decode(bytes, &v, &error));
   CHECK(error.find("implausible") != std::string::npos);
   { std::ofstream(dir / ".stats" / "forged.cnt", std::ios::binary) << bytes; }
   stats::Snapshot s;
   std::string warning;
   REQUIRE(stats::fold_stats(dir, real.get(), stats::FoldMode::save,
                             std::chrono::system_clock::now(), {}, &s, &warning)
-              .empty());
+              .ok());
   CHECK(s.error_count < 1000);
   CHECK(s.hit_count == 2);
   CHECK(warning.find("implausible") != std::string::npos);
@@ -243,7 +280,7 @@ TEST_CASE("truncating a live counter file does not kill its process with SIGBUS"
   REQUIRE(pid >= 0);
   if (pid == 0) {
     std::string error;
-    auto file = stats::CounterFile::create(dir, &error);
+    auto file = create_counter_file(dir, &error);
     if (!file) ::_exit(10);
     file->counters().hit += 3;
     const auto path = dir / ".stats" / (file->id() + ".cnt");
@@ -264,19 +301,20 @@ TEST_CASE("truncating a live counter file does not kill its process with SIGBUS"
 TEST_CASE("a statistics file with a non-integer number is malformed (no JSON parser UB)") {
   stats::Snapshot s;
   std::string error;
-  REQUIRE(stats::from_json(stats::to_json(stats::Snapshot{}), &s, &error));
+  REQUIRE(parse(stats::to_json(stats::Snapshot{}), &s, &error));
   // The input fuzz/fuzz_stats_file found: rapidjson 1.1 computed clz(0) on it.
-  CHECK_FALSE(stats::from_json("0.0e204erc\xa7n\x94.", &s, &error));
-  CHECK_FALSE(stats::from_json("{\"format_version\": 2.5}", &s, &error));
+  CHECK_FALSE(parse("0.0e204erc\xa7n\x94.", &s, &error));
+  CHECK_FALSE(parse("{\"format_version\": 2.5}", &s, &error));
   CHECK(error.find("not an integer") != std::string::npos);
   // Strings may hold anything.
   stats::Snapshot odd;
   odd.last_updated = "1.5e10 \"quoted\" \\ back";
-  REQUIRE(stats::from_json(stats::to_json(odd), &s, &error));
+  REQUIRE(parse(stats::to_json(odd), &s, &error));
   CHECK(s.last_updated == odd.last_updated);
 }
 
-TEST_CASE("statistics format 3: contributors by counter name, null last_zeroed, format 2 still read") {
+TEST_CASE(
+    "statistics format 3: contributors by counter name, null last_zeroed, format 2 still read") {
   stats::Snapshot s;
   s.hit_count = 7;
   s.last_updated = "2026-11-21T04:57:00.000Z";
@@ -287,7 +325,7 @@ TEST_CASE("statistics format 3: contributors by counter name, null last_zeroed, 
   CHECK(json.find("\"cleanup_count\": 9") != std::string::npos);
   stats::Snapshot back;
   std::string error;
-  REQUIRE_MESSAGE(stats::from_json(json, &back, &error), error);
+  REQUIRE_MESSAGE(parse(json, &back, &error), error);
   CHECK(back.hit_count == 7);
   CHECK(back.last_zeroed == s.last_zeroed);
   REQUIRE(back.contributors.count("1234-abcd") == 1);
@@ -295,11 +333,10 @@ TEST_CASE("statistics format 3: contributors by counter name, null last_zeroed, 
 
   // A counter the file does not name (a file written before the counter was added) reads as 0,
   // where format 2's positional arrays made such a file unreadable.
-  REQUIRE_MESSAGE(stats::from_json(
-                      "{\"format_version\": 3, \"hit_count\": 3, \"total_entries\": 1, "
-                      "\"total_size_bytes\": 2, \"last_updated\": \"\", \"last_zeroed\": null, "
-                      "\"contributors\": {\"p1\": {\"hit_count\": 3}}}",
-                      &back, &error),
+  REQUIRE_MESSAGE(parse("{\"format_version\": 3, \"hit_count\": 3, \"total_entries\": 1, "
+                        "\"total_size_bytes\": 2, \"last_updated\": \"\", \"last_zeroed\": null, "
+                        "\"contributors\": {\"p1\": {\"hit_count\": 3}}}",
+                        &back, &error),
                   error);
   CHECK(back.hit_count == 3);
   CHECK(back.cleanup_count == 0);
@@ -307,16 +344,16 @@ TEST_CASE("statistics format 3: contributors by counter name, null last_zeroed, 
   CHECK(back.contributors["p1"][stats::index(stats::Counter::hit)] == 3);
   CHECK(back.contributors["p1"][stats::index(stats::Counter::cleanup)] == 0);
   // Wrong types are named.
-  CHECK_FALSE(stats::from_json(
-      "{\"format_version\": 3, \"hit_count\": -1, \"total_entries\": 1, "
-      "\"total_size_bytes\": 2, \"last_updated\": \"\", \"last_zeroed\": null, "
-      "\"contributors\": {}}",
-      &back, &error));
+  CHECK_FALSE(
+      parse("{\"format_version\": 3, \"hit_count\": -1, \"total_entries\": 1, "
+            "\"total_size_bytes\": 2, \"last_updated\": \"\", \"last_zeroed\": null, "
+            "\"contributors\": {}}",
+            &back, &error));
   CHECK(error.find("hit_count") != std::string::npos);
-  CHECK_FALSE(stats::from_json(
-      "{\"format_version\": 3, \"total_entries\": 1, \"total_size_bytes\": 2, "
-      "\"last_updated\": \"\", \"last_zeroed\": null, \"contributors\": []}",
-      &back, &error));
+  CHECK_FALSE(
+      parse("{\"format_version\": 3, \"total_entries\": 1, \"total_size_bytes\": 2, "
+            "\"last_updated\": \"\", \"last_zeroed\": null, \"contributors\": []}",
+            &back, &error));
   CHECK(error.find("contributors") != std::string::npos);
 
   // Format 2 as larder wrote it (cereal's layout) is still read.
@@ -327,7 +364,7 @@ TEST_CASE("statistics format 3: contributors by counter name, null last_zeroed, 
     "last_updated": "2026-11-21T04:57:00.000Z", "last_zeroed": "",
     "contributors": [{"key": "1234-abcd", "value": {"value0": 1, "value1": 2, "value2": 3,
       "value3": 4, "value4": 5, "value5": 6, "value6": 7, "value7": 8, "value8": 9}}]})";
-  REQUIRE_MESSAGE(stats::from_json(v2, &back, &error), error);
+  REQUIRE_MESSAGE(parse(v2, &back, &error), error);
   CHECK(back.hit_count == 5);
   CHECK(back.total_entries == 2);
   CHECK(back.contributors["1234-abcd"] == s.contributors["1234-abcd"]);
@@ -336,7 +373,7 @@ TEST_CASE("statistics format 3: contributors by counter name, null last_zeroed, 
 TEST_CASE("a statistics file nested deeper than any real one is malformed, not a stack overflow") {
   stats::Snapshot s;
   std::string error;
-  CHECK_FALSE(stats::from_json(std::string(1 << 20, '['), &s, &error));
+  CHECK_FALSE(parse(std::string(1 << 20, '['), &s, &error));
   CHECK(error.find("nested too deeply") != std::string::npos);
-  CHECK_FALSE(stats::from_json("{\"format_version\": 2, \"x\": [[[[[[[[[1]]]]]]]]]}", &s, &error));
+  CHECK_FALSE(parse("{\"format_version\": 2, \"x\": [[[[[[[[[1]]]]]]]]]}", &s, &error));
 }

@@ -29,18 +29,16 @@ std::string record(std::uint32_t ts, std::uint64_t id, std::uint32_t size, std::
 
 trace::Trace csv(const std::string& text) {
   std::istringstream in(text);
-  trace::Trace t;
-  std::string error;
-  REQUIRE_MESSAGE(trace::read_csv(in, &t, &error), error);
-  return t;
+  auto t = trace::read_csv(in);
+  REQUIRE_MESSAGE(t.ok(), t.error());
+  return std::move(*t);
 }
 
 std::string csv_error(const std::string& text) {
   std::istringstream in(text);
-  trace::Trace t;
-  std::string error;
-  CHECK_FALSE(trace::read_csv(in, &t, &error));
-  return error;
+  auto t = trace::read_csv(in);
+  CHECK_FALSE(t.ok());
+  return t.error();
 }
 
 // "A B C" -> a CSV trace of those keys, each of `size` bytes.
@@ -79,39 +77,45 @@ TEST_CASE("trace: malformed CSV names the line") {
 
 TEST_CASE("trace: oracleGeneral records, truncation named by record, and files") {
   const std::string bytes = record(1, 7, 100, 2) + record(2, 9, 50, -1) + record(3, 7, 100, -1);
-  trace::Trace t;
-  std::string error;
-  REQUIRE(trace::read_oracle_general(bytes, &t, &error));
+  auto read = trace::read_oracle_general(bytes);
+  REQUIRE(read.ok());
+  const trace::Trace& t = *read;
   REQUIRE(t.requests.size() == 3);
   CHECK(t.requests[0].key == t.requests[2].key);
   CHECK(t.requests[1].size == 50);
   CHECK(t.unique_keys == 2);
   CHECK(t.unique_bytes == 150);
-  CHECK_FALSE(trace::read_oracle_general(bytes + "12345", &t, &error));
-  CHECK(error == "record 4: truncated (5 of 24 bytes)");
+  auto cut = trace::read_oracle_general(bytes + "12345");
+  CHECK_FALSE(cut.ok());
+  CHECK(cut.error() == "record 4: truncated (5 of 24 bytes)");
 
   TempDir tmp;
   std::ofstream(tmp / "t.oracleGeneral", std::ios::binary) << bytes;
-  REQUIRE(trace::load(tmp / "t.oracleGeneral", &t, &error));
-  CHECK(t.requests.size() == 3);
+  auto loaded = trace::load(tmp / "t.oracleGeneral");
+  REQUIRE(loaded.ok());
+  CHECK(loaded->requests.size() == 3);
   std::ofstream(tmp / "bad.csv") << "timestamp,key,size\n1,a,x\n";
-  CHECK_FALSE(trace::load(tmp / "bad.csv", &t, &error));
-  CHECK(error.find("bad.csv: line 2") != std::string::npos);
-  CHECK_FALSE(trace::load(tmp / "missing.csv", &t, &error));
-  CHECK(error.find("missing.csv") != std::string::npos);
+  auto bad = trace::load(tmp / "bad.csv");
+  CHECK_FALSE(bad.ok());
+  CHECK(bad.error().find("bad.csv: line 2") != std::string::npos);
+  auto missing = trace::load(tmp / "missing.csv");
+  CHECK_FALSE(missing.ok());
+  CHECK(missing.error().find("missing.csv") != std::string::npos);
 
 #ifdef LARDER_HAVE_ZSTD
   REQUIRE(trace::zstd_supported());
   std::string packed(ZSTD_compressBound(bytes.size()), '\0');
   packed.resize(ZSTD_compress(packed.data(), packed.size(), bytes.data(), bytes.size(), 3));
   std::ofstream(tmp / "t.oracleGeneral.zst", std::ios::binary) << packed;
-  REQUIRE(trace::load(tmp / "t.oracleGeneral.zst", &t, &error));
-  CHECK(t.requests.size() == 3);
-  CHECK(t.unique_bytes == 150);
+  auto unpacked = trace::load(tmp / "t.oracleGeneral.zst");
+  REQUIRE(unpacked.ok());
+  CHECK(unpacked->requests.size() == 3);
+  CHECK(unpacked->unique_bytes == 150);
   std::ofstream(tmp / "cut.oracleGeneral.zst", std::ios::binary)
       << packed.substr(0, packed.size() - 3);
-  CHECK_FALSE(trace::load(tmp / "cut.oracleGeneral.zst", &t, &error));
-  CHECK(error.find("zstd") != std::string::npos);
+  auto cut_zst = trace::load(tmp / "cut.oracleGeneral.zst");
+  CHECK_FALSE(cut_zst.ok());
+  CHECK(cut_zst.error().find("zstd") != std::string::npos);
 #else
   MESSAGE("built without libzstd: .zst input not tested");
 #endif

@@ -29,6 +29,7 @@
 #include <filesystem>
 #include <functional>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -84,12 +85,12 @@ bool parse_bytes(const std::string& text, std::uint64_t unique_bytes, std::uint6
 int replay(const std::string& path, const std::string& policy, std::uint64_t entries,
            const std::string& bytes_text, const std::string& store, const std::string& dir,
            bool json) {
-  larder::trace::Trace trace;
-  std::string error;
-  if (!larder::trace::load(path, &trace, &error)) {
-    std::fprintf(stderr, "larder-bench: %s\n", error.c_str());
+  auto loaded = larder::trace::load(path);
+  if (!loaded) {
+    std::fprintf(stderr, "larder-bench: %s\n", loaded.error().c_str());
     return 1;
   }
+  const larder::trace::Trace& trace = *loaded;
   larder::trace::Capacity cap;
   cap.entries = entries;
   if (!bytes_text.empty() && !parse_bytes(bytes_text, trace.unique_bytes, &cap.bytes)) {
@@ -296,19 +297,20 @@ fs::path fresh(const fs::path& base, const std::string& name) {
   return p;
 }
 
-struct Op {
+struct WorkItem {
   std::size_t key;
   bool set;
 };
 
 // Zipf(0.99) over n keys; `set_share` of the operations are sets.
-std::vector<Op> zipf_ops(std::size_t n, std::size_t count, double set_share, std::uint64_t seed) {
+std::vector<WorkItem> zipf_ops(std::size_t n, std::size_t count, double set_share,
+                               std::uint64_t seed) {
   std::vector<double> cum(n);
   double total = 0;
   for (std::size_t i = 0; i < n; ++i) cum[i] = total += 1.0 / std::pow(double(i + 1), 0.99);
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<double> u(0, 1);
-  std::vector<Op> ops(count);
+  std::vector<WorkItem> ops(count);
   for (auto& op : ops) {
     op.key = static_cast<std::size_t>(std::lower_bound(cum.begin(), cum.end(), u(rng) * total) -
                                       cum.begin());
@@ -352,7 +354,7 @@ int run_table(std::size_t keys, int rounds, const std::vector<std::size_t>& size
           auto put = [&](const std::string& k) {
             auto b = db->new_batch();
             b->put(larder::kv::Cf::entries, k, value);
-            db->write(*b);
+            if (!db->write(*b).ok()) throw std::runtime_error("raw RocksDB write failed");
           };
           raw[0].push_back(timed(n, [&] {
             for (std::size_t i : order) put(names[i]);
@@ -366,7 +368,7 @@ int run_table(std::size_t keys, int rounds, const std::vector<std::size_t>& size
           for (int m = 0; m < 2; ++m) {
             const auto& ops = m == 0 ? mix95 : mix50;
             raw[4 + m].push_back(timed(ops.size(), [&] {
-              for (const Op& op : ops)
+              for (const WorkItem& op : ops)
                 if (op.set)
                   put(names[op.key]);
                 else
@@ -399,7 +401,7 @@ int run_table(std::size_t keys, int rounds, const std::vector<std::size_t>& size
           for (int m = 0; m < 2; ++m) {
             const auto& ops = m == 0 ? mix95 : mix50;
             lar[4 + m].push_back(timed(ops.size(), [&] {
-              for (const Op& op : ops)
+              for (const WorkItem& op : ops)
                 if (op.set)
                   sink += cache.set(names[op.key], value);
                 else

@@ -317,7 +317,8 @@ std::vector<std::filesystem::path> collect_dead_process_dirs(
     const std::function<void(LogLevel, std::string_view)>& log) {
   const util::Logger logger = core::make_logger(log);
   const std::filesystem::path root = cache_root.empty() ? core::default_root() : cache_root;
-  return core::collect_dead_process_dirs(root, min_age, dry_run, &logger);
+  return core::collect_dead_process_dirs(
+      root, min_age, dry_run ? core::Collect::list_only : core::Collect::remove, &logger);
 }
 
 Cache create_memory_cache(std::uint64_t max_size_bytes, std::uint64_t max_entries,

@@ -33,15 +33,15 @@ kv::Status default_opener(const Resolved& r, const kv::RocksOptions& options,
                           std::unique_ptr<kv::Kv>* out) {
   if (r.config.strategy == Strategy::disabled) {
     *out = kv::make_memory_kv();
-    return kv::Status::Ok();
+    return kv::Status();
   }
   if (options.read_only) {
     std::error_code ec;
     if (!fs::is_directory(r.io() / "db", ec))
       return {Code::io_error, fmt::format("no store in {}", (r.dir / "db").string())};
-  } else if (auto why = util::create_private_directories(r.io() / "db", /*no_symlink=*/true);
-             !why.empty()) {
-    return {Code::io_error, why};
+  } else if (auto made = util::create_private_directories(r.io() / "db", util::Symlinks::refuse);
+             !made) {
+    return {Code::io_error, made.error()};
   }
   return kv::open_rocks_kv(r.io() / "db", options, out);
 }
@@ -50,7 +50,7 @@ kv::Status default_opener(const Resolved& r, const kv::RocksOptions& options,
 std::string holder_of(const Resolved& r) {
   if (r.config.strategy != Strategy::shared) return {};
   util::LockFile lock;
-  if (!lock.open(r.root / ".larder.lock", false).empty()) return {};
+  if (!lock.open(r.root / ".larder.lock", util::Create::no)) return {};
   const std::string content = lock.read_content();
   const auto pid = content.find("pid=");
   if (pid == std::string::npos) return {};
@@ -114,8 +114,8 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r_in, const KvOpener& ope
   bool have_dir = !r.dir.empty();
   if (have_dir) {
     // The root must be ours and private; refuse loudly rather than share with other users.
-    if (auto why = util::unsafe_directory_reason(r.root); !why.empty())
-      throw ConfigError(fmt::format("cache_root: {}", why));
+    if (auto safe = util::check_private_directory(r.root); !safe)
+      throw ConfigError(fmt::format("cache_root: {}", safe.error()));
     // process_isolated: a process that is gone left results behind; take its directory over (its
     // liveness lock proves it is gone) rather than start empty. Concurrent processes still get
     // directories of their own: a live process holds its lock.
@@ -131,26 +131,28 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r_in, const KvOpener& ope
       have_dir = false;
     } else if (r.read_only) {
       // Inspection only: no liveness lock, counter file or housekeeping.
-    } else if (auto why = util::create_private_directories(r.dir, /*no_symlink=*/r.dir != r.root);
-               !why.empty()) {
-      degrade(why);
+    } else if (auto made = util::create_private_directories(
+                   r.dir, r.dir != r.root ? util::Symlinks::refuse : util::Symlinks::allow);
+               !made) {
+      degrade(made.error());
       have_dir = false;
-    } else if (auto why2 = util::unsafe_directory_reason(r.dir); !why2.empty()) {
-      throw ConfigError(fmt::format("cache_root: {}", why2));
-    } else if (!(why2 = b->pin_directory()).empty()) {
-      degrade(why2);
+    } else if (auto safe = util::check_private_directory(r.dir); !safe) {
+      throw ConfigError(fmt::format("cache_root: {}", safe.error()));
+    } else if (auto pinned = b->pin_directory(); !pinned) {
+      degrade(pinned.error());
       have_dir = false;
-    } else if (r.config.strategy == Strategy::process_isolated && !adopted &&
-               !(why2 = lock_process_dir(r.io(), r.config.lock_timeout, &b->alive_)).empty()) {
-      degrade(why2);
+    } else if (auto locked = r.config.strategy == Strategy::process_isolated && !adopted
+                                 ? lock_process_dir(r.io(), r.config.lock_timeout, &b->alive_)
+                                 : util::Status();
+               !locked) {
+      degrade(locked.error());
       have_dir = false;
     } else if (r.config.enable_statistics) {
-      std::string error;
-      b->counter_file_ = stats::CounterFile::create(r.io(), &error);
-      if (b->counter_file_) {
+      if (auto file = stats::CounterFile::create(r.io())) {
+        b->counter_file_ = std::move(*file);
         b->counters_ = &b->counter_file_->counters();
       } else {
-        b->log_.logf(util::Level::warn, "statistics are kept in memory only: {}", error);
+        b->log_.logf(util::Level::warn, "statistics are kept in memory only: {}", file.error());
         b->local_counters_.error++;
       }
     }
@@ -158,7 +160,7 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r_in, const KvOpener& ope
 
   if (have_dir && r.config.strategy == Strategy::process_isolated && r.collect_dead_dirs &&
       !r.read_only)
-    collect_dead_process_dirs(r.root, kCollectOnOpenAge, false, &b->log_);
+    collect_dead_process_dirs(r.root, kCollectOnOpenAge, Collect::remove, &b->log_);
 
   if (have_dir || r.config.strategy == Strategy::disabled || opener_in) {
     kv::RocksOptions ro;
@@ -260,19 +262,20 @@ Backend::~Backend() {
   if (primary_ && !bypass_.load()) {
     if (auto s = primary_->flush_access(); !s.ok()) counters_->error++;
   }
-  save_stats(stats::FoldMode::close);
+  (void)save_stats(stats::FoldMode::close);  // counted and logged
   fallback_.reset();
   primary_.reset();  // closes the store (RocksKv flushes its memtables)
 }
 
-std::string Backend::pin_directory() {
+util::Status Backend::pin_directory() {
   if (r_.pinned && r_.pinned->dir() == r_.dir) return {};  // the shared node pinned it
-  std::string error;
-  r_.pinned = util::PinnedDir::open(r_.dir, &error);
-  return error;
+  auto pin = util::PinnedDir::open(r_.dir);
+  if (!pin) return pin.status();
+  r_.pinned = std::move(*pin);
+  return {};
 }
 
-Backend::Op Backend::begin() {
+Backend::Lease Backend::begin() {
   if (inherited()) return {fallback_.get(), false};
   if (!bypass_.load(std::memory_order_acquire)) return {primary_.get(), true};
   if (now_ns() >= retry_at_ns_.load() && try_recover()) return {primary_.get(), true};
@@ -322,9 +325,10 @@ bool Backend::try_recover() {
   return true;
 }
 
-void Backend::finish(const Op& op, const kv::Status& s, std::string_view what,
-                     std::string_view written, bool all_written) {
-  if (!op.primary && (!written.empty() || all_written)) {
+void Backend::finish(const Lease& lease, const kv::Status& s, std::string_view what,
+                     std::string_view written, Wrote scope) {
+  const bool all_written = scope == Wrote::everything;
+  if (!lease.primary && (!written.empty() || all_written)) {
     bypassed_writes_.fetch_add(1);
     std::lock_guard lock(breaker_mu_);
     if (all_written || touched_.size() >= 100'000)
@@ -333,12 +337,12 @@ void Backend::finish(const Op& op, const kv::Status& s, std::string_view what,
       touched_.emplace(written);
   }
   if (!s.failed()) {
-    if (op.primary && s.ok()) failures_.store(0, std::memory_order_relaxed);
+    if (lease.primary && s.ok()) failures_.store(0, std::memory_order_relaxed);
     return;
   }
   counters_->error++;
   const bool write = !written.empty() || all_written;
-  if (op.primary && write && s.code == Code::io_error) {
+  if (lease.primary && write && s.code == Code::io_error) {
     // A store that cannot write (full disk, EROFS, EIO) still serves reads: refuse writes, do not
     // bypass it, and let the housekeeper make it writable again.
     if (!writes_failing_.exchange(true)) {
@@ -356,7 +360,7 @@ void Backend::finish(const Op& op, const kv::Status& s, std::string_view what,
     return;
   }
   log_.logf(util::Level::warn, "{} failed: {}", what, s.message);
-  if (!op.primary || s.code != Code::io_error) return;
+  if (!lease.primary || s.code != Code::io_error) return;
   set_last_error(fmt::format("{} failed: {}", what, s.message));
   if (failures_.fetch_add(1) + 1 >= kBreakerThreshold && !bypass_.load()) {
     std::lock_guard lock(breaker_mu_);
@@ -371,7 +375,7 @@ void Backend::finish(const Op& op, const kv::Status& s, std::string_view what,
   }
 }
 
-void Backend::note_op() {
+void Backend::note_call() {
   if ((ops_.fetch_add(1, std::memory_order_relaxed) + 1) % 100 != 0) return;
   if (r_.dir.empty() || !r_.config.enable_statistics) return;
   {
@@ -388,17 +392,17 @@ void Backend::counter_totals(Stats* out) {
     return;
   }
   stats::Snapshot snap;
-  if (auto why = stats::read_stats(r_.io(), counter_file_.get(), &snap); !why.empty()) {
+  if (auto read = stats::read_stats(r_.io(), counter_file_.get(), &snap); !read) {
     counters_->error++;
     snap.error_count++;
-    log_.logf(util::Level::warn, "statistics file: {}", why);
+    log_.logf(util::Level::warn, "statistics file: {}", read.error());
   }
   engine::Counters::assign(engine::Counters::of(snap), *out);
 }
 
-std::string Backend::save_stats(stats::FoldMode mode) {
-  if (inherited()) return "the cache was opened before a fork";
-  if (!counter_file_) return "this process keeps no statistics file for the cache";
+util::Status Backend::save_stats(stats::FoldMode mode) {
+  if (inherited()) return util::fail("the cache was opened before a fork");
+  if (!counter_file_) return util::fail("this process keeps no statistics file for the cache");
   // Entry and byte totals come from the store, when this process has it.
   const bool store_totals = primary_ && !degraded_at_open_ && !bypass_.load();
   auto update = [&](stats::Snapshot& s) {
@@ -408,12 +412,12 @@ std::string Backend::save_stats(stats::FoldMode mode) {
   };
   std::lock_guard lock(stats_mu_);
   std::string warning;
-  if (auto why =
+  if (auto saved =
           stats::fold_stats(r_.io(), counter_file_.get(), mode, now(), update, nullptr, &warning);
-      !why.empty()) {
+      !saved) {
     counters_->error++;
-    log_.logf(util::Level::warn, "could not write statistics: {}", why);
-    return why;
+    log_.logf(util::Level::warn, "could not write statistics: {}", saved.error());
+    return saved;
   }
   if (!warning.empty()) {
     counters_->error++;
@@ -493,10 +497,10 @@ void Backend::housekeeper() {
     }
     const auto now_steady = clock::now();
     if (now_steady >= next_cleanup) {
-      const Op op = begin();
+      const Lease lease = begin();
       std::size_t removed = 0;
-      const kv::Status s = op.engine->cleanup(now_ns(), &removed);
-      finish(op, s, "background cleanup");
+      const kv::Status s = lease.engine->cleanup(now_ns(), &removed);
+      finish(lease, s, "background cleanup");
       if (s.ok()) counters_->cleanup++;
       log_.logf(util::Level::debug, "background cleanup removed {} entries", removed);
       next_cleanup = clock::now() + interval;
@@ -504,7 +508,7 @@ void Backend::housekeeper() {
       next_save = clock::time_point::min();
     }
     if (save_due && now_steady >= next_save) {
-      save_stats();
+      (void)save_stats();  // counted and logged
       save_due = false;
       next_save = clock::now() + kSaveSpacing;
     }

@@ -47,18 +47,24 @@ class Backend final : private engine::AccessFlusher {
   Backend(const Backend&) = delete;
   Backend& operator=(const Backend&) = delete;
 
-  struct Op {
+  // The engine one operation runs on, lent by begin() and returned with finish().
+  struct Lease {
     engine::Engine* engine;
-    bool primary;
+    bool primary;  // the primary store (not the memory fallback)
+  };
+  // What an operation wrote, for the keys the breaker remembers while bypassing the store.
+  enum class Wrote : std::uint8_t {
+    listed,      // the key given as `written` (none when it is empty)
+    everything,  // anything (clear(), invalidations by category or pattern)
   };
   // The engine for one operation: the primary store, or memory while the breaker is open.
-  Op begin();
+  Lease begin();
   // Reports an operation's outcome: counts and logs failures, drives the breaker, and remembers
-  // keys written while bypassing (`written` empty: none; `all_written`: e.g. clear()).
-  void finish(const Op& op, const kv::Status& s, std::string_view what,
-              std::string_view written = {}, bool all_written = false);
+  // keys written while bypassing.
+  void finish(const Lease& lease, const kv::Status& s, std::string_view what,
+              std::string_view written = {}, Wrote scope = Wrote::listed);
   // Counts one public operation; every 100th asks the housekeeper to write the statistics file.
-  void note_op();
+  void note_call();
 
   std::int64_t now_ns() const;
   std::chrono::system_clock::time_point now() const;
@@ -82,7 +88,7 @@ class Backend final : private engine::AccessFlusher {
   void counter_totals(Stats* out);
   // Folds the counters into the statistics file now. Returns an empty string on success, else
   // why not (no counter file: statistics disabled, read-only or degraded at open; I/O).
-  std::string save_stats(stats::FoldMode mode = stats::FoldMode::save);
+  util::Status save_stats(stats::FoldMode mode = stats::FoldMode::save);
   // The settings the store runs with (adopted from the store when asked, see Resolved).
   const engine::Options& engine_options() const { return primary_->options(); }
 
@@ -92,7 +98,7 @@ class Backend final : private engine::AccessFlusher {
   void flush_soon() override;
   // Holds r_.dir open so that its files are reached through r_.io() (config.hpp). Returns an
   // empty string on success, else why the directory cannot be opened.
-  std::string pin_directory();
+  util::Status pin_directory();
   void start_housekeeper();
   void housekeeper();
   bool try_recover();

@@ -45,21 +45,21 @@ void remove_tree(const fs::path& p, const util::Logger* log) {
 
 }  // namespace
 
-std::string lock_process_dir(const fs::path& dir, std::chrono::milliseconds timeout,
-                             util::LockFile* out) {
+util::Status lock_process_dir(const fs::path& dir, std::chrono::milliseconds timeout,
+                              util::LockFile* out) {
   for (int attempt = 0; attempt < 3; ++attempt) {
     std::error_code ec;
     fs::create_directory(dir, ec);  // again, if a collector just took it away
     ::chmod(dir.c_str(), 0700);
     const fs::path lock_path = dir / kAliveLockName;
-    if (auto why = out->open(lock_path); !why.empty()) return why;
+    if (auto opened = out->open(lock_path); !opened) return opened;
     if (!out->lock_for(timeout))
-      return fmt::format("{} is in use by another process ({} held)", dir.string(), kAliveLockName);
+      return util::fail("{} is in use by another process ({} held)", dir.string(), kAliveLockName);
     // A collector may have renamed the directory away between our open and our lock.
     if (same_file(out->fd(), lock_path)) return {};
     out->close();
   }
-  return fmt::format("{} keeps disappearing (removed by a collector?)", dir.string());
+  return util::fail("{} keeps disappearing (removed by a collector?)", dir.string());
 }
 
 fs::path adopt_dead_process_dir(const fs::path& root, util::LockFile* out) {
@@ -76,7 +76,8 @@ fs::path adopt_dead_process_dir(const fs::path& root, util::LockFile* out) {
   for (const auto& [age, dir] : candidates) {
     util::LockFile lock;
     const fs::path lock_path = dir / kAliveLockName;
-    if (!lock.open(lock_path, false).empty() || !lock.try_lock()) continue;  // alive, or no lock
+    if (!lock.open(lock_path, util::Create::no) || !util::held(lock.try_lock()))
+      continue;                                      // alive, or no lock
     if (!same_file(lock.fd(), lock_path)) continue;  // a collector renamed it away meanwhile
     ::utimensat(AT_FDCWD, dir.c_str(), nullptr, 0);  // in use again: not a collector's candidate
     *out = std::move(lock);
@@ -86,7 +87,8 @@ fs::path adopt_dead_process_dir(const fs::path& root, util::LockFile* out) {
 }
 
 std::vector<fs::path> collect_dead_process_dirs(const fs::path& root, std::chrono::seconds min_age,
-                                                bool dry_run, const util::Logger* log) {
+                                                Collect mode, const util::Logger* log) {
+  const bool dry_run = mode == Collect::list_only;
   std::vector<fs::path> out;
   std::error_code ec;
   std::vector<fs::path> leftovers;
@@ -98,8 +100,8 @@ std::vector<fs::path> collect_dead_process_dirs(const fs::path& root, std::chron
     const auto age = age_of(dir);
     if (age < min_age) continue;
     util::LockFile lock;
-    if (lock.open(dir / kAliveLockName, false).empty()) {
-      if (!lock.try_lock()) continue;  // alive
+    if (lock.open(dir / kAliveLockName, util::Create::no)) {
+      if (!util::held(lock.try_lock())) continue;  // alive
     } else if (age < std::max(min_age, kUnlockedGrace)) {
       continue;
     }

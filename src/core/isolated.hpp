@@ -8,6 +8,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -22,10 +23,10 @@ inline constexpr const char* kAliveLockName = ".alive.lock";
 // being created, or come from a version without locks).
 inline constexpr std::chrono::seconds kUnlockedGrace{60};
 
-// Takes the liveness lock of `dir` (which exists), waiting up to `timeout`. Returns an empty
-// string on success (the lock is held by *out), else why.
-std::string lock_process_dir(const std::filesystem::path& dir, std::chrono::milliseconds timeout,
-                             util::LockFile* out);
+// Takes the liveness lock of `dir` (which exists), waiting up to `timeout`. Returns success (the
+// lock is held by *out) or why not.
+util::Status lock_process_dir(const std::filesystem::path& dir, std::chrono::milliseconds timeout,
+                              util::LockFile* out);
 
 // The proc_<pid> directory under `root` of a process that is gone, most recently used first,
 // with its liveness lock now held by *out (so no collector removes it and no other process
@@ -34,10 +35,12 @@ std::string lock_process_dir(const std::filesystem::path& dir, std::chrono::mill
 std::filesystem::path adopt_dead_process_dir(const std::filesystem::path& root,
                                              util::LockFile* out);
 
-// Removes (or with dry_run only lists) the proc_<pid> directories under `root` whose process is
-// gone and that were last modified at least `min_age` ago. Returns the directories concerned.
+enum class Collect : std::uint8_t { remove, list_only };
+// Removes (or with Collect::list_only only lists) the proc_<pid> directories under `root` whose
+// process is gone and that were last modified at least `min_age` ago. Returns the directories
+// concerned.
 std::vector<std::filesystem::path> collect_dead_process_dirs(const std::filesystem::path& root,
                                                              std::chrono::seconds min_age,
-                                                             bool dry_run, const util::Logger* log);
+                                                             Collect mode, const util::Logger* log);
 
 }  // namespace larder::core

@@ -18,23 +18,27 @@ using engine::Engine;
 namespace {
 
 // Counts a public operation when it ends, so a statistics write it triggers includes it.
-class OpCount {
+class CallCount {
  public:
-  explicit OpCount(Backend& b) : b_(b) {}
-  ~OpCount() { b_.note_op(); }
-  OpCount(const OpCount&) = delete;
-  OpCount& operator=(const OpCount&) = delete;
+  explicit CallCount(Backend& b) : b_(b) {}
+  ~CallCount() { b_.note_call(); }
+  CallCount(const CallCount&) = delete;
+  CallCount& operator=(const CallCount&) = delete;
 
  private:
   Backend& b_;
 };
 
+using Wrote = Backend::Wrote;
+
+// Runs `f` on the engine of the moment and reports its outcome to the backend, which counts and
+// logs a failure: callers that only need f's results may ignore the status returned.
 template <class F>
 kv::Status run(Backend& b, std::string_view what, F&& f, std::string_view written = {},
-               bool all = false) {
-  const Backend::Op op = b.begin();
-  const kv::Status s = f(*op.engine);
-  b.finish(op, s, what, written, all);
+               Wrote scope = Wrote::listed) {
+  const Backend::Lease lease = b.begin();
+  const kv::Status s = f(*lease.engine);
+  b.finish(lease, s, what, written, scope);
   return s;
 }
 
@@ -42,8 +46,8 @@ kv::Status run(Backend& b, std::string_view what, F&& f, std::string_view writte
 // next read is a plain miss.
 void drop_if_corrupt(Backend& b, const kv::Status& s, std::string_view key) {
   if (s.code != kv::Code::corruption) return;
-  const Backend::Op op = b.begin();
-  b.finish(op, op.engine->drop_corrupt(key), "dropping a corrupt entry", key);
+  const Backend::Lease lease = b.begin();
+  b.finish(lease, lease.engine->drop_corrupt(key), "dropping a corrupt entry", key);
 }
 
 EntryInfo make_info(std::string_view key, const engine::Found& f, const engine::AccessRecord& a,
@@ -109,7 +113,7 @@ LocalService::LocalService(std::shared_ptr<Backend> backend) : backend_(std::mov
 
 bool LocalService::set(const SetRequest& q) {
   Backend& b = *backend_;
-  const OpCount op_count(b);
+  const CallCount counted(b);
   engine::SetOutcome outcome = engine::SetOutcome::full;
   const kv::Status s = run(
       b, "set",
@@ -131,7 +135,7 @@ bool LocalService::set(const SetRequest& q) {
 
 std::optional<std::string> LocalService::get(std::string_view key) {
   Backend& b = *backend_;
-  const OpCount op_count(b);
+  const CallCount counted(b);
   const std::int64_t now = b.now_ns();
   engine::Found f;
   Engine* used = nullptr;
@@ -151,7 +155,7 @@ std::optional<std::string> LocalService::get(std::string_view key) {
 
 std::optional<Entry> LocalService::get_entry(std::string_view key, bool include_stale) {
   Backend& b = *backend_;
-  const OpCount op_count(b);
+  const CallCount counted(b);
   const std::int64_t now = b.now_ns();
   engine::Found f;
   engine::AccessRecord a;
@@ -161,7 +165,7 @@ std::optional<Entry> LocalService::get_entry(std::string_view key, bool include_
     if (!st.ok() || (f.status != EntryStatus::fresh && !include_stale)) return st;
     e.record_access(key, now);
     st = e.access_of(key, &a);
-    if (st.not_found()) st = kv::Status::Ok();  // removed meanwhile: report what was read
+    if (st.not_found()) st = kv::Status();  // removed meanwhile: report what was read
     hit = st.ok();
     return st;
   });
@@ -210,7 +214,7 @@ std::optional<EntryInfo> LocalService::metadata(std::string_view key) {
 
 bool LocalService::remove(std::string_view key) {
   Backend& b = *backend_;
-  const OpCount op_count(b);
+  const CallCount counted(b);
   bool removed = false;
   const kv::Status s = run(
       b, "remove", [&](Engine& e) { return e.remove(key, &removed); }, key);
@@ -220,10 +224,10 @@ bool LocalService::remove(std::string_view key) {
 
 std::size_t LocalService::clear() {
   Backend& b = *backend_;
-  const OpCount op_count(b);
+  const CallCount counted(b);
   std::size_t n = 0;
   const kv::Status s = run(
-      b, "clear", [&](Engine& e) { return e.clear(&n); }, {}, true);
+      b, "clear", [&](Engine& e) { return e.clear(&n); }, {}, Wrote::everything);
   if (!s.ok()) return 0;
   b.counters().del += n;
   return n;
@@ -231,23 +235,23 @@ std::size_t LocalService::clear() {
 
 std::size_t LocalService::clear_category(std::string_view category) {
   Backend& b = *backend_;
-  const OpCount op_count(b);
+  const CallCount counted(b);
   std::size_t n = 0;  // on failure: what was removed before it
-  run(
+  (void)run(
       b, "clear_category",
       [&](Engine& e) {
         std::vector<std::string> keys;
         kv::Status st = e.keys_in_category(category, &keys);
         return st.ok() ? e.remove_keys(keys, &n) : st;
       },
-      {}, true);
+      {}, Wrote::everything);
   b.counters().del += n;
   return n;
 }
 
 bool LocalService::invalidate(std::string_view key) {
   Backend& b = *backend_;
-  const OpCount op_count(b);
+  const CallCount counted(b);
   std::size_t n = 0;
   const kv::Status s = run(
       b, "invalidate", [&](Engine& e) { return e.invalidate_keys({std::string(key)}, &n); }, key);
@@ -256,25 +260,25 @@ bool LocalService::invalidate(std::string_view key) {
 
 std::size_t LocalService::invalidate_category(std::string_view category) {
   Backend& b = *backend_;
-  const OpCount op_count(b);
+  const CallCount counted(b);
   std::size_t n = 0;
-  run(
+  (void)run(
       b, "invalidate_category",
       [&](Engine& e) {
         std::vector<std::string> keys;
         kv::Status st = e.keys_in_category(category, &keys);
         return st.ok() ? e.invalidate_keys(keys, &n) : st;
       },
-      {}, true);
+      {}, Wrote::everything);
   return n;
 }
 
 std::size_t LocalService::invalidate_pattern(std::string_view glob) {
   Backend& b = *backend_;
-  const OpCount op_count(b);
+  const CallCount counted(b);
   std::size_t n = 0;
   const std::string prefix = util::glob_literal_prefix(glob);
-  run(
+  (void)run(
       b, "invalidate_pattern",
       [&](Engine& e) {
         std::vector<std::string> keys;
@@ -283,19 +287,20 @@ std::size_t LocalService::invalidate_pattern(std::string_view glob) {
         std::erase_if(keys, [&](const std::string& k) { return !util::glob_match(glob, k); });
         return e.invalidate_keys(keys, &n);
       },
-      {}, true);
+      {}, Wrote::everything);
   return n;
 }
 
 std::vector<std::string> LocalService::keys() {
   std::vector<std::string> out;
-  run(*backend_, "keys", [&](Engine& e) { return e.keys({}, &out); });
+  (void)run(*backend_, "keys", [&](Engine& e) { return e.keys({}, &out); });
   return out;
 }
 
 std::vector<std::string> LocalService::keys_in_category(std::string_view category) {
   std::vector<std::string> out;
-  run(*backend_, "keys_in_category", [&](Engine& e) { return e.keys_in_category(category, &out); });
+  (void)run(*backend_, "keys_in_category",
+            [&](Engine& e) { return e.keys_in_category(category, &out); });
   return out;
 }
 
@@ -304,7 +309,7 @@ std::size_t LocalService::cleanup() {
   std::size_t n = 0;
   const kv::Status s = run(b, "cleanup", [&](Engine& e) { return e.cleanup(b.now_ns(), &n); });
   if (s.ok()) b.counters().cleanup++;
-  b.save_stats();
+  (void)b.save_stats();  // counted and logged
   return n;
 }
 
@@ -313,7 +318,7 @@ Stats LocalService::stats() {
   Stats st;
   b.counter_totals(&st);
   engine::StatusCounts counts;
-  run(b, "stats", [&](Engine& e) {
+  (void)run(b, "stats", [&](Engine& e) {
     st.total_entries = e.entries();
     st.total_size_bytes = e.bytes();
     st.categories = e.categories();
@@ -328,8 +333,8 @@ Stats LocalService::stats() {
 
 void LocalService::flush() {
   Backend& b = *backend_;
-  run(b, "flush", [&](Engine& e) { return e.flush_access(); });
-  b.save_stats();
+  (void)run(b, "flush", [&](Engine& e) { return e.flush_access(); });
+  (void)b.save_stats();  // counted and logged
 }
 
 void LocalService::count_error(std::string_view what) {
@@ -343,7 +348,7 @@ std::vector<std::optional<Entry>> LocalService::inspect(const std::vector<std::s
   Backend& b = *backend_;
   std::vector<std::optional<Entry>> out(keys.size());
   const std::int64_t now = b.now_ns();
-  run(b, "inspect", [&](Engine& e) {
+  (void)run(b, "inspect", [&](Engine& e) {
     for (std::size_t i = 0; i < keys.size(); ++i) {
       engine::Found f;
       engine::AccessRecord a;
@@ -353,24 +358,24 @@ std::vector<std::optional<Entry>> LocalService::inspect(const std::vector<std::s
       if (!st.ok()) return st;
       out[i] = Entry{std::move(f.value), make_info(keys[i], f, a, now)};
     }
-    return kv::Status::Ok();
+    return kv::Status();
   });
   return out;
 }
 
-AdminResult LocalService::admin(AdminOp op, std::int64_t arg) {
+AdminResult LocalService::admin(AdminCommand command, std::int64_t arg) {
   Backend& b = *backend_;
   AdminResult res;
   // Maintenance works on the store itself, never on the memory stand-in of a degraded cache.
   auto on_store = [&](std::string_view what, auto&& f) {
-    const Backend::Op o = b.begin();
-    if (!o.primary || b.degraded()) {
-      b.finish(o, kv::Status::Ok(), what);
+    const Backend::Lease lease = b.begin();
+    if (!lease.primary || b.degraded()) {
+      b.finish(lease, kv::Status(), what);
       res.error = fmt::format("the store is not in use: {}", b.last_error());
       return;
     }
-    const kv::Status s = f(*o.engine);
-    b.finish(o, s, what, {}, true);
+    const kv::Status s = f(*lease.engine);
+    b.finish(lease, s, what, {}, Wrote::everything);
     res.ok = s.ok();
     if (!s.ok()) res.error = s.message;
   };
@@ -383,8 +388,8 @@ AdminResult LocalService::admin(AdminOp op, std::int64_t arg) {
     res.fields["bytes"] = std::to_string(report.bytes);
     return s;
   };
-  switch (op) {
-    case AdminOp::settings: {
+  switch (command) {
+    case AdminCommand::settings: {
       const engine::Options& o = b.engine_options();
       const Config& c = b.resolved().config;
       res.ok = true;
@@ -404,19 +409,19 @@ AdminResult LocalService::admin(AdminOp op, std::int64_t arg) {
       };
       break;
     }
-    case AdminOp::verify:
+    case AdminCommand::verify:
       on_store("verify", verify_into);
       break;
-    case AdminOp::repair:
+    case AdminCommand::repair:
       on_store("repair", [&](Engine& e) {
         kv::Status s = e.rebuild();
         return s.ok() ? verify_into(e) : s;
       });
       break;
-    case AdminOp::compact:
+    case AdminCommand::compact:
       on_store("compact", [&](Engine& e) { return e.compact(); });
       break;
-    case AdminOp::evict_older_than:
+    case AdminCommand::evict_older_than:
       if (arg < 0) {
         res.error = "the age must not be negative";
         break;
@@ -429,7 +434,7 @@ AdminResult LocalService::admin(AdminOp op, std::int64_t arg) {
           engine::Found f;
           s = e.read(keys[i], b.now_ns(), false, &f);
           if (s.not_found()) {
-            s = kv::Status::Ok();
+            s = kv::Status();
           } else if (s.ok() && f.header.created_ns < cutoff) {
             old.push_back(keys[i]);
           }
@@ -441,9 +446,13 @@ AdminResult LocalService::admin(AdminOp op, std::int64_t arg) {
         return s;
       });
       break;
-    case AdminOp::zero_stats:
-      res.error = b.save_stats(stats::FoldMode::zero);
-      res.ok = res.error.empty();
+    case AdminCommand::zero_stats:
+      if (auto zeroed = b.save_stats(stats::FoldMode::zero); !zeroed) {
+        res.ok = false;
+        res.error = zeroed.error();
+      } else {
+        res.ok = true;
+      }
       break;
   }
   return res;

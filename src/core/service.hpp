@@ -50,7 +50,7 @@ inline bool valid_set(const SetRequest& s) {
 }
 
 // Maintenance operations (cachectl). Explicit values: they travel in the shared protocol.
-enum class AdminOp : std::uint8_t {
+enum class AdminCommand : std::uint8_t {
   settings = 1,          // fields: what the store runs with and where
   verify = 2,            // lines: the problems found; count: how many
   repair = 3,            // rebuild indexes and counters, then verify (count: problems left)
@@ -58,7 +58,7 @@ enum class AdminOp : std::uint8_t {
   evict_older_than = 5,  // remove entries created more than arg seconds ago; count: removed
   zero_stats = 6,        // zero the statistics and record when
 };
-inline constexpr std::uint8_t kLastAdminOp = 6;
+inline constexpr std::uint8_t kLastAdminCommand = 6;
 
 struct AdminResult {
   bool ok = false;
@@ -99,8 +99,8 @@ class Service {
   // Records no access, counts no hit or miss: an inspection.
   virtual std::vector<std::optional<Entry>> inspect(const std::vector<std::string>& keys,
                                                     bool with_values) = 0;
-  // Runs a maintenance operation (AdminOp says what `arg` means); never throws for I/O.
-  virtual AdminResult admin(AdminOp op, std::int64_t arg) = 0;
+  // Runs a maintenance operation (AdminCommand says what `arg` means); never throws for I/O.
+  virtual AdminResult admin(AdminCommand op, std::int64_t arg) = 0;
 
   virtual bool degraded() const = 0;
   virtual std::string last_error() const = 0;
@@ -154,7 +154,7 @@ class LocalService final : public Service {
   void count_error(std::string_view what) override;
   std::vector<std::optional<Entry>> inspect(const std::vector<std::string>& keys,
                                             bool with_values) override;
-  AdminResult admin(AdminOp op, std::int64_t arg) override;
+  AdminResult admin(AdminCommand op, std::int64_t arg) override;
 
   bool degraded() const override;
   std::string last_error() const override;

@@ -88,9 +88,9 @@ Status for_each_page(kv::Kv& kv, Cf cf, const std::function<Status(const Page&)>
       return page.size() < kPage;
     });
     if (!s.ok()) return s;
-    if (page.empty()) return Status::Ok();
+    if (page.empty()) return Status();
     if (s = fn(page); !s.ok()) return s;
-    if (page.size() < kPage) return Status::Ok();
+    if (page.size() < kPage) return Status();
     from = successor(page.back().first);
   }
 }
@@ -257,16 +257,16 @@ Status Engine::open_locked() {
     batch->put(Cf::counters, kLimitsKey, limits_record());
     return kv_->write(*batch);
   }
-  return Status::Ok();
+  return Status();
 }
 
 Status Engine::read_settings(kv::Kv& kv, Options* out, bool* found) {
   *found = false;
   std::string v;
   Status s = kv.get(Cf::counters, kFormatKey, &v);
-  if (s.not_found()) return Status::Ok();
+  if (s.not_found()) return Status();
   if (!s.ok()) return s;
-  if (v.size() != 8 || get_le64(v) > kStoreFormat) return Status::Ok();
+  if (v.size() != 8 || get_le64(v) > kStoreFormat) return Status();
   *found = true;
   if (kv.get(Cf::counters, kPolicyKey, &v).ok() && v.size() == 8 &&
       get_le64(v) <= static_cast<std::uint64_t>(EvictionPolicy::ttl))
@@ -283,13 +283,13 @@ Status Engine::read_settings(kv::Kv& kv, Options* out, bool* found) {
     out->max_bytes = get_le64(l.substr(8));
     out->default_ttl_s = static_cast<std::int64_t>(get_le64(l.substr(16)));
   }
-  return Status::Ok();
+  return Status();
 }
 
 Status Engine::compact() {
   for (int cf = 0; cf < kv::kCfCount; ++cf)
     if (Status s = kv_->compact(static_cast<Cf>(cf)); !s.ok()) return s;
-  return Status::Ok();
+  return Status();
 }
 
 Status Engine::rebuild() {
@@ -379,7 +379,7 @@ Status Engine::rebuild_locked() {
     auto batch = kv_->new_batch();
     for (const auto& [key, unused] : page)
       if (kv_->get(Cf::entries, key, &scratch).not_found()) batch->del(Cf::access, key);
-    return batch->count() == 0 ? Status::Ok() : kv_->write(*batch);
+    return batch->count() == 0 ? Status() : kv_->write(*batch);
   });
   if (!scanned.ok()) return scanned;
   auto batch = kv_->new_batch();
@@ -399,7 +399,7 @@ Status Engine::rebuild_locked() {
     counters_->error += dropped;
     log_->logf(util::Level::warn, "rebuild dropped {} undecodable entries", dropped);
   }
-  return Status::Ok();
+  return Status();
 }
 
 // ---------------------------------------------------------------- verify
@@ -430,7 +430,7 @@ Status Engine::verify(VerifyReport* report) {
   auto exists = [&](Cf cf, const std::string& key, Status* st) {
     *st = kv_->get(cf, key, &scratch);
     if (index_damaged(cf, *st)) {
-      *st = Status::Ok();
+      *st = Status();
       return true;
     }
     return st->ok();
@@ -482,7 +482,7 @@ Status Engine::verify(VerifyReport* report) {
         problem(fmt::format("entry '{}': no category-index record", key));
       if (s.failed()) failure = s;
     }
-    return Status::Ok();
+    return Status();
   });
   if (!scanned.ok()) return scanned;
   if (failure.failed()) return failure;
@@ -495,7 +495,7 @@ Status Engine::verify(VerifyReport* report) {
     });
     if (index_damaged(cf, st) || damaged[static_cast<int>(cf)]) {
       *n = kUnknownCount;
-      return Status::Ok();
+      return Status();
     }
     return st;
   };
@@ -538,7 +538,7 @@ Status Engine::verify(VerifyReport* report) {
   if (stored_cats != cats) problem("per-category counters do not match the entries");
   if (entries_.load() != report->entries || bytes_.load() != report->bytes)
     problem("in-memory totals do not match the store");
-  return Status::Ok();
+  return Status();
 }
 
 // ---------------------------------------------------------------- access buffer
@@ -614,7 +614,7 @@ Status Engine::flush_access() {
 Status Engine::flush_access_locked() {
   flush_requested_.store(false, std::memory_order_release);
   auto pending = drain_pending();
-  if (pending.empty()) return Status::Ok();
+  if (pending.empty()) return Status();
   Txn t(*kv_);
   for (const auto& [key, p] : pending) {
     AccessRecord a;
@@ -640,17 +640,17 @@ Status Engine::load_access(std::string_view key, AccessRecord* out, bool* found)
   std::string bytes;
   Status s = kv_->get(Cf::access, key, &bytes);
   *found = false;
-  if (s.not_found()) return Status::Ok();
+  if (s.not_found()) return Status();
   if (!s.ok()) return s;
   if (!decode_access(bytes, out)) return corrupt("access", key);
   *found = true;
-  return Status::Ok();
+  return Status();
 }
 
 Status Engine::access_of(std::string_view key, AccessRecord* out) {
   bool found = false;
   if (Status s = load_access(key, out, &found); !s.ok()) return s;
-  if (!found) return Status::NotFound();
+  if (!found) return Status::missing();
   Shard& shard = shard_of(key);
   std::lock_guard lock(shard.mu);
   if (auto it = shard.map.find(key); it != shard.map.end()) {
@@ -658,7 +658,7 @@ Status Engine::access_of(std::string_view key, AccessRecord* out) {
     out->last_tick = std::max(out->last_tick, it->second.tick);
     out->last_access_ns = std::max(out->last_access_ns, it->second.ns);
   }
-  return Status::Ok();
+  return Status();
 }
 
 // ---------------------------------------------------------------- reads
@@ -676,7 +676,7 @@ Status Engine::read(std::string_view key, std::int64_t now_ns, bool want_value, 
     record.erase(0, offset);
     out->value = std::move(record);
   }
-  return Status::Ok();
+  return Status();
 }
 
 Status Engine::keys(std::string_view prefix, std::vector<std::string>* out) {
@@ -754,7 +754,7 @@ Status Engine::evict(Txn& t, Pass pass, std::int64_t now_ns, std::string_view ke
   std::optional<std::string>& new_floor = expired_pass ? t.expiry_floor : t.order_floor;
   const auto now = static_cast<std::uint64_t>(std::max<std::int64_t>(now_ns, 0));
   // The floor is the smallest live expiry key: nothing is expired before its time.
-  if (expired_pass && floor.size() >= 8 && time_of_expiry(floor) > now) return Status::Ok();
+  if (expired_pass && floor.size() >= 8 && time_of_expiry(floor) > now) return Status();
   std::string from = floor;
   bool floor_fixed = false;
   std::size_t page_size = 4;  // usually one victim is enough; grow when it is not
@@ -763,7 +763,7 @@ Status Engine::evict(Txn& t, Pass pass, std::int64_t now_ns, std::string_view ke
     // removed since it was read has another order record now, or none), then a scan after them
     // that reads a page of candidates for the next evictions.
     for (std::size_t i = t.victims_used; i < victims_.size(); ++i) {
-      if (!over_limits(t)) return Status::Ok();
+      if (!over_limits(t)) return Status();
       const std::string& ik = victims_[i];
       t.victims_used = i + 1;
       const std::string_view key = user_key_of_order(options_.policy, ik);
@@ -782,7 +782,7 @@ Status Engine::evict(Txn& t, Pass pass, std::int64_t now_ns, std::string_view ke
       }
       if (!floor_fixed) new_floor = ik;
     }
-    if (!over_limits(t)) return Status::Ok();
+    if (!over_limits(t)) return Status();
     if (!victims_.empty()) from = successor(victims_.back());
     page_size = kVictimBatch;
   }
@@ -801,11 +801,11 @@ Status Engine::evict(Txn& t, Pass pass, std::int64_t now_ns, std::string_view ke
         if (!expired_pass)
           t.new_victims.emplace(
               t.order_put ? page.end() : page.begin() + static_cast<std::ptrdiff_t>(p), page.end());
-        return Status::Ok();
+        return Status();
       }
       if (expired_pass && time_of_expiry(ik) > now) {
         if (!floor_fixed) new_floor = ik;
-        return Status::Ok();
+        return Status();
       }
       const std::string_view key =
           expired_pass ? user_key_of_expiry(ik) : user_key_of_order(options_.policy, ik);
@@ -830,7 +830,7 @@ Status Engine::evict(Txn& t, Pass pass, std::int64_t now_ns, std::string_view ke
     }
     if (page.size() < page_size) {
       if (!expired_pass) t.new_victims.emplace();  // read to the end: nothing left to cache
-      return Status::Ok();
+      return Status();
     }
     from = successor(page.back());
     page_size = std::min(page_size * 4, kPage);
@@ -857,7 +857,7 @@ Status Engine::commit(Txn& t) {
   }
   if (t.watermark)
     t.batch->put(Cf::counters, kWatermarkKey, le64(static_cast<std::uint64_t>(*t.watermark)));
-  if (t.batch->count() == 0) return Status::Ok();
+  if (t.batch->count() == 0) return Status();
   Status s = kv_->write(*t.batch);
   if (!s.ok()) {
     order_floor_.clear();
@@ -887,7 +887,7 @@ Status Engine::commit(Txn& t) {
   counters_->eviction += t.evictions;
   counters_->expiration += t.expirations;
   counters_->invalidation += t.invalidations;
-  return Status::Ok();
+  return Status();
 }
 
 Status Engine::set(std::string_view key, std::string_view value, std::int64_t ttl_s,
@@ -895,7 +895,7 @@ Status Engine::set(std::string_view key, std::string_view value, std::int64_t tt
                    std::int64_t now_ns, SetOutcome* outcome) {
   if (options_.max_bytes != 0 && value.size() > options_.max_bytes) {
     *outcome = SetOutcome::too_large;
-    return Status::Ok();
+    return Status();
   }
   std::lock_guard lock(mu_);
   AccessRecord old;
@@ -919,7 +919,7 @@ Status Engine::set(std::string_view key, std::string_view value, std::int64_t tt
     }
     if (over_limits(t)) {
       *outcome = SetOutcome::full;
-      return Status::Ok();
+      return Status();
     }
   }
 
@@ -982,7 +982,7 @@ Status Engine::set(std::string_view key, std::string_view value, std::int64_t tt
   t.batch->put(Cf::category, category_key(a.category, key), "");
   if (Status s = commit(t); !s.ok()) return s;
   *outcome = SetOutcome::stored;
-  return Status::Ok();
+  return Status();
 }
 
 Status Engine::remove_locked(std::string_view key, bool* removed) {
@@ -990,13 +990,13 @@ Status Engine::remove_locked(std::string_view key, bool* removed) {
   bool found = false;
   *removed = false;
   if (Status s = load_access(key, &a, &found); !s.ok()) return s;
-  if (!found) return Status::Ok();
+  if (!found) return Status();
   take_pending(key);
   Txn t(*kv_);
   remove_in_txn(t, key, a);
   if (Status s = commit(t); !s.ok()) return s;
   *removed = true;
-  return Status::Ok();
+  return Status();
 }
 
 Status Engine::remove(std::string_view key, bool* removed) {
@@ -1040,18 +1040,18 @@ Status Engine::remove_keys(const std::vector<std::string>& keys, std::size_t* re
     if (Status s = commit(t); !s.ok()) return s;
     *removed += n;
   }
-  return Status::Ok();
+  return Status();
 }
 
 Status Engine::invalidate_locked(Txn& t, std::string_view key, bool* marked) {
   *marked = false;
   std::string record;
   Status s = kv_->get(Cf::entries, key, &record);
-  if (s.not_found()) return Status::Ok();
+  if (s.not_found()) return Status();
   if (!s.ok()) return s;
   if (record.size() <= kEntryFlagsOffset) return corrupt("entry", key);
   auto flags = static_cast<std::uint8_t>(record[kEntryFlagsOffset]);
-  if ((flags & kFlagInvalid) != 0) return Status::Ok();
+  if ((flags & kFlagInvalid) != 0) return Status();
   AccessRecord a;
   bool found = false;
   if (s = load_access(key, &a, &found); !s.ok()) return s;
@@ -1068,7 +1068,7 @@ Status Engine::invalidate_locked(Txn& t, std::string_view key, bool* marked) {
   t.batch->put(Cf::entries, key, record);
   ++t.invalidations;
   *marked = true;
-  return Status::Ok();
+  return Status();
 }
 
 Status Engine::invalidate_keys(const std::vector<std::string>& keys, std::size_t* marked) {
@@ -1086,7 +1086,7 @@ Status Engine::invalidate_keys(const std::vector<std::string>& keys, std::size_t
     if (Status s = commit(t); !s.ok()) return s;
     *marked += n;
   }
-  return Status::Ok();
+  return Status();
 }
 
 Status Engine::clear(std::size_t* removed) {
@@ -1104,7 +1104,7 @@ Status Engine::clear(std::size_t* removed) {
   order_floor_.clear();
   victims_.clear();
   expiry_floor_.clear();
-  return Status::Ok();
+  return Status();
 }
 
 Status Engine::cleanup(std::int64_t now_ns, std::size_t* removed) {
@@ -1140,7 +1140,7 @@ Status Engine::cleanup(std::int64_t now_ns, std::size_t* removed) {
     const std::size_t n = t.removed.size();
     if (s = commit(t); !s.ok()) return s;
     *removed += n;
-    if (last) return Status::Ok();
+    if (last) return Status();
   }
 }
 

@@ -13,25 +13,25 @@ namespace {
 class PendingBatch final : public Batch {
  public:
   void put(Cf cf, std::string_view key, std::string_view value) override {
-    ops_.push_back({Op::put, cf, std::string(key), std::string(value)});
+    ops_.push_back({Write::put, cf, std::string(key), std::string(value)});
   }
   void del(Cf cf, std::string_view key) override {
-    ops_.push_back({Op::del, cf, std::string(key), {}});
+    ops_.push_back({Write::del, cf, std::string(key), {}});
   }
   void delete_range(Cf cf, std::string_view begin, std::string_view end) override {
-    ops_.push_back({Op::range, cf, std::string(begin), std::string(end)});
+    ops_.push_back({Write::range, cf, std::string(begin), std::string(end)});
   }
   std::size_t count() const override { return ops_.size(); }
   void replay(Batch& into) const {
     for (const auto& op : ops_) {
       switch (op.kind) {
-        case Op::put:
+        case Write::put:
           into.put(op.cf, op.a, op.b);
           break;
-        case Op::del:
+        case Write::del:
           into.del(op.cf, op.a);
           break;
-        case Op::range:
+        case Write::range:
           into.delete_range(op.cf, op.a, op.b);
           break;
       }
@@ -39,12 +39,12 @@ class PendingBatch final : public Batch {
   }
 
  private:
-  struct Op {
+  struct Write {
     enum Kind : std::uint8_t { put, del, range } kind;
     Cf cf;
     std::string a, b;
   };
-  std::vector<Op> ops_;
+  std::vector<Write> ops_;
 };
 
 class DeferredKv final : public Kv {
@@ -105,7 +105,7 @@ class DeferredKv final : public Kv {
     std::unique_lock lock(mu_);
     inner_ = std::move(store);
     *reopened = true;  // the engine loads its counters from the store now
-    return Status::Ok();
+    return Status();
   }
 
  private:

@@ -35,7 +35,9 @@ constexpr std::string_view to_string(Cf cf) {
 
 enum class Code : std::uint8_t { ok = 0, not_found = 1, io_error = 2, corruption = 3 };
 
-struct Status {
+// The result of a storage call: ok, or the kind of failure and a message naming it. A
+// default-constructed Status is ok.
+struct [[nodiscard]] Status {
   Code code = Code::ok;
   std::string message;
 
@@ -43,8 +45,7 @@ struct Status {
   bool not_found() const { return code == Code::not_found; }
   // I/O trouble or corruption: worth counting as an error.
   bool failed() const { return code == Code::io_error || code == Code::corruption; }
-  static Status Ok() { return {}; }
-  static Status NotFound() { return {Code::not_found, {}}; }
+  static Status missing() { return {Code::not_found, {}}; }
 };
 
 class Batch {
@@ -83,7 +84,7 @@ class Kv {
   // they cache of it), else why not. Must not run concurrently with itself. No-op in memory.
   virtual Status recover(bool* reopened) {
     *reopened = false;
-    return Status::Ok();
+    return Status();
   }
 };
 

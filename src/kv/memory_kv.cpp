@@ -10,7 +10,7 @@ namespace larder::kv {
 
 namespace {
 
-struct Op {
+struct Write {
   enum class Kind : std::uint8_t { put, del, del_range } kind;
   Cf cf;
   std::string a, b;
@@ -19,16 +19,16 @@ struct Op {
 class MemoryBatch final : public Batch {
  public:
   void put(Cf cf, std::string_view key, std::string_view value) override {
-    ops.push_back({Op::Kind::put, cf, std::string(key), std::string(value)});
+    ops.push_back({Write::Kind::put, cf, std::string(key), std::string(value)});
   }
   void del(Cf cf, std::string_view key) override {
-    ops.push_back({Op::Kind::del, cf, std::string(key), {}});
+    ops.push_back({Write::Kind::del, cf, std::string(key), {}});
   }
   void delete_range(Cf cf, std::string_view begin, std::string_view end) override {
-    ops.push_back({Op::Kind::del_range, cf, std::string(begin), std::string(end)});
+    ops.push_back({Write::Kind::del_range, cf, std::string(begin), std::string(end)});
   }
   std::size_t count() const override { return ops.size(); }
-  std::vector<Op> ops;
+  std::vector<Write> ops;
 };
 
 class MemoryKv final : public Kv {
@@ -37,9 +37,9 @@ class MemoryKv final : public Kv {
     std::shared_lock lock(mu_);
     const auto& map = maps_[static_cast<int>(cf)];
     auto it = map.find(key);
-    if (it == map.end()) return Status::NotFound();
+    if (it == map.end()) return Status::missing();
     value->assign(it->second);
-    return Status::Ok();
+    return Status();
   }
 
   Status scan(Cf cf, std::string_view begin, std::string_view end, const ScanFn& fn) override {
@@ -49,7 +49,7 @@ class MemoryKv final : public Kv {
       if (!end.empty() && std::string_view(it->first) >= end) break;
       if (!fn(it->first, it->second)) break;
     }
-    return Status::Ok();
+    return Status();
   }
 
   std::unique_ptr<Batch> new_batch() override { return std::make_unique<MemoryBatch>(); }
@@ -60,28 +60,28 @@ class MemoryKv final : public Kv {
     for (auto& op : b.ops) {
       auto& map = maps_[static_cast<int>(op.cf)];
       switch (op.kind) {
-        case Op::Kind::put:
+        case Write::Kind::put:
           map.insert_or_assign(std::move(op.a), std::move(op.b));
           break;
-        case Op::Kind::del: {
+        case Write::Kind::del: {
           auto it = map.find(op.a);
           if (it != map.end()) map.erase(it);
           break;
         }
-        case Op::Kind::del_range:
+        case Write::Kind::del_range:
           map.erase(map.lower_bound(op.a), op.b.empty() ? map.end() : map.lower_bound(op.b));
           break;
       }
     }
-    return Status::Ok();
+    return Status();
   }
 
-  Status flush() override { return Status::Ok(); }
-  Status compact(Cf) override { return Status::Ok(); }
+  Status flush() override { return Status(); }
+  Status compact(Cf) override { return Status(); }
   Status reset(Cf cf) override {
     std::lock_guard lock(mu_);
     maps_[static_cast<int>(cf)].clear();
-    return Status::Ok();
+    return Status();
   }
 
  private:

@@ -42,8 +42,8 @@ constexpr std::array<const char*, kCfCount> kCfNames = {"entries", "access",   "
                                                         "expiry",  "category", "counters"};
 
 Status from_rocks(const rocksdb::Status& s) {
-  if (s.ok()) return Status::Ok();
-  if (s.IsNotFound()) return Status::NotFound();
+  if (s.ok()) return Status();
+  if (s.IsNotFound()) return Status::missing();
   if (s.IsCorruption()) return {Code::corruption, s.ToString()};
   return {Code::io_error, s.ToString()};
 }
@@ -225,7 +225,7 @@ class RocksKv final : public Kv {
   }
 
   Status flush() override {
-    if (spec_.read_only) return Status::Ok();
+    if (spec_.read_only) return Status();
     std::shared_lock lock(mu_);
     if (db_ == nullptr) return closed();
     if (reading_only_) return reading_only();
@@ -263,19 +263,19 @@ class RocksKv final : public Kv {
       return from_rocks(s);
     }
     cfs_[i] = fresh;
-    return Status::Ok();
+    return Status();
   }
 
   Status recover(bool* reopened) override {
     *reopened = false;
-    if (spec_.read_only) return Status::Ok();
+    if (spec_.read_only) return Status();
     {
       std::shared_lock lock(mu_);
       if (db_ != nullptr && !reading_only_) {
         // Resume clears a recoverable background error (e.g. no space during a flush once space
         // is back); it is ok when there was none.
         const rocksdb::Status r = db_->Resume();
-        if (r.ok() && probe_write().ok()) return Status::Ok();
+        if (r.ok() && probe_write().ok()) return Status();
       }
     }
     // Some errors (a failed WAL write, a file that vanished) are not resumable: reopen. Not while
@@ -311,7 +311,7 @@ class RocksKv final : public Kv {
     reading_only_ = false;
     *reopened = true;
     if (Status p = probe_write(); !p.ok()) return p;
-    return Status::Ok();
+    return Status();
   }
 
  private:
@@ -468,7 +468,7 @@ Status open_rocks_kv(const std::filesystem::path& dir, const RocksOptions& optio
   }
   *out = std::make_unique<RocksKv>(std::move(spec), db, std::move(handles), claimed);
   note_first_open();  // after RocksDB's statics exist, so that the hook runs before them
-  return Status::Ok();
+  return Status();
 }
 
 }  // namespace larder::kv

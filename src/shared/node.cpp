@@ -15,6 +15,8 @@
 #include "core/backend.hpp"
 #include "core/log.hpp"
 #include "kv/rocks_kv.hpp"
+#include "shared/client.hpp"
+#include "shared/dispatch.hpp"
 #include "shared/protocol.hpp"
 #include "shared/server.hpp"
 #include "shared/socket.hpp"
@@ -35,116 +37,8 @@ namespace {
 
 // The smallest wait a client call gets, whatever lock_timeout says: one round trip must fit.
 constexpr auto kMinWait = std::chrono::milliseconds(10);
-constexpr std::size_t kMaxIdleConnections = 16;
-// The owner answers get_many with at most about this many value bytes per reply (a reply must
-// fit in a frame, kMaxFrameBytes); the client asks again for the keys left.
-constexpr std::uint64_t kMaxGetManyReplyBytes = 64u << 20;
-// A pooled connection older than this is not reused (the owner closes idle ones after
-// kIdleTimeout; reusing one it is about to close could lose a request's reply).
-constexpr auto kMaxPooledAge = std::chrono::seconds(10);
 // The least time a client gets to send one frame whole before the owner drops it.
 constexpr auto kFrameTimeout = std::chrono::milliseconds(5000);
-
-// Answers one request with the owner's LocalService: the same code the owner's own calls run.
-Reply dispatch(LocalService& l, const Request& q) {
-  Reply r;
-  r.id = q.id;
-  auto bad = [&](std::string why) {
-    r.status = ReplyStatus::bad_request;
-    r.error = std::move(why);
-    return r;
-  };
-  const auto settable = core::valid_set;
-  const bool key_ok = core::valid_key(q.text);
-  switch (q.op) {
-    case Op::set:
-      if (q.sets.size() != 1) return bad("set carries one item");
-      r.flag = settable(q.sets[0]) && l.set(q.sets[0]);
-      break;
-    case Op::set_many:
-      r.flags.reserve(q.sets.size());
-      for (const auto& s : q.sets) r.flags.push_back(settable(s) && l.set(s));
-      break;
-    case Op::get:
-      r.value = l.get(q.text);
-      break;
-    case Op::get_many: {
-      // Answer a prefix that fits one frame; r.count says how many (the client asks again for
-      // the rest). The prefix ends once its values reach kMaxGetManyReplyBytes, so every key
-      // answered is counted once and no key left out is counted. (A single value larger than a
-      // frame minus that budget still makes the reply too large: it is refused then.)
-      std::uint64_t bytes = 0;
-      for (const auto& key : q.keys) {
-        r.values.push_back(l.get(key));
-        if (r.values.back()) bytes += r.values.back()->size();
-        if (bytes >= kMaxGetManyReplyBytes) break;
-      }
-      r.count = r.values.size();
-      break;
-    }
-    case Op::peek:
-      if (key_ok) r.value = l.peek(q.text);
-      break;
-    case Op::get_entry:
-      r.entry = l.get_entry(q.text, q.flag);
-      break;
-    case Op::exists:
-      r.flag = key_ok && l.exists(q.text);
-      break;
-    case Op::metadata:
-      if (key_ok) r.info = l.metadata(q.text);
-      break;
-    case Op::remove:
-      r.flag = key_ok && l.remove(q.text);
-      break;
-    case Op::invalidate:
-      r.flag = key_ok && l.invalidate(q.text);
-      break;
-    case Op::clear:
-      r.count = l.clear();
-      break;
-    case Op::clear_category:
-      r.count = l.clear_category(q.text);
-      break;
-    case Op::invalidate_category:
-      r.count = l.invalidate_category(q.text);
-      break;
-    case Op::invalidate_pattern:
-      if (q.text.empty()) return bad("empty pattern");
-      r.count = l.invalidate_pattern(q.text);
-      break;
-    case Op::keys:
-      r.strings = l.keys();
-      break;
-    case Op::keys_in_category:
-      r.strings = l.keys_in_category(q.text);
-      break;
-    case Op::cleanup:
-      r.count = l.cleanup();
-      break;
-    case Op::stats:
-      r.stats = l.stats();
-      break;
-    case Op::flush:
-      l.flush();
-      break;
-    case Op::inspect:
-      r.entries = l.inspect(q.keys, q.flag);
-      break;
-    case Op::admin: {
-      if (q.code < 1 || q.code > core::kLastAdminOp)
-        return bad(fmt::format("unknown maintenance operation {}", q.code));
-      core::AdminResult a = l.admin(static_cast<core::AdminOp>(q.code), q.number);
-      r.flag = a.ok;
-      r.error = std::move(a.error);
-      r.count = a.count;
-      r.strings = std::move(a.lines);
-      r.fields = std::move(a.fields);
-      break;
-    }
-  }
-  return r;
-}
 
 class Node final : public core::Service {
  public:
@@ -153,11 +47,7 @@ class Node final : public core::Service {
 
   ~Node() override {
     server_.reset();  // no more clients served
-    {
-      std::lock_guard lock(pool_mu_);
-      for (const Pooled& p : idle_) close_socket(p.fd);
-      idle_.clear();
-    }
+    pool_.close_all();
     local_ptr_.store(nullptr);
     local_.reset();
     backend_.reset();  // flushes and closes the store
@@ -168,25 +58,41 @@ class Node final : public core::Service {
   }
 
   void start() {
-    if (auto why = util::unsafe_directory_reason(r_.root); !why.empty())
-      throw ConfigError(fmt::format("cache_root: {}", why));
-    std::string why = util::create_private_directories(r_.dir);
-    if (why.empty()) {
-      if (auto unsafe = util::unsafe_directory_reason(r_.dir); !unsafe.empty())
-        throw ConfigError(fmt::format("cache_root: {}", unsafe));
+    if (auto safe = util::check_private_directory(r_.root); !safe)
+      throw ConfigError(fmt::format("cache_root: {}", safe.error()));
+    util::Status usable = util::create_private_directories(r_.dir);
+    if (usable) {
+      if (auto safe = util::check_private_directory(r_.dir); !safe)
+        throw ConfigError(fmt::format("cache_root: {}", safe.error()));
       // From here on the directory is reached through the descriptor (Resolved::io()).
-      r_.pinned = util::PinnedDir::open(r_.dir, &why);
+      auto pin = util::PinnedDir::open(r_.dir);
+      if (pin)
+        r_.pinned = std::move(*pin);
+      else
+        usable = pin.status();
     }
-    if (why.empty()) why = lock_.open(r_.io() / kOwnerLockName);
-    if (why.empty()) socket_path_ = socket_path(r_.dir, r_.io(), &why);
-    if (r_.config.enable_statistics && why.empty()) {
-      std::string error;
-      counter_file_ = stats::CounterFile::create(r_.io(), &error);
-      if (counter_file_) counters_ = &counter_file_->counters();
+    if (usable) usable = lock_.open(r_.io() / kOwnerLockName);
+    if (usable) {
+      auto path = socket_path(r_.dir, r_.io());
+      if (path) {
+        // The socket as the user knows it (the path may reach it through the pinned directory).
+        fs::path shown =
+            path->parent_path() == r_.io() ? r_.dir / path->filename() : fs::path(*path);
+        pool_.set_socket(std::move(*path), std::move(shown));
+      } else {
+        usable = path.status();
+      }
     }
-    if (!why.empty()) {
-      log_.logf(util::Level::error, "shared cache unusable, using a memory cache instead: {}", why);
-      set_last_error(why);
+    if (r_.config.enable_statistics && usable) {
+      if (auto file = stats::CounterFile::create(r_.io())) {
+        counter_file_ = std::move(*file);
+        counters_ = &counter_file_->counters();
+      }
+    }
+    if (!usable) {
+      log_.logf(util::Level::error, "shared cache unusable, using a memory cache instead: {}",
+                usable.error());
+      set_last_error(usable.error());
       broken_ = true;
       // Degrade to memory, as an unusable process_isolated directory does: calls keep working.
       core::Resolved memory = r_;
@@ -206,7 +112,7 @@ class Node final : public core::Service {
     return route(
         [&] {
           Request req;
-          req.op = Op::set;
+          req.opcode = Opcode::set;
           req.sets = {q};
           return req;
         },
@@ -217,7 +123,7 @@ class Node final : public core::Service {
     return route(
         [&] {
           Request req;
-          req.op = Op::get;
+          req.opcode = Opcode::get;
           req.text = std::string(key);
           return req;
         },
@@ -236,7 +142,7 @@ class Node final : public core::Service {
       auto part = route(
           [&] {
             Request req;
-            req.op = Op::get_many;
+            req.opcode = Opcode::get_many;
             req.keys = rest;
             return req;
           },
@@ -261,7 +167,7 @@ class Node final : public core::Service {
     return route(
         [&] {
           Request req;
-          req.op = Op::set_many;
+          req.opcode = Opcode::set_many;
           req.sets = items;
           return req;
         },
@@ -276,7 +182,7 @@ class Node final : public core::Service {
   std::optional<Entry> get_entry(std::string_view key, bool include_stale) override {
     return route(
         [&] {
-          Request req = text_request(Op::get_entry, key);
+          Request req = text_request(Opcode::get_entry, key);
           req.flag = include_stale;
           return req;
         },
@@ -286,59 +192,60 @@ class Node final : public core::Service {
   }
 
   bool exists(std::string_view key) override {
-    return route([&] { return text_request(Op::exists, key); }, true, false, 0,
+    return route([&] { return text_request(Opcode::exists, key); }, true, false, 0,
                  [&](LocalService& l) { return l.exists(key); }, [](Reply& r) { return r.flag; });
   }
 
   std::optional<std::string> peek(std::string_view key) override {
-    return route([&] { return text_request(Op::peek, key); }, true, std::optional<std::string>(), 0,
-                 [&](LocalService& l) { return l.peek(key); },
+    return route([&] { return text_request(Opcode::peek, key); }, true,
+                 std::optional<std::string>(), 0, [&](LocalService& l) { return l.peek(key); },
                  [](Reply& r) { return std::move(r.value); });
   }
 
   std::optional<EntryInfo> metadata(std::string_view key) override {
-    return route([&] { return text_request(Op::metadata, key); }, true, std::optional<EntryInfo>(),
-                 0, [&](LocalService& l) { return l.metadata(key); },
+    return route([&] { return text_request(Opcode::metadata, key); }, true,
+                 std::optional<EntryInfo>(), 0, [&](LocalService& l) { return l.metadata(key); },
                  [](Reply& r) { return std::move(r.info); });
   }
 
   bool remove(std::string_view key) override {
-    return route([&] { return text_request(Op::remove, key); }, false, false, 0,
+    return route([&] { return text_request(Opcode::remove, key); }, false, false, 0,
                  [&](LocalService& l) { return l.remove(key); }, [](Reply& r) { return r.flag; });
   }
 
   bool invalidate(std::string_view key) override {
-    return route([&] { return text_request(Op::invalidate, key); }, false, false, 0,
+    return route([&] { return text_request(Opcode::invalidate, key); }, false, false, 0,
                  [&](LocalService& l) { return l.invalidate(key); },
                  [](Reply& r) { return r.flag; });
   }
 
   std::size_t clear() override {
-    return count_call(Op::clear, {}, [&](LocalService& l) { return l.clear(); });
+    return count_call(Opcode::clear, {}, [&](LocalService& l) { return l.clear(); });
   }
   std::size_t clear_category(std::string_view c) override {
-    return count_call(Op::clear_category, c, [&](LocalService& l) { return l.clear_category(c); });
+    return count_call(Opcode::clear_category, c,
+                      [&](LocalService& l) { return l.clear_category(c); });
   }
   std::size_t invalidate_category(std::string_view c) override {
-    return count_call(Op::invalidate_category, c,
+    return count_call(Opcode::invalidate_category, c,
                       [&](LocalService& l) { return l.invalidate_category(c); });
   }
   std::size_t invalidate_pattern(std::string_view g) override {
-    return count_call(Op::invalidate_pattern, g,
+    return count_call(Opcode::invalidate_pattern, g,
                       [&](LocalService& l) { return l.invalidate_pattern(g); });
   }
   std::size_t cleanup() override {
-    return count_call(Op::cleanup, {}, [&](LocalService& l) { return l.cleanup(); });
+    return count_call(Opcode::cleanup, {}, [&](LocalService& l) { return l.cleanup(); });
   }
 
   std::vector<std::string> keys() override {
-    return route([&] { return text_request(Op::keys, {}); }, true, std::vector<std::string>(), 0,
-                 [&](LocalService& l) { return l.keys(); },
+    return route([&] { return text_request(Opcode::keys, {}); }, true, std::vector<std::string>(),
+                 0, [&](LocalService& l) { return l.keys(); },
                  [](Reply& r) { return std::move(r.strings); });
   }
 
   std::vector<std::string> keys_in_category(std::string_view c) override {
-    return route([&] { return text_request(Op::keys_in_category, c); }, true,
+    return route([&] { return text_request(Opcode::keys_in_category, c); }, true,
                  std::vector<std::string>(), 0,
                  [&](LocalService& l) { return l.keys_in_category(c); },
                  [](Reply& r) { return std::move(r.strings); });
@@ -350,13 +257,13 @@ class Node final : public core::Service {
       counters_->copy_to(s);
       return s;
     };
-    return route([&] { return text_request(Op::stats, {}); }, true, own_only(), 0,
+    return route([&] { return text_request(Opcode::stats, {}); }, true, own_only(), 0,
                  [&](LocalService& l) { return l.stats(); },
                  [&](Reply& r) { return r.stats ? *r.stats : own_only(); });
   }
 
   void flush() override {
-    route([&] { return text_request(Op::flush, {}); }, true, 0, 0,
+    route([&] { return text_request(Opcode::flush, {}); }, true, 0, 0,
           [&](LocalService& l) {
             l.flush();
             return 0;
@@ -372,7 +279,7 @@ class Node final : public core::Service {
     return route(
         [&] {
           Request req;
-          req.op = Op::inspect;
+          req.opcode = Opcode::inspect;
           req.keys = keys;
           req.flag = with_values;
           return req;
@@ -385,17 +292,17 @@ class Node final : public core::Service {
         });
   }
 
-  core::AdminResult admin(core::AdminOp op, std::int64_t arg) override {
+  core::AdminResult admin(core::AdminCommand op, std::int64_t arg) override {
     core::AdminResult failed;
     failed.error = fmt::format("no answer from the cache's owner within {} ms{}",
                                r_.config.lock_timeout.count(),
                                last_error().empty() ? "" : ": " + last_error());
     // Only reads are worth repeating after a lost reply.
-    const bool idempotent = op == core::AdminOp::settings || op == core::AdminOp::verify;
+    const bool idempotent = op == core::AdminCommand::settings || op == core::AdminCommand::verify;
     return route(
         [&] {
           Request req;
-          req.op = Op::admin;
+          req.opcode = Opcode::admin;
           req.code = static_cast<std::uint8_t>(op);
           req.number = arg;
           return req;
@@ -454,16 +361,16 @@ class Node final : public core::Service {
     last_error_ = std::move(message);
   }
 
-  static Request text_request(Op op, std::string_view text) {
+  static Request text_request(Opcode opcode, std::string_view text) {
     Request req;
-    req.op = op;
+    req.opcode = opcode;
     req.text = std::string(text);
     return req;
   }
 
   template <class F>
-  std::size_t count_call(Op op, std::string_view text, F&& on_local) {
-    return route([&] { return text_request(op, text); }, false, std::size_t{0}, 0, on_local,
+  std::size_t count_call(Opcode opcode, std::string_view text, F&& on_local) {
+    return route([&] { return text_request(opcode, text); }, false, std::size_t{0}, 0, on_local,
                  [](Reply& r) { return static_cast<std::size_t>(r.count); });
   }
 
@@ -487,7 +394,7 @@ class Node final : public core::Service {
       if (res == Result::ok && reply.status == ReplyStatus::ok) return from_reply(reply);
       if (res == Result::ok) {
         counters_->error++;
-        log_.logf(util::Level::warn, "{} refused by the owner: {}", to_string(req->op),
+        log_.logf(util::Level::warn, "{} refused by the owner: {}", to_string(req->opcode),
                   reply.error);
       }
       break;
@@ -516,10 +423,15 @@ class Node final : public core::Service {
         timed_out = true;
         break;
       }
-      bool refused = false;
-      int fd = take_connection(deadline, &refused, &why);
-      if (fd < 0) {
-        if (refused && become_owner()) return Result::owner;
+      NoConnection why_not = NoConnection::unreachable;
+      auto connection = pool_.take(deadline, &why_not);
+      if (!connection) {
+        why = connection.error();
+        if (why_not == NoConnection::untrusted) {
+          counters_->error++;
+          log_.log(util::Level::error, why);
+        }
+        if (why_not == NoConnection::no_owner && become_owner()) return Result::owner;
         if (local() != nullptr) return Result::owner;  // another thread took over
         if (steady::now() >= deadline) {
           timed_out = true;
@@ -529,6 +441,7 @@ class Node final : public core::Service {
         pause = std::min(pause * 2, std::chrono::microseconds(10'000));
         continue;
       }
+      const int fd = *connection;
       req.id = next_id_.fetch_add(1);
       IoResult io = send_frame(fd, encode(req), deadline);
       if (io != IoResult::ok) {  // not delivered as a whole: the owner cannot have run it
@@ -545,7 +458,10 @@ class Node final : public core::Service {
       if (io == IoResult::ok) {
         std::string error;
         if (decode(payload, reply, &error) && reply->id == req.id) {
-          give_back(fd);
+          if (inherited())
+            close_socket(fd);
+          else
+            pool_.give_back(fd);
           unreachable_.store(false);
           return Result::ok;
         }
@@ -564,57 +480,12 @@ class Node final : public core::Service {
     counters_->error++;
     unreachable_.store(true);
     if (timed_out) fail_fast_until_.store((steady::now() + wait).time_since_epoch().count());
-    const std::string message =
-        fmt::format("{} on the shared cache {} failed{}: {}", to_string(req.op), r_.dir.string(),
-                    timed_out ? fmt::format(" after {} ms", wait.count()) : "", why);
+    const std::string message = fmt::format(
+        "{} on the shared cache {} failed{}: {}", to_string(req.opcode), r_.dir.string(),
+        timed_out ? fmt::format(" after {} ms", wait.count()) : "", why);
     log_.log(util::Level::warn, message);
     set_last_error(message);
     return Result::failed;
-  }
-
-  int take_connection(Deadline deadline, bool* refused, std::string* why) {
-    for (;;) {
-      Pooled p;
-      {
-        std::lock_guard lock(pool_mu_);
-        if (idle_.empty()) break;
-        p = idle_.back();
-        idle_.pop_back();
-      }
-      // Reuse only a recent connection the owner has not closed (readable while idle = EOF).
-      pollfd pf{p.fd, POLLIN, 0};
-      if (steady::now() - p.since < kMaxPooledAge && ::poll(&pf, 1, 0) == 0) {
-        *refused = false;
-        return p.fd;
-      }
-      close_socket(p.fd);
-    }
-    const int fd = connect_unix(socket_path_, deadline, refused, why);
-    if (fd >= 0 && !owner_is_trusted(fd, why)) {
-      close_socket(fd);
-      return -1;
-    }
-    return fd;
-  }
-
-  // The process serving the socket must run as our user (or root): never send requests, or
-  // believe replies, of a socket another user planted.
-  bool owner_is_trusted(int fd, std::string* why) {
-    const long uid = peer_uid(fd);
-    if (uid == static_cast<long>(::geteuid()) || uid == 0) return true;
-    counters_->error++;
-    *why = fmt::format("the process serving {} runs as uid {}, not as uid {}: not using it",
-                       shown_socket().string(), uid, ::geteuid());
-    log_.log(util::Level::error, *why);
-    return false;
-  }
-
-  void give_back(int fd) {
-    std::lock_guard lock(pool_mu_);
-    if (idle_.size() < kMaxIdleConnections && !inherited())
-      idle_.push_back({fd, steady::now()});
-    else
-      close_socket(fd);
   }
 
   // Takes the owner lock if it is free and starts serving. True when this process is the owner.
@@ -626,8 +497,8 @@ class Node final : public core::Service {
       log_.logf(util::Level::debug, "not taking over the shared cache: {}", error);
       return false;
     }
-    if (!lock_.try_lock(true, &error)) {
-      if (!error.empty()) log_.logf(util::Level::warn, "owner election: {}", error);
+    if (auto taken = lock_.try_lock(util::LockMode::exclusive); !util::held(taken)) {
+      if (!taken) log_.logf(util::Level::warn, "owner election: {}", taken.error());
       return false;
     }
     const auto t0 = steady::now();
@@ -646,15 +517,15 @@ class Node final : public core::Service {
     LocalService* served = local_.get();
     server_ = std::make_unique<Server>([served](const Request& q) { return dispatch(*served, q); },
                                        log_, backend_->counters(), so);
-    if (auto why = server_->start(socket_path_); !why.empty()) {
+    if (auto serving = server_->start(pool_.path()); !serving) {
       serve_failed_ = true;
       backend_->counters().error++;
-      log_.logf(util::Level::error, "owner cannot serve other processes: {}", why);
-      set_last_error(why);
+      log_.logf(util::Level::error, "owner cannot serve other processes: {}", serving.error());
+      set_last_error(serving.error());
     }
     (void)lock_.write_content(fmt::format("pid={}\nstarted={}\nsocket={}\n", ::getpid(),
                                           util::iso8601_utc(std::chrono::system_clock::now()),
-                                          shown_socket().string()));
+                                          pool_.shown().string()));
     local_ptr_.store(local_.get(), std::memory_order_release);
     log_.logf(util::Level::info, "pid {} owns the shared cache {} (store opened in {} ms)",
               ::getpid(), r_.dir.string(),
@@ -667,11 +538,6 @@ class Node final : public core::Service {
   std::uint64_t fork_generation_;
   bool broken_ = false;                    // no lock file or socket path: a memory cache (degraded)
   std::atomic<bool> serve_failed_{false};  // the owner could not listen: others cannot use it
-  fs::path socket_path_;
-  // The socket as the user knows it (socket_path_ may reach it through the pinned directory).
-  fs::path shown_socket() const {
-    return socket_path_.parent_path() == r_.io() ? r_.dir / socket_path_.filename() : socket_path_;
-  }
   util::LockFile lock_;
 
   mutable std::mutex role_mu_;
@@ -684,12 +550,7 @@ class Node final : public core::Service {
   stats::Counters local_counters_;
   stats::Counters* counters_ = &local_counters_;
 
-  struct Pooled {
-    int fd = -1;
-    steady::time_point since;
-  };
-  std::mutex pool_mu_;
-  std::vector<Pooled> idle_;
+  ConnectionPool pool_;
   std::atomic<std::uint64_t> next_id_{1};
   std::atomic<steady::rep> fail_fast_until_{0};
   std::atomic<bool> unreachable_{false};

@@ -229,7 +229,7 @@ constexpr std::size_t kMinSet = 24;
 
 void put(Writer& w, const Request& q) {
   w.u64(q.id);
-  w.u8(static_cast<std::uint8_t>(q.op));
+  w.u8(static_cast<std::uint8_t>(q.opcode));
   w.str(q.text);
   w.boolean(q.flag);
   w.seq(q.keys, [&](const std::string& k) { w.str(k); });
@@ -246,7 +246,7 @@ void put(Writer& w, const Request& q) {
 
 void get(Reader& r, Request* q) {
   q->id = r.u64();
-  q->op = static_cast<Op>(r.u8());
+  q->opcode = static_cast<Opcode>(r.u8());
   q->text = r.str();
   q->flag = r.boolean();
   q->keys = r.seq<std::string>(4, [&] { return r.str(); });
@@ -350,8 +350,8 @@ std::string encode(const Reply& r) {
 }
 bool decode(std::string_view payload, Request* out, std::string* error) {
   if (!decode_any(payload, out, error)) return false;
-  if (out->op < Op::set || out->op > Op::admin) {
-    *error = fmt::format("unknown operation {}", static_cast<unsigned>(out->op));
+  if (out->opcode < Opcode::set || out->opcode > Opcode::admin) {
+    *error = fmt::format("unknown operation {}", static_cast<unsigned>(out->opcode));
     return false;
   }
   return true;
@@ -360,49 +360,49 @@ bool decode(std::string_view payload, Reply* out, std::string* error) {
   return decode_any(payload, out, error);
 }
 
-const char* to_string(Op op) {
-  switch (op) {
-    case Op::set:
+const char* to_string(Opcode opcode) {
+  switch (opcode) {
+    case Opcode::set:
       return "set";
-    case Op::get:
+    case Opcode::get:
       return "get";
-    case Op::get_entry:
+    case Opcode::get_entry:
       return "get_entry";
-    case Op::exists:
+    case Opcode::exists:
       return "exists";
-    case Op::metadata:
+    case Opcode::metadata:
       return "metadata";
-    case Op::remove:
+    case Opcode::remove:
       return "remove";
-    case Op::clear:
+    case Opcode::clear:
       return "clear";
-    case Op::clear_category:
+    case Opcode::clear_category:
       return "clear_category";
-    case Op::invalidate:
+    case Opcode::invalidate:
       return "invalidate";
-    case Op::invalidate_category:
+    case Opcode::invalidate_category:
       return "invalidate_category";
-    case Op::invalidate_pattern:
+    case Opcode::invalidate_pattern:
       return "invalidate_pattern";
-    case Op::keys:
+    case Opcode::keys:
       return "keys";
-    case Op::keys_in_category:
+    case Opcode::keys_in_category:
       return "keys_in_category";
-    case Op::cleanup:
+    case Opcode::cleanup:
       return "cleanup";
-    case Op::stats:
+    case Opcode::stats:
       return "stats";
-    case Op::flush:
+    case Opcode::flush:
       return "flush";
-    case Op::get_many:
+    case Opcode::get_many:
       return "get_many";
-    case Op::set_many:
+    case Opcode::set_many:
       return "set_many";
-    case Op::peek:
+    case Opcode::peek:
       return "peek";
-    case Op::inspect:
+    case Opcode::inspect:
       return "inspect";
-    case Op::admin:
+    case Opcode::admin:
       return "admin";
   }
   return "unknown";

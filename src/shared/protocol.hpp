@@ -34,7 +34,7 @@ inline constexpr std::uint32_t kMaxFrameBytes = 256u << 20;
 inline constexpr std::size_t kDecodeMemoryFactor = 4;
 inline constexpr std::size_t kDecodeMemorySlack = 64 * 1024;
 
-enum class Op : std::uint8_t {
+enum class Opcode : std::uint8_t {
   set = 1,
   get = 2,
   get_entry = 3,
@@ -60,12 +60,12 @@ enum class Op : std::uint8_t {
 
 struct Request {
   std::uint64_t id = 0;
-  Op op = Op::get;
+  Opcode opcode = Opcode::get;
   std::string text;                    // key, category or pattern
   bool flag = false;                   // get_entry: include_stale; inspect: with values
   std::vector<std::string> keys;       // get_many, inspect
   std::vector<core::SetRequest> sets;  // set, set_many
-  std::uint8_t code = 0;               // admin: the core::AdminOp
+  std::uint8_t code = 0;               // admin: the core::AdminCommand
   std::int64_t number = 0;             // admin: its argument
 };
 
@@ -95,6 +95,6 @@ std::string encode(const Reply& r);
 bool decode(std::string_view payload, Request* out, std::string* error);
 bool decode(std::string_view payload, Reply* out, std::string* error);
 
-const char* to_string(Op op);
+const char* to_string(Opcode opcode);
 
 }  // namespace larder::shared

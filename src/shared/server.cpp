@@ -54,21 +54,22 @@ class Server::Impl {
   Impl(Handler handler, const util::Logger& log, stats::Counters& counters, ServerOptions o)
       : handler_(std::move(handler)), log_(log), counters_(counters), o_(o) {}
 
-  std::string start(const fs::path& path) {
-    std::string error;
-    listen_fd_ = listen_unix(path, &error);
-    if (listen_fd_ < 0) return error;
+  util::Status start(const fs::path& path) {
+    auto listening = listen_unix(path);
+    if (!listening) return listening.status();
+    listen_fd_ = *listening;
     path_ = path;
     if (::pipe2(wake_, O_CLOEXEC | O_NONBLOCK) != 0) {
+      const int err = errno;
       close_socket(listen_fd_);
       listen_fd_ = -1;
-      return fmt::format("cannot create a pipe: {}", std::strerror(errno));
+      return util::fail("cannot create a pipe: {}", std::strerror(err));
     }
     util::close_in_forked_child(wake_[0]);
     util::close_in_forked_child(wake_[1]);
     job_event_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (job_event_ < 0) {
-      const std::string why = fmt::format("cannot create an eventfd: {}", std::strerror(errno));
+      util::Failure why = util::fail("cannot create an eventfd: {}", std::strerror(errno));
       close_listener();
       return why;
     }
@@ -86,7 +87,7 @@ class Server::Impl {
       if (workers_.empty()) throw std::runtime_error("no worker thread could be started");
       loop_ = std::thread([this] { run(); });
     } catch (const std::exception& e) {
-      const std::string why = fmt::format("cannot start serving: {}", e.what());
+      util::Failure why = util::fail("cannot start serving: {}", e.what());
       stop_workers();
       close_listener();
       return why;
@@ -508,7 +509,7 @@ Server::~Server() {
   stop();
 }
 
-std::string Server::start(const fs::path& path) {
+util::Status Server::start(const fs::path& path) {
   return impl_->start(path);
 }
 

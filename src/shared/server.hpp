@@ -27,6 +27,7 @@
 #include "shared/protocol.hpp"
 #include "stats/counters.hpp"
 #include "util/log.hpp"
+#include "util/result.hpp"
 
 namespace larder::shared {
 
@@ -53,8 +54,8 @@ class Server {
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
-  // Listens on `path` and starts serving. Returns an empty string on success, else why not.
-  [[nodiscard]] std::string start(const std::filesystem::path& path);
+  // Listens on `path` and starts serving. Returns success, or why not.
+  util::Status start(const std::filesystem::path& path);
   // Answers the requests received whole, then closes everything and removes the socket file.
   // Idempotent.
   void stop();

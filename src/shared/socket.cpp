@@ -98,7 +98,7 @@ IoResult write_exact(int fd, const char* data, std::size_t n, Deadline deadline)
 
 }  // namespace
 
-fs::path socket_path(const fs::path& root, const fs::path& io_root, std::string* error) {
+util::Result<fs::path> socket_path(const fs::path& root, const fs::path& io_root) {
   // Every process must arrive at the same socket: which kind of path is chosen depends only on
   // the length of `root`'s own name.
   if ((root / ".larder.sock").native().size() <= kMaxSocketPath &&
@@ -109,69 +109,57 @@ fs::path socket_path(const fs::path& root, const fs::path& io_root, std::string*
     dir = fs::path(run) / "larder";
   else
     dir = fs::path("/tmp") / fmt::format("larder-{}", ::geteuid());
-  if (auto why = util::create_private_directories(dir); !why.empty()) {
-    *error = why;
-    return {};
-  }
-  if (auto why = util::unsafe_directory_reason(dir); !why.empty()) {
-    *error = fmt::format("socket directory: {}", why);
-    return {};
-  }
+  if (auto made = util::create_private_directories(dir); !made) return util::fail(made.error());
+  if (auto safe = util::check_private_directory(dir); !safe)
+    return util::fail("socket directory: {}", safe.error());
   const std::size_t h = std::hash<std::string>{}(root.native());
   fs::path p = dir / fmt::format("{:016x}.sock", h);
   if (p.native().size() > kMaxSocketPath) {
-    *error = fmt::format("no socket path short enough for {}", root.string());
-    return {};
+    return util::fail("no socket path short enough for {}", root.string());
   }
   return p;
 }
 
-int listen_unix(const fs::path& path, std::string* error) {
+util::Result<int> listen_unix(const fs::path& path) {
   sockaddr_un addr{};
   if (!fill_address(path, &addr)) {
-    *error = fmt::format("socket path too long: {}", path.string());
-    return -1;
+    return util::fail("socket path too long: {}", path.string());
   }
   const int fd = new_socket();
   if (fd < 0) {
-    *error = fmt::format("socket: {}", std::strerror(errno));
-    return -1;
+    return util::fail("socket: {}", std::strerror(errno));
   }
   ::unlink(path.c_str());  // a stale socket of an owner that is gone (we hold the owner lock)
   if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
       ::chmod(path.c_str(), 0600) != 0 || ::listen(fd, 128) != 0) {
-    *error = fmt::format("cannot listen on {}: {}", path.string(), std::strerror(errno));
+    const int err = errno;
     close_socket(fd);
-    return -1;
+    return util::fail("cannot listen on {}: {}", path.string(), std::strerror(err));
   }
   return fd;
 }
 
-int connect_unix(const fs::path& path, Deadline deadline, bool* refused, std::string* error) {
+util::Result<int> connect_unix(const fs::path& path, Deadline deadline, bool* refused) {
   *refused = false;
   sockaddr_un addr{};
   if (!fill_address(path, &addr)) {
-    *error = fmt::format("socket path too long: {}", path.string());
-    return -1;
+    return util::fail("socket path too long: {}", path.string());
   }
   for (auto pause = std::chrono::microseconds(100);; pause *= 2) {
     const int fd = new_socket();
     if (fd < 0) {
-      *error = fmt::format("socket: {}", std::strerror(errno));
-      return -1;
+      return util::fail("socket: {}", std::strerror(errno));
     }
     if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) return fd;
     const int err = errno;
     close_socket(fd);
     if (err == ENOENT || err == ECONNREFUSED) {
       *refused = true;
-      *error = fmt::format("no owner listening on {}", path.string());
-      return -1;
+      return util::fail("no owner listening on {}", path.string());
     }
     // EAGAIN: the owner's backlog is full (it is busy or stopped); retry until the deadline.
     if ((err != EAGAIN && err != EINTR) || std::chrono::steady_clock::now() >= deadline) {
-      *error = fmt::format("cannot connect to {}: {}", path.string(), std::strerror(err));
-      return -1;
+      return util::fail("cannot connect to {}: {}", path.string(), std::strerror(err));
     }
     std::this_thread::sleep_for(std::min(pause, std::chrono::microseconds(10'000)));
   }

@@ -12,6 +12,8 @@
 #include <filesystem>
 #include <string>
 
+#include "util/result.hpp"
+
 namespace larder::shared {
 
 using Deadline = std::chrono::steady_clock::time_point;
@@ -20,17 +22,16 @@ inline constexpr Deadline kNoDeadline = Deadline::max();
 // <io_root>/.larder.sock (io_root: the root pinned open, core::Resolved::io()), or when
 // <root>/.larder.sock is too long for a socket address, a socket named after a hash of the root
 // in a private per-user directory ($XDG_RUNTIME_DIR/larder, else /tmp/larder-<uid>, created 0700
-// and checked to be ours). Empty (and *error) when neither works.
-std::filesystem::path socket_path(const std::filesystem::path& root,
-                                  const std::filesystem::path& io_root, std::string* error);
+// and checked to be ours). Returns the path, or why neither works.
+util::Result<std::filesystem::path> socket_path(const std::filesystem::path& root,
+                                                const std::filesystem::path& io_root);
 
 // Binds and listens on `path` (replacing a stale socket file), mode 0600. Returns the descriptor,
-// or -1 with *error.
-int listen_unix(const std::filesystem::path& path, std::string* error);
-// Connects to `path`. Returns the descriptor, or -1 with *error; *refused is true when nobody
+// or why not.
+util::Result<int> listen_unix(const std::filesystem::path& path);
+// Connects to `path`. Returns the descriptor, or why not; then *refused is true when nobody
 // listens there (no socket file, or connection refused), i.e. there is no owner serving.
-int connect_unix(const std::filesystem::path& path, Deadline deadline, bool* refused,
-                 std::string* error);
+util::Result<int> connect_unix(const std::filesystem::path& path, Deadline deadline, bool* refused);
 // The uid of the process at the other end, or -1.
 long peer_uid(int fd);
 // Closes `fd` (forgetting it for fork).

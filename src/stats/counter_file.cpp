@@ -129,27 +129,23 @@ Snapshot load(const fs::path& dir, std::chrono::system_clock::time_point now,
 
 }  // namespace
 
-std::unique_ptr<CounterFile> CounterFile::create(const fs::path& dir, std::string* error) {
+util::Result<std::unique_ptr<CounterFile>> CounterFile::create(const fs::path& dir) {
   const fs::path stats_dir = dir / kCounterDirName;
-  if (auto why = util::create_private_directories(stats_dir, /*no_symlink=*/true); !why.empty()) {
-    *error = why;
-    return nullptr;
-  }
+  if (auto made = util::create_private_directories(stats_dir, util::Symlinks::refuse); !made)
+    return util::fail(made.error());
   std::unique_ptr<CounterFile> f(new CounterFile());
   f->id_ = new_id();
   // Locked under a temporary name first, so a folder never sees it unlocked and retires it.
   const fs::path tmp = stats_dir / fmt::format(".new-{}", f->id_);
   const fs::path final_path = stats_dir / (f->id_ + kSuffix);
-  if (auto why = f->lock_.open(tmp); !why.empty()) {
-    *error = why;
-    return nullptr;
-  }
+  if (auto opened = f->lock_.open(tmp); !opened) return util::fail(opened.error());
   auto fail = [&](std::string_view step) {
-    *error = fmt::format("counter file {}: {}: {}", tmp.string(), step, std::strerror(errno));
+    util::Failure why =
+        util::fail("counter file {}: {}: {}", tmp.string(), step, std::strerror(errno));
     ::unlink(tmp.c_str());
-    return nullptr;
+    return why;
   };
-  if (!f->lock_.try_lock()) return fail("lock");
+  if (!util::held(f->lock_.try_lock())) return fail("lock");
   if (::ftruncate(f->lock_.fd(), kCounterFileBytes) != 0) return fail("resize");
   Header h{};
   std::memcpy(h.magic, kMagic, sizeof kMagic);
@@ -183,14 +179,14 @@ bool CounterFile::lost() const {
   return map_ != nullptr && util::mapping_lost(map_);
 }
 
-std::string fold_stats(const fs::path& dir, CounterFile* own, FoldMode mode,
-                       std::chrono::system_clock::time_point now,
-                       const std::function<void(Snapshot&)>& update, Snapshot* out,
-                       std::string* warning) {
+util::Status fold_stats(const fs::path& dir, CounterFile* own, FoldMode mode,
+                        std::chrono::system_clock::time_point now,
+                        const std::function<void(Snapshot&)>& update, Snapshot* out,
+                        std::string* warning) {
   util::LockFile lock;
-  if (auto why = lock.open(dir / kStatsLockName); !why.empty()) return why;
+  if (auto opened = lock.open(dir / kStatsLockName); !opened) return opened;
   if (!lock.lock_for(std::chrono::seconds(5)))
-    return fmt::format("timed out waiting for {}", (dir / kStatsLockName).string());
+    return util::fail("timed out waiting for {}", (dir / kStatsLockName).string());
   Snapshot s = load(dir, now, warning);
   std::set<std::string> seen;
   std::vector<fs::path> retired;
@@ -215,8 +211,8 @@ std::string fold_stats(const fs::path& dir, CounterFile* own, FoldMode mode,
       continue;
     }
     util::LockFile other;
-    if (!other.open(f.path, false).empty()) continue;  // removed meanwhile
-    const bool gone = other.try_lock();
+    if (!other.open(f.path, util::Create::no)) continue;  // removed meanwhile
+    const bool gone = util::held(other.try_lock());
     const Mapped m(other.fd());
     if (m.valid()) {
       const CounterValues v = m.values();
@@ -239,28 +235,28 @@ std::string fold_stats(const fs::path& dir, CounterFile* own, FoldMode mode,
   }
   if (update) update(s);
   s.last_updated = util::iso8601_utc(now);
-  if (auto why = save_stats(dir / kStatsFileName, s); !why.empty()) return why;
+  if (auto saved = save_stats(dir / kStatsFileName, s); !saved) return saved;
   // Only after the totals that include them are on disk.
   for (const fs::path& p : retired) ::unlink(p.c_str());
   if (out != nullptr) *out = std::move(s);
   return {};
 }
 
-std::string read_stats(const fs::path& dir, const CounterFile* own, Snapshot* out) {
+util::Status read_stats(const fs::path& dir, const CounterFile* own, Snapshot* out) {
   Snapshot s;
   util::LockFile lock;
-  std::string why;
+  util::Status read;
   std::error_code ec;
   if (fs::exists(dir / kStatsLockName, ec)) {  // else nothing was ever folded
-    why = lock.open(dir / kStatsLockName, false);
-    if (why.empty() && !lock.lock_for(std::chrono::seconds(5), false))
-      why = "timed out waiting for the statistics lock";
+    read = lock.open(dir / kStatsLockName, util::Create::no);
+    if (read && !lock.lock_for(std::chrono::seconds(5), util::LockMode::shared))
+      read = util::fail("timed out waiting for the statistics lock");
   }
-  if (why.empty()) {
+  if (read) {
     std::string error;
     if (load_stats(dir / kStatsFileName, std::chrono::system_clock::now(), &s, &error) ==
         LoadResult::corrupt)
-      why = error;
+      read = util::fail(std::move(error));
   }
   for (const Found& f : counter_files(dir)) {
     const auto it = s.contributors.find(f.id);
@@ -270,36 +266,28 @@ std::string read_stats(const fs::path& dir, const CounterFile* own, Snapshot* ou
       continue;
     }
     util::LockFile other;
-    if (!other.open(f.path, false).empty()) continue;
+    if (!other.open(f.path, util::Create::no)) continue;
     const Mapped m(other.fd());
     if (m.valid() && plausible(m.values())) add_growth(s, m.values(), before);
   }
   *out = std::move(s);
-  return why;
+  return read;
 }
 
-bool decode_counter_file(std::string_view bytes, CounterValues* out, std::string* why) {
-  if (bytes.size() < kCounterOffset + kCounterCount * sizeof(std::uint64_t)) {
-    *why = fmt::format("{} bytes: too short for a counter file", bytes.size());
-    return false;
-  }
+util::Result<CounterValues> decode_counter_file(std::string_view bytes) {
+  if (bytes.size() < kCounterOffset + kCounterCount * sizeof(std::uint64_t))
+    return util::fail("{} bytes: too short for a counter file", bytes.size());
   Header h{};
   std::memcpy(&h, bytes.data(), sizeof h);
   if (std::memcmp(h.magic, kMagic, sizeof kMagic) != 0 || h.format != kCounterFileFormat ||
-      h.count < kCounterCount) {
-    *why = "not a counter file of this format";
-    return false;
-  }
+      h.count < kCounterCount)
+    return util::fail("not a counter file of this format");
   CounterValues v{};
   for (std::size_t i = 0; i < kCounterCount; ++i)
     std::memcpy(&v[i], bytes.data() + kCounterOffset + i * sizeof(std::uint64_t),
                 sizeof(std::uint64_t));
-  if (!plausible(v)) {
-    *why = "implausible counts";
-    return false;
-  }
-  *out = v;
-  return true;
+  if (!plausible(v)) return util::fail("implausible counts");
+  return v;
 }
 
 }  // namespace larder::stats

@@ -36,8 +36,8 @@ inline constexpr std::size_t kCounterOffset = 64;  // header: magic, format, cou
 class CounterFile {
  public:
   // Creates, locks and maps a new counter file in <dir>/.stats (created 0700 if missing).
-  // Returns null and sets *error when that fails.
-  static std::unique_ptr<CounterFile> create(const std::filesystem::path& dir, std::string* error);
+  // Returns it, or why that failed.
+  static util::Result<std::unique_ptr<CounterFile>> create(const std::filesystem::path& dir);
   ~CounterFile();  // unmaps and unlocks; the file stays until folded
   CounterFile(const CounterFile&) = delete;
   CounterFile& operator=(const CounterFile&) = delete;
@@ -67,25 +67,25 @@ enum class FoldMode : std::uint8_t {
 
 // Folds every counter file of `dir` into <dir>/.cache_stats.json (see above) and writes it
 // atomically. `own` (may be null) is the caller's file. `update` (may be empty) may set the
-// entry and byte totals before the write. On success returns an empty string and fills *out (may
-// be null) with what was written; *warning (may be null) says when a corrupt statistics file was
-// moved aside. On failure returns why; nothing was written.
-std::string fold_stats(const std::filesystem::path& dir, CounterFile* own, FoldMode mode,
-                       std::chrono::system_clock::time_point now,
-                       const std::function<void(Snapshot&)>& update, Snapshot* out,
-                       std::string* warning = nullptr);
+// entry and byte totals before the write. On success fills *out (may be null) with what was
+// written; *warning (may be null) says when a corrupt statistics file was moved aside. On failure
+// returns why; nothing was written.
+util::Status fold_stats(const std::filesystem::path& dir, CounterFile* own, FoldMode mode,
+                        std::chrono::system_clock::time_point now,
+                        const std::function<void(Snapshot&)>& update, Snapshot* out,
+                        std::string* warning = nullptr);
 
 // The current totals without writing anything: the file's totals plus every counter file's
-// growth since its last fold. Returns an empty string on success, else why (then *out holds
-// what could be read: at least `own`'s counters).
-std::string read_stats(const std::filesystem::path& dir, const CounterFile* own, Snapshot* out);
+// growth since its last fold, in *out. Returns success, or why not (then *out holds what could
+// be read: at least `own`'s counters).
+util::Status read_stats(const std::filesystem::path& dir, const CounterFile* own, Snapshot* out);
 
 // A counter above this is not believed (no process counts 2^48 operations): a file holding one
 // is damaged or forged and is left out of the statistics.
 inline constexpr std::uint64_t kMaxPlausibleCount = std::uint64_t{1} << 48;
 
-// Decodes the bytes of a counter file (as another process's file is read): false (and *why) for
-// a file that is too short, of another format, or holds implausible counts.
-bool decode_counter_file(std::string_view bytes, CounterValues* out, std::string* why);
+// Decodes the bytes of a counter file (as another process's file is read). Returns its counters,
+// or why not: a file that is too short, of another format, or holds implausible counts.
+util::Result<CounterValues> decode_counter_file(std::string_view bytes);
 
 }  // namespace larder::stats

@@ -110,8 +110,7 @@ std::string to_json(const Snapshot& s) {
 namespace {
 
 // Formats 1 and 2 (cereal's layout: contributors as an array of {"key", "value": {"value0"...}}).
-bool from_cereal_json(const std::string& json, std::uint32_t version, Snapshot* out,
-                      std::string* error) {
+util::Result<Snapshot> from_cereal_json(const std::string& json, std::uint32_t version) {
   try {
     std::istringstream in(json);
     cereal::JSONInputArchive ar(in);
@@ -119,98 +118,78 @@ bool from_cereal_json(const std::string& json, std::uint32_t version, Snapshot* 
     ar(cereal::make_nvp("format_version", ignored));
     Snapshot s;
     fields(ar, s, version);
-    *out = s;
-    return true;
+    return s;
   } catch (const std::exception& e) {
-    *error = fmt::format("malformed statistics file: {}", e.what());
-    return false;
+    return util::fail("malformed statistics file: {}", e.what());
   }
 }
 
 // Counter fields of `object` by name into `values`. A counter the file does not name reads as
 // 0 (a file written before that counter existed); a field that is not an unsigned integer is an
 // error naming it.
-bool read_counters(const rapidjson::Value& object, CounterValues* values, std::string* error) {
+util::Status read_counters(const rapidjson::Value& object, CounterValues* values) {
   for (std::size_t i = 0; i < kCounterCount; ++i) {
     const std::string name(kCounterInfo[i].name);
     (*values)[i] = 0;
     const auto it = object.FindMember(name.c_str());
     if (it == object.MemberEnd()) continue;
-    if (!it->value.IsUint64()) {
-      *error = fmt::format("malformed statistics file: {} is not an unsigned integer", name);
-      return false;
-    }
+    if (!it->value.IsUint64())
+      return util::fail("malformed statistics file: {} is not an unsigned integer", name);
     (*values)[i] = it->value.GetUint64();
   }
-  return true;
+  return {};
 }
 
-bool from_json_v3(const rapidjson::Document& d, Snapshot* out, std::string* error) {
+util::Result<Snapshot> from_json_v3(const rapidjson::Document& d) {
   Snapshot s;
   CounterValues totals{};
-  if (!read_counters(d, &totals, error)) return false;
+  if (auto read = read_counters(d, &totals); !read) return util::fail(read.error());
   Counters::assign(totals, s);
   for (auto [name, field] : {std::pair{"total_entries", &s.total_entries},
                              std::pair{"total_size_bytes", &s.total_size_bytes}}) {
     const auto it = d.FindMember(name);
-    if (it == d.MemberEnd() || !it->value.IsUint64()) {
-      *error =
-          fmt::format("malformed statistics file: {} is missing or not an unsigned integer", name);
-      return false;
-    }
+    if (it == d.MemberEnd() || !it->value.IsUint64())
+      return util::fail("malformed statistics file: {} is missing or not an unsigned integer",
+                        name);
     *field = it->value.GetUint64();
   }
   for (auto [name, field, nullable] : {std::tuple{"last_updated", &s.last_updated, false},
                                        std::tuple{"last_zeroed", &s.last_zeroed, true}}) {
     const auto it = d.FindMember(name);
-    if (it == d.MemberEnd() || !(it->value.IsString() || (nullable && it->value.IsNull()))) {
-      *error = fmt::format("malformed statistics file: {} is missing or not a string", name);
-      return false;
-    }
+    if (it == d.MemberEnd() || !(it->value.IsString() || (nullable && it->value.IsNull())))
+      return util::fail("malformed statistics file: {} is missing or not a string", name);
     if (it->value.IsString()) field->assign(it->value.GetString(), it->value.GetStringLength());
   }
   const auto c = d.FindMember("contributors");
-  if (c == d.MemberEnd() || !c->value.IsObject()) {
-    *error = "malformed statistics file: contributors is missing or not an object";
-    return false;
-  }
+  if (c == d.MemberEnd() || !c->value.IsObject())
+    return util::fail("malformed statistics file: contributors is missing or not an object");
   for (const auto& m : c->value.GetObject()) {
-    if (!m.value.IsObject()) {
-      *error = "malformed statistics file: a contributor is not an object";
-      return false;
-    }
+    if (!m.value.IsObject())
+      return util::fail("malformed statistics file: a contributor is not an object");
     CounterValues v{};
-    if (!read_counters(m.value, &v, error)) return false;
+    if (auto read = read_counters(m.value, &v); !read) return util::fail(read.error());
     s.contributors[std::string(m.name.GetString(), m.name.GetStringLength())] = v;
   }
-  *out = std::move(s);
-  return true;
+  return s;
 }
 
 }  // namespace
 
-bool from_json(const std::string& json, Snapshot* out, std::string* error) {
-  if (const char* why = unexpected_shape(json)) {
-    *error = fmt::format("malformed statistics file: {}", why);
-    return false;
-  }
+util::Result<Snapshot> from_json(const std::string& json) {
+  if (const char* why = unexpected_shape(json))
+    return util::fail("malformed statistics file: {}", why);
   rapidjson::Document d;
   d.Parse<rapidjson::kParseDefaultFlags | rapidjson::kParseIterativeFlag>(json.data(), json.size());
-  if (d.HasParseError() || !d.IsObject()) {
-    *error = "malformed statistics file: not a JSON object";
-    return false;
-  }
+  if (d.HasParseError() || !d.IsObject())
+    return util::fail("malformed statistics file: not a JSON object");
   const auto v = d.FindMember("format_version");
-  if (v == d.MemberEnd() || !v->value.IsUint()) {
-    *error = "malformed statistics file: format_version is missing or not an unsigned integer";
-    return false;
-  }
+  if (v == d.MemberEnd() || !v->value.IsUint())
+    return util::fail(
+        "malformed statistics file: format_version is missing or not an unsigned integer");
   const std::uint32_t version = v->value.GetUint();
-  if (version < 1 || version > kStatsFormat) {
-    *error = fmt::format("unknown statistics format_version {}", version);
-    return false;
-  }
-  return version >= 3 ? from_json_v3(d, out, error) : from_cereal_json(json, version, out, error);
+  if (version < 1 || version > kStatsFormat)
+    return util::fail("unknown statistics format_version {}", version);
+  return version >= 3 ? from_json_v3(d) : from_cereal_json(json, version);
 }
 
 LoadResult load_stats(const std::filesystem::path& path, std::chrono::system_clock::time_point now,
@@ -218,12 +197,15 @@ LoadResult load_stats(const std::filesystem::path& path, std::chrono::system_clo
   *out = {};
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) return LoadResult::missing;
-  std::string content;
   std::string why;
-  if (util::read_cache_file(path, kMaxStatsFileBytes, &content, &why) &&
-      from_json(content, out, &why))
+  if (auto content = util::read_cache_file(path, kMaxStatsFileBytes); !content) {
+    why = content.error();
+  } else if (auto snapshot = from_json(*content); !snapshot) {
+    why = snapshot.error();
+  } else {
+    *out = std::move(*snapshot);
     return LoadResult::loaded;
-  *out = {};
+  }
   const auto aside = util::move_aside(path, ".corrupt-", now);
   *error = fmt::format("{}: {}; {}", path.string(), why,
                        aside.empty() ? std::string("could not move it aside")
@@ -231,7 +213,7 @@ LoadResult load_stats(const std::filesystem::path& path, std::chrono::system_clo
   return LoadResult::corrupt;
 }
 
-std::string save_stats(const std::filesystem::path& path, const Snapshot& s) {
+util::Status save_stats(const std::filesystem::path& path, const Snapshot& s) {
   return util::atomic_write_file(path, to_json(s));
 }
 

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "stats/counters.hpp"
+#include "util/result.hpp"
 
 namespace larder::stats {
 
@@ -30,19 +31,19 @@ struct Snapshot {
 };
 
 std::string to_json(const Snapshot& s);
-// False (and *error says why) when `json` is not a statistics file of a known format.
-bool from_json(const std::string& json, Snapshot* out, std::string* error);
+// The snapshot `json` holds, or why it is not a statistics file of a known format.
+util::Result<Snapshot> from_json(const std::string& json);
 
 // A statistics file larger than this is not read (treated as corrupt): it is a few KB per
 // thousand categories, and a planted /dev/zero or huge file must not be read into memory.
 inline constexpr std::size_t kMaxStatsFileBytes = 16u << 20;
 
-enum class LoadResult : std::uint8_t { loaded, missing, corrupt };
+enum class [[nodiscard]] LoadResult : std::uint8_t{loaded, missing, corrupt};
 // Loads `path`. A corrupt or unreadable file is renamed to "<path>.corrupt-<timestamp>" and
 // *error says what was wrong; *out is then left zeroed.
 LoadResult load_stats(const std::filesystem::path& path, std::chrono::system_clock::time_point now,
                       Snapshot* out, std::string* error);
-// Writes atomically. Returns an empty string on success, else why it failed.
-std::string save_stats(const std::filesystem::path& path, const Snapshot& s);
+// Writes atomically. Returns success, or why it failed.
+util::Status save_stats(const std::filesystem::path& path, const Snapshot& s);
 
 }  // namespace larder::stats

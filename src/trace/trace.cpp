@@ -55,13 +55,12 @@ std::uint32_t le32(const unsigned char* p) {
 
 }  // namespace
 
-bool read_csv(std::istream& in, Trace* out, std::string* error) {
+util::Result<Trace> read_csv(std::istream& in) {
   Trace t;
   std::unordered_map<std::string, bool> seen;
   std::string line;
   if (!std::getline(in, line)) {
-    *error = "line 1: empty file (expected the header timestamp,key,size)";
-    return false;
+    return util::fail("line 1: empty file (expected the header timestamp,key,size)");
   }
   const auto header = split(line);
   int ts_col = -1, key_col = -1, size_col = -1;
@@ -72,9 +71,8 @@ bool read_csv(std::istream& in, Trace* out, std::string* error) {
     if (name == "size") size_col = static_cast<int>(i);
   }
   if (ts_col < 0 || key_col < 0 || size_col < 0) {
-    *error = fmt::format("line 1: header must name the columns timestamp, key and size (got '{}')",
-                         trim(line));
-    return false;
+    return util::fail("line 1: header must name the columns timestamp, key and size (got '{}')",
+                      trim(line));
   }
   const auto needed = static_cast<std::size_t>(std::max({ts_col, key_col, size_col})) + 1;
   std::uint64_t number = 1;
@@ -83,42 +81,36 @@ bool read_csv(std::istream& in, Trace* out, std::string* error) {
     if (trim(line).empty()) continue;
     const auto fields = split(line);
     if (fields.size() < needed) {
-      *error = fmt::format("line {}: expected {} fields, found {}", number, header.size(),
-                           fields.size());
-      return false;
+      return util::fail("line {}: expected {} fields, found {}", number, header.size(),
+                        fields.size());
     }
     const auto ts = trim(fields[static_cast<std::size_t>(ts_col)]);
     double ts_value = 0;
     if (auto [p, ec] = std::from_chars(ts.data(), ts.data() + ts.size(), ts_value);
         ts.empty() || ec != std::errc() || p != ts.data() + ts.size()) {
-      *error = fmt::format("line {}: timestamp '{}' is not a number", number, ts);
-      return false;
+      return util::fail("line {}: timestamp '{}' is not a number", number, ts);
     }
     const auto key = trim(fields[static_cast<std::size_t>(key_col)]);
     if (!core::valid_key(key)) {
-      *error = fmt::format("line {}: key is empty or longer than {} bytes", number, kMaxKeyBytes);
-      return false;
+      return util::fail("line {}: key is empty or longer than {} bytes", number, kMaxKeyBytes);
     }
     const auto size_text = trim(fields[static_cast<std::size_t>(size_col)]);
     std::uint32_t size = 0;
     if (auto [p, ec] = std::from_chars(size_text.data(), size_text.data() + size_text.size(), size);
         size_text.empty() || ec != std::errc() || p != size_text.data() + size_text.size()) {
-      *error = fmt::format("line {}: size '{}' is not a whole number of bytes below 4 GiB", number,
-                           size_text);
-      return false;
+      return util::fail("line {}: size '{}' is not a whole number of bytes below 4 GiB", number,
+                        size_text);
     }
     add(&t, seen, std::string(key), size);
   }
-  *out = std::move(t);
-  return true;
+  return t;
 }
 
-bool read_oracle_general(std::string_view bytes, Trace* out, std::string* error) {
+util::Result<Trace> read_oracle_general(std::string_view bytes) {
   constexpr std::size_t kRecord = 24;
   if (bytes.size() % kRecord != 0) {
-    *error = fmt::format("record {}: truncated ({} of {} bytes)", bytes.size() / kRecord + 1,
-                         bytes.size() % kRecord, kRecord);
-    return false;
+    return util::fail("record {}: truncated ({} of {} bytes)", bytes.size() / kRecord + 1,
+                      bytes.size() % kRecord, kRecord);
   }
   Trace t;
   std::unordered_map<std::string, bool> seen;
@@ -129,8 +121,7 @@ bool read_oracle_general(std::string_view bytes, Trace* out, std::string* error)
     std::string key(reinterpret_cast<const char*>(p + 4), 8);
     add(&t, seen, std::move(key), le32(p + 12));
   }
-  *out = std::move(t);
-  return true;
+  return t;
 }
 
 bool zstd_supported() {
@@ -143,7 +134,8 @@ bool zstd_supported() {
 
 namespace {
 
-bool decompress(std::string_view in, std::string* out, std::string* error) {
+util::Result<std::string> decompress(std::string_view in) {
+  std::string out;
 #ifdef LARDER_HAVE_ZSTD
   ZSTD_DStream* ds = ZSTD_createDStream();
   ZSTD_initDStream(ds);
@@ -154,53 +146,42 @@ bool decompress(std::string_view in, std::string* out, std::string* error) {
     ZSTD_outBuffer output{buffer.data(), buffer.size(), 0};
     last = ZSTD_decompressStream(ds, &output, &input);
     if (ZSTD_isError(last)) {
-      *error = fmt::format("zstd: {}", ZSTD_getErrorName(last));
       ZSTD_freeDStream(ds);
-      return false;
+      return util::fail("zstd: {}", ZSTD_getErrorName(last));
     }
-    out->append(buffer.data(), output.pos);
+    out.append(buffer.data(), output.pos);
   }
   ZSTD_freeDStream(ds);
-  if (last != 0) {
-    *error = "zstd: the compressed data ends in the middle of a frame";
-    return false;
-  }
-  return true;
+  if (last != 0) return util::fail("zstd: the compressed data ends in the middle of a frame");
+  return out;
 #else
   (void)in;
   (void)out;
-  *error = "this build of larder has no zstd support (install libzstd-dev and rebuild)";
-  return false;
+  return util::fail("this build of larder has no zstd support (install libzstd-dev and rebuild)");
 #endif
 }
 
 }  // namespace
 
-bool load(const std::filesystem::path& path, Trace* out, std::string* error) {
-  std::string bytes, why;
-  if (!util::read_file(path, &bytes, &why)) {
-    *error = why;
-    return false;
-  }
+util::Result<Trace> load(const std::filesystem::path& path) {
+  auto bytes = util::read_file(path);
+  if (!bytes) return util::fail(bytes.error());
   std::filesystem::path name = path;
   if (name.extension() == ".zst") {
-    std::string plain;
-    if (!decompress(bytes, &plain, &why)) {
-      *error = fmt::format("{}: {}", path.string(), why);
-      return false;
-    }
-    bytes = std::move(plain);
+    auto plain = decompress(*bytes);
+    if (!plain) return util::fail("{}: {}", path.string(), plain.error());
+    *bytes = std::move(*plain);
     name = name.stem();
   }
-  bool ok = false;
+  util::Result<Trace> t = util::fail("");
   if (name.extension() == ".csv") {
-    std::istringstream in(bytes);
-    ok = read_csv(in, out, &why);
+    std::istringstream in(*bytes);
+    t = read_csv(in);
   } else {
-    ok = read_oracle_general(bytes, out, &why);
+    t = read_oracle_general(*bytes);
   }
-  if (!ok) *error = fmt::format("{}: {}", path.string(), why);
-  return ok;
+  if (!t) return util::fail("{}: {}", path.string(), t.error());
+  return t;
 }
 
 double Result::miss_ratio() const {

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "larder/larder.hpp"
+#include "util/result.hpp"
 
 namespace larder::trace {
 
@@ -34,14 +35,14 @@ struct Trace {
 
 enum class Format : std::uint8_t { csv = 0, oracle_general = 1 };
 
-// Parses a CSV trace from `in`. False and *error (with the line number) on malformed input.
-bool read_csv(std::istream& in, Trace* out, std::string* error);
-// Parses oracleGeneral records from `bytes`. False and *error (record number) when the data is
-// not a whole number of records.
-bool read_oracle_general(std::string_view bytes, Trace* out, std::string* error);
+// Parses a CSV trace from `in`. Returns the trace, or what is malformed (with the line number).
+util::Result<Trace> read_csv(std::istream& in);
+// Parses oracleGeneral records from `bytes`. Returns the trace, or why not (the record number)
+// when the data is not a whole number of records.
+util::Result<Trace> read_oracle_general(std::string_view bytes);
 // Loads `path`: the format from the name (.csv; .oracleGeneral, .bin or anything else binary;
-// a trailing .zst is decompressed). False and *error naming the file on failure.
-bool load(const std::filesystem::path& path, Trace* out, std::string* error);
+// a trailing .zst is decompressed). Returns the trace, or why not (naming the file).
+util::Result<Trace> load(const std::filesystem::path& path);
 // Whether .zst input is supported in this build.
 bool zstd_supported();
 

@@ -37,12 +37,9 @@ bool write_all(int fd, std::string_view data) {
 }
 }  // namespace
 
-std::shared_ptr<const PinnedDir> PinnedDir::open(const fs::path& dir, std::string* error) {
+Result<std::shared_ptr<const PinnedDir>> PinnedDir::open(const fs::path& dir) {
   const int fd = ::open(dir.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) {
-    *error = fmt::format("cannot open {}: {}", dir.string(), errno_text(errno));
-    return nullptr;
-  }
+  if (fd < 0) return fail("cannot open {}: {}", dir.string(), errno_text(errno));
   std::shared_ptr<PinnedDir> p(new PinnedDir());
   p->fd_ = fd;
   p->dir_ = dir;
@@ -55,32 +52,32 @@ std::shared_ptr<const PinnedDir> PinnedDir::open(const fs::path& dir, std::strin
     p->path_ = via;
   else
     p->path_ = dir;
-  return p;
+  return std::shared_ptr<const PinnedDir>(std::move(p));
 }
 
 PinnedDir::~PinnedDir() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-std::string atomic_write_file(const fs::path& path, std::string_view content) {
+Status atomic_write_file(const fs::path& path, std::string_view content) {
   static std::atomic<unsigned> sequence{0};
   const fs::path tmp = path.string() + fmt::format(".tmp.{}.{}", ::getpid(), sequence.fetch_add(1));
   // O_EXCL | O_NOFOLLOW: never write through a file or symlink planted under the temporary name.
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0 && errno == EEXIST && ::unlink(tmp.c_str()) == 0)
     fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd < 0) return fmt::format("cannot create {}: {}", tmp.string(), errno_text(errno));
+  if (fd < 0) return fail("cannot create {}: {}", tmp.string(), errno_text(errno));
   if (!write_all(fd, content) || ::fsync(fd) != 0) {
     const int err = errno;
     ::close(fd);
     ::unlink(tmp.c_str());
-    return fmt::format("cannot write {}: {}", tmp.string(), errno_text(err));
+    return fail("cannot write {}: {}", tmp.string(), errno_text(err));
   }
   ::close(fd);
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     const int err = errno;
     ::unlink(tmp.c_str());
-    return fmt::format("cannot rename {} to {}: {}", tmp.string(), path.string(), errno_text(err));
+    return fail("cannot rename {} to {}: {}", tmp.string(), path.string(), errno_text(err));
   }
   const int dfd = ::open(path.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
@@ -90,60 +87,47 @@ std::string atomic_write_file(const fs::path& path, std::string_view content) {
   return {};
 }
 
-bool read_file(const fs::path& path, std::string* content, std::string* error) {
+Result<std::string> read_file(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    *error = fmt::format("cannot open {}: {}", path.string(), errno_text(errno));
-    return false;
-  }
+  if (!in) return fail("cannot open {}: {}", path.string(), errno_text(errno));
   std::ostringstream buffer;
   buffer << in.rdbuf();
-  if (in.bad()) {
-    *error = fmt::format("cannot read {}", path.string());
-    return false;
-  }
-  *content = std::move(buffer).str();
-  return true;
+  if (in.bad()) return fail("cannot read {}", path.string());
+  return std::move(buffer).str();
 }
 
-int open_cache_file(const fs::path& path, bool create, std::string* error) {
+Result<int> open_cache_file(const fs::path& path, Create create) {
   const int fd = ::open(
-      path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | (create ? O_CREAT : 0), 0600);
-  if (fd < 0) {
-    *error = fmt::format("cannot open {}: {}", path.string(),
-                         errno == ELOOP ? "it is a symlink" : errno_text(errno));
-    return -1;
-  }
+      path.c_str(),
+      O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | (create == Create::if_missing ? O_CREAT : 0),
+      0600);
+  if (fd < 0)
+    return fail("cannot open {}: {}", path.string(),
+                errno == ELOOP ? "it is a symlink" : errno_text(errno));
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);
-    *error = fmt::format("cannot use {}: not a regular file", path.string());
-    return -1;
+    return fail("cannot use {}: not a regular file", path.string());
   }
   const int flags = ::fcntl(fd, F_GETFL);
   if (flags >= 0) ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
   return fd;
 }
 
-bool read_cache_file(const fs::path& path, std::size_t max_bytes, std::string* content,
-                     std::string* error) {
+Result<std::string> read_cache_file(const fs::path& path, std::size_t max_bytes) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-  if (fd < 0) {
-    *error = fmt::format("cannot open {}: {}", path.string(),
-                         errno == ELOOP ? "it is a symlink" : errno_text(errno));
-    return false;
-  }
+  if (fd < 0)
+    return fail("cannot open {}: {}", path.string(),
+                errno == ELOOP ? "it is a symlink" : errno_text(errno));
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);
-    *error = fmt::format("cannot read {}: not a regular file", path.string());
-    return false;
+    return fail("cannot read {}: not a regular file", path.string());
   }
   if (static_cast<std::uint64_t>(st.st_size) > max_bytes) {
     ::close(fd);
-    *error = fmt::format("{} is {} bytes, more than the {} such a file may have", path.string(),
-                         st.st_size, max_bytes);
-    return false;
+    return fail("{} is {} bytes, more than the {} such a file may have", path.string(), st.st_size,
+                max_bytes);
   }
   std::string out;
   char buffer[65536];
@@ -153,39 +137,33 @@ bool read_cache_file(const fs::path& path, std::size_t max_bytes, std::string* c
     if (n < 0) {
       const int err = errno;
       ::close(fd);
-      *error = fmt::format("cannot read {}: {}", path.string(), errno_text(err));
-      return false;
+      return fail("cannot read {}: {}", path.string(), errno_text(err));
     }
     if (n == 0) break;
     if (out.size() + static_cast<std::size_t>(n) > max_bytes) {  // grew while being read
       ::close(fd);
-      *error = fmt::format("{} is larger than the {} bytes such a file may have", path.string(),
-                           max_bytes);
-      return false;
+      return fail("{} is larger than the {} bytes such a file may have", path.string(), max_bytes);
     }
     out.append(buffer, static_cast<std::size_t>(n));
   }
   ::close(fd);
-  *content = std::move(out);
-  return true;
+  return out;
 }
 
-std::string create_private_directories(const fs::path& dir, bool no_symlink) {
+Status create_private_directories(const fs::path& dir, Symlinks symlinks) {
+  const bool no_symlink = symlinks == Symlinks::refuse;
   std::error_code ec;
   if (no_symlink && fs::is_symlink(dir, ec))
-    return fmt::format("{} is a symlink; larder does not follow symlinks inside a cache",
-                       dir.string());
+    return fail("{} is a symlink; larder does not follow symlinks inside a cache", dir.string());
   if (fs::is_directory(dir, ec)) return {};
   if (!dir.has_parent_path() || dir.parent_path() == dir)
-    return fmt::format("cannot create {}", dir.string());
-  if (auto why = create_private_directories(dir.parent_path()); !why.empty()) return why;
+    return fail("cannot create {}", dir.string());
+  if (auto made = create_private_directories(dir.parent_path()); !made) return made;
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
-    return fmt::format("cannot create directory {}: {}", dir.string(), errno_text(errno));
+    return fail("cannot create directory {}: {}", dir.string(), errno_text(errno));
   if (no_symlink && fs::is_symlink(dir, ec))
-    return fmt::format("{} is a symlink; larder does not follow symlinks inside a cache",
-                       dir.string());
-  if (!fs::is_directory(dir, ec))
-    return fmt::format("{} exists and is not a directory", dir.string());
+    return fail("{} is a symlink; larder does not follow symlinks inside a cache", dir.string());
+  if (!fs::is_directory(dir, ec)) return fail("{} exists and is not a directory", dir.string());
   return {};
 }
 
@@ -239,18 +217,17 @@ std::string unsafe_ancestors(const fs::path& dir) {
 
 }  // namespace
 
-std::string unsafe_directory_reason(const fs::path& dir) {
-  if (auto why = unsafe_ancestors(dir); !why.empty()) return why;
+Status check_private_directory(const fs::path& dir) {
+  if (auto why = unsafe_ancestors(dir); !why.empty()) return fail(std::move(why));
   struct stat st {};
   if (::stat(dir.c_str(), &st) != 0) return {};
   // Not a directory: not a question of safety; creating the cache there fails and degrades.
   if (!S_ISDIR(st.st_mode)) return {};
   if (st.st_uid != ::geteuid())
-    return fmt::format("{} is owned by uid {}, not by this user (uid {})", dir.string(), st.st_uid,
-                       ::geteuid());
+    return fail("{} is owned by uid {}, not by this user (uid {})", dir.string(), st.st_uid,
+                ::geteuid());
   if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0)
-    return fmt::format("{} is writable by group or others (mode {:o})", dir.string(),
-                       st.st_mode & 07777);
+    return fail("{} is writable by group or others (mode {:o})", dir.string(), st.st_mode & 07777);
   return {};
 }
 

@@ -4,10 +4,13 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <string>
 #include <string_view>
+
+#include "util/result.hpp"
 
 namespace larder::util {
 
@@ -16,10 +19,9 @@ namespace larder::util {
 // its name is renamed, replaced or repointed later. Without /proc, path() is the name as given.
 class PinnedDir {
  public:
-  // Opens `dir`, which must be a directory and not a symlink. Returns nullptr (and *error says
-  // why) when it cannot be opened.
-  static std::shared_ptr<const PinnedDir> open(const std::filesystem::path& dir,
-                                               std::string* error);
+  // Opens `dir`, which must be a directory and not a symlink. Returns the pin, or why it cannot
+  // be opened.
+  static Result<std::shared_ptr<const PinnedDir>> open(const std::filesystem::path& dir);
   ~PinnedDir();
   PinnedDir(const PinnedDir&) = delete;
   PinnedDir& operator=(const PinnedDir&) = delete;
@@ -33,32 +35,34 @@ class PinnedDir {
 };
 
 // Writes `content` to a temporary file beside `path`, fsyncs it, renames it over `path` and fsyncs
-// the directory. Returns an empty string on success, else a message naming the failing step.
-std::string atomic_write_file(const std::filesystem::path& path, std::string_view content);
+// the directory. Returns success, or a message naming the failing step.
+Status atomic_write_file(const std::filesystem::path& path, std::string_view content);
 
-// Reads a whole file. Returns false (and sets *error) when it cannot be read.
-bool read_file(const std::filesystem::path& path, std::string* content, std::string* error);
+// Reads a whole file. Returns its content, or why it cannot be read.
+Result<std::string> read_file(const std::filesystem::path& path);
 
 // Reads a file of the cache itself: never through a symlink, never a FIFO or device (opened
-// non-blocking, must be a regular file), at most `max_bytes`. Returns false (and *error says
-// why) otherwise.
-bool read_cache_file(const std::filesystem::path& path, std::size_t max_bytes, std::string* content,
-                     std::string* error);
+// non-blocking, must be a regular file), at most `max_bytes`. Returns the content, or why not.
+Result<std::string> read_cache_file(const std::filesystem::path& path, std::size_t max_bytes);
+
+enum class Create : std::uint8_t { no, if_missing };
 // Opens a file of the cache itself for reading and writing: O_NOFOLLOW (a symlink planted in
 // its place is refused), non-blocking open (a FIFO cannot hang it), and it must be a regular
-// file. Returns the descriptor (close-on-exec, blocking again), or -1 with *error.
-int open_cache_file(const std::filesystem::path& path, bool create, std::string* error);
-// Creates `dir` and missing parents with mode 0700. With `no_symlink`, `dir` itself must be a
-// real directory, not a symlink (for directories inside a cache). Returns an empty string on
-// success, else why.
-std::string create_private_directories(const std::filesystem::path& dir, bool no_symlink = false);
+// file. Returns the descriptor (close-on-exec, blocking again; the caller closes it), or why not.
+Result<int> open_cache_file(const std::filesystem::path& path, Create create);
 
-// Why `dir` must not hold a cache: owned by another user or writable by group/others, or a
-// directory on the way to it (as written, and with symlinks resolved) lets another user replace
-// what follows: owned by another user than us or root, or writable by group/others unless it is
-// sticky and the next component is ours (the rule of ssh's StrictModes). Empty when it is safe
-// (or does not exist yet).
-std::string unsafe_directory_reason(const std::filesystem::path& dir);
+enum class Symlinks : std::uint8_t { allow, refuse };
+// Creates `dir` and missing parents with mode 0700. With Symlinks::refuse, `dir` itself must be
+// a real directory, not a symlink (for directories inside a cache). Returns success or why not.
+Status create_private_directories(const std::filesystem::path& dir,
+                                  Symlinks symlinks = Symlinks::allow);
+
+// Whether `dir` may hold a cache. Fails (saying why) when it is owned by another user or writable
+// by group/others, or when a directory on the way to it (as written, and with symlinks resolved)
+// lets another user replace what follows: owned by another user than us or root, or writable by
+// group/others unless it is sticky and the next component is ours (the rule of ssh's
+// StrictModes). Succeeds when it is safe or does not exist yet.
+Status check_private_directory(const std::filesystem::path& dir);
 
 // "20261121T045700Z" for the given time: used in names of files and directories set aside.
 std::string compact_utc_timestamp(std::chrono::system_clock::time_point t);

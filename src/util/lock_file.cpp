@@ -35,35 +35,34 @@ LockFile& LockFile::operator=(LockFile&& other) noexcept {
   return *this;
 }
 
-std::string LockFile::open(const std::filesystem::path& path, bool create) {
+Status LockFile::open(const std::filesystem::path& path, Create create) {
   close();
   path_ = path;
-  std::string error;
-  fd_ = open_cache_file(path, create, &error);  // no symlinks, FIFOs or directories
-  if (fd_ < 0) return error;
+  auto fd = open_cache_file(path, create);  // no symlinks, FIFOs or directories
+  if (!fd) return fd.status();
+  fd_ = *fd;
   close_in_forked_child(fd_);
   return {};
 }
 
-bool LockFile::try_lock(bool exclusive, std::string* error) {
-  if (fd_ < 0) return false;
+Result<bool> LockFile::try_lock(LockMode mode) {
+  if (fd_ < 0) return fail("cannot lock {}: not open", path_.string());
   for (;;) {
-    if (::flock(fd_, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0) {
+    if (::flock(fd_, (mode == LockMode::exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0) {
       locked_ = true;
       return true;
     }
     if (errno == EINTR) continue;
-    if (errno != EWOULDBLOCK && error != nullptr)
-      *error = fmt::format("cannot lock {}: {}", path_.string(), std::strerror(errno));
-    return false;
+    if (errno == EWOULDBLOCK) return false;
+    return fail("cannot lock {}: {}", path_.string(), std::strerror(errno));
   }
 }
 
-bool LockFile::lock_for(std::chrono::milliseconds timeout, bool exclusive) {
+bool LockFile::lock_for(std::chrono::milliseconds timeout, LockMode mode) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   auto pause = std::chrono::microseconds(200);
   for (;;) {
-    if (try_lock(exclusive)) return true;
+    if (held(try_lock(mode))) return true;
     if (std::chrono::steady_clock::now() >= deadline) return false;
     std::this_thread::sleep_for(pause);
     pause = std::min(pause * 2, std::chrono::microseconds(5000));
@@ -75,11 +74,11 @@ void LockFile::unlock() {
   locked_ = false;
 }
 
-std::string LockFile::write_content(std::string_view content) {
-  if (fd_ < 0) return "not open";
+Status LockFile::write_content(std::string_view content) {
+  if (fd_ < 0) return fail("cannot write {}: not open", path_.string());
   if (::ftruncate(fd_, 0) != 0 ||
       ::pwrite(fd_, content.data(), content.size(), 0) != static_cast<ssize_t>(content.size()))
-    return fmt::format("cannot write {}: {}", path_.string(), std::strerror(errno));
+    return fail("cannot write {}: {}", path_.string(), std::strerror(errno));
   return {};
 }
 

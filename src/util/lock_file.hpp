@@ -9,10 +9,22 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <string>
 
+#include "util/fs.hpp"
+#include "util/result.hpp"
+
 namespace larder::util {
+
+enum class LockMode : std::uint8_t { shared, exclusive };
+
+class LockFile;
+// True when `taken` says the lock was taken (false when another holder has it or on error).
+inline bool held(const Result<bool>& taken) {
+  return taken.ok() && *taken;
+}
 
 class LockFile {
  public:
@@ -23,23 +35,24 @@ class LockFile {
   LockFile(const LockFile&) = delete;
   LockFile& operator=(const LockFile&) = delete;
 
-  // Opens `path` (creating it with mode 0600 unless `create` is false). Returns an empty string
-  // on success, else why it failed. Takes no lock.
-  std::string open(const std::filesystem::path& path, bool create = true);
+  // Opens `path` (Create::if_missing: creating it with mode 0600). Returns success or why it
+  // failed. Takes no lock.
+  Status open(const std::filesystem::path& path, Create create = Create::if_missing);
   bool is_open() const { return fd_ >= 0; }
   int fd() const { return fd_; }
   const std::filesystem::path& path() const { return path_; }
 
-  // Takes the lock without waiting. True when taken; false when another open file holds it (or
-  // on error: *error says why when given).
-  bool try_lock(bool exclusive = true, std::string* error = nullptr);
+  // Takes the lock without waiting. Returns true when taken, false when another open file holds
+  // it, or why it could not be tried (not open, flock failed). held() folds both into a bool.
+  Result<bool> try_lock(LockMode mode = LockMode::exclusive);
   // Takes the lock, retrying until `timeout` has passed. True when taken.
-  bool lock_for(std::chrono::milliseconds timeout, bool exclusive = true);
+  [[nodiscard]] bool lock_for(std::chrono::milliseconds timeout,
+                              LockMode mode = LockMode::exclusive);
   void unlock();
   bool locked() const { return locked_; }
 
-  // Replaces the file's content (e.g. the holder's pid); empty string on success, else why.
-  std::string write_content(std::string_view content);
+  // Replaces the file's content (e.g. the holder's pid). Returns success or why not.
+  Status write_content(std::string_view content);
   // The file's content (at most 4 KiB); empty when unreadable.
   std::string read_content() const;
 

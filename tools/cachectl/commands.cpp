@@ -24,7 +24,7 @@ namespace cachectl {
 
 namespace {
 
-using larder::core::AdminOp;
+using larder::core::AdminCommand;
 using larder::core::AdminResult;
 using Clock = std::chrono::system_clock;
 
@@ -92,13 +92,12 @@ std::optional<Clock::time_point> parse_iso(const std::string& s) {
 
 // The statistics file as last written (read only: never moved aside from here).
 std::optional<larder::stats::Snapshot> read_snapshot(const fs::path& dir) {
-  std::string content, why;
-  larder::stats::Snapshot snap;
-  if (!larder::util::read_cache_file(dir / larder::stats::kStatsFileName,
-                                     larder::stats::kMaxStatsFileBytes, &content, &why) ||
-      !larder::stats::from_json(content, &snap, &why))
-    return std::nullopt;
-  return snap;
+  auto content = larder::util::read_cache_file(dir / larder::stats::kStatsFileName,
+                                               larder::stats::kMaxStatsFileBytes);
+  if (!content) return std::nullopt;
+  auto snap = larder::stats::from_json(*content);
+  if (!snap) return std::nullopt;
+  return std::move(*snap);
 }
 
 struct Disk {
@@ -138,7 +137,7 @@ std::string setting(const Session& s, const std::string& name) {
 // The owner's pid of a shared cache as its lock file names it ("" when unknown).
 std::string lock_holder(const fs::path& root) {
   larder::util::LockFile lock;
-  if (!lock.open(root / ".larder.lock", false).empty()) return {};
+  if (!lock.open(root / ".larder.lock", larder::util::Create::no)) return {};
   return lock.read_content();
 }
 
@@ -414,7 +413,7 @@ int cmd_stats(const Globals& g, const std::string& format, bool zero) {
   Session s = open_session(g, loc);
   if (zero) {
     s.require_writable("zero the statistics");
-    AdminResult r = s.service->admin(AdminOp::zero_stats, 0);
+    AdminResult r = s.service->admin(AdminCommand::zero_stats, 0);
     if (!r.ok) throw Failure{kExitNoCache, fmt::format("cannot zero the statistics: {}", r.error)};
     info(g, "statistics zeroed");
   }
@@ -646,9 +645,10 @@ int cmd_set(const Globals& g, const SetOptions& o) {
   } else if (o.file == "-") {
     q.value.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
   } else {
-    std::string why;
-    if (!larder::util::read_file(o.file, &q.value, &why))
-      throw Failure{kExitUsage, fmt::format("cannot read --file {}: {}", o.file, why)};
+    auto content = larder::util::read_file(o.file);
+    if (!content)
+      throw Failure{kExitUsage, fmt::format("cannot read --file {}: {}", o.file, content.error())};
+    q.value = std::move(*content);
   }
   Session s = open_session(g, locate(g, true));
   s.require_writable("set an entry");
@@ -760,7 +760,7 @@ int cmd_evict_older_than(const Globals& g, const std::string& age) {
   AdminResult r;
   {
     Progress p("evicting", 0, progress_wanted(g));
-    r = s.service->admin(AdminOp::evict_older_than, *seconds);
+    r = s.service->admin(AdminCommand::evict_older_than, *seconds);
   }
   if (!r.ok) throw Failure{kExitNoCache, fmt::format("evict-older-than failed: {}", r.error)};
   return print_count(g, "evicted", r.count,
@@ -775,7 +775,7 @@ int cmd_compact(const Globals& g) {
   AdminResult r;
   {
     Progress p("compacting", 0, progress_wanted(g));
-    r = s.service->admin(AdminOp::compact, 0);
+    r = s.service->admin(AdminCommand::compact, 0);
   }
   if (!r.ok) throw Failure{kExitNoCache, fmt::format("compaction failed: {}", r.error)};
   const Disk after = disk_usage(s.dir / "db");
@@ -836,13 +836,13 @@ int cmd_verify(const Globals& g, bool repair) {
   AdminResult found;
   {
     Progress p("verifying", 0, progress_wanted(g));
-    found = s.service->admin(AdminOp::verify, 0);
+    found = s.service->admin(AdminCommand::verify, 0);
   }
   if (!found.ok) throw Failure{kExitNoCache, fmt::format("verify failed: {}", found.error)};
   AdminResult after;
   if (repair && found.count > 0) {
     Progress p("repairing", 0, progress_wanted(g));
-    after = s.service->admin(AdminOp::repair, 0);
+    after = s.service->admin(AdminCommand::repair, 0);
     if (!after.ok) throw Failure{kExitNoCache, fmt::format("repair failed: {}", after.error)};
   }
   const std::uint64_t left = repair && found.count > 0 ? after.count : found.count;
@@ -1002,11 +1002,14 @@ larder::core::SetRequest parse_line(const std::string& where, const std::string&
 }  // namespace
 
 int cmd_import(const Globals& g, const std::string& file) {
-  std::string content, why;
-  if (file == "-")
+  std::string content;
+  if (file == "-") {
     content.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
-  else if (!larder::util::read_file(file, &content, &why))
-    throw Failure{kExitUsage, fmt::format("cannot read {}: {}", file, why)};
+  } else if (auto read = larder::util::read_file(file); !read) {
+    throw Failure{kExitUsage, fmt::format("cannot read {}: {}", file, read.error())};
+  } else {
+    content = std::move(*read);
+  }
   Session s = open_session(g, locate(g, true));
   s.require_writable("import entries");
   const std::int64_t default_ttl = std::stoll(setting(s, "default_ttl_s"));

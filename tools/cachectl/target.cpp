@@ -43,8 +43,8 @@ std::vector<ProcDir> list_proc_dirs(const fs::path& root) {
     p.has_store = is_dir(p.dir / "db");
     // Live when another open file holds the liveness lock (never guessed from the pid).
     larder::util::LockFile lock;
-    if (lock.open(p.dir / larder::core::kAliveLockName, false).empty()) {
-      p.live = !lock.try_lock(true);
+    if (lock.open(p.dir / larder::core::kAliveLockName, larder::util::Create::no)) {
+      p.live = !larder::util::held(lock.try_lock(larder::util::LockMode::exclusive));
       if (!p.live) lock.unlock();
     }
     out.push_back(std::move(p));
@@ -175,7 +175,7 @@ Session open_session(const Globals& g, const Location& loc) {
   if (s.service->degraded())
     throw Failure{kExitNoCache, fmt::format("cannot open the cache in {}: {}", s.dir.string(),
                                             s.service->last_error())};
-  larder::core::AdminResult settings = s.service->admin(larder::core::AdminOp::settings, 0);
+  larder::core::AdminResult settings = s.service->admin(larder::core::AdminCommand::settings, 0);
   if (!settings.ok)
     throw Failure{kExitNoCache,
                   fmt::format("cannot reach the cache in {}: {}", s.dir.string(), settings.error)};

@@ -76,7 +76,7 @@ struct Session {
   fs::path dir;  // the store's directory
   std::shared_ptr<larder::core::Service> service;
   bool read_only = false;
-  std::map<std::string, std::string> settings;  // AdminOp::settings of whoever runs the store
+  std::map<std::string, std::string> settings;  // AdminCommand::settings of whoever runs the store
 
   // The pid of the process running the store (the owner, or cachectl itself).
   std::int64_t store_pid() const;
