@@ -207,15 +207,15 @@ TEST_CASE("the compaction filter never drops a stored entry; cleanup + compactio
   REQUIRE(e.kv().flush().ok());
   REQUIRE(e.kv().compact(kv::Cf::entries).ok());
   engine::Found found;
-  REQUIRE(e.read("exp", backend->now_ns(), true, &found).ok());
+  REQUIRE(e.read("exp", backend->now_ns(), engine::Want::value, &found).ok());
   CHECK(found.status == EntryStatus::expired);
 
   std::size_t removed = 0;
   REQUIRE(e.cleanup(backend->now_ns(), &removed).ok());
   CHECK(removed == 1);
   REQUIRE(e.kv().compact(kv::Cf::entries).ok());
-  CHECK(e.read("exp", backend->now_ns(), true, &found).not_found());
-  CHECK(e.read("live", backend->now_ns(), true, &found).ok());
+  CHECK(e.read("exp", backend->now_ns(), engine::Want::value, &found).not_found());
+  CHECK(e.read("live", backend->now_ns(), engine::Want::value, &found).ok());
 
   // The predicate itself: below the watermark only.
   auto wm = std::make_shared<std::atomic<std::int64_t>>(1000LL * 1'000'000'000);

@@ -92,12 +92,12 @@ TEST_CASE("I/O failures degrade to misses, then the breaker bypasses the store a
   *failing = true;
   // Reads fail without throwing: misses, counted, logged.
   for (int i = 0; i < core::kBreakerThreshold; ++i) {
-    const auto op = backend->begin();
-    CHECK(op.primary);
+    const auto lease = backend->begin();
+    CHECK(lease.primary);
     engine::Found found;
-    const kv::Status s = op.engine->read("kept", backend->now_ns(), true, &found);
+    const kv::Status s = lease.engine->read("kept", backend->now_ns(), engine::Want::value, &found);
     CHECK(s.failed());
-    backend->finish(op, s, "get");
+    backend->finish(lease, s, "get");
   }
   CHECK(backend->degraded());
   CHECK(backend->counters().error.load() == core::kBreakerThreshold);
@@ -106,10 +106,10 @@ TEST_CASE("I/O failures degrade to misses, then the breaker bypasses the store a
 
   // While open, operations go to memory; a write there is remembered.
   {
-    const auto op = backend->begin();
-    CHECK_FALSE(op.primary);
-    CHECK(op.engine->set("stale-risk", "new", 0, "default", {}, backend->now_ns(), &out).ok());
-    backend->finish(op, kv::Status(), "set", "stale-risk");
+    const auto lease = backend->begin();
+    CHECK_FALSE(lease.primary);
+    CHECK(lease.engine->set("stale-risk", "new", 0, "default", {}, backend->now_ns(), &out).ok());
+    backend->finish(lease, kv::Status(), "set", "stale-risk");
   }
   // Still failing at the retry time: stays open.
   f.clock.advance(core::kBreakerRecovery + 1s);
@@ -117,12 +117,12 @@ TEST_CASE("I/O failures degrade to misses, then the breaker bypasses the store a
   // Store healthy again: recovery removes keys written meanwhile, so no old value resurfaces.
   *failing = false;
   f.clock.advance(core::kBreakerRecovery + 1s);
-  const auto op = backend->begin();
-  CHECK(op.primary);
+  const auto lease = backend->begin();
+  CHECK(lease.primary);
   CHECK_FALSE(backend->degraded());
   engine::Found found;
-  CHECK(primary.read("stale-risk", backend->now_ns(), true, &found).not_found());
-  CHECK(primary.read("kept", backend->now_ns(), true, &found).ok());
+  CHECK(primary.read("stale-risk", backend->now_ns(), engine::Want::value, &found).not_found());
+  CHECK(primary.read("kept", backend->now_ns(), engine::Want::value, &found).ok());
 }
 
 TEST_CASE("the breaker closes on a store that needs resuming, and counts bypassed writes") {
@@ -145,18 +145,19 @@ TEST_CASE("the breaker closes on a store that needs resuming, and counts bypasse
       });
   *failing = true;
   for (int i = 0; i < core::kBreakerThreshold; ++i) {
-    const auto op = backend->begin();
+    const auto lease = backend->begin();
     engine::Found found;
-    backend->finish(op, op.engine->read("k", backend->now_ns(), true, &found), "get");
+    backend->finish(lease, lease.engine->read("k", backend->now_ns(), engine::Want::value, &found),
+                    "get");
   }
   REQUIRE(backend->degraded());
   engine::SetOutcome out{};
   for (int i = 0; i < 3; ++i) {
-    const auto op = backend->begin();
-    REQUIRE_FALSE(op.primary);
+    const auto lease = backend->begin();
+    REQUIRE_FALSE(lease.primary);
     const std::string key = "bypassed" + std::to_string(i);
-    CHECK(op.engine->set(key, "v", 0, "default", {}, backend->now_ns(), &out).ok());
-    backend->finish(op, kv::Status(), "set", key);
+    CHECK(lease.engine->set(key, "v", 0, "default", {}, backend->now_ns(), &out).ok());
+    backend->finish(lease, kv::Status(), "set", key);
   }
   // The fault is gone, but the store stays stuck until it is resumed: the probe must do that.
   *failing = false;
@@ -479,11 +480,12 @@ TEST_CASE("a store that cannot be opened at first is opened by the breaker's pro
   CHECK(backend->degraded());
   CHECK(backend->last_error().find("retrying") != std::string::npos);
   auto set = [&](const std::string& key) {
-    const auto op = backend->begin();
+    const auto lease = backend->begin();
     engine::SetOutcome out{};
-    const kv::Status s = op.engine->set(key, "v-" + key, 0, "default", {}, backend->now_ns(), &out);
-    backend->finish(op, s, "set", key);
-    return std::pair{s.ok(), op.primary};
+    const kv::Status s =
+        lease.engine->set(key, "v-" + key, 0, "default", {}, backend->now_ns(), &out);
+    backend->finish(lease, s, "set", key);
+    return std::pair{s.ok(), lease.primary};
   };
   CHECK(set("in-memory") == std::pair{true, false});  // served from memory meanwhile
   // Too early for the probe: no second attempt.

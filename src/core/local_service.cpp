@@ -141,7 +141,7 @@ std::optional<std::string> LocalService::get(std::string_view key) {
   Engine* used = nullptr;
   const kv::Status s = run(b, "get", [&](Engine& e) {
     used = &e;
-    return e.read(key, now, true, &f);
+    return e.read(key, now, engine::Want::value, &f);
   });
   if (s.ok() && f.status == EntryStatus::fresh) {
     used->record_access(key, now);
@@ -161,7 +161,7 @@ std::optional<Entry> LocalService::get_entry(std::string_view key, bool include_
   engine::AccessRecord a;
   bool hit = false;
   const kv::Status s = run(b, "get_entry", [&](Engine& e) {
-    kv::Status st = e.read(key, now, true, &f);
+    kv::Status st = e.read(key, now, engine::Want::value, &f);
     if (!st.ok() || (f.status != EntryStatus::fresh && !include_stale)) return st;
     e.record_access(key, now);
     st = e.access_of(key, &a);
@@ -185,7 +185,8 @@ bool LocalService::exists(std::string_view key) {
   Backend& b = *backend_;
   engine::Found f;
   const std::int64_t now = b.now_ns();
-  const kv::Status s = run(b, "exists", [&](Engine& e) { return e.read(key, now, false, &f); });
+  const kv::Status s =
+      run(b, "exists", [&](Engine& e) { return e.read(key, now, engine::Want::header, &f); });
   return s.ok() && f.status == EntryStatus::fresh;
 }
 
@@ -193,7 +194,8 @@ std::optional<std::string> LocalService::peek(std::string_view key) {
   Backend& b = *backend_;
   engine::Found f;
   const std::int64_t now = b.now_ns();
-  const kv::Status s = run(b, "peek", [&](Engine& e) { return e.read(key, now, true, &f); });
+  const kv::Status s =
+      run(b, "peek", [&](Engine& e) { return e.read(key, now, engine::Want::value, &f); });
   if (s.ok() && f.status == EntryStatus::fresh) return std::move(f.value);
   return std::nullopt;
 }
@@ -204,7 +206,7 @@ std::optional<EntryInfo> LocalService::metadata(std::string_view key) {
   engine::AccessRecord a;
   const std::int64_t now = b.now_ns();
   const kv::Status s = run(b, "metadata", [&](Engine& e) {
-    kv::Status st = e.read(key, now, false, &f);
+    kv::Status st = e.read(key, now, engine::Want::header, &f);
     if (st.ok()) st = e.access_of(key, &a);
     return st;
   });
@@ -352,7 +354,8 @@ std::vector<std::optional<Entry>> LocalService::inspect(const std::vector<std::s
     for (std::size_t i = 0; i < keys.size(); ++i) {
       engine::Found f;
       engine::AccessRecord a;
-      kv::Status st = e.read(keys[i], now, with_values, &f);
+      kv::Status st =
+          e.read(keys[i], now, with_values ? engine::Want::value : engine::Want::header, &f);
       if (st.ok()) st = e.access_of(keys[i], &a);
       if (st.not_found()) continue;  // not stored (or removed meanwhile)
       if (!st.ok()) return st;
@@ -432,7 +435,7 @@ AdminResult LocalService::admin(AdminCommand command, std::int64_t arg) {
         kv::Status s = e.keys({}, &keys);
         for (std::size_t i = 0; s.ok() && i < keys.size(); ++i) {
           engine::Found f;
-          s = e.read(keys[i], b.now_ns(), false, &f);
+          s = e.read(keys[i], b.now_ns(), engine::Want::header, &f);
           if (s.not_found()) {
             s = kv::Status();
           } else if (s.ok() && f.header.created_ns < cutoff) {

@@ -663,7 +663,7 @@ Status Engine::access_of(std::string_view key, AccessRecord* out) {
 
 // ---------------------------------------------------------------- reads
 
-Status Engine::read(std::string_view key, std::int64_t now_ns, bool want_value, Found* out) {
+Status Engine::read(std::string_view key, std::int64_t now_ns, Want want, Found* out) {
   std::string record;
   Status s = kv_->get(Cf::entries, key, &record);
   if (!s.ok()) return s;
@@ -672,7 +672,7 @@ Status Engine::read(std::string_view key, std::int64_t now_ns, bool want_value, 
   out->size = record.size() - offset;
   out->status = status_at(out->header.flags, out->header.created_ns, out->header.ttl_s,
                           options_.stale_factor, now_ns);
-  if (want_value) {
+  if (want == Want::value) {
     record.erase(0, offset);
     out->value = std::move(record);
   }

@@ -83,6 +83,9 @@ class AccessFlusher {
   virtual void flush_soon() = 0;
 };
 
+// What a read returns: the entry's header only (exists, metadata), or its value too.
+enum class Want : std::uint8_t { header, value };
+
 class Engine {
  public:
   // `watermark` is shared with the compaction filter made by drop_predicate().
@@ -115,8 +118,9 @@ class Engine {
   // settings (new or unknown format). Fails only when the store cannot be read.
   static kv::Status read_settings(kv::Kv& kv, Options* out, bool* found);
 
-  // ok with *out filled, not_found, or a failure (corruption for an undecodable record).
-  kv::Status read(std::string_view key, std::int64_t now_ns, bool want_value, Found* out);
+  // ok with *out filled (its value only with Want::value), not_found, or a failure (corruption
+  // for an undecodable record).
+  kv::Status read(std::string_view key, std::int64_t now_ns, Want want, Found* out);
   // Records a hit (buffered).
   void record_access(std::string_view key, std::int64_t now_ns);
   // The access record including buffered hits; not_found when the key is not stored.

@@ -40,6 +40,19 @@ constexpr auto kMinWait = std::chrono::milliseconds(10);
 // The least time a client gets to send one frame whole before the owner drops it.
 constexpr auto kFrameTimeout = std::chrono::milliseconds(5000);
 
+// Whether a request whose reply was lost may be sent again (the owner may have run it).
+enum class Resend : std::uint8_t { never, when_lost };
+// What a routed call returns when the owner cannot answer, and how many reads that makes miss.
+template <class T>
+struct Fallback {
+  T value;
+  std::size_t misses = 0;
+};
+template <class T>
+Fallback(T) -> Fallback<T>;
+template <class T>
+Fallback(T, std::size_t) -> Fallback<T>;
+
 class Node final : public core::Service {
  public:
   explicit Node(const core::Resolved& r)
@@ -116,7 +129,8 @@ class Node final : public core::Service {
           req.sets = {q};
           return req;
         },
-        true, false, 0, [&](LocalService& l) { return l.set(q); }, [](Reply& r) { return r.flag; });
+        Resend::when_lost, Fallback{false}, [&](LocalService& l) { return l.set(q); },
+        [](Reply& r) { return r.flag; });
   }
 
   std::optional<std::string> get(std::string_view key) override {
@@ -127,8 +141,8 @@ class Node final : public core::Service {
           req.text = std::string(key);
           return req;
         },
-        true, std::optional<std::string>(), 1, [&](LocalService& l) { return l.get(key); },
-        [](Reply& r) { return std::move(r.value); });
+        Resend::when_lost, Fallback{std::optional<std::string>(), 1},
+        [&](LocalService& l) { return l.get(key); }, [](Reply& r) { return std::move(r.value); });
   }
 
   std::vector<std::optional<std::string>> get_many(const std::vector<std::string>& keys) override {
@@ -146,7 +160,8 @@ class Node final : public core::Service {
             req.keys = rest;
             return req;
           },
-          true, std::vector<std::optional<std::string>>(rest.size()), rest.size(),
+          Resend::when_lost,
+          Fallback{std::vector<std::optional<std::string>>(rest.size()), rest.size()},
           [&](LocalService& l) {
             answered = rest.size();
             return l.get_many(rest);
@@ -171,7 +186,7 @@ class Node final : public core::Service {
           req.sets = items;
           return req;
         },
-        true, std::vector<bool>(items.size(), false), 0,
+        Resend::when_lost, Fallback{std::vector<bool>(items.size(), false)},
         [&](LocalService& l) { return l.set_many(items); },
         [&](Reply& r) {
           r.flags.resize(items.size(), false);
@@ -186,36 +201,39 @@ class Node final : public core::Service {
           req.flag = include_stale;
           return req;
         },
-        true, std::optional<Entry>(), 1,
+        Resend::when_lost, Fallback{std::optional<Entry>(), 1},
         [&](LocalService& l) { return l.get_entry(key, include_stale); },
         [](Reply& r) { return std::move(r.entry); });
   }
 
   bool exists(std::string_view key) override {
-    return route([&] { return text_request(Opcode::exists, key); }, true, false, 0,
-                 [&](LocalService& l) { return l.exists(key); }, [](Reply& r) { return r.flag; });
+    return route([&] { return text_request(Opcode::exists, key); }, Resend::when_lost,
+                 Fallback{false}, [&](LocalService& l) { return l.exists(key); },
+                 [](Reply& r) { return r.flag; });
   }
 
   std::optional<std::string> peek(std::string_view key) override {
-    return route([&] { return text_request(Opcode::peek, key); }, true,
-                 std::optional<std::string>(), 0, [&](LocalService& l) { return l.peek(key); },
+    return route([&] { return text_request(Opcode::peek, key); }, Resend::when_lost,
+                 Fallback{std::optional<std::string>()},
+                 [&](LocalService& l) { return l.peek(key); },
                  [](Reply& r) { return std::move(r.value); });
   }
 
   std::optional<EntryInfo> metadata(std::string_view key) override {
-    return route([&] { return text_request(Opcode::metadata, key); }, true,
-                 std::optional<EntryInfo>(), 0, [&](LocalService& l) { return l.metadata(key); },
+    return route([&] { return text_request(Opcode::metadata, key); }, Resend::when_lost,
+                 Fallback{std::optional<EntryInfo>()},
+                 [&](LocalService& l) { return l.metadata(key); },
                  [](Reply& r) { return std::move(r.info); });
   }
 
   bool remove(std::string_view key) override {
-    return route([&] { return text_request(Opcode::remove, key); }, false, false, 0,
+    return route([&] { return text_request(Opcode::remove, key); }, Resend::never, Fallback{false},
                  [&](LocalService& l) { return l.remove(key); }, [](Reply& r) { return r.flag; });
   }
 
   bool invalidate(std::string_view key) override {
-    return route([&] { return text_request(Opcode::invalidate, key); }, false, false, 0,
-                 [&](LocalService& l) { return l.invalidate(key); },
+    return route([&] { return text_request(Opcode::invalidate, key); }, Resend::never,
+                 Fallback{false}, [&](LocalService& l) { return l.invalidate(key); },
                  [](Reply& r) { return r.flag; });
   }
 
@@ -239,14 +257,14 @@ class Node final : public core::Service {
   }
 
   std::vector<std::string> keys() override {
-    return route([&] { return text_request(Opcode::keys, {}); }, true, std::vector<std::string>(),
-                 0, [&](LocalService& l) { return l.keys(); },
+    return route([&] { return text_request(Opcode::keys, {}); }, Resend::when_lost,
+                 Fallback{std::vector<std::string>()}, [&](LocalService& l) { return l.keys(); },
                  [](Reply& r) { return std::move(r.strings); });
   }
 
   std::vector<std::string> keys_in_category(std::string_view c) override {
-    return route([&] { return text_request(Opcode::keys_in_category, c); }, true,
-                 std::vector<std::string>(), 0,
+    return route([&] { return text_request(Opcode::keys_in_category, c); }, Resend::when_lost,
+                 Fallback{std::vector<std::string>()},
                  [&](LocalService& l) { return l.keys_in_category(c); },
                  [](Reply& r) { return std::move(r.strings); });
   }
@@ -257,13 +275,13 @@ class Node final : public core::Service {
       counters_->copy_to(s);
       return s;
     };
-    return route([&] { return text_request(Opcode::stats, {}); }, true, own_only(), 0,
-                 [&](LocalService& l) { return l.stats(); },
+    return route([&] { return text_request(Opcode::stats, {}); }, Resend::when_lost,
+                 Fallback{own_only()}, [&](LocalService& l) { return l.stats(); },
                  [&](Reply& r) { return r.stats ? *r.stats : own_only(); });
   }
 
   void flush() override {
-    route([&] { return text_request(Opcode::flush, {}); }, true, 0, 0,
+    route([&] { return text_request(Opcode::flush, {}); }, Resend::when_lost, Fallback{0},
           [&](LocalService& l) {
             l.flush();
             return 0;
@@ -284,7 +302,7 @@ class Node final : public core::Service {
           req.flag = with_values;
           return req;
         },
-        true, std::vector<std::optional<Entry>>(keys.size()), 0,
+        Resend::when_lost, Fallback{std::vector<std::optional<Entry>>(keys.size())},
         [&](LocalService& l) { return l.inspect(keys, with_values); },
         [&](Reply& r) {
           r.entries.resize(keys.size());
@@ -292,22 +310,25 @@ class Node final : public core::Service {
         });
   }
 
-  core::AdminResult admin(core::AdminCommand op, std::int64_t arg) override {
+  core::AdminResult admin(core::AdminCommand command, std::int64_t arg) override {
     core::AdminResult failed;
     failed.error = fmt::format("no answer from the cache's owner within {} ms{}",
                                r_.config.lock_timeout.count(),
                                last_error().empty() ? "" : ": " + last_error());
-    // Only reads are worth repeating after a lost reply.
-    const bool idempotent = op == core::AdminCommand::settings || op == core::AdminCommand::verify;
+    // Only reads are worth repeating after a lost reply; the others change the store.
+    const Resend resend =
+        command == core::AdminCommand::settings || command == core::AdminCommand::verify
+            ? Resend::when_lost
+            : Resend::never;
     return route(
         [&] {
           Request req;
           req.opcode = Opcode::admin;
-          req.code = static_cast<std::uint8_t>(op);
+          req.code = static_cast<std::uint8_t>(command);
           req.number = arg;
           return req;
         },
-        idempotent, failed, 0, [&](LocalService& l) { return l.admin(op, arg); },
+        resend, Fallback{failed}, [&](LocalService& l) { return l.admin(command, arg); },
         [](Reply& r) {
           core::AdminResult a;
           a.ok = r.flag;
@@ -370,26 +391,28 @@ class Node final : public core::Service {
 
   template <class F>
   std::size_t count_call(Opcode opcode, std::string_view text, F&& on_local) {
-    return route([&] { return text_request(opcode, text); }, false, std::size_t{0}, 0, on_local,
+    return route([&] { return text_request(opcode, text); }, Resend::never,
+                 Fallback{std::size_t{0}}, on_local,
                  [](Reply& r) { return static_cast<std::size_t>(r.count); });
   }
 
   // Runs a call locally while this process owns the store, else sends it to the owner (the
   // request is only built, by `make`, when it has to be sent: an owner's own calls copy no key
-  // or value). On failure returns `failed` and counts `misses` (reads that missed because of it).
+  // or value). When the owner cannot answer, returns `failed.value` and counts `failed.misses`
+  // (reads that missed because of it).
   template <class Make, class T, class Local, class FromReply>
-  T route(const Make& make, bool idempotent, T failed, std::size_t misses, Local&& on_local,
+  T route(const Make& make, Resend resend, Fallback<T> failed, Local&& on_local,
           FromReply&& from_reply) {
     if (inherited()) {
-      counters_->miss += misses;
-      return failed;
+      counters_->miss += failed.misses;
+      return std::move(failed.value);
     }
     std::optional<Request> req;
     for (int round = 0; round < 3; ++round) {
       if (auto* l = local()) return on_local(*l);
       if (!req) req = make();
       Reply reply;
-      const Result res = exchange(*req, idempotent, &reply);
+      const Result res = exchange(*req, resend, &reply);
       if (res == Result::owner) continue;
       if (res == Result::ok && reply.status == ReplyStatus::ok) return from_reply(reply);
       if (res == Result::ok) {
@@ -399,13 +422,13 @@ class Node final : public core::Service {
       }
       break;
     }
-    counters_->miss += misses;
-    return failed;
+    counters_->miss += failed.misses;
+    return std::move(failed.value);
   }
 
   // One request to the owner, within lock_timeout. `owner`: nobody was serving and this
   // process took over (the caller runs the call locally).
-  Result exchange(Request& req, bool idempotent, Reply* reply) {
+  Result exchange(Request& req, Resend resend, Reply* reply) {
     const auto start = steady::now();
     if (start.time_since_epoch().count() < fail_fast_until_.load()) {
       counters_->error++;
@@ -475,7 +498,7 @@ class Node final : public core::Service {
         timed_out = true;
         break;
       }
-      if (!idempotent) break;  // the owner may have run it before going away: do not repeat
+      if (resend == Resend::never) break;  // the owner may have run it before going away
     }
     counters_->error++;
     unreachable_.store(true);
