@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "api/access.hpp"
+#include "api/config.hpp"
 #include "core/backend.hpp"
 #include "core/config.hpp"
 #include "core/isolated.hpp"
@@ -114,7 +115,7 @@ Cache& Cache::operator=(Cache&&) noexcept = default;
 Cache::~Cache() = default;
 
 Cache Cache::open(const Config& config) {
-  const core::Resolved r = core::resolve(config);
+  const core::Resolved r = api::resolve(config);
   return Cache(std::make_unique<Impl>(api::open_service(r), config.default_ttl));
 }
 
@@ -316,7 +317,7 @@ std::vector<std::filesystem::path> collect_dead_process_dirs(
     const std::filesystem::path& cache_root, std::chrono::seconds min_age, bool dry_run,
     const std::function<void(LogLevel, std::string_view)>& log) {
   const util::Logger logger = core::make_logger(log);
-  const std::filesystem::path root = cache_root.empty() ? core::default_root() : cache_root;
+  const std::filesystem::path root = cache_root.empty() ? api::default_root() : cache_root;
   return core::collect_dead_process_dirs(
       root, min_age, dry_run ? core::Collect::list_only : core::Collect::remove, &logger);
 }

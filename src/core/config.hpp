@@ -1,6 +1,7 @@
-// Validation and resolution of a public Config: checks every field (throwing ConfigError naming
-// it), works out the per-user default root and the directory the cache lives in.
-// Thread-safety: pure functions (they read the environment).
+// A public Config resolved for the layers below the api (api/config.hpp validates and resolves
+// it): the absolute root, the cache's directory held open, and the options larder's own tools
+// set. Also the names of the public enums, for messages and outputs.
+// Thread-safety: values and pure functions.
 #pragma once
 
 #include <filesystem>
@@ -38,13 +39,6 @@ struct Resolved {
   // (what an inspection tool wants: report it, keep the evidence).
   bool move_corrupt_aside = true;
 };
-
-// $XDG_CACHE_HOME/larder, else $HOME/.cache/larder, else the passwd home's .cache/larder.
-std::filesystem::path default_root();
-// Throws ConfigError naming the first invalid field.
-void validate(const Config& config);
-// validate() and work out root and dir (no filesystem changes).
-Resolved resolve(const Config& config);
 
 const char* to_string(Strategy s);
 const char* to_string(EvictionPolicy p);

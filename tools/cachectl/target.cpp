@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "api/access.hpp"
+#include "api/config.hpp"
 #include "core/config.hpp"
 #include "core/isolated.hpp"
 #include "util/lock_file.hpp"
@@ -56,7 +57,7 @@ std::vector<ProcDir> list_proc_dirs(const fs::path& root) {
 
 Location locate(const Globals& g, bool need_one) {
   Location loc;
-  loc.root = g.root.empty() ? larder::core::default_root() : fs::path(g.root);
+  loc.root = g.root.empty() ? larder::api::default_root() : fs::path(g.root);
   std::error_code ec;
   loc.root = fs::absolute(loc.root, ec);
   if (!fs::exists(loc.root, ec))
@@ -154,7 +155,7 @@ Session open_session(const Globals& g, const Location& loc) {
   }  // else: larder's own lines only with LARDER_LOG; cachectl's error line says what failed
   larder::core::Resolved r;
   try {
-    r = larder::core::resolve(c);
+    r = larder::api::resolve(c);
   } catch (const larder::ConfigError& e) {
     throw Failure{kExitNoCache, e.what()};
   }

@@ -7,6 +7,7 @@
 #include <set>
 #include <unordered_map>
 
+#include "api/config.hpp"
 #include "core/backend.hpp"
 #include "engine/engine.hpp"
 #include "kv/memory_kv.hpp"
@@ -198,7 +199,7 @@ TEST_CASE("changing the policy or stale factor rebuilds the indexes on open") {
 
 TEST_CASE("the compaction filter never drops a stored entry; cleanup + compaction do") {
   Fixture<RocksStore> f;
-  auto backend = core::Backend::open(core::resolve(f.config));
+  auto backend = core::Backend::open(api::resolve(f.config));
   auto& e = backend->primary();
   engine::SetOutcome out{};
   REQUIRE(e.set("exp", std::string(1000, 'x'), 10, "default", {}, backend->now_ns(), &out).ok());
@@ -246,7 +247,7 @@ TEST_CASE("background cleanup runs on its interval") {
 
 TEST_CASE("rebuild recounts totals from the entries") {
   Fixture<MemoryStore> f;
-  auto backend = core::Backend::open(core::resolve(f.config));
+  auto backend = core::Backend::open(api::resolve(f.config));
   auto& e = backend->primary();
   engine::SetOutcome out{};
   for (int i = 0; i < 50; ++i)

@@ -1,11 +1,12 @@
 // Fault handling: failing stores, the circuit breaker, corrupt and unusable directories, unsafe
-// roots and invalid configuration. Nothing here may throw out of a read.
+// roots. Nothing here may throw out of a read. (Configuration checks: api/test_config.cpp.)
 #include <doctest/doctest.h>
 
 #include <sys/stat.h>
 
 #include <fstream>
 
+#include "api/config.hpp"
 #include "core/backend.hpp"
 #include "kv/memory_kv.hpp"
 #include "larder/object.hpp"
@@ -79,7 +80,7 @@ TEST_CASE("I/O failures degrade to misses, then the breaker bypasses the store a
   };
   auto failing = std::make_shared<std::atomic<bool>>(false);
   auto backend = core::Backend::open(
-      core::resolve(f.config),
+      api::resolve(f.config),
       [&](const core::Resolved&, const kv::RocksOptions&, std::unique_ptr<kv::Kv>* out) {
         *out = std::make_unique<FaultKv>(failing);
         return kv::Status();
@@ -136,7 +137,7 @@ TEST_CASE("the breaker closes on a store that needs resuming, and counts bypasse
   auto failing = std::make_shared<std::atomic<bool>>(false);
   FaultKv* fault = nullptr;
   auto backend = core::Backend::open(
-      core::resolve(f.config),
+      api::resolve(f.config),
       [&](const core::Resolved&, const kv::RocksOptions&, std::unique_ptr<kv::Kv>* out) {
         auto kv = std::make_unique<FaultKv>(failing, /*sticky=*/true);
         fault = kv.get();
@@ -290,77 +291,6 @@ TEST_CASE("unsafe roots are refused with a clear error") {
   CHECK((st.st_mode & 0777) == 0700);
 }
 
-TEST_CASE("invalid configuration names the field") {
-  Config cfg;
-  cfg.strategy = Strategy::disabled;
-  cfg.stale_factor = 0.5;
-  CHECK_THROWS_WITH_AS(Cache::open(cfg), doctest::Contains("stale_factor"), ConfigError);
-  cfg.stale_factor = 2;
-  cfg.default_ttl = -1s;
-  CHECK_THROWS_WITH_AS(Cache::open(cfg), doctest::Contains("default_ttl"), ConfigError);
-  cfg.default_ttl = 1s;
-  cfg.cleanup_interval = -1s;
-  CHECK_THROWS_WITH_AS(Cache::open(cfg), doctest::Contains("cleanup_interval"), ConfigError);
-  cfg.cleanup_interval = 0s;
-  cfg.eviction_policy = static_cast<EvictionPolicy>(9);
-  CHECK_THROWS_WITH_AS(Cache::open(cfg), doctest::Contains("eviction_policy"), ConfigError);
-  CHECK_THROWS_AS(Cache::open(cfg), std::invalid_argument);  // ConfigError is one
-}
-
-namespace {
-struct EnvGuard {
-  EnvGuard(std::initializer_list<std::pair<const char*, const char*>> vars) {
-    for (auto [k, v] : vars) {
-      names.push_back(k);
-      ::setenv(k, v, 1);
-    }
-  }
-  ~EnvGuard() {
-    for (auto* k : names) ::unsetenv(k);
-  }
-  std::vector<const char*> names;
-};
-}  // namespace
-
-TEST_CASE("Config::from_env reads every variable and rejects bad values by name") {
-  {
-    EnvGuard env({{"LARDER_CACHE_ROOT", "/tmp/x"},
-                  {"LARDER_STRATEGY", "shared"},
-                  {"LARDER_MAX_SIZE_MB", "7"},
-                  {"LARDER_MAX_ENTRIES", "12"},
-                  {"LARDER_DEFAULT_TTL", "30"},
-                  {"LARDER_EVICTION_POLICY", "lfu"}});
-    const Config c = Config::from_env();
-    CHECK(c.cache_root == "/tmp/x");
-    CHECK(c.strategy == Strategy::shared);
-    CHECK(c.max_size_bytes == 7 * kMiB);
-    CHECK(c.max_entries == 12);
-    CHECK(c.default_ttl == 30s);
-    CHECK(c.eviction_policy == EvictionPolicy::lfu);
-  }
-  {
-    EnvGuard env{{"LARDER_DISABLED", "1"}, {"LARDER_STRATEGY", "shared"}};
-    CHECK(Config::from_env().strategy == Strategy::disabled);
-  }
-  {
-    EnvGuard env{{"LARDER_STRATEGY", "bogus"}};
-    CHECK_THROWS_WITH_AS(Config::from_env(), doctest::Contains("LARDER_STRATEGY"), ConfigError);
-  }
-  {
-    EnvGuard env{{"LARDER_MAX_ENTRIES", "12abc"}};
-    CHECK_THROWS_WITH_AS(Config::from_env(), doctest::Contains("LARDER_MAX_ENTRIES"), ConfigError);
-  }
-  {
-    EnvGuard env{{"LARDER_EVICTION_POLICY", "random"}};
-    CHECK_THROWS_WITH_AS(Config::from_env(), doctest::Contains("LARDER_EVICTION_POLICY"),
-                         ConfigError);
-  }
-  {
-    EnvGuard env{{"LARDER_DEFAULT_TTL", "-5"}};
-    CHECK_THROWS_WITH_AS(Config::from_env(), doctest::Contains("LARDER_DEFAULT_TTL"), ConfigError);
-  }
-}
-
 TEST_CASE("the disabled strategy keeps nothing on disk") {
   TempDir tmp;
   TestClock clock;
@@ -470,7 +400,7 @@ TEST_CASE("a store that cannot be opened at first is opened by the breaker's pro
   auto failing = std::make_shared<std::atomic<bool>>(true);
   int attempts = 0;
   auto backend = core::Backend::open(
-      core::resolve(f.config),
+      api::resolve(f.config),
       [&](const core::Resolved& r, const kv::RocksOptions& ro, std::unique_ptr<kv::Kv>* out) {
         ++attempts;
         if (*failing) return kv::Status{kv::Code::io_error, "injected: No space left on device"};

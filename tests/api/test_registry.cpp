@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <fstream>
 
+#include "api/config.hpp"
 #include "core/config.hpp"
 #include "core/log.hpp"
 #include "support.hpp"
@@ -47,17 +48,17 @@ class ScopedEnv {
 TEST_CASE("the default root is per user") {
   {
     ScopedEnv xdg("XDG_CACHE_HOME", "/home/someone/.xdg-cache");
-    CHECK(core::default_root() == "/home/someone/.xdg-cache/larder");
+    CHECK(api::default_root() == "/home/someone/.xdg-cache/larder");
   }
   {
     ScopedEnv xdg("XDG_CACHE_HOME", nullptr);
     ScopedEnv home("HOME", "/home/someone");
-    CHECK(core::default_root() == "/home/someone/.cache/larder");
+    CHECK(api::default_root() == "/home/someone/.cache/larder");
   }
   {
     ScopedEnv xdg("XDG_CACHE_HOME", "relative/ignored");
     ScopedEnv home("HOME", "/home/someone");
-    CHECK(core::default_root() == "/home/someone/.cache/larder");
+    CHECK(api::default_root() == "/home/someone/.cache/larder");
   }
 }
 

@@ -1,0 +1,132 @@
+// The storage interface (src/kv): the RocksDB store and the memory store behave the same for
+// everything the engine relies on — point reads, ordered scans with bounds and early stop,
+// atomic batches, range deletes, reset of one family, and reopening (RocksDB keeps its data).
+#include <doctest/doctest.h>
+
+#include <string>
+#include <vector>
+
+#include "kv/memory_kv.hpp"
+#include "kv/rocks_kv.hpp"
+#include "support.hpp"
+
+using namespace larder;
+using namespace larder::test;
+
+namespace {
+
+struct MemoryKv {
+  static constexpr const char* name = "memory";
+  std::unique_ptr<kv::Kv> open(const TempDir&) { return kv::make_memory_kv(); }
+};
+struct RocksKv {
+  static constexpr const char* name = "rocksdb";
+  std::unique_ptr<kv::Kv> open(const TempDir& tmp) {
+    std::unique_ptr<kv::Kv> out;
+    const kv::Status s = kv::open_rocks_kv(tmp / "db", {}, &out);
+    REQUIRE_MESSAGE(s.ok(), s.message);
+    return out;
+  }
+};
+
+std::vector<std::string> scan_keys(kv::Kv& db, kv::Cf cf, std::string_view begin = {},
+                                   std::string_view end = {}, std::size_t stop_after = 1000) {
+  std::vector<std::string> out;
+  const kv::Status s = db.scan(cf, begin, end, [&](std::string_view k, std::string_view) {
+    out.emplace_back(k);
+    return out.size() < stop_after;
+  });
+  CHECK(s.ok());
+  return out;
+}
+
+void put(kv::Kv& db, kv::Cf cf, std::string_view k, std::string_view v) {
+  auto b = db.new_batch();
+  b->put(cf, k, v);
+  REQUIRE(db.write(*b).ok());
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("kv: get, ordered scans, batches and range deletes", S, MemoryKv, RocksKv) {
+  TempDir tmp;
+  S store;
+  auto db = store.open(tmp);
+  std::string value;
+  CHECK(db->get(kv::Cf::entries, "a", &value).not_found());
+  CHECK_FALSE(db->get(kv::Cf::entries, "a", &value).failed());
+
+  // One batch, several families, applied together.
+  auto b = db->new_batch();
+  for (const char* k : {"c", "a", "b", "d"}) b->put(kv::Cf::entries, k, std::string("v") + k);
+  b->put(kv::Cf::order, "x", "");
+  CHECK(b->count() == 5);
+  REQUIRE(db->write(*b).ok());
+  REQUIRE(db->get(kv::Cf::entries, "b", &value).ok());
+  CHECK(value == "vb");
+  CHECK(db->get(kv::Cf::order, "b", &value).not_found());  // families are separate
+
+  CHECK(scan_keys(*db, kv::Cf::entries) == std::vector<std::string>{"a", "b", "c", "d"});
+  CHECK(scan_keys(*db, kv::Cf::entries, "b", "d") == std::vector<std::string>{"b", "c"});
+  CHECK(scan_keys(*db, kv::Cf::entries, {}, {}, 2) == std::vector<std::string>{"a", "b"});
+
+  // Overwrite, delete and delete_range in one batch; the last write of a key wins.
+  b = db->new_batch();
+  b->put(kv::Cf::entries, "a", "new");
+  b->del(kv::Cf::entries, "d");
+  b->delete_range(kv::Cf::entries, "b", "c");  // [b, c): only b
+  REQUIRE(db->write(*b).ok());
+  CHECK(scan_keys(*db, kv::Cf::entries) == std::vector<std::string>{"a", "c"});
+  REQUIRE(db->get(kv::Cf::entries, "a", &value).ok());
+  CHECK(value == "new");
+
+  // Binary keys and values (the engine's index keys hold zero bytes) keep their bytes and order.
+  const std::string k1("k\0\x01", 3), k2("k\0\xff", 3);
+  put(*db, kv::Cf::category, k2, std::string("\0v", 2));
+  put(*db, kv::Cf::category, k1, "");
+  CHECK(scan_keys(*db, kv::Cf::category) == std::vector<std::string>{k1, k2});
+  REQUIRE(db->get(kv::Cf::category, k2, &value).ok());
+  CHECK(value == std::string("\0v", 2));
+
+  CHECK(db->flush().ok());
+  CHECK(db->compact(kv::Cf::entries).ok());
+  bool reopened = true;
+  CHECK(db->recover(&reopened).ok());
+  CHECK_FALSE(reopened);  // nothing failed: nothing to reopen
+}
+
+TEST_CASE_TEMPLATE("kv: reset empties one family and leaves the others", S, MemoryKv, RocksKv) {
+  TempDir tmp;
+  S store;
+  auto db = store.open(tmp);
+  put(*db, kv::Cf::access, "k", "a");
+  put(*db, kv::Cf::entries, "k", "e");
+  REQUIRE(db->reset(kv::Cf::access).ok());
+  std::string value;
+  CHECK(db->get(kv::Cf::access, "k", &value).not_found());
+  CHECK(db->get(kv::Cf::entries, "k", &value).ok());
+  put(*db, kv::Cf::access, "k2", "a");  // the family takes writes again
+  CHECK(scan_keys(*db, kv::Cf::access) == std::vector<std::string>{"k2"});
+}
+
+TEST_CASE("kv: the RocksDB store keeps its records over a reopen; a second opener is refused") {
+  TempDir tmp;
+  {
+    auto db = RocksKv{}.open(tmp);
+    put(*db, kv::Cf::entries, "kept", "v");
+    std::unique_ptr<kv::Kv> second;
+    // The same directory twice in one process would share RocksDB's lock: refused by larder.
+    const kv::Status s = kv::open_rocks_kv(tmp / "db", {}, &second);
+    CHECK_FALSE(s.ok());
+    CHECK_FALSE(s.message.empty());
+  }
+  auto db = RocksKv{}.open(tmp);
+  std::string value;
+  REQUIRE(db->get(kv::Cf::entries, "kept", &value).ok());
+  CHECK(value == "v");
+}
+
+TEST_CASE("kv: family names are the ones the store records") {
+  CHECK(kv::to_string(kv::Cf::entries) == "entries");
+  CHECK(kv::to_string(kv::Cf::counters) == "counters");
+}
