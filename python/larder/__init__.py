@@ -258,11 +258,10 @@ class Cache:
     def get(self, key: Key, default: Any = None, *, include_stale: bool = False) -> Any:
         """The value as it was set, or ``default`` when there is no fresh entry (or a stale
         one with include_stale)."""
-        data = self._c.get_entry(_key(key), include_stale)
-        if data is None:
+        found = self._c.get_value(_key(key), include_stale, KIND)
+        if found is None:
             return default
-        kind = data.metadata.get(KIND)
-        return _decode(data.value, kind)
+        return _decode(found[0], found[1])
 
     def get_entry(self, key: Key, *, include_stale: bool = False) -> Optional[Entry]:
         """The entry with its status, timestamps and metadata; None on a miss."""

@@ -201,6 +201,16 @@ class PyCache {
     return py::cast(to_data(std::move(*e)));
   }
 
+  // (value, kind) of a fresh entry (or any stored one with include_stale), kind being the
+  // metadata field `kind_key` or None; None on a miss. The lean path of larder.Cache.get.
+  py::object get_value(const std::string& key, bool include_stale, const std::string& kind_key) {
+    auto e = with([&](larder::Cache& c) { return c.get_entry(key, include_stale); });
+    if (!e) return py::none();
+    const auto it = e->info.metadata.find(kind_key);
+    py::object kind = it == e->info.metadata.end() ? py::object(py::none()) : py::str(it->second);
+    return py::make_tuple(py::bytes(e->value), std::move(kind));
+  }
+
   py::object get(const std::string& key) {
     auto v = with([&](larder::Cache& c) { return c.get(key); });
     if (!v) return py::none();
@@ -323,6 +333,8 @@ PYBIND11_MODULE(_larder, m) {
       .def("set", &PyCache::set, py::arg("key"), py::arg("value"), py::arg("ttl"),
            py::arg("category"), py::arg("metadata"))
       .def("get", &PyCache::get, py::arg("key"))
+      .def("get_value", &PyCache::get_value, py::arg("key"), py::arg("include_stale"),
+           py::arg("kind_key"))
       .def("get_entry", &PyCache::get_entry, py::arg("key"), py::arg("include_stale"))
       .def("metadata", &PyCache::metadata, py::arg("key"))
       .def("get_many", &PyCache::get_many, py::arg("keys"))
