@@ -338,38 +338,48 @@ class Cache:
 
     @property
     def last_error(self) -> str:
+        """The last failure the cache met (empty when none): why it is degraded, a refused
+        write, an owner that did not answer."""
         return self._c.last_error
 
     @property
     def directory(self) -> Optional[str]:
+        """The directory holding this cache's store (process_isolated: <root>/proc_<pid>);
+        None for the disabled strategy."""
         d = str(self._c.directory)
         return d or None
 
     # ---- the mapping protocol
 
     def __setitem__(self, key: Key, value: Any) -> None:
+        """set() with the defaults; raises ValueError when the cache refuses the value."""
         if not self.set(key, value):
             raise ValueError(f"the cache refused to store {key!r} ({self.last_error or 'refused'})")
 
     def __getitem__(self, key: Key) -> Any:
+        """The fresh value; KeyError on a miss."""
         value = self.get(key, _MISSING)
         if value is _MISSING:
             raise KeyError(key)
         return value
 
     def __delitem__(self, key: Key) -> None:
+        """Removes the entry; KeyError if nothing was stored."""
         if not self.delete(key):
             raise KeyError(key)
 
     def __contains__(self, key: object) -> bool:
+        """True if a fresh entry is stored (records no access)."""
         if not isinstance(key, (str, bytes)):
             return False
         return self._c.exists(_key(key))
 
     def __len__(self) -> int:
+        """Entries stored now, of any status."""
         return int(self._c.stats()["total_entries"])
 
     def __iter__(self) -> Iterator[str]:
+        """The stored keys, in key order (a snapshot)."""
         return iter(self.keys())
 
     # ---- memoize
