@@ -158,6 +158,9 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r_in, const KvOpener& ope
     }
   }
 
+  // The shared node prepares its root itself (for every process, owner or not).
+  if (have_dir && !(r.config.strategy == Strategy::shared && r.config.use_file_locking))
+    (void)prepare_root(r, b->log_);
   if (have_dir && r.config.strategy == Strategy::process_isolated && r.collect_dead_dirs &&
       !r.read_only)
     collect_dead_process_dirs(r.root, kCollectOnOpenAge, Collect::remove, &b->log_);
@@ -265,6 +268,19 @@ Backend::~Backend() {
   (void)save_stats(stats::FoldMode::close);  // counted and logged
   fallback_.reset();
   primary_.reset();  // closes the store (RocksKv flushes its memtables)
+}
+
+std::optional<std::string> prepare_root(const Resolved& r, const util::Logger& log) {
+  if (r.read_only || r.root.empty()) return std::nullopt;
+  if (auto tagged = util::write_cachedir_tag(r.root); !tagged)
+    log.logf(util::Level::warn, "{}", tagged.error());
+  auto network = util::network_filesystem(r.root);
+  if (network && r.config.strategy == Strategy::shared)
+    log.logf(util::Level::warn,
+             "the shared cache {} is on a network filesystem ({}): its locks are not reliable "
+             "between machines; use it from one machine only, or keep it on a local disk",
+             r.root.string(), *network);
+  return network;
 }
 
 util::Status Backend::pin_directory() {

@@ -38,6 +38,16 @@ inline constexpr std::chrono::hours kCollectOnOpenAge{24};
 inline constexpr int kBreakerThreshold = 5;  // consecutive I/O failures that open the breaker
 inline constexpr std::chrono::seconds kBreakerRecovery{30};
 
+// Marks the cache root for backup tools (CACHEDIR.TAG) and, for a shared cache, warns when the
+// root is on a network or FUSE filesystem (flock and RocksDB's lock are not reliable there).
+// Failures are logged, never fatal. Returns the network filesystem's name, if any.
+std::optional<std::string> prepare_root(const Resolved& r, const util::Logger& log);
+
+// Marks the cache root for backup tools (CACHEDIR.TAG) and, for a shared cache, warns when the
+// root is on a network or FUSE filesystem (flock and RocksDB's lock are not reliable there).
+// Failures are logged, never fatal. Returns the network filesystem's name, if any.
+std::optional<std::string> prepare_root(const Resolved& r, const util::Logger& log);
+
 class Backend final : private engine::AccessFlusher {
  public:
   // Opens the store for `r`; never throws for I/O trouble (see Cache::open). Throws ConfigError

@@ -84,6 +84,7 @@ class Node final : public core::Service {
       else
         usable = pin.status();
     }
+    if (usable) (void)core::prepare_root(r_, log_);
     if (usable) usable = lock_.open(r_.io() / kOwnerLockName);
     if (usable) {
       auto path = socket_path(r_.dir, r_.io());

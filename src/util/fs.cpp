@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -228,6 +229,57 @@ Status check_private_directory(const fs::path& dir) {
                 ::geteuid());
   if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0)
     return fail("{} is writable by group or others (mode {:o})", dir.string(), st.st_mode & 07777);
+  return {};
+}
+
+std::optional<std::string> network_filesystem(const fs::path& path) {
+  struct statfs st {};
+  if (::statfs(path.c_str(), &st) != 0) return std::nullopt;
+  // Magic numbers from <linux/magic.h> (and fs/smb/client for the SMB ones).
+  switch (static_cast<std::uint64_t>(static_cast<std::uint32_t>(st.f_type))) {
+    case 0x6969:
+      return "nfs";
+    case 0x517B:
+      return "smb";
+    case 0xFF534D42:
+      return "cifs";
+    case 0xFE534D42:
+      return "smb2";
+    case 0x65735546:
+      return "fuse";
+    case 0x01021997:
+      return "9p";
+    case 0x00C36400:
+      return "ceph";
+    case 0x5346414F:
+      return "afs";
+    case 0x47504653:
+      return "gpfs";
+    case 0x0BD00BD0:
+      return "lustre";
+    default:
+      return std::nullopt;
+  }
+}
+
+Status write_cachedir_tag(const fs::path& dir) {
+  const fs::path path = dir / kCacheDirTagName;
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    if (errno == EEXIST) return {};  // there already (or something planted there: left alone)
+    return fail("cannot create {}: {}", path.string(), errno_text(errno));
+  }
+  const std::string content = fmt::format(
+      "{}\n# This file is a cache directory tag created by larder.\n"
+      "# For information about cache directory tags, see:\n#\thttps://bford.org/cachedir/\n",
+      kCacheDirTagSignature);
+  const bool written = write_all(fd, content);
+  const int err = errno;
+  ::close(fd);
+  if (!written) {
+    ::unlink(path.c_str());
+    return fail("cannot write {}: {}", path.string(), errno_text(err));
+  }
   return {};
 }
 

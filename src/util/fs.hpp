@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -63,6 +64,19 @@ Status create_private_directories(const std::filesystem::path& dir,
 // group/others unless it is sticky and the next component is ours (the rule of ssh's
 // StrictModes). Succeeds when it is safe or does not exist yet.
 Status check_private_directory(const std::filesystem::path& dir);
+
+// The name of the filesystem `path` is on when it is a network or FUSE filesystem (nfs, smb,
+// cifs, fuse, 9p, ceph, afs...), where flock and RocksDB's file locking are not reliable
+// between machines; nullopt for a local filesystem or when it cannot be told.
+std::optional<std::string> network_filesystem(const std::filesystem::path& path);
+
+// The CACHEDIR.TAG standard (https://bford.org/cachedir/): backup and archiving tools skip a
+// directory holding this file.
+inline constexpr const char* kCacheDirTagName = "CACHEDIR.TAG";
+inline constexpr const char* kCacheDirTagSignature = "Signature: 8a477f597d28d172789f06886806bc55";
+// Creates <dir>/CACHEDIR.TAG (mode 0600) unless something of that name exists (a planted
+// symlink is left alone, never followed). Returns success, or why it could not be written.
+Status write_cachedir_tag(const std::filesystem::path& dir);
 
 // "20261121T045700Z" for the given time: used in names of files and directories set aside.
 std::string compact_utc_timestamp(std::chrono::system_clock::time_point t);

@@ -1,6 +1,8 @@
 // The public Cache API, one body run against both stores (RocksDB and memory).
 #include <doctest/doctest.h>
 
+#include <fstream>
+
 #include <algorithm>
 #include <atomic>
 #include <thread>
@@ -616,4 +618,25 @@ TEST_CASE_TEMPLATE(
   CHECK(s.total_size_bytes <= 12'000);
   CHECK(s.error_count == 0);
   CHECK(store_problems(c).empty());
+}
+
+TEST_CASE("a cache root carries a CACHEDIR.TAG, for every strategy that writes to disk") {
+  for (Strategy strategy : {Strategy::process_isolated, Strategy::shared}) {
+    Fixture<RocksStore> f;
+    f.config.strategy = strategy;
+    f.config.cache_root = f.dir / "root";
+    {
+      Cache c = f.open();
+      REQUIRE(c.set("k", "v"));
+    }
+    std::ifstream in(f.dir / "root" / "CACHEDIR.TAG");
+    std::string first;
+    std::getline(in, first);
+    CHECK(first == "Signature: 8a477f597d28d172789f06886806bc55");
+    Cache again = f.open();  // a root with a tag (and its other files) opens as before
+    CHECK(again.get("k") == std::optional<std::string>("v"));
+  }
+  Fixture<MemoryStore> memory;
+  { Cache c = memory.open(); }
+  CHECK_FALSE(std::filesystem::exists(memory.dir / "CACHEDIR.TAG"));  // disabled: nothing on disk
 }

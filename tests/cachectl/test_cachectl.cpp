@@ -182,6 +182,7 @@ TEST_CASE("cachectl: every command on a process_isolated cache whose process is 
   REQUIRE(r.code == 0);
   auto d = json(r);
   CHECK(std::string(d["strategy"].GetString()) == "process_isolated");
+  CHECK(d["network_filesystem"].IsNull());  // a local disk: no warning
   CHECK(std::string(d["policy"].GetString()) == "lfu");
   CHECK(d["max_entries"].GetUint64() == 1000);
   CHECK(d["max_size_bytes"].GetUint64() == 1 << 20);

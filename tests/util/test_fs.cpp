@@ -163,3 +163,30 @@ TEST_CASE("fs: timestamps, and move_aside keeps every earlier file") {
   CHECK(slurp(second) == "two");
   CHECK(util::move_aside(tmp / "absent", ".x-", t).empty());
 }
+
+TEST_CASE("fs: CACHEDIR.TAG is written once, with the standard's signature, never through a link") {
+  TempDir tmp;
+  REQUIRE(util::write_cachedir_tag(tmp.path()).ok());
+  const std::string tag = slurp(tmp / "CACHEDIR.TAG");
+  CHECK(tag.rfind("Signature: 8a477f597d28d172789f06886806bc55\n", 0) == 0);  // the first line
+  CHECK(mode_of(tmp / "CACHEDIR.TAG") == 0600);
+  { std::ofstream(tmp / "CACHEDIR.TAG") << "the user's own"; }
+  REQUIRE(util::write_cachedir_tag(tmp.path()).ok());  // present: left as it is
+  CHECK(slurp(tmp / "CACHEDIR.TAG") == "the user's own");
+
+  TempDir other;
+  { std::ofstream(other / "victim") << "precious"; }
+  fs::create_symlink(other / "victim", tmp / "link-dir-tag");
+  fs::create_directory(tmp / "d");
+  fs::create_symlink(other / "victim", tmp / "d" / "CACHEDIR.TAG");
+  CHECK(util::write_cachedir_tag(tmp / "d").ok());  // a planted link counts as present
+  CHECK(slurp(other / "victim") == "precious");
+  CHECK_FALSE(util::write_cachedir_tag(tmp / "missing").ok());
+}
+
+TEST_CASE("fs: local filesystems are not network filesystems") {
+  TempDir tmp;
+  CHECK_FALSE(util::network_filesystem(tmp.path()).has_value());
+  CHECK_FALSE(util::network_filesystem("/proc").has_value());
+  CHECK_FALSE(util::network_filesystem(tmp / "missing").has_value());  // cannot tell: nullopt
+}

@@ -244,6 +244,18 @@ int cmd_status(const Globals& g) {
   std::string text;
   text += fmt::format("{:<12}{}\n", "cache", loc.root.string());
   text += fmt::format("{:<12}{}\n", "strategy", larder::core::to_string(loc.strategy));
+  // flock and RocksDB's lock are not reliable across machines on a network filesystem.
+  const auto network = larder::util::network_filesystem(loc.root);
+  j.key("network_filesystem");
+  if (network)
+    j.str(*network);
+  else
+    j.w().Null();
+  if (network)
+    text += fmt::format("{:<12}{}\n", "filesystem",
+                        st.yellow(fmt::format("{}: a network filesystem; locks are not reliable "
+                                              "between machines, keep shared caches local",
+                                              *network)));
 
   if (loc.strategy == larder::Strategy::process_isolated) {
     Table t({"PID", "STATE", "ENTRIES", "ON DISK", "MODIFIED", "DIRECTORY"},
