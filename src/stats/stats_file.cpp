@@ -182,8 +182,9 @@ util::Result<Snapshot> from_json(const std::string& json) {
   d.Parse<rapidjson::kParseDefaultFlags | rapidjson::kParseIterativeFlag>(json.data(), json.size());
   if (d.HasParseError() || !d.IsObject())
     return util::fail("malformed statistics file: not a JSON object");
-  const auto v = d.FindMember("format_version");
-  if (v == d.MemberEnd() || !v->value.IsUint())
+  const rapidjson::Document& doc = d;  // const iterators on both sides of ==
+  const auto v = doc.FindMember("format_version");
+  if (v == doc.MemberEnd() || !v->value.IsUint())
     return util::fail(
         "malformed statistics file: format_version is missing or not an unsigned integer");
   const std::uint32_t version = v->value.GetUint();

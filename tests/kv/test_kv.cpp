@@ -16,11 +16,9 @@ using namespace larder::test;
 namespace {
 
 struct MemoryKv {
-  static constexpr const char* name = "memory";
   std::unique_ptr<kv::Kv> open(const TempDir&) { return kv::make_memory_kv(); }
 };
 struct RocksKv {
-  static constexpr const char* name = "rocksdb";
   std::unique_ptr<kv::Kv> open(const TempDir& tmp) {
     std::unique_ptr<kv::Kv> out;
     const kv::Status s = kv::open_rocks_kv(tmp / "db", {}, &out);

@@ -972,10 +972,11 @@ larder::core::SetRequest parse_line(const std::string& where, const std::string&
   auto bad = [&](const std::string& why) { return Failure{kExitUsage, where + ": " + why}; };
   if (d.HasParseError()) throw bad(fmt::format("not JSON (at byte {})", d.GetErrorOffset()));
   if (!d.IsObject()) throw bad("not a JSON object");
+  const rapidjson::Document& cd = d;  // const iterators on both sides of == (clang, C++20)
   larder::core::SetRequest q;
   auto text = [&](const char* name, std::string* outv, bool required) {
-    auto it = d.FindMember(name);
-    if (it == d.MemberEnd()) {
+    auto it = cd.FindMember(name);
+    if (it == cd.MemberEnd()) {
       if (required) throw bad(fmt::format("'{}' is missing", name));
       return false;
     }
@@ -991,7 +992,7 @@ larder::core::SetRequest parse_line(const std::string& where, const std::string&
   if (!base64_decode(encoded, &q.value)) throw bad("'value' is not base64");
   if (!text("category", &q.category, false)) q.category = "default";
   if (!larder::core::valid_category(q.category)) throw bad("'category' is not a valid category");
-  if (auto m = d.FindMember("metadata"); m != d.MemberEnd()) {
+  if (auto m = cd.FindMember("metadata"); m != cd.MemberEnd()) {
     if (!m->value.IsObject()) throw bad("'metadata' is not an object");
     for (auto it = m->value.MemberBegin(); it != m->value.MemberEnd(); ++it) {
       if (!it->value.IsString()) throw bad("'metadata' values must be strings");
@@ -1000,7 +1001,7 @@ larder::core::SetRequest parse_line(const std::string& where, const std::string&
     }
   }
   q.ttl_s = default_ttl;
-  if (auto t = d.FindMember("ttl"); t != d.MemberEnd()) {
+  if (auto t = cd.FindMember("ttl"); t != cd.MemberEnd()) {
     if (t->value.IsNull())
       q.ttl_s = 0;
     else if (t->value.IsInt64() && t->value.GetInt64() > 0)
