@@ -25,6 +25,10 @@
 //       as uid 65534 (when root): opens a process_isolated cache in ROOT, makes its store's
 //       directory unwritable and goes on as diskfull does, making it writable instead of
 //       removing a ballast file.
+//   replay ROOT POLICY TRACE
+//       opens a process_isolated cache in ROOT (POLICY lru|lfu|fifo, 60 entries, 4000 bytes, no
+//       ttl) and replays TRACE (lines "KEY SIZE": a get, and on a miss a set of SIZE bytes),
+//       then flushes, prints "replayed" and waits until stdin closes (the parent kills it).
 #include <unistd.h>
 
 #include <sys/stat.h>
@@ -33,6 +37,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <string>
 
@@ -108,6 +113,32 @@ int hold_mode(char** argv) {
   larder::Cache cache = larder::Cache::open(cfg);
   if (!cache.set("held", "yes")) return 3;
   say("ready " + std::to_string(::getpid()));
+  char buffer[64];
+  while (::read(STDIN_FILENO, buffer, sizeof buffer) > 0) {
+  }
+  return 0;
+}
+
+int replay_mode(char** argv) {
+  larder::Config cfg;
+  cfg.cache_root = argv[2];
+  cfg.strategy = larder::Strategy::process_isolated;
+  const std::string policy = argv[3];
+  cfg.eviction_policy = policy == "lfu"    ? larder::EvictionPolicy::lfu
+                        : policy == "fifo" ? larder::EvictionPolicy::fifo
+                                           : larder::EvictionPolicy::lru;
+  cfg.max_entries = 60;
+  cfg.max_size_bytes = 4000;
+  cfg.default_ttl = std::chrono::seconds(0);
+  cfg.cleanup_interval = std::chrono::seconds(0);
+  larder::Cache cache = larder::Cache::open(cfg);
+  std::ifstream trace(argv[4]);
+  std::string key;
+  std::size_t size = 0;
+  while (trace >> key >> size)
+    if (!cache.get(key)) (void)cache.set(key, std::string(size, 'x'));
+  cache.flush();
+  say("replayed");
   char buffer[64];
   while (::read(STDIN_FILENO, buffer, sizeof buffer) > 0) {
   }
@@ -221,6 +252,7 @@ int main(int argc, char** argv) {
   if (mode == "diskfull" && argc == 5) return diskfull_mode(argv);
   if (mode == "unwritable" && argc == 3) return unwritable_mode(argv);
   if (mode == "counts" && argc == 4) return counts_mode(argv);
+  if (mode == "replay" && argc == 5) return replay_mode(argv);
   std::fprintf(stderr,
                "usage: larder-test-helper write ROOT FIRST COUNT [MAX_ENTRIES]\n"
                "       larder-test-helper hammer ROOT ID COUNT\n"

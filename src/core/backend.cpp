@@ -101,6 +101,7 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r_in, const KvOpener& ope
   const Resolved& r = b->r_;
   const KvOpener opener = opener_in ? opener_in : KvOpener(default_opener);
   engine::Options eo = options_from(r.config);
+  eo.repair_on_open = r.repair_on_open && !r.read_only;
   auto degrade = [&](const std::string& why) {
     b->log_.logf(util::Level::error, "using a memory cache instead: {}", why);
     b->degraded_at_open_ = true;

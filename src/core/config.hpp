@@ -38,6 +38,11 @@ struct Resolved {
   // (true: what a program using its cache wants); false leaves it where it is and degrades
   // (what an inspection tool wants: report it, keep the evidence).
   bool move_corrupt_aside = true;
+  // Damage found while opening the store (totals that disagree with the access records, access
+  // records that do not decode, a store of an older format) is repaired at once (true: what a
+  // program using its cache wants); false only reports it, through verify (what cachectl wants).
+  // A read-only open never repairs.
+  bool repair_on_open = true;
 };
 
 const char* to_string(Strategy s);

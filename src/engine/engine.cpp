@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <set>
+#include <tuple>
 
 #include <fmt/format.h>
 
@@ -41,12 +43,6 @@ std::string totals(std::uint64_t entries, std::uint64_t bytes, std::uint64_t tic
   put_le64(s, entries);
   put_le64(s, bytes);
   put_le64(s, tick);
-  return s;
-}
-
-std::string category_counter(std::string_view category) {
-  std::string s(kCategoryCounterPrefix);
-  s.append(category);
   return s;
 }
 
@@ -97,30 +93,24 @@ Status for_each_page(kv::Kv& kv, Cf cf, const std::function<Status(const Page&)>
 
 }  // namespace
 
+// A change the transaction makes to a key's index node once its batch is written.
+struct Engine::Staged {
+  std::string key;
+  Node node;
+  std::string category;
+};
+
 struct Engine::Txn {
   explicit Txn(kv::Kv& kv) : batch(kv.new_batch()) {}
   std::unique_ptr<kv::Batch> batch;
   std::int64_t d_entries = 0, d_bytes = 0;
-  std::map<std::string, std::int64_t> d_cats;
-  std::set<std::string, std::less<>> removed;  // keys removed in this transaction
+  std::vector<std::string> removed;                 // keys removed, in order
+  absl::flat_hash_set<std::string_view, Hash, std::equal_to<>> removed_set;  // views of `removed`'s keys in the index
+  std::vector<Staged> staged;                       // nodes added or changed
   std::uint64_t evictions = 0, expirations = 0, invalidations = 0;
-  std::optional<std::string> order_floor, expiry_floor;  // new floors on success
   std::optional<std::int64_t> watermark;
-  bool counters_dirty = false;
-  // Eviction candidates (Engine::victims_): how many leading ones this transaction used, the
-  // candidates that replace them (read by this transaction's scan), and whether it put an order
-  // key (any, or one below the candidates kept: that makes them incomplete).
-  std::size_t victims_used = 0;
-  std::optional<std::deque<std::string>> new_victims;
-  bool order_put = false, order_put_below_victims = false;
+  bool totals_dirty = false;
 };
-
-void Engine::put_order(Txn& t, std::string_view key) {
-  const std::deque<std::string>& kept = t.new_victims ? *t.new_victims : victims_;
-  if (!kept.empty() && key < kept.back()) t.order_put_below_victims = true;
-  t.order_put = true;
-  t.batch->put(Cf::order, key, "");
-}
 
 Engine::Engine(std::unique_ptr<kv::Kv> kv, Options options,
                std::shared_ptr<std::atomic<std::int64_t>> watermark, Counters* counters,
@@ -157,6 +147,109 @@ std::function<bool(std::string_view)> Engine::drop_predicate(
   };
 }
 
+// ---------------------------------------------------------------- the index
+
+Engine::OrderKey Engine::order_of(const Node& n, std::string_view key) const {
+  switch (options_.policy) {
+    case EvictionPolicy::lru:
+      return {n.last_tick, 0, key};
+    case EvictionPolicy::lfu:
+      return {n.access_count, n.last_tick, key};
+    case EvictionPolicy::fifo:
+      return {n.insert_tick, 0, key};
+    case EvictionPolicy::ttl:
+      break;
+  }
+  return {0, 0, key};
+}
+
+const std::string* Engine::intern(std::string_view category) {
+  auto it = cats_.find(category);
+  if (it == cats_.end()) it = cats_.emplace(std::string(category), 0).first;
+  return &it->first;
+}
+
+void Engine::link(Index::iterator it) {
+  const std::string_view key = it->first;
+  const Node& n = it->second;
+  if (options_.policy != EvictionPolicy::ttl) order_.insert(order_of(n, key));
+  if (n.has_expiry) expiry_.emplace(n.expiry_t, key);
+  if (!n.category->empty()) by_category_.emplace(*n.category, key);
+  ++cats_.find(*n.category)->second;
+  entries_.fetch_add(1, std::memory_order_relaxed);
+  bytes_.fetch_add(n.size, std::memory_order_relaxed);
+}
+
+void Engine::unlink(Index::iterator it) {
+  const std::string_view key = it->first;
+  const Node& n = it->second;
+  if (options_.policy != EvictionPolicy::ttl) order_.erase(order_of(n, key));
+  if (n.has_expiry) expiry_.erase({n.expiry_t, key});
+  if (!n.category->empty()) by_category_.erase({*n.category, key});
+  auto cat = cats_.find(*n.category);
+  if (--cat->second == 0) cats_.erase(cat);  // no other node points at it
+  entries_.fetch_sub(1, std::memory_order_relaxed);
+  bytes_.fetch_sub(n.size, std::memory_order_relaxed);
+}
+
+void Engine::erase_node(Index::iterator it) {
+  unlink(it);
+  if (dirty_.erase(std::string_view(it->first)) > 0)
+    dirty_size_.fetch_sub(1, std::memory_order_relaxed);
+  index_.erase(it);
+}
+
+void Engine::upsert_node(std::string_view key, Node node, std::string_view category) {
+  auto it = index_.find(key);
+  if (it != index_.end()) {
+    unlink(it);
+  } else {
+    it = index_.emplace(std::string(key), Node{}).first;
+  }
+  node.category = intern(category);
+  it->second = node;
+  link(it);
+}
+
+void Engine::clear_index() {
+  order_.clear();
+  expiry_.clear();
+  by_category_.clear();
+  dirty_.clear();
+  dirty_size_ = 0;
+  index_.clear();
+  cats_.clear();
+  entries_ = 0;
+  bytes_ = 0;
+}
+
+AccessRecord Engine::record_of(const Node& n, std::string_view category) {
+  AccessRecord a;
+  a.last_access_ns = n.last_access_ns;
+  a.last_tick = n.last_tick;
+  a.access_count = n.access_count;
+  a.insert_tick = n.insert_tick;
+  a.size = n.size;
+  a.has_expiry = n.has_expiry;
+  a.expiry_t = n.expiry_t;
+  a.stale_t = n.stale_t;
+  a.category = std::string(category);
+  return a;
+}
+
+Engine::Node Engine::node_of(const AccessRecord& a) {
+  Node n;
+  n.last_access_ns = a.last_access_ns;
+  n.last_tick = a.last_tick;
+  n.access_count = a.access_count;
+  n.insert_tick = a.insert_tick;
+  n.size = a.size;
+  n.has_expiry = a.has_expiry;
+  n.expiry_t = a.expiry_t;
+  n.stale_t = a.stale_t;
+  return n;
+}
+
 // ---------------------------------------------------------------- open, meta, rebuild
 
 void Engine::write_meta(kv::Batch& batch) {
@@ -184,16 +277,16 @@ Status Engine::recover_store() {
   Status s = kv_->recover(&reopened);
   if (!reopened) return s;
   // A write reported as failed may still have reached the log that the reopen replayed: the
-  // store's counters are the truth, and cached scan positions may be stale.
-  order_floor_.clear();
-  expiry_floor_.clear();
-  victims_.clear();
-  cats_.clear();
+  // store is the truth, and the index is loaded from it again.
+  drain_pending();
+  clear_index();
   if (Status o = open_locked(); !o.ok()) return o;
   return s;
 }
 
 Status Engine::open_locked() {
+  open_problems_.clear();
+  const bool repair = options_.repair_on_open;
   std::map<std::string, std::string, std::less<>> counters;
   Status s = kv_->scan(Cf::counters, "", "", [&](std::string_view k, std::string_view v) {
     if (!k.starts_with(kCategoryCounterPrefix)) counters.emplace(k, v);
@@ -206,6 +299,23 @@ Status Engine::open_locked() {
     *out = get_le64(it->second);
     return true;
   };
+  // What needs a rebuild: repaired now, or (repair_on_open false) reported by verify while the
+  // index is loaded from the access records as they are.
+  auto needs_rebuild = [&](std::string why) {
+    if (repair) {
+      log_->logf(util::Level::info, "rebuilding the access records and the index: {}", why);
+      return rebuild_locked();
+    }
+    open_problems_.push_back(fmt::format("{}; verify --repair rebuilds it", why));
+    bool undecodable = false;
+    Status loaded = load_index_locked(&undecodable);
+    if (loaded.code == Code::corruption)
+      open_problems_.push_back(fmt::format("the access family cannot be read ({})", loaded.message));
+    else if (!loaded.ok())
+      return loaded;
+    if (undecodable) open_problems_.push_back("an access record does not decode");
+    return Status();
+  };
   std::uint64_t format = 0;
   if (!u64(kFormatKey, &format)) {
     // A new store, or one whose counters were lost: the entries family is the truth.
@@ -215,7 +325,8 @@ Status Engine::open_locked() {
       return false;
     });
     if (!s.ok()) return s;
-    if (any) return rebuild_locked();
+    if (any) return needs_rebuild("the store's counters are missing");
+    if (!repair) return Status();
     auto batch = kv_->new_batch();
     write_meta(*batch);
     batch->put(Cf::counters, kTotalsKey, totals(0, 0, 0));
@@ -224,40 +335,73 @@ Status Engine::open_locked() {
   if (format > kStoreFormat)
     return {Code::io_error, fmt::format("the store has format {}, newer than this larder's {}",
                                         format, kStoreFormat)};
+  std::uint64_t stored_entries = 0, stored_bytes = 0;
   if (auto it = counters.find(kTotalsKey); it != counters.end() && it->second.size() == 24) {
     const std::string_view t = it->second;
-    entries_ = get_le64(t);
-    bytes_ = get_le64(t.substr(8));
+    stored_entries = get_le64(t);
+    stored_bytes = get_le64(t.substr(8));
     tick_ = get_le64(t.substr(16));
   }
-  std::uint64_t policy = 0, factor_bits = 0, rebuilding = 0, wm = 0;
-  u64(kPolicyKey, &policy);
+  std::uint64_t factor_bits = 0, rebuilding = 0, wm = 0;
   u64(kStaleFactorKey, &factor_bits);
   u64(kRebuildingKey, &rebuilding);
   double factor = 0;
   std::memcpy(&factor, &factor_bits, sizeof factor);
-  auto limits = counters.find(kLimitsKey);
-  s = kv_->scan(Cf::counters, kCategoryCounterPrefix, kCategoryCounterEnd,
-                [&](std::string_view k, std::string_view val) {
-                  if (val.size() == 8)
-                    cats_[std::string(k.substr(kCategoryCounterPrefix.size()))] = get_le64(val);
-                  return true;
-                });
-  if (!s.ok()) return s;
   const bool factor_changed = factor != options_.stale_factor;
   if (!factor_changed && u64(kWatermarkKey, &wm)) watermark_->store(static_cast<std::int64_t>(wm));
-  if (policy != static_cast<std::uint64_t>(options_.policy) || factor_changed || rebuilding != 0) {
-    log_->logf(util::Level::info,
-               "rebuilding indexes (policy or stale factor changed, or an "
-               "earlier rebuild was interrupted)");
-    return rebuild_locked();
+  if (format < kStoreFormat)
+    return needs_rebuild(fmt::format(
+        "the store has format {} (migrated to {}: the index families are retired)", format,
+        kStoreFormat));
+  if (factor_changed) return needs_rebuild("the stale factor changed");
+  if (rebuilding != 0) return needs_rebuild("an earlier rebuild was interrupted");
+  bool undecodable = false;
+  if (s = load_index_locked(&undecodable); !s.ok() && s.code != Code::corruption) return s;
+  if (undecodable || !s.ok()) {
+    ++counters_->error;
+    const std::string why = s.ok() ? std::string("an access record does not decode")
+                                   : fmt::format("the access family cannot be read ({})", s.message);
+    log_->logf(util::Level::warn, "{}", why);
+    if (repair) return rebuild_locked();
+    open_problems_.push_back(fmt::format("{}; verify --repair rebuilds it", why));
+    return Status();
   }
-  if (limits == counters.end() || limits->second != limits_record()) {
-    auto batch = kv_->new_batch();
+  if (!repair) return Status();
+  auto batch = kv_->new_batch();
+  if (entries_.load() != stored_entries || bytes_.load() != stored_bytes) {
+    log_->logf(util::Level::warn,
+               "the totals counter said {} entries / {} bytes, the access records hold {} / {}; "
+               "corrected",
+               stored_entries, stored_bytes, entries_.load(), bytes_.load());
+    batch->put(Cf::counters, kTotalsKey, totals(entries_.load(), bytes_.load(), tick_.load()));
+  }
+  if (auto limits = counters.find(kLimitsKey);
+      limits == counters.end() || limits->second != limits_record())
     batch->put(Cf::counters, kLimitsKey, limits_record());
-    return kv_->write(*batch);
-  }
-  return Status();
+  if (auto policy = counters.find(kPolicyKey);
+      policy == counters.end() || policy->second != le64(static_cast<std::uint64_t>(options_.policy)))
+    batch->put(Cf::counters, kPolicyKey, le64(static_cast<std::uint64_t>(options_.policy)));
+  return batch->count() == 0 ? Status() : kv_->write(*batch);
+}
+
+Status Engine::load_index_locked(bool* needs_rebuild) {
+  clear_index();
+  *needs_rebuild = false;
+  std::uint64_t max_tick = tick_.load();
+  Status s = kv_->scan(Cf::access, "", "", [&](std::string_view key, std::string_view bytes) {
+    AccessRecord a;
+    if (!decode_access(bytes, &a)) {
+      *needs_rebuild = true;
+      return false;
+    }
+    max_tick = std::max({max_tick, a.last_tick, a.insert_tick});
+    auto it = index_.emplace(std::string(key), node_of(a)).first;
+    it->second.category = intern(a.category);
+    link(it);
+    return true;
+  });
+  tick_ = max_tick;
+  return s;
 }
 
 Status Engine::read_settings(kv::Kv& kv, Options* out, bool* found) {
@@ -298,17 +442,19 @@ Status Engine::rebuild() {
 }
 
 Status Engine::rebuild_locked() {
+  open_problems_.clear();
   drain_pending();
-  victims_.clear();
+  clear_index();
   {
     auto batch = kv_->new_batch();
     batch->put(Cf::counters, kRebuildingKey, le64(1));
+    // Format 1 kept per-category counters; format 2 counts categories in the index.
     batch->delete_range(Cf::counters, kCategoryCounterPrefix, kCategoryCounterEnd);
     if (Status s = kv_->write(*batch); !s.ok()) return s;
   }
-  // The order, expiry and category families are derived from the entries: dropping them (rather
-  // than deleting their records) also discards table files too damaged to read. The access
-  // family holds what cannot be derived (access history) and is kept, unless it cannot be read.
+  // Format 1's index families (order, expiry, category) are retired: emptied by dropping them,
+  // which also discards table files too damaged to read. The access family holds what cannot be
+  // derived (access history) and is kept, unless it cannot be read.
   for (const Cf cf : {Cf::order, Cf::expiry, Cf::category})
     if (Status s = kv_->reset(cf); !s.ok()) return s;
   if (Status s =
@@ -322,8 +468,8 @@ Status Engine::rebuild_locked() {
     return s;
   }
   watermark_->store(kNoWatermark);
-  std::uint64_t entries = 0, bytes = 0, dropped = 0;
-  std::map<std::string, std::uint64_t> cats;
+  std::uint64_t dropped = 0;
+  std::vector<std::pair<std::string, AccessRecord>> rebuilt;
   Status scanned = for_each_page(*kv_, Cf::entries, [&](const Page& page) {
     auto batch = kv_->new_batch();
     for (const auto& [key, record] : page) {
@@ -345,14 +491,13 @@ Status Engine::rebuild_locked() {
         a.access_count = 1;
         a.last_access_ns = h.created_ns;
       }
+      tick_ = std::max({tick_.load(), a.last_tick, a.insert_tick});
       a.size = record.size() - offset;
       a.category = h.category;
       a.has_expiry = false;
+      a.expiry_t = 0;
       a.stale_t = 0;
-      if (h.invalid()) {
-        a.has_expiry = true;
-        a.expiry_t = 0;
-      }
+      if (h.invalid()) a.has_expiry = true;
       if (h.ttl_s > 0) {
         const Deadlines d = deadlines(h.created_ns, h.ttl_s, options_.stale_factor);
         a.stale_t = static_cast<std::uint64_t>(std::max<std::int64_t>(d.stale_at, 0));
@@ -362,13 +507,7 @@ Status Engine::rebuild_locked() {
         }
       }
       batch->put(Cf::access, key, encode_access(a));
-      if (options_.policy != EvictionPolicy::ttl)
-        batch->put(Cf::order, order_key(options_.policy, a, key), "");
-      if (a.has_expiry) batch->put(Cf::expiry, expiry_key(a.expiry_t, key), le64(a.stale_t));
-      batch->put(Cf::category, category_key(a.category, key), "");
-      ++entries;
-      bytes += a.size;
-      ++cats[a.category];
+      rebuilt.emplace_back(key, std::move(a));
     }
     return kv_->write(*batch);
   });
@@ -382,19 +521,14 @@ Status Engine::rebuild_locked() {
     return batch->count() == 0 ? Status() : kv_->write(*batch);
   });
   if (!scanned.ok()) return scanned;
+  for (auto& [key, a] : rebuilt) upsert_node(key, node_of(a), a.category);
+  rebuilt.clear();
   auto batch = kv_->new_batch();
   write_meta(*batch);
-  batch->put(Cf::counters, kTotalsKey, totals(entries, bytes, tick_.load()));
+  batch->put(Cf::counters, kTotalsKey, totals(entries_.load(), bytes_.load(), tick_.load()));
   batch->put(Cf::counters, kWatermarkKey, le64(static_cast<std::uint64_t>(kNoWatermark)));
-  for (const auto& [cat, n] : cats) batch->put(Cf::counters, category_counter(cat), le64(n));
   batch->del(Cf::counters, kRebuildingKey);
-  if (Status s2 = kv_->write(*batch); !s2.ok()) return s2;
-  entries_ = entries;
-  bytes_ = bytes;
-  cats_ = std::move(cats);
-  order_floor_.clear();
-  victims_.clear();
-  expiry_floor_.clear();
+  if (Status s2 = kv_->write(*batch); !s2.ok()) return s2;  // the next open recounts
   if (dropped > 0) {
     counters_->error += dropped;
     log_->logf(util::Level::warn, "rebuild dropped {} undecodable entries", dropped);
@@ -405,39 +539,17 @@ Status Engine::rebuild_locked() {
 // ---------------------------------------------------------------- verify
 
 Status Engine::verify(VerifyReport* report) {
-  constexpr std::uint64_t kUnknownCount = ~std::uint64_t{0};
   std::lock_guard lock(mu_);
   if (Status s = flush_access_locked(); !s.ok()) return s;
   *report = {};
   auto problem = [&](std::string line) {
     if (report->problems.size() < 1000) report->problems.push_back(std::move(line));
   };
+  for (const std::string& p : open_problems_) problem(p);
   std::map<std::string, std::uint64_t> cats;
-  std::uint64_t with_expiry = 0;
-  const bool has_order = options_.policy != EvictionPolicy::ttl;
-  std::string scratch;
-  // An index family the store cannot read (a damaged table file) is one problem, reported once;
-  // verify goes on with the rest. A damaged entries family fails verify (values are lost).
-  bool damaged[kv::kCfCount] = {};
-  auto index_damaged = [&](Cf cf, const Status& st) {
-    if (cf == Cf::entries || st.code != kv::Code::corruption) return false;
-    if (!damaged[static_cast<int>(cf)])
-      problem(fmt::format("the {} family cannot be read ({}); verify --repair rebuilds it",
-                          kv::to_string(cf), st.message));
-    damaged[static_cast<int>(cf)] = true;
-    return true;
-  };
-  auto exists = [&](Cf cf, const std::string& key, Status* st) {
-    *st = kv_->get(cf, key, &scratch);
-    if (index_damaged(cf, *st)) {
-      *st = Status();
-      return true;
-    }
-    return st->ok();
-  };
+  bool access_damaged = false;
   Status failure;
   Status scanned = for_each_page(*kv_, Cf::entries, [&](const Page& page) {
-    Status s;
     for (const auto& [key, record] : page) {
       EntryHeader h;
       std::size_t offset = 0;
@@ -445,75 +557,103 @@ Status Engine::verify(VerifyReport* report) {
         problem(fmt::format("entry '{}': undecodable record", key));
         continue;
       }
+      const std::uint64_t size = record.size() - offset;
       ++report->entries;
-      report->bytes += record.size() - offset;
+      report->bytes += size;
       ++cats[h.category];
-      AccessRecord a;
-      bool found = false;
-      if (s = load_access(key, &a, &found); !s.ok()) {
-        if (!index_damaged(Cf::access, s)) failure = s;
+      const bool want_expiry = h.invalid() || h.ttl_s > 0;
+      const std::uint64_t want_t =
+          h.invalid() ? 0
+          : h.ttl_s > 0
+              ? expiry_time(deadlines(h.created_ns, h.ttl_s, options_.stale_factor).expired_at)
+              : 0;
+      auto node = index_.find(key);
+      if (node == index_.end()) {
+        problem(fmt::format("entry '{}': not in the in-memory index", key));
+      } else {
+        const Node& n = node->second;
+        if (n.size != size || *n.category != h.category || n.has_expiry != want_expiry ||
+            (want_expiry && n.expiry_t != want_t))
+          problem(fmt::format("entry '{}': the in-memory index does not match the entry", key));
+      }
+      if (access_damaged) continue;
+      std::string bytes_a;
+      Status s = kv_->get(Cf::access, key, &bytes_a);
+      if (s.code == Code::corruption) {
+        problem(fmt::format("the access family cannot be read ({}); verify --repair rebuilds it",
+                            s.message));
+        access_damaged = true;
         continue;
       }
-      if (!found) {
+      if (s.not_found()) {
         problem(fmt::format("entry '{}': no access record", key));
         continue;
       }
-      if (a.size != record.size() - offset)
+      if (!s.ok()) {
+        failure = s;
+        return s;
+      }
+      AccessRecord a;
+      if (!decode_access(bytes_a, &a)) {
+        problem(fmt::format("entry '{}': undecodable access record", key));
+        continue;
+      }
+      if (a.size != size)
         problem(fmt::format("entry '{}': access record says {} bytes, value has {}", key, a.size,
-                            record.size() - offset));
+                            size));
       if (a.category != h.category)
         problem(fmt::format("entry '{}': access record says category '{}', entry '{}'", key,
                             a.category, h.category));
-      if (has_order && !exists(Cf::order, order_key(options_.policy, a, key), &s))
-        problem(fmt::format("entry '{}': no eviction-order record", key));
-      const bool want_expiry = h.invalid() || h.ttl_s > 0;
-      if (want_expiry) {
-        ++with_expiry;
-        const std::uint64_t t =
-            h.invalid()
-                ? 0
-                : expiry_time(deadlines(h.created_ns, h.ttl_s, options_.stale_factor).expired_at);
-        if (!a.has_expiry || a.expiry_t != t || !exists(Cf::expiry, expiry_key(t, key), &s))
-          problem(fmt::format("entry '{}': expiry index does not match its ttl/status", key));
-      } else if (a.has_expiry) {
-        problem(fmt::format("entry '{}': expiry record for an entry without ttl", key));
+      if (a.has_expiry != want_expiry || (want_expiry && a.expiry_t != want_t))
+        problem(fmt::format("entry '{}': access record's expiry does not match its ttl/status",
+                            key));
+      if (node != index_.end()) {
+        const Node& n = node->second;
+        if (n.last_tick != a.last_tick || n.access_count != a.access_count ||
+            n.insert_tick != a.insert_tick)
+          problem(fmt::format("entry '{}': the in-memory index and the access record disagree "
+                              "on its access history",
+                              key));
       }
-      if (!exists(Cf::category, category_key(h.category, key), &s))
-        problem(fmt::format("entry '{}': no category-index record", key));
-      if (s.failed()) failure = s;
     }
     return Status();
   });
-  if (!scanned.ok()) return scanned;
   if (failure.failed()) return failure;
-  // Counts a family's records: ok, ok with *n unset (-1) when the family is damaged, or a failure.
-  auto count = [&](Cf cf, std::uint64_t* n) {
-    *n = 0;
-    Status st = kv_->scan(cf, "", "", [&](std::string_view, std::string_view) {
-      ++*n;
+  if (!scanned.ok()) return scanned;
+  std::uint64_t n = 0;
+  if (!access_damaged) {
+    Status st = kv_->scan(Cf::access, "", "", [&](std::string_view, std::string_view) {
+      ++n;
       return true;
     });
-    if (index_damaged(cf, st) || damaged[static_cast<int>(cf)]) {
-      *n = kUnknownCount;
-      return Status();
-    }
-    return st;
-  };
-  std::uint64_t n = 0;
-  if (Status s = count(Cf::access, &n); !s.ok()) return s;
-  if (n != kUnknownCount && n != report->entries)
-    problem(fmt::format("{} access records for {} entries", n, report->entries));
-  if (has_order) {
-    if (Status s = count(Cf::order, &n); !s.ok()) return s;
-    if (n != kUnknownCount && n != report->entries)
-      problem(fmt::format("{} eviction-order records for {} entries", n, report->entries));
+    if (st.code == Code::corruption)
+      problem(fmt::format("the access family cannot be read ({}); verify --repair rebuilds it",
+                          st.message));
+    else if (!st.ok())
+      return st;
+    else if (n != report->entries)
+      problem(fmt::format("{} access records for {} entries", n, report->entries));
   }
-  if (Status s = count(Cf::expiry, &n); !s.ok()) return s;
-  if (n != kUnknownCount && n != with_expiry)
-    problem(fmt::format("{} expiry records for {} entries with a ttl or invalid", n, with_expiry));
-  if (Status s = count(Cf::category, &n); !s.ok()) return s;
-  if (n != kUnknownCount && n != report->entries)
-    problem(fmt::format("{} category-index records for {} entries", n, report->entries));
+  // The index's own structures.
+  if (index_.size() != report->entries)
+    problem(fmt::format("the in-memory index holds {} keys for {} entries", index_.size(),
+                        report->entries));
+  std::uint64_t with_expiry = 0, with_category = 0;
+  for (const auto& [key, node] : index_) {
+    with_expiry += node.has_expiry ? 1 : 0;
+    with_category += node.category->empty() ? 0 : 1;
+  }
+  if (options_.policy != EvictionPolicy::ttl && order_.size() != index_.size())
+    problem(fmt::format("the eviction order holds {} keys for {} in the index", order_.size(),
+                        index_.size()));
+  if (expiry_.size() != with_expiry)
+    problem(fmt::format("the expiry order holds {} keys for {} with a ttl or invalid",
+                        expiry_.size(), with_expiry));
+  if (by_category_.size() != with_category)
+    problem(fmt::format("the category index holds {} keys for {} with a category",
+                        by_category_.size(), with_category));
+  std::map<std::string, std::uint64_t> index_cats(cats_.begin(), cats_.end());
+  if (index_cats != cats) problem("per-category counts do not match the entries");
   // Counters as stored (not only as held in memory).
   std::string totals_bytes;
   if (Status s = kv_->get(Cf::counters, kTotalsKey, &totals_bytes);
@@ -526,16 +666,16 @@ Status Engine::verify(VerifyReport* report) {
   } else {
     problem("the totals counter is missing or malformed");
   }
-  std::map<std::string, std::uint64_t> stored_cats;
-  if (Status s = kv_->scan(Cf::counters, kCategoryCounterPrefix, kCategoryCounterEnd,
-                           [&](std::string_view k, std::string_view v) {
-                             stored_cats[std::string(k.substr(kCategoryCounterPrefix.size()))] =
-                                 v.size() == 8 ? get_le64(v) : 0;
-                             return true;
-                           });
-      !s.ok())
-    return s;
-  if (stored_cats != cats) problem("per-category counters do not match the entries");
+  for (const Cf cf : {Cf::order, Cf::expiry, Cf::category}) {
+    bool any = false;
+    Status st = kv_->scan(cf, "", "", [&](std::string_view, std::string_view) {
+      any = true;
+      return false;
+    });
+    if (!st.ok() || any)
+      problem(fmt::format("the retired {} family is not empty; verify --repair empties it",
+                          kv::to_string(cf)));
+  }
   if (entries_.load() != report->entries || bytes_.load() != report->bytes)
     problem("in-memory totals do not match the store");
   return Status();
@@ -563,10 +703,15 @@ void Engine::record_access(std::string_view key, std::int64_t now_ns) {
   }
   const std::size_t pending = pending_size_.load(std::memory_order_relaxed);
   if (pending < kAccessFlushBatch) return;
-  // Hand the flush to the housekeeper when there is one; flush here only when the buffer grows
-  // far beyond a batch (back-pressure) or nobody else will.
-  if (flusher_ != nullptr && pending < 16 * kAccessFlushBatch) {
-    if (!flush_requested_.exchange(true, std::memory_order_acq_rel)) flusher_->flush_soon();
+  // Hand the batch to the flusher when there is one; apply it here (in memory only: the flusher
+  // persists) when it grows far beyond a batch, or when nobody else will.
+  if (flusher_ != nullptr) {
+    if (pending < 16 * kAccessFlushBatch) {
+      if (!flush_requested_.exchange(true, std::memory_order_acq_rel)) flusher_->flush_soon();
+      return;
+    }
+    std::unique_lock lock(mu_, std::try_to_lock);
+    if (lock.owns_lock()) apply_pending_locked();
     return;
   }
   std::unique_lock lock(mu_, std::try_to_lock);
@@ -601,63 +746,86 @@ Engine::drain_pending() {
       taken.swap(shard.map);
     }
     pending_size_.fetch_sub(taken.size(), std::memory_order_relaxed);
-    all.merge(taken);
+    if (all.empty())
+      all.swap(taken);
+    else
+      all.merge(taken);
   }
   return all;
 }
 
+void Engine::apply_pending_locked() {
+  if (pending_size_.load(std::memory_order_relaxed) == 0) return;
+  const auto pending = drain_pending();
+  const bool ordered =
+      options_.policy == EvictionPolicy::lru || options_.policy == EvictionPolicy::lfu;
+  for (const auto& [key, p] : pending) {
+    auto it = index_.find(key);
+    if (it == index_.end()) continue;  // removed since the hit
+    Node& n = it->second;
+    const std::string_view k = it->first;
+    if (ordered) order_.erase(order_of(n, k));
+    n.access_count += p.count;
+    n.last_tick = std::max(n.last_tick, p.tick);
+    n.last_access_ns = std::max(n.last_access_ns, p.ns);
+    if (ordered) order_.insert(order_of(n, k));
+    if (dirty_.insert(k).second) dirty_size_.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+// Writes the access records of up to `max_keys` dirty nodes (blind puts: the node is the whole
+// record) with the tick, in one batch.
+Status Engine::persist_dirty_locked(std::size_t max_keys) {
+  if (dirty_.empty()) return Status();
+  auto batch = kv_->new_batch();
+  std::vector<std::string_view> written;
+  written.reserve(std::min(max_keys, dirty_.size()));
+  for (const std::string_view key : dirty_) {
+    if (written.size() >= max_keys) break;
+    auto it = index_.find(key);
+    if (it != index_.end()) batch->put(Cf::access, key, encode_access(record_of(it->second, *it->second.category)));
+    written.push_back(key);
+  }
+  batch->put(Cf::counters, kTotalsKey, totals(entries_.load(), bytes_.load(), tick_.load()));
+  if (Status s = kv_->write(*batch); !s.ok()) return s;
+  for (const std::string_view key : written) dirty_.erase(key);
+  dirty_size_.fetch_sub(written.size(), std::memory_order_relaxed);
+  return Status();
+}
+
 Status Engine::flush_access() {
-  std::lock_guard lock(mu_);
-  return flush_access_locked();
+  // Applied and persisted in slices, releasing the mutex between them so that no writer waits
+  // behind a large flush.
+  constexpr std::size_t kSlice = 4096;
+  for (;;) {
+    std::lock_guard lock(mu_);
+    flush_requested_.store(false, std::memory_order_release);
+    apply_pending_locked();
+    if (Status s = persist_dirty_locked(kSlice); !s.ok()) return s;
+    if (dirty_.empty()) return Status();
+  }
 }
 
 Status Engine::flush_access_locked() {
   flush_requested_.store(false, std::memory_order_release);
-  auto pending = drain_pending();
-  if (pending.empty()) return Status();
-  Txn t(*kv_);
-  for (const auto& [key, p] : pending) {
-    AccessRecord a;
-    bool found = false;
-    if (Status s = load_access(key, &a, &found); !s.ok()) return s;
-    if (!found) continue;  // removed since the hit
-    const std::string old_order = order_key(options_.policy, a, key);
-    a.access_count += p.count;
-    a.last_tick = std::max(a.last_tick, p.tick);
-    a.last_access_ns = std::max(a.last_access_ns, p.ns);
-    t.batch->put(Cf::access, key, encode_access(a));
-    if (options_.policy == EvictionPolicy::lru || options_.policy == EvictionPolicy::lfu) {
-      const std::string new_order = order_key(options_.policy, a, key);
-      t.batch->del(Cf::order, old_order);
-      put_order(t, new_order);
-    }
-  }
-  t.counters_dirty = true;  // the tick moved
-  return commit(t);
-}
-
-Status Engine::load_access(std::string_view key, AccessRecord* out, bool* found) {
-  std::string bytes;
-  Status s = kv_->get(Cf::access, key, &bytes);
-  *found = false;
-  if (s.not_found()) return Status();
-  if (!s.ok()) return s;
-  if (!decode_access(bytes, out)) return corrupt("access", key);
-  *found = true;
-  return Status();
+  apply_pending_locked();
+  return persist_dirty_locked(std::numeric_limits<std::size_t>::max());
 }
 
 Status Engine::access_of(std::string_view key, AccessRecord* out) {
-  bool found = false;
-  if (Status s = load_access(key, out, &found); !s.ok()) return s;
-  if (!found) return Status::missing();
-  Shard& shard = shard_of(key);
-  std::lock_guard lock(shard.mu);
-  if (auto it = shard.map.find(key); it != shard.map.end()) {
-    out->access_count += it->second.count;
-    out->last_tick = std::max(out->last_tick, it->second.tick);
-    out->last_access_ns = std::max(out->last_access_ns, it->second.ns);
+  Pending p;
+  {
+    Shard& shard = shard_of(key);
+    std::lock_guard lock(shard.mu);
+    if (auto it = shard.map.find(key); it != shard.map.end()) p = it->second;
   }
+  std::lock_guard lock(mu_);
+  auto it = index_.find(key);
+  if (it == index_.end()) return Status::missing();
+  *out = record_of(it->second, *it->second.category);
+  out->access_count += p.count;
+  out->last_tick = std::max(out->last_tick, p.tick);
+  out->last_access_ns = std::max(out->last_access_ns, p.ns);
   return Status();
 }
 
@@ -688,37 +856,42 @@ Status Engine::keys(std::string_view prefix, std::vector<std::string>* out) {
 }
 
 Status Engine::keys_in_category(std::string_view category, std::vector<std::string>* out) {
-  const std::string prefix = category_prefix(category);
-  return kv_->scan(Cf::category, prefix, prefix_end(prefix),
-                   [&](std::string_view k, std::string_view) {
-                     out->emplace_back(k.substr(prefix.size()));
-                     return true;
-                   });
+  std::lock_guard lock(mu_);
+  if (category.empty()) {
+    for (const auto& [key, node] : index_)
+      if (node.category->empty()) out->push_back(key);
+    std::sort(out->begin(), out->end());
+    return Status();
+  }
+  for (auto it = by_category_.lower_bound({category, std::string_view{}});
+       it != by_category_.end() && it->first == category; ++it)
+    out->emplace_back(it->second);
+  return Status();
 }
 
 Status Engine::status_counts(std::int64_t now_ns, StatusCounts* out) {
   *out = {};
-  Status s = kv_->scan(Cf::expiry, "", "", [&](std::string_view k, std::string_view v) {
-    const std::uint64_t t = time_of_expiry(k);
-    const std::uint64_t stale_t = v.size() == 8 ? get_le64(v) : 0;
-    const auto now = static_cast<std::uint64_t>(std::max<std::int64_t>(now_ns, 0));
-    if (t == 0)
+  const auto now = static_cast<std::uint64_t>(std::max<std::int64_t>(now_ns, 0));
+  std::lock_guard lock(mu_);
+  for (const auto& [t, key] : expiry_) {
+    if (t == 0) {
       ++out->invalid;
-    else if (t <= now)
+    } else if (t <= now) {
       ++out->expired;
-    else if (stale_t <= now)
-      ++out->stale;
-    return true;
-  });
+    } else {
+      auto it = index_.find(key);
+      if (it != index_.end() && it->second.stale_t <= now) ++out->stale;
+    }
+  }
   const std::uint64_t total = entries_.load();
   const std::uint64_t other = out->invalid + out->expired + out->stale;
   out->fresh = total > other ? total - other : 0;
-  return s;
+  return Status();
 }
 
 std::map<std::string, std::uint64_t> Engine::categories() {
   std::lock_guard lock(mu_);
-  return cats_;
+  return {cats_.begin(), cats_.end()};
 }
 
 // ---------------------------------------------------------------- writes
@@ -730,159 +903,59 @@ bool Engine::over_limits(const Txn& t) const {
          (options_.max_bytes != 0 && b > static_cast<std::int64_t>(options_.max_bytes));
 }
 
-void Engine::remove_in_txn(Txn& t, std::string_view key, const AccessRecord& a) {
+void Engine::remove_in_txn(Txn& t, std::string_view key, const Node& node) {
   t.batch->del(Cf::entries, key);
   t.batch->del(Cf::access, key);
-  if (options_.policy != EvictionPolicy::ttl)
-    t.batch->del(Cf::order, order_key(options_.policy, a, key));
-  if (a.has_expiry) t.batch->del(Cf::expiry, expiry_key(a.expiry_t, key));
-  t.batch->del(Cf::category, category_key(a.category, key));
   t.d_entries -= 1;
-  t.d_bytes -= static_cast<std::int64_t>(a.size);
-  t.d_cats[a.category] -= 1;
-  t.removed.emplace(key);
-  t.counters_dirty = true;
+  t.d_bytes -= static_cast<std::int64_t>(node.size);
+  t.removed.emplace_back(key);
+  t.removed_set.insert(key);  // `key` views the index's copy, which outlives the transaction
+  t.totals_dirty = true;
 }
 
-// Removes entries until the limits hold: in the expired pass, expired and invalid entries in
-// expiry order (invalid first); in the policy pass, live entries in eviction order. Never removes
-// `keep`. Moves the pass's floor past what it removed, so later scans skip the tombstones.
-Status Engine::evict(Txn& t, Pass pass, std::int64_t now_ns, std::string_view keep) {
-  const bool expired_pass = pass == Pass::expired;
-  const Cf cf = expired_pass ? Cf::expiry : Cf::order;
-  const std::string& floor = expired_pass ? expiry_floor_ : order_floor_;
-  std::optional<std::string>& new_floor = expired_pass ? t.expiry_floor : t.order_floor;
+// Chooses entries to remove until the limits hold: in the expired pass, expired and invalid
+// entries in expiry order (invalid first); in the policy pass, live entries in eviction order.
+// Never removes `keep`. Only plans: the index changes when the transaction commits.
+void Engine::evict(Txn& t, Pass pass, std::int64_t now_ns, std::string_view keep) {
   const auto now = static_cast<std::uint64_t>(std::max<std::int64_t>(now_ns, 0));
-  // The floor is the smallest live expiry key: nothing is expired before its time.
-  if (expired_pass && floor.size() >= 8 && time_of_expiry(floor) > now) return Status();
-  std::string from = floor;
-  bool floor_fixed = false;
-  std::size_t page_size = 4;  // usually one victim is enough; grow when it is not
-  if (!expired_pass) {
-    // The cached candidates first (each checked against its access record: a key touched or
-    // removed since it was read has another order record now, or none), then a scan after them
-    // that reads a page of candidates for the next evictions.
-    for (std::size_t i = t.victims_used; i < victims_.size(); ++i) {
-      if (!over_limits(t)) return Status();
-      const std::string& ik = victims_[i];
-      t.victims_used = i + 1;
-      const std::string_view key = user_key_of_order(options_.policy, ik);
-      if (key == keep || t.removed.contains(key)) {
-        floor_fixed = true;
-        continue;
-      }
-      AccessRecord a;
-      bool found = false;
-      if (Status s = load_access(key, &a, &found); !s.ok()) return s;
-      if (found && order_key(options_.policy, a, key) == ik) {
-        remove_in_txn(t, key, a);
-        ++t.evictions;
-      } else if (!found) {
-        t.batch->del(cf, ik);  // stale, or a stray index record: drop it either way
-      }
-      if (!floor_fixed) new_floor = ik;
+  if (pass == Pass::expired) {
+    for (const auto& [when, key] : expiry_) {
+      if (!over_limits(t) || when > now) return;
+      if (key == keep || t.removed_set.contains(key)) continue;
+      auto it = index_.find(key);
+      remove_in_txn(t, it->first, it->second);
+      // An invalid entry was counted when it was invalidated; an expired one counts now.
+      if (when != 0) ++t.expirations;
     }
-    if (!over_limits(t)) return Status();
-    if (!victims_.empty()) from = successor(victims_.back());
-    page_size = kVictimBatch;
+    return;
   }
-  for (;;) {
-    std::vector<std::string> page;
-    Status s = kv_->scan(cf, from, "", [&](std::string_view k, std::string_view) {
-      page.emplace_back(k);
-      return page.size() < page_size;
-    });
-    if (!s.ok()) return s;
-    for (std::size_t p = 0; p < page.size(); ++p) {
-      const std::string& ik = page[p];
-      if (!over_limits(t)) {
-        // The rest of the page are the next candidates (none when this transaction already put
-        // an order key: the scan did not see it).
-        if (!expired_pass)
-          t.new_victims.emplace(
-              t.order_put ? page.end() : page.begin() + static_cast<std::ptrdiff_t>(p), page.end());
-        return Status();
-      }
-      if (expired_pass && time_of_expiry(ik) > now) {
-        if (!floor_fixed) new_floor = ik;
-        return Status();
-      }
-      const std::string_view key =
-          expired_pass ? user_key_of_expiry(ik) : user_key_of_order(options_.policy, ik);
-      if (key == keep || t.removed.contains(key)) {
-        floor_fixed = true;
-        continue;
-      }
-      AccessRecord a;
-      bool found = false;
-      if (s = load_access(key, &a, &found); !s.ok()) return s;
-      if (!found) {
-        t.batch->del(cf, ik);  // a stray index record: drop it
-      } else {
-        remove_in_txn(t, key, a);
-        // An invalid entry was counted when it was invalidated; an expired one counts now.
-        if (!expired_pass)
-          ++t.evictions;
-        else if (time_of_expiry(ik) != 0)
-          ++t.expirations;
-      }
-      if (!floor_fixed) new_floor = ik;
-    }
-    if (page.size() < page_size) {
-      if (!expired_pass) t.new_victims.emplace();  // read to the end: nothing left to cache
-      return Status();
-    }
-    from = successor(page.back());
-    page_size = std::min(page_size * 4, kPage);
+  for (const auto& [a, b, key] : order_) {
+    if (!over_limits(t)) return;
+    if (key == keep || t.removed_set.contains(key)) continue;
+    auto it = index_.find(key);
+    remove_in_txn(t, it->first, it->second);
+    ++t.evictions;
   }
 }
 
 Status Engine::commit(Txn& t) {
-  std::map<std::string, std::uint64_t> new_cats;
-  if (t.counters_dirty) {
-    const auto e =
-        static_cast<std::uint64_t>(static_cast<std::int64_t>(entries_.load()) + t.d_entries);
-    const auto b = static_cast<std::uint64_t>(static_cast<std::int64_t>(bytes_.load()) + t.d_bytes);
+  std::int64_t d_entries = t.d_entries, d_bytes = t.d_bytes;
+  if (t.totals_dirty) {
+    const auto e = static_cast<std::uint64_t>(static_cast<std::int64_t>(entries_.load()) + d_entries);
+    const auto b = static_cast<std::uint64_t>(static_cast<std::int64_t>(bytes_.load()) + d_bytes);
     t.batch->put(Cf::counters, kTotalsKey, totals(e, b, tick_.load()));
-    for (const auto& [cat, d] : t.d_cats) {
-      if (d == 0) continue;
-      auto it = cats_.find(cat);
-      const std::int64_t n = (it == cats_.end() ? 0 : static_cast<std::int64_t>(it->second)) + d;
-      new_cats[cat] = static_cast<std::uint64_t>(std::max<std::int64_t>(n, 0));
-      if (n <= 0)
-        t.batch->del(Cf::counters, category_counter(cat));
-      else
-        t.batch->put(Cf::counters, category_counter(cat), le64(static_cast<std::uint64_t>(n)));
-    }
   }
   if (t.watermark)
     t.batch->put(Cf::counters, kWatermarkKey, le64(static_cast<std::uint64_t>(*t.watermark)));
   if (t.batch->count() == 0) return Status();
-  Status s = kv_->write(*t.batch);
-  if (!s.ok()) {
-    order_floor_.clear();
-    expiry_floor_.clear();
-    victims_.clear();
-    return s;
+  if (Status s = kv_->write(*t.batch); !s.ok()) return s;
+  for (const std::string& key : t.removed)
+    if (auto it = index_.find(key); it != index_.end()) erase_node(it);
+  for (Staged& st : t.staged) {
+    upsert_node(st.key, st.node, st.category);
+    // The node is what was just written: no hit of it is left to persist.
+    if (dirty_.erase(st.key) > 0) dirty_size_.fetch_sub(1, std::memory_order_relaxed);
   }
-  if (t.new_victims)
-    victims_ = std::move(*t.new_victims);
-  else
-    victims_.erase(victims_.begin(), victims_.begin() + static_cast<std::ptrdiff_t>(std::min(
-                                                            t.victims_used, victims_.size())));
-  if (t.order_put_below_victims) victims_.clear();
-  if (t.counters_dirty) {
-    entries_ = static_cast<std::uint64_t>(static_cast<std::int64_t>(entries_.load()) + t.d_entries);
-    bytes_ = static_cast<std::uint64_t>(static_cast<std::int64_t>(bytes_.load()) + t.d_bytes);
-    for (const auto& [cat, n] : new_cats) {
-      if (n == 0)
-        cats_.erase(cat);
-      else
-        cats_[cat] = n;
-    }
-  }
-  if (t.order_floor) order_floor_ = std::move(*t.order_floor);
-  if (t.expiry_floor) expiry_floor_ = std::move(*t.expiry_floor);
   if (t.watermark) watermark_->store(*t.watermark);
   counters_->eviction += t.evictions;
   counters_->expiration += t.expirations;
@@ -898,35 +971,29 @@ Status Engine::set(std::string_view key, std::string_view value, std::int64_t tt
     return Status();
   }
   std::lock_guard lock(mu_);
-  AccessRecord old;
-  bool had_old = false;
-  if (Status s = load_access(key, &old, &had_old); !s.ok()) return s;
-  const Pending pending = take_pending(key);
-
   Txn t(*kv_);
-  t.counters_dirty = true;
+  t.totals_dirty = true;
+  auto old = index_.find(key);
+  bool had_old = old != index_.end();
   t.d_entries = had_old ? 0 : 1;
-  t.d_bytes =
-      static_cast<std::int64_t>(value.size()) - (had_old ? static_cast<std::int64_t>(old.size) : 0);
+  t.d_bytes = static_cast<std::int64_t>(value.size()) -
+              (had_old ? static_cast<std::int64_t>(old->second.size) : 0);
   if (over_limits(t)) {
-    if (Status s = flush_access_locked(); !s.ok()) return s;
-    if (had_old) {  // the flush may have moved our own record
-      if (Status s = load_access(key, &old, &had_old); !s.ok()) return s;
-    }
-    if (Status s = evict(t, Pass::expired, now_ns, key); !s.ok()) return s;
-    if (over_limits(t) && options_.policy != EvictionPolicy::ttl) {
-      if (Status s = evict(t, Pass::policy, now_ns, key); !s.ok()) return s;
-    }
+    apply_pending_locked();  // victims by every hit so far
+    evict(t, Pass::expired, now_ns, key);
+    if (over_limits(t) && options_.policy != EvictionPolicy::ttl)
+      evict(t, Pass::policy, now_ns, key);
     if (over_limits(t)) {
       *outcome = SetOutcome::full;
       return Status();
     }
   }
+  const Pending pending = take_pending(key);
 
   const std::uint64_t tick = tick_.fetch_add(1) + 1;
-  AccessRecord a;
+  Node a;
   if (had_old) {
-    a = old;
+    a = old->second;
     a.access_count += pending.count + 1;
   } else {
     a.access_count = 1;
@@ -935,7 +1002,6 @@ Status Engine::set(std::string_view key, std::string_view value, std::int64_t tt
   a.last_tick = tick;
   a.last_access_ns = now_ns;
   a.size = value.size();
-  a.category = std::string(category);
   a.has_expiry = false;
   a.expiry_t = 0;
   a.stale_t = 0;
@@ -950,50 +1016,25 @@ Status Engine::set(std::string_view key, std::string_view value, std::int64_t tt
   EntryHeader h;
   h.created_ns = now_ns;
   h.ttl_s = std::max<std::int64_t>(ttl_s, 0);
-  h.category = a.category;
+  h.category = std::string(category);
   h.metadata = metadata;
 
-  if (had_old) {
-    if (options_.policy != EvictionPolicy::ttl)
-      t.batch->del(Cf::order, order_key(options_.policy, old, key));
-    if (old.has_expiry) t.batch->del(Cf::expiry, expiry_key(old.expiry_t, key));
-    if (old.category != a.category) {
-      t.batch->del(Cf::category, category_key(old.category, key));
-      t.d_cats[old.category] -= 1;
-      t.d_cats[a.category] += 1;
-    }
-  } else {
-    t.d_cats[a.category] += 1;
-  }
+  AccessRecord record = record_of(a, category);
   t.batch->put(Cf::entries, key, encode_entry(h, value));
-  t.batch->put(Cf::access, key, encode_access(a));
-  if (options_.policy != EvictionPolicy::ttl) {
-    std::string ok = order_key(options_.policy, a, key);
-    const std::string& floor = t.order_floor ? *t.order_floor : order_floor_;
-    if (ok < floor) t.order_floor = ok;
-    put_order(t, ok);
-  }
-  if (a.has_expiry) {
-    std::string ek = expiry_key(a.expiry_t, key);
-    const std::string& floor = t.expiry_floor ? *t.expiry_floor : expiry_floor_;
-    if (ek < floor) t.expiry_floor = ek;
-    t.batch->put(Cf::expiry, ek, le64(a.stale_t));
-  }
-  t.batch->put(Cf::category, category_key(a.category, key), "");
+  t.batch->put(Cf::access, key, encode_access(record));
+  t.staged.push_back({std::string(key), a, std::string(category)});
   if (Status s = commit(t); !s.ok()) return s;
   *outcome = SetOutcome::stored;
   return Status();
 }
 
 Status Engine::remove_locked(std::string_view key, bool* removed) {
-  AccessRecord a;
-  bool found = false;
   *removed = false;
-  if (Status s = load_access(key, &a, &found); !s.ok()) return s;
-  if (!found) return Status();
+  auto it = index_.find(key);
+  if (it == index_.end()) return Status();
   take_pending(key);
   Txn t(*kv_);
-  remove_in_txn(t, key, a);
+  remove_in_txn(t, it->first, it->second);
   if (Status s = commit(t); !s.ok()) return s;
   *removed = true;
   return Status();
@@ -1006,13 +1047,10 @@ Status Engine::remove(std::string_view key, bool* removed) {
 
 Status Engine::drop_corrupt(std::string_view key) {
   std::lock_guard lock(mu_);
-  AccessRecord a;
-  bool found = false;
-  Status s = load_access(key, &a, &found);
-  if (s.ok() && found) {
+  if (auto it = index_.find(key); it != index_.end()) {
     take_pending(key);
     Txn t(*kv_);
-    remove_in_txn(t, key, a);
+    remove_in_txn(t, it->first, it->second);
     return commit(t);
   }
   auto batch = kv_->new_batch();
@@ -1029,12 +1067,10 @@ Status Engine::remove_keys(const std::vector<std::string>& keys, std::size_t* re
     std::lock_guard lock(mu_);
     Txn t(*kv_);
     for (std::size_t j = i; j < std::min(keys.size(), i + kPage); ++j) {
-      AccessRecord a;
-      bool found = false;
-      if (Status s = load_access(keys[j], &a, &found); !s.ok()) return s;
-      if (!found || t.removed.contains(keys[j])) continue;
+      auto it = index_.find(keys[j]);
+      if (it == index_.end() || t.removed_set.contains(keys[j])) continue;
       take_pending(keys[j]);
-      remove_in_txn(t, keys[j], a);
+      remove_in_txn(t, it->first, it->second);
     }
     const std::size_t n = t.removed.size();
     if (Status s = commit(t); !s.ok()) return s;
@@ -1052,20 +1088,15 @@ Status Engine::invalidate_locked(Txn& t, std::string_view key, bool* marked) {
   if (record.size() <= kEntryFlagsOffset) return corrupt("entry", key);
   auto flags = static_cast<std::uint8_t>(record[kEntryFlagsOffset]);
   if ((flags & kFlagInvalid) != 0) return Status();
-  AccessRecord a;
-  bool found = false;
-  if (s = load_access(key, &a, &found); !s.ok()) return s;
-  if (!found) return corrupt("access", key);
+  auto it = index_.find(key);
+  if (it == index_.end()) return corrupt("access", key);
   record[kEntryFlagsOffset] = static_cast<char>(flags | kFlagInvalid);
-  if (a.has_expiry) t.batch->del(Cf::expiry, expiry_key(a.expiry_t, key));
+  Node a = it->second;
   a.has_expiry = true;
   a.expiry_t = 0;
-  std::string ek = expiry_key(0, key);
-  const std::string& floor = t.expiry_floor ? *t.expiry_floor : expiry_floor_;
-  if (ek < floor) t.expiry_floor = ek;
-  t.batch->put(Cf::expiry, ek, le64(a.stale_t));
-  t.batch->put(Cf::access, key, encode_access(a));
+  t.batch->put(Cf::access, key, encode_access(record_of(a, *it->second.category)));
   t.batch->put(Cf::entries, key, record);
+  t.staged.push_back({std::string(key), a, *it->second.category});
   ++t.invalidations;
   *marked = true;
   return Status();
@@ -1075,6 +1106,7 @@ Status Engine::invalidate_keys(const std::vector<std::string>& keys, std::size_t
   *marked = 0;
   for (std::size_t i = 0; i < keys.size(); i += kPage) {
     std::lock_guard lock(mu_);
+    apply_pending_locked();  // the access records written below carry every hit so far
     Txn t(*kv_);
     std::set<std::string_view> seen;
     for (std::size_t j = i; j < std::min(keys.size(), i + kPage); ++j) {
@@ -1095,50 +1127,31 @@ Status Engine::clear(std::size_t* removed) {
   auto batch = kv_->new_batch();
   for (Cf cf : {Cf::entries, Cf::access, Cf::order, Cf::expiry, Cf::category})
     batch->delete_range(cf, "", "");
-  batch->delete_range(Cf::counters, kCategoryCounterPrefix, kCategoryCounterEnd);
   batch->put(Cf::counters, kTotalsKey, totals(0, 0, tick_.load()));
   if (Status s = kv_->write(*batch); !s.ok()) return s;
-  *removed = entries_.exchange(0);
-  bytes_ = 0;
-  cats_.clear();
-  order_floor_.clear();
-  victims_.clear();
-  expiry_floor_.clear();
+  *removed = entries_.load();
+  clear_index();
   return Status();
 }
 
 Status Engine::cleanup(std::int64_t now_ns, std::size_t* removed) {
-  std::lock_guard lock(mu_);
   *removed = 0;
-  if (Status s = flush_access_locked(); !s.ok()) return s;
+  const auto now = static_cast<std::uint64_t>(std::max<std::int64_t>(now_ns, 0));
+  // A page at a time, releasing the mutex between pages: other calls wait for one page at most.
   for (;;) {
+    std::lock_guard lock(mu_);
     Txn t(*kv_);
-    std::vector<std::string> page;
-    const std::string end =
-        expiry_key(static_cast<std::uint64_t>(std::max<std::int64_t>(now_ns, 0)) + 1, "");
-    Status s = kv_->scan(Cf::expiry, expiry_floor_, end, [&](std::string_view k, std::string_view) {
-      page.emplace_back(k);
-      return page.size() < kPage;
-    });
-    if (!s.ok()) return s;
-    for (const auto& ek : page) {
-      const std::string_view key = user_key_of_expiry(ek);
-      AccessRecord a;
-      bool found = false;
-      if (s = load_access(key, &a, &found); !s.ok()) return s;
-      if (!found || t.removed.contains(key)) {
-        t.batch->del(Cf::expiry, ek);
-        continue;
-      }
+    for (const auto& [when, key] : expiry_) {
+      if (when > now || t.removed.size() >= kPage) break;
+      auto it = index_.find(key);
       take_pending(key);
-      remove_in_txn(t, key, a);
-      if (time_of_expiry(ek) != 0) ++t.expirations;
+      remove_in_txn(t, it->first, it->second);
+      if (when != 0) ++t.expirations;
     }
-    const bool last = page.size() < kPage;
-    if (!page.empty()) t.expiry_floor = page.back();
+    const bool last = t.removed.size() < kPage;
     if (last) t.watermark = std::max(now_ns, watermark_->load());
     const std::size_t n = t.removed.size();
-    if (s = commit(t); !s.ok()) return s;
+    if (Status s = commit(t); !s.ok()) return s;
     *removed += n;
     if (last) return Status();
   }

@@ -1,34 +1,43 @@
-// The cache engine: entries, access data, eviction-order / expiry / category indexes and counters
-// kept over a kv::Kv, with exact LRU / LFU / FIFO / TTL-only eviction under entry and byte limits.
-// The same code runs over RocksDB and over memory, which is what makes both stores behave alike.
+// The cache engine: entries, access data and counters kept over a kv::Kv, with an in-memory
+// index (eviction order, expiry order, category membership) that gives exact LRU / LFU / FIFO /
+// TTL-only eviction under entry and byte limits. The same code runs over RocksDB and over memory,
+// which is what makes both stores behave alike.
+//
+// What is persisted (docs/format.md, store format 2): per key one entries record (immutable header
+// + value) and one access record (times, counts, size, expiry, category); the totals and settings
+// in the counters family. The index is derived: it is loaded from the access records on open.
 //
 // Invariants (see docs/ARCHITECTURE.md):
-//  - every stored key has one entries record, one access record, one category-index record, one
-//    order-index record (unless the policy is ttl) and, when it has a ttl or is invalid, one
-//    expiry-index record; counters["entries"/"bytes"/"c/<category>"] equal their sums. All of a
-//    key's records and the counters change in one atomic batch.
-//  - every live order-index key is >= order_floor_ and every live expiry key >= expiry_floor_.
+//  - every stored key has one entries record and one access record, written in one atomic batch
+//    with the totals counter; counters["totals"] equals the sums over the entries.
+//  - the index holds exactly the stored keys; its node of a key equals the key's access record
+//    plus the hits not yet persisted (dirty nodes, written by the AccessFlusher within its delay: 50 ms in core::Backend).
 //  - no stored entry has an expired-at time below the drop watermark (the compaction filter
 //    physically drops records below it, which are all already deleted).
 //
-// Thread-safety: every public function may be called from many threads at once. Reads do not
-// take the write mutex; writes are serialized by it. Hits are recorded in a sharded in-memory
-// buffer, applied in batches (every kAccessFlushBatch keys, by the AccessFlusher when one is
-// set, before choosing victims, on cleanup, on flush_access() and in the destructor).
+// Thread-safety: every public function may be called from many threads at once. Reads of values
+// do not take the engine mutex; writes and index reads are serialized by it. Hits are recorded in
+// a sharded buffer and applied to the index in batches (before choosing victims, when a batch is
+// full, and by flush_access()); the AccessFlusher persists the access records they dirtied.
 #pragma once
 
 #include <array>
 #include <atomic>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <map>
+#include <tuple>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
+
+#include <absl/container/btree_set.h>
+#include <absl/container/flat_hash_set.h>
+#include <absl/container/node_hash_map.h>
 
 #include "engine/records.hpp"
 #include "kv/kv.hpp"
@@ -49,6 +58,9 @@ struct Options {
   double stale_factor = 2.0;
   // Not used by the engine; persisted with the settings so tools can show and reuse it.
   std::int64_t default_ttl_s = 0;
+  // Repair on open what the open finds damaged (rebuild, corrected totals, migration); false:
+  // write nothing at open and let verify report it (read-only views, inspection tools).
+  bool repair_on_open = true;
 };
 
 struct Found {
@@ -71,8 +83,6 @@ struct VerifyReport {
 };
 
 inline constexpr std::size_t kAccessFlushBatch = 1024;
-// Eviction candidates read per order-index scan (Engine::victims_).
-inline constexpr std::size_t kVictimBatch = 64;
 
 // Applies an engine's buffered hits off the reading threads (the Backend's housekeeper).
 class AccessFlusher {
@@ -96,9 +106,10 @@ class Engine {
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  // Loads the counters (no scan) and rebuilds the indexes when the policy or stale factor changed
-  // since the last open or a rebuild was interrupted; records changed limits or default TTL.
-  // Fails on I/O trouble or a newer format.
+  // Loads the counters and the index (a scan of the access records); rebuilds access records,
+  // index and totals from the entries when the store has format 1 (migration), the stale factor
+  // changed, a rebuild was interrupted or an access record does not decode. Records changed
+  // limits or default TTL. Fails on I/O trouble or a newer format.
   kv::Status open();
   // After failed writes: asks the store to take writes again (kv::Kv::recover) and, when it was
   // reopened, reloads the counters from it. Returns ok when the store takes writes again.
@@ -144,16 +155,20 @@ class Engine {
   kv::Status keys_in_category(std::string_view category, std::vector<std::string>* out);
   kv::Status status_counts(std::int64_t now_ns, StatusCounts* out);
 
-  // Applies buffered hits now.
+  // Applies buffered hits to the index and persists every access record they changed.
   kv::Status flush_access();
-  bool has_pending_access() const { return pending_size_.load(std::memory_order_relaxed) > 0; }
+  // Hits not yet applied, or applied but not yet persisted.
+  bool has_pending_access() const {
+    return pending_size_.load(std::memory_order_relaxed) > 0 ||
+           dirty_size_.load(std::memory_order_relaxed) > 0;
+  }
   // Who applies batches of hits (nullptr: readers apply them themselves). Set before use; it
   // must outlive the engine's use of it.
   void set_access_flusher(AccessFlusher* flusher) { flusher_ = flusher; }
-  // Checks every invariant above against the stored records (a full scan; applies buffered hits
-  // first). Fails only when the store cannot be read.
+  // Checks every invariant above against the stored records and the index against both (a full
+  // scan; flushes buffered hits first). Fails only when the store cannot be read.
   kv::Status verify(VerifyReport* report);
-  // Rebuilds access records, indexes and counters from the entries family.
+  // Rebuilds access records, the index and the counters from the entries family.
   kv::Status rebuild();
   // Compacts every column family (reclaims the space of deleted records; no-op in memory).
   kv::Status compact();
@@ -178,22 +193,47 @@ class Engine {
     std::mutex mu;
     std::unordered_map<std::string, Pending, Hash, std::equal_to<>> map;
   };
+  // A key's index node: its access record in memory (the category interned in cats_).
+  struct Node {
+    std::int64_t last_access_ns = 0;
+    std::uint64_t last_tick = 0, access_count = 0, insert_tick = 0, size = 0;
+    std::uint64_t expiry_t = 0, stale_t = 0;  // as in AccessRecord
+    const std::string* category = nullptr;
+    bool has_expiry = false;
+  };
+  using Index = absl::node_hash_map<std::string, Node, Hash, std::equal_to<>>;
+  // Eviction order: (primary, secondary, key), smallest first. LRU (last tick, 0), LFU (count,
+  // last tick), FIFO (insert tick, 0); empty under the ttl policy.
+  using OrderKey = std::tuple<std::uint64_t, std::uint64_t, std::string_view>;
   struct Txn;
+  struct Staged;
 
   Shard& shard_of(std::string_view key);
   Pending take_pending(std::string_view key);
   std::unordered_map<std::string, Pending, Hash, std::equal_to<>> drain_pending();
 
+  // Index maintenance (under mu_). link/unlink add a node to / take it from the order, expiry
+  // and category structures and the totals; the key's entry in index_ stays.
+  OrderKey order_of(const Node& n, std::string_view key) const;
+  void link(Index::iterator it);
+  void unlink(Index::iterator it);
+  void erase_node(Index::iterator it);
+  void upsert_node(std::string_view key, Node node, std::string_view category);
+  const std::string* intern(std::string_view category);
+  void clear_index();
+  static AccessRecord record_of(const Node& n, std::string_view category);
+  Node node_of(const AccessRecord& a);
+
+  void apply_pending_locked();
+  kv::Status persist_dirty_locked(std::size_t max_keys);
   kv::Status flush_access_locked();
   kv::Status open_locked();
-  kv::Status load_access(std::string_view key, AccessRecord* out, bool* found);
-  void remove_in_txn(Txn& t, std::string_view key, const AccessRecord& access);
+  kv::Status load_index_locked(bool* needs_rebuild);
+  void remove_in_txn(Txn& t, std::string_view key, const Node& node);
   bool over_limits(const Txn& t) const;
   enum class Pass : std::uint8_t { expired, policy };
-  kv::Status evict(Txn& t, Pass pass, std::int64_t now_ns, std::string_view keep);
+  void evict(Txn& t, Pass pass, std::int64_t now_ns, std::string_view keep);
   kv::Status commit(Txn& t);
-  // Puts an order-index key in `t`, noting whether it lands below the eviction candidates.
-  void put_order(Txn& t, std::string_view key);
   kv::Status remove_locked(std::string_view key, bool* removed);
   kv::Status invalidate_locked(Txn& t, std::string_view key, bool* marked);
   kv::Status rebuild_locked();
@@ -206,14 +246,16 @@ class Engine {
   Counters* counters_;
   const util::Logger* log_;
 
-  std::mutex mu_;  // serializes every write
+  std::mutex mu_;  // serializes every write and every use of the index below
   std::atomic<std::uint64_t> entries_{0}, bytes_{0}, tick_{0};
-  std::map<std::string, std::uint64_t> cats_;  // under mu_
-  std::string order_floor_, expiry_floor_;     // under mu_
-  // The next eviction candidates of the policy pass: order keys in ascending order, read by one
-  // scan and checked against their access records when used. Invariant: every live order key
-  // below victims_.back() is in it (an order key put below that empties it). Under mu_.
-  std::deque<std::string> victims_;
+  Index index_;                                               // under mu_
+  absl::btree_set<OrderKey> order_;                           // under mu_
+  absl::btree_set<std::pair<std::uint64_t, std::string_view>> expiry_;  // (expiry_t, key)
+  absl::btree_set<std::pair<std::string_view, std::string_view>> by_category_;  // non-empty only
+  absl::node_hash_map<std::string, std::uint64_t, Hash, std::equal_to<>> cats_;     // category -> entries; under mu_
+  absl::flat_hash_set<std::string_view, Hash, std::equal_to<>> dirty_;              // keys with unpersisted hits
+  std::atomic<std::size_t> dirty_size_{0};
+  std::vector<std::string> open_problems_;  // what open found and did not repair; under mu_
 
   std::array<Shard, 16> shards_;
   std::atomic<std::size_t> pending_size_{0};

@@ -16,7 +16,9 @@ namespace larder::engine {
 
 inline constexpr std::uint8_t kEntryFormat = 1;
 inline constexpr std::uint8_t kAccessFormat = 1;
-inline constexpr std::uint32_t kStoreFormat = 1;  // counters["format"]
+// counters["format"]. 1: index families (order, expiry, category) and per-category counters on
+// disk; 2: those retired, the index held in memory (a format-1 store is migrated on open).
+inline constexpr std::uint32_t kStoreFormat = 2;
 inline constexpr std::uint8_t kFlagInvalid = 0x01;
 
 struct EntryHeader {

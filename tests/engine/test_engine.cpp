@@ -5,12 +5,17 @@
 #include <list>
 #include <random>
 #include <set>
+#include <fstream>
+#include <thread>
+
+#include <fmt/format.h>
 #include <unordered_map>
 
 #include "api/config.hpp"
 #include "core/backend.hpp"
 #include "engine/engine.hpp"
 #include "kv/memory_kv.hpp"
+#include "child.hpp"
 #include "support.hpp"
 
 using namespace larder;
@@ -269,8 +274,8 @@ TEST_CASE("rebuild recounts totals from the entries") {
   CHECK(e.categories() == cats);
 }
 
-TEST_CASE_TEMPLATE("verify finds broken counters and indexes; rebuild repairs them", S, RocksStore,
-                   MemoryStore) {
+TEST_CASE_TEMPLATE("verify finds broken counters and access records; rebuild repairs them", S,
+                   RocksStore, MemoryStore) {
   Fixture<S> f;
   Cache c = f.open();
   for (int i = 0; i < 20; ++i)
@@ -281,24 +286,27 @@ TEST_CASE_TEMPLATE("verify finds broken counters and indexes; rebuild repairs th
   auto& e = backend_of(c)->primary();
   auto batch = e.kv().new_batch();
   std::string bogus;
-  engine::put_le64(bogus, 99);
-  batch->put(kv::Cf::counters, "c/a", bogus);
+  for (int i = 0; i < 3; ++i) engine::put_le64(bogus, 99);
+  batch->put(kv::Cf::counters, "totals", bogus);
   engine::AccessRecord a;
-  REQUIRE(e.access_of("k1", &a).ok());
-  batch->del(kv::Cf::order, engine::order_key(EvictionPolicy::lru, a, "k1"));
-  batch->del(kv::Cf::category, engine::category_key("b", "k2"));
+  REQUIRE(e.access_of("k2", &a).ok());
+  batch->put(kv::Cf::access, "k1", "\x01garbage");  // undecodable
+  a.size = 999;
+  batch->put(kv::Cf::access, "k2", engine::encode_access(a));
   batch->put(kv::Cf::access, "orphan", engine::encode_access(a));  // access data, no entry
+  batch->put(kv::Cf::order, "stray", "");                           // a retired family
   REQUIRE(e.kv().write(*batch).ok());
   const auto problems = store_problems(c);
-  CHECK(problems.size() >= 4);
+  CHECK(problems.size() >= 5);
   auto mentions = [&](std::string_view text) {
     return std::any_of(problems.begin(), problems.end(),
                        [&](const std::string& p) { return p.find(text) != std::string::npos; });
   };
-  CHECK(mentions("'k1': no eviction-order record"));
-  CHECK(mentions("'k2': no category-index record"));
-  CHECK(mentions("per-category counters"));
+  CHECK(mentions("'k1': undecodable access record"));
+  CHECK(mentions("'k2': access record says 999 bytes, value has 5"));
+  CHECK(mentions("counters say 99 entries / 99 bytes"));
   CHECK(mentions("21 access records for 20 entries"));
+  CHECK(mentions("retired order family"));
   REQUIRE(e.rebuild().ok());
   CHECK(store_problems(c).empty());
   CHECK(c.get_entry("k4", true)->info.status == EntryStatus::invalid);
@@ -348,4 +356,106 @@ TEST_CASE("a read-only view of a live store reads and refuses writes") {
   std::unique_ptr<kv::Kv> none;
   CHECK(kv::open_rocks_kv(f.dir / "nothing-here", ro, &none).failed());
   CHECK_FALSE(std::filesystem::exists(f.dir / "nothing-here"));
+}
+
+// Engine v2 keeps the eviction order in memory and persists access data lazily: after a reopen or
+// a crash (once the access data is flushed) the index loaded from the store must choose the same
+// victims as a process that never stopped.
+TEST_CASE("the index loaded after a reopen or SIGKILL evicts as an uninterrupted run") {
+  const auto trace = make_trace(4000, 400, 7);
+  const std::size_t half = trace.size() / 2;
+  for (EvictionPolicy policy : {EvictionPolicy::lru, EvictionPolicy::lfu, EvictionPolicy::fifo}) {
+    CAPTURE(static_cast<int>(policy));
+    auto configure = [&](Fixture<RocksStore>& f) {
+      f.config.eviction_policy = policy;
+      f.config.max_entries = 60;
+      f.config.max_size_bytes = 4000;
+      f.config.default_ttl = 0s;
+    };
+    // Uninterrupted.
+    Fixture<RocksStore> whole;
+    configure(whole);
+    std::vector<std::string> expected_keys;
+    std::size_t expected_misses = 0;
+    {
+      Cache c = whole.open();
+      replay(c, std::vector<Request>(trace.begin(), trace.begin() + half));
+      expected_misses = replay(c, std::vector<Request>(trace.begin() + half, trace.end()));
+      expected_keys = c.keys();
+    }
+    for (const bool crash : {false, true}) {
+      CAPTURE(crash);
+      Fixture<RocksStore> f;
+      configure(f);
+      if (crash) {
+        // In a process of its own (RocksDB does not survive a fork without exec), killed once
+        // it has replayed the first half and flushed.
+        const std::filesystem::path file = f.dir.path() / "trace.txt";
+        {
+          std::ofstream out(file);
+          for (std::size_t i = 0; i < half; ++i) out << trace[i].key << ' ' << trace[i].size << '\n';
+        }
+        const char* names[] = {"lru", "lfu", "fifo"};
+        Child child({"replay", f.dir.path().string(), names[static_cast<int>(policy)], file});
+        REQUIRE(child.wait_for_lines(1));
+        CHECK(child.lines()[0] == "replayed");
+        child.signal(SIGKILL);
+        const int status = child.wait();
+        REQUIRE(WIFSIGNALED(status));
+        CHECK(WTERMSIG(status) == SIGKILL);
+      } else {
+        Cache c = f.open();
+        replay(c, std::vector<Request>(trace.begin(), trace.begin() + half));
+      }
+      Cache c = f.open();
+      CHECK(store_problems(c).empty());
+      CHECK(replay(c, std::vector<Request>(trace.begin() + half, trace.end())) == expected_misses);
+      CHECK(c.keys() == expected_keys);
+      CHECK(store_problems(c).empty());
+    }
+  }
+}
+
+TEST_CASE_TEMPLATE("8 threads of gets and sets during a long invalidate_pattern and cleanup", S,
+                   RocksStore, MemoryStore) {
+  Fixture<S> f;
+  f.config.max_entries = 0;
+  f.config.max_size_bytes = 0;
+  Cache c = f.open();
+  constexpr int kKeys = 20000;
+  for (int i = 0; i < kKeys; ++i)
+    REQUIRE(c.set(fmt::format("{}:{:05}", i % 3 == 0 ? "user" : "item", i), "v",
+                  ttl(i % 2 == 0 ? 10 : 0)));
+  f.clock.advance(60s);  // the even keys are expired now
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> sets{0}, gets{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t)
+    threads.emplace_back([&, t] {
+      std::mt19937 rng(static_cast<unsigned>(t));
+      while (!stop.load()) {
+        const int k = static_cast<int>(rng() % 1000);
+        if (rng() % 2 == 0) {
+          if (c.set(fmt::format("new:{}:{}", t, k), "w")) ++sets;
+        } else {
+          (void)c.get(fmt::format("item:{:05}", k));
+          ++gets;
+        }
+      }
+    });
+  const std::size_t invalidated = c.invalidate_pattern("user:*");
+  const std::size_t cleaned = c.cleanup();
+  const std::size_t invalidated_all = c.invalidate_pattern("*:0*");
+  stop = true;
+  for (auto& t : threads) t.join();
+  CHECK(invalidated == 6667);          // every user key, expired or not
+  CHECK(cleaned == kKeys / 2 + 3333);  // the expired even keys and the invalid odd user keys
+  CHECK(invalidated_all > 0);
+  CHECK(sets.load() > 0);
+  CHECK(gets.load() > 0);
+  const ScannedTotals scanned = scan_totals(c);
+  const Stats s = c.stats();
+  CHECK(s.total_entries == scanned.entries);
+  CHECK(s.total_size_bytes == scanned.bytes);
+  CHECK(store_problems(c).empty());
 }

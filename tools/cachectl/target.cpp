@@ -163,6 +163,7 @@ Session open_session(const Globals& g, const Location& loc) {
   r.collect_dead_dirs = false;
   r.adopt_dead_dir = false;      // the directory chosen (--pid), not another
   r.move_corrupt_aside = false;  // report a damaged store; the next program opening it moves it
+  r.repair_on_open = false;      // and what opening would repair: verify reports it
   if (loc.strategy == larder::Strategy::process_isolated) {
     r.dir = loc.chosen->dir;
     s.read_only = r.read_only = loc.chosen->live;
