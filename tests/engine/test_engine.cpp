@@ -459,3 +459,37 @@ TEST_CASE_TEMPLATE("8 threads of gets and sets during a long invalidate_pattern 
   CHECK(s.total_size_bytes == scanned.bytes);
   CHECK(store_problems(c).empty());
 }
+
+TEST_CASE("a format-1 store is migrated on open: retired index families emptied, data kept") {
+  Fixture<RocksStore> f;
+  f.config.max_entries = 0;
+  {
+    Cache c = f.open();
+    REQUIRE(c.set("a", "1", ttl(100, "x")));
+    REQUIRE(c.set("b", "22"));
+    REQUIRE(c.get("a"));
+    c.flush();
+    // What a format-1 larder left: its format number, index records, per-category counters.
+    auto& e = backend_of(c)->primary();
+    auto batch = e.kv().new_batch();
+    std::string one, n;
+    engine::put_le64(one, 1);
+    batch->put(kv::Cf::counters, "format", one);
+    batch->put(kv::Cf::counters, "c/x", one);
+    batch->put(kv::Cf::order, "order-record", "");
+    batch->put(kv::Cf::expiry, "expiry-record", "");
+    batch->put(kv::Cf::category, std::string("x\0a", 3), "");
+    REQUIRE(e.kv().write(*batch).ok());
+  }
+  Cache c = f.open();
+  CHECK(store_problems(c).empty());  // would name the retired families were they left
+  CHECK(c.get("a") == "1");
+  CHECK(c.get("b") == "22");
+  CHECK(c.metadata("a")->access_count == 3);  // set, get, get: the access history survived
+  CHECK(c.metadata("a")->category == "x");
+  CHECK(c.stats().total_entries == 2);
+  CHECK(c.stats().total_size_bytes == 3);
+  std::string format;
+  REQUIRE(backend_of(c)->primary().kv().get(kv::Cf::counters, "format", &format).ok());
+  CHECK(engine::get_le64(format) == engine::kStoreFormat);
+}
