@@ -3,6 +3,8 @@
 #include <array>
 #include <map>
 #include <mutex>
+
+#include <absl/container/btree_map.h>
 #include <shared_mutex>
 #include <vector>
 
@@ -86,7 +88,8 @@ class MemoryKv final : public Kv {
 
  private:
   std::shared_mutex mu_;
-  std::array<std::map<std::string, std::string, std::less<>>, kCfCount> maps_;
+  // B-trees: ordered like RocksDB (scans) with far fewer cache misses per lookup than std::map.
+  std::array<absl::btree_map<std::string, std::string, std::less<>>, kCfCount> maps_;
 };
 
 }  // namespace
