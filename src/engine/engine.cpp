@@ -1,7 +1,9 @@
 #include "engine/engine.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
+#include <future>
 #include <limits>
 #include <optional>
 #include <set>
@@ -124,6 +126,7 @@ Engine::Engine(std::unique_ptr<kv::Kv> kv, Options options,
 }
 
 Engine::~Engine() {
+  if (loader_.joinable()) loader_.join();
   std::lock_guard lock(mu_);
   const Status s = flush_access_locked();
   if (!s.ok()) log_->logf(util::Level::warn, "could not save access data on close: {}", s.message);
@@ -169,13 +172,14 @@ const std::string* Engine::intern(std::string_view category) {
   return &it->first;
 }
 
-void Engine::link(Index::iterator it) {
+void Engine::link(Index::iterator it, bool count) {
   const std::string_view key = it->first;
   const Node& n = it->second;
   if (options_.policy != EvictionPolicy::ttl) order_.insert(order_of(n, key));
   if (n.has_expiry) expiry_.emplace(n.expiry_t, key);
   if (!n.category->empty()) by_category_.emplace(*n.category, key);
   ++cats_.find(*n.category)->second;
+  if (!count) return;
   entries_.fetch_add(1, std::memory_order_relaxed);
   bytes_.fetch_add(n.size, std::memory_order_relaxed);
 }
@@ -267,8 +271,35 @@ std::string Engine::limits_record() const {
 }
 
 Status Engine::open() {
-  std::lock_guard lock(mu_);
-  return open_locked();
+  std::unique_lock lock(mu_);
+  LoadPlan plan;
+  Status s = open_locked(&plan);
+  if (!s.ok() || !plan.load) return s;
+  if (plan.stored_entries == 0) return finish_load_locked(plan);
+  // The index loads in the background: gets are served meanwhile (they read the entries family
+  // only); every call that needs the index waits for the mutex the loader holds. The totals are
+  // the stored ones (exact: written with every change) until the scan has recounted them.
+  entries_ = plan.stored_entries;
+  bytes_ = plan.stored_bytes;
+  lock.unlock();  // nobody else can take it yet: the engine is not published before open returns
+  std::promise<void> locked;
+  std::future<void> holding = locked.get_future();
+  loader_ = std::thread([this, plan = std::move(plan), &locked] {
+    std::lock_guard guard(mu_);
+    locked.set_value();
+    const auto t0 = std::chrono::steady_clock::now();
+    if (Status st = finish_load_locked(plan); !st.ok()) {
+      ++counters_->error;
+      log_->logf(util::Level::error, "loading the index failed: {}", st.message);
+      open_problems_.push_back(fmt::format("loading the index failed ({})", st.message));
+    }
+    log_->logf(util::Level::debug, "index of {} entries loaded in {} ms", entries_.load(),
+               std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::steady_clock::now() - t0)
+                   .count());
+  });
+  holding.wait();
+  return Status();
 }
 
 Status Engine::recover_store() {
@@ -280,11 +311,14 @@ Status Engine::recover_store() {
   // store is the truth, and the index is loaded from it again.
   drain_pending();
   clear_index();
-  if (Status o = open_locked(); !o.ok()) return o;
+  LoadPlan plan;
+  if (Status o = open_locked(&plan); !o.ok()) return o;
+  if (plan.load)
+    if (Status o = finish_load_locked(plan); !o.ok()) return o;
   return s;
 }
 
-Status Engine::open_locked() {
+Status Engine::open_locked(LoadPlan* plan) {
   open_problems_.clear();
   const bool repair = options_.repair_on_open;
   std::map<std::string, std::string, std::less<>> counters;
@@ -355,8 +389,19 @@ Status Engine::open_locked() {
         kStoreFormat));
   if (factor_changed) return needs_rebuild("the stale factor changed");
   if (rebuilding != 0) return needs_rebuild("an earlier rebuild was interrupted");
+  plan->load = true;
+  plan->stored_entries = stored_entries;
+  plan->stored_bytes = stored_bytes;
+  if (auto it = counters.find(kLimitsKey); it != counters.end()) plan->stored_limits = it->second;
+  if (auto it = counters.find(kPolicyKey); it != counters.end()) plan->stored_policy = it->second;
+  return Status();
+}
+
+Status Engine::finish_load_locked(const LoadPlan& plan) {
+  const bool repair = options_.repair_on_open;
   bool undecodable = false;
-  if (s = load_index_locked(&undecodable); !s.ok() && s.code != Code::corruption) return s;
+  Status s = load_index_locked(&undecodable);
+  if (!s.ok() && s.code != Code::corruption) return s;
   if (undecodable || !s.ok()) {
     ++counters_->error;
     const std::string why = s.ok() ? std::string("an access record does not decode")
@@ -368,26 +413,27 @@ Status Engine::open_locked() {
   }
   if (!repair) return Status();
   auto batch = kv_->new_batch();
-  if (entries_.load() != stored_entries || bytes_.load() != stored_bytes) {
+  if (entries_.load() != plan.stored_entries || bytes_.load() != plan.stored_bytes) {
     log_->logf(util::Level::warn,
                "the totals counter said {} entries / {} bytes, the access records hold {} / {}; "
                "corrected",
-               stored_entries, stored_bytes, entries_.load(), bytes_.load());
+               plan.stored_entries, plan.stored_bytes, entries_.load(), bytes_.load());
     batch->put(Cf::counters, kTotalsKey, totals(entries_.load(), bytes_.load(), tick_.load()));
   }
-  if (auto limits = counters.find(kLimitsKey);
-      limits == counters.end() || limits->second != limits_record())
-    batch->put(Cf::counters, kLimitsKey, limits_record());
-  if (auto policy = counters.find(kPolicyKey);
-      policy == counters.end() || policy->second != le64(static_cast<std::uint64_t>(options_.policy)))
+  if (plan.stored_limits != limits_record()) batch->put(Cf::counters, kLimitsKey, limits_record());
+  if (plan.stored_policy != le64(static_cast<std::uint64_t>(options_.policy)))
     batch->put(Cf::counters, kPolicyKey, le64(static_cast<std::uint64_t>(options_.policy)));
   return batch->count() == 0 ? Status() : kv_->write(*batch);
 }
 
 Status Engine::load_index_locked(bool* needs_rebuild) {
+  // stats() reads the totals without the mutex: they keep their value until the recount is done.
+  const std::uint64_t shown_entries = entries_.load(), shown_bytes = bytes_.load();
   clear_index();
+  entries_ = shown_entries;
+  bytes_ = shown_bytes;
   *needs_rebuild = false;
-  std::uint64_t max_tick = tick_.load();
+  std::uint64_t max_tick = tick_.load(), loaded_entries = 0, loaded_bytes = 0;
   Status s = kv_->scan(Cf::access, "", "", [&](std::string_view key, std::string_view bytes) {
     AccessRecord a;
     if (!decode_access(bytes, &a)) {
@@ -397,10 +443,14 @@ Status Engine::load_index_locked(bool* needs_rebuild) {
     max_tick = std::max({max_tick, a.last_tick, a.insert_tick});
     auto it = index_.emplace(std::string(key), node_of(a)).first;
     it->second.category = intern(a.category);
-    link(it);
+    link(it, /*count=*/false);
+    ++loaded_entries;
+    loaded_bytes += a.size;
     return true;
   });
   tick_ = max_tick;
+  entries_ = loaded_entries;
+  bytes_ = loaded_bytes;
   return s;
 }
 

@@ -31,6 +31,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -106,10 +107,13 @@ class Engine {
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  // Loads the counters and the index (a scan of the access records); rebuilds access records,
-  // index and totals from the entries when the store has format 1 (migration), the stale factor
-  // changed, a rebuild was interrupted or an access record does not decode. Records changed
-  // limits or default TTL. Fails on I/O trouble or a newer format.
+  // Reads the counters and starts loading the index from the access records: in a background
+  // thread for a non-empty store (open returns at once; calls that need the index wait for it,
+  // reads of values do not; totals are the stored ones until the scan recounts and, if they
+  // differ, corrects them). Rebuilds access records, index and totals from the entries instead
+  // (synchronously) when the store has format 1 (migration), the stale factor changed, a rebuild
+  // was interrupted or an access record does not decode. Records changed limits or default TTL.
+  // Fails on I/O trouble or a newer format.
   kv::Status open();
   // After failed writes: asks the store to take writes again (kv::Kv::recover) and, when it was
   // reopened, reloads the counters from it. Returns ok when the store takes writes again.
@@ -215,7 +219,8 @@ class Engine {
   // Index maintenance (under mu_). link/unlink add a node to / take it from the order, expiry
   // and category structures and the totals; the key's entry in index_ stays.
   OrderKey order_of(const Node& n, std::string_view key) const;
-  void link(Index::iterator it);
+  // count: also add the node to entries_ / bytes_ (the index load recounts them at its end).
+  void link(Index::iterator it, bool count = true);
   void unlink(Index::iterator it);
   void erase_node(Index::iterator it);
   void upsert_node(std::string_view key, Node node, std::string_view category);
@@ -227,7 +232,15 @@ class Engine {
   void apply_pending_locked();
   kv::Status persist_dirty_locked(std::size_t max_keys);
   kv::Status flush_access_locked();
-  kv::Status open_locked();
+  // What open found to do once the counters are read: load the index from the access records,
+  // then check the stored totals, limits and policy against it.
+  struct LoadPlan {
+    bool load = false;
+    std::uint64_t stored_entries = 0, stored_bytes = 0;
+    std::string stored_limits, stored_policy;
+  };
+  kv::Status open_locked(LoadPlan* plan);
+  kv::Status finish_load_locked(const LoadPlan& plan);
   kv::Status load_index_locked(bool* needs_rebuild);
   void remove_in_txn(Txn& t, std::string_view key, const Node& node);
   bool over_limits(const Txn& t) const;
@@ -261,6 +274,7 @@ class Engine {
   std::atomic<std::size_t> pending_size_{0};
   std::atomic<bool> flush_requested_{false};
   AccessFlusher* flusher_ = nullptr;
+  std::thread loader_;  // loads the index after open() returned; joined by the destructor
 };
 
 }  // namespace larder::engine

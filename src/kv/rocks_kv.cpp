@@ -205,6 +205,8 @@ class RocksKv final : public Kv {
     std::shared_lock lock(mu_);
     if (db_ == nullptr) return closed();
     rocksdb::ReadOptions ro;
+    ro.fill_cache = false;  // a scan (the index load, keys(), verify) must not evict gets' blocks
+    if (begin.empty() && end.empty()) ro.readahead_size = 2 << 20;  // a whole family: sequential
     rocksdb::Slice upper = slice(end);
     if (!end.empty()) ro.iterate_upper_bound = &upper;
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, h(cf)));
