@@ -20,6 +20,9 @@ using kv::Status;
 namespace {
 
 constexpr std::size_t kPage = 512;  // records handled per batch in scans
+// Keys removed or invalidated per lock hold by cleanup / remove_keys / invalidate_keys: small,
+// so that a concurrent call waits for one page at most (an invalidation rewrites each entry).
+constexpr std::size_t kWritePage = 128;
 constexpr std::int64_t kNoWatermark = std::numeric_limits<std::int64_t>::min();
 
 // counters family keys
@@ -148,6 +151,25 @@ std::function<bool(std::string_view)> Engine::drop_predicate(
     if (!decode_entry_times(record, &flags, &created, &ttl) || ttl <= 0) return false;
     return deadlines(created, ttl, stale_factor).expired_at < watermark->load();
   };
+}
+
+// ---------------------------------------------------------------- locking
+
+std::unique_lock<std::mutex> Engine::foreground_lock() {
+  waiting_.fetch_add(1, std::memory_order_relaxed);
+  std::unique_lock lock(mu_);
+  waiting_.fetch_sub(1, std::memory_order_relaxed);
+  return lock;
+}
+
+std::unique_lock<std::mutex> Engine::page_lock() {
+  // std::mutex is not fair: a loop that unlocks and locks again usually wins against a thread
+  // that is waiting. Let waiting foreground calls go first (bounded, so a stream of them cannot
+  // starve the loop).
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(2);
+  while (waiting_.load(std::memory_order_relaxed) > 0 && std::chrono::steady_clock::now() < until)
+    std::this_thread::yield();
+  return std::unique_lock(mu_);
 }
 
 // ---------------------------------------------------------------- the index
@@ -848,7 +870,7 @@ Status Engine::flush_access() {
   // behind a large flush.
   constexpr std::size_t kSlice = 4096;
   for (;;) {
-    std::lock_guard lock(mu_);
+    const auto lock = page_lock();
     flush_requested_.store(false, std::memory_order_release);
     apply_pending_locked();
     if (Status s = persist_dirty_locked(kSlice); !s.ok()) return s;
@@ -869,7 +891,7 @@ Status Engine::access_of(std::string_view key, AccessRecord* out) {
     std::lock_guard lock(shard.mu);
     if (auto it = shard.map.find(key); it != shard.map.end()) p = it->second;
   }
-  std::lock_guard lock(mu_);
+  const auto lock = foreground_lock();
   auto it = index_.find(key);
   if (it == index_.end()) return Status::missing();
   *out = record_of(it->second, *it->second.category);
@@ -898,11 +920,20 @@ Status Engine::read(std::string_view key, std::int64_t now_ns, Want want, Found*
 }
 
 Status Engine::keys(std::string_view prefix, std::vector<std::string>* out) {
+  // In pages, each its own scan: the memory store holds its lock for a scan, which must not
+  // keep writers out for the whole family.
+  constexpr std::size_t kKeysPage = 4096;
   const std::string end = prefix_end(prefix);
-  return kv_->scan(Cf::access, prefix, end, [&](std::string_view k, std::string_view) {
-    out->emplace_back(k);
-    return true;
-  });
+  std::string from(prefix);
+  for (;;) {
+    std::size_t n = 0;
+    Status s = kv_->scan(Cf::access, from, end, [&](std::string_view k, std::string_view) {
+      out->emplace_back(k);
+      return ++n < kKeysPage;
+    });
+    if (!s.ok() || n < kKeysPage) return s;
+    from = successor(out->back());
+  }
 }
 
 Status Engine::keys_in_category(std::string_view category, std::vector<std::string>* out) {
@@ -1020,7 +1051,7 @@ Status Engine::set(std::string_view key, std::string_view value, std::int64_t tt
     *outcome = SetOutcome::too_large;
     return Status();
   }
-  std::lock_guard lock(mu_);
+  const auto lock = foreground_lock();
   Txn t(*kv_);
   t.totals_dirty = true;
   auto old = index_.find(key);
@@ -1091,12 +1122,12 @@ Status Engine::remove_locked(std::string_view key, bool* removed) {
 }
 
 Status Engine::remove(std::string_view key, bool* removed) {
-  std::lock_guard lock(mu_);
+  const auto lock = foreground_lock();
   return remove_locked(key, removed);
 }
 
 Status Engine::drop_corrupt(std::string_view key) {
-  std::lock_guard lock(mu_);
+  const auto lock = foreground_lock();
   if (auto it = index_.find(key); it != index_.end()) {
     take_pending(key);
     Txn t(*kv_);
@@ -1113,10 +1144,10 @@ Status Engine::drop_corrupt(std::string_view key) {
 
 Status Engine::remove_keys(const std::vector<std::string>& keys, std::size_t* removed) {
   *removed = 0;
-  for (std::size_t i = 0; i < keys.size(); i += kPage) {
-    std::lock_guard lock(mu_);
+  for (std::size_t i = 0; i < keys.size(); i += kWritePage) {
+    const auto lock = page_lock();
     Txn t(*kv_);
-    for (std::size_t j = i; j < std::min(keys.size(), i + kPage); ++j) {
+    for (std::size_t j = i; j < std::min(keys.size(), i + kWritePage); ++j) {
       auto it = index_.find(keys[j]);
       if (it == index_.end() || t.removed_set.contains(keys[j])) continue;
       take_pending(keys[j]);
@@ -1154,12 +1185,12 @@ Status Engine::invalidate_locked(Txn& t, std::string_view key, bool* marked) {
 
 Status Engine::invalidate_keys(const std::vector<std::string>& keys, std::size_t* marked) {
   *marked = 0;
-  for (std::size_t i = 0; i < keys.size(); i += kPage) {
-    std::lock_guard lock(mu_);
+  for (std::size_t i = 0; i < keys.size(); i += kWritePage) {
+    const auto lock = page_lock();
     apply_pending_locked();  // the access records written below carry every hit so far
     Txn t(*kv_);
     std::set<std::string_view> seen;
-    for (std::size_t j = i; j < std::min(keys.size(), i + kPage); ++j) {
+    for (std::size_t j = i; j < std::min(keys.size(), i + kWritePage); ++j) {
       if (!seen.insert(keys[j]).second) continue;
       bool m = false;
       if (Status s = invalidate_locked(t, keys[j], &m); !s.ok()) return s;
@@ -1189,16 +1220,16 @@ Status Engine::cleanup(std::int64_t now_ns, std::size_t* removed) {
   const auto now = static_cast<std::uint64_t>(std::max<std::int64_t>(now_ns, 0));
   // A page at a time, releasing the mutex between pages: other calls wait for one page at most.
   for (;;) {
-    std::lock_guard lock(mu_);
+    const auto lock = page_lock();
     Txn t(*kv_);
     for (const auto& [when, key] : expiry_) {
-      if (when > now || t.removed.size() >= kPage) break;
+      if (when > now || t.removed.size() >= kWritePage) break;
       auto it = index_.find(key);
       take_pending(key);
       remove_in_txn(t, it->first, it->second);
       if (when != 0) ++t.expirations;
     }
-    const bool last = t.removed.size() < kPage;
+    const bool last = t.removed.size() < kWritePage;
     if (last) t.watermark = std::max(now_ns, watermark_->load());
     const std::size_t n = t.removed.size();
     if (Status s = commit(t); !s.ok()) return s;

@@ -212,6 +212,10 @@ class Engine {
   struct Txn;
   struct Staged;
 
+  // The engine mutex for one foreground call (counted in waiting_), and for one page of a long
+  // loop (cleanup, invalidation, flushing), which first lets waiting foreground calls in.
+  std::unique_lock<std::mutex> foreground_lock();
+  std::unique_lock<std::mutex> page_lock();
   Shard& shard_of(std::string_view key);
   Pending take_pending(std::string_view key);
   std::unordered_map<std::string, Pending, Hash, std::equal_to<>> drain_pending();
@@ -260,6 +264,7 @@ class Engine {
   const util::Logger* log_;
 
   std::mutex mu_;  // serializes every write and every use of the index below
+  std::atomic<int> waiting_{0};  // foreground calls waiting for mu_
   std::atomic<std::uint64_t> entries_{0}, bytes_{0}, tick_{0};
   Index index_;                                               // under mu_
   absl::btree_set<OrderKey> order_;                           // under mu_
