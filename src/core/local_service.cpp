@@ -141,7 +141,7 @@ std::optional<std::string> LocalService::get(std::string_view key) {
   Engine* used = nullptr;
   const kv::Status s = run(b, "get", [&](Engine& e) {
     used = &e;
-    return e.read(key, now, engine::Want::value, &f);
+    return e.read(key, now, engine::Want::value_only, &f);
   });
   if (s.ok() && f.status == EntryStatus::fresh) {
     used->record_access(key, now);
@@ -195,7 +195,7 @@ std::optional<std::string> LocalService::peek(std::string_view key) {
   engine::Found f;
   const std::int64_t now = b.now_ns();
   const kv::Status s =
-      run(b, "peek", [&](Engine& e) { return e.read(key, now, engine::Want::value, &f); });
+      run(b, "peek", [&](Engine& e) { return e.read(key, now, engine::Want::value_only, &f); });
   if (s.ok() && f.status == EntryStatus::fresh) return std::move(f.value);
   return std::nullopt;
 }

@@ -808,11 +808,11 @@ Engine::Pending Engine::take_pending(std::string_view key) {
   return p;
 }
 
-std::unordered_map<std::string, Engine::Pending, Engine::Hash, std::equal_to<>>
+Engine::PendingMap
 Engine::drain_pending() {
-  std::unordered_map<std::string, Pending, Hash, std::equal_to<>> all;
+  PendingMap all;
   for (Shard& shard : shards_) {
-    std::unordered_map<std::string, Pending, Hash, std::equal_to<>> taken;
+    PendingMap taken;
     {
       std::lock_guard lock(shard.mu);
       taken.swap(shard.map);
@@ -908,11 +908,17 @@ Status Engine::read(std::string_view key, std::int64_t now_ns, Want want, Found*
   Status s = kv_->get(Cf::entries, key, &record);
   if (!s.ok()) return s;
   std::size_t offset = 0;
-  if (!decode_entry(record, &out->header, &offset)) return corrupt("entry", key);
+  if (want == Want::value_only) {
+    if (!decode_entry_value(record, &out->header.flags, &out->header.created_ns,
+                            &out->header.ttl_s, &offset))
+      return corrupt("entry", key);
+  } else if (!decode_entry(record, &out->header, &offset)) {
+    return corrupt("entry", key);
+  }
   out->size = record.size() - offset;
   out->status = status_at(out->header.flags, out->header.created_ns, out->header.ttl_s,
                           options_.stale_factor, now_ns);
-  if (want == Want::value) {
+  if (want != Want::header) {
     record.erase(0, offset);
     out->value = std::move(record);
   }

@@ -32,13 +32,14 @@
 #include <string>
 #include <string_view>
 #include <thread>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include <absl/container/btree_set.h>
+#include <absl/container/flat_hash_map.h>
 #include <absl/container/flat_hash_set.h>
 #include <absl/container/node_hash_map.h>
+#include <absl/hash/hash.h>
 
 #include "engine/records.hpp"
 #include "kv/kv.hpp"
@@ -94,8 +95,9 @@ class AccessFlusher {
   virtual void flush_soon() = 0;
 };
 
-// What a read returns: the entry's header only (exists, metadata), or its value too.
-enum class Want : std::uint8_t { header, value };
+// What a read returns: the entry's header only (exists, metadata), its value too, or the value
+// with only the header's flags and times (category and metadata left empty: the get path).
+enum class Want : std::uint8_t { header, value, value_only };
 
 class Engine {
  public:
@@ -191,11 +193,12 @@ class Engine {
   };
   struct Hash {
     using is_transparent = void;
-    std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+    std::size_t operator()(std::string_view s) const { return absl::Hash<std::string_view>{}(s); }
   };
+  using PendingMap = absl::flat_hash_map<std::string, Pending, Hash, std::equal_to<>>;
   struct Shard {
     std::mutex mu;
-    std::unordered_map<std::string, Pending, Hash, std::equal_to<>> map;
+    PendingMap map;
   };
   // A key's index node: its access record in memory (the category interned in cats_).
   struct Node {
@@ -218,7 +221,7 @@ class Engine {
   std::unique_lock<std::mutex> page_lock();
   Shard& shard_of(std::string_view key);
   Pending take_pending(std::string_view key);
-  std::unordered_map<std::string, Pending, Hash, std::equal_to<>> drain_pending();
+  PendingMap drain_pending();
 
   // Index maintenance (under mu_). link/unlink add a node to / take it from the order, expiry
   // and category structures and the totals; the key's entry in index_ stays.

@@ -50,6 +50,11 @@ class Reader {
     *v = static_cast<std::int64_t>(u);
     return true;
   }
+  bool skip(std::size_t n) {
+    if (s_.size() - pos_ < n) return false;
+    pos_ += n;
+    return true;
+  }
   bool bytes(std::size_t n, std::string* out) {
     if (s_.size() - pos_ < n) return false;
     out->assign(s_.data() + pos_, n);
@@ -115,6 +120,23 @@ bool decode_entry_times(std::string_view record, std::uint8_t* flags, std::int64
   std::uint8_t format = 0;
   return r.u8(&format) && format == kEntryFormat && r.u8(flags) && r.i64(created_ns) &&
          r.i64(ttl_s);
+}
+
+bool decode_entry_value(std::string_view record, std::uint8_t* flags, std::int64_t* created_ns,
+                        std::int64_t* ttl_s, std::size_t* value_offset) {
+  Reader r(record);
+  std::uint8_t format = 0;
+  std::uint16_t cat_len = 0;
+  std::uint32_t meta_count = 0;
+  if (!r.u8(&format) || format != kEntryFormat || !r.u8(flags) || !r.i64(created_ns) ||
+      !r.i64(ttl_s) || !r.u16(&cat_len) || !r.skip(cat_len) || !r.u32(&meta_count))
+    return false;
+  for (std::uint32_t i = 0; i < meta_count; ++i) {
+    std::uint32_t kl = 0, vl = 0;
+    if (!r.u32(&kl) || !r.skip(kl) || !r.u32(&vl) || !r.skip(vl)) return false;
+  }
+  *value_offset = r.pos();
+  return true;
 }
 
 bool decode_entry(std::string_view record, EntryHeader* h, std::size_t* value_offset) {

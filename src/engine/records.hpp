@@ -36,6 +36,10 @@ inline constexpr std::size_t kEntryFlagsOffset = 1;
 std::string encode_entry(const EntryHeader& header, std::string_view value);
 // Decodes the header; *value_offset is where the value starts. False when malformed.
 bool decode_entry(std::string_view record, EntryHeader* header, std::size_t* value_offset);
+// Decodes flags, created and ttl and finds the value (category and metadata skipped, nothing
+// allocated): the get path's need. False when malformed.
+bool decode_entry_value(std::string_view record, std::uint8_t* flags, std::int64_t* created_ns,
+                        std::int64_t* ttl_s, std::size_t* value_offset);
 // Decodes only flags, created and ttl (the compaction filter's and status check's need).
 bool decode_entry_times(std::string_view record, std::uint8_t* flags, std::int64_t* created_ns,
                         std::int64_t* ttl_s);

@@ -1,12 +1,13 @@
 #include "kv/memory_kv.hpp"
 
 #include <array>
-#include <map>
 #include <mutex>
-
-#include <absl/container/btree_map.h>
 #include <shared_mutex>
 #include <vector>
+
+#include <absl/container/btree_map.h>
+#include <absl/container/node_hash_map.h>
+#include <absl/hash/hash.h>
 
 namespace larder::kv {
 
@@ -33,24 +34,65 @@ class MemoryBatch final : public Batch {
   std::vector<Write> ops;
 };
 
+// One column family: a hash map for point reads (the get path) and a B-tree of views of its
+// keys for ordered scans. node_hash_map keeps keys and values in place, so the views stay valid.
+class Family {
+ public:
+  const std::string* find(std::string_view key) const {
+    auto it = values_.find(key);
+    return it == values_.end() ? nullptr : &it->second;
+  }
+  void put(std::string&& key, std::string&& value) {
+    auto [it, inserted] = values_.try_emplace(std::move(key));
+    it->second = std::move(value);
+    if (inserted) order_.emplace(std::string_view(it->first), &it->second);
+  }
+  void del(std::string_view key) {
+    auto it = values_.find(key);
+    if (it == values_.end()) return;
+    order_.erase(std::string_view(it->first));
+    values_.erase(it);
+  }
+  void del_range(std::string_view begin, std::string_view end) {
+    auto first = order_.lower_bound(begin);
+    auto last = end.empty() ? order_.end() : order_.lower_bound(end);
+    for (auto it = first; it != last; ++it) values_.erase(it->first);
+    order_.erase(first, last);
+  }
+  void clear() {
+    order_.clear();
+    values_.clear();
+  }
+  template <class Fn>
+  void scan(std::string_view begin, std::string_view end, Fn&& fn) const {
+    for (auto it = order_.lower_bound(begin); it != order_.end(); ++it) {
+      if (!end.empty() && it->first >= end) break;
+      if (!fn(it->first, *it->second)) break;
+    }
+  }
+
+ private:
+  struct Hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const { return absl::Hash<std::string_view>{}(s); }
+  };
+  absl::node_hash_map<std::string, std::string, Hash, std::equal_to<>> values_;
+  absl::btree_map<std::string_view, const std::string*> order_;
+};
+
 class MemoryKv final : public Kv {
  public:
   Status get(Cf cf, std::string_view key, std::string* value) override {
     std::shared_lock lock(mu_);
-    const auto& map = maps_[static_cast<int>(cf)];
-    auto it = map.find(key);
-    if (it == map.end()) return Status::missing();
-    value->assign(it->second);
+    const std::string* found = families_[static_cast<int>(cf)].find(key);
+    if (found == nullptr) return Status::missing();
+    value->assign(*found);
     return Status();
   }
 
   Status scan(Cf cf, std::string_view begin, std::string_view end, const ScanFn& fn) override {
     std::shared_lock lock(mu_);
-    const auto& map = maps_[static_cast<int>(cf)];
-    for (auto it = map.lower_bound(begin); it != map.end(); ++it) {
-      if (!end.empty() && std::string_view(it->first) >= end) break;
-      if (!fn(it->first, it->second)) break;
-    }
+    families_[static_cast<int>(cf)].scan(begin, end, fn);
     return Status();
   }
 
@@ -60,18 +102,16 @@ class MemoryKv final : public Kv {
     auto& b = static_cast<MemoryBatch&>(batch);
     std::unique_lock lock(mu_);
     for (auto& op : b.ops) {
-      auto& map = maps_[static_cast<int>(op.cf)];
+      Family& family = families_[static_cast<int>(op.cf)];
       switch (op.kind) {
         case Write::Kind::put:
-          map.insert_or_assign(std::move(op.a), std::move(op.b));
+          family.put(std::move(op.a), std::move(op.b));
           break;
-        case Write::Kind::del: {
-          auto it = map.find(op.a);
-          if (it != map.end()) map.erase(it);
+        case Write::Kind::del:
+          family.del(op.a);
           break;
-        }
         case Write::Kind::del_range:
-          map.erase(map.lower_bound(op.a), op.b.empty() ? map.end() : map.lower_bound(op.b));
+          family.del_range(op.a, op.b);
           break;
       }
     }
@@ -82,14 +122,13 @@ class MemoryKv final : public Kv {
   Status compact(Cf) override { return Status(); }
   Status reset(Cf cf) override {
     std::lock_guard lock(mu_);
-    maps_[static_cast<int>(cf)].clear();
+    families_[static_cast<int>(cf)].clear();
     return Status();
   }
 
  private:
   std::shared_mutex mu_;
-  // B-trees: ordered like RocksDB (scans) with far fewer cache misses per lookup than std::map.
-  std::array<absl::btree_map<std::string, std::string, std::less<>>, kCfCount> maps_;
+  std::array<Family, kCfCount> families_;
 };
 
 }  // namespace
