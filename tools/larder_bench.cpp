@@ -2,9 +2,9 @@
 //
 //   larder-bench run [--keys N] [--rounds R] [--sizes 100,1000,65536]
 //                    [--policies lru,lfu,fifo,ttl] [--json]
-//       the workload table: larder against raw RocksDB opened with the same options in the same
-//       process and run (set below / at the limits, hot get, cold get after reopen, Zipf 95/5
-//       and 50/50 mixes), medians and ratios
+//       the workload table: larder against raw RocksDB opened with the same options, and with
+//       default rocksdb::Options, in the same process and run (set below / at the limits, hot
+//       get, cold get after reopen, Zipf 95/5 and 50/50 mixes), medians and ratios
 //   larder-bench open [--entries 10000,100000,1000000] [--rounds R] [--json]
 //       open time after a clean close, time to the first get and to the index loaded (the first
 //       set), stats() time, peak RSS and the index's RSS per entry (each size in its own process)
@@ -40,6 +40,7 @@
 
 #include "core/config.hpp"
 #include "kv/rocks_kv.hpp"
+#include "rocksdb/db.h"
 #include "trace/trace.hpp"
 
 namespace {
@@ -347,6 +348,29 @@ std::vector<WorkItem> zipf_ops(std::size_t n, std::size_t count, double set_shar
   return ops;
 }
 
+// RocksDB as a developer rolling their own cache opens it: default rocksdb::Options, the default
+// column family, one Put / Get per operation.
+class DefaultRocks {
+ public:
+  explicit DefaultRocks(const fs::path& dir) {
+    rocksdb::Options o;
+    o.create_if_missing = true;
+    rocksdb::DB* db = nullptr;
+    if (!rocksdb::DB::Open(o, dir.string(), &db).ok()) throw std::runtime_error("RocksDB open");
+    db_.reset(db);
+  }
+  void put(const std::string& k, const std::string& v) {
+    if (!db_->Put(rocksdb::WriteOptions(), k, v).ok())
+      throw std::runtime_error("raw RocksDB write failed");
+  }
+  bool get(const std::string& k, std::string* v) {
+    return db_->Get(rocksdb::ReadOptions(), k, v).ok();
+  }
+
+ private:
+  std::unique_ptr<rocksdb::DB> db_;
+};
+
 int run_table(std::size_t keys, int rounds, const std::vector<std::size_t>& sizes,
               const std::vector<std::string>& policies, bool json) {
   char tmpl[] = "/tmp/larder-bench-XXXXXX";
@@ -358,8 +382,8 @@ int run_table(std::size_t keys, int rounds, const std::vector<std::size_t>& size
   std::string json_out = "[";
   std::size_t sink = 0;
   if (!json)
-    std::printf("%-8s %-6s %-22s %12s %12s %7s\n", "value", "policy", "workload", "raw ops/s",
-                "larder ops/s", "ratio");
+    std::printf("%-8s %-6s %-22s %12s %12s %7s %12s %8s\n", "value", "policy", "workload",
+                "raw ops/s", "larder ops/s", "ratio", "default ops/s", "vs default");
   for (std::size_t size : sizes) {
     const std::size_t n = std::max<std::size_t>(1000, std::min(keys, (256u << 20) / size));
     const std::string value(size, 'v');
@@ -371,8 +395,38 @@ int run_table(std::size_t keys, int rounds, const std::vector<std::size_t>& size
     const auto mix95 = zipf_ops(n, n, 0.05, 1), mix50 = zipf_ops(n, n, 0.5, 2);
     const std::size_t hot = std::min<std::size_t>(1000, n), hot_rounds = 100;
     for (const std::string& policy : policies) {
-      std::vector<std::vector<double>> raw(rows.size()), lar(rows.size());
+      std::vector<std::vector<double>> raw(rows.size()), lar(rows.size()), dflt(rows.size());
       for (int r = 0; r < rounds; ++r) {
+        // Raw RocksDB with default options (the second baseline).
+        {
+          const fs::path dir = fresh(base, "default");
+          std::string out;
+          {
+            DefaultRocks db(dir);
+            dflt[0].push_back(timed(n, [&] {
+              for (std::size_t i : order) db.put(names[i], value);
+            }));
+            dflt[1].push_back(timed(hot * hot_rounds, [&] {
+              for (std::size_t k = 0; k < hot_rounds; ++k)
+                for (std::size_t i = 0; i < hot; ++i) sink += db.get(names[order[i]], &out);
+            }));
+            dflt[3].push_back(dflt[0].back());
+            for (int m = 0; m < 2; ++m) {
+              const auto& ops = m == 0 ? mix95 : mix50;
+              dflt[4 + m].push_back(timed(ops.size(), [&] {
+                for (const WorkItem& op : ops)
+                  if (op.set)
+                    db.put(names[op.key], value);
+                  else
+                    sink += db.get(names[op.key], &out);
+              }));
+            }
+          }
+          DefaultRocks db(dir);
+          dflt[2].push_back(timed(n, [&] {
+            for (std::size_t i : order) sink += db.get(names[i], &out);
+          }));
+        }
         // Raw RocksDB: the entries column family, one Put / Get per operation.
         const fs::path raw_dir = fresh(base, "raw");
         std::string out;
@@ -483,14 +537,20 @@ int run_table(std::size_t keys, int rounds, const std::vector<std::size_t>& size
         for (std::size_t r = 0; r < raw[row].size() && r < lar[row].size(); ++r)
           per_round.push_back(lar[row][r] / raw[row][r]);
         const double ratio = median_of(per_round);
+        std::vector<double> per_round_default;
+        for (std::size_t r = 0; r < dflt[row].size() && r < lar[row].size(); ++r)
+          per_round_default.push_back(lar[row][r] / dflt[row][r]);
+        const double d = median_of(dflt[row]), ratio_default = median_of(per_round_default);
         if (json)
           json_out += fmt::format(
               "{}{{\"value_size\": {}, \"keys\": {}, \"policy\": \"{}\", \"workload\": \"{}\", "
-              "\"raw_ops_per_s\": {:.0f}, \"larder_ops_per_s\": {:.0f}, \"ratio\": {:.3f}}}",
-              json_out.size() > 1 ? ", " : "", size, n, policy, rows[row], a, b, ratio);
+              "\"raw_ops_per_s\": {:.0f}, \"larder_ops_per_s\": {:.0f}, \"ratio\": {:.3f}, "
+              "\"default_ops_per_s\": {:.0f}, \"ratio_default\": {:.3f}}}",
+              json_out.size() > 1 ? ", " : "", size, n, policy, rows[row], a, b, ratio, d,
+              ratio_default);
         else
-          std::printf("%-8zu %-6s %-22s %12.0f %12.0f %7.2f\n", size, policy.c_str(),
-                      rows[row].c_str(), a, b, ratio);
+          std::printf("%-8zu %-6s %-22s %12.0f %12.0f %7.2f %12.0f %8.2f\n", size,
+                      policy.c_str(), rows[row].c_str(), a, b, ratio, d, ratio_default);
       }
     }
   }

@@ -272,7 +272,6 @@ class Engine {
   Index index_;                                               // under mu_
   absl::btree_set<OrderKey> order_;                           // under mu_
   absl::btree_set<std::pair<std::uint64_t, std::string_view>> expiry_;  // (expiry_t, key)
-  absl::btree_set<std::pair<std::string_view, std::string_view>> by_category_;  // non-empty only
   absl::node_hash_map<std::string, std::uint64_t, Hash, std::equal_to<>> cats_;     // category -> entries; under mu_
   absl::flat_hash_set<std::string_view, Hash, std::equal_to<>> dirty_;              // keys with unpersisted hits
   std::atomic<std::size_t> dirty_size_{0};
