@@ -20,8 +20,9 @@ using kv::Status;
 namespace {
 
 constexpr std::size_t kPage = 512;  // records handled per batch in scans
-// Keys removed or invalidated per lock hold by cleanup / remove_keys / invalidate_keys: small,
-// so that a concurrent call waits for one page at most (an invalidation rewrites each entry).
+// Keys per lock hold: removed by cleanup / remove_keys (two deletions each), invalidated by
+// invalidate_keys (an entry read and rewritten each). A concurrent call waits for one page at most.
+constexpr std::size_t kRemovePage = 512;
 constexpr std::size_t kWritePage = 128;
 constexpr std::int64_t kNoWatermark = std::numeric_limits<std::int64_t>::min();
 
@@ -166,7 +167,7 @@ std::unique_lock<std::mutex> Engine::page_lock() {
   // std::mutex is not fair: a loop that unlocks and locks again usually wins against a thread
   // that is waiting. Let waiting foreground calls go first (bounded, so a stream of them cannot
   // starve the loop).
-  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(2);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(250);
   while (waiting_.load(std::memory_order_relaxed) > 0 && std::chrono::steady_clock::now() < until)
     std::this_thread::yield();
   return std::unique_lock(mu_);
@@ -1144,10 +1145,10 @@ Status Engine::drop_corrupt(std::string_view key) {
 
 Status Engine::remove_keys(const std::vector<std::string>& keys, std::size_t* removed) {
   *removed = 0;
-  for (std::size_t i = 0; i < keys.size(); i += kWritePage) {
+  for (std::size_t i = 0; i < keys.size(); i += kRemovePage) {
     const auto lock = page_lock();
     Txn t(*kv_);
-    for (std::size_t j = i; j < std::min(keys.size(), i + kWritePage); ++j) {
+    for (std::size_t j = i; j < std::min(keys.size(), i + kRemovePage); ++j) {
       auto it = index_.find(keys[j]);
       if (it == index_.end() || t.removed_set.contains(keys[j])) continue;
       take_pending(keys[j]);
@@ -1223,13 +1224,13 @@ Status Engine::cleanup(std::int64_t now_ns, std::size_t* removed) {
     const auto lock = page_lock();
     Txn t(*kv_);
     for (const auto& [when, key] : expiry_) {
-      if (when > now || t.removed.size() >= kWritePage) break;
+      if (when > now || t.removed.size() >= kRemovePage) break;
       auto it = index_.find(key);
       take_pending(key);
       remove_in_txn(t, it->first, it->second);
       if (when != 0) ++t.expirations;
     }
-    const bool last = t.removed.size() < kWritePage;
+    const bool last = t.removed.size() < kRemovePage;
     if (last) t.watermark = std::max(now_ns, watermark_->load());
     const std::size_t n = t.removed.size();
     if (Status s = commit(t); !s.ok()) return s;
