@@ -247,30 +247,31 @@ void Engine::clear_index() {
   bytes_ = 0;
 }
 
+namespace {
+// The fields a Node shares with its AccessRecord, copied either way.
+template <class From, class To>
+void copy_access_fields(const From& from, To& to) {
+  to.last_access_ns = from.last_access_ns;
+  to.last_tick = from.last_tick;
+  to.access_count = from.access_count;
+  to.insert_tick = from.insert_tick;
+  to.size = from.size;
+  to.has_expiry = from.has_expiry;
+  to.expiry_t = from.expiry_t;
+  to.stale_t = from.stale_t;
+}
+}  // namespace
+
 AccessRecord Engine::record_of(const Node& n, std::string_view category) {
   AccessRecord a;
-  a.last_access_ns = n.last_access_ns;
-  a.last_tick = n.last_tick;
-  a.access_count = n.access_count;
-  a.insert_tick = n.insert_tick;
-  a.size = n.size;
-  a.has_expiry = n.has_expiry;
-  a.expiry_t = n.expiry_t;
-  a.stale_t = n.stale_t;
+  copy_access_fields(n, a);
   a.category = std::string(category);
   return a;
 }
 
 Engine::Node Engine::node_of(const AccessRecord& a) {
   Node n;
-  n.last_access_ns = a.last_access_ns;
-  n.last_tick = a.last_tick;
-  n.access_count = a.access_count;
-  n.insert_tick = a.insert_tick;
-  n.size = a.size;
-  n.has_expiry = a.has_expiry;
-  n.expiry_t = a.expiry_t;
-  n.stale_t = a.stale_t;
+  copy_access_fields(a, n);
   return n;
 }
 
