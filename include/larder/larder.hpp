@@ -103,9 +103,9 @@ struct Config {
   std::function<std::chrono::system_clock::time_point()> clock;
   // Receives the cache's log lines. Empty: silent, unless LARDER_LOG=debug|info|warn|error is set,
   // in which case lines at that level and above go to stderr. Called from any thread that uses
-  // the cache, from its housekeeping thread and (shared caches) from the owner's server threads,
-  // concurrently and sometimes with internal locks held: it must be thread-safe and must not
-  // call back into the cache. What it throws is ignored.
+  // the cache, from its housekeeping and index-loading threads and (shared caches) from the
+  // owner's server threads, concurrently and sometimes with internal locks held: it must be
+  // thread-safe and must not call back into the cache. What it throws is ignored.
   std::function<void(LogLevel, std::string_view)> log;
 
   // Defaults overridden by LARDER_CACHE_ROOT, LARDER_STRATEGY (process_isolated|shared|disabled),
