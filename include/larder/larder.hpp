@@ -176,7 +176,10 @@ class Cache {
   // Opens (creating if needed) the cache described by `config`. Throws ConfigError naming the bad
   // field when the configuration is invalid or the cache_root is unsafe (owned by another user,
   // writable by others). Never throws for I/O trouble: a corrupt store is moved aside and started
-  // empty; an unusable directory gives a memory cache with degraded() == true.
+  // empty; an unusable directory gives a memory cache with degraded() == true. Returns once the
+  // store is open; the in-memory eviction index of a stored cache then loads in the background
+  // (about 3 s per million entries): reads are served at once, calls that need the index (writes,
+  // stats(), metadata) wait for it.
   static Cache open(const Config& config);
 
   Cache(Cache&&) noexcept;
