@@ -60,7 +60,9 @@ double median(std::vector<double> v) {
   return v.empty() ? 0 : v[v.size() / 2];
 }
 
-std::string key_of(std::size_t i) { return fmt::format("key:{:08}", i); }
+std::string key_of(std::size_t i) {
+  return fmt::format("key:{:08}", i);
+}
 
 // The baseline: a textbook LRU map, values copied out on get.
 class MapLru {
@@ -114,7 +116,8 @@ Config rocks_config(const fs::path& root, std::uint64_t max_entries) {
   return c;
 }
 
-void print_ratio(const char* what, const std::vector<double>& base, const std::vector<double>& ours) {
+void print_ratio(const char* what, const std::vector<double>& base,
+                 const std::vector<double>& ours) {
   std::vector<double> ratios;
   for (std::size_t i = 0; i < base.size(); ++i) ratios.push_back(ours[i] / base[i]);
   std::printf("%-34s %12.0f %12.0f %7.2f\n", what, median(base), median(ours), median(ratios));
@@ -185,7 +188,9 @@ void bench_memory(int rounds) {
 
 void print_latencies(const char* what, std::vector<double>& ns) {
   std::sort(ns.begin(), ns.end());
-  auto at = [&](double q) { return ns[std::min(ns.size() - 1, static_cast<std::size_t>(q * ns.size()))] / 1000.0; };
+  auto at = [&](double q) {
+    return ns[std::min(ns.size() - 1, static_cast<std::size_t>(q * ns.size()))] / 1000.0;
+  };
   std::printf("%-10s %10.1f %10.1f %10.1f %10.1f\n", what, at(0.5), at(0.99), at(0.999),
               ns.back() / 1000.0);
 }
@@ -219,7 +224,8 @@ void bench_tail() {
   }
 }
 
-double threaded_ops(int threads, std::size_t ops_each, const std::function<void(int, std::size_t)>& op) {
+double threaded_ops(int threads, std::size_t ops_each,
+                    const std::function<void(int, std::size_t)>& op) {
   std::vector<std::thread> ts;
   std::atomic<int> ready{0};
   std::atomic<bool> go{false};
@@ -251,17 +257,18 @@ void bench_threads(int rounds) {
     std::size_t key_range;
     bool sets;
   };
-  for (const Row row : {Row{"memory: uniform get", false, kKeys, false},
-                        Row{"rocksdb: hot get (1000 keys)", true, 1000, false},
-                        Row{"memory: set", false, kKeys, true},
-                        Row{"rocksdb: set", true, kKeys, true}}) {
+  for (const Row row :
+       {Row{"memory: uniform get", false, kKeys, false},
+        Row{"rocksdb: hot get (1000 keys)", true, 1000, false},
+        Row{"memory: set", false, kKeys, true}, Row{"rocksdb: set", true, kKeys, true}}) {
     std::vector<double> one, two, ratio;
     for (int r = 0; r < rounds; ++r) {
       TempDir dir;
       Cache c = Cache::open(row.rocks ? rocks_config(dir.path, 0) : memory_config(dir.path, 0));
       for (const auto& k : keys) (void)c.set(k, value);
       auto op = [&](int t, std::size_t i) {
-        const std::size_t k = (i * 2654435761u + static_cast<std::size_t>(t) * 7919) % row.key_range;
+        const std::size_t k =
+            (i * 2654435761u + static_cast<std::size_t>(t) * 7919) % row.key_range;
         if (row.sets)
           (void)c.set(keys[k], value);
         else
@@ -284,7 +291,8 @@ std::pair<double, double> with_setter(Cache& c, const std::function<void()>& bod
     while (!stop.load()) {
       const auto t0 = Clock::now();
       (void)c.set(fmt::format("other:{}", i++ % 1000), "x");
-      longest = std::max(longest, std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+      longest =
+          std::max(longest, std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
     }
   });
   const double s = seconds_of(body);
@@ -303,7 +311,8 @@ void bench_invalidate() {
     for (const char* pattern : {"p3:*", "*:00001*"}) {
       TempDir dir;
       Cache c = Cache::open(rocks ? rocks_config(dir.path, 0) : memory_config(dir.path, 0));
-      for (std::size_t i = 0; i < kKeys; ++i) (void)c.set(fmt::format("p{}:{:08}", i % 9, i), value);
+      for (std::size_t i = 0; i < kKeys; ++i)
+        (void)c.set(fmt::format("p{}:{:08}", i % 9, i), value);
       std::size_t n = 0;
       const auto [ms, longest] = with_setter(c, [&] { n = c.invalidate_pattern(pattern); });
       std::printf("%-10s %-44s %10.1f %16.2f\n", store,
@@ -337,7 +346,8 @@ int main(int argc, char** argv) {
     if (std::strcmp(argv[i], "--rounds") == 0) rounds = std::max(1, std::atoi(argv[i + 1]));
   if (what != "all" && what != "memory" && what != "tail" && what != "threads" &&
       what != "invalidate") {
-    std::fprintf(stderr, "usage: larder-engine-bench [memory|tail|threads|invalidate|all] [--rounds R]\n");
+    std::fprintf(stderr,
+                 "usage: larder-engine-bench [memory|tail|threads|invalidate|all] [--rounds R]\n");
     return 2;
   }
   if (what == "all" || what == "memory") bench_memory(rounds);

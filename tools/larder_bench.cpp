@@ -262,7 +262,9 @@ OpenResult measure_open(std::size_t n, int rounds) {
       for (std::size_t i = 0; i < n; ++i) cache.set(fmt::format("key{:08}", i), value);
     }
     std::vector<double> open_ms, stats_ms, get_ms, index_ms, per_entry;
-    auto ms = [](auto a, auto b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
+    auto ms = [](auto a, auto b) {
+      return std::chrono::duration<double, std::milli>(b - a).count();
+    };
     for (int r = 0; r < rounds; ++r) {
       ::malloc_trim(0);
       const long rss0 = current_rss_kb();
@@ -290,8 +292,8 @@ OpenResult measure_open(std::size_t n, int rounds) {
     };
     rusage ru{};
     ::getrusage(RUSAGE_SELF, &ru);
-    OpenResult r{med(open_ms), med(stats_ms), ru.ru_maxrss, med(get_ms), med(index_ms),
-                 med(per_entry)};
+    OpenResult r{med(open_ms), med(stats_ms), ru.ru_maxrss,
+                 med(get_ms),  med(index_ms), med(per_entry)};
     (void)!::write(fds[1], &r, sizeof r);
     fs::remove_all(root);
     ::_exit(0);
@@ -549,8 +551,8 @@ int run_table(std::size_t keys, int rounds, const std::vector<std::size_t>& size
               json_out.size() > 1 ? ", " : "", size, n, policy, rows[row], a, b, ratio, d,
               ratio_default);
         else
-          std::printf("%-8zu %-6s %-22s %12.0f %12.0f %7.2f %12.0f %8.2f\n", size,
-                      policy.c_str(), rows[row].c_str(), a, b, ratio, d, ratio_default);
+          std::printf("%-8zu %-6s %-22s %12.0f %12.0f %7.2f %12.0f %8.2f\n", size, policy.c_str(),
+                      rows[row].c_str(), a, b, ratio, d, ratio_default);
       }
     }
   }

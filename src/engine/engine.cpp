@@ -110,9 +110,10 @@ struct Engine::Txn {
   explicit Txn(kv::Kv& kv) : batch(kv.new_batch()) {}
   std::unique_ptr<kv::Batch> batch;
   std::int64_t d_entries = 0, d_bytes = 0;
-  std::vector<std::string> removed;                 // keys removed, in order
-  absl::flat_hash_set<std::string_view, Hash, std::equal_to<>> removed_set;  // views of `removed`'s keys in the index
-  std::vector<Staged> staged;                       // nodes added or changed
+  std::vector<std::string> removed;  // keys removed, in order
+  absl::flat_hash_set<std::string_view, Hash, std::equal_to<>>
+      removed_set;             // views of `removed`'s keys in the index
+  std::vector<Staged> staged;  // nodes added or changed
   std::uint64_t evictions = 0, expirations = 0, invalidations = 0;
   std::optional<std::int64_t> watermark;
   bool totals_dirty = false;
@@ -314,10 +315,10 @@ Status Engine::open() {
       log_->logf(util::Level::error, "loading the index failed: {}", st.message);
       open_problems_.push_back(fmt::format("loading the index failed ({})", st.message));
     }
-    log_->logf(util::Level::debug, "index of {} entries loaded in {} ms", entries_.load(),
-               std::chrono::duration_cast<std::chrono::milliseconds>(
-                   std::chrono::steady_clock::now() - t0)
-                   .count());
+    log_->logf(
+        util::Level::debug, "index of {} entries loaded in {} ms", entries_.load(),
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+            .count());
   });
   holding.wait();
   return Status();
@@ -365,7 +366,8 @@ Status Engine::open_locked(LoadPlan* plan) {
     bool undecodable = false;
     Status loaded = load_index_locked(&undecodable);
     if (loaded.code == Code::corruption)
-      open_problems_.push_back(fmt::format("the access family cannot be read ({})", loaded.message));
+      open_problems_.push_back(
+          fmt::format("the access family cannot be read ({})", loaded.message));
     else if (!loaded.ok())
       return loaded;
     if (undecodable) open_problems_.push_back("an access record does not decode");
@@ -405,9 +407,9 @@ Status Engine::open_locked(LoadPlan* plan) {
   const bool factor_changed = factor != options_.stale_factor;
   if (!factor_changed && u64(kWatermarkKey, &wm)) watermark_->store(static_cast<std::int64_t>(wm));
   if (format < kStoreFormat)
-    return needs_rebuild(fmt::format(
-        "the store has format {} (migrated to {}: the index families are retired)", format,
-        kStoreFormat));
+    return needs_rebuild(
+        fmt::format("the store has format {} (migrated to {}: the index families are retired)",
+                    format, kStoreFormat));
   if (factor_changed) return needs_rebuild("the stale factor changed");
   if (rebuilding != 0) return needs_rebuild("an earlier rebuild was interrupted");
   plan->load = true;
@@ -425,8 +427,9 @@ Status Engine::finish_load_locked(const LoadPlan& plan) {
   if (!s.ok() && s.code != Code::corruption) return s;
   if (undecodable || !s.ok()) {
     ++counters_->error;
-    const std::string why = s.ok() ? std::string("an access record does not decode")
-                                   : fmt::format("the access family cannot be read ({})", s.message);
+    const std::string why = s.ok()
+                                ? std::string("an access record does not decode")
+                                : fmt::format("the access family cannot be read ({})", s.message);
     log_->logf(util::Level::warn, "{}", why);
     if (repair) return rebuild_locked();
     open_problems_.push_back(fmt::format("{}; verify --repair rebuilds it", why));
@@ -676,15 +679,16 @@ Status Engine::verify(VerifyReport* report) {
         problem(fmt::format("entry '{}': access record says category '{}', entry '{}'", key,
                             a.category, h.category));
       if (a.has_expiry != want_expiry || (want_expiry && a.expiry_t != want_t))
-        problem(fmt::format("entry '{}': access record's expiry does not match its ttl/status",
-                            key));
+        problem(
+            fmt::format("entry '{}': access record's expiry does not match its ttl/status", key));
       if (node != index_.end()) {
         const Node& n = node->second;
         if (n.last_tick != a.last_tick || n.access_count != a.access_count ||
             n.insert_tick != a.insert_tick)
-          problem(fmt::format("entry '{}': the in-memory index and the access record disagree "
-                              "on its access history",
-                              key));
+          problem(
+              fmt::format("entry '{}': the in-memory index and the access record disagree "
+                          "on its access history",
+                          key));
       }
     }
     return Status();
@@ -801,8 +805,7 @@ Engine::Pending Engine::take_pending(std::string_view key) {
   return p;
 }
 
-Engine::PendingMap
-Engine::drain_pending() {
+Engine::PendingMap Engine::drain_pending() {
   PendingMap all;
   for (Shard& shard : shards_) {
     PendingMap taken;
@@ -848,7 +851,8 @@ Status Engine::persist_dirty_locked(std::size_t max_keys) {
   for (const std::string_view key : dirty_) {
     if (written.size() >= max_keys) break;
     auto it = index_.find(key);
-    if (it != index_.end()) batch->put(Cf::access, key, encode_access(record_of(it->second, *it->second.category)));
+    if (it != index_.end())
+      batch->put(Cf::access, key, encode_access(record_of(it->second, *it->second.category)));
     written.push_back(key);
   }
   batch->put(Cf::counters, kTotalsKey, totals(entries_.load(), bytes_.load(), tick_.load()));
@@ -902,8 +906,8 @@ Status Engine::read(std::string_view key, std::int64_t now_ns, Want want, Found*
   if (!s.ok()) return s;
   std::size_t offset = 0;
   if (want == Want::value_only) {
-    if (!decode_entry_value(record, &out->header.flags, &out->header.created_ns,
-                            &out->header.ttl_s, &offset))
+    if (!decode_entry_value(record, &out->header.flags, &out->header.created_ns, &out->header.ttl_s,
+                            &offset))
       return corrupt("entry", key);
   } else if (!decode_entry(record, &out->header, &offset)) {
     return corrupt("entry", key);
@@ -1024,7 +1028,8 @@ void Engine::evict(Txn& t, Pass pass, std::int64_t now_ns, std::string_view keep
 Status Engine::commit(Txn& t) {
   std::int64_t d_entries = t.d_entries, d_bytes = t.d_bytes;
   if (t.totals_dirty) {
-    const auto e = static_cast<std::uint64_t>(static_cast<std::int64_t>(entries_.load()) + d_entries);
+    const auto e =
+        static_cast<std::uint64_t>(static_cast<std::int64_t>(entries_.load()) + d_entries);
     const auto b = static_cast<std::uint64_t>(static_cast<std::int64_t>(bytes_.load()) + d_bytes);
     t.batch->put(Cf::counters, kTotalsKey, totals(e, b, tick_.load()));
   }

@@ -11,7 +11,8 @@
 //  - every stored key has one entries record and one access record, written in one atomic batch
 //    with the totals counter; counters["totals"] equals the sums over the entries.
 //  - the index holds exactly the stored keys; its node of a key equals the key's access record
-//    plus the hits not yet persisted (dirty nodes, written by the AccessFlusher within its delay: 50 ms in core::Backend).
+//    plus the hits not yet persisted (dirty nodes, written by the AccessFlusher within its delay:
+//    50 ms in core::Backend).
 //  - no stored entry has an expired-at time below the drop watermark (the compaction filter
 //    physically drops records below it, which are all already deleted).
 //
@@ -26,12 +27,12 @@
 #include <cstdint>
 #include <functional>
 #include <map>
-#include <tuple>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
 #include <thread>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -266,14 +267,16 @@ class Engine {
   Counters* counters_;
   const util::Logger* log_;
 
-  std::mutex mu_;  // serializes every write and every use of the index below
+  std::mutex mu_;                // serializes every write and every use of the index below
   std::atomic<int> waiting_{0};  // foreground calls waiting for mu_
   std::atomic<std::uint64_t> entries_{0}, bytes_{0}, tick_{0};
-  Index index_;                                               // under mu_
-  absl::btree_set<OrderKey> order_;                           // under mu_
+  Index index_;                                                         // under mu_
+  absl::btree_set<OrderKey> order_;                                     // under mu_
   absl::btree_set<std::pair<std::uint64_t, std::string_view>> expiry_;  // (expiry_t, key)
-  absl::node_hash_map<std::string, std::uint64_t, Hash, std::equal_to<>> cats_;     // category -> entries; under mu_
-  absl::flat_hash_set<std::string_view, Hash, std::equal_to<>> dirty_;              // keys with unpersisted hits
+  absl::node_hash_map<std::string, std::uint64_t, Hash, std::equal_to<>>
+      cats_;  // category -> entries; under mu_
+  absl::flat_hash_set<std::string_view, Hash, std::equal_to<>>
+      dirty_;  // keys with unpersisted hits
   std::atomic<std::size_t> dirty_size_{0};
   std::vector<std::string> open_problems_;  // what open found and did not repair; under mu_
 

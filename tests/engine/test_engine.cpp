@@ -2,20 +2,20 @@
 // against textbook simulators, reopen, index rebuilds, the compaction filter's safety.
 #include <doctest/doctest.h>
 
+#include <fstream>
 #include <list>
 #include <random>
 #include <set>
-#include <fstream>
 #include <thread>
 
 #include <fmt/format.h>
 #include <unordered_map>
 
 #include "api/config.hpp"
+#include "child.hpp"
 #include "core/backend.hpp"
 #include "engine/engine.hpp"
 #include "kv/memory_kv.hpp"
-#include "child.hpp"
 #include "support.hpp"
 
 using namespace larder;
@@ -294,7 +294,7 @@ TEST_CASE_TEMPLATE("verify finds broken counters and access records; rebuild rep
   a.size = 999;
   batch->put(kv::Cf::access, "k2", engine::encode_access(a));
   batch->put(kv::Cf::access, "orphan", engine::encode_access(a));  // access data, no entry
-  batch->put(kv::Cf::order, "stray", "");                           // a retired family
+  batch->put(kv::Cf::order, "stray", "");                          // a retired family
   REQUIRE(e.kv().write(*batch).ok());
   const auto problems = store_problems(c);
   CHECK(problems.size() >= 5);
@@ -393,7 +393,8 @@ TEST_CASE("the index loaded after a reopen or SIGKILL evicts as an uninterrupted
         const std::filesystem::path file = f.dir.path() / "trace.txt";
         {
           std::ofstream out(file);
-          for (std::size_t i = 0; i < half; ++i) out << trace[i].key << ' ' << trace[i].size << '\n';
+          for (std::size_t i = 0; i < half; ++i)
+            out << trace[i].key << ' ' << trace[i].size << '\n';
         }
         const char* names[] = {"lru", "lfu", "fifo"};
         Child child({"replay", f.dir.path().string(), names[static_cast<int>(policy)], file});
