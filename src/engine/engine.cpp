@@ -7,6 +7,7 @@
 #include <limits>
 #include <optional>
 #include <set>
+#include <system_error>
 #include <tuple>
 
 #include <fmt/format.h>
@@ -304,9 +305,10 @@ Status Engine::open() {
   entries_ = plan.stored_entries;
   bytes_ = plan.stored_bytes;
   lock.unlock();  // nobody else can take it yet: the engine is not published before open returns
+  const LoadPlan plan_copy = plan;  // for a synchronous load when no thread can be started
   std::promise<void> locked;
   std::future<void> holding = locked.get_future();
-  loader_ = std::thread([this, plan = std::move(plan), &locked] {
+  auto load = [this, plan = std::move(plan), &locked] {
     std::lock_guard guard(mu_);
     locked.set_value();
     const auto t0 = std::chrono::steady_clock::now();
@@ -319,7 +321,14 @@ Status Engine::open() {
         util::Level::debug, "index of {} entries loaded in {} ms", entries_.load(),
         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
             .count());
-  });
+  };
+  try {
+    loader_ = std::thread(std::move(load));
+  } catch (const std::system_error& e) {  // no thread to be had: load here instead
+    log_->logf(util::Level::warn, "loading the index in this thread: {}", e.what());
+    std::lock_guard guard(mu_);
+    return finish_load_locked(plan_copy);
+  }
   holding.wait();
   return Status();
 }
@@ -473,8 +482,10 @@ Status Engine::load_index_locked(bool* needs_rebuild) {
     return true;
   });
   tick_ = max_tick;
-  entries_ = loaded_entries;
-  bytes_ = loaded_bytes;
+  if (s.ok() && !*needs_rebuild) {  // a partial count would be worse than the stored totals
+    entries_ = loaded_entries;
+    bytes_ = loaded_bytes;
+  }
   return s;
 }
 
@@ -960,15 +971,16 @@ Status Engine::status_counts(std::int64_t now_ns, StatusCounts* out) {
   *out = {};
   const auto now = static_cast<std::uint64_t>(std::max<std::int64_t>(now_ns, 0));
   std::lock_guard lock(mu_);
-  for (const auto& [t, key] : expiry_) {
-    if (t == 0) {
+  // A walk over the nodes (each knows its expiry and stale times), not over expiry_ with a lookup
+  // per entry.
+  for (const auto& [key, n] : index_) {
+    if (!n.has_expiry) continue;
+    if (n.expiry_t == 0)
       ++out->invalid;
-    } else if (t <= now) {
+    else if (n.expiry_t <= now)
       ++out->expired;
-    } else {
-      auto it = index_.find(key);
-      if (it != index_.end() && it->second.stale_t <= now) ++out->stale;
-    }
+    else if (n.stale_t <= now)
+      ++out->stale;
   }
   const std::uint64_t total = entries_.load();
   const std::uint64_t other = out->invalid + out->expired + out->stale;
