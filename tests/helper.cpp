@@ -41,6 +41,7 @@
 #include <functional>
 #include <string>
 
+#include "core/config.hpp"
 #include "helper_values.hpp"
 #include "larder/larder.hpp"
 
@@ -124,9 +125,8 @@ int replay_mode(char** argv) {
   cfg.cache_root = argv[2];
   cfg.strategy = larder::Strategy::process_isolated;
   const std::string policy = argv[3];
-  cfg.eviction_policy = policy == "lfu"    ? larder::EvictionPolicy::lfu
-                        : policy == "fifo" ? larder::EvictionPolicy::fifo
-                                           : larder::EvictionPolicy::lru;
+  cfg.eviction_policy =
+      larder::core::policy_from_string(policy).value_or(larder::EvictionPolicy::lru);
   cfg.max_entries = 60;
   cfg.max_size_bytes = 4000;
   cfg.default_ttl = std::chrono::seconds(0);

@@ -10,7 +10,7 @@
 //       set), stats() time, peak RSS and the index's RSS per entry (each size in its own process)
 //   larder-bench getset [--keys N] [--value-size B] [--policy P] [--json]
 //       the workload bench/peer_diskcache.py compares with python-diskcache
-//   larder-bench replay TRACE [--policy lru|lfu|fifo|all] (--capacity-entries N |
+//   larder-bench replay TRACE [--policy lru|lfu|fifo|s3fifo|all] (--capacity-entries N |
 //                       --capacity-bytes N|P%) [--store memory|rocksdb] [--dir DIR] [--json]
 //       replays a request trace (CSV `timestamp,key,size` or libCacheSim oracleGeneral,
 //       optionally .zst) through larder's real eviction code; miss and byte miss ratios
@@ -107,6 +107,7 @@ int replay(const std::string& path, const std::string& policy, std::uint64_t ent
   if (policy == "all" || policy == "lru") policies.push_back(EvictionPolicy::lru);
   if (policy == "all" || policy == "lfu") policies.push_back(EvictionPolicy::lfu);
   if (policy == "all" || policy == "fifo") policies.push_back(EvictionPolicy::fifo);
+  if (policy == "all" || policy == "s3fifo") policies.push_back(EvictionPolicy::s3fifo);
 
   std::vector<larder::trace::Result> results;
   for (EvictionPolicy p : policies) {
@@ -170,10 +171,7 @@ larder::Config bench_config(const fs::path& root, const std::string& policy) {
   c.max_size_bytes = 0;
   c.default_ttl = std::chrono::seconds(0);
   c.cleanup_interval = std::chrono::seconds(0);
-  c.eviction_policy = policy == "lfu"    ? EvictionPolicy::lfu
-                      : policy == "fifo" ? EvictionPolicy::fifo
-                      : policy == "ttl"  ? EvictionPolicy::ttl
-                                         : EvictionPolicy::lru;
+  c.eviction_policy = larder::core::policy_from_string(policy).value_or(EvictionPolicy::lru);
   return c;
 }
 
@@ -575,8 +573,8 @@ int main(int argc, char** argv) {
                  "Trace file: .csv (timestamp,key,size) or libCacheSim oracleGeneral "
                  "(binary, 24-byte records); .zst compressed too")
       ->required();
-  rp->add_option("--policy", policy, "lru, lfu, fifo or all")
-      ->check(CLI::IsMember({"lru", "lfu", "fifo", "all"}));
+  rp->add_option("--policy", policy, "lru, lfu, fifo, s3fifo or all")
+      ->check(CLI::IsMember({"lru", "lfu", "fifo", "s3fifo", "all"}));
   auto* by_entries = rp->add_option("--capacity-entries", entries, "Cache capacity in entries")
                          ->check(CLI::PositiveNumber);
   auto* by_bytes = rp->add_option("--capacity-bytes", bytes,
@@ -594,8 +592,8 @@ int main(int argc, char** argv) {
   bool gs_json = false;
   gs->add_option("--keys", gs_keys, "Number of keys")->check(CLI::PositiveNumber);
   gs->add_option("--value-size", gs_value, "Value size in bytes");
-  gs->add_option("--policy", gs_policy, "lru, lfu or fifo")
-      ->check(CLI::IsMember({"lru", "lfu", "fifo"}));
+  gs->add_option("--policy", gs_policy, "lru, lfu, fifo or s3fifo")
+      ->check(CLI::IsMember({"lru", "lfu", "fifo", "s3fifo"}));
   gs->add_option("--rounds", gs_rounds, "Rounds (the median is printed)")
       ->check(CLI::PositiveNumber);
   gs->add_option("--dir", gs_dir, "Directory for the cache (default: a temporary one)");
@@ -614,7 +612,7 @@ int main(int argc, char** argv) {
   std::size_t rn_keys = 50'000;
   int rn_rounds = 3;
   std::vector<std::size_t> rn_sizes = {100, 1000, 65536};
-  std::vector<std::string> rn_policies = {"lru", "lfu", "fifo", "ttl"};
+  std::vector<std::string> rn_policies = {"lru", "lfu", "fifo", "ttl", "s3fifo"};
   bool rn_json = false;
   rn->add_option("--keys", rn_keys, "Keys per value size (capped at 256 MiB of values)")
       ->check(CLI::PositiveNumber);
@@ -622,7 +620,7 @@ int main(int argc, char** argv) {
   rn->add_option("--sizes", rn_sizes, "Value sizes in bytes")->delimiter(',');
   rn->add_option("--policies", rn_policies, "Policies")
       ->delimiter(',')
-      ->check(CLI::IsMember({"lru", "lfu", "fifo", "ttl"}));
+      ->check(CLI::IsMember({"lru", "lfu", "fifo", "ttl", "s3fifo"}));
   rn->add_flag("--json", rn_json, "Machine-readable output");
   try {
     app.parse(argc, argv);

@@ -57,6 +57,10 @@ enum class EvictionPolicy : std::uint8_t {
   lfu = 1,   // lowest access count, ties to the least recently accessed
   fifo = 2,  // oldest insertion; reads do not reorder
   ttl = 3,   // never evict live entries: refuse the set instead
+  // S3-FIFO (Yang et al., SOSP 2023): a small FIFO queue for new entries, a main FIFO queue for
+  // entries read again, and a ghost queue of keys recently evicted from the small one. A hit
+  // only bumps a counter (nothing moves), so reads are cheaper than under lru.
+  s3fifo = 4,
 };
 
 enum class EntryStatus : std::uint8_t {

@@ -50,8 +50,9 @@ larder::EvictionPolicy policy_of(const std::string& s) {
   if (s == "lfu") return larder::EvictionPolicy::lfu;
   if (s == "fifo") return larder::EvictionPolicy::fifo;
   if (s == "ttl") return larder::EvictionPolicy::ttl;
+  if (s == "s3fifo") return larder::EvictionPolicy::s3fifo;
   throw larder::ConfigError("eviction_policy: unknown policy '" + s +
-                            "' (expected lru, lfu, fifo or ttl)");
+                            "' (expected lru, lfu, fifo, ttl or s3fifo)");
 }
 
 const char* status_name(larder::EntryStatus s) {
@@ -397,8 +398,9 @@ PYBIND11_MODULE(_larder, m) {
     d["max_entries"] = c.max_entries;
     d["max_size"] = c.max_size_bytes;
     d["default_ttl"] = static_cast<double>(c.default_ttl.count());
-    const char* policies[] = {"lru", "lfu", "fifo", "ttl"};
-    d["eviction_policy"] = policies[static_cast<int>(c.eviction_policy) & 3];
+    const char* policies[] = {"lru", "lfu", "fifo", "ttl", "s3fifo"};
+    const auto p = static_cast<std::size_t>(c.eviction_policy);
+    d["eviction_policy"] = p < std::size(policies) ? policies[p] : "unknown";
     return d;
   });
   m.def("key_from_parts", [](const std::vector<std::string>& parts) {

@@ -28,7 +28,7 @@ fs::path default_root() {
 void validate(const Config& c) {
   if (static_cast<unsigned>(c.strategy) > static_cast<unsigned>(Strategy::disabled))
     throw ConfigError(fmt::format("strategy: unknown value {}", static_cast<unsigned>(c.strategy)));
-  if (static_cast<unsigned>(c.eviction_policy) > static_cast<unsigned>(EvictionPolicy::ttl))
+  if (static_cast<unsigned>(c.eviction_policy) > static_cast<unsigned>(EvictionPolicy::s3fifo))
     throw ConfigError(
         fmt::format("eviction_policy: unknown value {}", static_cast<unsigned>(c.eviction_policy)));
   if (c.default_ttl.count() < 0)
@@ -114,20 +114,11 @@ Config Config::from_env() {
     c.default_ttl = std::chrono::seconds(static_cast<std::int64_t>(s));
   }
   if (const char* v = env("LARDER_EVICTION_POLICY")) {
-    const std::string_view s(v);
-    if (s == "lru")
-      c.eviction_policy = EvictionPolicy::lru;
-    else if (s == "lfu")
-      c.eviction_policy = EvictionPolicy::lfu;
-    else if (s == "fifo")
-      c.eviction_policy = EvictionPolicy::fifo;
-    else if (s == "ttl")
-      c.eviction_policy = EvictionPolicy::ttl;
-    else
-      throw ConfigError(
-          fmt::format("LARDER_EVICTION_POLICY: unknown policy '{}' (expected lru, "
-                      "lfu, fifo or ttl)",
-                      s));
+    const auto p = core::policy_from_string(v);
+    if (!p)
+      throw ConfigError(fmt::format("LARDER_EVICTION_POLICY: unknown policy '{}' (expected {})", v,
+                                    core::kPolicyNames));
+    c.eviction_policy = *p;
   }
   if (const char* v = env("LARDER_DISABLED")) {
     const std::string_view s(v);

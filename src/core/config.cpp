@@ -30,8 +30,17 @@ const char* to_string(EvictionPolicy p) {
       return "fifo";
     case EvictionPolicy::ttl:
       return "ttl";
+    case EvictionPolicy::s3fifo:
+      return "s3fifo";
   }
   return "unknown";
+}
+
+std::optional<EvictionPolicy> policy_from_string(std::string_view name) {
+  for (const EvictionPolicy p : {EvictionPolicy::lru, EvictionPolicy::lfu, EvictionPolicy::fifo,
+                                 EvictionPolicy::ttl, EvictionPolicy::s3fifo})
+    if (name == to_string(p)) return p;
+  return std::nullopt;
 }
 
 const char* to_string(EntryStatus s) {

@@ -6,6 +6,8 @@
 
 #include <filesystem>
 #include <memory>
+#include <optional>
+#include <string_view>
 
 #include "larder/larder.hpp"
 #include "util/fs.hpp"
@@ -47,6 +49,10 @@ struct Resolved {
 
 const char* to_string(Strategy s);
 const char* to_string(EvictionPolicy p);
+// The policy named `name` (as to_string spells it); nullopt for an unknown name.
+std::optional<EvictionPolicy> policy_from_string(std::string_view name);
+// Every policy name, for messages: "lru, lfu, fifo, ttl or s3fifo".
+inline constexpr const char* kPolicyNames = "lru, lfu, fifo, ttl or s3fifo";
 const char* to_string(EntryStatus s);
 
 }  // namespace larder::core

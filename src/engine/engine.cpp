@@ -1,4 +1,5 @@
 #include "engine/engine.hpp"
+#include "engine/txn.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -100,26 +101,6 @@ Status for_each_page(kv::Kv& kv, Cf cf, const std::function<Status(const Page&)>
 
 }  // namespace
 
-// A change the transaction makes to a key's index node once its batch is written.
-struct Engine::Staged {
-  std::string key;
-  Node node;
-  std::string category;
-};
-
-struct Engine::Txn {
-  explicit Txn(kv::Kv& kv) : batch(kv.new_batch()) {}
-  std::unique_ptr<kv::Batch> batch;
-  std::int64_t d_entries = 0, d_bytes = 0;
-  std::vector<std::string> removed;  // keys removed, in order
-  absl::flat_hash_set<std::string_view, Hash, std::equal_to<>>
-      removed_set;             // views of `removed`'s keys in the index
-  std::vector<Staged> staged;  // nodes added or changed
-  std::uint64_t evictions = 0, expirations = 0, invalidations = 0;
-  std::optional<std::int64_t> watermark;
-  bool totals_dirty = false;
-};
-
 Engine::Engine(std::unique_ptr<kv::Kv> kv, Options options,
                std::shared_ptr<std::atomic<std::int64_t>> watermark, Counters* counters,
                const util::Logger* log)
@@ -185,6 +166,8 @@ Engine::OrderKey Engine::order_of(const Node& n, std::string_view key) const {
       return {n.access_count, n.last_tick, key};
     case EvictionPolicy::fifo:
       return {n.insert_tick, 0, key};
+    case EvictionPolicy::s3fifo:
+      return {n.queue, n.queue_tick, key};
     case EvictionPolicy::ttl:
       break;
   }
@@ -203,6 +186,7 @@ void Engine::link(Index::iterator it, bool count) {
   if (options_.policy != EvictionPolicy::ttl) order_.insert(order_of(n, key));
   if (n.has_expiry) expiry_.emplace(n.expiry_t, key);
   ++cats_.find(*n.category)->second;
+  s3_count(n, +1);
   if (!count) return;
   entries_.fetch_add(1, std::memory_order_relaxed);
   bytes_.fetch_add(n.size, std::memory_order_relaxed);
@@ -215,6 +199,7 @@ void Engine::unlink(Index::iterator it) {
   if (n.has_expiry) expiry_.erase({n.expiry_t, key});
   auto cat = cats_.find(*n.category);
   if (--cat->second == 0) cats_.erase(cat);  // no other node points at it
+  s3_count(n, -1);
   entries_.fetch_sub(1, std::memory_order_relaxed);
   bytes_.fetch_sub(n.size, std::memory_order_relaxed);
 }
@@ -247,6 +232,10 @@ void Engine::clear_index() {
   cats_.clear();
   entries_ = 0;
   bytes_ = 0;
+  s_entries_ = s_bytes_ = m_entries_ = m_bytes_ = 0;
+  ghost_.clear();
+  ghost_order_.clear();
+  ghost_bytes_ = 0;
 }
 
 namespace {
@@ -261,6 +250,9 @@ void copy_access_fields(const From& from, To& to) {
   to.has_expiry = from.has_expiry;
   to.expiry_t = from.expiry_t;
   to.stale_t = from.stale_t;
+  to.queue = from.queue;
+  to.freq = from.freq;
+  to.queue_tick = from.queue_tick;
 }
 }  // namespace
 
@@ -274,6 +266,12 @@ AccessRecord Engine::record_of(const Node& n, std::string_view category) {
 Engine::Node Engine::node_of(const AccessRecord& a) {
   Node n;
   copy_access_fields(a, n);
+  if (options_.policy == EvictionPolicy::s3fifo && n.queue_tick == 0) {
+    // Written under another policy: the entry joins M in its recency order, with f = 0.
+    n.queue = static_cast<std::uint8_t>(S3Queue::main);
+    n.freq = 0;
+    n.queue_tick = std::max<std::uint64_t>(n.last_tick, 1);
+  }
   return n;
 }
 
@@ -354,7 +352,8 @@ Status Engine::open_locked(LoadPlan* plan) {
   const bool repair = options_.repair_on_open;
   std::map<std::string, std::string, std::less<>> counters;
   Status s = kv_->scan(Cf::counters, "", "", [&](std::string_view k, std::string_view v) {
-    if (!k.starts_with(kCategoryCounterPrefix)) counters.emplace(k, v);
+    if (!k.starts_with(kCategoryCounterPrefix) && !k.starts_with(kGhostPrefix))
+      counters.emplace(k, v);
     return true;
   });
   if (!s.ok()) return s;
@@ -454,8 +453,12 @@ Status Engine::finish_load_locked(const LoadPlan& plan) {
     batch->put(Cf::counters, kTotalsKey, totals(entries_.load(), bytes_.load(), tick_.load()));
   }
   if (plan.stored_limits != limits_record()) batch->put(Cf::counters, kLimitsKey, limits_record());
-  if (plan.stored_policy != le64(static_cast<std::uint64_t>(options_.policy)))
+  if (plan.stored_policy != le64(static_cast<std::uint64_t>(options_.policy))) {
     batch->put(Cf::counters, kPolicyKey, le64(static_cast<std::uint64_t>(options_.policy)));
+    // Only S3-FIFO keeps ghosts.
+    if (options_.policy != EvictionPolicy::s3fifo)
+      batch->delete_range(Cf::counters, kGhostPrefix, kGhostEnd);
+  }
   return batch->count() == 0 ? Status() : kv_->write(*batch);
 }
 
@@ -486,6 +489,7 @@ Status Engine::load_index_locked(bool* needs_rebuild) {
     entries_ = loaded_entries;
     bytes_ = loaded_bytes;
   }
+  if (s.ok() && options_.policy == EvictionPolicy::s3fifo) s = load_ghosts_locked();
   return s;
 }
 
@@ -498,7 +502,7 @@ Status Engine::read_settings(kv::Kv& kv, Options* out, bool* found) {
   if (v.size() != 8 || get_le64(v) > kStoreFormat) return Status();
   *found = true;
   if (kv.get(Cf::counters, kPolicyKey, &v).ok() && v.size() == 8 &&
-      get_le64(v) <= static_cast<std::uint64_t>(EvictionPolicy::ttl))
+      get_le64(v) <= static_cast<std::uint64_t>(EvictionPolicy::s3fifo))
     out->policy = static_cast<EvictionPolicy>(get_le64(v));
   if (kv.get(Cf::counters, kStaleFactorKey, &v).ok() && v.size() == 8) {
     const std::uint64_t bits = get_le64(v);
@@ -535,6 +539,8 @@ Status Engine::rebuild_locked() {
     batch->put(Cf::counters, kRebuildingKey, le64(1));
     // Format 1 kept per-category counters; format 2 counts categories in the index.
     batch->delete_range(Cf::counters, kCategoryCounterPrefix, kCategoryCounterEnd);
+    // S3-FIFO's ghosts are history the entries cannot confirm: a rebuild forgets them.
+    batch->delete_range(Cf::counters, kGhostPrefix, kGhostEnd);
     if (Status s = kv_->write(*batch); !s.ok()) return s;
   }
   // Format 1's index families (order, expiry, category) are retired: emptied by dropping them,
@@ -695,7 +701,9 @@ Status Engine::verify(VerifyReport* report) {
       if (node != index_.end()) {
         const Node& n = node->second;
         if (n.last_tick != a.last_tick || n.access_count != a.access_count ||
-            n.insert_tick != a.insert_tick)
+            n.insert_tick != a.insert_tick ||
+            (options_.policy == EvictionPolicy::s3fifo &&
+             (n.queue != a.queue || n.freq != a.freq || n.queue_tick != a.queue_tick)))
           problem(
               fmt::format("entry '{}': the in-memory index and the access record disagree "
                           "on its access history",
@@ -732,6 +740,7 @@ Status Engine::verify(VerifyReport* report) {
   if (expiry_.size() != with_expiry)
     problem(fmt::format("the expiry order holds {} keys for {} with a ttl or invalid",
                         expiry_.size(), with_expiry));
+  if (options_.policy == EvictionPolicy::s3fifo) verify_s3fifo(problem);
   std::map<std::string, std::uint64_t> index_cats(cats_.begin(), cats_.end());
   if (index_cats != cats) problem("per-category counts do not match the entries");
   // Counters as stored (not only as held in memory).
@@ -845,6 +854,8 @@ void Engine::apply_pending_locked() {
     const std::string_view k = it->first;
     if (ordered) order_.erase(order_of(n, k));
     n.access_count += p.count;
+    if (options_.policy == EvictionPolicy::s3fifo)  // a hit bumps f; nothing moves
+      n.freq = static_cast<std::uint8_t>(std::min<std::uint64_t>(3, n.freq + p.count));
     n.last_tick = std::max(n.last_tick, p.tick);
     n.last_access_ns = std::max(n.last_access_ns, p.ns);
     if (ordered) order_.insert(order_of(n, k));
@@ -1007,6 +1018,13 @@ void Engine::remove_in_txn(Txn& t, std::string_view key, const Node& node) {
   t.batch->del(Cf::access, key);
   t.d_entries -= 1;
   t.d_bytes -= static_cast<std::int64_t>(node.size);
+  if (node.queue == static_cast<std::uint8_t>(S3Queue::small)) {
+    t.d_s_entries -= 1;
+    t.d_s_bytes -= static_cast<std::int64_t>(node.size);
+  } else {
+    t.d_m_entries -= 1;
+    t.d_m_bytes -= static_cast<std::int64_t>(node.size);
+  }
   t.removed.emplace_back(key);
   t.removed_set.insert(key);  // `key` views the index's copy, which outlives the transaction
   t.totals_dirty = true;
@@ -1047,8 +1065,10 @@ Status Engine::commit(Txn& t) {
   }
   if (t.watermark)
     t.batch->put(Cf::counters, kWatermarkKey, le64(static_cast<std::uint64_t>(*t.watermark)));
+  s3_stage(t);
   if (t.batch->count() == 0) return Status();
   if (Status s = kv_->write(*t.batch); !s.ok()) return s;
+  s3_commit(t);
   for (const std::string& key : t.removed)
     if (auto it = index_.find(key); it != index_.end()) erase_node(it);
   for (Staged& st : t.staged) {
@@ -1078,10 +1098,15 @@ Status Engine::set(std::string_view key, std::string_view value, std::int64_t tt
   t.d_entries = had_old ? 0 : 1;
   t.d_bytes = static_cast<std::int64_t>(value.size()) -
               (had_old ? static_cast<std::int64_t>(old->second.size) : 0);
+  const bool s3 = options_.policy == EvictionPolicy::s3fifo;
+  // S3-FIFO looks a new key up in the ghost queue before any eviction for it.
+  const S3Queue queue = s3 && !had_old ? s3_admit(t, key, value.size()) : S3Queue::small;
   if (over_limits(t)) {
     apply_pending_locked();  // victims by every hit so far
     evict(t, Pass::expired, now_ns, key);
-    if (over_limits(t) && options_.policy != EvictionPolicy::ttl)
+    if (over_limits(t) && s3)
+      s3_evict(t, key);
+    else if (over_limits(t) && options_.policy != EvictionPolicy::ttl)
       evict(t, Pass::policy, now_ns, key);
     if (over_limits(t)) {
       *outcome = SetOutcome::full;
@@ -1093,11 +1118,17 @@ Status Engine::set(std::string_view key, std::string_view value, std::int64_t tt
   const std::uint64_t tick = tick_.fetch_add(1) + 1;
   Node a;
   if (had_old) {
-    a = old->second;
+    a = old->second;  // an overwrite keeps its S3-FIFO queue and position, and counts as a hit
     a.access_count += pending.count + 1;
+    if (s3)
+      a.freq = static_cast<std::uint8_t>(std::min<std::uint64_t>(3, a.freq + pending.count + 1));
   } else {
     a.access_count = 1;
     a.insert_tick = tick;
+    if (s3) {
+      a.queue = static_cast<std::uint8_t>(queue);
+      a.queue_tick = tick;
+    }
   }
   a.last_tick = tick;
   a.last_access_ns = now_ns;
@@ -1227,6 +1258,7 @@ Status Engine::clear(std::size_t* removed) {
   auto batch = kv_->new_batch();
   for (Cf cf : {Cf::entries, Cf::access, Cf::order, Cf::expiry, Cf::category})
     batch->delete_range(cf, "", "");
+  batch->delete_range(Cf::counters, kGhostPrefix, kGhostEnd);  // clear forgets S3-FIFO's ghosts
   batch->put(Cf::counters, kTotalsKey, totals(0, 0, tick_.load()));
   if (Status s = kv_->write(*batch); !s.ok()) return s;
   *removed = entries_.load();

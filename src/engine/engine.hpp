@@ -206,13 +206,17 @@ class Engine {
     std::int64_t last_access_ns = 0;
     std::uint64_t last_tick = 0, access_count = 0, insert_tick = 0, size = 0;
     std::uint64_t expiry_t = 0, stale_t = 0;  // as in AccessRecord
+    std::uint64_t queue_tick = 0;             // S3-FIFO position, as in AccessRecord
     const std::string* category = nullptr;
     bool has_expiry = false;
+    std::uint8_t queue = 0, freq = 0;  // S3-FIFO queue (S3Queue) and frequency (0..3)
   };
   using Index = absl::node_hash_map<std::string, Node, Hash, std::equal_to<>>;
   // Eviction order: (primary, secondary, key), smallest first. LRU (last tick, 0), LFU (count,
-  // last tick), FIFO (insert tick, 0); empty under the ttl policy.
+  // last tick), FIFO (insert tick, 0), S3-FIFO (queue, queue tick): S's entries then M's, each
+  // queue head first; empty under the ttl policy.
   using OrderKey = std::tuple<std::uint64_t, std::uint64_t, std::string_view>;
+  using Order = absl::btree_set<OrderKey>;
   struct Txn;
   struct Staged;
 
@@ -254,6 +258,23 @@ class Engine {
   bool over_limits(const Txn& t) const;
   enum class Pass : std::uint8_t { expired, policy };
   void evict(Txn& t, Pass pass, std::int64_t now_ns, std::string_view keep);
+  // S3-FIFO (engine_s3fifo.cpp). Eviction plans removals like evict(); moves between queues are
+  // applied to the index at once (they are policy state, like hits) and written with the batch.
+  void s3_evict(Txn& t, std::string_view keep);
+  bool s3_evict_small(Txn& t, std::string_view keep);
+  bool s3_evict_main(Txn& t, std::string_view keep);
+  Order::iterator s3_head(Txn& t, S3Queue q, std::string_view keep);
+  void s3_move(Txn& t, Index::iterator it, std::uint8_t freq);
+  void s3_plan_ghost(Txn& t, std::string_view key, std::uint64_t size);
+  bool s3_main_over(const Txn& t) const;
+  // Where a new key goes (looks it up in the ghost queue, planning its removal from it).
+  S3Queue s3_admit(Txn& t, std::string_view key, std::uint64_t size);
+  void s3_stage(Txn& t);  // adds the ghost and moved-node records to the batch
+  void s3_commit(Txn& t);
+  void s3_count(const Node& n, int sign);
+  kv::Status load_ghosts_locked();
+  void verify_s3fifo(const std::function<void(std::string)>& problem);
+  void erase_ghost(std::string_view key);
   kv::Status commit(Txn& t);
   kv::Status remove_locked(std::string_view key, bool* removed);
   kv::Status invalidate_locked(Txn& t, std::string_view key, bool* marked);
@@ -271,13 +292,19 @@ class Engine {
   std::atomic<int> waiting_{0};  // foreground calls waiting for mu_
   std::atomic<std::uint64_t> entries_{0}, bytes_{0}, tick_{0};
   Index index_;                                                         // under mu_
-  absl::btree_set<OrderKey> order_;                                     // under mu_
+  Order order_;                                                         // under mu_
   absl::btree_set<std::pair<std::uint64_t, std::string_view>> expiry_;  // (expiry_t, key)
   absl::node_hash_map<std::string, std::uint64_t, Hash, std::equal_to<>>
       cats_;  // category -> entries; under mu_
   absl::flat_hash_set<std::string_view, Hash, std::equal_to<>>
       dirty_;  // keys with unpersisted hits
   std::atomic<std::size_t> dirty_size_{0};
+  // S3-FIFO (under mu_): entries and bytes in S and M; the ghost queue G (key -> tick, size) in
+  // tick order. Only filled under the s3fifo policy.
+  std::uint64_t s_entries_ = 0, s_bytes_ = 0, m_entries_ = 0, m_bytes_ = 0;
+  absl::node_hash_map<std::string, GhostRecord, Hash, std::equal_to<>> ghost_;
+  absl::btree_set<std::pair<std::uint64_t, std::string_view>> ghost_order_;
+  std::uint64_t ghost_bytes_ = 0;
   std::vector<std::string> open_problems_;  // what open found and did not repair; under mu_
 
   std::array<Shard, 16> shards_;

@@ -161,7 +161,7 @@ bool decode_entry(std::string_view record, EntryHeader* h, std::size_t* value_of
 
 std::string encode_access(const AccessRecord& a) {
   std::string out;
-  out.reserve(1 + 8 * 7 + 1 + 2 + a.category.size());
+  out.reserve(1 + 8 * 7 + 1 + 2 + a.category.size() + 2 + 8);
   out.push_back(static_cast<char>(kAccessFormat));
   put_le64(out, static_cast<std::uint64_t>(a.last_access_ns));
   put_le64(out, a.last_tick);
@@ -173,6 +173,9 @@ std::string encode_access(const AccessRecord& a) {
   put_le64(out, a.stale_t);
   put_u16(out, static_cast<std::uint16_t>(a.category.size()));
   out.append(a.category);
+  out.push_back(static_cast<char>(a.queue));
+  out.push_back(static_cast<char>(a.freq));
+  put_le64(out, a.queue_tick);
   return out;
 }
 
@@ -180,13 +183,34 @@ bool decode_access(std::string_view bytes, AccessRecord* a) {
   Reader r(bytes);
   std::uint8_t format = 0, has_expiry = 0;
   std::uint16_t cat_len = 0;
-  if (!r.u8(&format) || format != kAccessFormat || !r.i64(&a->last_access_ns) ||
+  if (!r.u8(&format) || (format != 1 && format != kAccessFormat) || !r.i64(&a->last_access_ns) ||
       !r.u64(&a->last_tick) || !r.u64(&a->access_count) || !r.u64(&a->insert_tick) ||
       !r.u64(&a->size) || !r.u8(&has_expiry) || !r.u64(&a->expiry_t) || !r.u64(&a->stale_t) ||
       !r.u16(&cat_len) || !r.bytes(cat_len, &a->category))
     return false;
   a->has_expiry = has_expiry != 0;
-  return true;
+  a->queue = 0;
+  a->freq = 0;
+  a->queue_tick = 0;
+  if (format >= 2 && (!r.u8(&a->queue) || a->queue > static_cast<std::uint8_t>(S3Queue::main) ||
+                      !r.u8(&a->freq) || a->freq > 3 || !r.u64(&a->queue_tick)))
+    return false;
+  return r.pos() == bytes.size();
+}
+
+std::string encode_ghost(const GhostRecord& g) {
+  std::string out;
+  out.push_back(static_cast<char>(kGhostFormat));
+  put_le64(out, g.tick);
+  put_le64(out, g.size);
+  return out;
+}
+
+bool decode_ghost(std::string_view bytes, GhostRecord* g) {
+  Reader r(bytes);
+  std::uint8_t format = 0;
+  return r.u8(&format) && format == kGhostFormat && r.u64(&g->tick) && r.u64(&g->size) &&
+         r.pos() == bytes.size();
 }
 
 Deadlines deadlines(std::int64_t created_ns, std::int64_t ttl_s, double stale_factor) {
@@ -251,6 +275,7 @@ std::string order_key(EvictionPolicy policy, const AccessRecord& a, std::string_
       put_be64(out, a.insert_tick);
       break;
     case EvictionPolicy::ttl:
+    case EvictionPolicy::s3fifo:  // format 1 stores never had this policy
       return {};
   }
   out.append(key);

@@ -15,7 +15,9 @@
 namespace larder::engine {
 
 inline constexpr std::uint8_t kEntryFormat = 1;
-inline constexpr std::uint8_t kAccessFormat = 1;
+// Access records: 1 without, 2 with the S3-FIFO fields (queue, freq, queue_tick). Both decode;
+// format 2 is written.
+inline constexpr std::uint8_t kAccessFormat = 2;
 // counters["format"]. 1: index families (order, expiry, category) and per-category counters on
 // disk; 2: those retired, the index held in memory (a format-1 store is migrated on open).
 inline constexpr std::uint32_t kStoreFormat = 2;
@@ -54,7 +56,27 @@ struct AccessRecord {
   std::uint64_t expiry_t = 0;      // 0 = invalid, else expired-at time in ns (>= 1)
   std::uint64_t stale_t = 0;       // stale-at time in ns (0 with no ttl)
   std::string category;
+  // S3-FIFO (kept under every policy, used by s3fifo): the queue (S3Queue), the frequency f
+  // (0..3: larger counts decide nothing more) and the tick at which the entry entered its queue's
+  // tail (its position). queue_tick 0: no S3-FIFO position yet (written by another policy).
+  std::uint8_t queue = 0;
+  std::uint8_t freq = 0;
+  std::uint64_t queue_tick = 0;
 };
+
+// S3-FIFO's queues of cached entries (persisted in access records).
+enum class S3Queue : std::uint8_t { small = 0, main = 1 };
+
+// A ghost (a key recently evicted from S3-FIFO's small queue), stored in the counters family
+// under kGhostPrefix + key: format byte 1, LE64 tick (its position in the ghost FIFO), LE64 size.
+inline constexpr std::uint8_t kGhostFormat = 1;
+inline constexpr std::string_view kGhostPrefix = "g/";
+inline constexpr std::string_view kGhostEnd = "g0";  // '/' + 1
+struct GhostRecord {
+  std::uint64_t tick = 0, size = 0;
+};
+std::string encode_ghost(const GhostRecord& g);
+bool decode_ghost(std::string_view bytes, GhostRecord* g);
 
 std::string encode_access(const AccessRecord& record);
 bool decode_access(std::string_view bytes, AccessRecord* record);

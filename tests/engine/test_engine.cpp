@@ -2,7 +2,9 @@
 // against textbook simulators, reopen, index rebuilds, the compaction filter's safety.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <fstream>
+#include <iterator>
 #include <list>
 #include <random>
 #include <set>
@@ -44,10 +46,139 @@ std::vector<Request> make_trace(std::size_t n, std::size_t objects, std::uint32_
   return out;
 }
 
+// A textbook S3-FIFO, written from the rules of the S3-FIFO issue (docs/ARCHITECTURE.md) with
+// plain lists, independent of the engine's structures: S and M hold cached keys, G the keys (with
+// sizes) recently evicted from S; f counts hits (uncapped here: the rules only ask f >= 2,
+// f >= 1 and min(f, 3)).
+class S3FifoSim {
+ public:
+  S3FifoSim(std::uint64_t max_entries, std::uint64_t max_bytes)
+      : max_e_(max_entries), max_b_(max_bytes) {}
+
+  // A read: true on a hit (f + 1).
+  bool get(const std::string& key) {
+    auto it = objs_.find(key);
+    if (it == objs_.end()) return false;
+    it->second.f += 1;
+    return true;
+  }
+  // A set of a key that is not cached. False when larger than the byte limit (refused).
+  bool insert(const std::string& key, std::uint64_t size) {
+    if (max_b_ != 0 && size > max_b_) return false;
+    bool to_main = false;
+    if (auto g = ghost_index_.find(key); g != ghost_index_.end()) {
+      ghost_bytes_ -= g->second->second;
+      ghost_.erase(g->second);
+      ghost_index_.erase(g);
+      to_main = true;
+    }
+    if (max_b_ != 0 && size >= max_b_ / 10) to_main = true;
+    while ((max_e_ != 0 && objs_.size() + 1 > max_e_) ||
+           (max_b_ != 0 && s_.bytes + m_.bytes + size > max_b_)) {
+      const bool main_over = (max_e_ != 0 && m_.keys.size() > max_e_ - max_e_ / 10) ||
+                             (max_b_ != 0 && m_.bytes > max_b_ - max_b_ / 10);
+      if (main_over || s_.keys.empty())
+        evict_main();
+      else
+        evict_small();
+    }
+    push(to_main ? m_ : s_, key, size);
+    return true;
+  }
+  bool in_small(const std::string& k) const { return contains(s_, k); }
+  bool in_main(const std::string& k) const { return contains(m_, k); }
+  bool in_ghost(const std::string& k) const { return ghost_index_.contains(k); }
+  std::size_t cached() const { return objs_.size(); }
+
+ private:
+  struct Queue {
+    std::list<std::string> keys;  // head first
+    std::uint64_t bytes = 0;
+  };
+  struct Obj {
+    std::uint64_t size = 0, f = 0;
+  };
+  static bool contains(const Queue& q, const std::string& k) {
+    return std::find(q.keys.begin(), q.keys.end(), k) != q.keys.end();
+  }
+  void push(Queue& q, const std::string& key, std::uint64_t size) {
+    q.keys.push_back(key);
+    q.bytes += size;
+    objs_[key] = {size, 0};
+  }
+  std::string pop(Queue& q) {
+    std::string k = q.keys.front();
+    q.keys.pop_front();
+    q.bytes -= objs_[k].size;
+    return k;
+  }
+  void evict_small() {
+    while (!s_.keys.empty()) {
+      const std::string k = pop(s_);
+      const Obj o = objs_[k];
+      if (o.f >= 2) {
+        push(m_, k, o.size);  // f = 0
+        continue;
+      }
+      objs_.erase(k);
+      const std::uint64_t cap_e = max_e_ - (max_e_ + 9) / 10, cap_b = max_b_ - (max_b_ + 9) / 10;
+      auto fits = [&] {
+        return (max_e_ == 0 || ghost_.size() + 1 <= cap_e) &&
+               (max_b_ == 0 || ghost_bytes_ + o.size <= cap_b);
+      };
+      while (!fits() && !ghost_.empty()) {
+        ghost_bytes_ -= ghost_.front().second;
+        ghost_index_.erase(ghost_.front().first);
+        ghost_.pop_front();
+      }
+      if (fits()) {
+        ghost_.emplace_back(k, o.size);
+        ghost_index_[k] = std::prev(ghost_.end());
+        ghost_bytes_ += o.size;
+      }
+      return;
+    }
+  }
+  void evict_main() {
+    while (!m_.keys.empty()) {
+      const std::string k = pop(m_);
+      const Obj o = objs_[k];
+      if (o.f >= 1) {
+        push(m_, k, o.size);
+        objs_[k].f = std::min<std::uint64_t>(o.f, 3) - 1;
+        continue;
+      }
+      objs_.erase(k);
+      return;
+    }
+  }
+
+  std::uint64_t max_e_, max_b_;
+  Queue s_, m_;
+  std::unordered_map<std::string, Obj> objs_;
+  std::list<std::pair<std::string, std::uint64_t>> ghost_;
+  std::unordered_map<std::string, std::list<std::pair<std::string, std::uint64_t>>::iterator>
+      ghost_index_;
+  std::uint64_t ghost_bytes_ = 0;
+};
+
+std::size_t simulate_s3fifo(const std::vector<Request>& trace, std::uint64_t max_entries,
+                            std::uint64_t max_bytes) {
+  S3FifoSim sim(max_entries, max_bytes);
+  std::size_t misses = 0;
+  for (const auto& r : trace) {
+    if (sim.get(r.key)) continue;
+    ++misses;
+    (void)sim.insert(r.key, r.size);
+  }
+  return misses;
+}
+
 // Textbook simulators: each request is a get; on a miss the object is inserted, evicting by the
 // policy until both limits hold. Objects larger than the byte capacity are not admitted.
 std::size_t simulate(EvictionPolicy policy, const std::vector<Request>& trace,
                      std::uint64_t max_entries, std::uint64_t max_bytes) {
+  if (policy == EvictionPolicy::s3fifo) return simulate_s3fifo(trace, max_entries, max_bytes);
   struct Obj {
     std::uint64_t size, freq, last, inserted;
   };
@@ -82,6 +213,7 @@ std::size_t simulate(EvictionPolicy policy, const std::vector<Request>& trace,
             better = a.inserted < v.inserted;
             break;
           case EvictionPolicy::ttl:
+          case EvictionPolicy::s3fifo:
             break;
         }
         if (better) victim = j;
@@ -111,7 +243,8 @@ std::size_t replay(Cache& c, const std::vector<Request>& trace) {
 TEST_CASE_TEMPLATE("eviction is exact: replay matches textbook simulators", S, RocksStore,
                    MemoryStore) {
   const auto trace = make_trace(S::persistent ? 6000 : 20000, 600, 42);
-  for (EvictionPolicy policy : {EvictionPolicy::lru, EvictionPolicy::lfu, EvictionPolicy::fifo}) {
+  for (EvictionPolicy policy :
+       {EvictionPolicy::lru, EvictionPolicy::lfu, EvictionPolicy::fifo, EvictionPolicy::s3fifo}) {
     for (const auto& limits :
          {std::pair<std::uint64_t, std::uint64_t>{100, 0}, {0, 5000}, {80, 6000}}) {
       const std::uint64_t entries = limits.first;
@@ -364,7 +497,8 @@ TEST_CASE("a read-only view of a live store reads and refuses writes") {
 TEST_CASE("the index loaded after a reopen or SIGKILL evicts as an uninterrupted run") {
   const auto trace = make_trace(4000, 400, 7);
   const std::size_t half = trace.size() / 2;
-  for (EvictionPolicy policy : {EvictionPolicy::lru, EvictionPolicy::lfu, EvictionPolicy::fifo}) {
+  for (EvictionPolicy policy :
+       {EvictionPolicy::lru, EvictionPolicy::lfu, EvictionPolicy::fifo, EvictionPolicy::s3fifo}) {
     CAPTURE(static_cast<int>(policy));
     auto configure = [&](Fixture<RocksStore>& f) {
       f.config.eviction_policy = policy;
@@ -396,8 +530,7 @@ TEST_CASE("the index loaded after a reopen or SIGKILL evicts as an uninterrupted
           for (std::size_t i = 0; i < half; ++i)
             out << trace[i].key << ' ' << trace[i].size << '\n';
         }
-        const char* names[] = {"lru", "lfu", "fifo"};
-        Child child({"replay", f.dir.path().string(), names[static_cast<int>(policy)], file});
+        Child child({"replay", f.dir.path().string(), core::to_string(policy), file});
         REQUIRE(child.wait_for_lines(1));
         CHECK(child.lines()[0] == "replayed");
         child.signal(SIGKILL);
@@ -533,4 +666,96 @@ TEST_CASE("a totals counter that disagrees with the access records is corrected 
   CHECK(c.stats().total_entries == 50);
   CHECK(c.stats().total_size_bytes == 150);
   CHECK(store_problems(c).empty());  // the stored counter was rewritten too
+}
+
+// S3-FIFO's rules on small caches, checked by hand (the numbers follow the rules in
+// docs/ARCHITECTURE.md: with max_entries 10, S's share is 1, M's 9, G's capacity 9).
+TEST_CASE_TEMPLATE("s3fifo: move to main, ghost re-admission, across a reopen", S, RocksStore,
+                   MemoryStore) {
+  Fixture<S> f;
+  f.config.eviction_policy = EvictionPolicy::s3fifo;
+  f.config.max_entries = 10;
+  f.config.default_ttl = 0s;
+  auto key = [](int i) { return "k" + std::to_string(i); };
+  std::optional<Cache> c(f.open());
+  for (int i = 0; i < 10; ++i) REQUIRE(c->set(key(i), "v"));  // all in S
+  REQUIRE(c->get(key(0)));
+  REQUIRE(c->get(key(0)));  // f = 2
+  // S's head k0 was read twice: it moves to M; the next head k1 is evicted (to G).
+  REQUIRE(c->set(key(10), "v"));
+  CHECK(c->exists(key(0)));
+  CHECK_FALSE(c->exists(key(1)));
+  CHECK(c->stats().eviction_count == 1);
+  if (S::persistent) {  // the queues, f and G survive a reopen
+    c.reset();
+    c.emplace(f.open());
+  }
+  // k1 is in G: set again it goes to M; S's head k2 is evicted.
+  REQUIRE(c->set(key(1), "v"));
+  CHECK_FALSE(c->exists(key(2)));
+  // Nine more sets each evict S's head (k3 ... k10, then k11): k1, older than k11, stays in M.
+  for (int i = 11; i < 20; ++i) REQUIRE(c->set(key(i), "v"));
+  CHECK(c->exists(key(1)));
+  CHECK(c->exists(key(0)));
+  CHECK_FALSE(c->exists(key(10)));
+  CHECK_FALSE(c->exists(key(11)));
+  CHECK(c->exists(key(12)));
+  CHECK(c->stats().total_entries == 10);
+  CHECK(store_problems(*c).empty());
+}
+
+TEST_CASE_TEMPLATE("s3fifo: M reinserts an entry read since with f = min(f, 3) - 1", S, RocksStore,
+                   MemoryStore) {
+  for (const int reads : {1, 5}) {
+    CAPTURE(reads);
+    Fixture<S> f;
+    f.config.eviction_policy = EvictionPolicy::s3fifo;
+    f.config.max_entries = 0;
+    f.config.max_size_bytes = 1000;  // S's share 100 bytes: a 100-byte value goes to M directly
+    f.config.default_ttl = 0s;
+    Cache c = f.open();
+    const std::string value(100, 'v');
+    auto key = [](int i) { return "m" + std::to_string(i); };
+    for (int i = 0; i < 10; ++i) REQUIRE(c.set(key(i), value));
+    for (int r = 0; r < reads; ++r) REQUIRE(c.get(key(0)));
+    // m0 is M's head: reinserted at the tail (f 1 -> 0, or 5 -> min(5, 3) - 1 = 2), m1 goes.
+    REQUIRE(c.set(key(10), value));
+    CHECK(c.exists(key(0)));
+    CHECK_FALSE(c.exists(key(1)));
+    // Every 9 further sets bring m0 to the head again; it is evicted when its f is 0 there:
+    // after m19 with one read, after m37 with five (f 2, then 1, then 0).
+    const int last = reads == 1 ? 19 : 37;
+    for (int i = 11; i < last; ++i) REQUIRE(c.set(key(i), value));
+    CHECK(c.exists(key(0)));
+    REQUIRE(c.set(key(last), value));
+    CHECK_FALSE(c.exists(key(0)));
+    CHECK(c.stats().total_size_bytes == 1000);
+    CHECK(store_problems(c).empty());
+  }
+}
+
+TEST_CASE("s3fifo: an overwrite keeps the queue and counts as a hit; remove adds no ghost") {
+  Fixture<MemoryStore> f;
+  f.config.eviction_policy = EvictionPolicy::s3fifo;
+  f.config.max_entries = 10;
+  f.config.default_ttl = 0s;
+  Cache c = f.open();
+  for (int i = 0; i < 10; ++i) REQUIRE(c.set("k" + std::to_string(i), "v"));
+  REQUIRE(c.set("k0", "w"));  // f = 1
+  REQUIRE(c.set("k0", "x"));  // f = 2: k0 moves to M at the next eviction from S
+  REQUIRE(c.set("k10", "v"));
+  CHECK(c.get("k0") == "x");
+  CHECK_FALSE(c.exists("k1"));
+  // A removed key is not remembered in G: set again, it goes to S (and is S's tail).
+  REQUIRE(c.remove("k2"));
+  REQUIRE(c.set("k2", "v"));
+  REQUIRE(c.set("k11", "v"));  // evicts S's head k3
+  CHECK_FALSE(c.exists("k3"));
+  // S is k4 ... k10, k2, k11 now: seven sets evict k4 ... k10, the eighth k2 (in M it would stay).
+  for (int i = 12; i < 19; ++i) REQUIRE(c.set("k" + std::to_string(i), "v"));
+  CHECK(c.exists("k2"));
+  REQUIRE(c.set("k19", "v"));
+  CHECK_FALSE(c.exists("k2"));
+  CHECK(c.exists("k0"));
+  CHECK(store_problems(c).empty());
 }
