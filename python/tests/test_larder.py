@@ -170,6 +170,12 @@ def test_bad_arguments_raise_value_error_naming_the_field(tmp_path):
         larder.Cache(tmp_path, strategy="bogus")
     with pytest.raises(ValueError, match="eviction_policy"):
         larder.Cache(tmp_path, eviction_policy="random")
+    # (every policy name is accepted, s3fifo included)
+    for name in ("lru", "lfu", "fifo", "ttl", "s3fifo"):
+        c = larder.Cache(tmp_path / name, eviction_policy=name, max_entries=2)
+        for k in ("a", "b", "c"):
+            c.set(k, k)  # the third evicts (ttl: is refused)
+        assert len(c) == 2
     with pytest.raises(ValueError, match="max_entries"):
         larder.Cache(tmp_path, max_entries=-1)
     with pytest.raises(ValueError, match="stale_factor"):

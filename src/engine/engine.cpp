@@ -703,7 +703,8 @@ Status Engine::verify(VerifyReport* report) {
         if (n.last_tick != a.last_tick || n.access_count != a.access_count ||
             n.insert_tick != a.insert_tick ||
             (options_.policy == EvictionPolicy::s3fifo &&
-             (n.queue != a.queue || n.freq != a.freq || n.queue_tick != a.queue_tick)))
+             (n.queue != node_of(a).queue || n.freq != node_of(a).freq ||
+              n.queue_tick != node_of(a).queue_tick)))
           problem(
               fmt::format("entry '{}': the in-memory index and the access record disagree "
                           "on its access history",

@@ -74,6 +74,10 @@ TEST_CASE("Config::from_env reads every variable and rejects bad values by name"
     CHECK_THROWS_WITH_AS(Config::from_env(), doctest::Contains("LARDER_MAX_ENTRIES"), ConfigError);
   }
   {
+    EnvGuard env{{"LARDER_EVICTION_POLICY", "s3fifo"}};
+    CHECK(Config::from_env().eviction_policy == EvictionPolicy::s3fifo);
+  }
+  {
     EnvGuard env{{"LARDER_EVICTION_POLICY", "random"}};
     CHECK_THROWS_WITH_AS(Config::from_env(), doctest::Contains("LARDER_EVICTION_POLICY"),
                          ConfigError);

@@ -591,3 +591,31 @@ TEST_CASE(
   CHECK(d["last_zeroed"].IsNull());  // never zeroed: null in JSON, "never" in text
   CHECK(text.out.find("never") != std::string::npos);
 }
+
+TEST_CASE("cachectl: an s3fifo cache keeps its policy and evicts by it") {
+  TempDir dir;
+  Config cfg = isolated_config(dir.path());
+  cfg.eviction_policy = EvictionPolicy::s3fifo;
+  cfg.max_entries = 3;
+  {
+    Cache c = Cache::open(cfg);
+    for (const char* k : {"k0", "k1", "k2"}) REQUIRE(c.set(k, "v"));
+    REQUIRE(c.get("k0"));
+    REQUIRE(c.get("k0"));
+    REQUIRE(c.get("k1"));
+  }
+  auto run = [&](std::vector<std::string> args) {
+    return cachectl(with_root(dir.path(), std::move(args)));
+  };
+  CHECK(std::string(json(run({"--json", "status"}))["policy"].GetString()) == "s3fifo");
+  // S3-FIFO: S's head k0 (read twice) moves to M, k1 (read once) is evicted; LRU would evict
+  // k2, FIFO k0.
+  REQUIRE(run({"set", "k3", "v"}).code == 0);
+  const std::string listed = run({"ls"}).out;
+  CHECK(listed.find("k0") != std::string::npos);
+  CHECK(listed.find("k1") == std::string::npos);
+  CHECK(listed.find("k2") != std::string::npos);
+  CHECK(listed.find("k3") != std::string::npos);
+  Cache c = Cache::open(cfg);
+  CHECK(store_problems(c).empty());
+}

@@ -759,3 +759,23 @@ TEST_CASE("s3fifo: an overwrite keeps the queue and counts as a hit; remove adds
   CHECK(c.exists("k0"));
   CHECK(store_problems(c).empty());
 }
+
+TEST_CASE("a store filled under lru and reopened under s3fifo keeps its recency order in M") {
+  Fixture<RocksStore> f;
+  f.config.max_entries = 10;
+  f.config.default_ttl = 0s;
+  {
+    Cache c = f.open();
+    for (int i = 0; i < 10; ++i) REQUIRE(c.set("k" + std::to_string(i), "v"));
+    REQUIRE(c.get("k0"));  // most recent now: k1 is the least recent
+  }
+  f.config.eviction_policy = EvictionPolicy::s3fifo;
+  Cache c = f.open();
+  CHECK(store_problems(c).empty());
+  // Every entry joined M (f = 0) in LRU order; S is empty, so the new entry's set evicts M's
+  // head.
+  REQUIRE(c.set("new", "v"));
+  CHECK_FALSE(c.exists("k1"));
+  CHECK(c.exists("k0"));
+  CHECK(store_problems(c).empty());
+}

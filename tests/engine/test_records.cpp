@@ -53,7 +53,41 @@ TEST_CASE("access records round-trip") {
   CHECK(b.expiry_t == 55);
   CHECK(b.stale_t == 44);
   CHECK(b.category == "cat");
+  CHECK(b.queue == 0);
+  CHECK(b.queue_tick == 0);
   CHECK_FALSE(decode_access("short", &b));
+  // The S3-FIFO fields (format 2).
+  a.queue = static_cast<std::uint8_t>(S3Queue::main);
+  a.freq = 3;
+  a.queue_tick = 77;
+  const std::string v2 = encode_access(a);
+  REQUIRE(decode_access(v2, &b));
+  CHECK(b.queue == 1);
+  CHECK(b.freq == 3);
+  CHECK(b.queue_tick == 77);
+  CHECK_FALSE(decode_access(v2.substr(0, v2.size() - 1), &b));  // truncated
+  std::string bad = v2;
+  bad[v2.size() - 9] = 4;  // f above 3
+  CHECK_FALSE(decode_access(bad, &b));
+  // A format-1 record (written before S3-FIFO: no such fields) still decodes, without them.
+  std::string v1 = v2.substr(0, v2.size() - 10);
+  v1[0] = 1;
+  REQUIRE(decode_access(v1, &b));
+  CHECK(b.category == "cat");
+  CHECK(b.queue == 0);
+  CHECK(b.freq == 0);
+  CHECK(b.queue_tick == 0);
+  CHECK_FALSE(decode_access(v1 + "x", &b));  // trailing bytes
+}
+
+TEST_CASE("ghost records round-trip and reject damage") {
+  GhostRecord g{12, 345}, out;
+  const std::string v = encode_ghost(g);
+  REQUIRE(decode_ghost(v, &out));
+  CHECK(out.tick == 12);
+  CHECK(out.size == 345);
+  CHECK_FALSE(decode_ghost(v.substr(1), &out));
+  CHECK_FALSE(decode_ghost(v + "x", &out));
 }
 
 TEST_CASE("index keys sort numerically and give back the user key") {
