@@ -395,10 +395,22 @@ int run_table(std::size_t keys, int rounds, const std::vector<std::size_t>& size
     std::shuffle(order.begin(), order.end(), std::mt19937_64(7));
     const auto mix95 = zipf_ops(n, n, 0.05, 1), mix50 = zipf_ops(n, n, 0.5, 2);
     const std::size_t hot = std::min<std::size_t>(1000, n), hot_rounds = 100;
-    std::map<std::string, std::vector<double>> larder_medians;  // policy -> per row
-    for (const std::string& policy : policies) {
-      std::vector<std::vector<double>> raw(rows.size()), lar(rows.size()), dflt(rows.size());
-      for (int r = 0; r < rounds; ++r) {
+    // Rounds outside, policies inside: a shared machine's drift then hits every policy alike, and
+    // policies can be compared round by round.
+    struct Figures {
+      std::vector<std::vector<double>> raw, lar, dflt;  // per row, per round
+    };
+    std::map<std::string, Figures> figures;
+    for (const std::string& policy : policies)
+      figures[policy] = {std::vector<std::vector<double>>(rows.size()),
+                         std::vector<std::vector<double>>(rows.size()),
+                         std::vector<std::vector<double>>(rows.size())};
+    for (int r = 0; r < rounds; ++r) {
+      for (const std::string& policy : policies) {
+        Figures& fig = figures[policy];
+        auto& raw = fig.raw;
+        auto& lar = fig.lar;
+        auto& dflt = fig.dflt;
         // Raw RocksDB with default options (the second baseline).
         {
           const fs::path dir = fresh(base, "default");
@@ -531,9 +543,14 @@ int run_table(std::size_t keys, int rounds, const std::vector<std::size_t>& size
                          n);
         }
       }
+    }
+    for (const std::string& policy : policies) {
+      Figures& fig = figures[policy];
+      auto& raw = fig.raw;
+      auto& lar = fig.lar;
+      auto& dflt = fig.dflt;
       for (std::size_t row = 0; row < rows.size(); ++row) {
         const double a = median_of(raw[row]), b = median_of(lar[row]);
-        larder_medians[policy].push_back(b);
         // The ratio is the median of the per-round ratios: raw and larder run minutes apart at
         // most within a round, so this cancels much of a shared machine's drift.
         std::vector<double> per_round;
@@ -556,12 +573,18 @@ int run_table(std::size_t keys, int rounds, const std::vector<std::size_t>& size
                       rows[row].c_str(), a, b, ratio, d, ratio_default);
       }
     }
-    // S3-FIFO's hit cost against LRU's: a hit bumps a counter instead of moving the entry.
-    if (larder_medians.contains("s3fifo") && larder_medians.contains("lru") && !json)
-      for (const std::size_t row : {std::size_t{1}, std::size_t{2}})
-        std::printf("%-8zu s3fifo %-22s vs lru: %.0f / %.0f ops/s = %.2f\n", size,
-                    rows[row].c_str(), larder_medians["s3fifo"][row], larder_medians["lru"][row],
-                    larder_medians["s3fifo"][row] / larder_medians["lru"][row]);
+    // S3-FIFO's hit cost against LRU's (a hit bumps a counter instead of moving the entry): the
+    // median of the per-round ratios.
+    if (figures.contains("s3fifo") && figures.contains("lru") && !json)
+      for (const std::size_t row : {std::size_t{1}, std::size_t{2}}) {
+        const auto& s3 = figures["s3fifo"].lar[row];
+        const auto& lru = figures["lru"].lar[row];
+        std::vector<double> per_round;
+        for (std::size_t r = 0; r < s3.size() && r < lru.size(); ++r)
+          per_round.push_back(s3[r] / lru[r]);
+        std::printf("%-8zu s3fifo %-22s vs lru: %.0f / %.0f ops/s, ratio %.2f\n", size,
+                    rows[row].c_str(), median_of(s3), median_of(lru), median_of(per_round));
+      }
   }
   if (json) std::printf("%s]\n", json_out.c_str());
   fs::remove_all(base);
