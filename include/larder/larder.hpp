@@ -114,7 +114,7 @@ struct Config {
 
   // Defaults overridden by LARDER_CACHE_ROOT, LARDER_STRATEGY (process_isolated|shared|disabled),
   // LARDER_MAX_SIZE_MB, LARDER_MAX_ENTRIES, LARDER_DEFAULT_TTL (seconds),
-  // LARDER_EVICTION_POLICY (lru|lfu|fifo|ttl) and LARDER_DISABLED=1.
+  // LARDER_EVICTION_POLICY (lru|lfu|fifo|ttl|s3fifo) and LARDER_DISABLED=1.
   // Throws ConfigError naming the variable when a value cannot be parsed.
   static Config from_env();
 };
