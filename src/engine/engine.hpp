@@ -1,7 +1,7 @@
 // The cache engine: entries, access data and counters kept over a kv::Kv, with an in-memory
 // index (eviction order, expiry order, category membership) that gives exact LRU / LFU / FIFO /
-// S3-FIFO / TTL-only eviction under entry and byte limits (S3-FIFO in engine_s3fifo.cpp). The same code runs over RocksDB and over memory,
-// which is what makes both stores behave alike.
+// S3-FIFO / TTL-only eviction under entry and byte limits (S3-FIFO in engine_s3fifo.cpp). The
+// same code runs over RocksDB and over memory, which is what makes both stores behave alike.
 //
 // What is persisted (docs/format.md, store format 2): per key one entries record (immutable header
 // + value) and one access record (times, counts, size, expiry, category); the totals and settings
