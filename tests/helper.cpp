@@ -108,9 +108,15 @@ int hammer_mode(char** argv) {
   return 0;
 }
 
-int hold_mode(char** argv) {
+// hold ROOT STRATEGY [POLICY MAX_ENTRIES]
+int hold_mode(int argc, char** argv) {
   larder::Config cfg = shared_config(argv[2]);
   if (std::string(argv[3]) == "process_isolated") cfg.strategy = larder::Strategy::process_isolated;
+  if (argc == 6) {
+    cfg.eviction_policy =
+        larder::core::policy_from_string(argv[4]).value_or(larder::EvictionPolicy::lru);
+    cfg.max_entries = std::strtoull(argv[5], nullptr, 10);
+  }
   larder::Cache cache = larder::Cache::open(cfg);
   if (!cache.set("held", "yes")) return 3;
   say("ready " + std::to_string(::getpid()));
@@ -248,14 +254,15 @@ int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
   if (mode == "write" && (argc == 5 || argc == 6)) return write_mode(argc, argv);
   if (mode == "hammer" && argc == 5) return hammer_mode(argv);
-  if (mode == "hold" && argc == 4) return hold_mode(argv);
+  if (mode == "hold" && (argc == 4 || argc == 6)) return hold_mode(argc, argv);
   if (mode == "diskfull" && argc == 5) return diskfull_mode(argv);
   if (mode == "unwritable" && argc == 3) return unwritable_mode(argv);
   if (mode == "counts" && argc == 4) return counts_mode(argv);
   if (mode == "replay" && argc == 5) return replay_mode(argv);
-  std::fprintf(stderr,
-               "usage: larder-test-helper write ROOT FIRST COUNT [MAX_ENTRIES]\n"
-               "       larder-test-helper hammer ROOT ID COUNT\n"
-               "       larder-test-helper hold ROOT shared|process_isolated\n");
+  std::fprintf(
+      stderr,
+      "usage: larder-test-helper write ROOT FIRST COUNT [MAX_ENTRIES]\n"
+      "       larder-test-helper hammer ROOT ID COUNT\n"
+      "       larder-test-helper hold ROOT shared|process_isolated [POLICY MAX_ENTRIES]\n");
   return 2;
 }

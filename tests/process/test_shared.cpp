@@ -212,6 +212,29 @@ TEST_CASE(
   CHECK(std::filesystem::is_empty(root / ".stats"));
 }
 
+TEST_CASE("shared: the owner evicts by s3fifo for its clients, counting their hits") {
+  TempDir tmp;
+  const auto root = tmp / "cache";
+  Child owner({"hold", root.string(), "shared", "s3fifo", "3"});  // it sets "held"
+  REQUIRE(owner.wait_for_lines(1));
+  Config cfg = shared_config(root);
+  cfg.eviction_policy = EvictionPolicy::s3fifo;
+  cfg.max_entries = 3;
+  Cache c = Cache::open(cfg);
+  REQUIRE(backend_of(c) == nullptr);  // a client
+  REQUIRE(c.get("held") == "yes");
+  REQUIRE(c.get("held") == "yes");  // f = 2 in the owner's index
+  REQUIRE(c.set("k0", "v"));
+  REQUIRE(c.set("k1", "v"));
+  // S's head "held" moves to M, k0 is evicted (LRU would evict "held", the least recent).
+  REQUIRE(c.set("k2", "v"));
+  CHECK(c.exists("held"));
+  CHECK_FALSE(c.exists("k0"));
+  CHECK(c.exists("k1"));
+  CHECK(c.exists("k2"));
+  CHECK(c.stats().eviction_count == 1);
+}
+
 TEST_CASE("shared: a stopped owner does not hang its clients, which recover after SIGCONT") {
   TempDir tmp;
   const auto root = tmp / "cache";
