@@ -104,11 +104,12 @@ int replay(const std::string& path, const std::string& policy, std::uint64_t ent
                  bytes_text.c_str());
     return 2;
   }
-  std::vector<EvictionPolicy> policies;
-  if (policy == "all" || policy == "lru") policies.push_back(EvictionPolicy::lru);
-  if (policy == "all" || policy == "lfu") policies.push_back(EvictionPolicy::lfu);
-  if (policy == "all" || policy == "fifo") policies.push_back(EvictionPolicy::fifo);
-  if (policy == "all" || policy == "s3fifo") policies.push_back(EvictionPolicy::s3fifo);
+  // (ttl never evicts live entries: nothing to replay)
+  const std::vector<EvictionPolicy> policies =
+      policy == "all" ? std::vector<EvictionPolicy>{EvictionPolicy::lru, EvictionPolicy::lfu,
+                                                    EvictionPolicy::fifo, EvictionPolicy::s3fifo}
+                      : std::vector<EvictionPolicy>{
+                            larder::core::policy_from_string(policy).value_or(EvictionPolicy::lru)};
 
   std::vector<larder::trace::Result> results;
   for (EvictionPolicy p : policies) {

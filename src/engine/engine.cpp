@@ -351,11 +351,14 @@ Status Engine::open_locked(LoadPlan* plan) {
   open_problems_.clear();
   const bool repair = options_.repair_on_open;
   std::map<std::string, std::string, std::less<>> counters;
-  Status s = kv_->scan(Cf::counters, "", "", [&](std::string_view k, std::string_view v) {
-    if (!k.starts_with(kCategoryCounterPrefix) && !k.starts_with(kGhostPrefix))
-      counters.emplace(k, v);
+  // The named counters only: S3-FIFO's ghost records (up to 0.9 x max_entries of them) sit
+  // between "format" and "limits" and are read by the index load, not here, where open waits.
+  const auto named = [&](std::string_view k, std::string_view v) {
+    if (!k.starts_with(kCategoryCounterPrefix)) counters.emplace(k, v);
     return true;
-  });
+  };
+  Status s = kv_->scan(Cf::counters, "", kGhostPrefix, named);
+  if (s.ok()) s = kv_->scan(Cf::counters, kGhostEnd, "", named);
   if (!s.ok()) return s;
   auto u64 = [&](std::string_view name, std::uint64_t* out) {
     auto it = counters.find(name);
@@ -700,11 +703,12 @@ Status Engine::verify(VerifyReport* report) {
             fmt::format("entry '{}': access record's expiry does not match its ttl/status", key));
       if (node != index_.end()) {
         const Node& n = node->second;
+        const Node want_node = node_of(a);  // as the index loads it (S3-FIFO fields filled in)
         if (n.last_tick != a.last_tick || n.access_count != a.access_count ||
             n.insert_tick != a.insert_tick ||
             (options_.policy == EvictionPolicy::s3fifo &&
-             (n.queue != node_of(a).queue || n.freq != node_of(a).freq ||
-              n.queue_tick != node_of(a).queue_tick)))
+             (n.queue != want_node.queue || n.freq != want_node.freq ||
+              n.queue_tick != want_node.queue_tick)))
           problem(
               fmt::format("entry '{}': the in-memory index and the access record disagree "
                           "on its access history",
@@ -855,8 +859,7 @@ void Engine::apply_pending_locked() {
     const std::string_view k = it->first;
     if (ordered) order_.erase(order_of(n, k));
     n.access_count += p.count;
-    if (options_.policy == EvictionPolicy::s3fifo)  // a hit bumps f; nothing moves
-      n.freq = static_cast<std::uint8_t>(std::min<std::uint64_t>(3, n.freq + p.count));
+    if (options_.policy == EvictionPolicy::s3fifo) s3_hit(n, p.count);  // nothing moves
     n.last_tick = std::max(n.last_tick, p.tick);
     n.last_access_ns = std::max(n.last_access_ns, p.ns);
     if (ordered) order_.insert(order_of(n, k));
@@ -1121,8 +1124,7 @@ Status Engine::set(std::string_view key, std::string_view value, std::int64_t tt
   if (had_old) {
     a = old->second;  // an overwrite keeps its S3-FIFO queue and position, and counts as a hit
     a.access_count += pending.count + 1;
-    if (s3)
-      a.freq = static_cast<std::uint8_t>(std::min<std::uint64_t>(3, a.freq + pending.count + 1));
+    if (s3) s3_hit(a, pending.count + 1);
   } else {
     a.access_count = 1;
     a.insert_tick = tick;

@@ -22,6 +22,7 @@
 // full, and by flush_access()); the AccessFlusher persists the access records they dirtied.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdint>
@@ -272,6 +273,10 @@ class Engine {
   void s3_stage(Txn& t);  // adds the ghost and moved-node records to the batch
   void s3_commit(Txn& t);
   void s3_count(const Node& n, int sign);
+  // `hits` hits of a node: f grows, kept at most 3 (larger counts decide nothing more).
+  static void s3_hit(Node& n, std::uint64_t hits) {
+    n.freq = static_cast<std::uint8_t>(std::min<std::uint64_t>(3, n.freq + hits));
+  }
   kv::Status load_ghosts_locked();
   void verify_s3fifo(const std::function<void(std::string)>& problem);
   void erase_ghost(std::string_view key);
