@@ -25,6 +25,10 @@
 //       as uid 65534 (when root): opens a process_isolated cache in ROOT, makes its store's
 //       directory unwritable and goes on as diskfull does, making it writable instead of
 //       removing a ballast file.
+//   atomic ROOT ID COUNT
+//       on the shared cache ROOT: prints "ready", waits until stdin has a line or closes, then
+//       add("winner", ID) ("add 0|1") and COUNT incr("counter") ("incr N": N of them returned a
+//       value).
 //   replay ROOT POLICY TRACE
 //       opens a process_isolated cache in ROOT (POLICY lru|lfu|fifo, 60 entries, 4000 bytes, no
 //       ttl) and replays TRACE (lines "KEY SIZE": a get, and on a miss a set of SIZE bytes),
@@ -248,6 +252,19 @@ int unwritable_mode(char** argv) {
       [&] { ::chmod(db.c_str(), 0700); });
 }
 
+int atomic_mode(char** argv) {
+  larder::Cache cache = larder::Cache::open(shared_config(argv[2]));
+  say("ready");
+  char buffer[8];
+  (void)!::read(STDIN_FILENO, buffer, sizeof buffer);  // a line, or EOF: go
+  say(std::string("add ") + (cache.add("winner", argv[3]) ? "1" : "0"));
+  const long count = std::strtol(argv[4], nullptr, 10);
+  long ok = 0;
+  for (long i = 0; i < count; ++i) ok += cache.incr("counter").has_value() ? 1 : 0;
+  say("incr " + std::to_string(ok));
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -259,6 +276,7 @@ int main(int argc, char** argv) {
   if (mode == "unwritable" && argc == 3) return unwritable_mode(argv);
   if (mode == "counts" && argc == 4) return counts_mode(argv);
   if (mode == "replay" && argc == 5) return replay_mode(argv);
+  if (mode == "atomic" && argc == 5) return atomic_mode(argv);
   std::fprintf(
       stderr,
       "usage: larder-test-helper write ROOT FIRST COUNT [MAX_ENTRIES]\n"

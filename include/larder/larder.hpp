@@ -205,6 +205,30 @@ class Cache {
   // std::invalid_argument for a negative ttl (nothing is stored then).
   std::vector<bool> set_many(const std::vector<std::pair<std::string, std::string>>& items,
                              const SetOptions& options = {});
+  // Atomic primitives. Each is atomic with respect to every other call on the store, from any
+  // thread or process (a shared cache's owner runs them for its clients); each is one batch.
+  //
+  // Stores `value` only if no fresh entry is stored under `key` (a stale, expired or invalid one
+  // is replaced). Returns true when stored; false when a fresh entry exists, and for what makes
+  // set() return false. Throws std::invalid_argument for a negative ttl.
+  bool add(std::string_view key, std::string_view value, const SetOptions& options = {});
+  // Gives the fresh entry under `key` a new TTL counted from now (0s: never expires); value,
+  // category and metadata stay, created_at becomes now. Returns true when done; false when no
+  // fresh entry is stored (or the write failed). Throws std::invalid_argument for a negative ttl.
+  bool touch(std::string_view key, std::chrono::seconds ttl);
+  // Adds `delta` to the integer stored under `key` as decimal text and returns the sum. A key
+  // without a fresh entry counts as 0 and is created with `options`; an existing counter keeps
+  // its lifetime (created_at and TTL), category and metadata. nullopt (nothing changed) when
+  // the stored value is not a decimal 64-bit integer, the sum overflows, or the write failed.
+  // Throws std::invalid_argument for a negative ttl.
+  std::optional<std::int64_t> incr(std::string_view key, std::int64_t delta = 1,
+                                   const SetOptions& options = {});
+  // Stores every (key, value) with `options` in one batch, or nothing: true when all were
+  // stored; false, storing none, when any item would make set() return false or the limits
+  // cannot hold them all. Eviction to make room never chooses one of the items' keys. A key
+  // given twice is stored with its last value. Throws std::invalid_argument for a negative ttl.
+  bool set_all(const std::vector<std::pair<std::string, std::string>>& items,
+               const SetOptions& options = {});
   // get(key), or `fallback` on a miss.
   std::string get_or(std::string_view key, std::string_view fallback);
   // The entry with its info. Fresh entries only, unless include_stale: then any stored status.

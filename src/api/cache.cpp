@@ -144,6 +144,38 @@ std::vector<bool> Cache::set_many(const std::vector<std::pair<std::string, std::
   return out;
 }
 
+bool Cache::add(std::string_view key, std::string_view value, const SetOptions& options) {
+  check_ttl(options);
+  const SetRequest q = impl_->request(key, value, options);
+  return core::valid_set(q) && impl_->service->add(q);
+}
+
+bool Cache::touch(std::string_view key, std::chrono::seconds ttl) {
+  if (ttl.count() < 0)
+    throw std::invalid_argument(fmt::format("ttl: must not be negative (got {}s)", ttl.count()));
+  return Impl::valid_key(key) && impl_->service->touch(key, ttl.count());
+}
+
+std::optional<std::int64_t> Cache::incr(std::string_view key, std::int64_t delta,
+                                        const SetOptions& options) {
+  check_ttl(options);
+  const SetRequest q = impl_->request(key, {}, options);
+  if (!core::valid_set(q)) return std::nullopt;
+  return impl_->service->incr(q, delta);
+}
+
+bool Cache::set_all(const std::vector<std::pair<std::string, std::string>>& items,
+                    const SetOptions& options) {
+  check_ttl(options);
+  std::vector<SetRequest> requests;
+  requests.reserve(items.size());
+  for (const auto& [key, value] : items) {
+    requests.push_back(impl_->request(key, value, options));
+    if (!core::valid_set(requests.back())) return false;  // all or nothing
+  }
+  return impl_->service->set_all(requests);
+}
+
 // Reads pass invalid keys on: they miss in the store and are counted as misses like any other.
 std::optional<std::string> Cache::get(std::string_view key) {
   return impl_->service->get(key);

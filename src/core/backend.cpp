@@ -343,12 +343,26 @@ bool Backend::try_recover() {
 }
 
 void Backend::finish(const Lease& lease, const kv::Status& s, std::string_view what,
+                     std::span<const std::string> written) {
+  if (!lease.primary && !written.empty()) {
+    std::lock_guard lock(breaker_mu_);
+    for (std::size_t i = 1; i < written.size() && !touched_all_; ++i) {
+      if (touched_.size() >= kMaxTouched)
+        touched_all_ = true;
+      else
+        touched_.emplace(written[i]);
+    }
+  }
+  finish(lease, s, what, written.empty() ? std::string_view() : std::string_view(written[0]));
+}
+
+void Backend::finish(const Lease& lease, const kv::Status& s, std::string_view what,
                      std::string_view written, Wrote scope) {
   const bool all_written = scope == Wrote::everything;
   if (!lease.primary && (!written.empty() || all_written)) {
     bypassed_writes_.fetch_add(1);
     std::lock_guard lock(breaker_mu_);
-    if (all_written || touched_.size() >= 100'000)
+    if (all_written || touched_.size() >= kMaxTouched)
       touched_all_ = true;
     else
       touched_.emplace(written);

@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -37,11 +38,9 @@ using KvOpener =
 inline constexpr std::chrono::hours kCollectOnOpenAge{24};
 inline constexpr int kBreakerThreshold = 5;  // consecutive I/O failures that open the breaker
 inline constexpr std::chrono::seconds kBreakerRecovery{30};
-
-// Marks the cache root for backup tools (CACHEDIR.TAG) and, for a shared cache, warns when the
-// root is on a network or FUSE filesystem (flock and RocksDB's lock are not reliable there).
-// Failures are logged, never fatal. Returns the network filesystem's name, if any.
-std::optional<std::string> prepare_root(const Resolved& r, const util::Logger& log);
+// Keys the breaker remembers one by one while bypassing; past that, the store is cleared when
+// the breaker closes.
+inline constexpr std::size_t kMaxTouched = 100'000;
 
 // Marks the cache root for backup tools (CACHEDIR.TAG) and, for a shared cache, warns when the
 // root is on a network or FUSE filesystem (flock and RocksDB's lock are not reliable there).
@@ -73,6 +72,9 @@ class Backend final : private engine::AccessFlusher {
   // keys written while bypassing.
   void finish(const Lease& lease, const kv::Status& s, std::string_view what,
               std::string_view written = {}, Wrote scope = Wrote::listed);
+  // The same for an operation that wrote each of `written` (set_all).
+  void finish(const Lease& lease, const kv::Status& s, std::string_view what,
+              std::span<const std::string> written);
   // Counts one public operation; every 100th asks the housekeeper to write the statistics file.
   void note_call();
 

@@ -3,7 +3,9 @@
 // by Backend::finish.
 #include <unistd.h>
 
+#include <charconv>
 #include <limits>
+#include <set>
 
 #include <fmt/format.h>
 
@@ -130,6 +132,145 @@ bool LocalService::set(const SetRequest& q) {
     return false;
   }
   b.counters().set++;
+  return true;
+}
+
+namespace {
+
+// Logs why a write was not stored; true when it was.
+bool stored(Backend& b, engine::SetOutcome outcome, std::string_view what, std::string_view key) {
+  if (outcome == engine::SetOutcome::stored) return true;
+  if (outcome != engine::SetOutcome::skipped)
+    b.log().logf(util::Level::debug, "{} of '{}' refused: {}", what, key,
+                 outcome == engine::SetOutcome::too_large
+                     ? "value larger than max_size_bytes"
+                     : "cache full of live entries (ttl policy)");
+  return false;
+}
+
+engine::Rewrite rewrite_of(const SetRequest& q, std::string value) {
+  return engine::Rewrite{std::move(value), q.ttl_s, q.category, q.metadata, std::nullopt};
+}
+
+bool is_fresh(const engine::Found* current) {
+  return current != nullptr && current->status == EntryStatus::fresh;
+}
+
+// A decimal int64 and nothing else ("-12", not " 12", "+12" or "1e3").
+std::optional<std::int64_t> parse_int(std::string_view text) {
+  std::int64_t v = 0;
+  const char* end = text.data() + text.size();
+  const auto [ptr, ec] = std::from_chars(text.data(), end, v);
+  if (ec != std::errc() || ptr != end || text.empty()) return std::nullopt;
+  return v;
+}
+
+}  // namespace
+
+bool LocalService::add(const SetRequest& q) {
+  Backend& b = *backend_;
+  const CallCount counted(b);
+  engine::SetOutcome outcome = engine::SetOutcome::skipped;
+  const kv::Status s = run(
+      b, "add",
+      [&](Engine& e) {
+        return e.update(
+            q.key, b.now_ns(),
+            [&](const engine::Found* current) {
+              return is_fresh(current) ? std::nullopt : std::optional(rewrite_of(q, q.value));
+            },
+            &outcome);
+      },
+      q.key);
+  drop_if_corrupt(b, s, q.key);
+  if (!s.ok() || !stored(b, outcome, "add", q.key)) return false;
+  b.counters().set++;
+  return true;
+}
+
+bool LocalService::touch(std::string_view key, std::int64_t ttl_s) {
+  Backend& b = *backend_;
+  const CallCount counted(b);
+  engine::SetOutcome outcome = engine::SetOutcome::skipped;
+  const kv::Status s = run(
+      b, "touch",
+      [&](Engine& e) {
+        return e.update(
+            key, b.now_ns(),
+            [&](const engine::Found* current) {
+              std::optional<engine::Rewrite> w;
+              // The same value, category and metadata, with a lifetime that starts now.
+              if (is_fresh(current))
+                w = engine::Rewrite{current->value, ttl_s, current->header.category,
+                                    current->header.metadata, std::nullopt};
+              return w;
+            },
+            &outcome);
+      },
+      key);
+  drop_if_corrupt(b, s, key);
+  return s.ok() && stored(b, outcome, "touch", key);
+}
+
+std::optional<std::int64_t> LocalService::incr(const SetRequest& q, std::int64_t delta) {
+  Backend& b = *backend_;
+  const CallCount counted(b);
+  engine::SetOutcome outcome = engine::SetOutcome::skipped;
+  std::optional<std::int64_t> result;
+  const char* refused = nullptr;
+  const kv::Status s = run(
+      b, "incr",
+      [&](Engine& e) {
+        return e.update(
+            q.key, b.now_ns(),
+            [&](const engine::Found* current) {
+              std::optional<engine::Rewrite> w;
+              std::int64_t sum = delta;
+              if (!is_fresh(current)) {  // a missing counter starts at 0, with the call's options
+                w = rewrite_of(q, std::to_string(sum));
+              } else if (const auto old = parse_int(current->value); !old) {
+                refused = "the stored value is not a decimal integer";
+              } else if (__builtin_add_overflow(*old, delta, &sum)) {
+                refused = "the sum overflows a 64-bit integer";
+              } else {
+                // A counter keeps its lifetime (created time and TTL), category and metadata.
+                w = engine::Rewrite{std::to_string(sum), current->header.ttl_s,
+                                    current->header.category, current->header.metadata,
+                                    current->header.created_ns};
+              }
+              if (w) result = sum;
+              return w;
+            },
+            &outcome);
+      },
+      q.key);
+  drop_if_corrupt(b, s, q.key);
+  if (refused != nullptr)
+    b.log().logf(util::Level::debug, "incr of '{}' refused: {}", q.key, refused);
+  if (!s.ok() || !stored(b, outcome, "incr", q.key)) return std::nullopt;
+  b.counters().set++;
+  return result;
+}
+
+bool LocalService::set_all(const std::vector<SetRequest>& requests) {
+  Backend& b = *backend_;
+  const CallCount counted(b);
+  std::vector<engine::SetItem> items;
+  items.reserve(requests.size());
+  for (const SetRequest& q : requests)
+    items.push_back({q.key, q.value, q.ttl_s, q.category, &q.metadata, std::nullopt});
+  std::vector<std::string> written;
+  written.reserve(requests.size());
+  for (const SetRequest& q : requests) written.push_back(q.key);
+  engine::SetOutcome outcome = engine::SetOutcome::full;
+  const Backend::Lease lease = b.begin();
+  const kv::Status s = lease.engine->set_all(items, b.now_ns(), &outcome);
+  b.finish(lease, s, "set_all", std::span<const std::string>(written));
+  if (!s.ok() || !stored(b, outcome, "set_all", requests.empty() ? "" : requests[0].key))
+    return false;
+  std::set<std::string_view> distinct;
+  for (const SetRequest& q : requests) distinct.insert(q.key);
+  b.counters().set += distinct.size();
   return true;
 }
 

@@ -91,6 +91,12 @@ class Service {
   virtual void flush() = 0;
   virtual std::vector<std::optional<std::string>> get_many(const std::vector<std::string>& keys);
   virtual std::vector<bool> set_many(const std::vector<SetRequest>& requests);
+  // The atomic primitives, as the Cache functions of the same name; each is atomic with respect
+  // to every other call on the store. incr ignores request.value.
+  virtual bool add(const SetRequest& request) = 0;
+  virtual bool touch(std::string_view key, std::int64_t ttl_s) = 0;
+  virtual std::optional<std::int64_t> incr(const SetRequest& request, std::int64_t delta) = 0;
+  virtual bool set_all(const std::vector<SetRequest>& requests) = 0;
   // The fresh value of `key` without recording an access or counting a hit or miss.
   virtual std::optional<std::string> peek(std::string_view key) = 0;
   // Counts (and logs) an error found by the caller, e.g. a value that does not deserialize.
@@ -135,6 +141,10 @@ class LocalService final : public Service {
   explicit LocalService(std::shared_ptr<Backend> backend);
 
   bool set(const SetRequest& request) override;
+  bool add(const SetRequest& request) override;
+  bool touch(std::string_view key, std::int64_t ttl_s) override;
+  std::optional<std::int64_t> incr(const SetRequest& request, std::int64_t delta) override;
+  bool set_all(const std::vector<SetRequest>& requests) override;
   std::optional<std::string> get(std::string_view key) override;
   std::optional<Entry> get_entry(std::string_view key, bool include_stale) override;
   bool exists(std::string_view key) override;

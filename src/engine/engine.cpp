@@ -11,6 +11,7 @@
 #include <system_error>
 #include <tuple>
 
+#include <absl/container/inlined_vector.h>
 #include <fmt/format.h>
 
 namespace larder::engine {
@@ -1037,12 +1038,12 @@ void Engine::remove_in_txn(Txn& t, std::string_view key, const Node& node) {
 // Chooses entries to remove until the limits hold: in the expired pass, expired and invalid
 // entries in expiry order (invalid first); in the policy pass, live entries in eviction order.
 // Never removes `keep`. Only plans: the index changes when the transaction commits.
-void Engine::evict(Txn& t, Pass pass, std::int64_t now_ns, std::string_view keep) {
+void Engine::evict(Txn& t, Pass pass, std::int64_t now_ns, const Keep& keep) {
   const auto now = static_cast<std::uint64_t>(std::max<std::int64_t>(now_ns, 0));
   if (pass == Pass::expired) {
     for (const auto& [when, key] : expiry_) {
       if (!over_limits(t) || when > now) return;
-      if (key == keep || t.removed_set.contains(key)) continue;
+      if (keep(key) || t.removed_set.contains(key)) continue;
       auto it = index_.find(key);
       remove_in_txn(t, it->first, it->second);
       // An invalid entry was counted when it was invalidated; an expired one counts now.
@@ -1052,7 +1053,7 @@ void Engine::evict(Txn& t, Pass pass, std::int64_t now_ns, std::string_view keep
   }
   for (const auto& [a, b, key] : order_) {
     if (!over_limits(t)) return;
-    if (key == keep || t.removed_set.contains(key)) continue;
+    if (keep(key) || t.removed_set.contains(key)) continue;
     auto it = index_.find(key);
     remove_in_txn(t, it->first, it->second);
     ++t.evictions;
@@ -1090,73 +1091,134 @@ Status Engine::commit(Txn& t) {
 Status Engine::set(std::string_view key, std::string_view value, std::int64_t ttl_s,
                    std::string_view category, const std::map<std::string, std::string>& metadata,
                    std::int64_t now_ns, SetOutcome* outcome) {
+  const SetItem item{key, value, ttl_s, category, &metadata, std::nullopt};
   if (options_.max_bytes != 0 && value.size() > options_.max_bytes) {
     *outcome = SetOutcome::too_large;
     return Status();
   }
   const auto lock = foreground_lock();
+  return set_locked({&item, 1}, now_ns, outcome);
+}
+
+Status Engine::set_all(std::span<const SetItem> items, std::int64_t now_ns, SetOutcome* outcome) {
+  // A key given twice is stored once, with its last item (as sets one after another would).
+  absl::flat_hash_set<std::string_view, Hash, std::equal_to<>> seen;
+  std::vector<SetItem> last;
+  last.reserve(items.size());
+  for (auto it = items.rbegin(); it != items.rend(); ++it) {
+    if (options_.max_bytes != 0 && it->value.size() > options_.max_bytes) {
+      *outcome = SetOutcome::too_large;
+      return Status();
+    }
+    if (seen.insert(it->key).second) last.push_back(*it);
+  }
+  std::reverse(last.begin(), last.end());
+  *outcome = SetOutcome::stored;
+  if (last.empty()) return Status();
+  const auto lock = foreground_lock();
+  return set_locked(last, now_ns, outcome);
+}
+
+Status Engine::update(std::string_view key, std::int64_t now_ns,
+                      const std::function<std::optional<Rewrite>(const Found*)>& decide,
+                      SetOutcome* outcome) {
+  const auto lock = foreground_lock();
+  Found current;
+  const Status s = read(key, now_ns, Want::value, &current);
+  if (!s.ok() && !s.not_found()) return s;
+  std::optional<Rewrite> w = decide(s.ok() ? &current : nullptr);
+  if (!w) {
+    *outcome = SetOutcome::skipped;
+    return Status();
+  }
+  if (options_.max_bytes != 0 && w->value.size() > options_.max_bytes) {
+    *outcome = SetOutcome::too_large;
+    return Status();
+  }
+  const SetItem item{key, w->value, w->ttl_s, w->category, &w->metadata, w->created_ns};
+  return set_locked({&item, 1}, now_ns, outcome);
+}
+
+// Stores `items` (distinct keys, each within the byte limit) in one transaction. Under mu_.
+Status Engine::set_locked(std::span<const SetItem> items, std::int64_t now_ns,
+                          SetOutcome* outcome) {
   Txn t(*kv_);
   t.totals_dirty = true;
-  auto old = index_.find(key);
-  bool had_old = old != index_.end();
-  t.d_entries = had_old ? 0 : 1;
-  t.d_bytes = static_cast<std::int64_t>(value.size()) -
-              (had_old ? static_cast<std::int64_t>(old->second.size) : 0);
   const bool s3 = options_.policy == EvictionPolicy::s3fifo;
-  // S3-FIFO looks a new key up in the ghost queue before any eviction for it.
-  const S3Queue queue = s3 && !had_old ? s3_admit(t, key, value.size()) : S3Queue::small;
+  // Where each new key goes. S3-FIFO looks a new key up in the ghost queue before any eviction.
+  absl::InlinedVector<S3Queue, 1> queues;
+  queues.reserve(items.size());
+  for (const SetItem& item : items) {
+    const auto old = index_.find(item.key);
+    const bool had_old = old != index_.end();
+    t.d_entries += had_old ? 0 : 1;
+    t.d_bytes += static_cast<std::int64_t>(item.value.size()) -
+                 (had_old ? static_cast<std::int64_t>(old->second.size) : 0);
+    queues.push_back(s3 && !had_old ? s3_admit(t, item.key, item.value.size()) : S3Queue::small);
+  }
   if (over_limits(t)) {
+    absl::flat_hash_set<std::string_view, Hash, std::equal_to<>> batch_keys;
+    if (items.size() > 1)
+      for (const SetItem& item : items) batch_keys.insert(item.key);
+    const Keep keep{items[0].key, items.size() > 1 ? &batch_keys : nullptr};
     apply_pending_locked();  // victims by every hit so far
-    evict(t, Pass::expired, now_ns, key);
+    evict(t, Pass::expired, now_ns, keep);
     if (over_limits(t) && s3)
-      s3_evict(t, key);
+      s3_evict(t, keep);
     else if (over_limits(t) && options_.policy != EvictionPolicy::ttl)
-      evict(t, Pass::policy, now_ns, key);
+      evict(t, Pass::policy, now_ns, keep);
     if (over_limits(t)) {
       *outcome = SetOutcome::full;
       return Status();
     }
   }
-  const Pending pending = take_pending(key);
 
-  const std::uint64_t tick = tick_.fetch_add(1) + 1;
-  Node a;
-  if (had_old) {
-    a = old->second;  // an overwrite keeps its S3-FIFO queue and position, and counts as a hit
-    a.access_count += pending.count + 1;
-    if (s3) s3_hit(a, pending.count + 1);
-  } else {
-    a.access_count = 1;
-    a.insert_tick = tick;
-    if (s3) {
-      a.queue = static_cast<std::uint8_t>(queue);
-      a.queue_tick = tick;
+  t.staged.reserve(items.size());
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    const SetItem& item = items[i];
+    const Pending pending = take_pending(item.key);
+    const std::uint64_t tick = tick_.fetch_add(1) + 1;
+    const auto old = index_.find(item.key);
+    Node a;
+    if (old != index_.end()) {
+      a = old->second;  // an overwrite keeps its S3-FIFO queue and position, and counts as a hit
+      a.access_count += pending.count + 1;
+      if (s3) s3_hit(a, pending.count + 1);
+    } else {
+      a.access_count = 1;
+      a.insert_tick = tick;
+      if (s3) {
+        a.queue = static_cast<std::uint8_t>(queues[i]);
+        a.queue_tick = tick;
+      }
     }
-  }
-  a.last_tick = tick;
-  a.last_access_ns = now_ns;
-  a.size = value.size();
-  a.has_expiry = false;
-  a.expiry_t = 0;
-  a.stale_t = 0;
-  if (ttl_s > 0) {
-    const Deadlines d = deadlines(now_ns, ttl_s, options_.stale_factor);
-    a.has_expiry = true;
-    a.expiry_t = expiry_time(d.expired_at);
-    a.stale_t = static_cast<std::uint64_t>(std::max<std::int64_t>(d.stale_at, 0));
-    if (d.expired_at < watermark_->load()) t.watermark = d.expired_at;  // keep the filter off it
-  }
+    a.last_tick = tick;
+    a.last_access_ns = now_ns;
+    a.size = item.value.size();
+    a.has_expiry = false;
+    a.expiry_t = 0;
+    a.stale_t = 0;
+    const std::int64_t created_ns = item.created_ns.value_or(now_ns);
+    if (item.ttl_s > 0) {
+      const Deadlines d = deadlines(created_ns, item.ttl_s, options_.stale_factor);
+      a.has_expiry = true;
+      a.expiry_t = expiry_time(d.expired_at);
+      a.stale_t = static_cast<std::uint64_t>(std::max<std::int64_t>(d.stale_at, 0));
+      if (d.expired_at < watermark_->load() &&
+          (!t.watermark || d.expired_at < *t.watermark))  // keep the filter off it
+        t.watermark = d.expired_at;
+    }
 
-  EntryHeader h;
-  h.created_ns = now_ns;
-  h.ttl_s = std::max<std::int64_t>(ttl_s, 0);
-  h.category = std::string(category);
-  h.metadata = metadata;
+    EntryHeader h;
+    h.created_ns = created_ns;
+    h.ttl_s = std::max<std::int64_t>(item.ttl_s, 0);
+    h.category = std::string(item.category);
+    if (item.metadata != nullptr) h.metadata = *item.metadata;
 
-  AccessRecord record = record_of(a, category);
-  t.batch->put(Cf::entries, key, encode_entry(h, value));
-  t.batch->put(Cf::access, key, encode_access(record));
-  t.staged.push_back({std::string(key), a, std::string(category)});
+    t.batch->put(Cf::entries, item.key, encode_entry(h, item.value));
+    t.batch->put(Cf::access, item.key, encode_access(record_of(a, item.category)));
+    t.staged.push_back({std::string(item.key), a, std::string(item.category)});
+  }
   if (Status s = commit(t); !s.ok()) return s;
   *outcome = SetOutcome::stored;
   return Status();

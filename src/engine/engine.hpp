@@ -30,6 +30,8 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -78,7 +80,29 @@ struct StatusCounts {
   std::uint64_t fresh = 0, stale = 0, expired = 0, invalid = 0;
 };
 
-enum class SetOutcome : std::uint8_t { stored, too_large, full };
+// What a set did: stored; refused (a value larger than the byte limit, or a ttl-policy store
+// full of live entries); or, for an update(), nothing asked (the decision was to store nothing).
+enum class SetOutcome : std::uint8_t { stored, too_large, full, skipped };
+
+// One entry to store (Engine::set_all, Engine::update). The views must outlive the call.
+struct SetItem {
+  std::string_view key, value;
+  std::int64_t ttl_s = 0;  // 0: never expires
+  std::string_view category;
+  const std::map<std::string, std::string>* metadata = nullptr;  // null: none
+  // The entry's created time when it is not the set's own time (update() keeps an entry's
+  // lifetime this way: created time and TTL both unchanged).
+  std::optional<std::int64_t> created_ns;
+};
+
+// What update() stores instead of a key's current entry.
+struct Rewrite {
+  std::string value;
+  std::int64_t ttl_s = 0;
+  std::string category;
+  std::map<std::string, std::string> metadata;
+  std::optional<std::int64_t> created_ns;  // as SetItem::created_ns
+};
 
 // What verify() found. `problems` is empty for a consistent store.
 struct VerifyReport {
@@ -145,9 +169,22 @@ class Engine {
   // The access record including buffered hits; not_found when the key is not stored.
   kv::Status access_of(std::string_view key, AccessRecord* out);
 
+  // Stores one entry, evicting by the policy when a limit requires it. ok with *outcome saying
+  // whether it was stored (SetOutcome), or the write's failure.
   kv::Status set(std::string_view key, std::string_view value, std::int64_t ttl_s,
                  std::string_view category, const std::map<std::string, std::string>& metadata,
                  std::int64_t now_ns, SetOutcome* outcome);
+  // Stores every item in one atomic batch, or none: *outcome is stored, or the reason nothing
+  // was. A key given twice is stored with its last item. Eviction is planned once for the whole
+  // batch and never chooses one of its keys.
+  kv::Status set_all(std::span<const SetItem> items, std::int64_t now_ns, SetOutcome* outcome);
+  // A read-modify-write of `key`, atomic with respect to every other write: under the engine
+  // mutex, `decide` sees the key's stored entry with its value and status (nullptr when none is
+  // stored) and returns what to store instead, or nullopt to store nothing (*outcome: skipped).
+  // A corrupt entry fails the call (corruption) without calling `decide`.
+  kv::Status update(std::string_view key, std::int64_t now_ns,
+                    const std::function<std::optional<Rewrite>(const Found*)>& decide,
+                    SetOutcome* outcome);
   kv::Status remove(std::string_view key, bool* removed);
   // Removes an entry whose record does not decode, with its index records when its access record
   // is intact (else only the raw records; verify/rebuild repair the rest).
@@ -220,6 +257,14 @@ class Engine {
   using Order = absl::btree_set<OrderKey>;
   struct Txn;
   struct Staged;
+  // The keys an eviction must not choose: the one being set, or the keys of a set_all.
+  struct Keep {
+    std::string_view key;
+    const absl::flat_hash_set<std::string_view, Hash, std::equal_to<>>* keys = nullptr;
+    bool operator()(std::string_view k) const {
+      return k == key || (keys != nullptr && keys->contains(k));
+    }
+  };
 
   // The engine mutex for one foreground call (counted in waiting_), and for one page of a long
   // loop (cleanup, invalidation, flushing), which first lets waiting foreground calls in.
@@ -258,13 +303,14 @@ class Engine {
   void remove_in_txn(Txn& t, std::string_view key, const Node& node);
   bool over_limits(const Txn& t) const;
   enum class Pass : std::uint8_t { expired, policy };
-  void evict(Txn& t, Pass pass, std::int64_t now_ns, std::string_view keep);
+  void evict(Txn& t, Pass pass, std::int64_t now_ns, const Keep& keep);
+  kv::Status set_locked(std::span<const SetItem> items, std::int64_t now_ns, SetOutcome* outcome);
   // S3-FIFO (engine_s3fifo.cpp). Eviction plans removals like evict(); moves between queues are
   // applied to the index at once (they are policy state, like hits) and written with the batch.
-  void s3_evict(Txn& t, std::string_view keep);
-  bool s3_evict_small(Txn& t, std::string_view keep);
-  bool s3_evict_main(Txn& t, std::string_view keep);
-  Order::iterator s3_head(Txn& t, S3Queue q, std::string_view keep);
+  void s3_evict(Txn& t, const Keep& keep);
+  bool s3_evict_small(Txn& t, const Keep& keep);
+  bool s3_evict_main(Txn& t, const Keep& keep);
+  Order::iterator s3_head(Txn& t, S3Queue q, const Keep& keep);
   void s3_move(Txn& t, Index::iterator it, std::uint8_t freq);
   void s3_plan_ghost(Txn& t, std::string_view key, std::uint64_t size);
   bool s3_main_over(const Txn& t) const;

@@ -69,7 +69,7 @@ bool Engine::s3_main_over(const Txn& t) const {
 S3Queue Engine::s3_admit(Txn& t, std::string_view key, std::uint64_t size) {
   S3Queue queue = S3Queue::small;
   if (ghost_.contains(key)) {
-    t.ghost_readmit = std::string(key);
+    t.ghost_readmits.emplace_back(key);
     t.batch->del(Cf::counters, ghost_key(key));
     queue = S3Queue::main;
   }
@@ -78,13 +78,13 @@ S3Queue Engine::s3_admit(Txn& t, std::string_view key, std::uint64_t size) {
   return queue;
 }
 
-Engine::Order::iterator Engine::s3_head(Txn& t, S3Queue q, std::string_view keep) {
+Engine::Order::iterator Engine::s3_head(Txn& t, S3Queue q, const Keep& keep) {
   const auto qi = static_cast<std::size_t>(q);
   auto it = t.cursor[qi] ? order_.upper_bound(*t.cursor[qi])
                          : order_.lower_bound(OrderKey{static_cast<std::uint64_t>(q), 0, {}});
   for (; it != order_.end() && std::get<0>(*it) == static_cast<std::uint64_t>(q); ++it) {
     const std::string_view key = std::get<2>(*it);
-    if (key != keep && !t.removed_set.contains(key)) return it;
+    if (!keep(key) && !t.removed_set.contains(key)) return it;
     t.cursor[qi] = *it;  // skipped for the rest of this transaction
   }
   return order_.end();
@@ -109,9 +109,9 @@ void Engine::s3_plan_ghost(Txn& t, std::string_view key, std::uint64_t size) {
     t.ghost_planned = true;
     t.g_entries = ghost_.size();
     t.g_bytes = ghost_bytes_;
-    if (t.ghost_readmit) {
+    for (const std::string& readmit : t.ghost_readmits) {
       t.g_entries -= 1;
-      t.g_bytes -= ghost_.find(*t.ghost_readmit)->second.size;
+      t.g_bytes -= ghost_.find(readmit)->second.size;
     }
     t.ghost_next = ghost_order_.begin();
   }
@@ -122,8 +122,9 @@ void Engine::s3_plan_ghost(Txn& t, std::string_view key, std::uint64_t size) {
   };
   while (!fits()) {
     // Drop G's head: the oldest existing ghost, then the oldest one this transaction added.
-    while (t.ghost_next != ghost_order_.end() && t.ghost_readmit &&
-           t.ghost_next->second == *t.ghost_readmit)
+    while (t.ghost_next != ghost_order_.end() &&
+           std::find(t.ghost_readmits.begin(), t.ghost_readmits.end(), t.ghost_next->second) !=
+               t.ghost_readmits.end())
       ++t.ghost_next;
     if (t.ghost_next != ghost_order_.end()) {
       const std::string_view head = t.ghost_next->second;
@@ -143,7 +144,7 @@ void Engine::s3_plan_ghost(Txn& t, std::string_view key, std::uint64_t size) {
   t.g_bytes += size;
 }
 
-bool Engine::s3_evict_small(Txn& t, std::string_view keep) {
+bool Engine::s3_evict_small(Txn& t, const Keep& keep) {
   bool moved = false;
   for (;;) {
     const auto head = s3_head(t, S3Queue::small, keep);
@@ -162,7 +163,7 @@ bool Engine::s3_evict_small(Txn& t, std::string_view keep) {
   }
 }
 
-bool Engine::s3_evict_main(Txn& t, std::string_view keep) {
+bool Engine::s3_evict_main(Txn& t, const Keep& keep) {
   for (;;) {
     const auto head = s3_head(t, S3Queue::main, keep);
     if (head == order_.end()) return false;
@@ -178,7 +179,7 @@ bool Engine::s3_evict_main(Txn& t, std::string_view keep) {
   }
 }
 
-void Engine::s3_evict(Txn& t, std::string_view keep) {
+void Engine::s3_evict(Txn& t, const Keep& keep) {
   while (over_limits(t)) {
     const bool small_empty = signed_size(s_entries_) + t.d_s_entries <= 0;
     const bool from_main = s3_main_over(t) || small_empty;
@@ -218,7 +219,7 @@ void Engine::s3_commit(Txn& t) {
   for (const std::string_view key : t.moved)
     if (!t.removed_set.contains(key) && dirty_.erase(key) > 0)
       dirty_size_.fetch_sub(1, std::memory_order_relaxed);
-  if (t.ghost_readmit) erase_ghost(*t.ghost_readmit);
+  for (const std::string& key : t.ghost_readmits) erase_ghost(key);
   for (const std::string& key : t.ghost_drops) erase_ghost(key);
   for (std::size_t i = t.ghost_adds_dropped; i < t.ghost_adds.size(); ++i) {
     auto& [key, g] = t.ghost_adds[i];

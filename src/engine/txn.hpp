@@ -43,10 +43,10 @@ struct Engine::Txn {
   // is after it.
   std::array<std::optional<OrderKey>, 2> cursor;
   std::vector<std::string_view> moved;  // index keys moved between or within queues
-  // The ghost queue as planned: the key taken out of it by this insert, the existing ghosts
+  // The ghost queue as planned: the keys taken out of it by this insert, the existing ghosts
   // dropped from its head, the ghosts appended (the first `ghost_adds_dropped` of them dropped
   // again) and the resulting size.
-  std::optional<std::string> ghost_readmit;
+  std::vector<std::string> ghost_readmits;
   std::vector<std::string> ghost_drops;
   std::vector<std::pair<std::string, GhostRecord>> ghost_adds;
   std::size_t ghost_adds_dropped = 0;

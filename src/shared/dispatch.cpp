@@ -1,5 +1,7 @@
 #include "shared/dispatch.hpp"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include "core/service.hpp"
@@ -24,6 +26,25 @@ Reply dispatch(core::LocalService& l, const Request& q) {
     case Opcode::set_many:
       r.flags.reserve(q.sets.size());
       for (const auto& s : q.sets) r.flags.push_back(settable(s) && l.set(s));
+      break;
+    case Opcode::add:
+      if (q.sets.size() != 1) return bad("add carries one item");
+      r.flag = settable(q.sets[0]) && l.add(q.sets[0]);
+      break;
+    case Opcode::touch:
+      if (q.number < 0) return bad("touch: negative ttl");
+      r.flag = key_ok && l.touch(q.text, q.number);
+      break;
+    case Opcode::incr: {
+      if (q.sets.size() != 1) return bad("incr carries one item");
+      const auto v = settable(q.sets[0]) ? l.incr(q.sets[0], q.number) : std::nullopt;
+      r.flag = v.has_value();
+      r.count = static_cast<std::uint64_t>(v.value_or(0));
+      break;
+    }
+    case Opcode::set_all:
+      // All or nothing: one invalid item refuses the batch.
+      r.flag = std::all_of(q.sets.begin(), q.sets.end(), settable) && l.set_all(q.sets);
       break;
     case Opcode::get:
       r.value = l.get(q.text);

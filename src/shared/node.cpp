@@ -195,6 +195,44 @@ class Node final : public core::Service {
         });
   }
 
+  // Not resent after a lost reply: the owner may have carried it out (an add would then report
+  // false, an incr add twice).
+  bool add(const SetRequest& q) override {
+    return route([&] { return set_request(Opcode::add, {q}); }, Resend::never, Fallback{false},
+                 [&](LocalService& l) { return l.add(q); }, [](Reply& r) { return r.flag; });
+  }
+
+  bool touch(std::string_view key, std::int64_t ttl_s) override {
+    return route(
+        [&] {
+          Request req = text_request(Opcode::touch, key);
+          req.number = ttl_s;
+          return req;
+        },
+        Resend::when_lost, Fallback{false}, [&](LocalService& l) { return l.touch(key, ttl_s); },
+        [](Reply& r) { return r.flag; });
+  }
+
+  std::optional<std::int64_t> incr(const SetRequest& q, std::int64_t delta) override {
+    return route(
+        [&] {
+          Request req = set_request(Opcode::incr, {q});
+          req.number = delta;
+          return req;
+        },
+        Resend::never, Fallback{std::optional<std::int64_t>()},
+        [&](LocalService& l) { return l.incr(q, delta); },
+        [](Reply& r) {
+          return r.flag ? std::optional(static_cast<std::int64_t>(r.count)) : std::nullopt;
+        });
+  }
+
+  bool set_all(const std::vector<SetRequest>& items) override {
+    return route([&] { return set_request(Opcode::set_all, items); }, Resend::when_lost,
+                 Fallback{false}, [&](LocalService& l) { return l.set_all(items); },
+                 [](Reply& r) { return r.flag; });
+  }
+
   std::optional<Entry> get_entry(std::string_view key, bool include_stale) override {
     return route(
         [&] {
@@ -387,6 +425,13 @@ class Node final : public core::Service {
     Request req;
     req.opcode = opcode;
     req.text = std::string(text);
+    return req;
+  }
+
+  static Request set_request(Opcode opcode, const std::vector<SetRequest>& sets) {
+    Request req;
+    req.opcode = opcode;
+    req.sets = sets;
     return req;
   }
 

@@ -350,7 +350,7 @@ std::string encode(const Reply& r) {
 }
 bool decode(std::string_view payload, Request* out, std::string* error) {
   if (!decode_any(payload, out, error)) return false;
-  if (out->opcode < Opcode::set || out->opcode > Opcode::admin) {
+  if (out->opcode < Opcode::set || out->opcode > kLastOpcode) {
     *error = fmt::format("unknown operation {}", static_cast<unsigned>(out->opcode));
     return false;
   }
@@ -404,6 +404,14 @@ const char* to_string(Opcode opcode) {
       return "inspect";
     case Opcode::admin:
       return "admin";
+    case Opcode::add:
+      return "add";
+    case Opcode::touch:
+      return "touch";
+    case Opcode::incr:
+      return "incr";
+    case Opcode::set_all:
+      return "set_all";
   }
   return "unknown";
 }

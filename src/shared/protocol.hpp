@@ -56,7 +56,13 @@ enum class Opcode : std::uint8_t {
   peek = 19,
   inspect = 20,
   admin = 21,
+  // Added in version 3 without changing the encoding (an older owner refuses them as unknown).
+  add = 22,
+  touch = 23,
+  incr = 24,
+  set_all = 25,
 };
+inline constexpr Opcode kLastOpcode = Opcode::set_all;
 
 struct Request {
   std::uint64_t id = 0;
@@ -64,9 +70,9 @@ struct Request {
   std::string text;                    // key, category or pattern
   bool flag = false;                   // get_entry: include_stale; inspect: with values
   std::vector<std::string> keys;       // get_many, inspect
-  std::vector<core::SetRequest> sets;  // set, set_many
+  std::vector<core::SetRequest> sets;  // set, set_many, add, incr (one item), set_all
   std::uint8_t code = 0;               // admin: the core::AdminCommand
-  std::int64_t number = 0;             // admin: its argument
+  std::int64_t number = 0;             // admin: its argument; touch: ttl_s; incr: delta
 };
 
 enum class ReplyStatus : std::uint8_t { ok = 0, bad_request = 1 };
@@ -74,9 +80,9 @@ enum class ReplyStatus : std::uint8_t { ok = 0, bad_request = 1 };
 struct Reply {
   std::uint64_t id = 0;
   ReplyStatus status = ReplyStatus::ok;
-  std::string error;                               // bad_request: why
-  bool flag = false;                               // set, exists, remove, invalidate
-  std::uint64_t count = 0;                         // clear*, invalidate_*, cleanup
+  std::string error;  // bad_request: why
+  bool flag = false;  // set, exists, remove, invalidate, add, touch, set_all; incr: has a value
+  std::uint64_t count = 0;  // clear*, invalidate_*, cleanup; incr: the value (two's complement)
   std::optional<std::string> value;                // get, peek
   std::vector<std::optional<std::string>> values;  // get_many
   std::vector<bool> flags;                         // set_many

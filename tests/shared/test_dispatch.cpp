@@ -35,7 +35,7 @@ core::SetRequest item(std::string key, std::string value) {
 TEST_CASE("dispatch: every opcode round-trips the codec and is answered with its own id") {
   core::LocalService service = memory_service();
   const auto first = static_cast<unsigned>(Opcode::set);
-  const auto last = static_cast<unsigned>(Opcode::admin);
+  const auto last = static_cast<unsigned>(kLastOpcode);
   for (unsigned code = first; code <= last; ++code) {
     const auto opcode = static_cast<Opcode>(code);
     CAPTURE(to_string(opcode));
@@ -86,6 +86,34 @@ TEST_CASE("dispatch: a peer's invalid sets are refused as the public Cache refus
   const Reply bad = dispatch(service, two);
   CHECK(bad.status == ReplyStatus::bad_request);
   CHECK(bad.error.find("one item") != std::string::npos);
+
+  // set_all is all or nothing: one invalid item refuses the batch.
+  Request all;
+  all.opcode = Opcode::set_all;
+  all.sets = {item("x", "1"), negative};
+  const Reply none = dispatch(service, all);
+  CHECK(none.status == ReplyStatus::ok);
+  CHECK_FALSE(none.flag);
+  CHECK_FALSE(service.exists("x"));
+  for (Opcode op : {Opcode::add, Opcode::incr}) {
+    Request wrong;
+    wrong.opcode = op;
+    wrong.sets = {item("a", "1"), item("b", "2")};
+    CHECK(dispatch(service, wrong).status == ReplyStatus::bad_request);
+  }
+  Request touch;
+  touch.opcode = Opcode::touch;
+  touch.text = "ok";
+  touch.number = -1;
+  CHECK(dispatch(service, touch).status == ReplyStatus::bad_request);
+  // incr's value travels in count (two's complement), flag saying there is one.
+  Request incr;
+  incr.opcode = Opcode::incr;
+  incr.sets = {item("n", "")};
+  incr.number = -5;
+  const Reply sum = dispatch(service, incr);
+  CHECK(sum.flag);
+  CHECK(static_cast<std::int64_t>(sum.count) == -5);
 
   Request pattern;
   pattern.opcode = Opcode::invalidate_pattern;
