@@ -619,3 +619,39 @@ TEST_CASE("cachectl: an s3fifo cache keeps its policy and evicts by it") {
   Cache c = Cache::open(cfg);
   CHECK(store_problems(c).empty());
 }
+
+TEST_CASE("cachectl: set --if-absent, touch and incr, through a live owner") {
+  TempDir dir;
+  const auto root = dir / "shared";
+  Child owner({"hold", root.string(), "shared"});  // it sets "held" = "yes"
+  REQUIRE(owner.wait_for_lines(1));
+  auto run = [&](std::vector<std::string> args) {
+    return cachectl(with_root(root, std::move(args)));
+  };
+  Run r = run({"set", "--if-absent", "held", "other"});
+  CHECK(r.code == 1);
+  CHECK(r.err.find("a fresh entry exists") != std::string::npos);
+  CHECK(run({"get", "held"}).out == "yes\n");
+  CHECK(run({"set", "--if-absent", "new", "v"}).code == 0);
+  CHECK(run({"get", "new"}).out == "v\n");
+
+  CHECK(run({"incr", "hits"}).out == "1\n");
+  CHECK(run({"incr", "hits", "41", "--category", "counters"}).out == "42\n");
+  CHECK(run({"incr", "hits", "--", "-2"}).out == "40\n");
+  CHECK(json(run({"--json", "incr", "hits"}))["value"].GetInt64() == 41);
+  r = run({"incr", "held"});
+  CHECK(r.code == 1);
+  CHECK(r.err.find("not a decimal 64-bit integer") != std::string::npos);
+
+  CHECK(run({"touch", "held", "--ttl", "0"}).code == 0);
+  CHECK(json(run({"--json", "get", "--meta", "held"}))["expires_at"].IsNull());
+  CHECK(run({"touch", "held", "--ttl", "2h"}).code == 0);
+  const double left = json(run({"--json", "get", "--meta", "held"}))["ttl_remaining_s"].GetDouble();
+  CHECK(left > 7000);
+  CHECK(left <= 7200);
+  CHECK(run({"touch", "missing", "--ttl", "1h"}).code == 1);
+  CHECK(run({"touch", "held"}).code == 2);  // --ttl is required
+  CHECK(run({"get", "held"}).out == "yes\n");
+  owner.close_stdin();
+  CHECK(owner.wait() == 0);
+}

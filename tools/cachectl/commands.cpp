@@ -633,11 +633,8 @@ std::int64_t ttl_seconds(const Session& s, const std::string& text) {
   return *v;
 }
 
-}  // namespace
-
-int cmd_set(const Globals& g, const SetOptions& o) {
-  if (o.has_value == !o.file.empty())
-    throw Failure{kExitUsage, "give the value either as an argument or with --file, not both"};
+// The request for `o`'s key, category and metadata (checked as the library checks them).
+larder::core::SetRequest request_of(const SetOptions& o) {
   if (!larder::core::valid_key(o.key))
     throw Failure{kExitUsage, fmt::format("the key must be 1 to {} bytes", larder::kMaxKeyBytes)};
   if (!larder::core::valid_category(o.category))
@@ -652,6 +649,15 @@ int cmd_set(const Globals& g, const SetOptions& o) {
       throw Failure{kExitUsage, fmt::format("--meta '{}' is not KEY=VALUE", kv)};
     q.metadata[kv.substr(0, eq)] = kv.substr(eq + 1);
   }
+  return q;
+}
+
+}  // namespace
+
+int cmd_set(const Globals& g, const SetOptions& o) {
+  if (o.has_value == !o.file.empty())
+    throw Failure{kExitUsage, "give the value either as an argument or with --file, not both"};
+  larder::core::SetRequest q = request_of(o);
   if (o.has_value) {
     q.value = o.value;
   } else if (o.file == "-") {
@@ -665,12 +671,56 @@ int cmd_set(const Globals& g, const SetOptions& o) {
   Session s = open_session(g, locate(g, true));
   s.require_writable("set an entry");
   q.ttl_s = ttl_seconds(s, o.ttl);
-  if (!s.service->set(q))
+  if (o.if_absent && !s.service->add(q))
+    throw Failure{kExitNotFound,
+                  fmt::format("'{}' not stored: a fresh entry exists (or the cache refused it: "
+                              "see set without --if-absent)",
+                              o.key)};
+  if (!o.if_absent && !s.service->set(q))
     throw Failure{kExitNotFound,
                   fmt::format("the cache refused '{}' (larger than max_size_bytes {}, a ttl-policy "
                               "cache full of live entries, or a storage error: see status)",
                               o.key, setting(s, "max_size_bytes"))};
   info(g, fmt::format("stored '{}' ({} bytes)", o.key, q.value.size()));
+  return kExitOk;
+}
+
+int cmd_touch(const Globals& g, const std::string& key, const std::string& ttl) {
+  if (!larder::core::valid_key(key))
+    throw Failure{kExitUsage, fmt::format("the key must be 1 to {} bytes", larder::kMaxKeyBytes)};
+  Session s = open_session(g, locate(g, true));
+  s.require_writable("touch an entry");
+  const std::int64_t ttl_s = ttl_seconds(s, ttl);
+  if (!s.service->touch(key, ttl_s))
+    throw Failure{kExitNotFound, fmt::format("no fresh entry '{}'", key)};
+  info(g, ttl_s == 0
+              ? fmt::format("'{}' never expires now", key)
+              : fmt::format("'{}' expires in {}", key, human_duration(static_cast<double>(ttl_s))));
+  return kExitOk;
+}
+
+int cmd_incr(const Globals& g, const SetOptions& o, std::int64_t delta) {
+  larder::core::SetRequest q = request_of(o);
+  Session s = open_session(g, locate(g, true));
+  s.require_writable("increment a counter");
+  q.ttl_s = ttl_seconds(s, o.ttl);
+  const auto v = s.service->incr(q, delta);
+  if (!v)
+    throw Failure{kExitNotFound,
+                  fmt::format("'{}' not incremented: its value is not a decimal 64-bit integer, "
+                              "the sum overflows, or the cache refused the write",
+                              o.key)};
+  if (g.json) {
+    Json j;
+    j.w().StartObject();
+    j.field("key", o.key);
+    j.key("value");
+    j.w().Int64(*v);
+    j.w().EndObject();
+    out(j.text());
+  } else {
+    out(fmt::format("{}\n", *v));
+  }
   return kExitOk;
 }
 

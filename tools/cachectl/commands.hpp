@@ -28,6 +28,7 @@ struct SetOptions {
   std::string key, value, file, ttl, category = "default";
   std::vector<std::string> meta;  // k=v
   bool has_value = false;
+  bool if_absent = false;  // only when no fresh entry is stored (Cache::add)
 };
 
 struct InvalidateOptions {
@@ -39,6 +40,9 @@ int cmd_stats(const Globals& g, const std::string& format, bool zero);
 int cmd_ls(const Globals& g, const LsOptions& o);
 int cmd_get(const Globals& g, const GetOptions& o);
 int cmd_set(const Globals& g, const SetOptions& o);
+int cmd_touch(const Globals& g, const std::string& key, const std::string& ttl);
+// Uses o's key, ttl, category and meta (for a counter it creates).
+int cmd_incr(const Globals& g, const SetOptions& o, std::int64_t delta);
 int cmd_rm(const Globals& g, const std::vector<std::string>& keys);
 int cmd_invalidate(const Globals& g, const InvalidateOptions& o);
 int cmd_clear(const Globals& g, const std::string& category);

@@ -83,10 +83,30 @@ int main(int argc, char** argv) {
                    "Time to live: seconds or 30m, 2h, 1d; 0: never expires (default: the cache's)");
   setc->add_option("--category", set.category, "Category (default: default)");
   setc->add_option("--meta", set.meta, "Metadata KEY=VALUE (repeatable)");
+  setc->add_flag("--if-absent", set.if_absent,
+                 "Only if no fresh entry is stored (exit 1 if one is); atomic");
   setc->callback([&] {
     set.has_value = value_opt->count() > 0;
     run = [&] { return cmd_set(g, set); };
   });
+
+  std::string touch_key, touch_ttl;
+  auto* touchc = app.add_subcommand(
+      "touch", "Give a fresh entry a new TTL from now, keeping its value (exit 1 if none)");
+  touchc->add_option("KEY", touch_key, "The key")->required();
+  touchc->add_option("--ttl", touch_ttl, "Seconds or 30m, 2h, 1d; 0: never expires")->required();
+  touchc->callback([&] { run = [&] { return cmd_touch(g, touch_key, touch_ttl); }; });
+
+  SetOptions counter;
+  std::int64_t delta = 1;
+  auto* incrc = app.add_subcommand(
+      "incr", "Add DELTA (default 1) to a decimal counter and print the sum; atomic");
+  incrc->add_option("KEY", counter.key, "The key (missing: counts as 0)")->required();
+  incrc->add_option("DELTA", delta, "What to add (may be negative)");
+  incrc->add_option("--ttl", counter.ttl, "TTL of a counter this creates (default: the cache's)");
+  incrc->add_option("--category", counter.category, "Category of a counter this creates");
+  incrc->add_option("--meta", counter.meta, "Metadata KEY=VALUE of a counter this creates");
+  incrc->callback([&] { run = [&] { return cmd_incr(g, counter, delta); }; });
 
   std::vector<std::string> rm_keys;
   auto* rm = app.add_subcommand("rm", "Remove entries (exit 1 if one was not there)");
