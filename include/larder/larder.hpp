@@ -111,6 +111,15 @@ struct Config {
   // owner's server threads, concurrently and sometimes with internal locks held: it must be
   // thread-safe and must not call back into the cache. What it throws is ignored.
   std::function<void(LogLevel, std::string_view)> log;
+  // Open an existing store for inspection: reads work (recording no access; the view counts
+  // nothing itself, its stats() show every other process's counters), every write
+  // returns false or 0, and nothing on disk changes (no directory, lock, statistics or access
+  // data is written; a damaged store is reported, not repaired). The store's own limits, policy
+  // and default TTL are used. A shared cache is read directly, also while another process owns
+  // it, without taking part in the owner election. A root that holds no store gives a degraded
+  // memory cache (degraded() is true, last_error() says why). process_isolated caches cannot be
+  // opened read-only (ConfigError): their store belongs to one process.
+  bool read_only = false;
 
   // Defaults overridden by LARDER_CACHE_ROOT, LARDER_STRATEGY (process_isolated|shared|disabled),
   // LARDER_MAX_SIZE_MB, LARDER_MAX_ENTRIES, LARDER_DEFAULT_TTL (seconds),

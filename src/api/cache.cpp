@@ -65,7 +65,8 @@ using core::Resolved;
 
 std::shared_ptr<Service> open_service(const Resolved& r) {
   if (r.dir.empty()) return std::make_shared<LocalService>(Backend::open(r));
-  const bool node = r.config.strategy == Strategy::shared && r.config.use_file_locking;
+  const bool node =
+      r.config.strategy == Strategy::shared && r.config.use_file_locking && !r.read_only;
   // Leaked on purpose: services may be destroyed during static destruction.
   static auto* mu = new std::mutex;
   static auto* registry = new std::map<std::string, std::weak_ptr<Service>>;

@@ -40,6 +40,10 @@ void validate(const Config& c) {
   if (c.lock_timeout.count() < 0)
     throw ConfigError(
         fmt::format("lock_timeout: must not be negative (got {}ms)", c.lock_timeout.count()));
+  if (c.read_only && c.strategy == Strategy::process_isolated)
+    throw ConfigError(
+        "read_only: a process_isolated store belongs to one process; open it read-only with "
+        "Strategy::shared on its proc_<pid> directory, or use cachectl --pid");
   if (!std::isfinite(c.stale_factor) || c.stale_factor < 1.0)
     throw ConfigError(fmt::format("stale_factor: must be a number >= 1 (got {})", c.stale_factor));
 }
@@ -59,6 +63,15 @@ Resolved resolve(const Config& c) {
   if (r.root.has_filename() == false && r.root.has_parent_path()) r.root = r.root.parent_path();
   r.dir = c.strategy == Strategy::process_isolated ? r.root / fmt::format("proc_{}", ::getpid())
                                                    : r.root;
+  if (c.read_only) {
+    // Inspection: change nothing, impose nothing.
+    r.read_only = true;
+    r.adopt_stored_settings = true;
+    r.move_corrupt_aside = false;
+    r.repair_on_open = false;
+    r.collect_dead_dirs = false;
+    r.adopt_dead_dir = false;
+  }
   return r;
 }
 

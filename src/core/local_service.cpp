@@ -52,6 +52,14 @@ void drop_if_corrupt(Backend& b, const kv::Status& s, std::string_view key) {
   b.finish(lease, lease.engine->drop_corrupt(key), "dropping a corrupt entry", key);
 }
 
+// A read-only view (Config::read_only) refuses every write: false or 0, logged, not counted as
+// an error (nothing failed).
+bool read_only(Backend& b, std::string_view what) {
+  if (!b.resolved().read_only) return false;
+  b.log().logf(util::Level::debug, "{} refused: the cache is open read-only", what);
+  return true;
+}
+
 EntryInfo make_info(std::string_view key, const engine::Found& f, const engine::AccessRecord& a,
                     std::int64_t now_ns) {
   using std::chrono::nanoseconds;
@@ -114,6 +122,7 @@ void Service::end_flight(std::string_view key) {
 LocalService::LocalService(std::shared_ptr<Backend> backend) : backend_(std::move(backend)) {}
 
 bool LocalService::set(const SetRequest& q) {
+  if (read_only(*backend_, "set")) return false;
   Backend& b = *backend_;
   const CallCount counted(b);
   engine::SetOutcome outcome = engine::SetOutcome::full;
@@ -168,6 +177,7 @@ std::optional<std::int64_t> parse_int(std::string_view text) {
 }  // namespace
 
 bool LocalService::add(const SetRequest& q) {
+  if (read_only(*backend_, "add")) return false;
   Backend& b = *backend_;
   const CallCount counted(b);
   engine::SetOutcome outcome = engine::SetOutcome::skipped;
@@ -189,6 +199,7 @@ bool LocalService::add(const SetRequest& q) {
 }
 
 bool LocalService::touch(std::string_view key, std::int64_t ttl_s) {
+  if (read_only(*backend_, "touch")) return false;
   Backend& b = *backend_;
   const CallCount counted(b);
   engine::SetOutcome outcome = engine::SetOutcome::skipped;
@@ -213,6 +224,7 @@ bool LocalService::touch(std::string_view key, std::int64_t ttl_s) {
 }
 
 std::optional<std::int64_t> LocalService::incr(const SetRequest& q, std::int64_t delta) {
+  if (read_only(*backend_, "incr")) return std::nullopt;
   Backend& b = *backend_;
   const CallCount counted(b);
   engine::SetOutcome outcome = engine::SetOutcome::skipped;
@@ -253,6 +265,7 @@ std::optional<std::int64_t> LocalService::incr(const SetRequest& q, std::int64_t
 }
 
 bool LocalService::set_all(const std::vector<SetRequest>& requests) {
+  if (read_only(*backend_, "set_all")) return false;
   Backend& b = *backend_;
   const CallCount counted(b);
   std::vector<engine::SetItem> items;
@@ -285,7 +298,7 @@ std::optional<std::string> LocalService::get(std::string_view key) {
     return e.read(key, now, engine::Want::value_only, &f);
   });
   if (s.ok() && f.status == EntryStatus::fresh) {
-    used->record_access(key, now);
+    if (!b.resolved().read_only) used->record_access(key, now);  // a view records nothing
     b.counters().hit++;
     return std::move(f.value);
   }
@@ -304,7 +317,7 @@ std::optional<Entry> LocalService::get_entry(std::string_view key, bool include_
   const kv::Status s = run(b, "get_entry", [&](Engine& e) {
     kv::Status st = e.read(key, now, engine::Want::value, &f);
     if (!st.ok() || (f.status != EntryStatus::fresh && !include_stale)) return st;
-    e.record_access(key, now);
+    if (!b.resolved().read_only) e.record_access(key, now);
     st = e.access_of(key, &a);
     if (st.not_found()) st = kv::Status();  // removed meanwhile: report what was read
     hit = st.ok();
@@ -356,6 +369,7 @@ std::optional<EntryInfo> LocalService::metadata(std::string_view key) {
 }
 
 bool LocalService::remove(std::string_view key) {
+  if (read_only(*backend_, "remove")) return false;
   Backend& b = *backend_;
   const CallCount counted(b);
   bool removed = false;
@@ -366,6 +380,7 @@ bool LocalService::remove(std::string_view key) {
 }
 
 std::size_t LocalService::clear() {
+  if (read_only(*backend_, "clear")) return 0;
   Backend& b = *backend_;
   const CallCount counted(b);
   std::size_t n = 0;
@@ -377,6 +392,7 @@ std::size_t LocalService::clear() {
 }
 
 std::size_t LocalService::clear_category(std::string_view category) {
+  if (read_only(*backend_, "clear_category")) return 0;
   Backend& b = *backend_;
   const CallCount counted(b);
   std::size_t n = 0;  // on failure: what was removed before it
@@ -393,6 +409,7 @@ std::size_t LocalService::clear_category(std::string_view category) {
 }
 
 bool LocalService::invalidate(std::string_view key) {
+  if (read_only(*backend_, "invalidate")) return false;
   Backend& b = *backend_;
   const CallCount counted(b);
   std::size_t n = 0;
@@ -402,6 +419,7 @@ bool LocalService::invalidate(std::string_view key) {
 }
 
 std::size_t LocalService::invalidate_category(std::string_view category) {
+  if (read_only(*backend_, "invalidate_category")) return 0;
   Backend& b = *backend_;
   const CallCount counted(b);
   std::size_t n = 0;
@@ -417,6 +435,7 @@ std::size_t LocalService::invalidate_category(std::string_view category) {
 }
 
 std::size_t LocalService::invalidate_pattern(std::string_view glob) {
+  if (read_only(*backend_, "invalidate_pattern")) return 0;
   Backend& b = *backend_;
   const CallCount counted(b);
   std::size_t n = 0;
@@ -448,6 +467,7 @@ std::vector<std::string> LocalService::keys_in_category(std::string_view categor
 }
 
 std::size_t LocalService::cleanup() {
+  if (read_only(*backend_, "cleanup")) return 0;
   Backend& b = *backend_;
   std::size_t n = 0;
   const kv::Status s = run(b, "cleanup", [&](Engine& e) { return e.cleanup(b.now_ns(), &n); });

@@ -447,3 +447,90 @@ TEST_CASE(
   concurrent.close_stdin();
   REQUIRE(WIFEXITED(concurrent.wait_at_most(30s)));
 }
+
+namespace {
+
+// Every file under `root` with its size and modification time: equal snapshots mean that
+// nothing on disk changed.
+std::map<std::string, std::pair<std::uintmax_t, std::int64_t>> disk_snapshot(
+    const std::filesystem::path& root) {
+  std::map<std::string, std::pair<std::uintmax_t, std::int64_t>> out;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(root)) {
+    struct stat st {};
+    REQUIRE(::lstat(e.path().c_str(), &st) == 0);
+    out[e.path().string()] = {static_cast<std::uintmax_t>(st.st_size),
+                              st.st_mtim.tv_sec * 1'000'000'000LL + st.st_mtim.tv_nsec};
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("read_only: a view reads, refuses every write and changes nothing on disk") {
+  TempDir tmp;
+  const auto root = tmp / "cache";
+  {
+    Config cfg = shared_config(root);
+    cfg.max_entries = 7;
+    Cache writer = Cache::open(cfg);
+    REQUIRE(writer.set("k", "v", ttl(3600, "cat")));
+    REQUIRE(writer.set("n", "5"));
+  }
+  const auto before = disk_snapshot(root);
+  Config cfg = shared_config(root);
+  cfg.read_only = true;
+  cfg.max_entries = 1;  // not imposed: the store's own limit (7) is used
+  {
+    Cache view = Cache::open(cfg);
+    CHECK_FALSE(view.degraded());
+    CHECK(view.get("k") == "v");
+    CHECK(view.get_entry("k")->info.category == "cat");
+    CHECK(view.get_many({"k", "n"}) == std::vector<std::optional<std::string>>{"v", "5"});
+    CHECK(view.keys() == std::vector<std::string>{"k", "n"});
+    CHECK_FALSE(view.set("x", "1"));
+    CHECK_FALSE(view.add("x", "1"));
+    CHECK_FALSE(view.touch("k", 1s));
+    CHECK_FALSE(view.incr("n"));
+    CHECK_FALSE(view.set_all({{"x", "1"}}));
+    CHECK_FALSE(view.remove("k"));
+    CHECK_FALSE(view.invalidate("k"));
+    CHECK(view.invalidate_pattern("*") == 0);
+    CHECK(view.invalidate_category("cat") == 0);
+    CHECK(view.clear_category("cat") == 0);
+    CHECK(view.clear() == 0);
+    CHECK(view.cleanup() == 0);
+    view.flush();
+    const Stats s = view.stats();
+    CHECK(s.total_entries == 2);
+    CHECK(s.error_count == 0);  // refusals are not failures
+    CHECK(view.get("k") == "v");
+  }
+  CHECK(disk_snapshot(root) == before);
+
+  // A live owner in another process: the view reads its store beside it.
+  Child owner({"hold", root.string(), "shared"});  // it sets "held"
+  REQUIRE(owner.wait_for_lines(1));
+  {
+    Cache view = Cache::open(cfg);
+    CHECK(view.get("held") == "yes");
+    CHECK_FALSE(view.set("x", "1"));
+  }
+  owner.close_stdin();
+  REQUIRE(owner.wait() == 0);
+  Cache again = Cache::open(shared_config(root));
+  CHECK_FALSE(again.exists("x"));
+  CHECK(again.get("n") == "5");
+
+  // A root without a store: a degraded memory view, and nothing is created.
+  Config missing = cfg;
+  missing.cache_root = tmp / "nothing-here";
+  Cache none = Cache::open(missing);
+  CHECK(none.degraded());
+  CHECK(none.last_error().find("nothing-here") != std::string::npos);
+  CHECK_FALSE(none.set("x", "1"));
+  CHECK_FALSE(std::filesystem::exists(tmp / "nothing-here"));
+
+  Config isolated = cfg;
+  isolated.strategy = Strategy::process_isolated;
+  CHECK_THROWS_WITH_AS(Cache::open(isolated), doctest::Contains("read_only"), ConfigError);
+}
