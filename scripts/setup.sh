@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 
 packages=(g++ pkg-config meson ninja-build librocksdb-dev libfmt-dev libcereal-dev doctest-dev
           libcli11-dev libzstd-dev rapidjson-dev libabsl-dev
+          # meson writes the CMake package files with cmake's templates; scripts/package_check.sh
+          cmake
           # the Python binding and its tests (python/, docs/python.md)
           pybind11-dev python3-dev python3-pytest python3-mesonpy python3-pip)
 if [[ "${LARDER_CXX:-}" == clang++ ]]; then packages+=(clang libclang-rt-14-dev); fi

@@ -102,7 +102,7 @@ class Backend final : private engine::AccessFlusher {
   // why not (no counter file: statistics disabled, read-only or degraded at open; I/O).
   util::Status save_stats(stats::FoldMode mode = stats::FoldMode::save);
   // The settings the store runs with (adopted from the store when asked, see Resolved).
-  const engine::Options& engine_options() const { return primary_->options(); }
+  engine::Options engine_options() const { return primary_->options(); }
 
  private:
   explicit Backend(const Resolved& r);

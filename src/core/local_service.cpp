@@ -554,13 +554,14 @@ AdminResult LocalService::admin(AdminCommand command, std::int64_t arg) {
   };
   switch (command) {
     case AdminCommand::settings: {
-      const engine::Options& o = b.engine_options();
+      const engine::Options o = b.engine_options();
       const Config& c = b.resolved().config;
       res.ok = true;
       res.fields = {
           {"policy", to_string(o.policy)},
           {"max_entries", std::to_string(o.max_entries)},
           {"max_size_bytes", std::to_string(o.max_bytes)},
+          {"limits_set_by", b.primary().admin_limits() ? "cachectl" : "config"},
           {"default_ttl_s", std::to_string(o.default_ttl_s)},
           {"stale_factor", fmt::format("{}", o.stale_factor)},
           {"cleanup_interval_s", std::to_string(c.cleanup_interval.count())},
@@ -610,6 +611,28 @@ AdminResult LocalService::admin(AdminCommand command, std::int64_t arg) {
         return s;
       });
       break;
+    case AdminCommand::set_max_entries:
+    case AdminCommand::set_max_bytes:
+    case AdminCommand::reset_limits: {
+      if (arg < 0) {
+        res.error = "a limit must not be negative";
+        break;
+      }
+      const auto limit = static_cast<std::uint64_t>(arg);
+      on_store("limits", [&](Engine& e) {
+        std::size_t n = 0;
+        kv::Status s;
+        if (command == AdminCommand::reset_limits)
+          s = e.reset_limits(b.now_ns(), &n);
+        else if (command == AdminCommand::set_max_entries)
+          s = e.set_limits(limit, std::nullopt, b.now_ns(), &n);
+        else
+          s = e.set_limits(std::nullopt, limit, b.now_ns(), &n);
+        res.count = n;
+        return s;
+      });
+      break;
+    }
     case AdminCommand::zero_stats:
       if (auto zeroed = b.save_stats(stats::FoldMode::zero); !zeroed) {
         res.ok = false;

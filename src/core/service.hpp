@@ -57,8 +57,13 @@ enum class AdminCommand : std::uint8_t {
   compact = 4,           // compact every column family
   evict_older_than = 5,  // remove entries created more than arg seconds ago; count: removed
   zero_stats = 6,        // zero the statistics and record when
+  // Limits set by an administrator (Engine::set_limits), persisted in the store and used
+  // instead of every opener's configured ones; count: entries evicted to meet them.
+  set_max_entries = 7,  // arg: the entry limit (0: none)
+  set_max_bytes = 8,    // arg: the byte limit (0: none)
+  reset_limits = 9,     // the configured limits apply again
 };
-inline constexpr std::uint8_t kLastAdminCommand = 6;
+inline constexpr std::uint8_t kLastAdminCommand = 9;
 
 struct AdminResult {
   bool ok = false;

@@ -38,6 +38,24 @@ constexpr std::string_view kWatermarkKey = "watermark";
 constexpr std::string_view kRebuildingKey = "rebuilding";
 // LE64 max entries, LE64 max bytes, LE64 default TTL in seconds (only informative: tools).
 constexpr std::string_view kLimitsKey = "limits";
+// Limits set by an administrator (cachectl limits): format byte 1, LE64 max entries, LE64 max
+// bytes. They replace the opener's limits while the record exists.
+constexpr std::string_view kAdminLimitsKey = "admin_limits";
+constexpr std::uint8_t kAdminLimitsFormat = 1;
+
+std::string encode_admin_limits(std::uint64_t entries, std::uint64_t bytes) {
+  std::string s(1, static_cast<char>(kAdminLimitsFormat));
+  put_le64(s, entries);
+  put_le64(s, bytes);
+  return s;
+}
+
+bool decode_admin_limits(std::string_view v, std::uint64_t* entries, std::uint64_t* bytes) {
+  if (v.size() != 17 || static_cast<std::uint8_t>(v[0]) != kAdminLimitsFormat) return false;
+  *entries = get_le64(v.substr(1));
+  *bytes = get_le64(v.substr(9));
+  return true;
+}
 constexpr std::string_view kCategoryCounterPrefix = "c/";
 constexpr std::string_view kCategoryCounterEnd = "c0";  // '/' + 1
 
@@ -107,6 +125,8 @@ Engine::Engine(std::unique_ptr<kv::Kv> kv, Options options,
                const util::Logger* log)
     : kv_(std::move(kv)),
       options_(options),
+      max_entries_(options.max_entries),
+      max_bytes_(options.max_bytes),
       watermark_(std::move(watermark)),
       counters_(counters),
       log_(log) {
@@ -288,7 +308,7 @@ void Engine::write_meta(kv::Batch& batch) {
 }
 
 std::string Engine::limits_record() const {
-  return le64(options_.max_entries) + le64(options_.max_bytes) +
+  return le64(max_entries()) + le64(max_bytes()) +
          le64(static_cast<std::uint64_t>(options_.default_ttl_s));
 }
 
@@ -367,6 +387,22 @@ Status Engine::open_locked(LoadPlan* plan) {
     *out = get_le64(it->second);
     return true;
   };
+  if (auto it = counters.find(kAdminLimitsKey); it != counters.end()) {
+    std::uint64_t e = 0, b = 0;
+    if (decode_admin_limits(it->second, &e, &b)) {
+      if (e != options_.max_entries || b != options_.max_bytes)
+        log_->logf(util::Level::info,
+                   "using the limits set with cachectl limits ({} entries, {} bytes; 0: none) "
+                   "instead of the configured {} entries, {} bytes",
+                   e, b, options_.max_entries, options_.max_bytes);
+      max_entries_.store(e);
+      max_bytes_.store(b);
+      admin_limits_.store(true);
+    } else {
+      log_->log(util::Level::warn, "the admin_limits record does not decode; ignored");
+      open_problems_.emplace_back("the admin_limits counter does not decode");
+    }
+  }
   // What needs a rebuild: repaired now, or (repair_on_open false) reported by verify while the
   // index is loaded from the access records as they are.
   auto needs_rebuild = [&](std::string why) {
@@ -1014,8 +1050,8 @@ std::map<std::string, std::uint64_t> Engine::categories() {
 bool Engine::over_limits(const Txn& t) const {
   const auto e = static_cast<std::int64_t>(entries_.load()) + t.d_entries;
   const auto b = static_cast<std::int64_t>(bytes_.load()) + t.d_bytes;
-  return (options_.max_entries != 0 && e > static_cast<std::int64_t>(options_.max_entries)) ||
-         (options_.max_bytes != 0 && b > static_cast<std::int64_t>(options_.max_bytes));
+  return (max_entries() != 0 && e > static_cast<std::int64_t>(max_entries())) ||
+         (max_bytes() != 0 && b > static_cast<std::int64_t>(max_bytes()));
 }
 
 void Engine::remove_in_txn(Txn& t, std::string_view key, const Node& node) {
@@ -1092,7 +1128,7 @@ Status Engine::set(std::string_view key, std::string_view value, std::int64_t tt
                    std::string_view category, const std::map<std::string, std::string>& metadata,
                    std::int64_t now_ns, SetOutcome* outcome) {
   const SetItem item{key, value, ttl_s, category, &metadata, std::nullopt};
-  if (options_.max_bytes != 0 && value.size() > options_.max_bytes) {
+  if (max_bytes() != 0 && value.size() > max_bytes()) {
     *outcome = SetOutcome::too_large;
     return Status();
   }
@@ -1106,7 +1142,7 @@ Status Engine::set_all(std::span<const SetItem> items, std::int64_t now_ns, SetO
   std::vector<SetItem> last;
   last.reserve(items.size());
   for (auto it = items.rbegin(); it != items.rend(); ++it) {
-    if (options_.max_bytes != 0 && it->value.size() > options_.max_bytes) {
+    if (max_bytes() != 0 && it->value.size() > max_bytes()) {
       *outcome = SetOutcome::too_large;
       return Status();
     }
@@ -1131,7 +1167,7 @@ Status Engine::update(std::string_view key, std::int64_t now_ns,
     *outcome = SetOutcome::skipped;
     return Status();
   }
-  if (options_.max_bytes != 0 && w->value.size() > options_.max_bytes) {
+  if (max_bytes() != 0 && w->value.size() > max_bytes()) {
     *outcome = SetOutcome::too_large;
     return Status();
   }
@@ -1222,6 +1258,48 @@ Status Engine::set_locked(std::span<const SetItem> items, std::int64_t now_ns,
   if (Status s = commit(t); !s.ok()) return s;
   *outcome = SetOutcome::stored;
   return Status();
+}
+
+Status Engine::set_limits(std::optional<std::uint64_t> max_entries,
+                          std::optional<std::uint64_t> max_bytes, std::int64_t now_ns,
+                          std::size_t* evicted) {
+  const auto lock = foreground_lock();
+  return apply_limits_locked(max_entries.value_or(this->max_entries()),
+                             max_bytes.value_or(this->max_bytes()), true, now_ns, evicted);
+}
+
+Status Engine::reset_limits(std::int64_t now_ns, std::size_t* evicted) {
+  const auto lock = foreground_lock();
+  return apply_limits_locked(options_.max_entries, options_.max_bytes, false, now_ns, evicted);
+}
+
+Status Engine::apply_limits_locked(std::uint64_t max_entries, std::uint64_t max_bytes, bool admin,
+                                   std::int64_t now_ns, std::size_t* evicted) {
+  *evicted = 0;
+  auto batch = kv_->new_batch();
+  if (admin)
+    batch->put(Cf::counters, kAdminLimitsKey, encode_admin_limits(max_entries, max_bytes));
+  else
+    batch->del(Cf::counters, kAdminLimitsKey);
+  batch->put(Cf::counters, kLimitsKey,
+             le64(max_entries) + le64(max_bytes) +
+                 le64(static_cast<std::uint64_t>(options_.default_ttl_s)));
+  if (Status s = kv_->write(*batch); !s.ok()) return s;
+  max_entries_.store(max_entries);
+  max_bytes_.store(max_bytes);
+  admin_limits_.store(admin);
+  // Down to the new limits at once, as a set would: expired and invalid entries first.
+  Txn t(*kv_);
+  if (!over_limits(t)) return Status();
+  apply_pending_locked();
+  const Keep none{};
+  evict(t, Pass::expired, now_ns, none);
+  if (over_limits(t) && options_.policy == EvictionPolicy::s3fifo)
+    s3_evict(t, none);
+  else if (over_limits(t) && options_.policy != EvictionPolicy::ttl)
+    evict(t, Pass::policy, now_ns, none);
+  *evicted = t.removed.size();
+  return commit(t);
 }
 
 Status Engine::remove_locked(std::string_view key, bool* removed) {

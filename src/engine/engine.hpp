@@ -221,7 +221,24 @@ class Engine {
   std::uint64_t entries() const { return entries_.load(); }
   std::uint64_t bytes() const { return bytes_.load(); }
   std::map<std::string, std::uint64_t> categories();
-  const Options& options() const { return options_; }
+  // The options the engine runs with: the configured ones, with the limits in force.
+  Options options() const {
+    Options o = options_;
+    o.max_entries = max_entries();
+    o.max_bytes = max_bytes();
+    return o;
+  }
+  // True while the limits are an administrator's (set_limits), not the configured ones.
+  bool admin_limits() const { return admin_limits_.load(); }
+  // Limits set by an administrator (cachectl limits; nullopt: keep that one as it is): persisted
+  // in the store, they replace the configured limits now and at every later open, until
+  // reset_limits(). Evicts down to them at once (*evicted: how many entries went); under the
+  // ttl policy only expired and invalid entries go. Fails only when the store cannot be written.
+  kv::Status set_limits(std::optional<std::uint64_t> max_entries,
+                        std::optional<std::uint64_t> max_bytes, std::int64_t now_ns,
+                        std::size_t* evicted);
+  // Forgets the administrator's limits: the configured ones apply again (evicting if needed).
+  kv::Status reset_limits(std::int64_t now_ns, std::size_t* evicted);
   kv::Kv& kv() { return *kv_; }
 
  private:
@@ -332,9 +349,15 @@ class Engine {
   kv::Status rebuild_locked();
   void write_meta(kv::Batch& batch);
   std::string limits_record() const;
+  kv::Status apply_limits_locked(std::uint64_t max_entries, std::uint64_t max_bytes, bool admin,
+                                 std::int64_t now_ns, std::size_t* evicted);
+  std::uint64_t max_entries() const { return max_entries_.load(std::memory_order_relaxed); }
+  std::uint64_t max_bytes() const { return max_bytes_.load(std::memory_order_relaxed); }
 
   std::unique_ptr<kv::Kv> kv_;
-  Options options_;
+  Options options_;  // as configured; the limits in force are max_entries_ and max_bytes_
+  std::atomic<std::uint64_t> max_entries_, max_bytes_;
+  std::atomic<bool> admin_limits_{false};
   std::shared_ptr<std::atomic<std::int64_t>> watermark_;
   Counters* counters_;
   const util::Logger* log_;

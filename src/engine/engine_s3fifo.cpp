@@ -62,8 +62,8 @@ void Engine::s3_count(const Node& n, int sign) {
 bool Engine::s3_main_over(const Txn& t) const {
   const std::int64_t e = signed_size(m_entries_) + t.d_m_entries;
   const std::int64_t b = signed_size(m_bytes_) + t.d_m_bytes;
-  return (options_.max_entries != 0 && e > signed_size(main_share(options_.max_entries))) ||
-         (options_.max_bytes != 0 && b > signed_size(main_share(options_.max_bytes)));
+  return (max_entries() != 0 && e > signed_size(main_share(max_entries()))) ||
+         (max_bytes() != 0 && b > signed_size(main_share(max_bytes())));
 }
 
 S3Queue Engine::s3_admit(Txn& t, std::string_view key, std::uint64_t size) {
@@ -74,7 +74,7 @@ S3Queue Engine::s3_admit(Txn& t, std::string_view key, std::uint64_t size) {
     queue = S3Queue::main;
   }
   // An entry S cannot hold goes to M (libCacheSim refuses it; larder stores it).
-  if (options_.max_bytes != 0 && size >= small_share(options_.max_bytes)) queue = S3Queue::main;
+  if (max_bytes() != 0 && size >= small_share(max_bytes())) queue = S3Queue::main;
   return queue;
 }
 
@@ -115,7 +115,7 @@ void Engine::s3_plan_ghost(Txn& t, std::string_view key, std::uint64_t size) {
     }
     t.ghost_next = ghost_order_.begin();
   }
-  const std::uint64_t max_e = options_.max_entries, max_b = options_.max_bytes;
+  const std::uint64_t max_e = max_entries(), max_b = max_bytes();
   const auto fits = [&] {
     return (max_e == 0 || t.g_entries + 1 <= ghost_capacity(max_e)) &&
            (max_b == 0 || t.g_bytes + size <= ghost_capacity(max_b));

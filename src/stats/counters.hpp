@@ -1,8 +1,9 @@
 // The operation counters, defined once. LARDER_COUNTERS lists each counter with its larder::Stats
-// field name (the one name a user reads everywhere: Stats, .cache_stats.json, the wire protocol,
-// cachectl's text, JSON and Prometheus output) and what it counts. Everything that lists the
-// counters is generated from it: the Counter enum, the in-memory and counter-file layout
-// (Counters), the statistics file's fields, the protocol's order, cachectl's outputs.
+// field name (the name a user reads in Stats, .cache_stats.json, the wire protocol and cachectl's
+// text and JSON), its Prometheus metric and label (Prometheus's naming guide: `larder_gets_total
+// {result="hit"}`) and what it counts. Everything that lists the counters is generated from it:
+// the Counter enum, the in-memory and counter-file layout (Counters), the statistics file's
+// fields, the protocol's order, cachectl's outputs.
 //
 // The order is persisted (counter files, format 1; the `contributors` arrays of the statistics
 // file): append new counters at the end, never reorder. Adding a counter: one line here, one
@@ -22,26 +23,34 @@
 
 namespace larder::stats {
 
-// X(member, Stats field, what it counts)
-#define LARDER_COUNTERS(X)                                                                     \
-  X(hit, hit_count, "reads (get, get_many, get_entry, get_or_compute) that returned an entry") \
-  X(miss, miss_count, "reads that returned nothing (absent, not fresh, or failed)")            \
-  X(set, set_count, "entries stored (set, set_many items, get_or_compute results)")            \
-  X(del, delete_count, "entries removed by remove, clear and clear_category")                  \
-  X(eviction, eviction_count, "live entries removed to keep max_entries / max_size_bytes")     \
-  X(expiration, expiration_count, "expired entries removed by cleanup or limit enforcement")   \
-  X(invalidation, invalidation_count, "entries marked invalid (once each)")                    \
-  X(error, error_count, "failures: I/O errors, corrupt records or files, timeouts, refusals")  \
-  X(cleanup, cleanup_count, "cleanup runs (cleanup() and the periodic one)")
+// X(member, Stats field, Prometheus metric, its label, what it counts). The Prometheus names
+// follow its naming guide (counters end in _total; hits and misses are one metric by result).
+#define LARDER_COUNTERS(X)                                                                         \
+  X(hit, hit_count, "gets_total", "result=\"hit\"",                                                \
+    "reads (get, get_many, get_entry, get_or_compute) that returned an entry")                     \
+  X(miss, miss_count, "gets_total", "result=\"miss\"",                                             \
+    "reads that returned nothing (absent, not fresh, or failed)")                                  \
+  X(set, set_count, "sets_total", "",                                                              \
+    "entries stored (set, set_many items, get_or_compute results)")                                \
+  X(del, delete_count, "deletes_total", "", "entries removed by remove, clear and clear_category") \
+  X(eviction, eviction_count, "evictions_total", "",                                               \
+    "live entries removed to keep max_entries / max_size_bytes")                                   \
+  X(expiration, expiration_count, "expirations_total", "",                                         \
+    "expired entries removed by cleanup or limit enforcement")                                     \
+  X(invalidation, invalidation_count, "invalidations_total", "",                                   \
+    "entries marked invalid (once each)")                                                          \
+  X(error, error_count, "errors_total", "",                                                        \
+    "failures: I/O errors, corrupt records or files, timeouts, refusals")                          \
+  X(cleanup, cleanup_count, "cleanups_total", "", "cleanup runs (cleanup() and the periodic one)")
 
 enum class Counter : std::uint8_t {
-#define LARDER_COUNTER_ENUM(member, field, help) member,
+#define LARDER_COUNTER_ENUM(member, field, metric, label, help) member,
   LARDER_COUNTERS(LARDER_COUNTER_ENUM)
 #undef LARDER_COUNTER_ENUM
 };
 
 inline constexpr std::size_t kCounterCount = 0
-#define LARDER_COUNTER_ONE(member, field, help) +1
+#define LARDER_COUNTER_ONE(member, field, metric, label, help) +1
     LARDER_COUNTERS(LARDER_COUNTER_ONE)
 #undef LARDER_COUNTER_ONE
     ;
@@ -56,11 +65,13 @@ constexpr std::size_t index(Counter c) {
 using CounterValues = std::array<std::uint64_t, kCounterCount>;
 
 struct CounterInfo {
-  std::string_view name;  // the larder::Stats field
-  std::string_view help;  // what it counts
+  std::string_view name;    // the larder::Stats field
+  std::string_view metric;  // the Prometheus metric, without the larder_ prefix
+  std::string_view label;   // its label that tells this counter apart ("" when none)
+  std::string_view help;    // what it counts
 };
 inline constexpr std::array<CounterInfo, kCounterCount> kCounterInfo = {{
-#define LARDER_COUNTER_INFO(member, field, help) {#field, help},
+#define LARDER_COUNTER_INFO(member, field, metric, label, help) {#field, metric, label, help},
     LARDER_COUNTERS(LARDER_COUNTER_INFO)
 #undef LARDER_COUNTER_INFO
 }};
@@ -69,20 +80,21 @@ inline constexpr std::array<CounterInfo, kCounterCount> kCounterInfo = {{
 // Stats field names (larder::Stats, stats::Snapshot), const or not.
 template <class S, class F>
 void for_each_counter(S& s, F&& f) {
-#define LARDER_COUNTER_VISIT(member, field, help) \
+#define LARDER_COUNTER_VISIT(member, field, metric, label, help) \
   f(Counter::member, std::string_view(#field), s.field);
   LARDER_COUNTERS(LARDER_COUNTER_VISIT)
 #undef LARDER_COUNTER_VISIT
 }
 
 struct Counters {
-#define LARDER_COUNTER_MEMBER(member, field, help) std::atomic<std::uint64_t> member{0};
+#define LARDER_COUNTER_MEMBER(member, field, metric, label, help) \
+  std::atomic<std::uint64_t> member{0};
   LARDER_COUNTERS(LARDER_COUNTER_MEMBER)
 #undef LARDER_COUNTER_MEMBER
 
   CounterValues values() const {
     return {
-#define LARDER_COUNTER_LOAD(member, field, help) member.load(),
+#define LARDER_COUNTER_LOAD(member, field, metric, label, help) member.load(),
         LARDER_COUNTERS(LARDER_COUNTER_LOAD)
 #undef LARDER_COUNTER_LOAD
     };

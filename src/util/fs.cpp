@@ -60,7 +60,7 @@ PinnedDir::~PinnedDir() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-Status atomic_write_file(const fs::path& path, std::string_view content) {
+Status atomic_write_file(const fs::path& path, std::string_view content, unsigned mode) {
   static std::atomic<unsigned> sequence{0};
   const fs::path tmp = path.string() + fmt::format(".tmp.{}.{}", ::getpid(), sequence.fetch_add(1));
   // O_EXCL | O_NOFOLLOW: never write through a file or symlink planted under the temporary name.
@@ -68,7 +68,8 @@ Status atomic_write_file(const fs::path& path, std::string_view content) {
   if (fd < 0 && errno == EEXIST && ::unlink(tmp.c_str()) == 0)
     fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0) return fail("cannot create {}: {}", tmp.string(), errno_text(errno));
-  if (!write_all(fd, content) || ::fsync(fd) != 0) {
+  // fchmod: the mode exactly, whatever the umask.
+  if (!write_all(fd, content) || (mode != 0600 && ::fchmod(fd, mode) != 0) || ::fsync(fd) != 0) {
     const int err = errno;
     ::close(fd);
     ::unlink(tmp.c_str());

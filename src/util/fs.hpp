@@ -36,8 +36,10 @@ class PinnedDir {
 };
 
 // Writes `content` to a temporary file beside `path`, fsyncs it, renames it over `path` and fsyncs
-// the directory. Returns success, or a message naming the failing step.
-Status atomic_write_file(const std::filesystem::path& path, std::string_view content);
+// the directory. The file gets `mode` (0600 unless said: cache files are private). Returns
+// success, or a message naming the failing step.
+Status atomic_write_file(const std::filesystem::path& path, std::string_view content,
+                         unsigned mode = 0600);
 
 // Reads a whole file. Returns its content, or why it cannot be read.
 Result<std::string> read_file(const std::filesystem::path& path);

@@ -4,10 +4,12 @@
 #include <doctest/doctest.h>
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include <rocksdb/db.h>
@@ -290,9 +292,8 @@ TEST_CASE("cachectl: every command on a process_isolated cache whose process is 
   CHECK(d["total_entries"].GetUint64() == 6);
   CHECK(d["categories"]["notes"].GetUint64() == 1);
   r = run({"stats", "--format", "prometheus"});
-  CHECK(r.out.find("# TYPE larder_set_count counter") != std::string::npos);
-  CHECK(r.out.find("larder_total_entries{cache=\"" + (root / "proc_").string()) !=
-        std::string::npos);
+  CHECK(r.out.find("# TYPE larder_sets_total counter") != std::string::npos);
+  CHECK(r.out.find("larder_entries{cache=\"" + (root / "proc_").string()) != std::string::npos);
   CHECK(run({"stats", "--zero"}).code == 0);
   d = json(run({"--json", "stats"}));
   CHECK(d["set_count"].GetUint64() == 0);
@@ -576,14 +577,57 @@ TEST_CASE(
   const auto d = json(js);
   const Run prom = cachectl(with_root(dir.path(), {"stats", "--format", "prometheus"}));
   const Run text = cachectl(with_root(dir.path(), {"stats"}));
+  const std::string cache =
+      "cache=\"" + (dir.path() / ("proc_" + std::to_string(::getpid()))).string() + "\"";
   for (const auto& info : stats::kCounterInfo) {
-    const std::string name(info.name);
+    const std::string name(info.name), metric(info.metric), label(info.label);
     INFO("counter " << name);
     CHECK(d.HasMember(name.c_str()));
-    CHECK(prom.out.find("# HELP larder_" + name + " ") != std::string::npos);
-    CHECK(prom.out.find("# TYPE larder_" + name + " counter") != std::string::npos);
     CHECK(text.out.find(name) != std::string::npos);
+    // Prometheus: the guide's names (_total, one metric by result), with the JSON's value.
+    CHECK(metric.ends_with("_total"));
+    CHECK(prom.out.find("# HELP larder_" + metric + " ") != std::string::npos);
+    CHECK(prom.out.find("# TYPE larder_" + metric + " counter\n") != std::string::npos);
+    const std::string sample = "larder_" + metric + "{" + cache + (label.empty() ? "" : ",") +
+                               label + "} " + std::to_string(d[name.c_str()].GetUint64()) + "\n";
+    CHECK_MESSAGE(prom.out.find(sample) != std::string::npos, sample);
   }
+  CHECK(prom.out.find("larder_gets_total{" + cache + ",result=\"hit\"}") != std::string::npos);
+  // Every sample's metric has its # HELP and # TYPE; the names follow the guide.
+  std::istringstream lines_in(prom.out);
+  std::set<std::string> helped, typed, sampled;
+  for (std::string line; std::getline(lines_in, line);) {
+    if (line.starts_with("# HELP "))
+      helped.insert(line.substr(7, line.find(' ', 7) - 7));
+    else if (line.starts_with("# TYPE "))
+      typed.insert(line.substr(7, line.find(' ', 7) - 7));
+    else
+      sampled.insert(line.substr(0, line.find('{')));
+  }
+  CHECK(sampled == helped);
+  CHECK(sampled == typed);
+  for (const char* metric : {"larder_entries", "larder_size_bytes", "larder_entries_by_status",
+                             "larder_disk_bytes", "larder_info", "larder_degraded"})
+    CHECK_MESSAGE(sampled.count(metric) == 1, metric);
+  CHECK(prom.out.find("larder_entries_by_status{" + cache + ",status=\"fresh\"} 11\n") !=
+        std::string::npos);
+  CHECK(prom.out.find("larder_degraded{" + cache + "} 0\n") != std::string::npos);
+  CHECK(prom.out.find(",policy=\"lfu\",version=\"") != std::string::npos);
+  CHECK(prom.out.find("kind=\"sst\"") != std::string::npos);
+  // --output: the same text, written by renaming a complete file over the old one.
+  const auto file = dir / "larder.prom";
+  std::ofstream(file) << "old";
+  REQUIRE(cachectl(
+              with_root(dir.path(), {"stats", "--format", "prometheus", "--output", file.string()}))
+              .code == 0);
+  const std::string written = slurp(file);
+  CHECK(written.find("# TYPE larder_gets_total counter") != std::string::npos);
+  CHECK(written.find("old") == std::string::npos);
+  struct stat fst {};
+  REQUIRE(::stat(file.c_str(), &fst) == 0);
+  CHECK((fst.st_mode & 0777) == 0644);  // node-exporter runs as another user
+  CHECK(std::distance(std::filesystem::directory_iterator(dir.path()),
+                      std::filesystem::directory_iterator()) == 3);  // no temporary left
   CHECK(d["set_count"].GetUint64() == 11);
   for (const char* gauge : {"total_entries", "total_size_bytes", "fresh_entries", "stale_entries",
                             "expired_entries", "invalid_entries"})
@@ -654,4 +698,72 @@ TEST_CASE("cachectl: set --if-absent, touch and incr, through a live owner") {
   CHECK(run({"get", "held"}).out == "yes\n");
   owner.close_stdin();
   CHECK(owner.wait() == 0);
+}
+
+TEST_CASE("cachectl: init creates a cache; limits replace the programs' own until --reset") {
+  TempDir dir;
+  const auto root = dir / "new";
+  auto run = [&](std::vector<std::string> args) {
+    return cachectl(with_root(root, std::move(args)));
+  };
+  CHECK(run({"init", "--policy", "nope"}).code == 2);
+  CHECK(run({"init", "--max-size", "12X"}).code == 2);
+  CHECK_FALSE(std::filesystem::exists(root));
+  REQUIRE(run({"init", "--policy", "fifo", "--max-entries", "3", "--max-size", "1M"}).code == 0);
+  Run r = run({"init"});
+  CHECK(r.code == 1);
+  CHECK(r.err.find("already holds a larder cache") != std::string::npos);
+  auto d = json(run({"--json", "status"}));
+  CHECK(d["max_entries"].GetUint64() == 3);
+  CHECK(d["max_size_bytes"].GetUint64() == 1u << 20);
+  CHECK(std::string(d["policy"].GetString()) == "fifo");
+  CHECK(std::string(d["limits_set_by"].GetString()) == "cachectl");
+
+  // A program configured with other limits gets the ones set with cachectl.
+  Config cfg;
+  cfg.cache_root = root;
+  cfg.strategy = Strategy::shared;
+  cfg.eviction_policy = EvictionPolicy::fifo;
+  cfg.max_entries = 100;
+  {
+    Cache c = Cache::open(cfg);
+    for (int i = 0; i < 5; ++i) REQUIRE(c.set("k" + std::to_string(i), "v"));
+    CHECK(c.keys() == std::vector<std::string>{"k2", "k3", "k4"});
+  }
+  // Lowering them evicts at once, through a live owner too.
+  Child owner({"hold", root.string(), "shared"});  // it sets "held" (evicting k2)
+  REQUIRE(owner.wait_for_lines(1));
+  d = json(run({"--json", "limits", "--max-entries", "1"}));
+  CHECK(d["evicted"].GetUint64() == 2);
+  CHECK(d["max_entries"].GetUint64() == 1);
+  CHECK(run({"ls"}).out == "held\n");
+  CHECK(run({"limits"}).out.find("1 entries, 1.0 MiB (set with cachectl limits") == 0);
+  owner.close_stdin();
+  REQUIRE(owner.wait() == 0);
+  {
+    Cache c = Cache::open(cfg);
+    REQUIRE(c.set("a", "v"));
+    REQUIRE(c.set("b", "v"));
+    CHECK(c.keys() == std::vector<std::string>{"b"});
+  }
+  CHECK(run({"limits", "--reset", "--max-entries", "5"}).code == 2);
+  d = json(run({"--json", "limits", "--reset"}));
+  CHECK(std::string(d["limits_set_by"].GetString()) == "config");
+  {
+    Cache c = Cache::open(cfg);  // its own 100 entries apply again
+    REQUIRE(c.set("a", "v"));
+    REQUIRE(c.set("c", "v"));
+    CHECK(c.keys() == std::vector<std::string>{"a", "b", "c"});
+  }
+  CHECK(json(run({"--json", "status"}))["max_entries"].GetUint64() == 100);
+
+  // process_isolated: init makes the root only; limits belong to each process's Config.
+  const auto iso = dir / "iso";
+  auto iso_run = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {"--root", iso.string(), "--strategy", "process_isolated"});
+    return cachectl(args);
+  };
+  CHECK(iso_run({"init", "--max-entries", "3"}).code == 2);
+  CHECK(iso_run({"init"}).code == 0);
+  CHECK(std::filesystem::exists(iso / "CACHEDIR.TAG"));
 }

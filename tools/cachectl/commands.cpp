@@ -12,6 +12,8 @@
 #include <fmt/format.h>
 #include "util/json.hpp"
 
+#include "api/access.hpp"
+#include "api/config.hpp"
 #include "core/config.hpp"
 #include "larder/larder.hpp"
 #include "output.hpp"
@@ -358,6 +360,10 @@ int cmd_status(const Globals& g) {
                      std::to_string(stats.total_entries), std::to_string(max_entries));
   text += limit_line("size", stats.total_size_bytes, max_bytes, human_size(stats.total_size_bytes),
                      human_size(max_bytes));
+  const bool admin_limits = setting(s, "limits_set_by") == "cachectl";
+  if (admin_limits)
+    text += fmt::format("{:<12}set with cachectl limits (programs' own limits do not apply)\n",
+                        "limits");
   text += fmt::format("{:<12}{} fresh, {} stale, {} expired, {} invalid\n", "status",
                       stats.fresh_entries, stats.stale_entries, stats.expired_entries,
                       stats.invalid_entries);
@@ -386,6 +392,7 @@ int cmd_status(const Globals& g) {
   j.field("max_entries", max_entries);
   j.field("total_size_bytes", stats.total_size_bytes);
   j.field("max_size_bytes", max_bytes);
+  j.field("limits_set_by", admin_limits ? "cachectl" : "config");
   j.field("fresh_entries", stats.fresh_entries);
   j.field("stale_entries", stats.stale_entries);
   j.field("expired_entries", stats.expired_entries);
@@ -417,10 +424,90 @@ int cmd_status(const Globals& g) {
 
 // ------------------------------------------------------------------------------------- stats
 
-int cmd_stats(const Globals& g, const std::string& format, bool zero) {
+namespace {
+
+// The statistics in Prometheus's text format, named by its guide: counters from the counter
+// table (stats/counters.hpp) with _total, gauges with units, labels instead of name variants,
+// # HELP and # TYPE for every metric.
+std::string prometheus_text(const Session& s, const larder::Stats& st) {
+  const std::string cache = fmt::format("cache=\"{}\"", prom_label(s.dir.string()));
+  std::string text;
+  auto family = [&](std::string_view name, std::string_view type, std::string_view help) {
+    text += fmt::format("# HELP larder_{0} {1}\n# TYPE larder_{0} {2}\n", name, help, type);
+  };
+  auto sample = [&](std::string_view name, std::string_view labels, std::uint64_t v) {
+    text +=
+        fmt::format("larder_{}{{{}{}{}}} {}\n", name, cache, labels.empty() ? "" : ",", labels, v);
+  };
+  larder::stats::CounterValues values{};
+  larder::stats::for_each_counter(st,
+                                  [&](larder::stats::Counter c, std::string_view, std::uint64_t v) {
+                                    values[larder::stats::index(c)] = v;
+                                  });
+  const auto& info = larder::stats::kCounterInfo;
+  for (std::size_t i = 0; i < info.size(); ++i) {
+    if (i > 0 && info[i - 1].metric == info[i].metric) continue;  // written with its family
+    std::size_t end = i + 1;
+    while (end < info.size() && info[end].metric == info[i].metric) ++end;
+    // One counter: its help. Several (one metric by a label): "by result: hit = ...; miss = ...".
+    std::string help(info[i].help);
+    if (end - i > 1) {
+      const std::string_view first = info[i].label;
+      help = fmt::format("by {}:", first.substr(0, first.find('=')));
+      for (std::size_t k = i; k < end; ++k) {
+        const std::string_view label = info[k].label;
+        const auto quote = label.find('"');
+        help += fmt::format("{} {} = {}", k > i ? ";" : "",
+                            label.substr(quote + 1, label.size() - quote - 2), info[k].help);
+      }
+    }
+    family(info[i].metric, "counter", help);  // our own text: nothing to escape
+    for (std::size_t k = i; k < end; ++k) sample(info[k].metric, info[k].label, values[k]);
+  }
+  family("entries", "gauge", "entries stored now (any status)");
+  sample("entries", "", st.total_entries);
+  family("size_bytes", "gauge", "bytes of the stored values");
+  sample("size_bytes", "", st.total_size_bytes);
+  family("entries_by_status", "gauge",
+         "entries stored now by status: fresh (within their ttl), stale (past it, within "
+         "stale_factor x ttl), expired (past that, not removed yet), invalid (invalidated)");
+  sample("entries_by_status", "status=\"fresh\"", st.fresh_entries);
+  sample("entries_by_status", "status=\"stale\"", st.stale_entries);
+  sample("entries_by_status", "status=\"expired\"", st.expired_entries);
+  sample("entries_by_status", "status=\"invalid\"", st.invalid_entries);
+  family("max_entries", "gauge", "the entry limit (0: none)");
+  sample("max_entries", "", setting_u64(s, "max_entries"));
+  family("max_size_bytes", "gauge", "the limit on the bytes of stored values (0: none)");
+  sample("max_size_bytes", "", setting_u64(s, "max_size_bytes"));
+  family("category_entries", "gauge", "entries stored now per category");
+  for (const auto& [c, n] : st.categories)
+    sample("category_entries", fmt::format("category=\"{}\"", prom_label(c)), n);
+  const Disk d = disk_usage(s.dir / "db");
+  family("disk_bytes", "gauge",
+         "bytes the store takes on disk by kind: sst (tables), wal (write-ahead log), other");
+  sample("disk_bytes", "kind=\"sst\"", d.sst);
+  sample("disk_bytes", "kind=\"wal\"", d.wal);
+  sample("disk_bytes", "kind=\"other\"", d.other);
+  family("info", "gauge", "the cache's strategy and eviction policy and larder's version");
+  sample("info",
+         fmt::format("strategy=\"{}\",policy=\"{}\",version=\"{}\"",
+                     prom_label(setting(s, "strategy")), prom_label(setting(s, "policy")),
+                     LARDER_VERSION),
+         1);
+  family("degraded", "gauge",
+         "1 while the cache runs on memory only because its store cannot be used, else 0");
+  sample("degraded", "", setting(s, "degraded") == "true" ? 1 : 0);
+  return text;
+}
+
+}  // namespace
+
+int cmd_stats(const Globals& g, const std::string& format, bool zero,
+              const std::string& output_file) {
   if (format != "text" && format != "json" && format != "prometheus")
     throw Failure{kExitUsage,
                   fmt::format("--format must be text, json or prometheus, not '{}'", format)};
+  std::string output;  // when not empty: what goes to stdout or --output
   const Location loc = locate(g, true);
   Session s = open_session(g, loc);
   if (zero) {
@@ -474,22 +561,9 @@ int cmd_stats(const Globals& g, const std::string& format, bool zero) {
     time_field(j, "last_updated", snap ? snap->last_updated : std::string());
     time_field(j, "last_zeroed", snap ? snap->last_zeroed : std::string());
     j.w().EndObject();
-    out(j.text());
+    output = j.text();
   } else if (format == "prometheus") {
-    const std::string label = fmt::format("cache=\"{}\"", prom_label(s.dir.string()));
-    std::string text;
-    for (const auto& r : counters)
-      text +=
-          fmt::format("# HELP larder_{0} {1}\n# TYPE larder_{0} counter\nlarder_{0}{{{2}}} {3}\n",
-                      r.name, r.help, label, r.value);
-    for (const auto& r : gauges)
-      text += fmt::format("# HELP larder_{0} {1}\n# TYPE larder_{0} gauge\nlarder_{0}{{{2}}} {3}\n",
-                          r.name, r.help, label, r.value);
-    text += "# TYPE larder_category_entries gauge\n";
-    for (const auto& [c, n] : st.categories)
-      text += fmt::format("larder_category_entries{{{},category=\"{}\"}} {}\n", label,
-                          prom_label(c), n);
-    out(text);
+    output = prometheus_text(s, st);
   } else {
     Table t({"COUNTER", "VALUE"}, {false, true});
     for (const auto& r : counters) t.add({std::string(r.name), std::to_string(r.value)});
@@ -498,7 +572,12 @@ int cmd_stats(const Globals& g, const std::string& format, bool zero) {
     for (const auto& [c, n] : st.categories) t.add({"category " + c, std::to_string(n)});
     t.add({"last_updated", snap && !snap->last_updated.empty() ? snap->last_updated : "never"});
     t.add({"last_zeroed", snap && !snap->last_zeroed.empty() ? snap->last_zeroed : "never"});
-    out(t.render());
+    output = t.render();
+  }
+  if (output_file.empty()) {
+    out(output);
+  } else if (auto written = larder::util::atomic_write_file(output_file, output, 0644); !written) {
+    throw Failure{kExitUsage, fmt::format("--output: {}", written.error())};
   }
   return kExitOk;
 }
@@ -1122,6 +1201,131 @@ int cmd_import(const Globals& g, const std::string& file) {
                   fmt::format("the cache refused {} entries (first: '{}'): too large for "
                               "max_size_bytes, a full ttl-policy cache, or storage errors",
                               refused.size(), refused.front())};
+  return kExitOk;
+}
+
+// ------------------------------------------------------------------------------- init, limits
+
+namespace {
+
+std::string limit_text(std::uint64_t entries, std::uint64_t bytes) {
+  return fmt::format("{} entries, {}", entries == 0 ? "unlimited" : std::to_string(entries),
+                     bytes == 0 ? "unlimited size" : human_size(bytes));
+}
+
+std::optional<std::uint64_t> size_option(const std::string& text, const char* name) {
+  if (text.empty()) return std::nullopt;
+  auto v = parse_size(text);
+  if (!v)
+    throw Failure{kExitUsage, fmt::format("{} '{}' is not a size (bytes, or with K, M, G, T: 500M)",
+                                          name, text)};
+  return v;
+}
+
+// Sets the given limits through whoever runs the store; returns the entries evicted for them.
+std::uint64_t apply_limits(larder::core::Service& service, std::optional<std::uint64_t> entries,
+                           std::optional<std::uint64_t> bytes, bool reset) {
+  using larder::core::AdminCommand;
+  std::uint64_t evicted = 0;
+  auto run = [&](AdminCommand command, std::uint64_t arg) {
+    const larder::core::AdminResult r = service.admin(command, static_cast<std::int64_t>(arg));
+    if (!r.ok) throw Failure{kExitNoCache, fmt::format("changing the limits failed: {}", r.error)};
+    evicted += r.count;
+  };
+  if (reset) run(AdminCommand::reset_limits, 0);
+  if (entries) run(AdminCommand::set_max_entries, *entries);
+  if (bytes) run(AdminCommand::set_max_bytes, *bytes);
+  return evicted;
+}
+
+}  // namespace
+
+int cmd_limits(const Globals& g, const LimitsOptions& o) {
+  const auto bytes = size_option(o.max_size, "--max-size");
+  if (o.reset && (o.max_entries || bytes))
+    throw Failure{kExitUsage, "--reset cannot be combined with --max-entries or --max-size"};
+  Session s = open_session(g, locate(g, true));
+  std::uint64_t evicted = 0;
+  const bool change = o.reset || o.max_entries || bytes;
+  if (change) {
+    s.require_writable("change the limits");
+    evicted = apply_limits(*s.service, o.max_entries, bytes, o.reset);
+    s.settings = s.service->admin(larder::core::AdminCommand::settings, 0).fields;
+  }
+  const std::uint64_t e = setting_u64(s, "max_entries"), b = setting_u64(s, "max_size_bytes");
+  const std::string by = setting(s, "limits_set_by");
+  if (g.json) {
+    Json j;
+    j.w().StartObject();
+    j.field("max_entries", e);
+    j.field("max_size_bytes", b);
+    j.field("limits_set_by", by);
+    j.field("evicted", evicted);
+    j.w().EndObject();
+    out(j.text());
+    return kExitOk;
+  }
+  out(fmt::format("{}{}\n", limit_text(e, b),
+                  by == "cachectl" ? " (set with cachectl limits: programs' configured limits "
+                                     "do not apply; --reset gives them back)"
+                                   : " (the limits the last program configured)"));
+  if (evicted > 0) info(g, fmt::format("evicted {} entries to meet the new limits", evicted));
+  return kExitOk;
+}
+
+int cmd_init(const Globals& g, const InitOptions& o) {
+  const auto bytes = size_option(o.max_size, "--max-size");
+  std::optional<larder::EvictionPolicy> policy;
+  if (!o.policy.empty()) {
+    policy = larder::core::policy_from_string(o.policy);
+    if (!policy)
+      throw Failure{kExitUsage, fmt::format("--policy '{}' is not one of {}", o.policy,
+                                            larder::core::kPolicyNames)};
+  }
+  larder::Config c;
+  c.cache_root = g.root.empty() ? larder::api::default_root() : fs::path(g.root);
+  c.strategy = g.strategy == "process_isolated" ? larder::Strategy::process_isolated
+                                                : larder::Strategy::shared;
+  c.cleanup_interval = std::chrono::seconds(0);
+  c.lock_timeout = std::chrono::milliseconds(g.timeout_ms);
+  std::error_code ec;
+  const fs::path root = fs::absolute(c.cache_root, ec);
+  if (fs::is_directory(root / "db", ec) || !list_proc_dirs(root).empty())
+    throw Failure{kExitNotFound,
+                  fmt::format("{} already holds a larder cache (change its limits with "
+                              "cachectl limits)",
+                              root.string())};
+  if (c.strategy == larder::Strategy::process_isolated) {
+    // Each process of a process_isolated cache has its own store and its own Config.
+    if (policy || o.max_entries || bytes)
+      throw Failure{kExitUsage,
+                    "a process_isolated cache has one store per process, each with the policy "
+                    "and limits of its program's Config: init takes no --policy, --max-entries "
+                    "or --max-size for it"};
+    if (auto made = larder::util::create_private_directories(root); !made)
+      throw Failure{kExitNoCache, fmt::format("cannot create {}: {}", root.string(), made.error())};
+    if (auto tagged = larder::util::write_cachedir_tag(root); !tagged)
+      throw Failure{kExitNoCache, tagged.error()};
+    info(g, fmt::format("created the process_isolated cache root {}", root.string()));
+    return kExitOk;
+  }
+  if (policy) c.eviction_policy = *policy;
+  if (o.max_entries) c.max_entries = *o.max_entries;
+  if (bytes) c.max_size_bytes = *bytes;
+  try {
+    larder::Cache cache = larder::Cache::open(c);
+    if (cache.degraded())
+      throw Failure{kExitNoCache, fmt::format("cannot create a cache in {}: {}", root.string(),
+                                              cache.last_error())};
+    // Limits given here stay the cache's whatever its programs configure (cachectl limits).
+    if (o.max_entries || bytes)
+      apply_limits(*larder::Cache::Access::service(cache), o.max_entries, bytes, false);
+  } catch (const larder::ConfigError& e) {
+    throw Failure{kExitNoCache, e.what()};
+  }
+  info(g, fmt::format("created a shared cache in {}: policy {}, {}", root.string(),
+                      larder::core::to_string(c.eviction_policy),
+                      limit_text(c.max_entries, c.max_size_bytes)));
   return kExitOk;
 }
 

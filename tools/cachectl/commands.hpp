@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -35,8 +36,23 @@ struct InvalidateOptions {
   std::string key, category, pattern;
 };
 
+struct LimitsOptions {
+  std::optional<std::uint64_t> max_entries;
+  std::string max_size;  // "" : not given
+  bool reset = false;
+};
+
+struct InitOptions {
+  std::string policy;  // "": the default (lru)
+  std::optional<std::uint64_t> max_entries;
+  std::string max_size;  // "": the default
+};
+
 int cmd_status(const Globals& g);
-int cmd_stats(const Globals& g, const std::string& format, bool zero);
+// `output_file` not empty: written atomically (a temporary file renamed over it), mode 0644, as
+// node-exporter's textfile collector wants.
+int cmd_stats(const Globals& g, const std::string& format, bool zero,
+              const std::string& output_file);
 int cmd_ls(const Globals& g, const LsOptions& o);
 int cmd_get(const Globals& g, const GetOptions& o);
 int cmd_set(const Globals& g, const SetOptions& o);
@@ -53,5 +69,9 @@ int cmd_gc(const Globals& g, bool dry_run, const std::string& min_age);
 int cmd_verify(const Globals& g, bool repair);
 int cmd_export(const Globals& g, const std::string& file);
 int cmd_import(const Globals& g, const std::string& file);
+// Creates a cache at --root (exit 1 if one is there); limits given are set as cachectl limits.
+int cmd_init(const Globals& g, const InitOptions& o);
+// Shows the limits in force, or changes them (persisted; they replace programs' configured ones).
+int cmd_limits(const Globals& g, const LimitsOptions& o);
 
 }  // namespace cachectl

@@ -54,7 +54,10 @@ int main(int argc, char** argv) {
   auto* stats = app.add_subcommand("stats", "All counters");
   stats->add_option("--format", format, "text, json or prometheus");
   stats->add_flag("--zero", zero, "Reset the counters to zero (records when)");
-  stats->callback([&] { run = [&] { return cmd_stats(g, format, zero); }; });
+  std::string stats_output;
+  stats->add_option("--output", stats_output,
+                    "Write to this file atomically (for node-exporter's textfile collector)");
+  stats->callback([&] { run = [&] { return cmd_stats(g, format, zero, stats_output); }; });
 
   LsOptions ls;
   auto* lsc = app.add_subcommand("ls", "List entries");
@@ -164,6 +167,22 @@ int main(int argc, char** argv) {
       "import", "Store the entries of a JSON Lines file (all lines are checked first)");
   imp->add_option("FILE", import_file, "Input file ('-': stdin)")->required();
   imp->callback([&] { run = [&] { return cmd_import(g, import_file); }; });
+
+  InitOptions init;
+  auto* initc = app.add_subcommand(
+      "init", "Create a cache at --root (shared unless --strategy process_isolated)");
+  initc->add_option("--policy", init.policy, "lru (default), lfu, fifo, ttl or s3fifo");
+  initc->add_option("--max-entries", init.max_entries, "Entry limit (0: none)");
+  initc->add_option("--max-size", init.max_size, "Size limit: bytes or 500M, 2G (0: none)");
+  initc->callback([&] { run = [&] { return cmd_init(g, init); }; });
+
+  LimitsOptions limits;
+  auto* limitsc = app.add_subcommand(
+      "limits", "Show or change a cache's limits (they then replace its programs' own)");
+  limitsc->add_option("--max-entries", limits.max_entries, "Entry limit (0: none)");
+  limitsc->add_option("--max-size", limits.max_size, "Size limit: bytes or 500M, 2G (0: none)");
+  limitsc->add_flag("--reset", limits.reset, "Give the limits back to the programs' Config");
+  limitsc->callback([&] { run = [&] { return cmd_limits(g, limits); }; });
 
   try {
     app.parse(argc, argv);

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 
@@ -36,6 +37,23 @@ std::string human_duration(double seconds) {
   if (s < 3600) return two(s / 60, "m", s % 60, "s");
   if (s < 86400) return two(s / 3600, "h", s % 3600 / 60, "m");
   return two(s / 86400, "d", s % 86400 / 3600, "h");
+}
+
+std::optional<std::uint64_t> parse_size(std::string_view text) {
+  std::uint64_t n = 0;
+  const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (ec != std::errc() || ptr == text.data()) return std::nullopt;
+  std::string_view unit(ptr, static_cast<std::size_t>(text.data() + text.size() - ptr));
+  int shift = 0;
+  if (!unit.empty()) {
+    const std::string_view units = "KMGT";
+    const auto at = units.find(unit[0]);
+    if (at == std::string_view::npos || (unit.size() != 1 && unit.substr(1) != "iB"))
+      return std::nullopt;
+    shift = 10 * static_cast<int>(at + 1);
+  }
+  if (n > (std::uint64_t{1} << (62 - shift))) return std::nullopt;
+  return n << shift;
 }
 
 std::optional<std::int64_t> parse_age(std::string_view text) {

@@ -29,6 +29,10 @@ std::string human_duration(double seconds);
 // Returns nullopt for anything else.
 std::optional<std::int64_t> parse_age(std::string_view text);
 
+// Parses a size: a number of bytes, or with the binary suffix K, M, G or T (also KiB, MiB, GiB,
+// TiB): "500M" is 500 MiB. Returns nullopt for anything else or a size past 2^62.
+std::optional<std::uint64_t> parse_size(std::string_view text);
+
 // True when `s` is valid UTF-8 without control characters other than tab and newline.
 bool printable_text(std::string_view s);
 
