@@ -83,6 +83,8 @@ inline constexpr std::uint64_t kMiB = 1024 * 1024;
 inline constexpr std::size_t kMaxKeyBytes = 4096;
 // Longest category name accepted by set(); categories may not contain a NUL byte.
 inline constexpr std::size_t kMaxCategoryBytes = 255;
+// Longest namespace name (Cache::ns); names are not empty and contain no NUL byte.
+inline constexpr std::size_t kMaxNamespaceBytes = 255;
 
 struct Config {
   // Empty: the per-user default ($XDG_CACHE_HOME/larder, else ~/.cache/larder).
@@ -263,8 +265,9 @@ class Cache {
   std::vector<std::string> keys_in_category(std::string_view category);  // any status, key order
   // Removes expired and invalid entries; returns how many were removed.
   std::size_t cleanup();
-  // Counters and current totals. The status counts scan the expiry index (entries with a TTL or
-  // invalid): about 0.2 s per million such entries; everything else is read from counters.
+  // Counters and current totals of the whole store (every namespace; see ns() for a namespace
+  // handle's). The status counts scan the expiry index (entries with a TTL or invalid): about
+  // 0.2 s per million such entries; everything else is read from counters.
   Stats stats();
   // Persists statistics and buffered access data now.
   void flush();
@@ -282,6 +285,20 @@ class Cache {
   // The deserialized fresh value; nullopt on a miss or when the bytes do not decode as T.
   template <class T>
   std::optional<T> get_object(std::string_view key);
+
+  // A handle on the namespace `name` of the same store: a keyspace of its own, with the whole
+  // Cache API. Keys never collide across namespaces nor with this unnamed one; keys(), clear(),
+  // keys_in_category(), clear_category(), invalidate_category() and invalidate_pattern() stay
+  // inside the namespace; entries get `default_ttl` (nullopt: this handle's default TTL).
+  // Limits and eviction stay per store (a namespace's entries compete with all others).
+  // stats() on a namespace handle counts that namespace: its entries, bytes, statuses and
+  // categories now (a scan of its keys), and the hits, misses, sets, deletes and invalidations
+  // made through its handles in this process (evictions and expirations are counted per store
+  // only). ns() on a namespace handle gives another namespace of the store (they do not nest).
+  // Throws std::invalid_argument for an empty name, one longer
+  // than kMaxNamespaceBytes or containing NUL, and for a negative default_ttl. The handle
+  // shares the store with this one and may outlive it.
+  Cache ns(std::string_view name, std::optional<std::chrono::seconds> default_ttl = std::nullopt);
 
   // True while the cache runs on memory only because its store could not be used (at open, or
   // while the circuit breaker bypasses a failing store). last_error() says why.

@@ -2,8 +2,10 @@
 // handle (core/service.hpp): local for isolated, disabled and unlocked shared caches, the shared
 // node (shared/node.hpp) for shared caches with file locking. Also the registry that gives two
 // opens of one directory in one process the same Service.
+#include <algorithm>
 #include <map>
 #include <mutex>
+#include <set>
 #include <stdexcept>
 
 #include <fmt/format.h>
@@ -17,6 +19,7 @@
 #include "core/service.hpp"
 #include "larder/larder.hpp"
 #include "shared/node.hpp"
+#include "stats/counters.hpp"
 
 namespace larder {
 
@@ -25,18 +28,52 @@ using core::SetRequest;
 
 class Cache::Impl {
  public:
-  Impl(std::shared_ptr<Service> s, std::chrono::seconds default_ttl)
-      : service(std::move(s)), default_ttl(default_ttl) {}
+  Impl(std::shared_ptr<Service> s, std::chrono::seconds default_ttl, std::string prefix = {},
+       stats::Counters* ns = nullptr)
+      : service(std::move(s)), default_ttl(default_ttl), prefix(std::move(prefix)), ns(ns) {}
   std::shared_ptr<Service> service;
   std::chrono::seconds default_ttl;
+  // The namespace's key prefix (core::ns_prefix); empty for the unnamed namespace.
+  std::string prefix;
+  // A named namespace's operations through this process's handles (Service::ns_counters).
+  stats::Counters* ns;
 
-  static bool valid_key(std::string_view key) { return core::valid_key(key); }
+  // A key this handle can hold: 1 to kMaxKeyBytes bytes.
+  static bool valid_key(std::string_view key) { return !key.empty() && key.size() <= kMaxKeyBytes; }
+  // The key as stored (core::stored_key).
+  std::string stored(std::string_view key) const { return core::stored_key(prefix, key); }
+  // Runs f(stored key), without copying the key when it is stored as it is.
+  template <class F>
+  auto with_key(std::string_view key, F&& f) const {
+    if (prefix.empty() && !key.starts_with('\0')) return f(key);
+    const std::string k = stored(key);
+    return f(std::string_view(k));
+  }
+  // The key as the namespace's user knows it.
+  std::string user_key(std::string_view stored_key) const {
+    return std::string(core::user_key(prefix, stored_key));
+  }
+  void strip(std::vector<std::string>& keys) const {
+    for (auto& k : keys)
+      if (!prefix.empty() || k.starts_with('\0')) k = user_key(k);
+  }
+  void count(stats::Counter c, std::uint64_t n = 1) const {
+    if (ns == nullptr || n == 0) return;
+    switch (c) {
+#define LARDER_NS_COUNT(member, field, metric, label, help) \
+  case stats::Counter::member:                              \
+    ns->member += n;                                        \
+    break;
+      LARDER_COUNTERS(LARDER_NS_COUNT)
+#undef LARDER_NS_COUNT
+    }
+  }
 
   // A SetRequest for a key and options that passed the checks.
   SetRequest request(std::string_view key, std::string_view value,
                      const SetOptions& options) const {
     SetRequest q;
-    q.key = std::string(key);
+    q.key = stored(key);
     q.value = std::string(value);
     q.ttl_s = options.ttl ? options.ttl->count() : default_ttl.count();
     q.category = options.category;
@@ -122,8 +159,11 @@ Cache Cache::open(const Config& config) {
 
 bool Cache::set(std::string_view key, std::string_view value, const SetOptions& options) {
   check_ttl(options);
+  if (!impl_->valid_key(key)) return false;
   const SetRequest q = impl_->request(key, value, options);
-  return core::valid_set(q) && impl_->service->set(q);
+  const bool ok = core::valid_set(q) && impl_->service->set(q);
+  if (ok) impl_->count(stats::Counter::set);
+  return ok;
 }
 
 std::vector<bool> Cache::set_many(const std::vector<std::pair<std::string, std::string>>& items,
@@ -135,34 +175,46 @@ std::vector<bool> Cache::set_many(const std::vector<std::pair<std::string, std::
   std::vector<std::size_t> index;
   requests.reserve(items.size());
   for (std::size_t i = 0; i < items.size(); ++i) {
+    if (!Impl::valid_key(items[i].first)) continue;
     SetRequest q = impl_->request(items[i].first, items[i].second, options);
     if (!core::valid_set(q)) continue;
     requests.push_back(std::move(q));
     index.push_back(i);
   }
   const std::vector<bool> stored = impl_->service->set_many(requests);
-  for (std::size_t j = 0; j < stored.size() && j < index.size(); ++j) out[index[j]] = stored[j];
+  for (std::size_t j = 0; j < stored.size() && j < index.size(); ++j) {
+    out[index[j]] = stored[j];
+    if (stored[j]) impl_->count(stats::Counter::set);
+  }
   return out;
 }
 
 bool Cache::add(std::string_view key, std::string_view value, const SetOptions& options) {
   check_ttl(options);
+  if (!impl_->valid_key(key)) return false;
   const SetRequest q = impl_->request(key, value, options);
-  return core::valid_set(q) && impl_->service->add(q);
+  const bool ok = core::valid_set(q) && impl_->service->add(q);
+  if (ok) impl_->count(stats::Counter::set);
+  return ok;
 }
 
 bool Cache::touch(std::string_view key, std::chrono::seconds ttl) {
   if (ttl.count() < 0)
     throw std::invalid_argument(fmt::format("ttl: must not be negative (got {}s)", ttl.count()));
-  return Impl::valid_key(key) && impl_->service->touch(key, ttl.count());
+  return impl_->valid_key(key) && impl_->with_key(key, [&](std::string_view k) {
+    return impl_->service->touch(k, ttl.count());
+  });
 }
 
 std::optional<std::int64_t> Cache::incr(std::string_view key, std::int64_t delta,
                                         const SetOptions& options) {
   check_ttl(options);
+  if (!impl_->valid_key(key)) return std::nullopt;
   const SetRequest q = impl_->request(key, {}, options);
   if (!core::valid_set(q)) return std::nullopt;
-  return impl_->service->incr(q, delta);
+  auto v = impl_->service->incr(q, delta);
+  if (v) impl_->count(stats::Counter::set);
+  return v;
 }
 
 bool Cache::set_all(const std::vector<std::pair<std::string, std::string>>& items,
@@ -171,19 +223,39 @@ bool Cache::set_all(const std::vector<std::pair<std::string, std::string>>& item
   std::vector<SetRequest> requests;
   requests.reserve(items.size());
   for (const auto& [key, value] : items) {
+    if (!impl_->valid_key(key)) return false;  // all or nothing
     requests.push_back(impl_->request(key, value, options));
-    if (!core::valid_set(requests.back())) return false;  // all or nothing
+    if (!core::valid_set(requests.back())) return false;
   }
-  return impl_->service->set_all(requests);
+  if (!impl_->service->set_all(requests)) return false;
+  std::set<std::string_view> distinct;
+  for (const auto& [key, value] : items) distinct.insert(key);
+  impl_->count(stats::Counter::set, distinct.size());
+  return true;
 }
 
 // Reads pass invalid keys on: they miss in the store and are counted as misses like any other.
 std::optional<std::string> Cache::get(std::string_view key) {
-  return impl_->service->get(key);
+  std::optional<std::string> v =
+      impl_->with_key(key, [&](std::string_view k) { return impl_->service->get(k); });
+  impl_->count(v ? stats::Counter::hit : stats::Counter::miss);
+  return v;
 }
 
 std::vector<std::optional<std::string>> Cache::get_many(const std::vector<std::string>& keys) {
-  return impl_->service->get_many(keys);
+  std::vector<std::optional<std::string>> out;
+  if (impl_->prefix.empty() && std::none_of(keys.begin(), keys.end(), [](const std::string& k) {
+        return k.starts_with('\0');
+      })) {
+    out = impl_->service->get_many(keys);
+  } else {
+    std::vector<std::string> stored;
+    stored.reserve(keys.size());
+    for (const auto& k : keys) stored.push_back(impl_->stored(k));
+    out = impl_->service->get_many(stored);
+  }
+  for (const auto& v : out) impl_->count(v ? stats::Counter::hit : stats::Counter::miss);
+  return out;
 }
 
 std::string Cache::get_or(std::string_view key, std::string_view fallback) {
@@ -192,49 +264,89 @@ std::string Cache::get_or(std::string_view key, std::string_view fallback) {
 }
 
 std::optional<Entry> Cache::get_entry(std::string_view key, bool include_stale) {
-  return impl_->service->get_entry(key, include_stale);
+  std::optional<Entry> e = impl_->with_key(
+      key, [&](std::string_view k) { return impl_->service->get_entry(k, include_stale); });
+  if (e) e->info.key = impl_->user_key(e->info.key);
+  impl_->count(e ? stats::Counter::hit : stats::Counter::miss);
+  return e;
 }
 
 bool Cache::exists(std::string_view key) {
-  return Impl::valid_key(key) && impl_->service->exists(key);
+  return impl_->valid_key(key) &&
+         impl_->with_key(key, [&](std::string_view k) { return impl_->service->exists(k); });
 }
 
 std::optional<EntryInfo> Cache::metadata(std::string_view key) {
-  if (!Impl::valid_key(key)) return std::nullopt;
-  return impl_->service->metadata(key);
+  if (!impl_->valid_key(key)) return std::nullopt;
+  auto info = impl_->with_key(key, [&](std::string_view k) { return impl_->service->metadata(k); });
+  if (info) info->key = impl_->user_key(info->key);
+  return info;
 }
 
 bool Cache::remove(std::string_view key) {
-  return Impl::valid_key(key) && impl_->service->remove(key);
+  const bool ok = impl_->valid_key(key) && impl_->with_key(key, [&](std::string_view k) {
+    return impl_->service->remove(k);
+  });
+  if (ok) impl_->count(stats::Counter::del);
+  return ok;
 }
 
 std::size_t Cache::clear() {
-  return impl_->service->clear();
+  const std::size_t n = impl_->service->clear(impl_->prefix);
+  impl_->count(stats::Counter::del, n);
+  return n;
 }
 
 std::size_t Cache::clear_category(std::string_view category) {
-  return impl_->service->clear_category(category);
+  const std::size_t n = impl_->service->clear_category(category, impl_->prefix);
+  impl_->count(stats::Counter::del, n);
+  return n;
 }
 
 bool Cache::invalidate(std::string_view key) {
-  return Impl::valid_key(key) && impl_->service->invalidate(key);
+  const bool ok = impl_->valid_key(key) && impl_->with_key(key, [&](std::string_view k) {
+    return impl_->service->invalidate(k);
+  });
+  if (ok) impl_->count(stats::Counter::invalidation);
+  return ok;
 }
 
 std::size_t Cache::invalidate_category(std::string_view category) {
-  return impl_->service->invalidate_category(category);
+  const std::size_t n = impl_->service->invalidate_category(category, impl_->prefix);
+  impl_->count(stats::Counter::invalidation, n);
+  return n;
 }
 
 std::size_t Cache::invalidate_pattern(std::string_view glob) {
   if (glob.empty()) throw std::invalid_argument("invalidate_pattern: the pattern is empty");
-  return impl_->service->invalidate_pattern(glob);
+  const std::size_t n = impl_->service->invalidate_pattern(glob, impl_->prefix);
+  impl_->count(stats::Counter::invalidation, n);
+  return n;
 }
 
 std::vector<std::string> Cache::keys() {
-  return impl_->service->keys();
+  std::vector<std::string> out = impl_->service->keys(impl_->prefix);
+  impl_->strip(out);
+  return out;
 }
 
 std::vector<std::string> Cache::keys_in_category(std::string_view category) {
-  return impl_->service->keys_in_category(category);
+  std::vector<std::string> out = impl_->service->keys_in_category(category, impl_->prefix);
+  impl_->strip(out);
+  return out;
+}
+
+Cache Cache::ns(std::string_view name, std::optional<std::chrono::seconds> default_ttl) {
+  if (name.empty() || name.size() > kMaxNamespaceBytes || name.find('\0') != std::string_view::npos)
+    throw std::invalid_argument(
+        fmt::format("ns: a namespace name is 1 to {} bytes without NUL (got {} bytes)",
+                    kMaxNamespaceBytes, name.size()));
+  if (default_ttl && default_ttl->count() < 0)
+    throw std::invalid_argument(
+        fmt::format("ns: default_ttl must not be negative (got {}s)", default_ttl->count()));
+  Service& service = *impl_->service;
+  return Cache(std::make_unique<Impl>(impl_->service, default_ttl.value_or(impl_->default_ttl),
+                                      core::ns_prefix(name), &service.ns_counters(name)));
 }
 
 std::size_t Cache::cleanup() {
@@ -242,7 +354,39 @@ std::size_t Cache::cleanup() {
 }
 
 Stats Cache::stats() {
-  return impl_->service->stats();
+  if (impl_->prefix.empty()) return impl_->service->stats();
+  // A named namespace: its entries now (a scan of its keys) and the operations made through its
+  // handles in this process.
+  Stats s;
+  impl_->ns->copy_to(s);
+  const std::vector<std::string> keys = impl_->service->keys(impl_->prefix);
+  constexpr std::size_t kPage = 1024;
+  for (std::size_t i = 0; i < keys.size(); i += kPage) {
+    const std::vector<std::string> page(
+        keys.begin() + static_cast<std::ptrdiff_t>(i),
+        keys.begin() + static_cast<std::ptrdiff_t>(std::min(keys.size(), i + kPage)));
+    for (const auto& e : impl_->service->inspect(page, false)) {
+      if (!e) continue;
+      ++s.total_entries;
+      s.total_size_bytes += e->info.size_bytes;
+      ++s.categories[e->info.category];
+      switch (e->info.status) {
+        case EntryStatus::fresh:
+          ++s.fresh_entries;
+          break;
+        case EntryStatus::stale:
+          ++s.stale_entries;
+          break;
+        case EntryStatus::expired:
+          ++s.expired_entries;
+          break;
+        case EntryStatus::invalid:
+          ++s.invalid_entries;
+          break;
+      }
+    }
+  }
+  return s;
 }
 
 void Cache::flush() {
@@ -255,7 +399,8 @@ std::string Cache::get_or_compute(std::string_view key, const std::function<std:
   if (auto v = get(key)) return std::move(*v);
   Service& service = *impl_->service;
   bool leader = false;
-  auto flight = service.join_flight(key, &leader);
+  const std::string flight_key = impl_->stored(key);
+  auto flight = service.join_flight(flight_key, &leader);
   if (!leader) {
     std::unique_lock lock(flight->mu);
     flight->cv.wait(lock, [&] { return flight->done; });
@@ -266,7 +411,7 @@ std::string Cache::get_or_compute(std::string_view key, const std::function<std:
   std::exception_ptr error;
   try {
     // Another flight may have finished between our miss and joining: look again, uncounted.
-    if (auto v = Impl::valid_key(key) ? service.peek(key) : std::nullopt) {
+    if (auto v = impl_->valid_key(key) ? service.peek(flight_key) : std::nullopt) {
       value = std::move(*v);
     } else {
       value = compute();
@@ -275,7 +420,7 @@ std::string Cache::get_or_compute(std::string_view key, const std::function<std:
   } catch (...) {
     error = std::current_exception();
   }
-  service.end_flight(key);
+  service.end_flight(flight_key);
   {
     std::lock_guard lock(flight->mu);
     flight->done = true;

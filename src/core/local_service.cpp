@@ -3,6 +3,7 @@
 // by Backend::finish.
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 #include <limits>
 #include <set>
@@ -112,6 +113,14 @@ std::shared_ptr<Service::Flight> Service::join_flight(std::string_view key, bool
   if (inserted) it->second = std::make_shared<Flight>();
   *leader = inserted;
   return it->second;
+}
+
+stats::Counters& Service::ns_counters(std::string_view name) {
+  std::lock_guard lock(ns_mu_);
+  auto it = ns_counters_.find(name);
+  if (it == ns_counters_.end())
+    it = ns_counters_.emplace(std::string(name), std::make_unique<stats::Counters>()).first;
+  return *it->second;
 }
 
 void Service::end_flight(std::string_view key) {
@@ -379,19 +388,48 @@ bool LocalService::remove(std::string_view key) {
   return s.ok() && removed;
 }
 
-std::size_t LocalService::clear() {
+namespace {
+
+// The stored keys of `scope` (any status), in key order.
+kv::Status scope_keys(Engine& e, std::string_view scope, std::vector<std::string>* out) {
+  kv::Status s = e.keys(scope, out);
+  if (s.ok() && scope.size() <= 1)
+    std::erase_if(*out, [&](const std::string& k) { return !in_scope(k, scope); });
+  return s;
+}
+
+kv::Status category_keys(Engine& e, std::string_view category, std::string_view scope,
+                         std::vector<std::string>* out) {
+  kv::Status s = e.keys_in_category(category, out);
+  if (s.ok()) std::erase_if(*out, [&](const std::string& k) { return !in_scope(k, scope); });
+  return s;
+}
+
+}  // namespace
+
+std::size_t LocalService::clear(std::string_view scope) {
   if (read_only(*backend_, "clear")) return 0;
   Backend& b = *backend_;
   const CallCount counted(b);
   std::size_t n = 0;
   const kv::Status s = run(
-      b, "clear", [&](Engine& e) { return e.clear(&n); }, {}, Wrote::everything);
+      b, "clear",
+      [&](Engine& e) {
+        // The whole store at once while it holds no named namespace's keys; else key by key.
+        std::vector<std::string> named;
+        kv::Status st = e.keys(std::string_view("\0", 1), &named);
+        if (st.ok() && scope.empty() && named.empty()) return e.clear(&n);
+        std::vector<std::string> keys;
+        if (st.ok()) st = scope_keys(e, scope, &keys);
+        return st.ok() ? e.remove_keys(keys, &n) : st;
+      },
+      {}, Wrote::everything);
   if (!s.ok()) return 0;
   b.counters().del += n;
   return n;
 }
 
-std::size_t LocalService::clear_category(std::string_view category) {
+std::size_t LocalService::clear_category(std::string_view category, std::string_view scope) {
   if (read_only(*backend_, "clear_category")) return 0;
   Backend& b = *backend_;
   const CallCount counted(b);
@@ -400,7 +438,7 @@ std::size_t LocalService::clear_category(std::string_view category) {
       b, "clear_category",
       [&](Engine& e) {
         std::vector<std::string> keys;
-        kv::Status st = e.keys_in_category(category, &keys);
+        kv::Status st = category_keys(e, category, scope, &keys);
         return st.ok() ? e.remove_keys(keys, &n) : st;
       },
       {}, Wrote::everything);
@@ -418,7 +456,7 @@ bool LocalService::invalidate(std::string_view key) {
   return s.ok() && n == 1;
 }
 
-std::size_t LocalService::invalidate_category(std::string_view category) {
+std::size_t LocalService::invalidate_category(std::string_view category, std::string_view scope) {
   if (read_only(*backend_, "invalidate_category")) return 0;
   Backend& b = *backend_;
   const CallCount counted(b);
@@ -427,42 +465,46 @@ std::size_t LocalService::invalidate_category(std::string_view category) {
       b, "invalidate_category",
       [&](Engine& e) {
         std::vector<std::string> keys;
-        kv::Status st = e.keys_in_category(category, &keys);
+        kv::Status st = category_keys(e, category, scope, &keys);
         return st.ok() ? e.invalidate_keys(keys, &n) : st;
       },
       {}, Wrote::everything);
   return n;
 }
 
-std::size_t LocalService::invalidate_pattern(std::string_view glob) {
+std::size_t LocalService::invalidate_pattern(std::string_view glob, std::string_view scope) {
   if (read_only(*backend_, "invalidate_pattern")) return 0;
   Backend& b = *backend_;
   const CallCount counted(b);
   std::size_t n = 0;
-  const std::string prefix = util::glob_literal_prefix(glob);
+  // The pattern applies to keys as the namespace's user knows them (without the prefix).
+  const std::string prefix = stored_key(scope, util::glob_literal_prefix(glob));
   (void)run(
       b, "invalidate_pattern",
       [&](Engine& e) {
         std::vector<std::string> keys;
         kv::Status st = e.keys(prefix, &keys);
         if (!st.ok()) return st;
-        std::erase_if(keys, [&](const std::string& k) { return !util::glob_match(glob, k); });
+        std::erase_if(keys, [&](const std::string& k) {
+          return !in_scope(k, scope) || !util::glob_match(glob, user_key(scope, k));
+        });
         return e.invalidate_keys(keys, &n);
       },
       {}, Wrote::everything);
   return n;
 }
 
-std::vector<std::string> LocalService::keys() {
+std::vector<std::string> LocalService::keys(std::string_view scope) {
   std::vector<std::string> out;
-  (void)run(*backend_, "keys", [&](Engine& e) { return e.keys({}, &out); });
+  (void)run(*backend_, "keys", [&](Engine& e) { return scope_keys(e, scope, &out); });
   return out;
 }
 
-std::vector<std::string> LocalService::keys_in_category(std::string_view category) {
+std::vector<std::string> LocalService::keys_in_category(std::string_view category,
+                                                        std::string_view scope) {
   std::vector<std::string> out;
   (void)run(*backend_, "keys_in_category",
-            [&](Engine& e) { return e.keys_in_category(category, &out); });
+            [&](Engine& e) { return category_keys(e, category, scope, &out); });
   return out;
 }
 

@@ -8,6 +8,7 @@
 // Thread-safety: every member function may be called from many threads at once.
 #pragma once
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
@@ -22,6 +23,7 @@
 #include <vector>
 
 #include "larder/larder.hpp"
+#include "stats/counters.hpp"
 
 namespace larder::core {
 
@@ -36,9 +38,49 @@ struct SetRequest {
   std::map<std::string, std::string> metadata;
 };
 
-// Keys and categories set() accepts (larder.hpp: kMaxKeyBytes, kMaxCategoryBytes, no NUL).
+// Namespaces (Cache::ns). A named namespace's keys are stored as "\0" + name + "\0" + key (a
+// name is not empty and has no NUL). A key of the unnamed namespace is stored as it is, unless it
+// starts with NUL: then with one more NUL in front ("\0\0..."), which no namespace's prefix
+// has. A scope names the keyspace an enumerating call (keys, clear, patterns, categories) stays
+// in: "" the unnamed namespace, a named namespace's prefix, or "\0" every named namespace.
+inline std::string ns_prefix(std::string_view name) {
+  std::string p(1, '\0');
+  p.append(name);
+  p.push_back('\0');
+  return p;
+}
+inline bool in_scope(std::string_view key, std::string_view scope) {
+  if (!scope.empty())
+    return key.starts_with(scope) && (scope.size() > 1 || (key.size() > 1 && key[1] != '\0'));
+  return !key.starts_with('\0') || key.starts_with(std::string_view("\0\0", 2));
+}
+// `key` of `scope` as stored, and back.
+inline std::string stored_key(std::string_view scope, std::string_view key) {
+  std::string k;
+  const bool escape = scope.empty() && key.starts_with('\0');
+  k.reserve(scope.size() + key.size() + (escape ? 1 : 0));
+  k.append(scope);
+  if (escape) k.push_back('\0');
+  k.append(key);
+  return k;
+}
+inline std::string_view user_key(std::string_view scope, std::string_view stored) {
+  if (scope.empty()) return stored.starts_with('\0') ? stored.substr(1) : stored;
+  return stored.substr(std::min(scope.size(), stored.size()));
+}
+// A scope a peer may send: "", "\0", or "\0" + a valid namespace name + "\0".
+inline bool valid_scope(std::string_view scope) {
+  if (scope.size() <= 1) return scope.empty() || scope[0] == '\0';
+  if (scope.size() < 3 || scope.size() > kMaxNamespaceBytes + 2 || scope.front() != '\0' ||
+      scope.back() != '\0')
+    return false;
+  return scope.substr(1, scope.size() - 2).find('\0') == std::string_view::npos;
+}
+
+// Keys and categories set() accepts (larder.hpp: kMaxKeyBytes, kMaxCategoryBytes, no NUL), as
+// stored: with a namespace's prefix, a key may be that much longer.
 inline bool valid_key(std::string_view key) {
-  return !key.empty() && key.size() <= kMaxKeyBytes;
+  return !key.empty() && key.size() <= kMaxKeyBytes + kMaxNamespaceBytes + 2;  // see ns_prefix
 }
 inline bool valid_category(std::string_view category) {
   return category.size() <= kMaxCategoryBytes && category.find('\0') == std::string_view::npos;
@@ -84,13 +126,15 @@ class Service {
   virtual bool exists(std::string_view key) = 0;
   virtual std::optional<EntryInfo> metadata(std::string_view key) = 0;
   virtual bool remove(std::string_view key) = 0;
-  virtual std::size_t clear() = 0;
-  virtual std::size_t clear_category(std::string_view category) = 0;
+  virtual std::size_t clear(std::string_view scope = {}) = 0;
+  virtual std::size_t clear_category(std::string_view category, std::string_view scope = {}) = 0;
   virtual bool invalidate(std::string_view key) = 0;
-  virtual std::size_t invalidate_category(std::string_view category) = 0;
-  virtual std::size_t invalidate_pattern(std::string_view glob) = 0;
-  virtual std::vector<std::string> keys() = 0;
-  virtual std::vector<std::string> keys_in_category(std::string_view category) = 0;
+  virtual std::size_t invalidate_category(std::string_view category,
+                                          std::string_view scope = {}) = 0;
+  virtual std::size_t invalidate_pattern(std::string_view glob, std::string_view scope = {}) = 0;
+  virtual std::vector<std::string> keys(std::string_view scope = {}) = 0;
+  virtual std::vector<std::string> keys_in_category(std::string_view category,
+                                                    std::string_view scope = {}) = 0;
   virtual std::size_t cleanup() = 0;
   virtual Stats stats() = 0;
   virtual void flush() = 0;
@@ -131,6 +175,10 @@ class Service {
     std::string value;
     std::exception_ptr error;
   };
+  // The counters of named namespace `name`'s operations through this process's handles
+  // (Cache::ns): created on first use, valid as long as the Service.
+  stats::Counters& ns_counters(std::string_view name);
+
   // The flight for `key` and whether the caller leads it (computes).
   std::shared_ptr<Flight> join_flight(std::string_view key, bool* leader);
   void end_flight(std::string_view key);
@@ -138,6 +186,8 @@ class Service {
  private:
   std::mutex flights_mu_;
   std::unordered_map<std::string, std::shared_ptr<Flight>> flights_;
+  std::mutex ns_mu_;
+  std::map<std::string, std::unique_ptr<stats::Counters>, std::less<>> ns_counters_;
 };
 
 // The store (or memory cache) of this process, through its Backend.
@@ -155,13 +205,14 @@ class LocalService final : public Service {
   bool exists(std::string_view key) override;
   std::optional<EntryInfo> metadata(std::string_view key) override;
   bool remove(std::string_view key) override;
-  std::size_t clear() override;
-  std::size_t clear_category(std::string_view category) override;
+  std::size_t clear(std::string_view scope = {}) override;
+  std::size_t clear_category(std::string_view category, std::string_view scope = {}) override;
   bool invalidate(std::string_view key) override;
-  std::size_t invalidate_category(std::string_view category) override;
-  std::size_t invalidate_pattern(std::string_view glob) override;
-  std::vector<std::string> keys() override;
-  std::vector<std::string> keys_in_category(std::string_view category) override;
+  std::size_t invalidate_category(std::string_view category, std::string_view scope = {}) override;
+  std::size_t invalidate_pattern(std::string_view glob, std::string_view scope = {}) override;
+  std::vector<std::string> keys(std::string_view scope = {}) override;
+  std::vector<std::string> keys_in_category(std::string_view category,
+                                            std::string_view scope = {}) override;
   std::size_t cleanup() override;
   Stats stats() override;
   void flush() override;

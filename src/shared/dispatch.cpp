@@ -18,6 +18,7 @@ Reply dispatch(core::LocalService& l, const Request& q) {
   };
   const auto settable = core::valid_set;
   const bool key_ok = core::valid_key(q.text);
+  if (!core::valid_scope(q.scope)) return bad("scope is not a namespace's prefix");
   switch (q.opcode) {
     case Opcode::set:
       if (q.sets.size() != 1) return bad("set carries one item");
@@ -82,23 +83,23 @@ Reply dispatch(core::LocalService& l, const Request& q) {
       r.flag = key_ok && l.invalidate(q.text);
       break;
     case Opcode::clear:
-      r.count = l.clear();
+      r.count = l.clear(q.scope);
       break;
     case Opcode::clear_category:
-      r.count = l.clear_category(q.text);
+      r.count = l.clear_category(q.text, q.scope);
       break;
     case Opcode::invalidate_category:
-      r.count = l.invalidate_category(q.text);
+      r.count = l.invalidate_category(q.text, q.scope);
       break;
     case Opcode::invalidate_pattern:
       if (q.text.empty()) return bad("empty pattern");
-      r.count = l.invalidate_pattern(q.text);
+      r.count = l.invalidate_pattern(q.text, q.scope);
       break;
     case Opcode::keys:
-      r.strings = l.keys();
+      r.strings = l.keys(q.scope);
       break;
     case Opcode::keys_in_category:
-      r.strings = l.keys_in_category(q.text);
+      r.strings = l.keys_in_category(q.text, q.scope);
       break;
     case Opcode::cleanup:
       r.count = l.cleanup();

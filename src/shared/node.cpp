@@ -276,36 +276,47 @@ class Node final : public core::Service {
                  [](Reply& r) { return r.flag; });
   }
 
-  std::size_t clear() override {
-    return count_call(Opcode::clear, {}, [&](LocalService& l) { return l.clear(); });
+  std::size_t clear(std::string_view scope) override {
+    return count_call(Opcode::clear, {}, scope, [&](LocalService& l) { return l.clear(scope); });
   }
-  std::size_t clear_category(std::string_view c) override {
-    return count_call(Opcode::clear_category, c,
-                      [&](LocalService& l) { return l.clear_category(c); });
+  std::size_t clear_category(std::string_view c, std::string_view scope) override {
+    return count_call(Opcode::clear_category, c, scope,
+                      [&](LocalService& l) { return l.clear_category(c, scope); });
   }
-  std::size_t invalidate_category(std::string_view c) override {
-    return count_call(Opcode::invalidate_category, c,
-                      [&](LocalService& l) { return l.invalidate_category(c); });
+  std::size_t invalidate_category(std::string_view c, std::string_view scope) override {
+    return count_call(Opcode::invalidate_category, c, scope,
+                      [&](LocalService& l) { return l.invalidate_category(c, scope); });
   }
-  std::size_t invalidate_pattern(std::string_view g) override {
-    return count_call(Opcode::invalidate_pattern, g,
-                      [&](LocalService& l) { return l.invalidate_pattern(g); });
+  std::size_t invalidate_pattern(std::string_view g, std::string_view scope) override {
+    return count_call(Opcode::invalidate_pattern, g, scope,
+                      [&](LocalService& l) { return l.invalidate_pattern(g, scope); });
   }
   std::size_t cleanup() override {
-    return count_call(Opcode::cleanup, {}, [&](LocalService& l) { return l.cleanup(); });
+    return count_call(Opcode::cleanup, {}, {}, [&](LocalService& l) { return l.cleanup(); });
   }
 
-  std::vector<std::string> keys() override {
-    return route([&] { return text_request(Opcode::keys, {}); }, Resend::when_lost,
-                 Fallback{std::vector<std::string>()}, [&](LocalService& l) { return l.keys(); },
-                 [](Reply& r) { return std::move(r.strings); });
+  std::vector<std::string> keys(std::string_view scope) override {
+    return route(
+        [&] {
+          Request req = text_request(Opcode::keys, {});
+          req.scope = std::string(scope);
+          return req;
+        },
+        Resend::when_lost, Fallback{std::vector<std::string>()},
+        [&](LocalService& l) { return l.keys(scope); },
+        [](Reply& r) { return std::move(r.strings); });
   }
 
-  std::vector<std::string> keys_in_category(std::string_view c) override {
-    return route([&] { return text_request(Opcode::keys_in_category, c); }, Resend::when_lost,
-                 Fallback{std::vector<std::string>()},
-                 [&](LocalService& l) { return l.keys_in_category(c); },
-                 [](Reply& r) { return std::move(r.strings); });
+  std::vector<std::string> keys_in_category(std::string_view c, std::string_view scope) override {
+    return route(
+        [&] {
+          Request req = text_request(Opcode::keys_in_category, c);
+          req.scope = std::string(scope);
+          return req;
+        },
+        Resend::when_lost, Fallback{std::vector<std::string>()},
+        [&](LocalService& l) { return l.keys_in_category(c, scope); },
+        [](Reply& r) { return std::move(r.strings); });
   }
 
   Stats stats() override {
@@ -436,10 +447,16 @@ class Node final : public core::Service {
   }
 
   template <class F>
-  std::size_t count_call(Opcode opcode, std::string_view text, F&& on_local) {
-    return route([&] { return text_request(opcode, text); }, Resend::never,
-                 Fallback{std::size_t{0}}, on_local,
-                 [](Reply& r) { return static_cast<std::size_t>(r.count); });
+  std::size_t count_call(Opcode opcode, std::string_view text, std::string_view scope,
+                         F&& on_local) {
+    return route(
+        [&] {
+          Request req = text_request(opcode, text);
+          req.scope = std::string(scope);
+          return req;
+        },
+        Resend::never, Fallback{std::size_t{0}}, on_local,
+        [](Reply& r) { return static_cast<std::size_t>(r.count); });
   }
 
   // Runs a call locally while this process owns the store, else sends it to the owner (the

@@ -242,6 +242,7 @@ void put(Writer& w, const Request& q) {
   });
   w.u8(q.code);
   w.i64(q.number);
+  w.str(q.scope);
 }
 
 void get(Reader& r, Request* q) {
@@ -261,6 +262,7 @@ void get(Reader& r, Request* q) {
   });
   q->code = r.u8();
   q->number = r.i64();
+  q->scope = r.str();
 }
 
 void put(Writer& w, const Reply& p) {

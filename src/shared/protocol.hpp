@@ -28,8 +28,9 @@
 namespace larder::shared {
 
 // 2: adds inspect and admin (cachectl). 3: a bounded hand-written encoding instead of cereal's
-// (whose decoder allocated whatever a length claimed).
-inline constexpr std::uint16_t kProtocolVersion = 3;
+// (whose decoder allocated whatever a length claimed). 4: requests carry a scope (the namespace an
+// enumerating call stays in).
+inline constexpr std::uint16_t kProtocolVersion = 4;
 inline constexpr std::uint32_t kMaxFrameBytes = 256u << 20;
 inline constexpr std::size_t kDecodeMemoryFactor = 4;
 inline constexpr std::size_t kDecodeMemorySlack = 64 * 1024;
@@ -56,7 +57,7 @@ enum class Opcode : std::uint8_t {
   peek = 19,
   inspect = 20,
   admin = 21,
-  // Added in version 3 without changing the encoding (an older owner refuses them as unknown).
+  // Added late in version 3 (an owner of that version without them refuses them as unknown).
   add = 22,
   touch = 23,
   incr = 24,
@@ -73,6 +74,9 @@ struct Request {
   std::vector<core::SetRequest> sets;  // set, set_many, add, incr (one item), set_all
   std::uint8_t code = 0;               // admin: the core::AdminCommand
   std::int64_t number = 0;             // admin: its argument; touch: ttl_s; incr: delta
+  // keys, keys_in_category, clear, clear_category, invalidate_category, invalidate_pattern: the
+  // namespace they stay in (core::in_scope; "" the unnamed one).
+  std::string scope;
 };
 
 enum class ReplyStatus : std::uint8_t { ok = 0, bad_request = 1 };

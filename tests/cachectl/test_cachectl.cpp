@@ -18,6 +18,7 @@
 
 #include "child.hpp"
 #include "engine/records.hpp"
+#include "shared_support.hpp"
 #include "stats/counters.hpp"
 #include "support.hpp"
 
@@ -766,4 +767,41 @@ TEST_CASE("cachectl: init creates a cache; limits replace the programs' own unti
   CHECK(iso_run({"init", "--max-entries", "3"}).code == 2);
   CHECK(iso_run({"init"}).code == 0);
   CHECK(std::filesystem::exists(iso / "CACHEDIR.TAG"));
+}
+
+TEST_CASE("cachectl: --ns works in one namespace; status lists the namespaces") {
+  TempDir dir;
+  const auto root = dir / "shared";
+  {
+    Cache c = Cache::open(shared_config(root));
+    REQUIRE(c.set("k", "unnamed"));
+    Cache one = c.ns("one");
+    REQUIRE(one.set("k", "in one"));
+    REQUIRE(one.set("x:1", "1"));
+    REQUIRE(c.ns("two").set("k", "in two"));
+  }
+  auto run = [&](std::vector<std::string> args) {
+    return cachectl(with_root(root, std::move(args)));
+  };
+  CHECK(run({"ls"}).out == "k\n");
+  CHECK(run({"--ns", "one", "ls"}).out == "k\nx:1\n");
+  CHECK(run({"--ns", "one", "get", "k"}).out == "in one\n");
+  CHECK(run({"get", "k"}).out == "unnamed\n");
+  CHECK(run({"--ns", "one", "set", "new", "v"}).code == 0);
+  CHECK(run({"--ns", "one", "incr", "n"}).out == "1\n");
+  CHECK(run({"--ns", "one", "--json", "invalidate", "--pattern", "x:*"}).code == 0);
+  auto d = json(run({"--json", "status"}));
+  CHECK(d["namespaces"]["one"].GetUint64() == 4);
+  CHECK(d["namespaces"]["two"].GetUint64() == 1);
+  CHECK(run({"status"}).out.find("namespaces  one (4), two (1)") != std::string::npos);
+  const auto file = dir / "one.jsonl";
+  CHECK(run({"--ns", "one", "export", file.string()}).code == 0);
+  CHECK(lines(slurp(file)) == 3);  // k, n, new (x:1 is invalid)
+  CHECK(run({"--ns", "three", "import", file.string()}).code == 0);
+  CHECK(run({"--ns", "three", "ls"}).out == "k\nn\nnew\n");
+  CHECK(run({"--ns", "one", "rm", "k"}).code == 0);
+  CHECK(run({"get", "k"}).out == "unnamed\n");
+  CHECK(json(run({"--ns", "one", "--json", "clear"}))["removed"].GetUint64() == 3);
+  CHECK(run({"--ns", "two", "get", "k"}).out == "in two\n");
+  CHECK(run({"--ns", std::string(kMaxNamespaceBytes + 1, 'n'), "ls"}).code == 2);
 }

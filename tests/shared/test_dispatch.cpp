@@ -73,8 +73,9 @@ TEST_CASE("dispatch: a peer's invalid sets are refused as the public Cache refus
   negative.ttl_s = -1;
   core::SetRequest nul_category = item("c", "v");
   nul_category.category = std::string("a\0b", 3);
-  q.sets = {item("ok", "v"), item("", "empty key"), item(std::string(kMaxKeyBytes + 1, 'k'), "v"),
-            negative, nul_category};
+  q.sets = {item("ok", "v"), item("", "empty key"),
+            item(std::string(kMaxKeyBytes + kMaxNamespaceBytes + 3, 'k'), "v"), negative,
+            nul_category};
   const Reply r = dispatch(service, q);
   REQUIRE(r.status == ReplyStatus::ok);
   CHECK(r.flags == std::vector<bool>{true, false, false, false, false});
@@ -114,6 +115,14 @@ TEST_CASE("dispatch: a peer's invalid sets are refused as the public Cache refus
   const Reply sum = dispatch(service, incr);
   CHECK(sum.flag);
   CHECK(static_cast<std::int64_t>(sum.count) == -5);
+
+  // A scope that is not a namespace's prefix is refused, naming it.
+  Request scoped;
+  scoped.opcode = Opcode::keys;
+  scoped.scope = "no-prefix";
+  const Reply refused_scope = dispatch(service, scoped);
+  CHECK(refused_scope.status == ReplyStatus::bad_request);
+  CHECK(refused_scope.error.find("scope") != std::string::npos);
 
   Request pattern;
   pattern.opcode = Opcode::invalidate_pattern;

@@ -393,6 +393,21 @@ int cmd_status(const Globals& g) {
   j.field("total_size_bytes", stats.total_size_bytes);
   j.field("max_size_bytes", max_bytes);
   j.field("limits_set_by", admin_limits ? "cachectl" : "config");
+  // The named namespaces (Cache::ns, --ns) with their entry counts.
+  std::map<std::string, std::uint64_t> namespaces;
+  for (const auto& k : s.service->keys(std::string_view("\0", 1))) {
+    const auto end = k.find('\0', 1);
+    if (end != std::string::npos) ++namespaces[k.substr(1, end - 1)];
+  }
+  j.key("namespaces");
+  j.w().StartObject();
+  std::string listed;
+  for (const auto& [name, n] : namespaces) {
+    j.field(name, n);
+    listed += fmt::format("{}{} ({})", listed.empty() ? "" : ", ", printable_value(name), n);
+  }
+  j.w().EndObject();
+  if (!listed.empty()) text += fmt::format("{:<12}{}\n", "namespaces", listed);
   j.field("fresh_entries", stats.fresh_entries);
   j.field("stale_entries", stats.stale_entries);
   j.field("expired_entries", stats.expired_entries);
@@ -594,12 +609,15 @@ int cmd_ls(const Globals& g, const LsOptions& o) {
     throw Failure{kExitUsage,
                   fmt::format("--sort must be key, age, size or hits, not '{}'", o.sort)};
   Session s = open_session(g, locate(g, true));
-  std::vector<std::string> keys =
-      o.category.empty() ? s.service->keys() : s.service->keys_in_category(o.category);
+  std::vector<std::string> keys = o.category.empty()
+                                      ? s.service->keys(s.scope)
+                                      : s.service->keys_in_category(o.category, s.scope);
   if (!o.pattern.empty())
-    std::erase_if(keys,
-                  [&](const std::string& k) { return !larder::util::glob_match(o.pattern, k); });
+    std::erase_if(keys, [&](const std::string& k) {
+      return !larder::util::glob_match(o.pattern, s.user_key(k));
+    });
   std::vector<larder::Entry> entries = inspect_all(s, keys, false, g, "reading");
+  for (auto& e : entries) e.info.key = s.user_key(e.info.key);
   if (want) std::erase_if(entries, [&](const larder::Entry& e) { return e.info.status != *want; });
   auto by = [&](auto f) {
     std::stable_sort(
@@ -646,7 +664,8 @@ int cmd_ls(const Globals& g, const LsOptions& o) {
 
 int cmd_get(const Globals& g, const GetOptions& o) {
   Session s = open_session(g, locate(g, true));
-  auto found = s.service->inspect({o.key}, !o.meta);
+  auto found = s.service->inspect({s.key(o.key)}, !o.meta);
+  if (found[0]) found[0]->info.key = o.key;
   if (!found[0]) throw Failure{kExitNotFound, fmt::format("no entry '{}'", o.key)};
   const larder::Entry& e = *found[0];
   if (o.meta) {
@@ -749,6 +768,7 @@ int cmd_set(const Globals& g, const SetOptions& o) {
   }
   Session s = open_session(g, locate(g, true));
   s.require_writable("set an entry");
+  q.key = s.key(q.key);
   q.ttl_s = ttl_seconds(s, o.ttl);
   if (o.if_absent && !s.service->add(q))
     throw Failure{kExitNotFound,
@@ -770,7 +790,7 @@ int cmd_touch(const Globals& g, const std::string& key, const std::string& ttl) 
   Session s = open_session(g, locate(g, true));
   s.require_writable("touch an entry");
   const std::int64_t ttl_s = ttl_seconds(s, ttl);
-  if (!s.service->touch(key, ttl_s))
+  if (!s.service->touch(s.key(key), ttl_s))
     throw Failure{kExitNotFound, fmt::format("no fresh entry '{}'", key)};
   info(g, ttl_s == 0
               ? fmt::format("'{}' never expires now", key)
@@ -782,6 +802,7 @@ int cmd_incr(const Globals& g, const SetOptions& o, std::int64_t delta) {
   larder::core::SetRequest q = request_of(o);
   Session s = open_session(g, locate(g, true));
   s.require_writable("increment a counter");
+  q.key = s.key(q.key);
   q.ttl_s = ttl_seconds(s, o.ttl);
   const auto v = s.service->incr(q, delta);
   if (!v)
@@ -811,7 +832,7 @@ int cmd_rm(const Globals& g, const std::vector<std::string>& keys) {
   std::vector<std::string> missing;
   std::size_t removed = 0;
   for (const auto& k : keys) {
-    if (s.service->remove(k))
+    if (s.service->remove(s.key(k)))
       ++removed;
     else
       missing.push_back(k);
@@ -861,13 +882,13 @@ int cmd_invalidate(const Globals& g, const InvalidateOptions& o) {
   s.require_writable("invalidate entries");
   std::uint64_t n = 0;
   if (!o.key.empty()) {
-    if (!s.service->invalidate(o.key))
+    if (!s.service->invalidate(s.key(o.key)))
       throw Failure{kExitNotFound, fmt::format("no valid entry '{}'", o.key)};
     n = 1;
   } else if (!o.category.empty()) {
-    n = s.service->invalidate_category(o.category);
+    n = s.service->invalidate_category(o.category, s.scope);
   } else {
-    n = s.service->invalidate_pattern(o.pattern);
+    n = s.service->invalidate_pattern(o.pattern, s.scope);
   }
   return print_count(g, "invalidated", n, fmt::format("invalidated {} entries", n));
 }
@@ -880,7 +901,7 @@ int cmd_clear(const Globals& g, const std::string& category) {
   std::uint64_t n = 0;
   {
     Progress p("clearing", 0, progress_wanted(g));
-    n = category.empty() ? s.service->clear() : s.service->clear_category(category);
+    n = category.empty() ? s.service->clear(s.scope) : s.service->clear_category(category, s.scope);
   }
   return print_count(g, "removed", n, fmt::format("removed {} entries", n));
 }
@@ -1018,7 +1039,7 @@ int cmd_verify(const Globals& g, bool repair) {
 
 int cmd_export(const Globals& g, const std::string& file) {
   Session s = open_session(g, locate(g, true));
-  const std::vector<std::string> keys = s.service->keys();
+  const std::vector<std::string> keys = s.service->keys(s.scope);
   const bool to_stdout = file == "-";
   const fs::path tmp = to_stdout ? fs::path() : fs::path(file + ".tmp");
   std::ofstream f;
@@ -1043,7 +1064,7 @@ int cmd_export(const Globals& g, const std::string& file) {
       };
       w.StartObject();
       w.Key("key");
-      str(e->info.key);
+      str(s.user_key(e->info.key));
       w.Key("value");
       str(base64_encode(e->value));
       w.Key("category");
@@ -1173,13 +1194,14 @@ int cmd_import(const Globals& g, const std::string& file) {
   std::vector<std::string> refused;
   {
     Progress progress("importing", items.size(), progress_wanted(g));
+    for (auto& item : items) item.key = s.key(item.key);
     in_batches(items, progress, [&](const std::vector<larder::core::SetRequest>& batch) {
       const std::vector<bool> ok = s.service->set_many(batch);
       for (std::size_t k = 0; k < batch.size(); ++k) {
         if (k < ok.size() && ok[k])
           ++stored;
         else
-          refused.push_back(batch[k].key);
+          refused.push_back(s.user_key(batch[k].key));
       }
     });
   }

@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
                  "shared or process_isolated (default: what --root holds)")
       ->check(CLI::IsMember({"shared", "process_isolated"}));
   app.add_option("--pid", g.pid, "Which proc_<PID> directory of a process_isolated cache");
+  app.add_option("--ns", g.ns, "Work in this namespace of the cache (Cache::ns)");
   app.add_flag("--json", g.json, "Machine-readable output (stable JSON)");
   app.add_flag("--no-color", g.no_color, "No colours (also when NO_COLOR is set)");
   app.add_flag("-q,--quiet", g.quiet, "Only results and errors; no progress or notes");

@@ -169,6 +169,12 @@ Session open_session(const Globals& g, const Location& loc) {
     s.read_only = r.read_only = loc.chosen->live;
   }
   s.dir = r.dir;
+  if (!g.ns.empty()) {
+    if (g.ns.size() > larder::kMaxNamespaceBytes || g.ns.find('\0') != std::string::npos)
+      throw Failure{kExitUsage, fmt::format("--ns: a namespace name is 1 to {} bytes without NUL",
+                                            larder::kMaxNamespaceBytes)};
+    s.scope = larder::core::ns_prefix(g.ns);
+  }
   try {
     s.service = larder::api::open_service(r);
   } catch (const larder::ConfigError& e) {

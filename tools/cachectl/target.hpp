@@ -11,6 +11,7 @@
 // Thread-safety: used from cachectl's main thread only.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -47,6 +48,7 @@ struct Globals {
   bool quiet = false;
   int verbose = 0;
   std::int64_t timeout_ms = 10'000;
+  std::string ns;  // --ns: the namespace (Cache::ns) commands work in; "": the unnamed one
 };
 
 struct ProcDir {
@@ -77,6 +79,13 @@ struct Session {
   std::shared_ptr<larder::core::Service> service;
   bool read_only = false;
   std::map<std::string, std::string> settings;  // AdminCommand::settings of whoever runs the store
+  std::string scope;  // --ns's key prefix (core::ns_prefix), or "" for the unnamed namespace
+
+  // A key of the namespace as stored, and a stored key as the namespace knows it.
+  std::string key(std::string_view k) const { return larder::core::stored_key(scope, k); }
+  std::string user_key(std::string_view stored) const {
+    return std::string(larder::core::user_key(scope, stored));
+  }
 
   // The pid of the process running the store (the owner, or cachectl itself).
   std::int64_t store_pid() const;
