@@ -29,6 +29,10 @@
 //       on the shared cache ROOT: prints "ready", waits until stdin has a line or closes, then
 //       add("winner", ID) ("add 0|1") and COUNT incr("counter") ("incr N": N of them returned a
 //       value).
+//   compute ROOT FILE SLEEP_MS LEASE_MS
+//       on the shared cache ROOT: prints "ready", waits until stdin has a line or closes, then
+//       get_or_compute("computed") with a lease timeout of LEASE_MS, whose compute appends
+//       "<pid>" to FILE, sleeps SLEEP_MS and returns "v<pid>". Prints "value V".
 //   replay ROOT POLICY TRACE
 //       opens a process_isolated cache in ROOT (POLICY lru|lfu|fifo, 60 entries, 4000 bytes, no
 //       ttl) and replays TRACE (lines "KEY SIZE": a get, and on a miss a set of SIZE bytes),
@@ -44,6 +48,7 @@
 #include <fstream>
 #include <functional>
 #include <string>
+#include <thread>
 
 #include "core/config.hpp"
 #include "helper_values.hpp"
@@ -265,6 +270,27 @@ int atomic_mode(char** argv) {
   return 0;
 }
 
+int compute_mode(char** argv) {
+  larder::Cache cache = larder::Cache::open(shared_config(argv[2]));
+  const std::string file = argv[3];
+  const long sleep_ms = std::strtol(argv[4], nullptr, 10);
+  larder::ComputeOptions co;
+  co.lease_timeout = std::chrono::milliseconds(std::strtol(argv[5], nullptr, 10));
+  say("ready");
+  char buffer[8];
+  (void)!::read(STDIN_FILENO, buffer, sizeof buffer);  // a line, or EOF: go
+  const std::string v = cache.get_or_compute(
+      "computed",
+      [&] {
+        std::ofstream(file, std::ios::app) << ::getpid() << "\n";
+        std::this_thread::sleep_for(std::chrono::milliseconds(sleep_ms));
+        return "v" + std::to_string(::getpid());
+      },
+      {}, co);
+  say("value " + v);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -277,6 +303,7 @@ int main(int argc, char** argv) {
   if (mode == "counts" && argc == 4) return counts_mode(argv);
   if (mode == "replay" && argc == 5) return replay_mode(argv);
   if (mode == "atomic" && argc == 5) return atomic_mode(argv);
+  if (mode == "compute" && argc == 6) return compute_mode(argv);
   std::fprintf(
       stderr,
       "usage: larder-test-helper write ROOT FIRST COUNT [MAX_ENTRIES]\n"

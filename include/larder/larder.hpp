@@ -136,6 +136,16 @@ struct SetOptions {
   std::map<std::string, std::string> metadata;
 };
 
+// How get_or_compute computes a missing value.
+struct ComputeOptions {
+  // A stale entry (past its TTL, within stale_factor x TTL) is returned at once, and one caller
+  // (in one process) recomputes it meanwhile: stale-while-revalidate.
+  bool serve_stale = false;
+  // The longest one process's compute holds the key for the others: they wait for its value,
+  // or this long, then compute themselves. A holder that dies loses its lease at once.
+  std::chrono::milliseconds lease_timeout = std::chrono::seconds(30);
+};
+
 struct EntryInfo {
   std::string key;
   std::string category;
@@ -272,10 +282,16 @@ class Cache {
   // Persists statistics and buffered access data now.
   void flush();
   // The fresh value of `key`, or the result of `compute()`, which is then stored with `options`.
-  // Concurrent callers for the same missing key in one process compute once. An exception from
-  // `compute` reaches every waiting caller and nothing is cached.
+  // Concurrent callers for the same missing key compute once: in one process, and across the
+  // processes of a shared cache (the owner grants one process a compute lease; the others wait
+  // for its value, see ComputeOptions). An exception from `compute` reaches every caller waiting
+  // in its process and nothing is cached (the lease ends: another process computes).
   std::string get_or_compute(std::string_view key, const std::function<std::string()>& compute,
                              const SetOptions& options = {});
+  // The same with ComputeOptions (serve_stale, lease_timeout). Throws std::invalid_argument for
+  // a negative ttl or lease_timeout.
+  std::string get_or_compute(std::string_view key, const std::function<std::string()>& compute,
+                             const SetOptions& options, const ComputeOptions& compute_options);
 
   // Stores `value` serialized with cereal's binary archive (native byte order: a cache is per
   // machine). Returns as set(). Defined in <larder/object.hpp> (include it to use these two;

@@ -2,11 +2,14 @@
 // handle (core/service.hpp): local for isolated, disabled and unlocked shared caches, the shared
 // node (shared/node.hpp) for shared caches with file locking. Also the registry that gives two
 // opens of one directory in one process the same Service.
+#include <unistd.h>
 #include <algorithm>
+
 #include <map>
 #include <mutex>
 #include <set>
 #include <stdexcept>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -395,11 +398,82 @@ void Cache::flush() {
 
 std::string Cache::get_or_compute(std::string_view key, const std::function<std::string()>& compute,
                                   const SetOptions& options) {
+  return get_or_compute(key, compute, options, ComputeOptions{});
+}
+
+namespace {
+
+// Computes `key`'s value once across processes: under a compute lease from the Service (the
+// shared owner's table), or with the value another process stored meanwhile. Waits at most
+// about lease_timeout for another holder (whose lease ends at once when its process dies), then
+// computes without one.
+std::string compute_leased(Service& service, const std::string& stored_key,
+                           const std::function<std::string()>& compute,
+                           const std::function<void(const std::string&)>& store,
+                           const ComputeOptions& o) {
+  const std::int64_t pid = ::getpid();
+  const std::int64_t timeout_ms = std::max<std::int64_t>(o.lease_timeout.count(), 1);
+  const auto give_up = std::chrono::steady_clock::now() + o.lease_timeout;
+  auto pause = std::chrono::milliseconds(2);
+  for (;;) {
+    // Another flight may have finished between our miss and now: look again, uncounted.
+    if (auto v = service.peek(stored_key)) return std::move(*v);
+    std::int64_t wait_ms = 0;
+    const bool granted = service.acquire_lease(stored_key, pid, timeout_ms, &wait_ms);
+    if (granted || std::chrono::steady_clock::now() >= give_up) {
+      std::string value;
+      try {
+        value = compute();
+        store(value);
+      } catch (...) {
+        if (granted) service.release_lease(stored_key, pid);
+        throw;
+      }
+      if (granted) service.release_lease(stored_key, pid);
+      return value;
+    }
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        give_up - std::chrono::steady_clock::now());
+    std::this_thread::sleep_for(std::max(
+        std::chrono::milliseconds(1), std::min({pause, std::chrono::milliseconds(wait_ms), left})));
+    pause = std::min(pause * 2, std::chrono::milliseconds(50));
+  }
+}
+
+}  // namespace
+
+std::string Cache::get_or_compute(std::string_view key, const std::function<std::string()>& compute,
+                                  const SetOptions& options, const ComputeOptions& co) {
   check_ttl(options);
+  if (co.lease_timeout.count() < 0)
+    throw std::invalid_argument(
+        fmt::format("lease_timeout: must not be negative (got {}ms)", co.lease_timeout.count()));
   if (auto v = get(key)) return std::move(*v);
   Service& service = *impl_->service;
-  bool leader = false;
   const std::string flight_key = impl_->stored(key);
+  auto store = [&](const std::string& value) { set(key, value, options); };
+  if (co.serve_stale && impl_->valid_key(key)) {
+    // A stale entry is returned at once; the one caller that gets the lease recomputes it.
+    auto found = service.inspect({flight_key}, true);
+    if (!found.empty() && found[0] && found[0]->info.status == EntryStatus::stale) {
+      std::int64_t wait_ms = 0;
+      const std::int64_t pid = ::getpid();
+      if (!service.acquire_lease(flight_key, pid,
+                                 std::max<std::int64_t>(co.lease_timeout.count(), 1), &wait_ms))
+        return std::move(found[0]->value);
+      std::string value;
+      try {
+        value = compute();
+        store(value);
+      } catch (...) {
+        service.release_lease(flight_key, pid);
+        throw;
+      }
+      service.release_lease(flight_key, pid);
+      return value;
+    }
+  }
+  bool leader = false;
   auto flight = service.join_flight(flight_key, &leader);
   if (!leader) {
     std::unique_lock lock(flight->mu);
@@ -410,12 +484,10 @@ std::string Cache::get_or_compute(std::string_view key, const std::function<std:
   std::string value;
   std::exception_ptr error;
   try {
-    // Another flight may have finished between our miss and joining: look again, uncounted.
-    if (auto v = impl_->valid_key(key) ? service.peek(flight_key) : std::nullopt) {
-      value = std::move(*v);
+    if (!impl_->valid_key(key)) {
+      value = compute();  // a key no store can hold: computed every time, nothing cached
     } else {
-      value = compute();
-      set(key, value, options);
+      value = compute_leased(service, flight_key, compute, store, co);
     }
   } catch (...) {
     error = std::current_exception();

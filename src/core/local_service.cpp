@@ -3,8 +3,12 @@
 // by Backend::finish.
 #include <unistd.h>
 
+#include <cerrno>
+#include <csignal>
+
 #include <algorithm>
 #include <charconv>
+#include <fstream>
 #include <limits>
 #include <set>
 
@@ -685,6 +689,55 @@ AdminResult LocalService::admin(AdminCommand command, std::int64_t arg) {
       break;
   }
   return res;
+}
+
+namespace {
+
+// True when process `pid` is gone (a lease it held is void): no such process, or a zombie
+// (killed, not yet reaped by its parent).
+bool process_gone(std::int64_t pid) {
+  if (pid <= 0) return false;
+  if (::kill(static_cast<pid_t>(pid), 0) != 0) return errno == ESRCH;
+  std::ifstream stat(fmt::format("/proc/{}/stat", pid));
+  std::string line;
+  if (!std::getline(stat, line)) return false;
+  // "pid (comm) S ...": the state follows the last ')' (comm may hold spaces and parentheses).
+  const auto close = line.rfind(')');
+  return close != std::string::npos && close + 2 < line.size() &&
+         (line[close + 2] == 'Z' || line[close + 2] == 'X');
+}
+
+constexpr std::size_t kMaxLeases = 100'000;
+
+}  // namespace
+
+bool LocalService::acquire_lease(std::string_view key, std::int64_t holder, std::int64_t timeout_ms,
+                                 std::int64_t* wait_ms) {
+  const auto now = std::chrono::steady_clock::now();
+  std::lock_guard lock(leases_mu_);
+  if (leases_.size() >= kMaxLeases)
+    std::erase_if(leases_, [&](const auto& kv) { return kv.second.expires <= now; });
+  auto [it, fresh] = leases_.try_emplace(std::string(key));
+  Lease& l = it->second;
+  if (!fresh && l.holder != holder && l.expires > now && !process_gone(l.holder)) {
+    *wait_ms = std::chrono::duration_cast<std::chrono::milliseconds>(l.expires - now).count();
+    return false;
+  }
+  if (fresh && leases_.size() > kMaxLeases) {  // every lease live: refuse rather than grow
+    leases_.erase(it);
+    *wait_ms = 10;
+    return false;
+  }
+  l.holder = holder;
+  l.expires = now + std::chrono::milliseconds(std::max<std::int64_t>(timeout_ms, 1));
+  *wait_ms = 0;
+  return true;
+}
+
+void LocalService::release_lease(std::string_view key, std::int64_t holder) {
+  std::lock_guard lock(leases_mu_);
+  if (auto it = leases_.find(std::string(key)); it != leases_.end() && it->second.holder == holder)
+    leases_.erase(it);
 }
 
 bool LocalService::degraded() const {

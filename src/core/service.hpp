@@ -9,6 +9,7 @@
 #pragma once
 
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
@@ -154,6 +155,14 @@ class Service {
   // Records no access, counts no hit or miss: an inspection.
   virtual std::vector<std::optional<Entry>> inspect(const std::vector<std::string>& keys,
                                                     bool with_values) = 0;
+  // Cross-process single flight (get_or_compute): a compute lease on `key` for process
+  // `holder`, lasting `timeout_ms`. True when granted: no lease, an expired one, one whose
+  // holder process is gone, or the holder's own (renewed). False with *wait_ms set to what is
+  // left of the current lease. In a shared cache the owner keeps the leases of every process.
+  virtual bool acquire_lease(std::string_view key, std::int64_t holder, std::int64_t timeout_ms,
+                             std::int64_t* wait_ms) = 0;
+  // Ends `holder`'s lease on `key` (nothing when another holds it).
+  virtual void release_lease(std::string_view key, std::int64_t holder) = 0;
   // Runs a maintenance operation (AdminCommand says what `arg` means); never throws for I/O.
   virtual AdminResult admin(AdminCommand op, std::int64_t arg) = 0;
 
@@ -221,6 +230,9 @@ class LocalService final : public Service {
   std::vector<std::optional<Entry>> inspect(const std::vector<std::string>& keys,
                                             bool with_values) override;
   AdminResult admin(AdminCommand op, std::int64_t arg) override;
+  bool acquire_lease(std::string_view key, std::int64_t holder, std::int64_t timeout_ms,
+                     std::int64_t* wait_ms) override;
+  void release_lease(std::string_view key, std::int64_t holder) override;
 
   bool degraded() const override;
   std::string last_error() const override;
@@ -231,6 +243,12 @@ class LocalService final : public Service {
 
  private:
   std::shared_ptr<Backend> backend_;
+  struct Lease {
+    std::int64_t holder = 0;
+    std::chrono::steady_clock::time_point expires;
+  };
+  std::mutex leases_mu_;
+  std::unordered_map<std::string, Lease> leases_;  // bounded: expired ones are swept
 };
 
 }  // namespace larder::core

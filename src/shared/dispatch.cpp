@@ -47,6 +47,16 @@ Reply dispatch(core::LocalService& l, const Request& q) {
       // All or nothing: one invalid item refuses the batch.
       r.flag = std::all_of(q.sets.begin(), q.sets.end(), settable) && l.set_all(q.sets);
       break;
+    case Opcode::lease_acquire: {
+      if (!key_ok || q.holder <= 0) return bad("lease_acquire needs a key and a holder pid");
+      std::int64_t wait = 0;
+      r.flag = l.acquire_lease(q.text, q.holder, q.number, &wait);
+      r.count = static_cast<std::uint64_t>(std::max<std::int64_t>(wait, 0));
+      break;
+    }
+    case Opcode::lease_release:
+      if (key_ok) l.release_lease(q.text, q.holder);
+      break;
     case Opcode::get:
       r.value = l.get(q.text);
       break;

@@ -233,6 +233,40 @@ class Node final : public core::Service {
                  [](Reply& r) { return r.flag; });
   }
 
+  // A lost reply: not granted (the caller asks again; a lease granted meanwhile is its own).
+  bool acquire_lease(std::string_view key, std::int64_t holder, std::int64_t timeout_ms,
+                     std::int64_t* wait_ms) override {
+    *wait_ms = 10;
+    return route(
+        [&] {
+          Request req = text_request(Opcode::lease_acquire, key);
+          req.number = timeout_ms;
+          req.holder = holder;
+          return req;
+        },
+        Resend::when_lost, Fallback{false},
+        [&](LocalService& l) { return l.acquire_lease(key, holder, timeout_ms, wait_ms); },
+        [&](Reply& r) {
+          *wait_ms = static_cast<std::int64_t>(r.count);
+          return r.flag;
+        });
+  }
+
+  void release_lease(std::string_view key, std::int64_t holder) override {
+    (void)route(
+        [&] {
+          Request req = text_request(Opcode::lease_release, key);
+          req.holder = holder;
+          return req;
+        },
+        Resend::when_lost, Fallback{false},
+        [&](LocalService& l) {
+          l.release_lease(key, holder);
+          return true;
+        },
+        [](Reply&) { return true; });
+  }
+
   std::optional<Entry> get_entry(std::string_view key, bool include_stale) override {
     return route(
         [&] {

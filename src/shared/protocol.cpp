@@ -243,6 +243,7 @@ void put(Writer& w, const Request& q) {
   w.u8(q.code);
   w.i64(q.number);
   w.str(q.scope);
+  w.i64(q.holder);
 }
 
 void get(Reader& r, Request* q) {
@@ -263,6 +264,7 @@ void get(Reader& r, Request* q) {
   q->code = r.u8();
   q->number = r.i64();
   q->scope = r.str();
+  q->holder = r.i64();
 }
 
 void put(Writer& w, const Reply& p) {
@@ -414,6 +416,10 @@ const char* to_string(Opcode opcode) {
       return "incr";
     case Opcode::set_all:
       return "set_all";
+    case Opcode::lease_acquire:
+      return "lease_acquire";
+    case Opcode::lease_release:
+      return "lease_release";
   }
   return "unknown";
 }

@@ -62,8 +62,11 @@ enum class Opcode : std::uint8_t {
   touch = 23,
   incr = 24,
   set_all = 25,
+  // Version 4: cross-process single flight (get_or_compute's compute leases).
+  lease_acquire = 26,  // text: key; number: timeout ms; holder. Reply flag: granted; count: wait ms
+  lease_release = 27,  // text: key; holder
 };
-inline constexpr Opcode kLastOpcode = Opcode::set_all;
+inline constexpr Opcode kLastOpcode = Opcode::lease_release;
 
 struct Request {
   std::uint64_t id = 0;
@@ -77,6 +80,7 @@ struct Request {
   // keys, keys_in_category, clear, clear_category, invalidate_category, invalidate_pattern: the
   // namespace they stay in (core::in_scope; "" the unnamed one).
   std::string scope;
+  std::int64_t holder = 0;  // lease_acquire, lease_release: the caller's pid
 };
 
 enum class ReplyStatus : std::uint8_t { ok = 0, bad_request = 1 };

@@ -2,6 +2,8 @@
 // same validation the public Cache applies, and malformed requests get bad_request with a reason.
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
 #include <string>
 
 #include "api/config.hpp"
@@ -48,6 +50,7 @@ TEST_CASE("dispatch: every opcode round-trips the codec and is answered with its
     q.sets = {item("k", "v")};
     if (opcode == Opcode::invalidate_pattern) q.text = "k*";
     if (opcode == Opcode::admin) q.code = static_cast<std::uint8_t>(core::AdminCommand::settings);
+    q.holder = 4242;  // lease_acquire / lease_release: the caller's pid
     Request decoded;
     std::string error;
     REQUIRE_MESSAGE(decode(encode(q), &decoded, &error), error);
@@ -115,6 +118,19 @@ TEST_CASE("dispatch: a peer's invalid sets are refused as the public Cache refus
   const Reply sum = dispatch(service, incr);
   CHECK(sum.flag);
   CHECK(static_cast<std::int64_t>(sum.count) == -5);
+
+  // A lease needs a holder; the owner's table grants one lease per key.
+  Request lease;
+  lease.opcode = Opcode::lease_acquire;
+  lease.text = "leased";
+  lease.number = 60'000;
+  CHECK(dispatch(service, lease).status == ReplyStatus::bad_request);
+  lease.holder = ::getpid();
+  CHECK(dispatch(service, lease).flag);
+  lease.holder = ::getppid();  // another live process: refused, told how long to wait
+  const Reply busy = dispatch(service, lease);
+  CHECK_FALSE(busy.flag);
+  CHECK(busy.count > 50'000);
 
   // A scope that is not a namespace's prefix is refused, naming it.
   Request scoped;

@@ -1,0 +1,135 @@
+// get_or_compute across processes (compute leases granted by a shared cache's owner) and
+// stale-while-revalidate.
+#include <doctest/doctest.h>
+
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "child.hpp"
+#include "shared_support.hpp"
+#include "support.hpp"
+
+using namespace larder;
+using namespace larder::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::vector<std::string> file_lines(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  std::vector<std::string> out;
+  for (std::string line; std::getline(in, line);) out.push_back(line);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("get_or_compute: four processes miss one key at once; it is computed once") {
+  TempDir tmp;
+  const auto root = tmp / "cache";
+  const auto calls = tmp / "calls";
+  Child owner({"hold", root.string(), "shared"});
+  REQUIRE(owner.wait_for_lines(1));
+  std::vector<std::unique_ptr<Child>> procs;
+  for (int i = 0; i < 4; ++i) {
+    procs.push_back(std::make_unique<Child>(
+        std::vector<std::string>{"compute", root.string(), calls.string(), "300", "30000"}));
+    REQUIRE(procs.back()->wait_for_lines(1));
+  }
+  for (auto& p : procs) p->close_stdin();  // go
+  std::set<std::string> values;
+  for (auto& p : procs) {
+    REQUIRE(p->wait_at_most(60s) == 0);
+    REQUIRE(p->lines().size() == 2);
+    values.insert(p->lines()[1]);
+  }
+  CHECK(file_lines(calls).size() == 1);  // one compute
+  CHECK(values.size() == 1);             // everyone got its value
+  CHECK(*values.begin() == "value v" + file_lines(calls)[0]);
+}
+
+TEST_CASE("get_or_compute: a leaseholder killed mid-compute loses its lease at once") {
+  TempDir tmp;
+  const auto root = tmp / "cache";
+  const auto calls = tmp / "calls";
+  Child owner({"hold", root.string(), "shared"});
+  REQUIRE(owner.wait_for_lines(1));
+  // A computes for 60 s under a 20 s lease; B starts once A holds the lease.
+  Child a({"compute", root.string(), calls.string(), "60000", "20000"});
+  REQUIRE(a.wait_for_lines(1));
+  a.close_stdin();
+  for (int i = 0; i < 1000 && file_lines(calls).empty(); ++i) std::this_thread::sleep_for(10ms);
+  REQUIRE(file_lines(calls).size() == 1);
+  Child b({"compute", root.string(), calls.string(), "0", "20000"});
+  REQUIRE(b.wait_for_lines(1));
+  b.close_stdin();
+  std::this_thread::sleep_for(200ms);
+  CHECK(b.line_count() == 1);  // B waits for A's value
+  const auto killed = std::chrono::steady_clock::now();
+  a.signal(SIGKILL);
+  REQUIRE(b.wait_at_most(30s) == 0);
+  const auto waited = std::chrono::steady_clock::now() - killed;
+  const auto lines = file_lines(calls);
+  REQUIRE(lines.size() == 2);  // B computed
+  CHECK(b.lines().back() == "value v" + lines[1]);
+  // Well before A's 20 s lease ran out (the owner saw A's process gone).
+  CHECK(waited < 10s);
+}
+
+TEST_CASE("get_or_compute: a lease that is not released ends at its timeout") {
+  TempDir tmp;
+  Config cfg = shared_config(tmp / "cache");
+  Cache c = Cache::open(cfg);
+  auto service = Cache::Access::service(c);
+  std::int64_t wait = 0;
+  // Another live process (our parent) holds the key: we wait for its lease, then compute.
+  REQUIRE(service->acquire_lease("k", ::getppid(), 300, &wait));
+  const auto t0 = std::chrono::steady_clock::now();
+  ComputeOptions co;
+  co.lease_timeout = 5s;
+  CHECK(c.get_or_compute(
+            "k", [] { return std::string("mine"); }, {}, co) == "mine");
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  CHECK(waited >= 250ms);
+  CHECK(waited < 4s);
+  CHECK(service->acquire_lease("k", ::getpid(), 1000, &wait));  // released after the compute
+}
+
+TEST_CASE("get_or_compute with serve_stale returns a stale entry at once; one caller refreshes") {
+  TempDir tmp;
+  TestClock clock;
+  Config cfg = MemoryStore::config(tmp, clock);
+  Cache c = Cache::open(cfg);
+  REQUIRE(c.set("k", "old", ttl(10)));
+  clock.advance(10s);  // stale
+  ComputeOptions co;
+  co.serve_stale = true;
+  auto service = Cache::Access::service(c);
+  std::int64_t wait = 0;
+  // While another process holds the lease, callers get the stale value at once.
+  REQUIRE(service->acquire_lease("k", ::getppid(), 60'000, &wait));
+  int calls = 0;
+  auto compute = [&] {
+    ++calls;
+    return std::string("new");
+  };
+  CHECK(c.get_or_compute("k", compute, ttl(10), co) == "old");
+  CHECK(calls == 0);
+  service->release_lease("k", ::getppid());
+  // The caller that gets the lease recomputes.
+  CHECK(c.get_or_compute("k", compute, ttl(10), co) == "new");
+  CHECK(calls == 1);
+  CHECK(c.get("k") == "new");
+  // Without serve_stale a stale entry is a miss: computed again.
+  clock.advance(10s);
+  CHECK(c.get_or_compute("k", compute, ttl(10)) == "new");
+  CHECK(calls == 2);
+  // Expired entries are not served stale.
+  clock.advance(100s);
+  CHECK(c.get_or_compute(
+            "k", [] { return std::string("fresh"); }, ttl(10), co) == "fresh");
+  CHECK_THROWS_AS(c.get_or_compute("k", compute, {}, ComputeOptions{false, -1ms}),
+                  std::invalid_argument);
+}
