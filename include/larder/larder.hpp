@@ -196,6 +196,41 @@ struct Stats {
   double miss_rate() const;  // percent of reads that missed; 0 when nothing was read
 };
 
+// A change to a cache entry, delivered to subscribers (Cache::subscribe).
+struct Event {
+  enum class Kind : std::uint8_t {
+    set = 0,         // stored (set, set_many, add, touch, incr, set_all, get_or_compute)
+    remove = 1,      // removed (remove, clear, clear_category, cleanup of an invalid entry)
+    invalidate = 2,  // marked invalid
+    evict = 3,       // removed to keep the limits
+    expire = 4,      // an expired entry removed (cleanup, limit enforcement)
+  } kind;
+  std::string key;  // as the subscribing handle's namespace knows it
+};
+
+// A live subscription (Cache::subscribe). Destroying it (or cancel()) unsubscribes: once that
+// returns, its callback is not running and will not run again. Movable, not copyable.
+class Subscription {
+ public:
+  Subscription() = default;
+  Subscription(Subscription&&) noexcept;
+  Subscription& operator=(Subscription&&) noexcept;
+  Subscription(const Subscription&) = delete;
+  Subscription& operator=(const Subscription&) = delete;
+  ~Subscription();
+  // Unsubscribes now (see above). Must not be called from the subscription's own callback.
+  void cancel();
+  // Events this subscription lost because it fell behind the bounded event log.
+  std::uint64_t dropped() const;
+
+  struct State;  // internal
+
+ private:
+  friend class Cache;
+  explicit Subscription(std::shared_ptr<State> state);
+  std::shared_ptr<State> state_;
+};
+
 class Cache {
  public:
   // Opens (creating if needed) the cache described by `config`. Throws ConfigError naming the bad
@@ -315,6 +350,18 @@ class Cache {
   // than kMaxNamespaceBytes or containing NUL, and for a negative default_ttl. The handle
   // shares the store with this one and may outlive it.
   Cache ns(std::string_view name, std::optional<std::chrono::seconds> default_ttl = std::nullopt);
+
+  // Calls `callback` for every change to an entry whose key (in this handle's namespace)
+  // matches `glob`: sets, removals, invalidations, evictions and expirations made by this
+  // process and, for a shared cache, by every process using it (the owner keeps the log; its
+  // clients read it). Events arrive on a thread of the subscription's own, in commit order
+  // (so per key in order), about every 10 ms (20 ms for a shared cache's client). The log is
+  // bounded (65,536 events): a subscriber that falls that far behind loses the oldest events,
+  // counted in Subscription::dropped(); writers never wait for subscribers. What the callback
+  // throws is ignored; it must not call cancel() of its own subscription. After a shared
+  // cache's takeover, events the old owner logged but did not deliver are lost (not counted).
+  // Throws std::invalid_argument for an empty glob.
+  Subscription subscribe(std::function<void(const Event&)> callback, std::string_view glob = "*");
 
   // True while the cache runs on memory only because its store could not be used (at open, or
   // while the circuit breaker bypasses a failing store). last_error() says why.

@@ -252,6 +252,8 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r_in, const KvOpener& ope
   (void)b->fallback_->open();
 
   b->primary_->set_access_flusher(b.get());
+  b->primary_->set_event_sink(&b->events_);
+  b->fallback_->set_event_sink(&b->events_);
   if (!r.read_only) b->start_housekeeper();
   return b;
 }

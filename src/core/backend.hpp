@@ -19,6 +19,7 @@
 #include <unordered_set>
 
 #include "core/config.hpp"
+#include "core/events.hpp"
 #include "engine/engine.hpp"
 #include "kv/kv.hpp"
 #include "kv/rocks_kv.hpp"
@@ -85,6 +86,8 @@ class Backend final : private engine::AccessFlusher {
   // This process's counters for the directory (in its counter file when statistics are kept).
   engine::Counters& counters() { return *counters_; }
   engine::Engine& primary() { return *primary_; }
+  // Every change committed to the store (or the memory fallback), for subscribers.
+  EventLog& events() { return events_; }
 
   bool degraded() const { return degraded_at_open_ || bypass_.load() || inherited(); }
   // True in a child process forked after this Backend was opened: the store, its file locks
@@ -124,6 +127,7 @@ class Backend final : private engine::AccessFlusher {
   std::unique_ptr<stats::CounterFile> counter_file_;
   engine::Counters* counters_ = &local_counters_;
   std::shared_ptr<std::atomic<std::int64_t>> watermark_;
+  EventLog events_;  // before the engines, which report to it
   std::unique_ptr<engine::Engine> primary_;
   std::unique_ptr<engine::Engine> fallback_;  // memory; serves while the breaker is open
 

@@ -740,6 +740,10 @@ void LocalService::release_lease(std::string_view key, std::int64_t holder) {
     leases_.erase(it);
 }
 
+EventBatch LocalService::events_since(std::uint64_t from, std::size_t max) {
+  return backend_->events().read(from, max);
+}
+
 bool LocalService::degraded() const {
   return backend_->degraded();
 }

@@ -23,6 +23,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/events.hpp"
 #include "larder/larder.hpp"
 #include "stats/counters.hpp"
 
@@ -163,6 +164,9 @@ class Service {
                              std::int64_t* wait_ms) = 0;
   // Ends `holder`'s lease on `key` (nothing when another holds it).
   virtual void release_lease(std::string_view key, std::int64_t holder) = 0;
+  // Changes from sequence number `from` on (kEventsFromNow: none, only where the log ends), at
+  // most `max` (events.hpp). Keys as stored (with their namespace's prefix).
+  virtual EventBatch events_since(std::uint64_t from, std::size_t max) = 0;
   // Runs a maintenance operation (AdminCommand says what `arg` means); never throws for I/O.
   virtual AdminResult admin(AdminCommand op, std::int64_t arg) = 0;
 
@@ -233,6 +237,7 @@ class LocalService final : public Service {
   bool acquire_lease(std::string_view key, std::int64_t holder, std::int64_t timeout_ms,
                      std::int64_t* wait_ms) override;
   void release_lease(std::string_view key, std::int64_t holder) override;
+  EventBatch events_since(std::uint64_t from, std::size_t max) override;
 
   bool degraded() const override;
   std::string last_error() const override;

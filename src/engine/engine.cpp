@@ -1054,7 +1054,7 @@ bool Engine::over_limits(const Txn& t) const {
          (max_bytes() != 0 && b > static_cast<std::int64_t>(max_bytes()));
 }
 
-void Engine::remove_in_txn(Txn& t, std::string_view key, const Node& node) {
+void Engine::remove_in_txn(Txn& t, std::string_view key, const Node& node, EventKind why) {
   t.batch->del(Cf::entries, key);
   t.batch->del(Cf::access, key);
   t.d_entries -= 1;
@@ -1067,6 +1067,7 @@ void Engine::remove_in_txn(Txn& t, std::string_view key, const Node& node) {
     t.d_m_bytes -= static_cast<std::int64_t>(node.size);
   }
   t.removed.emplace_back(key);
+  t.removed_why.push_back(why);
   t.removed_set.insert(key);  // `key` views the index's copy, which outlives the transaction
   t.totals_dirty = true;
 }
@@ -1081,7 +1082,7 @@ void Engine::evict(Txn& t, Pass pass, std::int64_t now_ns, const Keep& keep) {
       if (!over_limits(t) || when > now) return;
       if (keep(key) || t.removed_set.contains(key)) continue;
       auto it = index_.find(key);
-      remove_in_txn(t, it->first, it->second);
+      remove_in_txn(t, it->first, it->second, when != 0 ? EventKind::expire : EventKind::remove);
       // An invalid entry was counted when it was invalidated; an expired one counts now.
       if (when != 0) ++t.expirations;
     }
@@ -1091,7 +1092,7 @@ void Engine::evict(Txn& t, Pass pass, std::int64_t now_ns, const Keep& keep) {
     if (!over_limits(t)) return;
     if (keep(key) || t.removed_set.contains(key)) continue;
     auto it = index_.find(key);
-    remove_in_txn(t, it->first, it->second);
+    remove_in_txn(t, it->first, it->second, EventKind::evict);
     ++t.evictions;
   }
 }
@@ -1109,6 +1110,11 @@ Status Engine::commit(Txn& t) {
   s3_stage(t);
   if (t.batch->count() == 0) return Status();
   if (Status s = kv_->write(*t.batch); !s.ok()) return s;
+  if (sink_ != nullptr && sink_->wants_events()) {
+    for (std::size_t i = 0; i < t.removed.size(); ++i)
+      sink_->on_event(t.removed_why[i], t.removed[i]);
+    for (const Staged& st : t.staged) sink_->on_event(st.kind, st.key);
+  }
   s3_commit(t);
   for (const std::string& key : t.removed)
     if (auto it = index_.find(key); it != index_.end()) erase_node(it);
@@ -1253,7 +1259,7 @@ Status Engine::set_locked(std::span<const SetItem> items, std::int64_t now_ns,
 
     t.batch->put(Cf::entries, item.key, encode_entry(h, item.value));
     t.batch->put(Cf::access, item.key, encode_access(record_of(a, item.category)));
-    t.staged.push_back({std::string(item.key), a, std::string(item.category)});
+    t.staged.push_back({std::string(item.key), a, std::string(item.category), EventKind::set});
   }
   if (Status s = commit(t); !s.ok()) return s;
   *outcome = SetOutcome::stored;
@@ -1370,7 +1376,7 @@ Status Engine::invalidate_locked(Txn& t, std::string_view key, bool* marked) {
   a.expiry_t = 0;
   t.batch->put(Cf::access, key, encode_access(record_of(a, *it->second.category)));
   t.batch->put(Cf::entries, key, record);
-  t.staged.push_back({std::string(key), a, *it->second.category});
+  t.staged.push_back({std::string(key), a, *it->second.category, EventKind::invalidate});
   ++t.invalidations;
   *marked = true;
   return Status();
@@ -1405,6 +1411,8 @@ Status Engine::clear(std::size_t* removed) {
   batch->put(Cf::counters, kTotalsKey, totals(0, 0, tick_.load()));
   if (Status s = kv_->write(*batch); !s.ok()) return s;
   *removed = entries_.load();
+  if (sink_ != nullptr && sink_->wants_events())
+    for (const auto& [key, node] : index_) sink_->on_event(EventKind::remove, key);
   clear_index();
   return Status();
 }
@@ -1420,7 +1428,7 @@ Status Engine::cleanup(std::int64_t now_ns, std::size_t* removed) {
       if (when > now || t.removed.size() >= kRemovePage) break;
       auto it = index_.find(key);
       take_pending(key);
-      remove_in_txn(t, it->first, it->second);
+      remove_in_txn(t, it->first, it->second, when != 0 ? EventKind::expire : EventKind::remove);
       if (when != 0) ++t.expirations;
     }
     const bool last = t.removed.size() < kRemovePage;

@@ -121,6 +121,19 @@ class AccessFlusher {
   virtual void flush_soon() = 0;
 };
 
+// A change to a stored key, for subscribers (Cache::subscribe). Values as larder::Event::Kind.
+enum class EventKind : std::uint8_t { set = 0, remove = 1, invalidate = 2, evict = 3, expire = 4 };
+
+// Receives the engine's changes once they are written, in commit order (the Backend's event log).
+class EventSink {
+ public:
+  virtual ~EventSink() = default;
+  // False while nobody listens: the engine then reports nothing (costs nothing).
+  virtual bool wants_events() const = 0;
+  // Called under the engine mutex: must be quick and must not call back into the engine.
+  virtual void on_event(EventKind kind, std::string_view key) = 0;
+};
+
 // What a read returns: the entry's header only (exists, metadata), its value too, or the value
 // with only the header's flags and times (category and metadata left empty: the get path).
 enum class Want : std::uint8_t { header, value, value_only };
@@ -210,6 +223,8 @@ class Engine {
   // Who applies batches of hits (nullptr: readers apply them themselves). Set before use; it
   // must outlive the engine's use of it.
   void set_access_flusher(AccessFlusher* flusher) { flusher_ = flusher; }
+  // Who hears of every change (nullptr: nobody). Set before use; it must outlive the engine.
+  void set_event_sink(EventSink* sink) { sink_ = sink; }
   // Checks every invariant above against the stored records and the index against both (a full
   // scan; flushes buffered hits first). Fails only when the store cannot be read.
   kv::Status verify(VerifyReport* report);
@@ -317,7 +332,8 @@ class Engine {
   kv::Status open_locked(LoadPlan* plan);
   kv::Status finish_load_locked(const LoadPlan& plan);
   kv::Status load_index_locked(bool* needs_rebuild);
-  void remove_in_txn(Txn& t, std::string_view key, const Node& node);
+  void remove_in_txn(Txn& t, std::string_view key, const Node& node,
+                     EventKind why = EventKind::remove);
   bool over_limits(const Txn& t) const;
   enum class Pass : std::uint8_t { expired, policy };
   void evict(Txn& t, Pass pass, std::int64_t now_ns, const Keep& keep);
@@ -385,6 +401,7 @@ class Engine {
   std::atomic<std::size_t> pending_size_{0};
   std::atomic<bool> flush_requested_{false};
   AccessFlusher* flusher_ = nullptr;
+  EventSink* sink_ = nullptr;
   std::thread loader_;  // loads the index after open() returned; joined by the destructor
 };
 

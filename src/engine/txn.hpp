@@ -23,13 +23,15 @@ struct Engine::Staged {
   std::string key;
   Node node;
   std::string category;
+  EventKind kind = EventKind::set;  // set, or invalidate
 };
 
 struct Engine::Txn {
   explicit Txn(kv::Kv& kv) : batch(kv.new_batch()) {}
   std::unique_ptr<kv::Batch> batch;
   std::int64_t d_entries = 0, d_bytes = 0;
-  std::vector<std::string> removed;  // keys removed, in order
+  std::vector<std::string> removed;    // keys removed, in order
+  std::vector<EventKind> removed_why;  // why each was (remove, evict, expire)
   absl::flat_hash_set<std::string_view, Hash, std::equal_to<>>
       removed_set;             // views of `removed`'s keys in the index
   std::vector<Staged> staged;  // nodes added or changed

@@ -57,6 +57,20 @@ Reply dispatch(core::LocalService& l, const Request& q) {
     case Opcode::lease_release:
       if (key_ok) l.release_lease(q.text, q.holder);
       break;
+    case Opcode::events: {
+      const auto max =
+          static_cast<std::size_t>(std::clamp<std::int64_t>(q.holder, 1, kMaxEventsPerReply));
+      core::EventBatch b = l.events_since(static_cast<std::uint64_t>(q.number), max);
+      r.value.emplace();
+      r.strings.reserve(b.events.size());
+      for (auto& e : b.events) {
+        r.value->push_back(static_cast<char>(e.kind));
+        r.strings.push_back(std::move(e.key));
+      }
+      r.count = b.next;
+      r.fields["dropped"] = std::to_string(b.dropped);
+      break;
+    }
     case Opcode::get:
       r.value = l.get(q.text);
       break;

@@ -17,6 +17,9 @@ namespace larder::shared {
 // The owner answers get_many with at most about this many value bytes per reply (a reply must
 // fit in a frame, kMaxFrameBytes); the client asks again for the keys left.
 inline constexpr std::uint64_t kMaxGetManyReplyBytes = 64u << 20;
+// An events reply carries at most this many events (each key at most about 4.3 KB: well
+// within a frame).
+inline constexpr std::int64_t kMaxEventsPerReply = 4096;
 
 // The reply to `q` (same id). A malformed request (wrong item count, empty pattern, unknown
 // maintenance code) gets ReplyStatus::bad_request with the reason in Reply::error; anything

@@ -267,6 +267,33 @@ class Node final : public core::Service {
         [](Reply&) { return true; });
   }
 
+  core::EventBatch events_since(std::uint64_t from, std::size_t max) override {
+    core::EventBatch none;
+    none.next = from;  // unreachable owner: ask again from the same place
+    return route(
+        [&] {
+          Request req = text_request(Opcode::events, {});
+          req.number = static_cast<std::int64_t>(from);
+          req.holder = static_cast<std::int64_t>(max);
+          return req;
+        },
+        Resend::when_lost, Fallback{none},
+        [&](LocalService& l) { return l.events_since(from, max); },
+        [&](Reply& r) {
+          core::EventBatch b;
+          const std::string kinds = r.value.value_or(std::string());
+          for (std::size_t i = 0; i < r.strings.size() && i < kinds.size(); ++i) {
+            const auto kind = static_cast<std::uint8_t>(kinds[i]);
+            if (kind > static_cast<std::uint8_t>(Event::Kind::expire)) continue;  // not ours
+            b.events.push_back({static_cast<Event::Kind>(kind), std::move(r.strings[i])});
+          }
+          b.next = r.count;
+          const auto d = r.fields.find("dropped");
+          if (d != r.fields.end()) b.dropped = std::strtoull(d->second.c_str(), nullptr, 10);
+          return b;
+        });
+  }
+
   std::optional<Entry> get_entry(std::string_view key, bool include_stale) override {
     return route(
         [&] {

@@ -420,6 +420,8 @@ const char* to_string(Opcode opcode) {
       return "lease_acquire";
     case Opcode::lease_release:
       return "lease_release";
+    case Opcode::events:
+      return "events";
   }
   return "unknown";
 }

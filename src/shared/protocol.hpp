@@ -65,8 +65,11 @@ enum class Opcode : std::uint8_t {
   // Version 4: cross-process single flight (get_or_compute's compute leases).
   lease_acquire = 26,  // text: key; number: timeout ms; holder. Reply flag: granted; count: wait ms
   lease_release = 27,  // text: key; holder
+  // Subscriptions: number: the sequence number to read from; holder: at most this many. Reply
+  // strings: the keys; value: their kinds, one byte each; count: next; fields["dropped"].
+  events = 28,
 };
-inline constexpr Opcode kLastOpcode = Opcode::lease_release;
+inline constexpr Opcode kLastOpcode = Opcode::events;
 
 struct Request {
   std::uint64_t id = 0;
