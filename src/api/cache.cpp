@@ -406,6 +406,23 @@ std::string Cache::get_or_compute(std::string_view key, const std::function<std:
 
 namespace {
 
+// compute() and store() its value, then end the lease on `stored_key` if `leased` (also when
+// compute throws, which is passed on).
+std::string compute_and_store(Service& service, const std::string& stored_key, bool leased,
+                              const std::function<std::string()>& compute,
+                              const std::function<void(const std::string&)>& store) {
+  std::string value;
+  try {
+    value = compute();
+    store(value);
+  } catch (...) {
+    if (leased) service.release_lease(stored_key, ::getpid());
+    throw;
+  }
+  if (leased) service.release_lease(stored_key, ::getpid());
+  return value;
+}
+
 // Computes `key`'s value once across processes: under a compute lease from the Service (the
 // shared owner's table), or with the value another process stored meanwhile. Waits at most
 // about lease_timeout for another holder (whose lease ends at once when its process dies), then
@@ -423,18 +440,8 @@ std::string compute_leased(Service& service, const std::string& stored_key,
     if (auto v = service.peek(stored_key)) return std::move(*v);
     std::int64_t wait_ms = 0;
     const bool granted = service.acquire_lease(stored_key, pid, timeout_ms, &wait_ms);
-    if (granted || std::chrono::steady_clock::now() >= give_up) {
-      std::string value;
-      try {
-        value = compute();
-        store(value);
-      } catch (...) {
-        if (granted) service.release_lease(stored_key, pid);
-        throw;
-      }
-      if (granted) service.release_lease(stored_key, pid);
-      return value;
-    }
+    if (granted || std::chrono::steady_clock::now() >= give_up)
+      return compute_and_store(service, stored_key, granted, compute, store);
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         give_up - std::chrono::steady_clock::now());
     std::this_thread::sleep_for(std::max(
@@ -464,16 +471,7 @@ std::string Cache::get_or_compute(std::string_view key, const std::function<std:
       if (!service.acquire_lease(flight_key, pid,
                                  std::max<std::int64_t>(co.lease_timeout.count(), 1), &wait_ms))
         return std::move(found[0]->value);
-      std::string value;
-      try {
-        value = compute();
-        store(value);
-      } catch (...) {
-        service.release_lease(flight_key, pid);
-        throw;
-      }
-      service.release_lease(flight_key, pid);
-      return value;
+      return compute_and_store(service, flight_key, true, compute, store);
     }
   }
   bool leader = false;
