@@ -33,6 +33,9 @@
 //       on the shared cache ROOT: prints "ready", waits until stdin has a line or closes, then
 //       get_or_compute("computed") with a lease timeout of LEASE_MS, whose compute appends
 //       "<pid>" to FILE, sleeps SLEEP_MS and returns "v<pid>". Prints "value V".
+//   events ROOT GLOB N
+//       on the shared cache ROOT: subscribes to GLOB, prints "ready", then prints each event as
+//       "KIND KEY" (KIND: set, remove, invalidate, evict, expire) until N were seen.
 //   replay ROOT POLICY TRACE
 //       opens a process_isolated cache in ROOT (POLICY lru|lfu|fifo, 60 entries, 4000 bytes, no
 //       ttl) and replays TRACE (lines "KEY SIZE": a get, and on a miss a set of SIZE bytes),
@@ -42,11 +45,13 @@
 #include <sys/stat.h>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -291,6 +296,26 @@ int compute_mode(char** argv) {
   return 0;
 }
 
+int events_mode(char** argv) {
+  larder::Cache cache = larder::Cache::open(shared_config(argv[2]));
+  const long want = std::strtol(argv[4], nullptr, 10);
+  std::mutex mu;
+  std::condition_variable cv;
+  long seen = 0;
+  larder::Subscription sub = cache.subscribe(
+      [&](const larder::Event& e) {
+        static const char* const kinds[] = {"set", "remove", "invalidate", "evict", "expire"};
+        say(std::string(kinds[static_cast<int>(e.kind)]) + " " + e.key);
+        std::lock_guard lock(mu);
+        ++seen;
+        cv.notify_all();
+      },
+      argv[3]);
+  say("ready");
+  std::unique_lock lock(mu);
+  return cv.wait_for(lock, std::chrono::seconds(60), [&] { return seen >= want; }) ? 0 : 4;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -304,6 +329,7 @@ int main(int argc, char** argv) {
   if (mode == "replay" && argc == 5) return replay_mode(argv);
   if (mode == "atomic" && argc == 5) return atomic_mode(argv);
   if (mode == "compute" && argc == 6) return compute_mode(argv);
+  if (mode == "events" && argc == 5) return events_mode(argv);
   std::fprintf(
       stderr,
       "usage: larder-test-helper write ROOT FIRST COUNT [MAX_ENTRIES]\n"

@@ -140,3 +140,27 @@ TEST_CASE("subscribe: a client sees the changes of other processes through the o
     CHECK(seen[static_cast<std::size_t>(i)] == std::pair(K::set, helper_key(i)));
   CHECK(seen[20] == std::pair(K::invalidate, helper_key(3)));
 }
+
+TEST_CASE("subscribe: a client process sees the owner's and other clients' changes in order") {
+  TempDir tmp;
+  const auto root = tmp / "cache";
+  Cache owner = Cache::open(shared_config(root));  // this process owns the store
+  REQUIRE(backend_of(owner) != nullptr);
+  Child listener({"events", root.string(), "key-*", "6"});
+  REQUIRE(listener.wait_for_lines(1));               // subscribed
+  Child writer({"write", root.string(), "0", "3"});  // another client: key-0 .. key-2
+  REQUIRE(writer.wait_at_most(60s) == 0);
+  REQUIRE(owner.invalidate(helper_key(1)));  // the owner's own changes
+  REQUIRE(owner.remove(helper_key(0)));
+  REQUIRE(owner.set("other", "not matched"));
+  REQUIRE(owner.set(helper_key(0), "again"));
+  REQUIRE(listener.wait_at_most(60s) == 0);
+  const std::vector<std::string> want = {"ready",
+                                         "set " + helper_key(0),
+                                         "set " + helper_key(1),
+                                         "set " + helper_key(2),
+                                         "invalidate " + helper_key(1),
+                                         "remove " + helper_key(0),
+                                         "set " + helper_key(0)};
+  CHECK(listener.lines() == want);
+}
