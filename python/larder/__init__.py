@@ -61,6 +61,8 @@ def _decode(raw: bytes, kind: Optional[str]) -> Any:
         return raw.decode("utf-8", "surrogatepass")
     if kind == "pickle":
         return pickle.loads(raw)
+    if kind == "int":  # a counter written by incr (decimal text)
+        return int(raw)
     raise ValueError(f"stored value has an unknown kind {kind!r}")
 
 
@@ -290,6 +292,46 @@ class Cache:
             for (i, _, _), ok in zip(group, stored):
                 out[i] = ok
         return out
+
+    def add(self, key: Key, value: Any, *, expire: Optional[float] = None,
+            category: str = "default", metadata: Optional[Mapping[str, str]] = None) -> bool:
+        """Stores ``value`` only if no fresh entry is stored under ``key`` (atomic, also across
+        processes). True when stored; False when a fresh entry exists or set() would refuse."""
+        raw, kind = _encode(value)
+        return self._c.add(_key(key), raw, _expire(expire), category, _metadata(metadata, kind))
+
+    def touch(self, key: Key, expire: Optional[float] = None) -> bool:
+        """Gives the fresh entry a new lifetime of ``expire`` seconds from now (None: the
+        default TTL, 0: never expires), keeping its value. False when there is no fresh entry."""
+        ttl = _expire(expire)
+        return self._c.touch(_key(key), self._args["default_ttl"] if ttl is None else ttl)
+
+    def incr(self, key: Key, delta: int = 1, *, expire: Optional[float] = None,
+             category: str = "default") -> Optional[int]:
+        """Adds ``delta`` to the integer counter under ``key`` and returns the sum (atomic, also
+        across processes). A missing key counts as 0 and is created with ``expire`` and
+        ``category``. None when the stored value is not an integer or the sum overflows 64 bits.
+        get() returns the counter as an int."""
+        if isinstance(delta, bool) or not isinstance(delta, int):
+            raise TypeError(f"delta: expected an int, got {type(delta).__name__}")
+        if not -2**63 <= delta < 2**63:
+            raise ValueError("delta: must fit in 64 bits")
+        return self._c.incr(_key(key), delta, _expire(expire), category, _metadata(None, "int"))
+
+    def set_all(self, items: Union[Mapping[Key, Any], Iterable[Tuple[Key, Any]]], *,
+                expire: Optional[float] = None, category: str = "default") -> bool:
+        """Stores every (key, value) in one batch, or none (atomic): True when all were stored;
+        False, storing nothing, when any would be refused or the limits cannot hold them all."""
+        pairs = list(items.items() if isinstance(items, Mapping) else items)
+        encoded = [(_key(k), _encode(v)) for k, v in pairs]
+        kinds = {kind for _, (_, kind) in encoded}
+        if len(kinds) > 1:  # one batch carries one kind: pickle them all (get returns the same)
+            encoded = [(k, (pickle.dumps(v, protocol=pickle.HIGHEST_PROTOCOL), "pickle"))
+                       for (k, _), (_, v) in zip(encoded, pairs)]
+            kinds = {"pickle"}
+        kind = next(iter(kinds)) if kinds else None
+        return self._c.set_all([(k, raw) for k, (raw, _) in encoded], _expire(expire), category,
+                               _metadata(None, kind))
 
     def delete(self, key: Key) -> bool:
         """Removes the entry; True if it was stored."""

@@ -234,14 +234,45 @@ class PyCache {
     return out;
   }
 
-  std::vector<bool> set_many(const std::vector<std::pair<std::string, std::string>>& items,
-                             std::optional<double> ttl, const std::string& category,
-                             const std::map<std::string, std::string>& metadata) {
+  static larder::SetOptions options(std::optional<double> ttl, const std::string& category,
+                                     const std::map<std::string, std::string>& metadata) {
     larder::SetOptions o;
     if (ttl) o.ttl = seconds(whole("expire", *ttl, 1e12));
     o.category = category;
     o.metadata = metadata;
+    return o;
+  }
+
+  std::vector<bool> set_many(const std::vector<std::pair<std::string, std::string>>& items,
+                             std::optional<double> ttl, const std::string& category,
+                             const std::map<std::string, std::string>& metadata) {
+    const larder::SetOptions o = options(ttl, category, metadata);
     return with([&](larder::Cache& c) { return c.set_many(items, o); });
+  }
+
+  bool add(const std::string& key, const std::string& value, std::optional<double> ttl,
+           const std::string& category, const std::map<std::string, std::string>& metadata) {
+    const larder::SetOptions o = options(ttl, category, metadata);
+    return with([&](larder::Cache& c) { return c.add(key, value, o); });
+  }
+
+  bool touch(const std::string& key, double ttl) {
+    const auto t = seconds(whole("expire", ttl, 1e12));
+    return with([&](larder::Cache& c) { return c.touch(key, t); });
+  }
+
+  std::optional<std::int64_t> incr(const std::string& key, std::int64_t delta,
+                                   std::optional<double> ttl, const std::string& category,
+                                   const std::map<std::string, std::string>& metadata) {
+    const larder::SetOptions o = options(ttl, category, metadata);
+    return with([&](larder::Cache& c) { return c.incr(key, delta, o); });
+  }
+
+  bool set_all(const std::vector<std::pair<std::string, std::string>>& items,
+               std::optional<double> ttl, const std::string& category,
+               const std::map<std::string, std::string>& metadata) {
+    const larder::SetOptions o = options(ttl, category, metadata);
+    return with([&](larder::Cache& c) { return c.set_all(items, o); });
   }
 
   py::dict stats() {
@@ -340,6 +371,13 @@ PYBIND11_MODULE(_larder, m) {
       .def("metadata", &PyCache::metadata, py::arg("key"))
       .def("get_many", &PyCache::get_many, py::arg("keys"))
       .def("set_many", &PyCache::set_many, py::arg("items"), py::arg("ttl"), py::arg("category"),
+           py::arg("metadata"))
+      .def("add", &PyCache::add, py::arg("key"), py::arg("value"), py::arg("ttl"),
+           py::arg("category"), py::arg("metadata"))
+      .def("touch", &PyCache::touch, py::arg("key"), py::arg("ttl"))
+      .def("incr", &PyCache::incr, py::arg("key"), py::arg("delta"), py::arg("ttl"),
+           py::arg("category"), py::arg("metadata"))
+      .def("set_all", &PyCache::set_all, py::arg("items"), py::arg("ttl"), py::arg("category"),
            py::arg("metadata"))
       .def("exists",
            [](PyCache& p, K k) { return p.with([&](larder::Cache& c) { return c.exists(k); }); })

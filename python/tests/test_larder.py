@@ -292,6 +292,16 @@ def _owner(root, ready):
     time.sleep(120)
 
 
+def _wait_until_stopped(pid):
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "T":
+                return
+        time.sleep(0.001)
+    raise AssertionError(f"process {pid} did not stop")
+
+
 def test_the_gil_is_released_while_a_call_waits_for_a_stopped_owner(tmp_path):
     ctx = multiprocessing.get_context("spawn")
     root = str(tmp_path / "shared")
@@ -303,6 +313,8 @@ def test_the_gil_is_released_while_a_call_waits_for_a_stopped_owner(tmp_path):
         client = larder.Cache(root, strategy="shared", lock_timeout=1.5)
         assert client.get("k") == "v"
         os.kill(owner.pid, signal.SIGSTOP)
+        # A signal arrives asynchronously: until it has, the owner may answer one more request.
+        _wait_until_stopped(owner.pid)
         done = threading.Event()
         result = []
 
@@ -349,3 +361,50 @@ def test_cache_key_and_global_cache(tmp_path):
                          env=dict(env, LARDER_MAX_ENTRIES="12abc"), capture_output=True,
                          text=True)
     assert bad.returncode != 0 and "LARDER_MAX_ENTRIES" in bad.stderr
+
+
+def test_add_touch_incr_set_all(cache):
+    clock = cache.test_clock
+    assert cache.add("a", {"first": 1}, expire=10)
+    assert not cache.add("a", "second")
+    assert cache.get("a") == {"first": 1}
+    clock.advance(8)
+    assert cache.touch("a", 100)  # a new lifetime from now
+    clock.advance(50)
+    assert cache.get("a") == {"first": 1}
+    assert not cache.touch("missing", 10)
+    assert cache.incr("n") == 1
+    assert cache.incr("n", 41) == 42
+    assert cache.incr("n", -50) == -8
+    assert cache.get("n") == -8  # a counter reads back as an int
+    cache.set("text", "12 apples")
+    assert cache.incr("text") is None
+    assert cache.get("text") == "12 apples"
+    with pytest.raises(TypeError):
+        cache.incr("n", 1.5)
+    # set_all: all or nothing; mixed kinds round-trip with their types
+    assert cache.set_all({"x": b"raw", "y": "text", "z": [1, 2]}, category="batch")
+    assert (cache.get("x"), cache.get("y"), cache.get("z")) == (b"raw", "text", [1, 2])
+    assert sorted(cache.keys("batch")) == ["x", "y", "z"]
+    assert not cache.set_all([("ok", "v"), ("", "empty key")])
+    assert cache.get("ok") is None
+
+
+def _incr_worker(root, results):
+    with larder.Cache(root, strategy="shared") as c:
+        results.put(sum(c.incr("counter") is not None for _ in range(100)))
+
+
+def test_incr_is_atomic_across_processes(tmp_path):
+    ctx = multiprocessing.get_context("spawn")
+    root = str(tmp_path / "shared")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_incr_worker, args=(root, results)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    assert [results.get(timeout=60) for _ in procs] == [100, 100, 100]
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    with larder.Cache(root, strategy="shared") as c:
+        assert c.get("counter") == 300
