@@ -708,6 +708,7 @@ bool process_gone(std::int64_t pid) {
 }
 
 constexpr std::size_t kMaxLeases = 100'000;
+constexpr std::int64_t kMaxLeaseMs = 24LL * 3600 * 1000;
 
 }  // namespace
 
@@ -729,7 +730,8 @@ bool LocalService::acquire_lease(std::string_view key, std::int64_t holder, std:
     return false;
   }
   l.holder = holder;
-  l.expires = now + std::chrono::milliseconds(std::max<std::int64_t>(timeout_ms, 1));
+  // At most a day: a peer's number must not overflow the clock.
+  l.expires = now + std::chrono::milliseconds(std::clamp<std::int64_t>(timeout_ms, 1, kMaxLeaseMs));
   *wait_ms = 0;
   return true;
 }

@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <limits>
 #include <string>
 
 #include "api/config.hpp"
@@ -127,10 +128,13 @@ TEST_CASE("dispatch: a peer's invalid sets are refused as the public Cache refus
   CHECK(dispatch(service, lease).status == ReplyStatus::bad_request);
   lease.holder = ::getpid();
   CHECK(dispatch(service, lease).flag);
+  lease.number = std::numeric_limits<std::int64_t>::max();  // clamped, not overflowing the clock
+  CHECK(dispatch(service, lease).flag);                     // (renewed: the holder's own)
   lease.holder = ::getppid();  // another live process: refused, told how long to wait
   const Reply busy = dispatch(service, lease);
   CHECK_FALSE(busy.flag);
   CHECK(busy.count > 50'000);
+  CHECK(busy.count <= 24ull * 3600 * 1000);
 
   // A scope that is not a namespace's prefix is refused, naming it.
   Request scoped;
