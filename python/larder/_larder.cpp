@@ -119,8 +119,10 @@ class PyCache {
   PyCache(std::optional<std::filesystem::path> directory, const std::string& strategy,
           std::uint64_t max_entries, std::uint64_t max_size, double default_ttl,
           const std::string& eviction_policy, double cleanup_interval, double lock_timeout,
-          double stale_factor, bool statistics, std::optional<ManualClock> clock, py::object log) {
+          double stale_factor, bool statistics, std::optional<ManualClock> clock, py::object log,
+          bool read_only) {
     larder::Config c;
+    c.read_only = read_only;
     if (directory) c.cache_root = *directory;
     c.strategy = strategy_of(strategy);
     c.max_entries = max_entries;
@@ -354,11 +356,11 @@ PYBIND11_MODULE(_larder, m) {
   py::class_<PyCache>(m, "Cache")
       .def(py::init<std::optional<std::filesystem::path>, const std::string&, std::uint64_t,
                     std::uint64_t, double, const std::string&, double, double, double, bool,
-                    std::optional<ManualClock>, py::object>(),
+                    std::optional<ManualClock>, py::object, bool>(),
            py::arg("directory"), py::arg("strategy"), py::arg("max_entries"), py::arg("max_size"),
            py::arg("default_ttl"), py::arg("eviction_policy"), py::arg("cleanup_interval"),
            py::arg("lock_timeout"), py::arg("stale_factor"), py::arg("statistics"),
-           py::arg("clock"), py::arg("log"))
+           py::arg("clock"), py::arg("log"), py::arg("read_only"))
       .def("close", &PyCache::close)
       .def("abandon", &PyCache::abandon)
       .def_property_readonly("closed", &PyCache::closed)

@@ -408,3 +408,20 @@ def test_incr_is_atomic_across_processes(tmp_path):
         assert p.exitcode == 0
     with larder.Cache(root, strategy="shared") as c:
         assert c.get("counter") == 300
+
+
+def test_read_only_view_reads_and_changes_nothing(tmp_path):
+    root = tmp_path / "shared"
+    with larder.Cache(root, strategy="shared") as c:
+        c.set("k", {"v": 1})
+    before = sorted((p, p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*"))
+    with larder.Cache(root, strategy="shared", read_only=True) as view:
+        assert view.get("k") == {"v": 1}
+        assert not view.set("x", 1)
+        assert not view.delete("k")
+        assert view.incr("n") is None
+        assert view.clear() == 0
+    after = sorted((p, p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*"))
+    assert after == before
+    with pytest.raises(larder.ConfigError, match="read_only"):
+        larder.Cache(tmp_path / "iso", strategy="process_isolated", read_only=True)

@@ -604,7 +604,14 @@ class Node final : public core::Service {
       io = recv_frame(fd, &payload, deadline);
       if (io == IoResult::ok) {
         std::string error;
-        if (decode(payload, reply, &error) && reply->id == req.id) {
+        const bool decoded = decode(payload, reply, &error);
+        if (decoded && reply->status == ReplyStatus::closing) {
+          // The owner closed this connection without running the request: send it again.
+          close_socket(fd);
+          why = "the owner closed the connection";
+          continue;
+        }
+        if (decoded && reply->id == req.id) {
           if (inherited())
             close_socket(fd);
           else

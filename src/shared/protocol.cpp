@@ -290,7 +290,7 @@ void put(Writer& w, const Reply& p) {
 void get(Reader& r, Reply* p) {
   p->id = r.u64();
   const std::uint8_t status = r.u8();
-  if (status > static_cast<std::uint8_t>(ReplyStatus::bad_request))
+  if (status > static_cast<std::uint8_t>(ReplyStatus::closing))
     throw DecodeError(fmt::format("unknown reply status {}", status));
   p->status = static_cast<ReplyStatus>(status);
   p->error = r.str();

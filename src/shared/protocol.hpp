@@ -86,7 +86,10 @@ struct Request {
   std::int64_t holder = 0;  // lease_acquire, lease_release: the caller's pid
 };
 
-enum class ReplyStatus : std::uint8_t { ok = 0, bad_request = 1 };
+// closing: sent by the owner (id 0) just before it closes an idle connection or stops serving:
+// no request on this connection that it did not answer was run, so the client may send it again
+// (to whoever serves next) even when the call is not idempotent.
+enum class ReplyStatus : std::uint8_t { ok = 0, bad_request = 1, closing = 2 };
 
 struct Reply {
   std::uint64_t id = 0;

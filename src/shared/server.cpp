@@ -28,6 +28,8 @@ namespace {
 constexpr std::size_t kReadChunk = 64 * 1024;
 constexpr std::size_t kReadPerWake = 1024 * 1024;  // per connection per loop turn (fairness)
 constexpr auto kAcceptPause = std::chrono::milliseconds(100);
+// The longest a `closing` reply may take to send (a peer that does not read does not get it).
+constexpr auto kClosingSendTime = std::chrono::milliseconds(5);
 // A worker that answered a request waits this long (blocked in poll) for the same client's next
 // one, reading it itself when it is at most kLingerMaxFrame bytes.
 constexpr auto kLinger = std::chrono::milliseconds(2);
@@ -159,6 +161,9 @@ class Server::Impl {
       const auto now = steady::now();
       if (stopping_.load() && !draining) {
         draining = true;
+        // No new connections from here on (a client then finds no owner and waits to take
+        // over); the ones already queued are told to go away below.
+        ::unlink(path_.c_str());
         // Answer what has arrived whole; read nothing new after this.
         for (auto& [fd, c] : conns_)
           if (!c.busy) read_some(c, now, true);
@@ -208,7 +213,17 @@ class Server::Impl {
         if (it != conns_.end() && !read_some(it->second, after, false)) close_conn(it);
       }
     }
-    for (auto it = conns_.begin(); it != conns_.end();) it = close_conn(it);
+    for (auto it = conns_.begin(); it != conns_.end();) it = close_conn(it, true);
+    // Connections still queued on the listener were never read: tell them so (else closing the
+    // listener resets them, and a client could not know its request was not run).
+    for (int i = 0; i < 4096; ++i) {
+      const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+      if (fd < 0) break;
+      Reply closing;
+      closing.status = ReplyStatus::closing;
+      (void)send_frame(fd, encode(closing), steady::now() + kClosingSendTime);
+      close_socket(fd);
+    }
   }
 
   int poll_timeout_ms(steady::time_point now, steady::time_point accept_paused_until) const {
@@ -236,7 +251,7 @@ class Server::Impl {
         log_.logf(util::Level::warn, "cannot accept a connection ({}); pausing for {} ms",
                   std::strerror(errno), kAcceptPause.count());
         // Free a descriptor for the next try.
-        if (auto idle = longest_idle(); idle != conns_.end()) close_conn(idle);
+        if (auto idle = longest_idle(); idle != conns_.end()) close_conn(idle, true);
         return false;
       }
       util::close_in_forked_child(fd);
@@ -258,7 +273,7 @@ class Server::Impl {
           continue;
         }
         log_.logf(util::Level::debug, "closing the connection idle the longest to make room");
-        close_conn(idle);
+        close_conn(idle, true);
       }
       Conn c;
       c.fd = fd;
@@ -302,14 +317,21 @@ class Server::Impl {
                   o_.frame_timeout.count(), c.buf.size());
         it = close_conn(it);
       } else if (!c.busy && c.buf.empty() && now - c.last_active > o_.idle_timeout) {
-        it = close_conn(it);
+        it = close_conn(it, true);
       } else {
         ++it;
       }
     }
   }
 
-  std::map<int, Conn>::iterator close_conn(std::map<int, Conn>::iterator it) {
+  // Closes a connection. With `tell`, a connection the workers do not hold first gets a
+  // `closing` reply: what it sent and was not answered was not run (the client may resend it).
+  std::map<int, Conn>::iterator close_conn(std::map<int, Conn>::iterator it, bool tell = false) {
+    if (tell && !it->second.busy) {
+      Reply closing;
+      closing.status = ReplyStatus::closing;
+      (void)send_frame(it->first, encode(closing), steady::now() + kClosingSendTime);
+    }
     pending_bytes_ -= it->second.buf.size();
     close_socket(it->first);
     return conns_.erase(it);
