@@ -57,7 +57,7 @@ enum class Opcode : std::uint8_t {
   peek = 19,
   inspect = 20,
   admin = 21,
-  // Added late in version 3 (an owner of that version without them refuses them as unknown).
+  // Version 4: the atomic calls.
   add = 22,
   touch = 23,
   incr = 24,
