@@ -237,7 +237,7 @@ class PyCache {
   }
 
   static larder::SetOptions options(std::optional<double> ttl, const std::string& category,
-                                     const std::map<std::string, std::string>& metadata) {
+                                    const std::map<std::string, std::string>& metadata) {
     larder::SetOptions o;
     if (ttl) o.ttl = seconds(whole("expire", *ttl, 1e12));
     o.category = category;
