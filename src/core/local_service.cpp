@@ -419,10 +419,17 @@ std::size_t LocalService::clear(std::string_view scope) {
   const kv::Status s = run(
       b, "clear",
       [&](Engine& e) {
-        // The whole store at once while it holds no named namespace's keys; else key by key.
-        std::vector<std::string> named;
-        kv::Status st = e.keys(std::string_view("\0", 1), &named);
-        if (st.ok() && scope.empty() && named.empty()) return e.clear(&n);
+        // The whole store at once while no stored key starts with NUL (no named namespace, no
+        // escaped key); else key by key. One look suffices: the scan stops at the first key.
+        bool any_nul = false;
+        kv::Status st = scope.empty() ? e.kv().scan(kv::Cf::access, std::string_view("\0", 1),
+                                                    std::string_view("\x01", 1),
+                                                    [&](std::string_view, std::string_view) {
+                                                      any_nul = true;
+                                                      return false;
+                                                    })
+                                      : kv::Status();
+        if (st.ok() && scope.empty() && !any_nul) return e.clear(&n);
         std::vector<std::string> keys;
         if (st.ok()) st = scope_keys(e, scope, &keys);
         return st.ok() ? e.remove_keys(keys, &n) : st;
