@@ -440,7 +440,8 @@ std::string compute_leased(Service& service, const std::string& stored_key,
     if (auto v = service.peek(stored_key)) return std::move(*v);
     std::int64_t wait_ms = 0;
     const bool granted = service.acquire_lease(stored_key, pid, timeout_ms, &wait_ms);
-    if (granted || std::chrono::steady_clock::now() >= give_up)
+    // Unreachable owner (wait_ms < 0): waiting would only add its timeouts to ours.
+    if (granted || wait_ms < 0 || std::chrono::steady_clock::now() >= give_up)
       return compute_and_store(service, stored_key, granted, compute, store);
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         give_up - std::chrono::steady_clock::now());

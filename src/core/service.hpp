@@ -159,7 +159,9 @@ class Service {
   // Cross-process single flight (get_or_compute): a compute lease on `key` for process
   // `holder`, lasting `timeout_ms`. True when granted: no lease, an expired one, one whose
   // holder process is gone, or the holder's own (renewed). False with *wait_ms set to what is
-  // left of the current lease. In a shared cache the owner keeps the leases of every process.
+  // left of the current lease, or to -1 when the owner could not be asked (unreachable, stopped):
+  // the caller then computes without waiting. In a shared cache the owner keeps the leases of
+  // every process.
   virtual bool acquire_lease(std::string_view key, std::int64_t holder, std::int64_t timeout_ms,
                              std::int64_t* wait_ms) = 0;
   // Ends `holder`'s lease on `key` (nothing when another holds it).

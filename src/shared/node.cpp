@@ -233,10 +233,10 @@ class Node final : public core::Service {
                  [](Reply& r) { return r.flag; });
   }
 
-  // A lost reply: not granted (the caller asks again; a lease granted meanwhile is its own).
+  // No answer from the owner: not granted, *wait_ms -1 (nobody to wait for that we can see).
   bool acquire_lease(std::string_view key, std::int64_t holder, std::int64_t timeout_ms,
                      std::int64_t* wait_ms) override {
-    *wait_ms = 10;
+    *wait_ms = -1;
     return route(
         [&] {
           Request req = text_request(Opcode::lease_acquire, key);

@@ -133,3 +133,25 @@ TEST_CASE("get_or_compute with serve_stale returns a stale entry at once; one ca
   CHECK_THROWS_AS(c.get_or_compute("k", compute, {}, ComputeOptions{false, -1ms}),
                   std::invalid_argument);
 }
+
+// A client whose owner does not answer (SIGSTOP) cannot see anyone's lease: it computes after
+// its own lock_timeout instead of polling for the whole lease_timeout (it waited 20 s before).
+TEST_CASE("get_or_compute: with the owner stopped, a client computes without waiting for a lease") {
+  TempDir tmp;
+  const auto root = tmp / "cache";
+  Child owner({"hold", root.string(), "shared"});
+  REQUIRE(owner.wait_for_lines(1));
+  Config cfg = shared_config(root);
+  cfg.lock_timeout = 200ms;
+  Cache c = Cache::open(cfg);
+  REQUIRE(backend_of(c) == nullptr);  // a client
+  REQUIRE(owner.stop());
+  ComputeOptions co;
+  co.lease_timeout = 20s;
+  const auto t0 = std::chrono::steady_clock::now();
+  CHECK(c.get_or_compute(
+            "k", [] { return std::string("computed"); }, {}, co) == "computed");
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  owner.signal(SIGCONT);
+  CHECK(waited < 10s);
+}
