@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 
@@ -43,6 +44,26 @@ void remove_tree(const fs::path& p, const util::Logger* log) {
   if (ec && log) log->logf(util::Level::warn, "could not remove {}: {}", p.string(), ec.message());
 }
 
+// Puts a liveness lock file into `dir` that is already locked when it appears: it is created
+// and locked under a temporary name and linked into place (link never replaces). A lock file
+// that appeared unlocked, even for a moment, would let another process adopt or collect a
+// directory that is being set up. Returns false when a lock file is there already (or on error);
+// the caller then takes that one.
+bool create_locked(const fs::path& dir, util::LockFile* out) {
+  const fs::path lock_path = dir / kAliveLockName;
+  std::error_code ec;
+  if (fs::exists(lock_path, ec) || ec) return false;
+  static thread_local std::mt19937 rng{std::random_device{}()};
+  const fs::path tmp = dir / fmt::format("{}.new-{:08x}", kAliveLockName, rng());
+  util::LockFile fresh;
+  const bool ready = fresh.open(tmp).ok() && util::held(fresh.try_lock());
+  const bool linked = ready && ::link(tmp.c_str(), lock_path.c_str()) == 0;
+  ::unlink(tmp.c_str());
+  if (!linked || !same_file(fresh.fd(), lock_path)) return false;
+  *out = std::move(fresh);
+  return true;
+}
+
 }  // namespace
 
 util::Status lock_process_dir(const fs::path& dir, std::chrono::milliseconds timeout,
@@ -51,6 +72,7 @@ util::Status lock_process_dir(const fs::path& dir, std::chrono::milliseconds tim
     std::error_code ec;
     fs::create_directory(dir, ec);  // again, if a collector just took it away
     ::chmod(dir.c_str(), 0700);
+    if (create_locked(dir, out)) return {};
     const fs::path lock_path = dir / kAliveLockName;
     if (auto opened = out->open(lock_path); !opened) return opened;
     if (!out->lock_for(timeout))
