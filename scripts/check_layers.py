@@ -9,7 +9,7 @@ import sys
 
 # Lowest first. A layer may include its own headers and those of lower layers only; layers of one
 # rank (kv, stats) are independent of each other.
-RANK = {"util": 0, "kv": 1, "stats": 1, "engine": 2, "core": 3, "shared": 4, "api": 5,
+RANK = {"util": 0, "kv": 1, "stats": 1, "remote": 1, "engine": 2, "core": 3, "shared": 4, "api": 5,
         "trace": 6}
 INCLUDE = re.compile(r'^\s*#\s*include\s*"([^"]+)"', re.M)
 

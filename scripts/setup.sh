@@ -10,7 +10,9 @@ packages=(g++ pkg-config meson ninja-build librocksdb-dev libfmt-dev libcereal-d
           # meson writes the CMake package files with cmake's templates; scripts/package_check.sh
           cmake
           # the Python binding and its tests (python/, docs/python.md)
-          pybind11-dev python3-dev python3-pytest python3-mesonpy python3-pip)
+          pybind11-dev python3-dev python3-pytest python3-mesonpy python3-pip
+          # the remote tier (src/remote, docs/remote.md) and its tests against a real Redis
+          libhiredis-dev redis-server)
 if [[ "${LARDER_CXX:-}" == clang++ ]]; then packages+=(clang libclang-rt-14-dev); fi
 missing=()
 for p in "${packages[@]}"; do

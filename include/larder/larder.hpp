@@ -122,10 +122,23 @@ struct Config {
   // memory cache (degraded() is true, last_error() says why). process_isolated caches cannot be
   // opened read-only (ConfigError): their store belongs to one process.
   bool read_only = false;
+  // A remote tier shared by caches on other machines (docs/remote.md). Empty: none.
+  //   redis://[[user:]password@]host[:port][/db][?options]
+  //   redis+unix://[[user:]password@]/path/to/socket[?db=N&options]
+  // Options: prefix=NAME (default larder; caches naming the same prefix share one remote
+  // keyspace, different prefixes never see each other's keys), connect_timeout=MS (default
+  // 100), operation_timeout=MS (default 1000), read_only=1 (read the remote, never write it).
+  // A get that misses locally asks the remote; a remote hit is stored locally with its remaining
+  // lifetime. Writes go to both. A remote that is down, slow or refusing is bypassed (counted
+  // as remote_error_count); calls then use the local tier only. A URL that cannot be parsed
+  // throws ConfigError naming `remote`; a build without Redis support opens without the tier
+  // (last_error() says so). Not used by a read_only cache.
+  std::string remote;
 
   // Defaults overridden by LARDER_CACHE_ROOT, LARDER_STRATEGY (process_isolated|shared|disabled),
   // LARDER_MAX_SIZE_MB, LARDER_MAX_ENTRIES, LARDER_DEFAULT_TTL (seconds),
-  // LARDER_EVICTION_POLICY (lru|lfu|fifo|ttl|s3fifo) and LARDER_DISABLED=1.
+  // LARDER_EVICTION_POLICY (lru|lfu|fifo|ttl|s3fifo), LARDER_REMOTE (a URL, as `remote`) and
+  // LARDER_DISABLED=1.
   // Throws ConfigError naming the variable when a value cannot be parsed.
   static Config from_env();
 };
@@ -185,6 +198,9 @@ struct Stats {
   std::uint64_t invalidation_count = 0;  // entries marked invalid (once each)
   std::uint64_t error_count = 0;         // I/O errors, corrupt data, timeouts, refused writes
   std::uint64_t cleanup_count = 0;       // cleanup runs (cleanup() and the periodic one)
+  std::uint64_t remote_hit_count = 0;    // local misses the remote tier answered (Config::remote)
+  std::uint64_t remote_miss_count = 0;   // local misses the remote tier did not have either
+  std::uint64_t remote_error_count = 0;  // calls that needed the remote tier and could not use it
   std::uint64_t total_entries = 0;       // entries stored now, of any status
   std::uint64_t total_size_bytes = 0;    // bytes of the stored values
   std::uint64_t fresh_entries = 0;       // entries by status now (scans the expiry index)

@@ -10,6 +10,8 @@
 
 #include <fmt/format.h>
 
+#include "remote/url.hpp"
+
 namespace larder::api {
 
 namespace fs = std::filesystem;
@@ -46,12 +48,16 @@ void validate(const Config& c) {
         "Strategy::shared on its proc_<pid> directory, or use cachectl --pid");
   if (!std::isfinite(c.stale_factor) || c.stale_factor < 1.0)
     throw ConfigError(fmt::format("stale_factor: must be a number >= 1 (got {})", c.stale_factor));
+  if (!c.remote.empty())
+    if (auto url = remote::parse_url(c.remote); !url)
+      throw ConfigError(fmt::format("remote: {}", url.error()));
 }
 
 Resolved resolve(const Config& c) {
   validate(c);
   Resolved r;
   r.config = c;
+  if (!c.remote.empty() && !c.read_only) r.remote = *remote::parse_url(c.remote);
   if (c.strategy == Strategy::disabled) return r;
   fs::path root = c.cache_root.empty() ? default_root() : c.cache_root;
   std::error_code ec;
@@ -132,6 +138,11 @@ Config Config::from_env() {
       throw ConfigError(fmt::format("LARDER_EVICTION_POLICY: unknown policy '{}' (expected {})", v,
                                     core::kPolicyNames));
     c.eviction_policy = *p;
+  }
+  if (const char* v = env("LARDER_REMOTE")) {
+    if (auto url = remote::parse_url(v); !url && *v != '\0')
+      throw ConfigError(fmt::format("LARDER_REMOTE: {}", url.error()));
+    c.remote = v;
   }
   if (const char* v = env("LARDER_DISABLED")) {
     const std::string_view s(v);

@@ -7,10 +7,12 @@
 
 #include "core/isolated.hpp"
 #include "core/log.hpp"
+#include "core/service.hpp"
 #include "kv/deferred_kv.hpp"
 #include "kv/memory_kv.hpp"
 #include "util/fork.hpp"
 #include "util/fs.hpp"
+#include "util/glob.hpp"
 
 namespace larder::core {
 
@@ -255,10 +257,45 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r_in, const KvOpener& ope
   b->primary_->set_event_sink(&b->events_);
   b->fallback_->set_event_sink(&b->events_);
   if (!r.read_only) b->start_housekeeper();
+  b->start_remote();
   return b;
 }
 
+void Backend::start_remote() {
+  if (!r_.remote || r_.read_only) return;
+  remote::TierHooks hooks;
+  hooks.on_change = [this](const remote::Change& c) {
+    if (c.kind == remote::Change::Kind::key)
+      remote_key_changes_[slot_of(c.arg)].fetch_add(1, std::memory_order_acq_rel);
+    else
+      remote_changes_.fetch_add(1, std::memory_order_acq_rel);
+    apply_remote_change(*this, c);
+  };
+  hooks.on_gap = [this] {
+    remote_changes_.fetch_add(1, std::memory_order_acq_rel);
+    drop_local_copies(*this);
+  };
+  hooks.local_entry = [this](std::string_view key) { return local_entry_for_remote(*this, key); };
+  hooks.matches = [](std::string_view key, std::string_view scope, const std::string* glob) {
+    return in_scope(key, scope) &&
+           (glob == nullptr || util::glob_match(*glob, user_key(scope, key)));
+  };
+  hooks.on_state = [this](bool reachable, const std::string& why) {
+    if (!reachable) set_last_error(why);
+  };
+  // The change stream's position, so a later process here goes on where this one stopped.
+  const fs::path state = r_.dir.empty() ? fs::path() : r_.io() / ".remote_position";
+  auto tier = remote::open_tier(*r_.remote, r_.config.stale_factor, state, std::move(hooks), &log_);
+  if (!tier) {
+    log_.logf(util::Level::error, "{}", tier.error());
+    set_last_error(tier.error());
+    return;
+  }
+  remote_ = std::move(*tier);
+}
+
 Backend::~Backend() {
+  remote_.reset();  // its listener applies changes through this Backend
   {
     std::lock_guard lock(hk_mu_);
     hk_stop_ = true;

@@ -6,6 +6,7 @@
 // Thread-safety: every member function may be called from many threads at once.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <exception>
@@ -23,6 +24,7 @@
 #include "engine/engine.hpp"
 #include "kv/kv.hpp"
 #include "kv/rocks_kv.hpp"
+#include "remote/tier.hpp"
 #include "stats/counter_file.hpp"
 #include "stats/stats_file.hpp"
 #include "util/lock_file.hpp"
@@ -104,6 +106,17 @@ class Backend final : private engine::AccessFlusher {
   // Folds the counters into the statistics file now. Returns an empty string on success, else
   // why not (no counter file: statistics disabled, read-only or degraded at open; I/O).
   util::Status save_stats(stats::FoldMode mode = stats::FoldMode::save);
+  // The remote tier (Config::remote), or nullptr: none configured, a read-only view, a build
+  // without Redis support, or an inherited (forked) Backend.
+  remote::Tier* remote() const { return inherited() ? nullptr : remote_.get(); }
+  // How many changes from other caches the remote tier has applied here: a read that fetched a
+  // remote entry stores it locally only if this did not move meanwhile (else the entry may be
+  // one a change just replaced).
+  // Counted per key (by hash: 256 slots) and for changes that may touch any key.
+  std::uint64_t remote_changes(std::string_view key) const {
+    return remote_changes_.load(std::memory_order_acquire) +
+           remote_key_changes_[slot_of(key)].load(std::memory_order_acquire);
+  }
   // The settings the store runs with (adopted from the store when asked, see Resolved).
   engine::Options engine_options() const { return primary_->options(); }
 
@@ -115,6 +128,8 @@ class Backend final : private engine::AccessFlusher {
   // empty string on success, else why the directory cannot be opened.
   util::Status pin_directory();
   void start_housekeeper();
+  // Starts the remote tier when one is configured (its failures are logged, never fatal).
+  void start_remote();
   void housekeeper();
   bool try_recover();
   // Housekeeper: one attempt to make the primary store writable again.
@@ -162,6 +177,14 @@ class Backend final : private engine::AccessFlusher {
   bool hk_recover_ = false;
   std::unique_ptr<std::thread> hk_;
   std::uint64_t fork_generation_ = 0;  // fork_generation() when opened
+  static std::size_t slot_of(std::string_view key) {
+    return std::hash<std::string_view>{}(key) % kRemoteSlots;
+  }
+  static constexpr std::size_t kRemoteSlots = 256;
+  std::atomic<std::uint64_t> remote_changes_{0};
+  std::array<std::atomic<std::uint64_t>, kRemoteSlots> remote_key_changes_{};
+  // Last: its listener thread reaches the members above; ~Backend stops it first.
+  std::unique_ptr<remote::Tier> remote_;
 };
 
 }  // namespace larder::core

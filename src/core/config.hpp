@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include "larder/larder.hpp"
+#include "remote/url.hpp"
 #include "util/fs.hpp"
 
 namespace larder::core {
@@ -45,6 +46,8 @@ struct Resolved {
   // program using its cache wants); false only reports it, through verify (what cachectl wants).
   // A read-only open never repairs.
   bool repair_on_open = true;
+  // Config::remote parsed (api::resolve); none without a remote or for a read-only view.
+  std::optional<remote::RemoteUrl> remote;
 };
 
 const char* to_string(Strategy s);

@@ -134,29 +134,6 @@ void Service::end_flight(std::string_view key) {
 
 LocalService::LocalService(std::shared_ptr<Backend> backend) : backend_(std::move(backend)) {}
 
-bool LocalService::set(const SetRequest& q) {
-  if (read_only(*backend_, "set")) return false;
-  Backend& b = *backend_;
-  const CallCount counted(b);
-  engine::SetOutcome outcome = engine::SetOutcome::full;
-  const kv::Status s = run(
-      b, "set",
-      [&](Engine& e) {
-        return e.set(q.key, q.value, q.ttl_s, q.category, q.metadata, b.now_ns(), &outcome);
-      },
-      q.key);
-  if (!s.ok()) return false;
-  if (outcome != engine::SetOutcome::stored) {
-    b.log().logf(util::Level::debug, "set of '{}' refused: {}", q.key,
-                 outcome == engine::SetOutcome::too_large
-                     ? "value larger than max_size_bytes"
-                     : "cache full of live entries (ttl policy)");
-    return false;
-  }
-  b.counters().set++;
-  return true;
-}
-
 namespace {
 
 // Logs why a write was not stored; true when it was.
@@ -189,6 +166,163 @@ std::optional<std::int64_t> parse_int(std::string_view text) {
 
 }  // namespace
 
+namespace {
+
+// ---- The remote tier (Backend::remote(); docs/remote.md)
+
+remote::Entry remote_entry(const SetRequest& q, std::int64_t created_ns) {
+  return remote::Entry{q.value, q.category, q.metadata, created_ns, q.ttl_s};
+}
+
+// Sends the local entry of `key` (after add, touch, incr) to the remote tier, or its removal
+// when there is none.
+void push_local(Backend& b, std::string_view key) {
+  remote::Tier* t = b.remote();
+  if (t == nullptr) return;
+  const std::optional<remote::Entry> e = local_entry_for_remote(b, key);
+  if (!(e ? t->put(key, *e) : t->remove(key))) b.counters().remote_error++;
+}
+
+// What a local miss of `key` does with a remote tier: the remote's entry, unless it is expired
+// (past stale_factor x TTL), stored locally with its own created time and TTL so its status is
+// the same here. Counts remote_hit / remote_miss / remote_error. Returns the entry and whether
+// it is fresh now; nullopt for a remote miss or error.
+struct RemoteCopy {
+  remote::Entry entry;
+  bool fresh = false;
+  bool stored = false;  // also stored locally (else served this once)
+};
+std::optional<RemoteCopy> from_remote(Backend& b, std::string_view key) {
+  remote::Tier* t = b.remote();
+  if (t == nullptr) return std::nullopt;
+  const std::uint64_t changes = b.remote_changes(key);
+  RemoteCopy c;
+  switch (t->get(key, &c.entry)) {
+    case remote::Tier::Outcome::error:
+      b.counters().remote_error++;
+      return std::nullopt;
+    case remote::Tier::Outcome::miss:
+      b.counters().remote_miss++;
+      return std::nullopt;
+    case remote::Tier::Outcome::hit:
+      break;
+  }
+  const std::int64_t now = b.now_ns();
+  const remote::Entry& e = c.entry;
+  c.fresh = true;
+  if (e.ttl_s > 0) {
+    const double ttl_ns = static_cast<double>(e.ttl_s) * 1e9;
+    const double age = static_cast<double>(now) - static_cast<double>(e.created_ns);
+    if (age >= ttl_ns * b.resolved().config.stale_factor) {
+      b.counters().remote_miss++;
+      return std::nullopt;
+    }
+    c.fresh = age < ttl_ns;
+  }
+  b.counters().remote_hit++;
+  // A change from another cache applied meanwhile may have been about this key: then the copy
+  // is served this once, not kept.
+  if (b.remote_changes(key) != changes || b.resolved().read_only) return c;
+  engine::SetOutcome outcome = engine::SetOutcome::skipped;
+  (void)run(
+      b, "storing a remote entry",
+      [&](Engine& en) {
+        return en.update(
+            key, now,
+            [&](const engine::Found* current) {
+              std::optional<engine::Rewrite> w;
+              if (!is_fresh(current))
+                w = engine::Rewrite{e.value, e.ttl_s, e.category, e.metadata, e.created_ns};
+              return w;
+            },
+            &outcome);
+      },
+      key);
+  c.stored = outcome == engine::SetOutcome::stored;
+  return c;
+}
+
+}  // namespace
+
+void apply_remote_change(Backend& b, const remote::Change& c) {
+  std::size_t n = 0;
+  (void)run(
+      b, "applying a remote change",
+      [&](Engine& e) {
+        std::vector<std::string> keys;
+        kv::Status st;
+        switch (c.kind) {
+          case remote::Change::Kind::key: {
+            bool removed = false;
+            return e.remove(c.arg, &removed);
+          }
+          case remote::Change::Kind::category:
+            st = e.keys_in_category(c.arg, &keys);
+            if (st.ok())
+              std::erase_if(keys, [&](const std::string& k) { return !in_scope(k, c.scope); });
+            return st.ok() ? e.invalidate_keys(keys, &n) : st;
+          case remote::Change::Kind::pattern:
+            st = e.keys(stored_key(c.scope, util::glob_literal_prefix(c.arg)), &keys);
+            if (st.ok())
+              std::erase_if(keys, [&](const std::string& k) {
+                return !in_scope(k, c.scope) || !util::glob_match(c.arg, user_key(c.scope, k));
+              });
+            return st.ok() ? e.invalidate_keys(keys, &n) : st;
+          case remote::Change::Kind::clear:
+            st = e.keys(c.scope, &keys);
+            if (st.ok())
+              std::erase_if(keys, [&](const std::string& k) { return !in_scope(k, c.scope); });
+            return st.ok() ? e.remove_keys(keys, &n) : st;
+        }
+        return st;
+      },
+      c.kind == remote::Change::Kind::key ? std::string_view(c.arg) : std::string_view(),
+      c.kind == remote::Change::Kind::key ? Wrote::listed : Wrote::everything);
+}
+
+std::optional<remote::Entry> local_entry_for_remote(Backend& b, std::string_view key) {
+  engine::Found f;
+  const kv::Status s = run(b, "reading an entry for the remote tier", [&](Engine& e) {
+    return e.read(key, b.now_ns(), engine::Want::value, &f);
+  });
+  if (!s.ok() || (f.status != EntryStatus::fresh && f.status != EntryStatus::stale))
+    return std::nullopt;
+  return remote::Entry{std::move(f.value), f.header.category, f.header.metadata,
+                       f.header.created_ns, f.header.ttl_s};
+}
+
+void drop_local_copies(Backend& b) {
+  std::size_t n = 0;
+  (void)run(
+      b, "dropping local copies", [&](Engine& e) { return e.clear(&n); }, {}, Wrote::everything);
+}
+
+bool LocalService::set(const SetRequest& q) {
+  if (read_only(*backend_, "set")) return false;
+  Backend& b = *backend_;
+  const CallCount counted(b);
+  engine::SetOutcome outcome = engine::SetOutcome::full;
+  const std::int64_t now = b.now_ns();
+  const kv::Status s = run(
+      b, "set",
+      [&](Engine& e) {
+        return e.set(q.key, q.value, q.ttl_s, q.category, q.metadata, now, &outcome);
+      },
+      q.key);
+  if (!s.ok()) return false;
+  if (outcome != engine::SetOutcome::stored) {
+    b.log().logf(util::Level::debug, "set of '{}' refused: {}", q.key,
+                 outcome == engine::SetOutcome::too_large
+                     ? "value larger than max_size_bytes"
+                     : "cache full of live entries (ttl policy)");
+    return false;
+  }
+  b.counters().set++;
+  if (remote::Tier* t = b.remote(); t != nullptr && !t->put(q.key, remote_entry(q, now)))
+    b.counters().remote_error++;
+  return true;
+}
+
 bool LocalService::add(const SetRequest& q) {
   if (read_only(*backend_, "add")) return false;
   Backend& b = *backend_;
@@ -208,6 +342,7 @@ bool LocalService::add(const SetRequest& q) {
   drop_if_corrupt(b, s, q.key);
   if (!s.ok() || !stored(b, outcome, "add", q.key)) return false;
   b.counters().set++;
+  push_local(b, q.key);
   return true;
 }
 
@@ -233,7 +368,9 @@ bool LocalService::touch(std::string_view key, std::int64_t ttl_s) {
       },
       key);
   drop_if_corrupt(b, s, key);
-  return s.ok() && stored(b, outcome, "touch", key);
+  if (!s.ok() || !stored(b, outcome, "touch", key)) return false;
+  push_local(b, key);
+  return true;
 }
 
 std::optional<std::int64_t> LocalService::incr(const SetRequest& q, std::int64_t delta) {
@@ -274,6 +411,7 @@ std::optional<std::int64_t> LocalService::incr(const SetRequest& q, std::int64_t
     b.log().logf(util::Level::debug, "incr of '{}' refused: {}", q.key, refused);
   if (!s.ok() || !stored(b, outcome, "incr", q.key)) return std::nullopt;
   b.counters().set++;
+  push_local(b, q.key);
   return result;
 }
 
@@ -289,14 +427,21 @@ bool LocalService::set_all(const std::vector<SetRequest>& requests) {
   written.reserve(requests.size());
   for (const SetRequest& q : requests) written.push_back(q.key);
   engine::SetOutcome outcome = engine::SetOutcome::full;
+  const std::int64_t now = b.now_ns();
   const Backend::Lease lease = b.begin();
-  const kv::Status s = lease.engine->set_all(items, b.now_ns(), &outcome);
+  const kv::Status s = lease.engine->set_all(items, now, &outcome);
   b.finish(lease, s, "set_all", std::span<const std::string>(written));
   if (!s.ok() || !stored(b, outcome, "set_all", requests.empty() ? "" : requests[0].key))
     return false;
   std::set<std::string_view> distinct;
   for (const SetRequest& q : requests) distinct.insert(q.key);
   b.counters().set += distinct.size();
+  if (remote::Tier* t = b.remote()) {
+    // One pipeline; the remote is not transactional: each entry is written on its own there.
+    std::vector<std::pair<std::string, remote::Entry>> items_out;
+    for (const SetRequest& q : requests) items_out.emplace_back(q.key, remote_entry(q, now));
+    if (!t->put_many(items_out)) b.counters().remote_error++;
+  }
   return true;
 }
 
@@ -316,6 +461,10 @@ std::optional<std::string> LocalService::get(std::string_view key) {
     return std::move(f.value);
   }
   drop_if_corrupt(b, s, key);
+  if (auto copy = from_remote(b, key); copy && copy->fresh) {
+    b.counters().hit++;
+    return std::move(copy->entry.value);
+  }
   b.counters().miss++;
   return std::nullopt;
 }
@@ -323,6 +472,12 @@ std::optional<std::string> LocalService::get(std::string_view key) {
 std::optional<Entry> LocalService::get_entry(std::string_view key, bool include_stale) {
   Backend& b = *backend_;
   const CallCount counted(b);
+  return local_get_entry(key, include_stale, /*ask_remote=*/b.remote() != nullptr);
+}
+
+std::optional<Entry> LocalService::local_get_entry(std::string_view key, bool include_stale,
+                                                   bool ask_remote) {
+  Backend& b = *backend_;
   const std::int64_t now = b.now_ns();
   engine::Found f;
   engine::AccessRecord a;
@@ -338,6 +493,26 @@ std::optional<Entry> LocalService::get_entry(std::string_view key, bool include_
   });
   if (!s.ok() || !hit) {
     drop_if_corrupt(b, s, key);
+    // A remote copy is stored locally (when no change raced it), then read as a local entry.
+    if (auto copy = ask_remote ? from_remote(b, key) : std::nullopt; copy) {
+      if (copy->stored) return local_get_entry(key, include_stale, false);
+      if (copy->fresh || include_stale) {  // not kept: described from what the remote holds
+        b.counters().hit++;
+        engine::Found rf;
+        rf.status = copy->fresh ? EntryStatus::fresh : EntryStatus::stale;
+        rf.size = copy->entry.value.size();
+        rf.header.category = copy->entry.category;
+        rf.header.metadata = copy->entry.metadata;
+        rf.header.created_ns = copy->entry.created_ns;
+        rf.header.ttl_s = copy->entry.ttl_s;
+        engine::AccessRecord ra;
+        ra.last_access_ns = now;
+        Entry entry;
+        entry.info = make_info(key, rf, ra, now);
+        entry.value = std::move(copy->entry.value);
+        return entry;
+      }
+    }
     b.counters().miss++;
     return std::nullopt;
   }
@@ -354,7 +529,9 @@ bool LocalService::exists(std::string_view key) {
   const std::int64_t now = b.now_ns();
   const kv::Status s =
       run(b, "exists", [&](Engine& e) { return e.read(key, now, engine::Want::header, &f); });
-  return s.ok() && f.status == EntryStatus::fresh;
+  if (s.ok() && f.status == EntryStatus::fresh) return true;
+  const auto copy = from_remote(b, key);
+  return copy && copy->fresh;
 }
 
 std::optional<std::string> LocalService::peek(std::string_view key) {
@@ -389,6 +566,7 @@ bool LocalService::remove(std::string_view key) {
   const kv::Status s = run(
       b, "remove", [&](Engine& e) { return e.remove(key, &removed); }, key);
   if (s.ok() && removed) b.counters().del++;
+  if (remote::Tier* t = b.remote(); t != nullptr && !t->remove(key)) b.counters().remote_error++;
   return s.ok() && removed;
 }
 
@@ -435,6 +613,8 @@ std::size_t LocalService::clear(std::string_view scope) {
         return st.ok() ? e.remove_keys(keys, &n) : st;
       },
       {}, Wrote::everything);
+  if (remote::Tier* t = b.remote(); t != nullptr && !t->remove_all(scope))
+    b.counters().remote_error++;
   if (!s.ok()) return 0;
   b.counters().del += n;
   return n;
@@ -454,6 +634,8 @@ std::size_t LocalService::clear_category(std::string_view category, std::string_
       },
       {}, Wrote::everything);
   b.counters().del += n;
+  if (remote::Tier* t = b.remote(); t != nullptr && !t->remove_category(category, scope))
+    b.counters().remote_error++;
   return n;
 }
 
@@ -464,6 +646,7 @@ bool LocalService::invalidate(std::string_view key) {
   std::size_t n = 0;
   const kv::Status s = run(
       b, "invalidate", [&](Engine& e) { return e.invalidate_keys({std::string(key)}, &n); }, key);
+  if (remote::Tier* t = b.remote(); t != nullptr && !t->remove(key)) b.counters().remote_error++;
   return s.ok() && n == 1;
 }
 
@@ -480,6 +663,8 @@ std::size_t LocalService::invalidate_category(std::string_view category, std::st
         return st.ok() ? e.invalidate_keys(keys, &n) : st;
       },
       {}, Wrote::everything);
+  if (remote::Tier* t = b.remote(); t != nullptr && !t->remove_category(category, scope))
+    b.counters().remote_error++;
   return n;
 }
 
@@ -502,6 +687,8 @@ std::size_t LocalService::invalidate_pattern(std::string_view glob, std::string_
         return e.invalidate_keys(keys, &n);
       },
       {}, Wrote::everything);
+  if (remote::Tier* t = b.remote(); t != nullptr && !t->remove_matching(glob, scope))
+    b.counters().remote_error++;
   return n;
 }
 

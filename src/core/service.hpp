@@ -25,6 +25,7 @@
 
 #include "core/events.hpp"
 #include "larder/larder.hpp"
+#include "remote/tier.hpp"
 #include "stats/counters.hpp"
 
 namespace larder::core {
@@ -116,6 +117,14 @@ struct AdminResult {
   std::vector<std::string> lines;
   std::map<std::string, std::string> fields;
 };
+
+// The remote tier's hooks into the local tier (local_service.cpp; Backend::start_remote):
+// applies a change another cache made (without counting it or sending it back), the local entry
+// of a stored key as the remote keeps it, and drops every local copy (the change stream lost
+// changes this cache did not see).
+void apply_remote_change(Backend& b, const remote::Change& change);
+std::optional<remote::Entry> local_entry_for_remote(Backend& b, std::string_view key);
+void drop_local_copies(Backend& b);
 
 class Service {
  public:
@@ -249,6 +258,9 @@ class LocalService final : public Service {
   bool inherited() const override;
 
  private:
+  // get_entry; with `ask_remote`, a local miss asks the remote tier once.
+  std::optional<Entry> local_get_entry(std::string_view key, bool include_stale, bool ask_remote);
+
   std::shared_ptr<Backend> backend_;
   struct Lease {
     std::int64_t holder = 0;

@@ -29,8 +29,8 @@ namespace larder::shared {
 
 // 2: adds inspect and admin (cachectl). 3: a bounded hand-written encoding instead of cereal's
 // (whose decoder allocated whatever a length claimed). 4: requests carry a scope (the namespace an
-// enumerating call stays in).
-inline constexpr std::uint16_t kProtocolVersion = 4;
+// enumerating call stays in). 5: statistics carry the remote tier's three counters.
+inline constexpr std::uint16_t kProtocolVersion = 5;
 inline constexpr std::uint32_t kMaxFrameBytes = 256u << 20;
 inline constexpr std::size_t kDecodeMemoryFactor = 4;
 inline constexpr std::size_t kDecodeMemorySlack = 64 * 1024;

@@ -10,8 +10,8 @@
 // field in larder::Stats (a missing field fails to compile), and the code that counts it.
 //
 // A Counters object may live in a memory-mapped counter file (counter_file.hpp), so that its
-// values outlive the process even when it is killed: nine lock-free 64-bit atomics in this
-// order. Thread-safety: every member is an atomic.
+// values outlive the process even when it is killed: lock-free 64-bit atomics (kCounterCount) in
+// this order. Thread-safety: every member is an atomic.
 #pragma once
 
 #include <array>
@@ -41,7 +41,13 @@ namespace larder::stats {
     "entries marked invalid (once each)")                                                          \
   X(error, error_count, "errors_total", "",                                                        \
     "failures: I/O errors, corrupt records or files, timeouts, refusals")                          \
-  X(cleanup, cleanup_count, "cleanups_total", "", "cleanup runs (cleanup() and the periodic one)")
+  X(cleanup, cleanup_count, "cleanups_total", "", "cleanup runs (cleanup() and the periodic one)") \
+  X(remote_hit, remote_hit_count, "remote_gets_total", "result=\"hit\"",                           \
+    "local misses the remote tier answered")                                                       \
+  X(remote_miss, remote_miss_count, "remote_gets_total", "result=\"miss\"",                        \
+    "local misses the remote tier did not have either")                                            \
+  X(remote_error, remote_error_count, "remote_errors_total", "",                                   \
+    "calls that needed the remote tier and could not use it (down, slow, refusing)")
 
 enum class Counter : std::uint8_t {
 #define LARDER_COUNTER_ENUM(member, field, metric, label, help) member,
@@ -56,7 +62,7 @@ inline constexpr std::size_t kCounterCount = 0
     ;
 // The persisted order (counter files written by earlier versions).
 static_assert(static_cast<int>(Counter::hit) == 0 && static_cast<int>(Counter::cleanup) == 8 &&
-              kCounterCount == 9);
+              static_cast<int>(Counter::remote_error) == 11 && kCounterCount == 12);
 
 constexpr std::size_t index(Counter c) {
   return static_cast<std::size_t>(c);

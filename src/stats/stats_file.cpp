@@ -1,5 +1,8 @@
 #include "stats/stats_file.hpp"
 
+#include <algorithm>
+#include <array>
+
 #include <cereal/archives/json.hpp>
 #include <cereal/types/array.hpp>
 #include <cereal/types/map.hpp>
@@ -18,14 +21,25 @@ namespace {
 
 template <class Archive>
 void fields(Archive& ar, Snapshot& s, std::uint32_t version) {
-  for_each_counter(s, [&](Counter, std::string_view name, std::uint64_t& v) {
-    ar(cereal::make_nvp(name.data(), v));  // names are string literals
+  // Formats 1 and 2 were written when there were the first kFormat2Counters counters.
+  constexpr std::size_t kFormat2Counters = 9;
+  for_each_counter(s, [&](Counter c, std::string_view name, std::uint64_t& v) {
+    if (static_cast<std::size_t>(c) < kFormat2Counters)
+      ar(cereal::make_nvp(name.data(), v));  // names are string literals
   });
   ar(cereal::make_nvp("total_entries", s.total_entries),
      cereal::make_nvp("total_size_bytes", s.total_size_bytes),
      cereal::make_nvp("last_updated", s.last_updated),
      cereal::make_nvp("last_zeroed", s.last_zeroed));
-  if (version >= 2) ar(cereal::make_nvp("contributors", s.contributors));
+  if (version >= 2) {
+    std::map<std::string, std::array<std::uint64_t, kFormat2Counters>> old;
+    ar(cereal::make_nvp("contributors", old));
+    for (const auto& [id, values] : old) {
+      CounterValues v{};
+      std::copy(values.begin(), values.end(), v.begin());
+      s.contributors[id] = v;
+    }
+  }
 }
 
 // The statistics file holds only integers and strings, nested a few levels deep. A number with a

@@ -23,6 +23,7 @@ inline constexpr const char* kStatsFileName = ".cache_stats.json";
 struct Snapshot {
   std::uint64_t hit_count = 0, miss_count = 0, set_count = 0, delete_count = 0, eviction_count = 0,
                 expiration_count = 0, invalidation_count = 0, error_count = 0, cleanup_count = 0,
+                remote_hit_count = 0, remote_miss_count = 0, remote_error_count = 0,
                 total_entries = 0, total_size_bytes = 0;
   std::string last_updated;  // ISO 8601 UTC
   std::string last_zeroed;   // ISO 8601 UTC, empty if never zeroed (null in the file)

@@ -1,0 +1,903 @@
+#include "remote/tier.hpp"
+
+#include <pthread.h>
+#include <signal.h>
+#include <sys/time.h>
+
+#include <ctime>
+
+#include <hiredis/hiredis.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <random>
+
+#include <fmt/format.h>
+
+#include "util/fs.hpp"
+
+namespace larder::remote {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+constexpr milliseconds kFirstBackoff{500};
+constexpr milliseconds kMaxBackoff{5000};
+constexpr milliseconds kBlock{100};   // XREAD BLOCK: how late a stop is noticed
+constexpr std::size_t kBatch = 1000;  // keys per pipelined UNLINK / GET batch
+constexpr std::size_t kMaxIdle = 8;   // pooled connections kept
+constexpr std::size_t kMaxRecordBytes = 1u << 30;
+
+timeval to_timeval(milliseconds ms) {
+  timeval tv{};
+  tv.tv_sec = static_cast<time_t>(ms.count() / 1000);
+  tv.tv_usec = static_cast<suseconds_t>((ms.count() % 1000) * 1000);
+  return tv;
+}
+
+void put_u32(std::string* out, std::uint32_t v) {
+  for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+void put_i64(std::string* out, std::int64_t v) {
+  const auto u = static_cast<std::uint64_t>(v);
+  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>((u >> (8 * i)) & 0xff));
+}
+void put_bytes(std::string* out, std::string_view b) {
+  put_u32(out, static_cast<std::uint32_t>(b.size()));
+  out->append(b);
+}
+
+// Reads from hostile bytes: every length is checked against what is left.
+class Reader {
+ public:
+  explicit Reader(std::string_view b) : b_(b) {}
+  bool u32(std::uint32_t* v) {
+    if (b_.size() < 4) return false;
+    *v = 0;
+    for (int i = 0; i < 4; ++i) *v |= std::uint32_t(static_cast<unsigned char>(b_[i])) << (8 * i);
+    b_.remove_prefix(4);
+    return true;
+  }
+  bool i64(std::int64_t* v) {
+    if (b_.size() < 8) return false;
+    std::uint64_t u = 0;
+    for (int i = 0; i < 8; ++i) u |= std::uint64_t(static_cast<unsigned char>(b_[i])) << (8 * i);
+    *v = static_cast<std::int64_t>(u);
+    b_.remove_prefix(8);
+    return true;
+  }
+  bool bytes(std::string* out) {
+    std::uint32_t n = 0;
+    if (!u32(&n) || n > b_.size()) return false;
+    out->assign(b_.substr(0, n));
+    b_.remove_prefix(n);
+    return true;
+  }
+  std::string_view rest() const { return b_; }
+
+ private:
+  std::string_view b_;
+};
+
+// A stream id "ms-seq" as a comparable pair; nullopt when malformed.
+std::optional<std::pair<std::uint64_t, std::uint64_t>> parse_id(std::string_view id) {
+  const std::size_t dash = id.find('-');
+  if (dash == std::string_view::npos) return std::nullopt;
+  std::uint64_t ms = 0, seq = 0;
+  const auto a = std::from_chars(id.data(), id.data() + dash, ms);
+  const auto b = std::from_chars(id.data() + dash + 1, id.data() + id.size(), seq);
+  if (a.ec != std::errc() || a.ptr != id.data() + dash || b.ec != std::errc() ||
+      b.ptr != id.data() + id.size())
+    return std::nullopt;
+  return std::pair{ms, seq};
+}
+
+// Escapes Redis MATCH's special bytes so that `s` matches itself.
+std::string match_literal(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '*' || c == '?' || c == '[' || c == ']' || c == '\\') out.push_back('\\');
+    out.push_back(c);
+  }
+  return out;
+}
+
+// hiredis writes with write(2): to a peer that went away, that raises SIGPIPE, which would kill
+// the host. While one exists, SIGPIPE is blocked in the calling thread, and one it raised is
+// taken off this thread's pending set before the mask is restored. The process's own handling of
+// SIGPIPE is not changed.
+class SigpipeGuard {
+ public:
+  SigpipeGuard() {
+    sigset_t pipe;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    sigset_t pending;
+    sigemptyset(&pending);
+    sigpending(&pending);
+    was_pending_ = sigismember(&pending, SIGPIPE) == 1;
+    blocked_ = pthread_sigmask(SIG_BLOCK, &pipe, &old_) == 0;
+  }
+  ~SigpipeGuard() {
+    if (!blocked_) return;
+    if (!was_pending_) {
+      sigset_t pending;
+      sigemptyset(&pending);
+      if (sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1) {
+        sigset_t pipe;
+        sigemptyset(&pipe);
+        sigaddset(&pipe, SIGPIPE);
+        const timespec zero{0, 0};
+        while (sigtimedwait(&pipe, nullptr, &zero) == -1 && errno == EINTR) {
+        }
+      }
+    }
+    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+  SigpipeGuard(const SigpipeGuard&) = delete;
+  SigpipeGuard& operator=(const SigpipeGuard&) = delete;
+
+ private:
+  sigset_t old_{};
+  bool blocked_ = false;
+  bool was_pending_ = false;
+};
+
+std::string random_origin() {
+  std::random_device rd;
+  return fmt::format("{:08x}{:08x}", rd(), rd());
+}
+
+}  // namespace
+
+std::string encode(const Entry& e) {
+  std::string out;
+  out.reserve(1 + 8 + 8 + 4 + e.category.size() + 4 + e.value.size() + 16 * e.metadata.size());
+  out.push_back(static_cast<char>(kRecordFormat));
+  put_i64(&out, e.created_ns);
+  put_i64(&out, e.ttl_s);
+  put_bytes(&out, e.category);
+  put_u32(&out, static_cast<std::uint32_t>(e.metadata.size()));
+  for (const auto& [k, v] : e.metadata) {
+    put_bytes(&out, k);
+    put_bytes(&out, v);
+  }
+  out.append(e.value);
+  return out;
+}
+
+std::optional<Entry> decode(std::string_view bytes) {
+  if (bytes.empty() || static_cast<std::uint8_t>(bytes[0]) != kRecordFormat) return std::nullopt;
+  Reader r(bytes.substr(1));
+  Entry e;
+  std::uint32_t pairs = 0;
+  if (!r.i64(&e.created_ns) || !r.i64(&e.ttl_s) || e.ttl_s < 0 || !r.bytes(&e.category) ||
+      !r.u32(&pairs) || pairs > r.rest().size() / 8)  // each pair takes at least 8 bytes
+    return std::nullopt;
+  for (std::uint32_t i = 0; i < pairs; ++i) {
+    std::string k, v;
+    if (!r.bytes(&k) || !r.bytes(&v)) return std::nullopt;
+    e.metadata.emplace(std::move(k), std::move(v));
+  }
+  e.value.assign(r.rest());
+  return e;
+}
+
+class RedisTier final : public Tier {
+ public:
+  // Starts the tier (the listener thread connects in the background; no call waits for it).
+  // `state_file`: where the stream position is kept (empty: nowhere, start at the stream's end).
+  RedisTier(RemoteUrl url, double stale_factor, std::filesystem::path state_file, TierHooks hooks,
+            const util::Logger* log);
+  ~RedisTier() override;
+  RedisTier(const RedisTier&) = delete;
+  RedisTier& operator=(const RedisTier&) = delete;
+
+  // The entry of `stored_key`: hit (with *out), miss, or error (Redis unusable).
+  Outcome get(std::string_view stored_key, Entry* out) override;
+  // Pipelined gets, one outcome per key.
+  std::vector<Outcome> get_many(const std::vector<std::string>& stored_keys,
+                                std::vector<Entry>* out) override;
+  // Write-through of an entry (false: not written; remembered for replay).
+  bool put(std::string_view stored_key, const Entry& e) override;
+  bool put_many(const std::vector<std::pair<std::string, Entry>>& items) override;
+  // Removal of one key (remove and invalidate).
+  bool remove(std::string_view stored_key) override;
+  // Removal of every key of `scope` in `category` / whose key (as the user sees it) matches
+  // `glob` / of the whole scope (TierHooks::matches decides).
+  bool remove_category(std::string_view category, std::string_view scope) override;
+  bool remove_matching(std::string_view glob, std::string_view scope) override;
+  bool remove_all(std::string_view scope) override;
+
+  const RemoteUrl& url() const override { return url_; }
+  // True while the last attempt to use Redis worked.
+  bool reachable() const override { return reachable_.load(); }
+  // Why Redis is not usable (empty while it is).
+  std::string last_error() const override;
+
+ private:
+  struct Conn;
+  struct ConnDeleter {
+    void operator()(Conn* c) const;
+  };
+  using ConnPtr = std::unique_ptr<Conn, ConnDeleter>;
+
+  util::Result<ConnPtr> connect(std::chrono::milliseconds read_timeout) const;
+  // A pooled connection, or nullptr (breaker open, or connecting failed: counted as an outage).
+  ConnPtr acquire();
+  void release(ConnPtr c);
+  void failed(const std::string& why);
+  void succeeded();
+  bool breaker_open() const;
+  // Runs the pipelined commands on one connection; false (and an outage) on a transport
+  // failure or an error reply.
+  struct Reply {
+    int type = 0;
+    long long integer = 0;
+    std::string str;
+    std::vector<Reply> elements;
+  };
+  bool run(const std::vector<std::vector<std::string>>& commands, std::vector<Reply>* replies);
+  std::vector<std::string> event_command(Change::Kind kind, std::string_view arg,
+                                         std::string_view scope) const;
+  void remember(Change::Kind kind, std::string_view arg, std::string_view scope);
+  bool remove_keys(const std::vector<std::string>& stored_keys, Change::Kind kind,
+                   std::string_view arg, std::string_view scope);
+  bool scan_remove(const std::string& match, Change::Kind kind, std::string_view arg,
+                   std::string_view scope, const std::string* glob);
+  bool apply_pending(const Change& c);
+  void listen();
+  void replay_pending();
+  void save_position(const std::string& id);
+
+  std::string entry_key(std::string_view stored_key) const;
+  std::string category_key(std::string_view category) const;
+
+  const RemoteUrl url_;
+  const double stale_factor_;
+  const std::filesystem::path state_file_;
+  const TierHooks hooks_;
+  const util::Logger* log_;
+  const std::string origin_;  // this tier's id in the stream, so it skips its own changes
+
+  std::mutex pool_mu_;
+  std::vector<ConnPtr> idle_;
+
+  mutable std::mutex state_mu_;
+  std::string last_error_;
+  std::chrono::steady_clock::time_point retry_at_{};
+  std::chrono::milliseconds backoff_{0};
+  std::atomic<bool> reachable_{false};
+  std::atomic<bool> down_{false};  // an outage is on (logged once)
+
+  std::mutex pending_mu_;
+  std::deque<Change> pending_;
+  std::uint64_t pending_dropped_ = 0;
+
+  std::mutex stop_mu_;
+  std::condition_variable stop_cv_;
+  bool stop_ = false;
+  std::thread listener_;
+};
+
+struct RedisTier::Conn {
+  redisContext* ctx = nullptr;
+};
+
+void RedisTier::ConnDeleter::operator()(Conn* c) const {
+  if (c != nullptr && c->ctx != nullptr) redisFree(c->ctx);
+  delete c;
+}
+
+namespace {
+
+using ReplyPtr = std::unique_ptr<redisReply, decltype(&freeReplyObject)>;
+
+ReplyPtr command(redisContext* ctx, const std::vector<std::string>& args) {
+  const SigpipeGuard no_sigpipe;
+  std::vector<const char*> argv;
+  std::vector<std::size_t> lens;
+  for (const auto& a : args) {
+    argv.push_back(a.data());
+    lens.push_back(a.size());
+  }
+  return ReplyPtr(static_cast<redisReply*>(redisCommandArgv(ctx, static_cast<int>(argv.size()),
+                                                            argv.data(), lens.data())),
+                  &freeReplyObject);
+}
+
+}  // namespace
+
+RedisTier::RedisTier(RemoteUrl url, double stale_factor, std::filesystem::path state_file,
+                     TierHooks hooks, const util::Logger* log)
+    : url_(std::move(url)),
+      stale_factor_(std::max(1.0, stale_factor)),
+      state_file_(std::move(state_file)),
+      hooks_(std::move(hooks)),
+      log_(log),
+      origin_(random_origin()) {
+  listener_ = std::thread([this] { listen(); });
+}
+
+RedisTier::~RedisTier() {
+  {
+    std::lock_guard lock(stop_mu_);
+    stop_ = true;
+  }
+  stop_cv_.notify_all();
+  if (listener_.joinable()) listener_.join();
+}
+
+util::Result<RedisTier::ConnPtr> RedisTier::connect(milliseconds read_timeout) const {
+  const timeval tv = to_timeval(url_.connect_timeout);
+  redisContext* ctx = url_.transport == RemoteUrl::Transport::tcp
+                          ? redisConnectWithTimeout(url_.host.c_str(), url_.port, tv)
+                          : redisConnectUnixWithTimeout(url_.path.c_str(), tv);
+  ConnPtr c(new Conn{ctx});
+  if (ctx == nullptr) return util::fail("redis {}: out of memory", url_.display());
+  if (ctx->err != 0) return util::fail("cannot connect to {}: {}", url_.display(), ctx->errstr);
+  if (redisSetTimeout(ctx, to_timeval(read_timeout)) != REDIS_OK)
+    return util::fail("redis {}: cannot set the timeout", url_.display());
+  const auto check = [&](const ReplyPtr& r, std::string_view what) -> util::Status {
+    if (!r) return util::fail("redis {}: {}: {}", url_.display(), what, ctx->errstr);
+    if (r->type == REDIS_REPLY_ERROR)
+      return util::fail("redis {}: {} refused: {}", url_.display(), what,
+                        std::string_view(r->str, r->len));
+    return {};
+  };
+  if (!url_.password.empty()) {
+    std::vector<std::string> auth{"AUTH"};
+    if (!url_.user.empty()) auth.push_back(url_.user);
+    auth.push_back(url_.password);
+    if (auto ok = check(command(ctx, auth), "AUTH"); !ok) return util::fail(ok.error());
+  }
+  if (url_.db != 0) {
+    if (auto ok = check(command(ctx, {"SELECT", std::to_string(url_.db)}),
+                        fmt::format("SELECT {}", url_.db));
+        !ok)
+      return util::fail(ok.error());
+  }
+  return c;
+}
+
+bool RedisTier::breaker_open() const {
+  std::lock_guard lock(state_mu_);
+  return Clock::now() < retry_at_;
+}
+
+void RedisTier::failed(const std::string& why) {
+  {
+    std::lock_guard lock(state_mu_);
+    last_error_ = why;
+    backoff_ = backoff_.count() == 0 ? kFirstBackoff : std::min(backoff_ * 2, kMaxBackoff);
+    retry_at_ = Clock::now() + backoff_;
+  }
+  reachable_ = false;
+  if (!down_.exchange(true)) {
+    if (log_)
+      log_->logf(util::Level::warn, "remote tier unusable, using the local tier only: {}", why);
+    if (hooks_.on_state) hooks_.on_state(false, why);
+  }
+}
+
+void RedisTier::succeeded() {
+  {
+    std::lock_guard lock(state_mu_);
+    backoff_ = milliseconds(0);
+    retry_at_ = {};
+    last_error_.clear();
+  }
+  reachable_ = true;
+  if (down_.exchange(false)) {
+    if (log_) log_->logf(util::Level::info, "remote tier {} reachable again", url_.display());
+    if (hooks_.on_state) hooks_.on_state(true, {});
+  }
+}
+
+std::string RedisTier::last_error() const {
+  std::lock_guard lock(state_mu_);
+  return last_error_;
+}
+
+RedisTier::ConnPtr RedisTier::acquire() {
+  if (breaker_open()) return nullptr;
+  {
+    std::lock_guard lock(pool_mu_);
+    if (!idle_.empty()) {
+      ConnPtr c = std::move(idle_.back());
+      idle_.pop_back();
+      return c;
+    }
+  }
+  auto c = connect(url_.operation_timeout);
+  if (!c) {
+    failed(c.error());
+    return nullptr;
+  }
+  return std::move(*c);
+}
+
+void RedisTier::release(ConnPtr c) {
+  std::lock_guard lock(pool_mu_);
+  if (idle_.size() < kMaxIdle) idle_.push_back(std::move(c));
+}
+
+namespace {
+
+template <class R>
+void convert(const redisReply* in, R* out, int depth) {
+  out->type = in->type;
+  out->integer = in->integer;
+  if (in->str != nullptr) out->str.assign(in->str, in->len);
+  if (in->type == REDIS_REPLY_ARRAY && depth < 8) {
+    out->elements.resize(in->elements);
+    for (std::size_t i = 0; i < in->elements; ++i)
+      if (in->element[i] != nullptr) convert(in->element[i], &out->elements[i], depth + 1);
+  }
+}
+
+}  // namespace
+
+bool RedisTier::run(const std::vector<std::vector<std::string>>& commands,
+                    std::vector<Reply>* replies) {
+  ConnPtr c = acquire();
+  if (!c) return false;
+  const SigpipeGuard no_sigpipe;
+  for (const auto& args : commands) {
+    std::vector<const char*> argv;
+    std::vector<std::size_t> lens;
+    for (const auto& a : args) {
+      argv.push_back(a.data());
+      lens.push_back(a.size());
+    }
+    if (redisAppendCommandArgv(c->ctx, static_cast<int>(argv.size()), argv.data(), lens.data()) !=
+        REDIS_OK) {
+      failed(fmt::format("redis {}: {}", url_.display(), c->ctx->errstr));
+      return false;
+    }
+  }
+  std::string error_reply;
+  for (std::size_t i = 0; i < commands.size(); ++i) {
+    void* raw = nullptr;
+    if (redisGetReply(c->ctx, &raw) != REDIS_OK || raw == nullptr) {
+      failed(fmt::format("redis {}: {}", url_.display(),
+                         c->ctx->err == REDIS_ERR_IO && std::strlen(c->ctx->errstr) == 0
+                             ? "no answer within operation_timeout"
+                             : c->ctx->errstr));
+      return false;  // the connection is dropped: its stream may be out of step
+    }
+    const ReplyPtr r(static_cast<redisReply*>(raw), &freeReplyObject);
+    if (r->type == REDIS_REPLY_ERROR && error_reply.empty())
+      error_reply = fmt::format("redis {}: {} answered: {}", url_.display(), commands[i][0],
+                                std::string_view(r->str, r->len));
+    if (replies != nullptr) {
+      replies->emplace_back();
+      convert(r.get(), &replies->back(), 0);
+    }
+  }
+  release(std::move(c));
+  if (!error_reply.empty()) {
+    failed(error_reply);
+    return false;
+  }
+  succeeded();
+  return true;
+}
+
+std::string RedisTier::entry_key(std::string_view stored_key) const {
+  std::string k = url_.prefix;
+  k.append(":e:");
+  k.append(stored_key);
+  return k;
+}
+
+std::string RedisTier::category_key(std::string_view category) const {
+  std::string k = url_.prefix;
+  k.append(":c:");
+  k.append(category);
+  return k;
+}
+
+std::vector<std::string> RedisTier::event_command(Change::Kind kind, std::string_view arg,
+                                                  std::string_view scope) const {
+  return {"XADD",
+          url_.prefix + ":events",
+          "MAXLEN",
+          "~",
+          std::to_string(kStreamLength),
+          "*",
+          "o",
+          origin_,
+          "t",
+          std::to_string(static_cast<int>(kind)),
+          "a",
+          std::string(arg),
+          "s",
+          std::string(scope)};
+}
+
+void RedisTier::remember(Change::Kind kind, std::string_view arg, std::string_view scope) {
+  std::lock_guard lock(pending_mu_);
+  if (pending_.size() >= kMaxPending) {
+    if (pending_dropped_++ == 0 && log_)
+      log_->logf(util::Level::warn,
+                 "remote tier: more than {} writes waiting for Redis; later ones will not be "
+                 "replayed (their keys stay as they are on the remote)",
+                 kMaxPending);
+    return;
+  }
+  pending_.push_back(Change{kind, std::string(arg), std::string(scope)});
+}
+
+Tier::Outcome RedisTier::get(std::string_view stored_key, Entry* out) {
+  std::vector<Reply> replies;
+  if (!run({{"GET", entry_key(stored_key)}}, &replies)) return Outcome::error;
+  const Reply& r = replies.front();
+  if (r.type != REDIS_REPLY_STRING) return Outcome::miss;
+  if (r.str.size() > kMaxRecordBytes) return Outcome::miss;
+  auto e = decode(r.str);
+  if (!e) {
+    if (log_) log_->logf(util::Level::warn, "remote tier: a malformed record, read as a miss");
+    return Outcome::miss;
+  }
+  *out = std::move(*e);
+  return Outcome::hit;
+}
+
+std::vector<Tier::Outcome> RedisTier::get_many(const std::vector<std::string>& stored_keys,
+                                               std::vector<Entry>* out) {
+  std::vector<Outcome> outcomes(stored_keys.size(), Outcome::error);
+  out->assign(stored_keys.size(), Entry{});
+  for (std::size_t from = 0; from < stored_keys.size(); from += kBatch) {
+    const std::size_t to = std::min(stored_keys.size(), from + kBatch);
+    std::vector<std::vector<std::string>> cmds;
+    for (std::size_t i = from; i < to; ++i) cmds.push_back({"GET", entry_key(stored_keys[i])});
+    std::vector<Reply> replies;
+    if (!run(cmds, &replies)) return outcomes;
+    for (std::size_t i = from; i < to; ++i) {
+      const Reply& r = replies[i - from];
+      std::optional<Entry> e;
+      if (r.type == REDIS_REPLY_STRING) e = decode(r.str);
+      outcomes[i] = e ? Outcome::hit : Outcome::miss;
+      if (e) (*out)[i] = std::move(*e);
+    }
+  }
+  return outcomes;
+}
+
+namespace {
+
+// The expiry Redis gets: the stale window too (stale reads keep working), at least 1 ms.
+std::optional<std::int64_t> expiry_ms(const Entry& e, double stale_factor) {
+  if (e.ttl_s <= 0) return std::nullopt;
+  const double ms = static_cast<double>(e.ttl_s) * 1000.0 * stale_factor;
+  constexpr double kMax = 9.0e15;  // well inside Redis's limit
+  return static_cast<std::int64_t>(std::clamp(ms, 1.0, kMax));
+}
+
+}  // namespace
+
+bool RedisTier::put_many(const std::vector<std::pair<std::string, Entry>>& items) {
+  if (url_.read_only) return true;
+  std::vector<std::vector<std::string>> cmds;
+  for (const auto& [key, e] : items) {
+    std::vector<std::string> set{"SET", entry_key(key), encode(e)};
+    if (const auto ms = expiry_ms(e, stale_factor_)) {
+      set.push_back("PX");
+      set.push_back(std::to_string(*ms));
+    }
+    cmds.push_back(std::move(set));
+    cmds.push_back({"SADD", category_key(e.category), key});
+    cmds.push_back(event_command(Change::Kind::key, key, {}));
+  }
+  if (run(cmds, nullptr)) return true;
+  for (const auto& item : items) remember(Change::Kind::key, item.first, {});
+  return false;
+}
+
+bool RedisTier::put(std::string_view stored_key, const Entry& e) {
+  // One copy of the entry's bytes is made in encode(); the key is small.
+  std::vector<std::pair<std::string, Entry>> one;
+  one.emplace_back(std::string(stored_key), e);
+  return put_many(one);
+}
+
+bool RedisTier::remove_keys(const std::vector<std::string>& stored_keys, Change::Kind kind,
+                            std::string_view arg, std::string_view scope) {
+  for (std::size_t from = 0; from < stored_keys.size(); from += kBatch) {
+    std::vector<std::string> unlink{"UNLINK"};
+    for (std::size_t i = from; i < std::min(stored_keys.size(), from + kBatch); ++i)
+      unlink.push_back(entry_key(stored_keys[i]));
+    if (!run({unlink}, nullptr)) return false;
+  }
+  return run({event_command(kind, arg, scope)}, nullptr);
+}
+
+bool RedisTier::remove(std::string_view stored_key) {
+  if (url_.read_only) return true;
+  if (remove_keys({std::string(stored_key)}, Change::Kind::key, stored_key, {})) return true;
+  remember(Change::Kind::key, stored_key, {});
+  return false;
+}
+
+bool RedisTier::remove_category(std::string_view category, std::string_view scope) {
+  if (url_.read_only) return true;
+  const auto attempt = [&]() {
+    std::vector<Reply> members;
+    if (!run({{"SMEMBERS", category_key(category)}}, &members)) return false;
+    std::vector<std::string> candidates;
+    for (const Reply& m : members.front().elements)
+      if (hooks_.matches(m.str, scope, nullptr)) candidates.push_back(m.str);
+    // A member may have been rewritten in another category since: only entries whose record
+    // still names this category go. Members checked are taken out of the set either way.
+    std::vector<std::string> doomed;
+    for (std::size_t from = 0; from < candidates.size(); from += kBatch) {
+      const std::size_t to = std::min(candidates.size(), from + kBatch);
+      std::vector<std::vector<std::string>> cmds;
+      for (std::size_t i = from; i < to; ++i) cmds.push_back({"GET", entry_key(candidates[i])});
+      std::vector<Reply> got;
+      if (!run(cmds, &got)) return false;
+      std::vector<std::string> srem{"SREM", category_key(category)};
+      for (std::size_t i = from; i < to; ++i) {
+        const Reply& r = got[i - from];
+        std::optional<Entry> e;
+        if (r.type == REDIS_REPLY_STRING) e = decode(r.str);
+        if (e && e->category == category) doomed.push_back(candidates[i]);
+        srem.push_back(candidates[i]);
+      }
+      if (!run({srem}, nullptr)) return false;
+    }
+    return remove_keys(doomed, Change::Kind::category, category, scope);
+  };
+  if (attempt()) return true;
+  remember(Change::Kind::category, category, scope);
+  return false;
+}
+
+bool RedisTier::scan_remove(const std::string& match, Change::Kind kind, std::string_view arg,
+                            std::string_view scope, const std::string* glob) {
+  const std::string entry_prefix = url_.prefix + ":e:";
+  std::string cursor = "0";
+  do {
+    std::vector<Reply> r;
+    if (!run({{"SCAN", cursor, "MATCH", match, "COUNT", "1000"}}, &r)) return false;
+    const Reply& page = r.front();
+    if (page.elements.size() != 2) return false;
+    cursor = page.elements[0].str;
+    std::vector<std::string> doomed;
+    for (const Reply& k : page.elements[1].elements) {
+      if (!std::string_view(k.str).starts_with(entry_prefix)) continue;
+      std::string stored = k.str.substr(entry_prefix.size());
+      if (hooks_.matches(stored, scope, glob)) doomed.push_back(std::move(stored));
+    }
+    if (!doomed.empty()) {
+      std::vector<std::string> unlink{"UNLINK"};
+      for (const auto& d : doomed) unlink.push_back(entry_key(d));
+      if (!run({unlink}, nullptr)) return false;
+    }
+  } while (cursor != "0");
+  return run({event_command(kind, arg, scope)}, nullptr);
+}
+
+bool RedisTier::remove_matching(std::string_view glob, std::string_view scope) {
+  if (url_.read_only) return true;
+  const std::string g(glob);
+  // The scan looks only under the literal start every match has (unless that could be an
+  // escaped key of the unnamed namespace, which is stored with one more NUL).
+  std::string literal;
+  for (char c : g) {
+    if (c == '*' || c == '?' || c == '[' || c == '\\') break;
+    literal.push_back(c);
+  }
+  if (scope.empty() && literal.starts_with('\0')) literal.clear();
+  const std::string match =
+      match_literal(url_.prefix + ":e:") + match_literal(scope) + match_literal(literal) + "*";
+  if (scan_remove(match, Change::Kind::pattern, glob, scope, &g)) return true;
+  remember(Change::Kind::pattern, glob, scope);
+  return false;
+}
+
+bool RedisTier::remove_all(std::string_view scope) {
+  if (url_.read_only) return true;
+  const std::string match = match_literal(url_.prefix + ":e:") + match_literal(scope) + "*";
+  if (scan_remove(match, Change::Kind::clear, {}, scope, nullptr)) return true;
+  remember(Change::Kind::clear, {}, scope);
+  return false;
+}
+
+bool RedisTier::apply_pending(const Change& c) {
+  switch (c.kind) {
+    case Change::Kind::key: {
+      std::optional<Entry> e = hooks_.local_entry ? hooks_.local_entry(c.arg) : std::nullopt;
+      return e ? put(c.arg, *e) : remove(c.arg);
+    }
+    case Change::Kind::category:
+      return remove_category(c.arg, c.scope);
+    case Change::Kind::pattern:
+      return remove_matching(c.arg, c.scope);
+    case Change::Kind::clear:
+      return remove_all(c.scope);
+  }
+  return true;
+}
+
+void RedisTier::replay_pending() {
+  std::deque<Change> todo;
+  std::uint64_t dropped = 0;
+  {
+    std::lock_guard lock(pending_mu_);
+    todo.swap(pending_);
+    std::swap(dropped, pending_dropped_);
+  }
+  if (todo.empty()) return;
+  std::size_t done = 0;
+  // Each failed replay remembers itself again (put/remove/... do), so stop at the first one
+  // and put the rest back in order.
+  while (!todo.empty()) {
+    Change c = std::move(todo.front());
+    todo.pop_front();
+    if (!apply_pending(c)) break;
+    ++done;
+  }
+  if (!todo.empty()) {
+    std::lock_guard lock(pending_mu_);
+    for (auto& c : todo)
+      if (pending_.size() < kMaxPending) pending_.push_back(std::move(c));
+  }
+  if (log_)
+    log_->logf(util::Level::info,
+               "remote tier: replayed {} write(s) made while Redis was unreachable{}", done,
+               dropped > 0 ? fmt::format(" ({} more were not kept)", dropped) : std::string());
+}
+
+void RedisTier::save_position(const std::string& id) {
+  if (state_file_.empty()) return;
+  (void)util::atomic_write_file(state_file_, fmt::format("{}\n{}\n", url_.prefix, id));
+}
+
+void RedisTier::listen() {
+  // Where this tier last read the stream (a previous process's position, if it was on this
+  // prefix), so changes made while nobody here listened are applied too.
+  std::string last;
+  if (!state_file_.empty()) {
+    if (auto content = util::read_file(state_file_); content && content->size() < 256) {
+      const std::size_t nl = content->find('\n');
+      if (nl != std::string::npos && content->substr(0, nl) == url_.prefix) {
+        std::string id = content->substr(nl + 1);
+        while (!id.empty() && (id.back() == '\n' || id.back() == '\r')) id.pop_back();
+        if (parse_id(id)) last = id;
+      }
+    }
+  }
+  const std::string stream = url_.prefix + ":events";
+  milliseconds pause{100};
+  std::string saved = last;
+  auto saved_at = Clock::now();
+  const auto stopping = [&](milliseconds wait) {
+    std::unique_lock lock(stop_mu_);
+    return stop_cv_.wait_for(lock, wait, [&] { return stop_; });
+  };
+  while (!stopping(milliseconds(0))) {
+    auto conn = connect(url_.operation_timeout + kBlock);
+    if (!conn) {
+      failed(conn.error());
+      if (stopping(pause)) break;
+      pause = std::min(pause * 2, milliseconds(2000));
+      continue;
+    }
+    redisContext* ctx = (*conn)->ctx;
+    pause = milliseconds(100);
+    bool ok = true;
+    if (last.empty()) {
+      // First start on this prefix: from the stream's end.
+      const ReplyPtr r = command(ctx, {"XREVRANGE", stream, "+", "-", "COUNT", "1"});
+      ok = r != nullptr && r->type != REDIS_REPLY_ERROR;
+      if (ok && r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
+          r->element[0]->type == REDIS_REPLY_ARRAY && r->element[0]->elements >= 1 &&
+          r->element[0]->element[0]->type == REDIS_REPLY_STRING)
+        last = std::string(r->element[0]->element[0]->str, r->element[0]->element[0]->len);
+      if (ok && last.empty()) last = "0-0";
+    } else {
+      // Back after a while: were changes trimmed from the stream before this tier read them?
+      const ReplyPtr r = command(ctx, {"XINFO", "STREAM", stream});
+      ok = r != nullptr;
+      if (ok && r->type == REDIS_REPLY_ARRAY) {
+        for (std::size_t i = 0; i + 1 < r->elements; i += 2) {
+          const redisReply* name = r->element[i];
+          const redisReply* value = r->element[i + 1];
+          if (name->type != REDIS_REPLY_STRING ||
+              std::string_view(name->str, name->len) != "max-deleted-entry-id" ||
+              value->type != REDIS_REPLY_STRING)
+            continue;
+          const auto deleted = parse_id(std::string_view(value->str, value->len));
+          const auto mine = parse_id(last);
+          if (deleted && mine && *mine < *deleted) {
+            if (log_)
+              log_->logf(util::Level::warn,
+                         "remote tier: changes were trimmed from the stream before this cache "
+                         "read them; dropping the local copies");
+            if (hooks_.on_gap) hooks_.on_gap();
+          }
+        }
+      }
+    }
+    if (!ok) {
+      failed(fmt::format("redis {}: {}", url_.display(),
+                         ctx->errstr[0] != '\0' ? ctx->errstr : "reading the change stream"));
+      if (stopping(pause)) break;
+      continue;
+    }
+    succeeded();
+    replay_pending();
+    while (!stopping(milliseconds(0))) {
+      const ReplyPtr r = command(ctx, {"XREAD", "COUNT", "1000", "BLOCK",
+                                       std::to_string(kBlock.count()), "STREAMS", stream, last});
+      if (r == nullptr || r->type == REDIS_REPLY_ERROR) {
+        failed(r == nullptr ? fmt::format("redis {}: {}", url_.display(),
+                                          ctx->errstr[0] != '\0' ? ctx->errstr : "no answer")
+                            : fmt::format("redis {}: XREAD answered: {}", url_.display(),
+                                          std::string_view(r->str, r->len)));
+        break;
+      }
+      if (down_.load()) succeeded();  // a call failed meanwhile, but Redis answers again
+      if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
+          r->element[0]->type == REDIS_REPLY_ARRAY && r->element[0]->elements == 2) {
+        const redisReply* items = r->element[0]->element[1];
+        for (std::size_t i = 0; items->type == REDIS_REPLY_ARRAY && i < items->elements; ++i) {
+          const redisReply* item = items->element[i];
+          if (item->type != REDIS_REPLY_ARRAY || item->elements != 2 ||
+              item->element[0]->type != REDIS_REPLY_STRING)
+            continue;
+          last.assign(item->element[0]->str, item->element[0]->len);
+          const redisReply* fields = item->element[1];
+          std::string o, a, sc;
+          int kind = 0;
+          for (std::size_t f = 0; fields->type == REDIS_REPLY_ARRAY && f + 1 < fields->elements;
+               f += 2) {
+            const redisReply* n = fields->element[f];
+            const redisReply* v = fields->element[f + 1];
+            if (n->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) continue;
+            const std::string_view name(n->str, n->len);
+            const std::string_view value(v->str, v->len);
+            if (name == "o")
+              o = value;
+            else if (name == "a")
+              a = value;
+            else if (name == "s")
+              sc = value;
+            else if (name == "t" && value.size() == 1)
+              kind = value[0] - '0';
+          }
+          if (o == origin_ || kind < 1 || kind > 4 || !hooks_.on_change) continue;
+          hooks_.on_change(Change{static_cast<Change::Kind>(kind), std::move(a), std::move(sc)});
+        }
+      }
+      {
+        std::lock_guard lock(pending_mu_);
+        ok = pending_.empty();
+      }
+      if (!ok && !breaker_open()) replay_pending();
+      if (last != saved && Clock::now() - saved_at > std::chrono::seconds(1)) {
+        save_position(last);
+        saved = last;
+        saved_at = Clock::now();
+      }
+    }
+    if (stopping(milliseconds(0))) break;
+    if (stopping(pause)) break;
+  }
+  if (last != saved && !last.empty()) save_position(last);
+}
+
+util::Result<std::unique_ptr<Tier>> open_tier(RemoteUrl url, double stale_factor,
+                                              std::filesystem::path state_file, TierHooks hooks,
+                                              const util::Logger* log) {
+  return std::unique_ptr<Tier>(std::make_unique<RedisTier>(
+      std::move(url), stale_factor, std::move(state_file), std::move(hooks), log));
+}
+
+}  // namespace larder::remote

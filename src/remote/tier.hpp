@@ -1,0 +1,123 @@
+// The remote tier: larder entries kept in Redis (or Valkey) under a key prefix, shared by every
+// cache on any machine that names the same prefix, and a change stream that keeps each
+// machine's local copies coherent.
+//
+// Redis layout (docs/remote.md), all under <prefix>:
+//   <prefix>:e:<stored key>   STRING  an entry record (format 1, below), PX = stale_factor x TTL
+//   <prefix>:c:<category>     SET     stored keys last written in that category (may hold keys
+//                                     since rewritten in another category or gone: checked)
+//   <prefix>:events           STREAM  one item per change (fields o: origin, t: kind, a: key,
+//                                     category or glob, s: scope), trimmed to ~100,000 items
+// A tier reads the stream from where it last was (persisted in the cache directory), so changes
+// made while it was disconnected or closed are applied when it is back; if the stream was
+// trimmed past that point, on_gap says that every local copy is suspect.
+//
+// Failures never reach the caller as exceptions: a call that cannot use Redis returns
+// Outcome::error (or false) within the operation timeout, and for a while afterwards (a breaker,
+// 0.5 s doubling to 5 s) calls do not try. Writes that did not reach Redis are remembered
+// (at most kMaxPending) and replayed by the listener once Redis answers again.
+//
+// Thread-safety: every member function may be called from many threads at once (a Redis tier
+// takes connections from a small pool; each hiredis context is used by one thread at a time).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "remote/url.hpp"
+#include "util/log.hpp"
+#include "util/result.hpp"
+
+namespace larder::remote {
+
+// An entry as the remote keeps it. Record format 1 (little-endian): u8 format = 1, i64
+// created_ns, i64 ttl_s, u32 category length + bytes, u32 metadata pair count + (u32 length +
+// bytes) x 2 per pair, then the value (the rest).
+struct Entry {
+  std::string value;
+  std::string category = "default";
+  std::map<std::string, std::string> metadata;
+  std::int64_t created_ns = 0;
+  std::int64_t ttl_s = 0;  // 0: never expires
+};
+inline constexpr std::uint8_t kRecordFormat = 1;
+std::string encode(const Entry& e);
+// The entry, or nullopt for bytes that are not a well-formed record.
+std::optional<Entry> decode(std::string_view bytes);
+
+// A change another cache made, to apply to the local tier (stored keys; scope as core's).
+struct Change {
+  enum class Kind : std::uint8_t { key = 1, category = 2, pattern = 3, clear = 4 };
+  Kind kind = Kind::key;
+  std::string arg;  // the stored key, the category or the glob
+  std::string scope;
+};
+
+struct TierHooks {
+  // A change made by another cache (runs on the listener thread).
+  std::function<void(const Change&)> on_change;
+  // The stream lost changes this tier never saw (trimmed while it was away): drop local copies.
+  std::function<void()> on_gap;
+  // A write that did not reach Redis, replayed now: the local entry of `stored_key` (nullopt if
+  // there is none any more, which removes it from the remote).
+  std::function<std::optional<Entry>(std::string_view stored_key)> local_entry;
+  // Whether `stored_key` is in `scope` and, given a glob, matches it as the user sees the key.
+  std::function<bool(std::string_view stored_key, std::string_view scope, const std::string* glob)>
+      matches;
+  // An outage began or ended (for logs and last_error); `why` names the failure.
+  std::function<void(bool reachable, const std::string& why)> on_state;
+};
+
+inline constexpr std::size_t kMaxPending = 100'000;
+inline constexpr std::size_t kStreamLength = 100'000;
+
+class Tier {
+ public:
+  enum class Outcome : std::uint8_t { hit, miss, error };
+  virtual ~Tier() = default;
+
+  // The entry of `stored_key`: hit (with *out), miss, or error (Redis unusable).
+  virtual Outcome get(std::string_view stored_key, Entry* out) = 0;
+  // Pipelined gets, one outcome per key (out: one entry per key, meaningful on hits).
+  virtual std::vector<Outcome> get_many(const std::vector<std::string>& stored_keys,
+                                        std::vector<Entry>* out) = 0;
+  // Write-through of entries (false: not all written; those not written are remembered and
+  // replayed). A read_only URL writes nothing and returns true.
+  virtual bool put(std::string_view stored_key, const Entry& e) = 0;
+  virtual bool put_many(const std::vector<std::pair<std::string, Entry>>& items) = 0;
+  // Removal of one key (remove and invalidate).
+  virtual bool remove(std::string_view stored_key) = 0;
+  // Removal of every key of `scope` in `category` / whose key (as the user sees it) matches
+  // `glob` / of the whole scope (TierHooks::matches decides).
+  virtual bool remove_category(std::string_view category, std::string_view scope) = 0;
+  virtual bool remove_matching(std::string_view glob, std::string_view scope) = 0;
+  virtual bool remove_all(std::string_view scope) = 0;
+
+  virtual const RemoteUrl& url() const = 0;
+  // True while the last attempt to use Redis worked.
+  virtual bool reachable() const = 0;
+  // Why Redis is not usable (empty while it is).
+  virtual std::string last_error() const = 0;
+};
+
+// Starts a tier on `url` (its listener connects in the background; nothing waits for Redis).
+// `state_file`: where the change stream's position is kept (empty: nowhere). Returns the tier, or
+// why there is none (this build has no Redis support).
+util::Result<std::unique_ptr<Tier>> open_tier(RemoteUrl url, double stale_factor,
+                                              std::filesystem::path state_file, TierHooks hooks,
+                                              const util::Logger* log);
+
+}  // namespace larder::remote

@@ -1,0 +1,39 @@
+// Remote tier URLs (Config::remote, LARDER_REMOTE):
+//   redis://[[user:]password@]host[:port][/db][?options]
+//   redis+unix://[[user:]password@]/path/to/socket[?db=N&options]
+// Options: prefix=NAME (default "larder"; letters, digits, '_', '-', '.', ':'), connect_timeout=MS
+// (default 100), operation_timeout=MS (default 1000), read_only=1. User, password and path may
+// be percent-encoded. Thread-safety: pure functions and plain values.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "util/result.hpp"
+
+namespace larder::remote {
+
+struct RemoteUrl {
+  enum class Transport : std::uint8_t { tcp, unix_socket };
+  Transport transport = Transport::tcp;
+  std::string host;  // tcp
+  int port = 6379;   // tcp
+  std::string path;  // unix_socket
+  std::string user;  // empty: AUTH with the password only (or no AUTH without one)
+  std::string password;
+  int db = 0;
+  std::string prefix = "larder";
+  std::chrono::milliseconds connect_timeout{100};
+  std::chrono::milliseconds operation_timeout{1000};
+  bool read_only = false;
+
+  // The URL without its password (for status output and logs).
+  std::string display() const;
+};
+
+// The parsed URL, or a message naming what is wrong with it ("remote: ..." is the caller's).
+util::Result<RemoteUrl> parse_url(std::string_view url);
+
+}  // namespace larder::remote

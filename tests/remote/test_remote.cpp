@@ -1,0 +1,330 @@
+// The remote tier against a real redis-server (tests/remote/redis_server.hpp): two caches with
+// different roots stand for two machines sharing one Redis.
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <functional>
+#include <thread>
+
+#include "larder/larder.hpp"
+#include "remote/redis_server.hpp"
+#include "support.hpp"
+
+using namespace larder;
+using namespace larder::test;
+using namespace std::chrono_literals;
+using Ms = std::chrono::milliseconds;
+
+namespace {
+
+Config machine(const std::filesystem::path& root, const std::string& url) {
+  Config c;
+  c.cache_root = root;
+  c.strategy = Strategy::process_isolated;
+  c.cleanup_interval = 0s;
+  c.remote = url;
+  return c;
+}
+
+// Polls `done` until it holds (at most `limit`); returns how long that took, or nullopt.
+std::optional<Ms> within(Ms limit, const std::function<bool()>& done) {
+  const auto start = std::chrono::steady_clock::now();
+  while (true) {
+    if (done()) return std::chrono::duration_cast<Ms>(std::chrono::steady_clock::now() - start);
+    if (std::chrono::steady_clock::now() - start > limit) return std::nullopt;
+    std::this_thread::sleep_for(2ms);
+  }
+}
+
+template <class F>
+Ms timed(F&& f) {
+  const auto start = std::chrono::steady_clock::now();
+  f();
+  return std::chrono::duration_cast<Ms>(std::chrono::steady_clock::now() - start);
+}
+
+}  // namespace
+
+TEST_CASE("remote: a value set on one machine is read on another, then locally") {
+  TempDir tmp;
+  RedisServer redis(tmp / "redis");
+  Cache a = Cache::open(machine(tmp / "a", redis.url()));
+  Cache b = Cache::open(machine(tmp / "b", redis.url()));
+  REQUIRE(a.set("k", "from A"));
+  CHECK(b.get("k") == "from A");
+  Stats s = b.stats();
+  CHECK(s.remote_hit_count == 1);
+  CHECK(s.remote_miss_count == 0);
+  CHECK(b.get("k") == "from A");  // now a local hit
+  s = b.stats();
+  CHECK(s.remote_hit_count == 1);
+  CHECK(s.hit_count == 2);
+  CHECK(b.get("absent") == std::nullopt);
+  CHECK(b.stats().remote_miss_count == 1);
+  CHECK(b.stats().remote_error_count == 0);
+  // get_many, exists and get_entry ask the remote too.
+  REQUIRE(a.set_many({{"m1", "1"}, {"m2", "2"}}) == std::vector<bool>{true, true});
+  const auto many = b.get_many({"m1", "m2", "m3"});
+  CHECK(many == std::vector<std::optional<std::string>>{"1", "2", std::nullopt});
+  REQUIRE(a.set("e", "entry"));
+  CHECK(b.exists("e"));
+  REQUIRE(a.set("f", "entry f"));
+  auto entry = b.get_entry("f");
+  REQUIRE(entry);
+  CHECK(entry->value == "entry f");
+}
+
+TEST_CASE("remote: TTL, category, metadata and status survive the round trip") {
+  TempDir tmp;
+  RedisServer redis(tmp / "redis");
+  TestClock clock;
+  Config ca = machine(tmp / "a", redis.url());
+  Config cb = machine(tmp / "b", redis.url());
+  ca.clock = clock.fn();
+  cb.clock = clock.fn();
+  Cache a = Cache::open(ca);
+  Cache b = Cache::open(cb);
+  SetOptions o = ttl(100, "reports");
+  o.metadata = {{"source", "api"}};
+  REQUIRE(a.set("r", "report", o));
+  clock.advance(30s);
+  auto info = b.get_entry("r");
+  REQUIRE(info);
+  CHECK(info->info.category == "reports");
+  CHECK(info->info.metadata == std::map<std::string, std::string>{{"source", "api"}});
+  CHECK(info->info.status == EntryStatus::fresh);
+  REQUIRE(info->info.remaining_ttl_seconds());
+  CHECK(*info->info.remaining_ttl_seconds() == doctest::Approx(70.0).epsilon(0.01));
+  CHECK(b.keys_in_category("reports") == std::vector<std::string>{"r"});
+  // Stale on the other machine once past its TTL: get misses, get_entry(include_stale) reads.
+  REQUIRE(a.set("s", "soon stale", ttl(10)));
+  clock.advance(15s);
+  CHECK(b.get("s") == std::nullopt);
+  auto stale = b.get_entry("s", true);
+  REQUIRE(stale);
+  CHECK(stale->info.status == EntryStatus::stale);
+  // Redis keeps it for stale_factor x TTL (real time): PX is 20 s.
+  const long long pttl = std::stoll(redis.command({"PTTL", "larder:e:s"}));
+  CHECK(pttl > 15'000);
+  CHECK(pttl <= 20'000);
+}
+
+TEST_CASE("remote: another machine stops returning its copy once a key changes") {
+  TempDir tmp;
+  RedisServer redis(tmp / "redis");
+  Cache a = Cache::open(machine(tmp / "a", redis.url()));
+  Cache b = Cache::open(machine(tmp / "b", redis.url()));
+  const auto seen_within = [&](const std::string& what, const std::function<bool()>& done) {
+    const auto t = within(5000ms, done);
+    REQUIRE_MESSAGE(t, what, ": never seen on the other machine");
+    MESSAGE(what, ": seen on the other machine after ", t->count(), " ms");
+    CHECK(t->count() < 1000);  // the target is 100 ms; this bound leaves a loaded machine room
+  };
+  REQUIRE(a.set("k", "v1"));
+  REQUIRE(b.get("k") == "v1");
+  REQUIRE(a.set("k", "v2"));
+  seen_within("overwrite", [&] { return b.get("k") == "v2"; });
+  a.remove("k");
+  seen_within("remove", [&] { return !b.get("k"); });
+
+  REQUIRE(a.set("i", "v"));
+  REQUIRE(b.get("i") == "v");
+  a.invalidate("i");
+  seen_within("invalidate", [&] { return !b.get("i"); });
+
+  REQUIRE(a.set("c1", "v", ttl(3600, "cat")));
+  REQUIRE(a.set("c2", "v", ttl(3600, "other")));
+  REQUIRE(b.get("c1") == "v");
+  REQUIRE(b.get("c2") == "v");
+  a.invalidate_category("cat");
+  seen_within("invalidate_category", [&] { return !b.get("c1"); });
+  CHECK(b.get("c2") == "v");
+
+  REQUIRE(a.set("user:1", "v"));
+  REQUIRE(a.set("page:1", "v"));
+  REQUIRE(b.get("user:1") == "v");
+  REQUIRE(b.get("page:1") == "v");
+  a.invalidate_pattern("user:*");
+  seen_within("invalidate_pattern", [&] { return !b.get("user:1"); });
+  CHECK(b.get("page:1") == "v");
+  CHECK(redis.command({"EXISTS", "larder:e:user:1"}) == "0");
+  CHECK(redis.command({"EXISTS", "larder:e:page:1"}) == "1");
+
+  a.clear();
+  seen_within("clear", [&] { return !b.get("page:1"); });
+  CHECK(redis.command({"DBSIZE"}) != "0");  // the stream and category sets remain
+  CHECK(redis.command({"EXISTS", "larder:e:page:1"}) == "0");
+}
+
+TEST_CASE("remote: a category rewritten elsewhere is not removed with its old category") {
+  TempDir tmp;
+  RedisServer redis(tmp / "redis");
+  Cache a = Cache::open(machine(tmp / "a", redis.url()));
+  REQUIRE(a.set("k", "v", ttl(3600, "old")));
+  REQUIRE(a.set("k", "v2", ttl(3600, "new")));
+  a.invalidate_category("old");
+  CHECK(redis.command({"EXISTS", "larder:e:k"}) == "1");
+  a.invalidate_category("new");
+  CHECK(redis.command({"EXISTS", "larder:e:k"}) == "0");
+}
+
+TEST_CASE("remote: two prefixes on one Redis never see each other's keys") {
+  TempDir tmp;
+  RedisServer redis(tmp / "redis");
+  Cache a = Cache::open(machine(tmp / "a", redis.url("prefix=team-a")));
+  Cache b = Cache::open(machine(tmp / "b", redis.url("prefix=team-b")));
+  Cache a2 = Cache::open(machine(tmp / "a2", redis.url("prefix=team-a")));
+  REQUIRE(a.set("k", "a's"));
+  REQUIRE(b.set("k", "b's"));
+  CHECK(a2.get("k") == "a's");
+  b.clear();
+  CHECK(redis.command({"EXISTS", "team-a:e:k"}) == "1");
+  CHECK(redis.command({"EXISTS", "team-b:e:k"}) == "0");
+}
+
+TEST_CASE("remote: namespaces stay apart on the remote too") {
+  TempDir tmp;
+  RedisServer redis(tmp / "redis");
+  Cache a = Cache::open(machine(tmp / "a", redis.url()));
+  Cache b = Cache::open(machine(tmp / "b", redis.url()));
+  REQUIRE(a.ns("x").set("k", "x's"));
+  REQUIRE(a.set("k", "unnamed"));
+  CHECK(b.ns("x").get("k") == "x's");
+  CHECK(b.ns("y").get("k") == std::nullopt);
+  CHECK(b.get("k") == "unnamed");
+  a.ns("x").clear();
+  CHECK(within(5000ms, [&] { return !b.ns("x").get("k"); }));
+  CHECK(b.get("k") == "unnamed");
+}
+
+TEST_CASE("remote: Redis killed mid-run: local only, bounded calls, recovery without stale data") {
+  TempDir tmp;
+  RedisServer redis(tmp / "redis");
+  const std::string url = redis.url("operation_timeout=300&connect_timeout=100");
+  Cache a = Cache::open(machine(tmp / "a", url));
+  Cache b = Cache::open(machine(tmp / "b", url));
+  REQUIRE(a.set("k", "old"));
+  REQUIRE(b.get("k") == "old");
+
+  redis.kill();
+  Ms worst{0};
+  for (int i = 0; i < 20; ++i) {
+    worst = std::max(worst, timed([&] {
+                       CHECK(a.set("local" + std::to_string(i), "v"));  // the local tier takes it
+                       CHECK(a.get("local" + std::to_string(i)) == "v");
+                       CHECK(b.get("missing") == std::nullopt);
+                     }));
+  }
+  MESSAGE("slowest round of calls with Redis dead: ", worst.count(), " ms");
+  CHECK(worst < 2000ms);
+  REQUIRE(a.set("k", "new"));  // not on the remote: remembered for replay
+  CHECK(b.get("k") == "old");  // b cannot know yet
+  CHECK(a.stats().remote_error_count > 0);
+  CHECK(b.stats().remote_error_count > 0);
+  CHECK_FALSE(a.degraded());
+
+  redis.start();  // empty: no persistence
+  // a replays its write once Redis answers; b hears of it and drops its copy.
+  const auto t = within(15000ms, [&] { return b.get("k") == "new"; });
+  REQUIRE_MESSAGE(t, "b kept serving the value a replaced while Redis was down");
+  MESSAGE("after the restart, b read a's new value within ", t->count(), " ms");
+  CHECK(a.set("later", "v"));
+  CHECK(within(5000ms, [&] { return b.get("later") == "v"; }));
+}
+
+TEST_CASE("remote: a stopped (SIGSTOP) Redis costs a call at most its operation timeout") {
+  TempDir tmp;
+  RedisServer redis(tmp / "redis");
+  Cache a = Cache::open(machine(tmp / "a", redis.url("operation_timeout=200")));
+  REQUIRE(a.set("k", "v"));
+  redis.stop();
+  const Ms first = timed([&] { CHECK(a.get("missing") == std::nullopt); });
+  const Ms set = timed([&] { CHECK(a.set("k2", "v2")); });
+  Ms later{0};
+  for (int i = 0; i < 10; ++i)
+    later = std::max(later,
+                     timed([&] { CHECK(a.get("missing" + std::to_string(i)) == std::nullopt); }));
+  MESSAGE("stopped Redis: first get ", first.count(), " ms, set ", set.count(),
+          " ms, slowest of 10 later gets ", later.count(), " ms");
+  CHECK(first < 1000ms);
+  CHECK(set < 1000ms);
+  CHECK(later < 1000ms);
+  CHECK(a.get("k") == "v");  // local hits never wait for Redis
+  CHECK(a.stats().remote_error_count > 0);
+  redis.cont();
+  Cache b = Cache::open(machine(tmp / "b", redis.url("operation_timeout=200")));
+  CHECK(within(10000ms, [&] { return b.get("k2") == "v2"; }));  // replayed
+}
+
+TEST_CASE("remote: a wrong password or database leaves a working local cache that says why") {
+  TempDir tmp;
+  RedisServer redis(tmp / "redis", {"--requirepass", "right"});
+  const auto check_refused = [&](const std::string& name, const std::string& url,
+                                 const std::string& named) {
+    CAPTURE(name);
+    Cache a = Cache::open(machine(tmp / name, url));
+    CHECK(a.set("k", "v"));
+    CHECK(a.get("k") == "v");
+    CHECK(a.get("other") == std::nullopt);
+    CHECK(a.stats().remote_error_count > 0);
+    CHECK_FALSE(a.degraded());
+    CHECK_MESSAGE(a.last_error().find(named) != std::string::npos, a.last_error());
+    CHECK(a.last_error().find("wrong") == std::string::npos);  // the password is not shown
+  };
+  check_refused("none", "redis+unix://" + redis.socket(), "NOAUTH");
+  check_refused("wrong", "redis+unix://:wrong@" + redis.socket(), "AUTH refused");
+  check_refused("db", "redis+unix://:right@" + redis.socket() + "?db=99999", "SELECT 99999");
+  Cache a = Cache::open(machine(tmp / "a", "redis+unix://:right@" + redis.socket()));
+  Cache b = Cache::open(machine(tmp / "b", "redis+unix://:right@" + redis.socket()));
+  REQUIRE(a.set("k", "v"));
+  CHECK(b.get("k") == "v");
+  CHECK(b.stats().remote_error_count == 0);
+}
+
+TEST_CASE("remote: a cache reopened later applies the changes it missed while closed") {
+  TempDir tmp;
+  RedisServer redis(tmp / "redis");
+  Config cb = machine(tmp / "b", redis.url());
+  Cache a = Cache::open(machine(tmp / "a", redis.url()));
+  REQUIRE(a.set("k", "v1"));
+  {
+    Cache b = Cache::open(cb);
+    REQUIRE(b.get("k") == "v1");  // b's local copy, kept on disk
+    // Let b's listener record where it is in the stream.
+    std::this_thread::sleep_for(1200ms);
+    REQUIRE(a.set("unrelated", "x"));
+    std::this_thread::sleep_for(1200ms);
+  }
+  REQUIRE(a.set("k", "v2"));  // b is closed
+  Cache b = Cache::open(cb);
+  const auto t = within(5000ms, [&] { return b.get("k") == "v2"; });
+  REQUIRE_MESSAGE(t, "the reopened cache served the copy that was replaced while it was closed");
+}
+
+TEST_CASE("remote: read_only=1 reads the remote and never writes it") {
+  TempDir tmp;
+  RedisServer redis(tmp / "redis");
+  Cache writer = Cache::open(machine(tmp / "a", redis.url()));
+  Cache reader = Cache::open(machine(tmp / "b", redis.url("read_only=1")));
+  REQUIRE(writer.set("k", "v"));
+  CHECK(reader.get("k") == "v");
+  REQUIRE(reader.set("mine", "local only"));
+  CHECK(reader.get("mine") == "local only");
+  CHECK(redis.command({"EXISTS", "larder:e:mine"}) == "0");
+}
+
+TEST_CASE("remote: a shared owner talks to Redis for its clients") {
+  TempDir tmp;
+  RedisServer redis(tmp / "redis");
+  Cache a = Cache::open(machine(tmp / "a", redis.url()));
+  REQUIRE(a.set("k", "from A"));
+  Config shared = machine(tmp / "shared", redis.url());
+  shared.strategy = Strategy::shared;
+  Cache owner = Cache::open(shared);
+  // A client in another process would route through the owner's LocalService; the owner's own
+  // calls take that same path.
+  CHECK(owner.get("k") == "from A");
+  CHECK(owner.stats().remote_hit_count == 1);
+  REQUIRE(owner.set("s", "from the shared cache"));
+  CHECK(a.get("s") == "from the shared cache");
+}
