@@ -192,12 +192,10 @@ struct RemoteCopy {
   bool fresh = false;
   bool stored = false;  // also stored locally (else served this once)
 };
-std::optional<RemoteCopy> from_remote(Backend& b, std::string_view key) {
-  remote::Tier* t = b.remote();
-  if (t == nullptr) return std::nullopt;
-  const std::uint64_t changes = b.remote_changes(key);
-  RemoteCopy c;
-  switch (t->get(key, &c.entry)) {
+// What the remote answered for `key` (`changes`: b.remote_changes(key) before asking).
+std::optional<RemoteCopy> keep_remote(Backend& b, std::string_view key, remote::Tier::Outcome o,
+                                      remote::Entry&& entry, std::uint64_t changes) {
+  switch (o) {
     case remote::Tier::Outcome::error:
       b.counters().remote_error++;
       return std::nullopt;
@@ -207,6 +205,8 @@ std::optional<RemoteCopy> from_remote(Backend& b, std::string_view key) {
     case remote::Tier::Outcome::hit:
       break;
   }
+  RemoteCopy c;
+  c.entry = std::move(entry);
   const std::int64_t now = b.now_ns();
   const remote::Entry& e = c.entry;
   c.fresh = true;
@@ -240,6 +240,15 @@ std::optional<RemoteCopy> from_remote(Backend& b, std::string_view key) {
       key);
   c.stored = outcome == engine::SetOutcome::stored;
   return c;
+}
+
+std::optional<RemoteCopy> from_remote(Backend& b, std::string_view key) {
+  remote::Tier* t = b.remote();
+  if (t == nullptr) return std::nullopt;
+  const std::uint64_t changes = b.remote_changes(key);
+  remote::Entry e;
+  const remote::Tier::Outcome o = t->get(key, &e);
+  return keep_remote(b, key, o, std::move(e), changes);
 }
 
 }  // namespace
@@ -298,11 +307,31 @@ void drop_local_copies(Backend& b) {
 }
 
 bool LocalService::set(const SetRequest& q) {
+  return set_impl(q, /*write_remote=*/true, nullptr);
+}
+
+std::vector<bool> LocalService::set_many(const std::vector<SetRequest>& requests) {
+  std::vector<bool> out;
+  out.reserve(requests.size());
+  std::vector<std::pair<std::string, remote::Entry>> through;
+  remote::Tier* t = backend_->remote();
+  for (const SetRequest& q : requests) {
+    std::int64_t now = 0;
+    out.push_back(set_impl(q, /*write_remote=*/false, &now));
+    if (t != nullptr && out.back()) through.emplace_back(q.key, remote_entry(q, now));
+  }
+  // One pipeline for the remote's share.
+  if (!through.empty() && !t->put_many(through)) backend_->counters().remote_error++;
+  return out;
+}
+
+bool LocalService::set_impl(const SetRequest& q, bool write_remote, std::int64_t* created_ns) {
   if (read_only(*backend_, "set")) return false;
   Backend& b = *backend_;
   const CallCount counted(b);
   engine::SetOutcome outcome = engine::SetOutcome::full;
   const std::int64_t now = b.now_ns();
+  if (created_ns != nullptr) *created_ns = now;
   const kv::Status s = run(
       b, "set",
       [&](Engine& e) {
@@ -318,7 +347,8 @@ bool LocalService::set(const SetRequest& q) {
     return false;
   }
   b.counters().set++;
-  if (remote::Tier* t = b.remote(); t != nullptr && !t->put(q.key, remote_entry(q, now)))
+  if (remote::Tier* t = write_remote ? b.remote() : nullptr;
+      t != nullptr && !t->put(q.key, remote_entry(q, now)))
     b.counters().remote_error++;
   return true;
 }
@@ -446,6 +476,44 @@ bool LocalService::set_all(const std::vector<SetRequest>& requests) {
 }
 
 std::optional<std::string> LocalService::get(std::string_view key) {
+  return get_impl(key, /*ask_remote=*/true, /*count_miss=*/true);
+}
+
+std::vector<std::optional<std::string>> LocalService::get_many(
+    const std::vector<std::string>& keys) {
+  std::vector<std::optional<std::string>> out;
+  out.reserve(keys.size());
+  remote::Tier* t = backend_->remote();
+  for (const auto& k : keys) out.push_back(get_impl(k, /*ask_remote=*/false, t == nullptr));
+  if (t == nullptr) return out;
+  // The local misses, asked of the remote in one pipeline.
+  Backend& b = *backend_;
+  std::vector<std::string> missing;
+  std::vector<std::size_t> where;
+  std::vector<std::uint64_t> changes;
+  for (std::size_t i = 0; i < keys.size(); ++i)
+    if (!out[i]) {
+      missing.push_back(keys[i]);
+      where.push_back(i);
+      changes.push_back(b.remote_changes(keys[i]));
+    }
+  if (missing.empty()) return out;
+  std::vector<remote::Entry> entries;
+  const std::vector<remote::Tier::Outcome> outcomes = t->get_many(missing, &entries);
+  for (std::size_t j = 0; j < missing.size(); ++j) {
+    auto copy = keep_remote(b, missing[j], outcomes[j], std::move(entries[j]), changes[j]);
+    if (copy && copy->fresh) {
+      b.counters().hit++;
+      out[where[j]] = std::move(copy->entry.value);
+    } else {
+      b.counters().miss++;
+    }
+  }
+  return out;
+}
+
+std::optional<std::string> LocalService::get_impl(std::string_view key, bool ask_remote,
+                                                  bool count_miss) {
   Backend& b = *backend_;
   const CallCount counted(b);
   const std::int64_t now = b.now_ns();
@@ -461,11 +529,11 @@ std::optional<std::string> LocalService::get(std::string_view key) {
     return std::move(f.value);
   }
   drop_if_corrupt(b, s, key);
-  if (auto copy = from_remote(b, key); copy && copy->fresh) {
+  if (auto copy = ask_remote ? from_remote(b, key) : std::nullopt; copy && copy->fresh) {
     b.counters().hit++;
     return std::move(copy->entry.value);
   }
-  b.counters().miss++;
+  if (count_miss) b.counters().miss++;
   return std::nullopt;
 }
 

@@ -225,6 +225,8 @@ class LocalService final : public Service {
   std::optional<std::int64_t> incr(const SetRequest& request, std::int64_t delta) override;
   bool set_all(const std::vector<SetRequest>& requests) override;
   std::optional<std::string> get(std::string_view key) override;
+  std::vector<std::optional<std::string>> get_many(const std::vector<std::string>& keys) override;
+  std::vector<bool> set_many(const std::vector<SetRequest>& requests) override;
   std::optional<Entry> get_entry(std::string_view key, bool include_stale) override;
   bool exists(std::string_view key) override;
   std::optional<EntryInfo> metadata(std::string_view key) override;
@@ -258,6 +260,11 @@ class LocalService final : public Service {
   bool inherited() const override;
 
  private:
+  // get and set; a local miss asks the remote tier / a stored entry is written through only
+  // when told (get_many and set_many batch the remote's share; get_many counts the misses that
+  // are left). *created_ns: the set's time.
+  std::optional<std::string> get_impl(std::string_view key, bool ask_remote, bool count_miss);
+  bool set_impl(const SetRequest& request, bool write_remote, std::int64_t* created_ns);
   // get_entry; with `ask_remote`, a local miss asks the remote tier once.
   std::optional<Entry> local_get_entry(std::string_view key, bool include_stale, bool ask_remote);
 

@@ -792,10 +792,12 @@ void RedisTier::listen() {
     redisContext* ctx = (*conn)->ctx;
     pause = milliseconds(100);
     bool ok = true;
+    std::string refused;  // an error reply's text
     if (last.empty()) {
       // First start on this prefix: from the stream's end.
       const ReplyPtr r = command(ctx, {"XREVRANGE", stream, "+", "-", "COUNT", "1"});
       ok = r != nullptr && r->type != REDIS_REPLY_ERROR;
+      if (r != nullptr && r->type == REDIS_REPLY_ERROR) refused.assign(r->str, r->len);
       if (ok && r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
           r->element[0]->type == REDIS_REPLY_ARRAY && r->element[0]->elements >= 1 &&
           r->element[0]->element[0]->type == REDIS_REPLY_STRING)
@@ -805,6 +807,12 @@ void RedisTier::listen() {
       // Back after a while: were changes trimmed from the stream before this tier read them?
       const ReplyPtr r = command(ctx, {"XINFO", "STREAM", stream});
       ok = r != nullptr;
+      // A missing stream is no gap; any other error reply (NOAUTH...) is a failure.
+      if (r != nullptr && r->type == REDIS_REPLY_ERROR &&
+          std::string_view(r->str, r->len).find("no such key") == std::string_view::npos) {
+        ok = false;
+        refused.assign(r->str, r->len);
+      }
       if (ok && r->type == REDIS_REPLY_ARRAY) {
         for (std::size_t i = 0; i + 1 < r->elements; i += 2) {
           const redisReply* name = r->element[i];
@@ -827,7 +835,9 @@ void RedisTier::listen() {
     }
     if (!ok) {
       failed(fmt::format("redis {}: {}", url_.display(),
-                         ctx->errstr[0] != '\0' ? ctx->errstr : "reading the change stream"));
+                         !refused.empty()         ? "reading the change stream: " + refused
+                         : ctx->errstr[0] != '\0' ? std::string(ctx->errstr)
+                                                  : std::string("reading the change stream")));
       if (stopping(pause)) break;
       continue;
     }
