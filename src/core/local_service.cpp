@@ -880,6 +880,16 @@ AdminResult LocalService::admin(AdminCommand command, std::int64_t arg) {
           {"degraded", b.degraded() ? "true" : "false"},
           {"last_error", b.last_error()},
       };
+      if (remote::Tier* t = b.remote()) {
+        const bool up = t->check();
+        res.fields["remote"] = t->url().display();
+        res.fields["remote_reachable"] = up ? "true" : "false";
+        res.fields["remote_error"] = up ? "" : t->last_error();
+      } else if (b.resolved().remote) {
+        res.fields["remote"] = b.resolved().remote->display();
+        res.fields["remote_reachable"] = "false";
+        res.fields["remote_error"] = b.last_error();  // e.g. built without Redis support
+      }
       break;
     }
     case AdminCommand::verify:

@@ -213,6 +213,7 @@ class RedisTier final : public Tier {
   bool remove_matching(std::string_view glob, std::string_view scope) override;
   bool remove_all(std::string_view scope) override;
 
+  bool check() override;
   const RemoteUrl& url() const override { return url_; }
   // True while the last attempt to use Redis worked.
   bool reachable() const override { return reachable_.load(); }
@@ -531,6 +532,14 @@ void RedisTier::remember(Change::Kind kind, std::string_view arg, std::string_vi
     return;
   }
   pending_.push_back(Change{kind, std::string(arg), std::string(scope)});
+}
+
+bool RedisTier::check() {
+  {
+    std::lock_guard lock(state_mu_);
+    retry_at_ = {};  // an explicit question is asked even during a pause
+  }
+  return run({{"PING"}}, nullptr);
 }
 
 Tier::Outcome RedisTier::get(std::string_view stored_key, Entry* out) {

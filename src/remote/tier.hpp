@@ -106,6 +106,10 @@ class Tier {
   virtual bool remove_matching(std::string_view glob, std::string_view scope) = 0;
   virtual bool remove_all(std::string_view scope) = 0;
 
+  // Asks Redis now (PING, within the operation timeout, even while the breaker is open). Returns
+  // whether it answered; reachable() and last_error() then say the same.
+  virtual bool check() = 0;
+
   virtual const RemoteUrl& url() const = 0;
   // True while the last attempt to use Redis worked.
   virtual bool reachable() const = 0;

@@ -21,6 +21,9 @@
 #include "shared_support.hpp"
 #include "stats/counters.hpp"
 #include "support.hpp"
+#ifdef LARDER_REDIS_SERVER
+#include "remote/redis_server.hpp"
+#endif
 
 using namespace larder;
 using namespace larder::test;
@@ -805,3 +808,40 @@ TEST_CASE("cachectl: --ns works in one namespace; status lists the namespaces") 
   CHECK(run({"--ns", "two", "get", "k"}).out == "in two\n");
   CHECK(run({"--ns", std::string(kMaxNamespaceBytes + 1, 'n'), "ls"}).code == 2);
 }
+
+#ifdef LARDER_REDIS_SERVER
+TEST_CASE("cachectl: status shows the remote tier, reachable or not, with its counters") {
+  TempDir dir;
+  RedisServer redis(dir / "redis", {"--requirepass", "topsecret"});
+  const auto root = dir / "cache";
+  Config c = shared_config(root);
+  c.remote = "redis+unix://:topsecret@" + redis.socket() + "?prefix=team";
+  Cache owner = Cache::open(c);  // the owner: cachectl's calls go to it
+  REQUIRE(owner.set("k", "v"));
+  REQUIRE(owner.remove("k"));
+  CHECK(owner.get("k") == std::nullopt);  // a local and a remote miss
+  Run r = cachectl(with_root(root, {"status"}));
+  INFO("status: " << r.out << r.err);
+  CHECK(r.code == 0);
+  CHECK(r.out.find("remote      redis+unix://***@" + redis.socket() +
+                   "?db=0&prefix=team, reachable") != std::string::npos);
+  CHECK(r.out.find("1 misses, 0 errors") != std::string::npos);
+  CHECK(r.out.find("topsecret") == std::string::npos);
+  r = cachectl(with_root(root, {"--json", "status"}));
+  auto d = json(r);
+  REQUIRE(d.HasMember("remote"));
+  CHECK(d["remote"]["reachable"].GetBool());
+  CHECK(d["remote_miss_count"].GetUint64() == 1);
+  r = cachectl(with_root(root, {"stats", "--format", "prometheus"}));
+  CHECK(r.out.find("larder_remote_gets_total{cache=") != std::string::npos);
+  CHECK(r.out.find(",result=\"miss\"} 1\n# HELP larder_remote_errors_total") != std::string::npos);
+  CHECK(r.out.find("# HELP larder_remote_errors_total") != std::string::npos);
+
+  redis.kill();
+  r = cachectl(with_root(root, {"status"}));
+  CHECK(r.code == 0);
+  CHECK(r.out.find("unreachable: ") != std::string::npos);
+  d = json(cachectl(with_root(root, {"--json", "status"})));
+  CHECK_FALSE(d["remote"]["reachable"].GetBool());
+}
+#endif

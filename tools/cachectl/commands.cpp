@@ -373,6 +373,26 @@ int cmd_status(const Globals& g) {
                       stats.eviction_count, stats.expiration_count, stats.invalidation_count,
                       stats.error_count == 0 ? std::string("0 errors")
                                              : st.red(fmt::format("{} errors", stats.error_count)));
+  // The remote tier, as the process serving the cache sees it (URL without its password).
+  const std::string remote_url = setting(s, "remote");
+  if (!remote_url.empty()) {
+    const bool up = setting(s, "remote_reachable") == "true";
+    text += fmt::format(
+        "{:<12}{}, {}; {} hits, {} misses, {}\n", "remote", remote_url,
+        up ? std::string("reachable") : st.red("unreachable: " + setting(s, "remote_error")),
+        stats.remote_hit_count, stats.remote_miss_count,
+        stats.remote_error_count == 0 ? std::string("0 errors")
+                                      : st.red(fmt::format("{} errors", stats.remote_error_count)));
+    j.key("remote");
+    j.w().StartObject();
+    j.field("url", remote_url);
+    j.field("reachable", up);
+    j.field("error", setting(s, "remote_error"));
+    j.w().EndObject();
+  } else {
+    j.key("remote");
+    j.w().Null();
+  }
   text += fmt::format("{:<12}{} (SST {}, WAL {}, other {}); logical size {}\n", "on disk",
                       human_size(d.total()), human_size(d.sst), human_size(d.wal),
                       human_size(d.other), human_size(stats.total_size_bytes));

@@ -3,6 +3,7 @@
 // Exit codes: 0 success; 1 not found (or refused, or verify found problems); 2 usage error or
 // bad input; 3 not a larder cache or it cannot be opened. Errors are one line on stderr.
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <string>
 #include <vector>
@@ -35,6 +36,9 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"shared", "process_isolated"}));
   app.add_option("--pid", g.pid, "Which proc_<PID> directory of a process_isolated cache");
   app.add_option("--ns", g.ns, "Work in this namespace of the cache (Cache::ns)");
+  if (const char* r = std::getenv("LARDER_REMOTE")) g.remote = r;
+  app.add_option("--remote", g.remote,
+                 "The remote tier's URL, as Config::remote (default: LARDER_REMOTE)");
   app.add_flag("--json", g.json, "Machine-readable output (stable JSON)");
   app.add_flag("--no-color", g.no_color, "No colours (also when NO_COLOR is set)");
   app.add_flag("-q,--quiet", g.quiet, "Only results and errors; no progress or notes");

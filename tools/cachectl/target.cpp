@@ -141,6 +141,7 @@ Session open_session(const Globals& g, const Location& loc) {
   c.strategy = loc.strategy;
   c.lock_timeout = std::chrono::milliseconds(g.timeout_ms);
   c.cleanup_interval = std::chrono::seconds(0);  // cachectl runs no periodic cleanup
+  c.remote = g.remote;
   // The store's recorded limits are adopted (below); a store from before limits were recorded
   // gets none rather than cachectl's defaults, so a command never evicts on its own account.
   c.max_entries = 0;

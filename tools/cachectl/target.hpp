@@ -48,7 +48,8 @@ struct Globals {
   bool quiet = false;
   int verbose = 0;
   std::int64_t timeout_ms = 10'000;
-  std::string ns;  // --ns: the namespace (Cache::ns) commands work in; "": the unnamed one
+  std::string remote;  // --remote (default LARDER_REMOTE): the remote tier (Config::remote)
+  std::string ns;      // --ns: the namespace (Cache::ns) commands work in; "": the unnamed one
 };
 
 struct ProcDir {
