@@ -39,6 +39,10 @@
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
 
+#ifdef LARDER_BENCH_REMOTE
+#include "bench_remote.hpp"
+#endif
+
 #include "core/config.hpp"
 #include "kv/rocks_kv.hpp"
 #include "rocksdb/db.h"
@@ -640,6 +644,17 @@ int main(int argc, char** argv) {
   op->add_option("--rounds", op_rounds, "Opens per size (the median is printed)")
       ->check(CLI::PositiveNumber);
   op->add_flag("--json", op_json, "Machine-readable output");
+#ifdef LARDER_BENCH_REMOTE
+  auto* rm = app.add_subcommand(
+      "remote", "The remote tier beside bare hiredis GET/SET round trips to the same Redis");
+  std::string rm_url;
+  std::size_t rm_keys = 5000, rm_value = 1024;
+  int rm_rounds = 5;
+  rm->add_option("--url", rm_url, "Redis URL (default: start a redis-server from PATH)");
+  rm->add_option("--keys", rm_keys, "Keys per round")->check(CLI::PositiveNumber);
+  rm->add_option("--value-size", rm_value, "Value bytes");
+  rm->add_option("--rounds", rm_rounds, "Rounds (medians are printed)")->check(CLI::PositiveNumber);
+#endif
   auto* rn = app.add_subcommand(
       "run", "The workload table: larder against raw RocksDB (same options, same run)");
   std::size_t rn_keys = 50'000;
@@ -668,6 +683,9 @@ int main(int argc, char** argv) {
     }
     return replay(path, policy, entries, bytes, store, dir, json);
   }
+#ifdef LARDER_BENCH_REMOTE
+  if (rm->parsed()) return bench_remote(rm_url, rm_keys, rm_value, rm_rounds);
+#endif
   if (rn->parsed()) return run_table(rn_keys, rn_rounds, rn_sizes, rn_policies, rn_json);
   if (gs->parsed()) return getset(gs_keys, gs_value, gs_policy, gs_dir, gs_rounds, gs_json);
   if (op->parsed()) {
