@@ -265,14 +265,19 @@ void Backend::start_remote() {
   if (!r_.remote || r_.read_only) return;
   remote::TierHooks hooks;
   hooks.on_change = [this](const remote::Change& c) {
-    if (c.kind == remote::Change::Kind::key)
-      remote_key_changes_[slot_of(c.arg)].fetch_add(1, std::memory_order_acq_rel);
-    else
-      remote_changes_.fetch_add(1, std::memory_order_acq_rel);
+    {
+      std::lock_guard lock(remote_mu_);
+      auto& last = c.kind == remote::Change::Kind::key ? remote_key_change_[slot_of(c.arg)]
+                                                       : remote_any_change_;
+      last = std::max(last, c.id);
+    }
     apply_remote_change(*this, c);
   };
-  hooks.on_gap = [this] {
-    remote_changes_.fetch_add(1, std::memory_order_acq_rel);
+  hooks.on_gap = [this](remote::StreamId newest) {
+    {
+      std::lock_guard lock(remote_mu_);
+      remote_any_change_ = std::max(remote_any_change_, newest);
+    }
     drop_local_copies(*this);
   };
   hooks.local_entry = [this](std::string_view key) { return local_entry_for_remote(*this, key); };

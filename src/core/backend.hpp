@@ -109,13 +109,14 @@ class Backend final : private engine::AccessFlusher {
   // The remote tier (Config::remote), or nullptr: none configured, a read-only view, a build
   // without Redis support, or an inherited (forked) Backend.
   remote::Tier* remote() const { return inherited() ? nullptr : remote_.get(); }
-  // How many changes from other caches the remote tier has applied here: a read that fetched a
-  // remote entry stores it locally only if this did not move meanwhile (else the entry may be
-  // one a change just replaced).
-  // Counted per key (by hash: 256 slots) and for changes that may touch any key.
-  std::uint64_t remote_changes(std::string_view key) const {
-    return remote_changes_.load(std::memory_order_acquire) +
-           remote_key_changes_[slot_of(key)].load(std::memory_order_acquire);
+  // Whether a change from another cache that may concern `key` and comes after `at` in the
+  // change stream has been applied here: then an entry fetched from the remote at `at` may be
+  // older than that change and is not stored locally. (Changes up to `at` are in what was
+  // fetched; one applied after the copy is stored removes it as usual.) Kept per key hash (256
+  // slots) and for changes that may touch any key (categories, patterns, clears, gaps).
+  bool remote_changed_since(std::string_view key, remote::StreamId at) const {
+    std::lock_guard lock(remote_mu_);
+    return remote_any_change_ > at || remote_key_change_[slot_of(key)] > at;
   }
   // The settings the store runs with (adopted from the store when asked, see Resolved).
   engine::Options engine_options() const { return primary_->options(); }
@@ -181,8 +182,9 @@ class Backend final : private engine::AccessFlusher {
     return std::hash<std::string_view>{}(key) % kRemoteSlots;
   }
   static constexpr std::size_t kRemoteSlots = 256;
-  std::atomic<std::uint64_t> remote_changes_{0};
-  std::array<std::atomic<std::uint64_t>, kRemoteSlots> remote_key_changes_{};
+  mutable std::mutex remote_mu_;
+  remote::StreamId remote_any_change_{};  // the last applied change of any key
+  std::array<remote::StreamId, kRemoteSlots> remote_key_change_{};
   // Last: its listener thread reaches the members above; ~Backend stops it first.
   std::unique_ptr<remote::Tier> remote_;
 };

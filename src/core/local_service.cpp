@@ -192,9 +192,9 @@ struct RemoteCopy {
   bool fresh = false;
   bool stored = false;  // also stored locally (else served this once)
 };
-// What the remote answered for `key` (`changes`: b.remote_changes(key) before asking).
+// What the remote answered for `key`, read at stream position `at`.
 std::optional<RemoteCopy> keep_remote(Backend& b, std::string_view key, remote::Tier::Outcome o,
-                                      remote::Entry&& entry, std::uint64_t changes) {
+                                      remote::Entry&& entry, remote::StreamId at) {
   switch (o) {
     case remote::Tier::Outcome::error:
       b.counters().remote_error++;
@@ -222,7 +222,7 @@ std::optional<RemoteCopy> keep_remote(Backend& b, std::string_view key, remote::
   b.counters().remote_hit++;
   // A change from another cache applied meanwhile may have been about this key: then the copy
   // is served this once, not kept.
-  if (b.remote_changes(key) != changes || b.resolved().read_only) return c;
+  if (b.remote_changed_since(key, at) || b.resolved().read_only) return c;
   engine::SetOutcome outcome = engine::SetOutcome::skipped;
   (void)run(
       b, "storing a remote entry",
@@ -245,10 +245,10 @@ std::optional<RemoteCopy> keep_remote(Backend& b, std::string_view key, remote::
 std::optional<RemoteCopy> from_remote(Backend& b, std::string_view key) {
   remote::Tier* t = b.remote();
   if (t == nullptr) return std::nullopt;
-  const std::uint64_t changes = b.remote_changes(key);
   remote::Entry e;
-  const remote::Tier::Outcome o = t->get(key, &e);
-  return keep_remote(b, key, o, std::move(e), changes);
+  remote::StreamId at{};
+  const remote::Tier::Outcome o = t->get(key, &e, &at);
+  return keep_remote(b, key, o, std::move(e), at);
 }
 
 }  // namespace
@@ -490,18 +490,17 @@ std::vector<std::optional<std::string>> LocalService::get_many(
   Backend& b = *backend_;
   std::vector<std::string> missing;
   std::vector<std::size_t> where;
-  std::vector<std::uint64_t> changes;
   for (std::size_t i = 0; i < keys.size(); ++i)
     if (!out[i]) {
       missing.push_back(keys[i]);
       where.push_back(i);
-      changes.push_back(b.remote_changes(keys[i]));
     }
   if (missing.empty()) return out;
   std::vector<remote::Entry> entries;
-  const std::vector<remote::Tier::Outcome> outcomes = t->get_many(missing, &entries);
+  remote::StreamId at{};
+  const std::vector<remote::Tier::Outcome> outcomes = t->get_many(missing, &entries, &at);
   for (std::size_t j = 0; j < missing.size(); ++j) {
-    auto copy = keep_remote(b, missing[j], outcomes[j], std::move(entries[j]), changes[j]);
+    auto copy = keep_remote(b, missing[j], outcomes[j], std::move(entries[j]), at);
     if (copy && copy->fresh) {
       b.counters().hit++;
       out[where[j]] = std::move(copy->entry.value);

@@ -198,10 +198,10 @@ class RedisTier final : public Tier {
   RedisTier& operator=(const RedisTier&) = delete;
 
   // The entry of `stored_key`: hit (with *out), miss, or error (Redis unusable).
-  Outcome get(std::string_view stored_key, Entry* out) override;
+  Outcome get(std::string_view stored_key, Entry* out, StreamId* at) override;
   // Pipelined gets, one outcome per key.
   std::vector<Outcome> get_many(const std::vector<std::string>& stored_keys,
-                                std::vector<Entry>* out) override;
+                                std::vector<Entry>* out, StreamId* at) override;
   // Write-through of an entry (false: not written; remembered for replay).
   bool put(std::string_view stored_key, const Entry& e) override;
   bool put_many(const std::vector<std::pair<std::string, Entry>>& items) override;
@@ -229,7 +229,8 @@ class RedisTier final : public Tier {
 
   util::Result<ConnPtr> connect(std::chrono::milliseconds read_timeout) const;
   // A pooled connection, or nullptr (breaker open, or connecting failed: counted as an outage).
-  ConnPtr acquire();
+  // *pooled: whether the connection came from the pool (it may have died since).
+  ConnPtr acquire(bool* pooled);
   void release(ConnPtr c);
   void failed(const std::string& why);
   void succeeded();
@@ -242,6 +243,11 @@ class RedisTier final : public Tier {
     std::string str;
     std::vector<Reply> elements;
   };
+  enum class Attempt : std::uint8_t { done, failed, transport_failed };
+  // One try of run(): transport_failed (not counted as an outage) when a pooled connection
+  // turned out dead, for run() to try once more on a fresh one.
+  Attempt run_once(const std::vector<std::vector<std::string>>& commands,
+                   std::vector<Reply>* replies, bool* pooled);
   bool run(const std::vector<std::vector<std::string>>& commands, std::vector<Reply>* replies);
   std::vector<std::string> event_command(Change::Kind kind, std::string_view arg,
                                          std::string_view scope) const;
@@ -256,6 +262,11 @@ class RedisTier final : public Tier {
   void save_position(const std::string& id);
 
   std::string entry_key(std::string_view stored_key) const;
+  std::vector<std::string> last_id_command() const {
+    return {"XREVRANGE", url_.prefix + ":events", "+", "-", "COUNT", "1"};
+  }
+  // The id an XREVRANGE ... COUNT 1 reply names ({0, 0} for an empty or missing stream).
+  static StreamId last_id_of(const Reply& r);
   std::string category_key(std::string_view category) const;
 
   const RemoteUrl url_;
@@ -278,6 +289,15 @@ class RedisTier final : public Tier {
   std::mutex pending_mu_;
   std::deque<Change> pending_;
   std::uint64_t pending_dropped_ = 0;
+
+  // Until the listener has a position in the stream, the earliest position a fetch read at: the
+  // listener starts there (or the position is saved from there), so no change after a copy
+  // was fetched is skipped.
+  void note_fetch(StreamId at);
+  std::mutex early_mu_;
+  bool positioned_ = false;
+  bool have_early_ = false;
+  StreamId early_{0, 0};
 
   std::mutex stop_mu_;
   std::condition_variable stop_cv_;
@@ -404,13 +424,15 @@ std::string RedisTier::last_error() const {
   return last_error_;
 }
 
-RedisTier::ConnPtr RedisTier::acquire() {
+RedisTier::ConnPtr RedisTier::acquire(bool* pooled) {
+  *pooled = false;
   if (breaker_open()) return nullptr;
   {
     std::lock_guard lock(pool_mu_);
     if (!idle_.empty()) {
       ConnPtr c = std::move(idle_.back());
       idle_.pop_back();
+      *pooled = true;
       return c;
     }
   }
@@ -445,8 +467,20 @@ void convert(const redisReply* in, R* out, int depth) {
 
 bool RedisTier::run(const std::vector<std::vector<std::string>>& commands,
                     std::vector<Reply>* replies) {
-  ConnPtr c = acquire();
-  if (!c) return false;
+  // A pooled connection may have died since (a restarted server): one fresh try then.
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    bool pooled = false;
+    const Attempt a = run_once(commands, replies, &pooled);
+    if (a != Attempt::transport_failed || !pooled) return a == Attempt::done;
+    if (replies != nullptr) replies->clear();
+  }
+  return false;
+}
+
+RedisTier::Attempt RedisTier::run_once(const std::vector<std::vector<std::string>>& commands,
+                                       std::vector<Reply>* replies, bool* pooled) {
+  ConnPtr c = acquire(pooled);
+  if (!c) return Attempt::failed;
   const SigpipeGuard no_sigpipe;
   for (const auto& args : commands) {
     std::vector<const char*> argv;
@@ -458,18 +492,21 @@ bool RedisTier::run(const std::vector<std::vector<std::string>>& commands,
     if (redisAppendCommandArgv(c->ctx, static_cast<int>(argv.size()), argv.data(), lens.data()) !=
         REDIS_OK) {
       failed(fmt::format("redis {}: {}", url_.display(), c->ctx->errstr));
-      return false;
+      return Attempt::failed;
     }
   }
   std::string error_reply;
   for (std::size_t i = 0; i < commands.size(); ++i) {
     void* raw = nullptr;
     if (redisGetReply(c->ctx, &raw) != REDIS_OK || raw == nullptr) {
+      // The connection is dropped: its stream may be out of step. A pooled one that the server
+      // closed (not one that timed out) gets one more try on a fresh connection.
+      const bool timed_out =
+          c->ctx->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK);
+      if (*pooled && !timed_out) return Attempt::transport_failed;
       failed(fmt::format("redis {}: {}", url_.display(),
-                         c->ctx->err == REDIS_ERR_IO && std::strlen(c->ctx->errstr) == 0
-                             ? "no answer within operation_timeout"
-                             : c->ctx->errstr));
-      return false;  // the connection is dropped: its stream may be out of step
+                         timed_out ? "no answer within operation_timeout" : c->ctx->errstr));
+      return Attempt::failed;
     }
     const ReplyPtr r(static_cast<redisReply*>(raw), &freeReplyObject);
     if (r->type == REDIS_REPLY_ERROR && error_reply.empty())
@@ -483,10 +520,10 @@ bool RedisTier::run(const std::vector<std::vector<std::string>>& commands,
   release(std::move(c));
   if (!error_reply.empty()) {
     failed(error_reply);
-    return false;
+    return Attempt::failed;
   }
   succeeded();
-  return true;
+  return Attempt::done;
 }
 
 std::string RedisTier::entry_key(std::string_view stored_key) const {
@@ -542,10 +579,18 @@ bool RedisTier::check() {
   return run({{"PING"}}, nullptr);
 }
 
-Tier::Outcome RedisTier::get(std::string_view stored_key, Entry* out) {
+StreamId RedisTier::last_id_of(const Reply& r) {
+  if (r.elements.size() == 1 && !r.elements[0].elements.empty())
+    if (auto id = parse_id(r.elements[0].elements[0].str)) return *id;
+  return {0, 0};
+}
+
+Tier::Outcome RedisTier::get(std::string_view stored_key, Entry* out, StreamId* at) {
   std::vector<Reply> replies;
-  if (!run({{"GET", entry_key(stored_key)}}, &replies)) return Outcome::error;
-  const Reply& r = replies.front();
+  if (!run({last_id_command(), {"GET", entry_key(stored_key)}}, &replies)) return Outcome::error;
+  *at = last_id_of(replies[0]);
+  note_fetch(*at);
+  const Reply& r = replies[1];
   if (r.type != REDIS_REPLY_STRING) return Outcome::miss;
   if (r.str.size() > kMaxRecordBytes) return Outcome::miss;
   auto e = decode(r.str);
@@ -558,17 +603,21 @@ Tier::Outcome RedisTier::get(std::string_view stored_key, Entry* out) {
 }
 
 std::vector<Tier::Outcome> RedisTier::get_many(const std::vector<std::string>& stored_keys,
-                                               std::vector<Entry>* out) {
+                                               std::vector<Entry>* out, StreamId* at) {
   std::vector<Outcome> outcomes(stored_keys.size(), Outcome::error);
   out->assign(stored_keys.size(), Entry{});
   for (std::size_t from = 0; from < stored_keys.size(); from += kBatch) {
     const std::size_t to = std::min(stored_keys.size(), from + kBatch);
-    std::vector<std::vector<std::string>> cmds;
+    std::vector<std::vector<std::string>> cmds{last_id_command()};
     for (std::size_t i = from; i < to; ++i) cmds.push_back({"GET", entry_key(stored_keys[i])});
     std::vector<Reply> replies;
     if (!run(cmds, &replies)) return outcomes;
+    if (from == 0) {
+      *at = last_id_of(replies[0]);  // the earliest: later batches are newer
+      note_fetch(*at);
+    }
     for (std::size_t i = from; i < to; ++i) {
-      const Reply& r = replies[i - from];
+      const Reply& r = replies[i - from + 1];
       std::optional<Entry> e;
       if (r.type == REDIS_REPLY_STRING) e = decode(r.str);
       outcomes[i] = e ? Outcome::hit : Outcome::miss;
@@ -763,6 +812,13 @@ void RedisTier::replay_pending() {
                dropped > 0 ? fmt::format(" ({} more were not kept)", dropped) : std::string());
 }
 
+void RedisTier::note_fetch(StreamId at) {
+  std::lock_guard lock(early_mu_);
+  if (positioned_) return;
+  if (!have_early_ || at < early_) early_ = at;
+  have_early_ = true;
+}
+
 void RedisTier::save_position(const std::string& id) {
   if (state_file_.empty()) return;
   (void)util::atomic_write_file(state_file_, fmt::format("{}\n{}\n", url_.prefix, id));
@@ -802,44 +858,85 @@ void RedisTier::listen() {
     pause = milliseconds(100);
     bool ok = true;
     std::string refused;  // an error reply's text
+    // Writes that did not reach Redis go first: a gap found below drops the local copies, and
+    // the replay reads them. Pooled connections from before are likely dead.
+    {
+      std::lock_guard lock(pool_mu_);
+      idle_.clear();
+    }
+    {
+      std::lock_guard lock(state_mu_);
+      retry_at_ = {};
+    }
+    replay_pending();
+    bool replayed = false;
+    {
+      std::lock_guard lock(pending_mu_);
+      replayed = pending_.empty();
+    }
+    if (!replayed) {  // Redis refused them: try again later, before anything else
+      if (stopping(pause)) break;
+      continue;
+    }
     if (last.empty()) {
-      // First start on this prefix: from the stream's end.
+      // First start on this prefix: from the stream's end, or from where the earliest fetch
+      // made so far read, if that is earlier.
       const ReplyPtr r = command(ctx, {"XREVRANGE", stream, "+", "-", "COUNT", "1"});
       ok = r != nullptr && r->type != REDIS_REPLY_ERROR;
       if (r != nullptr && r->type == REDIS_REPLY_ERROR) refused.assign(r->str, r->len);
+      StreamId end{0, 0};
       if (ok && r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
           r->element[0]->type == REDIS_REPLY_ARRAY && r->element[0]->elements >= 1 &&
           r->element[0]->element[0]->type == REDIS_REPLY_STRING)
-        last = std::string(r->element[0]->element[0]->str, r->element[0]->element[0]->len);
-      if (ok && last.empty()) last = "0-0";
+        end = parse_id({r->element[0]->element[0]->str, r->element[0]->element[0]->len})
+                  .value_or(StreamId{0, 0});
+      if (ok) {
+        std::lock_guard lock(early_mu_);
+        if (have_early_ && early_ < end) end = early_;
+        positioned_ = true;
+        last = fmt::format("{}-{}", end.first, end.second);
+      }
     } else {
-      // Back after a while: were changes trimmed from the stream before this tier read them?
+      // Back after a while: were changes removed from the stream before this tier read them?
+      // Trimming removes the oldest items, so they were if the stream's first item is past this
+      // tier's position (its own last item is gone), if it is empty but has had items past it,
+      // or if it is gone (Redis lost its data) while this tier had read some. Conservative: a
+      // position whose next items all survive may still count as a gap.
       const ReplyPtr r = command(ctx, {"XINFO", "STREAM", stream});
       ok = r != nullptr;
-      // A missing stream is no gap; any other error reply (NOAUTH...) is a failure.
-      if (r != nullptr && r->type == REDIS_REPLY_ERROR &&
-          std::string_view(r->str, r->len).find("no such key") == std::string_view::npos) {
-        ok = false;
-        refused.assign(r->str, r->len);
-      }
-      if (ok && r->type == REDIS_REPLY_ARRAY) {
+      const StreamId mine = parse_id(last).value_or(StreamId{0, 0});
+      bool gap = false;
+      StreamId newest{0, 0};
+      if (ok && r->type == REDIS_REPLY_ERROR) {
+        if (std::string_view(r->str, r->len).find("no such key") != std::string_view::npos) {
+          gap = mine > StreamId{0, 0};
+        } else {
+          ok = false;
+          refused.assign(r->str, r->len);
+        }
+      } else if (ok && r->type == REDIS_REPLY_ARRAY) {
+        long long length = -1;
+        StreamId first{0, 0};
         for (std::size_t i = 0; i + 1 < r->elements; i += 2) {
           const redisReply* name = r->element[i];
           const redisReply* value = r->element[i + 1];
-          if (name->type != REDIS_REPLY_STRING ||
-              std::string_view(name->str, name->len) != "max-deleted-entry-id" ||
-              value->type != REDIS_REPLY_STRING)
-            continue;
-          const auto deleted = parse_id(std::string_view(value->str, value->len));
-          const auto mine = parse_id(last);
-          if (deleted && mine && *mine < *deleted) {
-            if (log_)
-              log_->logf(util::Level::warn,
-                         "remote tier: changes were trimmed from the stream before this cache "
-                         "read them; dropping the local copies");
-            if (hooks_.on_gap) hooks_.on_gap();
-          }
+          if (name->type != REDIS_REPLY_STRING) continue;
+          const std::string_view n(name->str, name->len);
+          if (n == "length" && value->type == REDIS_REPLY_INTEGER) length = value->integer;
+          if (value->type != REDIS_REPLY_STRING) continue;
+          const StreamId id = parse_id({value->str, value->len}).value_or(StreamId{0, 0});
+          if (n == "last-generated-id") newest = id;
+          if (n == "recorded-first-entry-id") first = id;
         }
+        gap = length == 0 ? newest > mine : (length > 0 && first > mine);
+      }
+      if (ok && gap) {
+        if (log_)
+          log_->logf(util::Level::warn,
+                     "remote tier: changes were removed from the stream before this cache read "
+                     "them; dropping the local copies");
+        if (hooks_.on_gap) hooks_.on_gap(std::max(newest, mine));
+        last = newest > StreamId{0, 0} ? fmt::format("{}-{}", newest.first, newest.second) : last;
       }
     }
     if (!ok) {
@@ -851,7 +948,6 @@ void RedisTier::listen() {
       continue;
     }
     succeeded();
-    replay_pending();
     while (!stopping(milliseconds(0))) {
       const ReplyPtr r = command(ctx, {"XREAD", "COUNT", "1000", "BLOCK",
                                        std::to_string(kBlock.count()), "STREAMS", stream, last});
@@ -892,7 +988,8 @@ void RedisTier::listen() {
               kind = value[0] - '0';
           }
           if (o == origin_ || kind < 1 || kind > 4 || !hooks_.on_change) continue;
-          hooks_.on_change(Change{static_cast<Change::Kind>(kind), std::move(a), std::move(sc)});
+          hooks_.on_change(Change{static_cast<Change::Kind>(kind), std::move(a), std::move(sc),
+                                  parse_id(last).value_or(StreamId{0, 0})});
         }
       }
       {
@@ -908,6 +1005,10 @@ void RedisTier::listen() {
     }
     if (stopping(milliseconds(0))) break;
     if (stopping(pause)) break;
+  }
+  if (last.empty()) {
+    std::lock_guard lock(early_mu_);
+    if (have_early_) last = fmt::format("{}-{}", early_.first, early_.second);
   }
   if (last != saved && !last.empty()) save_position(last);
 }

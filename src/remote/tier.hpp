@@ -59,18 +59,23 @@ std::string encode(const Entry& e);
 std::optional<Entry> decode(std::string_view bytes);
 
 // A change another cache made, to apply to the local tier (stored keys; scope as core's).
+// A position in the change stream (a stream id: milliseconds, sequence), ordered.
+using StreamId = std::pair<std::uint64_t, std::uint64_t>;
+
 struct Change {
   enum class Kind : std::uint8_t { key = 1, category = 2, pattern = 3, clear = 4 };
   Kind kind = Kind::key;
   std::string arg;  // the stored key, the category or the glob
   std::string scope;
+  StreamId id{};  // where the change is in the stream
 };
 
 struct TierHooks {
   // A change made by another cache (runs on the listener thread).
   std::function<void(const Change&)> on_change;
   // The stream lost changes this tier never saw (trimmed while it was away): drop local copies.
-  std::function<void()> on_gap;
+  // The argument: the stream's last id then (every change up to it may be among those lost).
+  std::function<void(StreamId)> on_gap;
   // A write that did not reach Redis, replayed now: the local entry of `stored_key` (nullopt if
   // there is none any more, which removes it from the remote).
   std::function<std::optional<Entry>(std::string_view stored_key)> local_entry;
@@ -90,10 +95,12 @@ class Tier {
   virtual ~Tier() = default;
 
   // The entry of `stored_key`: hit (with *out), miss, or error (Redis unusable).
-  virtual Outcome get(std::string_view stored_key, Entry* out) = 0;
+  // *at: the stream's last id read just before the entry, so every change at or before it is in
+  // what was read; a change after it may be newer than the entry.
+  virtual Outcome get(std::string_view stored_key, Entry* out, StreamId* at) = 0;
   // Pipelined gets, one outcome per key (out: one entry per key, meaningful on hits).
   virtual std::vector<Outcome> get_many(const std::vector<std::string>& stored_keys,
-                                        std::vector<Entry>* out) = 0;
+                                        std::vector<Entry>* out, StreamId* at) = 0;
   // Write-through of entries (false: not all written; those not written are remembered and
   // replayed). A read_only URL writes nothing and returns true.
   virtual bool put(std::string_view stored_key, const Entry& e) = 0;
