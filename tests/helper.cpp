@@ -131,6 +131,8 @@ int hold_mode(int argc, char** argv) {
         larder::core::policy_from_string(argv[4]).value_or(larder::EvictionPolicy::lru);
     cfg.max_entries = std::strtoull(argv[5], nullptr, 10);
   }
+  // The remote tier's tests give the holder one (tests/remote/test_remote.cpp).
+  if (const char* remote = std::getenv("LARDER_TEST_REMOTE")) cfg.remote = remote;
   larder::Cache cache = larder::Cache::open(cfg);
   if (!cache.set("held", "yes")) return 3;
   say("ready " + std::to_string(::getpid()));

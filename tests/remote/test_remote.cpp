@@ -6,8 +6,10 @@
 #include <functional>
 #include <thread>
 
+#include "child.hpp"
 #include "larder/larder.hpp"
 #include "remote/redis_server.hpp"
+#include "shared_support.hpp"
 #include "support.hpp"
 
 using namespace larder;
@@ -346,4 +348,24 @@ TEST_CASE("remote: a shared owner talks to Redis for its clients") {
   CHECK(owner.stats().remote_hit_count == 1);
   REQUIRE(owner.set("s", "from the shared cache"));
   CHECK(a.get("s") == "from the shared cache");
+}
+
+TEST_CASE("remote: the owner process talks to Redis for its clients") {
+  TempDir tmp;
+  RedisServer redis(tmp / "redis");
+  Cache a = Cache::open(machine(tmp / "a", redis.url()));
+  REQUIRE(a.set("k", "from A"));
+  const auto root = tmp / "shared";
+  ::setenv("LARDER_TEST_REMOTE", redis.url().c_str(), 1);
+  Child owner({"hold", root.string(), "shared"});
+  ::unsetenv("LARDER_TEST_REMOTE");
+  REQUIRE(owner.wait_for_lines(1));
+  // This process is a client without a remote of its own: its calls run in the owner.
+  Cache client = Cache::open(shared_config(root));
+  CHECK(client.get("k") == "from A");
+  CHECK(client.stats().remote_hit_count == 1);
+  REQUIRE(client.set("c", "from a client"));
+  CHECK(a.get("c") == "from a client");
+  a.remove("k");
+  CHECK(within(5000ms, [&] { return !client.get("k"); }));
 }
