@@ -172,7 +172,9 @@ class Cache:
     cleanup_interval in seconds (0: never), lock_timeout in seconds. clock: a ManualClock for
     tests. log: a callable(level, message) receiving the cache's log lines (with the GIL held).
     read_only: open an existing shared store for inspection (reads work, writes return False,
-    nothing on disk changes; also beside a live owner).
+    nothing on disk changes; also beside a live owner). remote: a Redis URL
+    ("redis://host:6379?prefix=team", docs/remote.md) for a remote tier shared with caches on
+    other machines ("": none).
     """
 
     def __init__(self, directory: Union[None, str, os.PathLike] = None, *,
@@ -182,7 +184,7 @@ class Cache:
                  lock_timeout: float = 5.0, stale_factor: float = 2.0,
                  statistics: bool = True, clock: Optional[ManualClock] = None,
                  log: Optional[Callable[[str, str], None]] = None,
-                 read_only: bool = False) -> None:
+                 read_only: bool = False, remote: str = "") -> None:
         for name, v in (("max_entries", max_entries), ("max_size", max_size)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ConfigError(f"{name}: expected a whole number >= 0, got {v!r}")
@@ -195,7 +197,8 @@ class Cache:
             max_entries=max_entries, max_size=max_size, default_ttl=float(default_ttl),
             eviction_policy=eviction_policy, cleanup_interval=float(cleanup_interval),
             lock_timeout=float(lock_timeout), stale_factor=float(stale_factor),
-            statistics=bool(statistics), clock=clock, log=log, read_only=bool(read_only))
+            statistics=bool(statistics), clock=clock, log=log, read_only=bool(read_only),
+            remote=str(remote))
         self._lock = threading.Lock()
         self._closed = False
         self._pid = os.getpid()

@@ -36,6 +36,9 @@ class Stats:
     invalidation_count: int
     error_count: int
     cleanup_count: int
+    remote_hit_count: int
+    remote_miss_count: int
+    remote_error_count: int
     total_entries: int
     total_size_bytes: int
     fresh_entries: int
@@ -63,7 +66,7 @@ class Cache:
                  stale_factor: float = ..., statistics: bool = ...,
                  clock: Optional[ManualClock] = ...,
                  log: Optional[Callable[[str, str], None]] = ...,
-                 read_only: bool = ...) -> None: ...
+                 read_only: bool = ..., remote: str = ...) -> None: ...
     def set(self, key: Key, value: Any, *, expire: Optional[float] = ...,
             category: str = ..., metadata: Optional[Mapping[str, str]] = ...) -> bool: ...
     def get(self, key: Key, default: Any = ..., *, include_stale: bool = ...) -> Any: ...

@@ -120,9 +120,10 @@ class PyCache {
           std::uint64_t max_entries, std::uint64_t max_size, double default_ttl,
           const std::string& eviction_policy, double cleanup_interval, double lock_timeout,
           double stale_factor, bool statistics, std::optional<ManualClock> clock, py::object log,
-          bool read_only) {
+          bool read_only, const std::string& remote) {
     larder::Config c;
     c.read_only = read_only;
+    c.remote = remote;
     if (directory) c.cache_root = *directory;
     c.strategy = strategy_of(strategy);
     c.max_entries = max_entries;
@@ -289,6 +290,9 @@ class PyCache {
     d["invalidation_count"] = s.invalidation_count;
     d["error_count"] = s.error_count;
     d["cleanup_count"] = s.cleanup_count;
+    d["remote_hit_count"] = s.remote_hit_count;
+    d["remote_miss_count"] = s.remote_miss_count;
+    d["remote_error_count"] = s.remote_error_count;
     d["total_entries"] = s.total_entries;
     d["total_size_bytes"] = s.total_size_bytes;
     d["fresh_entries"] = s.fresh_entries;
@@ -356,11 +360,11 @@ PYBIND11_MODULE(_larder, m) {
   py::class_<PyCache>(m, "Cache")
       .def(py::init<std::optional<std::filesystem::path>, const std::string&, std::uint64_t,
                     std::uint64_t, double, const std::string&, double, double, double, bool,
-                    std::optional<ManualClock>, py::object, bool>(),
+                    std::optional<ManualClock>, py::object, bool, const std::string&>(),
            py::arg("directory"), py::arg("strategy"), py::arg("max_entries"), py::arg("max_size"),
            py::arg("default_ttl"), py::arg("eviction_policy"), py::arg("cleanup_interval"),
            py::arg("lock_timeout"), py::arg("stale_factor"), py::arg("statistics"),
-           py::arg("clock"), py::arg("log"), py::arg("read_only"))
+           py::arg("clock"), py::arg("log"), py::arg("read_only"), py::arg("remote"))
       .def("close", &PyCache::close)
       .def("abandon", &PyCache::abandon)
       .def_property_readonly("closed", &PyCache::closed)
@@ -441,6 +445,7 @@ PYBIND11_MODULE(_larder, m) {
     const char* policies[] = {"lru", "lfu", "fifo", "ttl", "s3fifo"};
     const auto p = static_cast<std::size_t>(c.eviction_policy);
     d["eviction_policy"] = p < std::size(policies) ? policies[p] : "unknown";
+    if (!c.remote.empty()) d["remote"] = c.remote;
     return d;
   });
   m.def("key_from_parts", [](const std::vector<std::string>& parts) {

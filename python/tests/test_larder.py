@@ -425,3 +425,37 @@ def test_read_only_view_reads_and_changes_nothing(tmp_path):
     assert after == before
     with pytest.raises(larder.ConfigError, match="read_only"):
         larder.Cache(tmp_path / "iso", strategy="process_isolated", read_only=True)
+
+
+def test_remote_tier_shares_values_between_two_caches(tmp_path):
+    # A real redis-server on a Unix socket in the test's directory (scripts/setup.sh installs it).
+    sock = tmp_path / "redis.sock"
+    server = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", str(sock),
+                               "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(500):
+            if sock.exists():
+                break
+            time.sleep(0.01)
+        assert sock.exists(), "redis-server did not start"
+        url = f"redis+unix://{sock}?prefix=py"
+        a = larder.Cache(tmp_path / "a", remote=url)
+        b = larder.Cache(tmp_path / "b", remote=url)
+        assert a.set("k", {"x": [1, 2]}, category="c")
+        assert b.get("k") == {"x": [1, 2]}
+        s = b.stats()
+        assert s.remote_hit_count == 1 and s.remote_error_count == 0
+        assert b.get_entry("k").category == "c"
+        a.delete("k")
+        deadline = time.time() + 5
+        while b.get("k") is not None and time.time() < deadline:
+            time.sleep(0.005)
+        assert b.get("k") is None
+        a.close()
+        b.close()
+    finally:
+        server.kill()
+        server.wait()
+    with pytest.raises(larder.ConfigError, match="remote"):
+        larder.Cache(tmp_path / "c", remote="nonsense")
