@@ -28,6 +28,7 @@ using std::chrono::milliseconds;
 constexpr milliseconds kFirstBackoff{500};
 constexpr milliseconds kMaxBackoff{5000};
 constexpr milliseconds kBlock{100};   // XREAD BLOCK: how late a stop is noticed
+constexpr milliseconds kGather{5};    // pause after a read that brought items
 constexpr std::size_t kBatch = 1000;  // keys per pipelined UNLINK / GET batch
 constexpr std::size_t kMaxIdle = 8;   // pooled connections kept
 constexpr std::size_t kMaxRecordBytes = 1u << 30;
@@ -1002,6 +1003,9 @@ void RedisTier::listen() {
         saved = last;
         saved_at = Clock::now();
       }
+      // After items, a short pause gathers the next ones into one read: a burst of writes (this
+      // cache's own, which it reads back too) wakes the listener once per pause, not per item.
+      if (r->type == REDIS_REPLY_ARRAY && stopping(kGather)) break;
     }
     if (stopping(milliseconds(0))) break;
     if (stopping(pause)) break;
