@@ -217,7 +217,6 @@ class RedisTier final : public Tier {
   bool check() override;
   const RemoteUrl& url() const override { return url_; }
   // True while the last attempt to use Redis worked.
-  bool reachable() const override { return reachable_.load(); }
   // Why Redis is not usable (empty while it is).
   std::string last_error() const override;
 
@@ -263,6 +262,9 @@ class RedisTier final : public Tier {
   void save_position(const std::string& id);
 
   std::string entry_key(std::string_view stored_key) const;
+  // The pipelined commands that write one entry: SET (with PX), SADD to its category, XADD.
+  void append_put(std::string_view key, const Entry& e,
+                  std::vector<std::vector<std::string>>* cmds) const;
   std::vector<std::string> last_id_command() const {
     return {"XREVRANGE", url_.prefix + ":events", "+", "-", "COUNT", "1"};
   }
@@ -284,7 +286,6 @@ class RedisTier final : public Tier {
   std::string last_error_;
   std::chrono::steady_clock::time_point retry_at_{};
   std::chrono::milliseconds backoff_{0};
-  std::atomic<bool> reachable_{false};
   std::atomic<bool> down_{false};  // an outage is on (logged once)
 
   std::mutex pending_mu_;
@@ -398,7 +399,6 @@ void RedisTier::failed(const std::string& why) {
     backoff_ = backoff_.count() == 0 ? kFirstBackoff : std::min(backoff_ * 2, kMaxBackoff);
     retry_at_ = Clock::now() + backoff_;
   }
-  reachable_ = false;
   if (!down_.exchange(true)) {
     if (log_)
       log_->logf(util::Level::warn, "remote tier unusable, using the local tier only: {}", why);
@@ -413,7 +413,6 @@ void RedisTier::succeeded() {
     retry_at_ = {};
     last_error_.clear();
   }
-  reachable_ = true;
   if (down_.exchange(false)) {
     if (log_) log_->logf(util::Level::info, "remote tier {} reachable again", url_.display());
     if (hooks_.on_state) hooks_.on_state(true, {});
@@ -640,29 +639,34 @@ std::optional<std::int64_t> expiry_ms(const Entry& e, double stale_factor) {
 
 }  // namespace
 
+void RedisTier::append_put(std::string_view key, const Entry& e,
+                           std::vector<std::vector<std::string>>* cmds) const {
+  std::vector<std::string> set{"SET", entry_key(key), encode(e)};
+  if (const auto ms = expiry_ms(e, stale_factor_)) {
+    set.push_back("PX");
+    set.push_back(std::to_string(*ms));
+  }
+  cmds->push_back(std::move(set));
+  cmds->push_back({"SADD", category_key(e.category), std::string(key)});
+  cmds->push_back(event_command(Change::Kind::key, key, {}));
+}
+
 bool RedisTier::put_many(const std::vector<std::pair<std::string, Entry>>& items) {
   if (url_.read_only) return true;
   std::vector<std::vector<std::string>> cmds;
-  for (const auto& [key, e] : items) {
-    std::vector<std::string> set{"SET", entry_key(key), encode(e)};
-    if (const auto ms = expiry_ms(e, stale_factor_)) {
-      set.push_back("PX");
-      set.push_back(std::to_string(*ms));
-    }
-    cmds.push_back(std::move(set));
-    cmds.push_back({"SADD", category_key(e.category), key});
-    cmds.push_back(event_command(Change::Kind::key, key, {}));
-  }
+  for (const auto& [key, e] : items) append_put(key, e, &cmds);
   if (run(cmds, nullptr)) return true;
   for (const auto& item : items) remember(Change::Kind::key, item.first, {});
   return false;
 }
 
 bool RedisTier::put(std::string_view stored_key, const Entry& e) {
-  // One copy of the entry's bytes is made in encode(); the key is small.
-  std::vector<std::pair<std::string, Entry>> one;
-  one.emplace_back(std::string(stored_key), e);
-  return put_many(one);
+  if (url_.read_only) return true;
+  std::vector<std::vector<std::string>> cmds;
+  append_put(stored_key, e, &cmds);  // the value is copied once, by encode()
+  if (run(cmds, nullptr)) return true;
+  remember(Change::Kind::key, stored_key, {});
+  return false;
 }
 
 bool RedisTier::remove_keys(const std::vector<std::string>& stored_keys, Change::Kind kind,

@@ -114,12 +114,10 @@ class Tier {
   virtual bool remove_all(std::string_view scope) = 0;
 
   // Asks Redis now (PING, within the operation timeout, even while the breaker is open). Returns
-  // whether it answered; reachable() and last_error() then say the same.
+  // whether it answered; last_error() then says why not.
   virtual bool check() = 0;
 
   virtual const RemoteUrl& url() const = 0;
-  // True while the last attempt to use Redis worked.
-  virtual bool reachable() const = 0;
   // Why Redis is not usable (empty while it is).
   virtual std::string last_error() const = 0;
 };
