@@ -1,16 +1,21 @@
 #include "remote/tier.hpp"
 
-#include <pthread.h>
-#include <signal.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 
 #include <ctime>
 
+// hiredis 0.14's sds.h declares C functions without extern "C", and hiredis.h includes it: it
+// comes first here, inside extern "C".
+extern "C" {
+#include <hiredis/sds.h>
+}
 #include <hiredis/hiredis.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <cstdio>
 #include <cstring>
 #include <random>
 
@@ -107,46 +112,34 @@ std::string match_literal(std::string_view s) {
   return out;
 }
 
-// hiredis writes with write(2): to a peer that went away, that raises SIGPIPE, which would kill
-// the host. While one exists, SIGPIPE is blocked in the calling thread, and one it raised is
-// taken off this thread's pending set before the mask is restored. The process's own handling of
-// SIGPIPE is not changed.
-class SigpipeGuard {
- public:
-  SigpipeGuard() {
-    sigset_t pipe;
-    sigemptyset(&pipe);
-    sigaddset(&pipe, SIGPIPE);
-    sigset_t pending;
-    sigemptyset(&pending);
-    sigpending(&pending);
-    was_pending_ = sigismember(&pending, SIGPIPE) == 1;
-    blocked_ = pthread_sigmask(SIG_BLOCK, &pipe, &old_) == 0;
-  }
-  ~SigpipeGuard() {
-    if (!blocked_) return;
-    if (!was_pending_) {
-      sigset_t pending;
-      sigemptyset(&pending);
-      if (sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1) {
-        sigset_t pipe;
-        sigemptyset(&pipe);
-        sigaddset(&pipe, SIGPIPE);
-        const timespec zero{0, 0};
-        while (sigtimedwait(&pipe, nullptr, &zero) == -1 && errno == EINTR) {
-        }
-      }
+// hiredis writes with write(2), which raises SIGPIPE (killing the host) when the peer went away.
+// So this writes what hiredis has buffered itself, with send(MSG_NOSIGNAL), before hiredis reads
+// the answers (with nothing left to write, hiredis only reads). The process's handling of
+// SIGPIPE is not touched. Returns false with ctx->err / errstr set (errno kept: EAGAIN is the
+// send timeout) when the buffer could not be written.
+bool send_buffered(redisContext* ctx) {
+  std::size_t len = sdslen(ctx->obuf);
+  std::size_t done = 0;
+  while (done < len) {
+    const ssize_t n = ::send(ctx->fd, ctx->obuf + done, len - done, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const int saved = errno;
+      ctx->err = REDIS_ERR_IO;
+      std::snprintf(ctx->errstr, sizeof(ctx->errstr), "%s", std::strerror(saved));
+      errno = saved;  // the connection is dropped: what is left in its buffer does not matter
+      return false;
     }
-    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+    done += static_cast<std::size_t>(n);
   }
-  SigpipeGuard(const SigpipeGuard&) = delete;
-  SigpipeGuard& operator=(const SigpipeGuard&) = delete;
-
- private:
-  sigset_t old_{};
-  bool blocked_ = false;
-  bool was_pending_ = false;
-};
+  if (sdsalloc(ctx->obuf) > (64u << 10)) {  // as hiredis does: a large buffer is not kept
+    sdsfree(ctx->obuf);
+    ctx->obuf = sdsempty();
+  } else {
+    sdsclear(ctx->obuf);
+  }
+  return ctx->obuf != nullptr;
+}
 
 std::string random_origin() {
   std::random_device rd;
@@ -199,13 +192,16 @@ class RedisTier final : public Tier {
   RedisTier& operator=(const RedisTier&) = delete;
 
   // The entry of `stored_key`: hit (with *out), miss, or error (Redis unusable).
-  Outcome get(std::string_view stored_key, Entry* out, StreamId* at) override;
+  Outcome get(std::string_view stored_key, Entry* out, StreamId* at,
+              const Meanwhile& meanwhile = {}) override;
   // Pipelined gets, one outcome per key.
   std::vector<Outcome> get_many(const std::vector<std::string>& stored_keys,
-                                std::vector<Entry>* out, StreamId* at) override;
+                                std::vector<Entry>* out, StreamId* at,
+                                const Meanwhile& meanwhile = {}) override;
   // Write-through of an entry (false: not written; remembered for replay).
-  bool put(std::string_view stored_key, const Entry& e) override;
-  bool put_many(const std::vector<std::pair<std::string, Entry>>& items) override;
+  bool put(std::string_view stored_key, const Entry& e, const Meanwhile& meanwhile = {}) override;
+  bool put_many(const std::vector<std::pair<std::string, Entry>>& items,
+                const Meanwhile& meanwhile = {}) override;
   // Removal of one key (remove and invalidate).
   bool remove(std::string_view stored_key) override;
   // Removal of every key of `scope` in `category` / whose key (as the user sees it) matches
@@ -246,9 +242,13 @@ class RedisTier final : public Tier {
   enum class Attempt : std::uint8_t { done, failed, transport_failed };
   // One try of run(): transport_failed (not counted as an outage) when a pooled connection
   // turned out dead, for run() to try once more on a fresh one.
+  // `meanwhile` (may be empty) runs once the commands are sent, before the answers are read;
+  // run() runs it exactly once whatever happens.
   Attempt run_once(const std::vector<std::vector<std::string>>& commands,
-                   std::vector<Reply>* replies, bool* pooled);
-  bool run(const std::vector<std::vector<std::string>>& commands, std::vector<Reply>* replies);
+                   std::vector<Reply>* replies, bool* pooled,
+                   const std::function<void()>& meanwhile);
+  bool run(const std::vector<std::vector<std::string>>& commands, std::vector<Reply>* replies,
+           const Meanwhile& meanwhile = {});
   std::vector<std::string> event_command(Change::Kind kind, std::string_view arg,
                                          std::string_view scope) const;
   void remember(Change::Kind kind, std::string_view arg, std::string_view scope);
@@ -296,8 +296,13 @@ class RedisTier final : public Tier {
   // listener starts there (or the position is saved from there), so no change after a copy
   // was fetched is skipped.
   void note_fetch(StreamId at);
+  // Once the listener has a position: every change up to it has been applied (handed to
+  // on_change, or dropped as a gap); nullopt before.
+  std::optional<StreamId> applied_position();
+  void set_applied(std::string_view id);
   std::mutex early_mu_;
   bool positioned_ = false;
+  StreamId applied_{0, 0};
   bool have_early_ = false;
   StreamId early_{0, 0};
 
@@ -320,17 +325,20 @@ namespace {
 
 using ReplyPtr = std::unique_ptr<redisReply, decltype(&freeReplyObject)>;
 
+// One command and its answer (nullptr: the connection failed, ctx->errstr says how).
 ReplyPtr command(redisContext* ctx, const std::vector<std::string>& args) {
-  const SigpipeGuard no_sigpipe;
   std::vector<const char*> argv;
   std::vector<std::size_t> lens;
   for (const auto& a : args) {
     argv.push_back(a.data());
     lens.push_back(a.size());
   }
-  return ReplyPtr(static_cast<redisReply*>(redisCommandArgv(ctx, static_cast<int>(argv.size()),
-                                                            argv.data(), lens.data())),
-                  &freeReplyObject);
+  void* raw = nullptr;
+  if (redisAppendCommandArgv(ctx, static_cast<int>(argv.size()), argv.data(), lens.data()) !=
+          REDIS_OK ||
+      !send_buffered(ctx) || redisGetReply(ctx, &raw) != REDIS_OK)
+    raw = nullptr;
+  return ReplyPtr(static_cast<redisReply*>(raw), &freeReplyObject);
 }
 
 }  // namespace
@@ -466,22 +474,32 @@ void convert(const redisReply* in, R* out, int depth) {
 }  // namespace
 
 bool RedisTier::run(const std::vector<std::vector<std::string>>& commands,
-                    std::vector<Reply>* replies) {
+                    std::vector<Reply>* replies, const Meanwhile& meanwhile) {
+  bool ran = !meanwhile;
+  const std::function<void()> once = [&] {
+    if (!ran) {
+      ran = true;
+      meanwhile();
+    }
+  };
+  bool ok = false;
   // A pooled connection may have died since (a restarted server): one fresh try then.
   for (int attempt = 0; attempt < 2; ++attempt) {
     bool pooled = false;
-    const Attempt a = run_once(commands, replies, &pooled);
-    if (a != Attempt::transport_failed || !pooled) return a == Attempt::done;
+    const Attempt a = run_once(commands, replies, &pooled, once);
+    ok = a == Attempt::done;
+    if (a != Attempt::transport_failed || !pooled) break;
     if (replies != nullptr) replies->clear();
   }
-  return false;
+  once();
+  return ok;
 }
 
 RedisTier::Attempt RedisTier::run_once(const std::vector<std::vector<std::string>>& commands,
-                                       std::vector<Reply>* replies, bool* pooled) {
+                                       std::vector<Reply>* replies, bool* pooled,
+                                       const std::function<void()>& meanwhile) {
   ConnPtr c = acquire(pooled);
   if (!c) return Attempt::failed;
-  const SigpipeGuard no_sigpipe;
   for (const auto& args : commands) {
     std::vector<const char*> argv;
     std::vector<std::size_t> lens;
@@ -495,10 +513,14 @@ RedisTier::Attempt RedisTier::run_once(const std::vector<std::vector<std::string
       return Attempt::failed;
     }
   }
+  const bool sent = send_buffered(c->ctx);
+  const int send_errno = errno;
+  meanwhile();
+  errno = send_errno;
   std::string error_reply;
   for (std::size_t i = 0; i < commands.size(); ++i) {
     void* raw = nullptr;
-    if (redisGetReply(c->ctx, &raw) != REDIS_OK || raw == nullptr) {
+    if (!sent || redisGetReply(c->ctx, &raw) != REDIS_OK || raw == nullptr) {
       // The connection is dropped: its stream may be out of step. A pooled one that the server
       // closed (not one that timed out) gets one more try on a fresh connection.
       const bool timed_out =
@@ -585,12 +607,30 @@ StreamId RedisTier::last_id_of(const Reply& r) {
   return {0, 0};
 }
 
-Tier::Outcome RedisTier::get(std::string_view stored_key, Entry* out, StreamId* at) {
+std::optional<StreamId> RedisTier::applied_position() {
+  std::lock_guard lock(early_mu_);
+  if (positioned_) return applied_;
+  return std::nullopt;
+}
+
+Tier::Outcome RedisTier::get(std::string_view stored_key, Entry* out, StreamId* at,
+                             const Meanwhile& meanwhile) {
   std::vector<Reply> replies;
-  if (!run({last_id_command(), {"GET", entry_key(stored_key)}}, &replies)) return Outcome::error;
-  *at = last_id_of(replies[0]);
-  note_fetch(*at);
-  const Reply& r = replies[1];
+  // Once the listener has a position, what it has applied is the position (read before the
+  // entry, so every change up to it is in what the GET reads); until then the stream's end is
+  // asked for with the entry.
+  const std::optional<StreamId> applied = applied_position();
+  std::vector<std::vector<std::string>> cmds;
+  if (!applied) cmds.push_back(last_id_command());
+  cmds.push_back({"GET", entry_key(stored_key)});
+  if (!run(cmds, &replies, meanwhile)) return Outcome::error;
+  if (applied) {
+    *at = *applied;
+  } else {
+    *at = last_id_of(replies[0]);
+    note_fetch(*at);
+  }
+  const Reply& r = replies.back();
   if (r.type != REDIS_REPLY_STRING) return Outcome::miss;
   if (r.str.size() > kMaxRecordBytes) return Outcome::miss;
   auto e = decode(r.str);
@@ -603,27 +643,40 @@ Tier::Outcome RedisTier::get(std::string_view stored_key, Entry* out, StreamId* 
 }
 
 std::vector<Tier::Outcome> RedisTier::get_many(const std::vector<std::string>& stored_keys,
-                                               std::vector<Entry>* out, StreamId* at) {
+                                               std::vector<Entry>* out, StreamId* at,
+                                               const Meanwhile& meanwhile) {
   std::vector<Outcome> outcomes(stored_keys.size(), Outcome::error);
   out->assign(stored_keys.size(), Entry{});
+  bool ran = !meanwhile;
+  const auto once = [&] {
+    if (!ran) {
+      ran = true;
+      meanwhile();
+    }
+  };
+  const std::optional<StreamId> applied = applied_position();
+  if (applied) *at = *applied;
+  const std::size_t skip = applied ? 0 : 1;
   for (std::size_t from = 0; from < stored_keys.size(); from += kBatch) {
     const std::size_t to = std::min(stored_keys.size(), from + kBatch);
-    std::vector<std::vector<std::string>> cmds{last_id_command()};
+    std::vector<std::vector<std::string>> cmds;
+    if (!applied) cmds.push_back(last_id_command());
     for (std::size_t i = from; i < to; ++i) cmds.push_back({"GET", entry_key(stored_keys[i])});
     std::vector<Reply> replies;
-    if (!run(cmds, &replies)) return outcomes;
-    if (from == 0) {
+    if (!run(cmds, &replies, once)) break;
+    if (from == 0 && !applied) {
       *at = last_id_of(replies[0]);  // the earliest: later batches are newer
       note_fetch(*at);
     }
     for (std::size_t i = from; i < to; ++i) {
-      const Reply& r = replies[i - from + 1];
+      const Reply& r = replies[i - from + skip];
       std::optional<Entry> e;
-      if (r.type == REDIS_REPLY_STRING) e = decode(r.str);
+      if (r.type == REDIS_REPLY_STRING && r.str.size() <= kMaxRecordBytes) e = decode(r.str);
       outcomes[i] = e ? Outcome::hit : Outcome::miss;
       if (e) (*out)[i] = std::move(*e);
     }
   }
+  once();
   return outcomes;
 }
 
@@ -651,20 +704,27 @@ void RedisTier::append_put(std::string_view key, const Entry& e,
   cmds->push_back(event_command(Change::Kind::key, key, {}));
 }
 
-bool RedisTier::put_many(const std::vector<std::pair<std::string, Entry>>& items) {
-  if (url_.read_only) return true;
+bool RedisTier::put_many(const std::vector<std::pair<std::string, Entry>>& items,
+                         const Meanwhile& meanwhile) {
+  if (url_.read_only || items.empty()) {
+    if (meanwhile) meanwhile();
+    return true;
+  }
   std::vector<std::vector<std::string>> cmds;
   for (const auto& [key, e] : items) append_put(key, e, &cmds);
-  if (run(cmds, nullptr)) return true;
+  if (run(cmds, nullptr, meanwhile)) return true;
   for (const auto& item : items) remember(Change::Kind::key, item.first, {});
   return false;
 }
 
-bool RedisTier::put(std::string_view stored_key, const Entry& e) {
-  if (url_.read_only) return true;
+bool RedisTier::put(std::string_view stored_key, const Entry& e, const Meanwhile& meanwhile) {
+  if (url_.read_only) {
+    if (meanwhile) meanwhile();
+    return true;
+  }
   std::vector<std::vector<std::string>> cmds;
   append_put(stored_key, e, &cmds);  // the value is copied once, by encode()
-  if (run(cmds, nullptr)) return true;
+  if (run(cmds, nullptr, meanwhile)) return true;
   remember(Change::Kind::key, stored_key, {});
   return false;
 }
@@ -824,6 +884,14 @@ void RedisTier::note_fetch(StreamId at) {
   have_early_ = true;
 }
 
+void RedisTier::set_applied(std::string_view id) {
+  const std::optional<StreamId> at = parse_id(id);
+  if (!at) return;
+  std::lock_guard lock(early_mu_);
+  positioned_ = true;
+  applied_ = *at;
+}
+
 void RedisTier::save_position(const std::string& id) {
   if (state_file_.empty()) return;
   (void)util::atomic_write_file(state_file_, fmt::format("{}\n{}\n", url_.prefix, id));
@@ -899,6 +967,7 @@ void RedisTier::listen() {
         std::lock_guard lock(early_mu_);
         if (have_early_ && early_ < end) end = early_;
         positioned_ = true;
+        applied_ = end;
         last = fmt::format("{}-{}", end.first, end.second);
       }
     } else {
@@ -943,6 +1012,7 @@ void RedisTier::listen() {
         if (hooks_.on_gap) hooks_.on_gap(std::max(newest, mine));
         last = newest > StreamId{0, 0} ? fmt::format("{}-{}", newest.first, newest.second) : last;
       }
+      if (ok) set_applied(last);
     }
     if (!ok) {
       failed(fmt::format("redis {}: {}", url_.display(),
@@ -997,6 +1067,7 @@ void RedisTier::listen() {
                                   parse_id(last).value_or(StreamId{0, 0})});
         }
       }
+      set_applied(last);
       {
         std::lock_guard lock(pending_mu_);
         ok = pending_.empty();

@@ -94,17 +94,28 @@ class Tier {
   enum class Outcome : std::uint8_t { hit, miss, error };
   virtual ~Tier() = default;
 
+  // Local work to do while Redis answers: get, get_many, put and put_many send their commands,
+  // run `meanwhile` (when given) once, then read the answers, so the caller's own work overlaps
+  // the round trip. It runs exactly once, also when Redis is not asked (breaker open, no
+  // connection) or fails; it must not call this tier.
+  using Meanwhile = std::function<void()>;
+
   // The entry of `stored_key`: hit (with *out), miss, or error (Redis unusable).
-  // *at: the stream's last id read just before the entry, so every change at or before it is in
-  // what was read; a change after it may be newer than the entry.
-  virtual Outcome get(std::string_view stored_key, Entry* out, StreamId* at) = 0;
+  // *at: a stream position such that every change at or before it is in what was read (the
+  // stream's last id read with the entry, or the last change the listener has applied, which
+  // is older); a change after it may be newer than the entry.
+  virtual Outcome get(std::string_view stored_key, Entry* out, StreamId* at,
+                      const Meanwhile& meanwhile = {}) = 0;
   // Pipelined gets, one outcome per key (out: one entry per key, meaningful on hits).
   virtual std::vector<Outcome> get_many(const std::vector<std::string>& stored_keys,
-                                        std::vector<Entry>* out, StreamId* at) = 0;
+                                        std::vector<Entry>* out, StreamId* at,
+                                        const Meanwhile& meanwhile = {}) = 0;
   // Write-through of entries (false: not all written; those not written are remembered and
-  // replayed). A read_only URL writes nothing and returns true.
-  virtual bool put(std::string_view stored_key, const Entry& e) = 0;
-  virtual bool put_many(const std::vector<std::pair<std::string, Entry>>& items) = 0;
+  // replayed). A read_only URL writes nothing and returns true (after running `meanwhile`).
+  virtual bool put(std::string_view stored_key, const Entry& e,
+                   const Meanwhile& meanwhile = {}) = 0;
+  virtual bool put_many(const std::vector<std::pair<std::string, Entry>>& items,
+                        const Meanwhile& meanwhile = {}) = 0;
   // Removal of one key (remove and invalidate).
   virtual bool remove(std::string_view stored_key) = 0;
   // Removal of every key of `scope` in `category` / whose key (as the user sees it) matches
