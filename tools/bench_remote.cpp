@@ -189,6 +189,10 @@ int bench_remote(const std::string& url_in, std::size_t keys, std::size_t value_
       if (bs.remote_hit_count != keys)
         std::fprintf(stderr, "larder-bench remote: round %d: %llu remote hits of %zu gets\n", round,
                      static_cast<unsigned long long>(bs.remote_hit_count), keys);
+      if (bs.total_entries != keys)  // stats() stores the copies still waiting first
+        std::fprintf(stderr,
+                     "larder-bench remote: round %d: %llu local copies of %zu remote hits\n", round,
+                     static_cast<unsigned long long>(bs.total_entries), keys);
       constexpr std::size_t kBatch = 100;
       const double set_many = seconds_of([&] {
         for (std::size_t i = 0; i < keys; i += kBatch) {

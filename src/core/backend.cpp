@@ -1,8 +1,10 @@
 #include "core/backend.hpp"
 
+#include <algorithm>
 #include <limits>
 #include <map>
 
+#include <absl/container/flat_hash_set.h>
 #include <fmt/format.h>
 
 #include "core/isolated.hpp"
@@ -261,6 +263,50 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r_in, const KvOpener& ope
   return b;
 }
 
+void Backend::defer_fill(Fill fill) {
+  bool full = false;
+  {
+    std::lock_guard lock(fills_mu_);
+    full = fills_.size() >= kMaxFills;
+  }
+  if (full) settle_fills();
+  std::lock_guard lock(fills_mu_);
+  fills_.push_back(std::move(fill));
+  has_fills_.store(true, std::memory_order_release);
+}
+
+bool Backend::fill_waits(std::string_view key) {
+  if (!has_fills()) return false;
+  std::lock_guard lock(fills_mu_);
+  return std::any_of(fills_.begin(), fills_.end(), [&](const Fill& f) { return f.key == key; });
+}
+
+void Backend::settle_fills() {
+  if (!has_fills()) return;
+  std::vector<Fill> fills;
+  {
+    std::lock_guard lock(fills_mu_);
+    fills.swap(fills_);
+    has_fills_.store(false, std::memory_order_release);
+  }
+  // The last copy of a key fetched twice; none that a later remote change may have outdated.
+  absl::flat_hash_set<std::string_view> seen;
+  std::vector<engine::SetItem> items;
+  std::vector<std::string> written;
+  for (auto it = fills.rbegin(); it != fills.rend(); ++it) {
+    if (!seen.insert(it->key).second || remote_changed_since(it->key, it->at)) continue;
+    const remote::Entry& e = it->entry;
+    items.push_back({it->key, e.value, e.ttl_s, e.category, &e.metadata, e.created_ns});
+    written.push_back(it->key);
+  }
+  if (items.empty()) return;
+  const Lease lease = begin();
+  if (!lease.primary) return;  // the store is bypassed: a copy is not worth keeping in memory
+  std::size_t stored = 0;
+  const kv::Status s = lease.engine->fill(items, now_ns(), &stored);
+  finish(lease, s, "storing remote entries", std::span<const std::string>(written));
+}
+
 void Backend::start_remote() {
   if (!r_.remote || r_.read_only) return;
   remote::TierHooks hooks;
@@ -301,6 +347,7 @@ void Backend::start_remote() {
 
 Backend::~Backend() {
   remote_.reset();  // its listener applies changes through this Backend
+  settle_fills();
   {
     std::lock_guard lock(hk_mu_);
     hk_stop_ = true;

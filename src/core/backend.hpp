@@ -18,6 +18,7 @@
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
+#include <vector>
 
 #include "core/config.hpp"
 #include "core/events.hpp"
@@ -118,6 +119,25 @@ class Backend final : private engine::AccessFlusher {
     std::lock_guard lock(remote_mu_);
     return remote_any_change_ > at || remote_key_change_[slot_of(key)] > at;
   }
+  // Remote copies a get has returned and not yet stored locally (docs/remote.md, "Near-cache
+  // fills"): a get stores them while its own round trip to Redis is under way, and any other
+  // local operation stores them first, so no local operation ever sees the store without them.
+  // A fill is dropped if a remote change that may concern it (remote_changed_since) was applied
+  // after it was fetched, or if its key has a fresh local entry by then. At most kMaxFills wait;
+  // defer_fill() stores them all first when that many do.
+  struct Fill {
+    std::string key;
+    remote::Entry entry;
+    remote::StreamId at{};
+  };
+  static constexpr std::size_t kMaxFills = 256;
+  void defer_fill(Fill fill);
+  // Whether fills wait (cheap: an atomic load).
+  bool has_fills() const { return has_fills_.load(std::memory_order_acquire); }
+  // Whether a fill of `key` waits.
+  bool fill_waits(std::string_view key);
+  // Stores the waiting fills in one batch. Thread-safe; never called with the engine mutex held.
+  void settle_fills();
   // The settings the store runs with (adopted from the store when asked, see Resolved).
   engine::Options engine_options() const { return primary_->options(); }
 
@@ -182,6 +202,9 @@ class Backend final : private engine::AccessFlusher {
     return std::hash<std::string_view>{}(key) % kRemoteSlots;
   }
   static constexpr std::size_t kRemoteSlots = 256;
+  std::mutex fills_mu_;
+  std::vector<Fill> fills_;  // under fills_mu_
+  std::atomic<bool> has_fills_{false};
   mutable std::mutex remote_mu_;
   remote::StreamId remote_any_change_{};  // the last applied change of any key
   std::array<remote::StreamId, kRemoteSlots> remote_key_change_{};

@@ -41,12 +41,19 @@ using Wrote = Backend::Wrote;
 // Runs `f` on the engine of the moment and reports its outcome to the backend, which counts and
 // logs a failure: callers that only need f's results may ignore the status returned.
 template <class F>
-kv::Status run(Backend& b, std::string_view what, F&& f, std::string_view written = {},
-               Wrote scope = Wrote::listed) {
+kv::Status run_unsettled(Backend& b, std::string_view what, F&& f, std::string_view written = {},
+                         Wrote scope = Wrote::listed) {
   const Backend::Lease lease = b.begin();
   const kv::Status s = f(*lease.engine);
   b.finish(lease, s, what, written, scope);
   return s;
+}
+// As run_unsettled(), once the remote copies a get returned and did not store yet are stored.
+template <typename F>
+kv::Status run(Backend& b, std::string_view what, F&& f, std::string_view written = {},
+               Wrote scope = Wrote::listed) {
+  b.settle_fills();
+  return run_unsettled(b, what, std::forward<F>(f), written, scope);
 }
 
 // A read that found `key`'s entry undecodable: counted and logged by run(); remove it so the
@@ -170,6 +177,11 @@ namespace {
 
 // ---- The remote tier (Backend::remote(); docs/remote.md)
 
+// Whether `value` is over the byte limit (stored in neither tier).
+bool too_large(Backend& b, std::string_view value) {
+  return !b.begin().engine->value_fits(value.size());
+}
+
 remote::Entry remote_entry(const SetRequest& q, std::int64_t created_ns) {
   return remote::Entry{q.value, q.category, q.metadata, created_ns, q.ttl_s};
 }
@@ -193,8 +205,10 @@ struct RemoteCopy {
   bool stored = false;  // also stored locally (else served this once)
 };
 // What the remote answered for `key`, read at stream position `at`.
+// `defer`: the local copy is stored later (Backend::defer_fill), not before this returns.
 std::optional<RemoteCopy> keep_remote(Backend& b, std::string_view key, remote::Tier::Outcome o,
-                                      remote::Entry&& entry, remote::StreamId at) {
+                                      remote::Entry&& entry, remote::StreamId at,
+                                      bool defer = false) {
   switch (o) {
     case remote::Tier::Outcome::error:
       b.counters().remote_error++;
@@ -223,6 +237,11 @@ std::optional<RemoteCopy> keep_remote(Backend& b, std::string_view key, remote::
   // A change from another cache applied meanwhile may have been about this key: then the copy
   // is served this once, not kept.
   if (b.remote_changed_since(key, at) || b.resolved().read_only) return c;
+  if (defer) {  // stored with the next round trip or before the next local operation
+    b.defer_fill(Backend::Fill{std::string(key), c.entry, at});
+    c.stored = true;
+    return c;
+  }
   engine::SetOutcome outcome = engine::SetOutcome::skipped;
   (void)run(
       b, "storing a remote entry",
@@ -242,13 +261,14 @@ std::optional<RemoteCopy> keep_remote(Backend& b, std::string_view key, remote::
   return c;
 }
 
-std::optional<RemoteCopy> from_remote(Backend& b, std::string_view key) {
+// `defer`: as keep_remote's; the fills already waiting are stored during the round trip.
+std::optional<RemoteCopy> from_remote(Backend& b, std::string_view key, bool defer = false) {
   remote::Tier* t = b.remote();
   if (t == nullptr) return std::nullopt;
   remote::Entry e;
   remote::StreamId at{};
-  const remote::Tier::Outcome o = t->get(key, &e, &at);
-  return keep_remote(b, key, o, std::move(e), at);
+  const remote::Tier::Outcome o = t->get(key, &e, &at, [&b] { b.settle_fills(); });
+  return keep_remote(b, key, o, std::move(e), at, defer);
 }
 
 }  // namespace
@@ -332,12 +352,25 @@ bool LocalService::set_impl(const SetRequest& q, bool write_remote, std::int64_t
   engine::SetOutcome outcome = engine::SetOutcome::full;
   const std::int64_t now = b.now_ns();
   if (created_ns != nullptr) *created_ns = now;
-  const kv::Status s = run(
-      b, "set",
-      [&](Engine& e) {
-        return e.set(q.key, q.value, q.ttl_s, q.category, q.metadata, now, &outcome);
-      },
-      q.key);
+  kv::Status s;
+  const auto local = [&] {
+    s = run(
+        b, "set",
+        [&](Engine& e) {
+          return e.set(q.key, q.value, q.ttl_s, q.category, q.metadata, now, &outcome);
+        },
+        q.key);
+  };
+  // With a remote tier, the local write is made while Redis takes the entry (one round trip
+  // overlapping the local write). A value over the byte limit goes to neither tier; one the
+  // local tier refuses otherwise (a failing disk, a ttl cache full of live entries) is still
+  // on the remote (docs/remote.md).
+  if (remote::Tier* t = write_remote ? b.remote() : nullptr;
+      t != nullptr && !too_large(b, q.value)) {
+    if (!t->put(q.key, remote_entry(q, now), local)) b.counters().remote_error++;
+  } else {
+    local();
+  }
   if (!s.ok()) return false;
   if (outcome != engine::SetOutcome::stored) {
     b.log().logf(util::Level::debug, "set of '{}' refused: {}", q.key,
@@ -347,9 +380,6 @@ bool LocalService::set_impl(const SetRequest& q, bool write_remote, std::int64_t
     return false;
   }
   b.counters().set++;
-  if (remote::Tier* t = write_remote ? b.remote() : nullptr;
-      t != nullptr && !t->put(q.key, remote_entry(q, now)))
-    b.counters().remote_error++;
   return true;
 }
 
@@ -458,6 +488,7 @@ bool LocalService::set_all(const std::vector<SetRequest>& requests) {
   for (const SetRequest& q : requests) written.push_back(q.key);
   engine::SetOutcome outcome = engine::SetOutcome::full;
   const std::int64_t now = b.now_ns();
+  b.settle_fills();
   const Backend::Lease lease = b.begin();
   const kv::Status s = lease.engine->set_all(items, now, &outcome);
   b.finish(lease, s, "set_all", std::span<const std::string>(written));
@@ -498,9 +529,10 @@ std::vector<std::optional<std::string>> LocalService::get_many(
   if (missing.empty()) return out;
   std::vector<remote::Entry> entries;
   remote::StreamId at{};
-  const std::vector<remote::Tier::Outcome> outcomes = t->get_many(missing, &entries, &at);
+  const std::vector<remote::Tier::Outcome> outcomes =
+      t->get_many(missing, &entries, &at, [&b] { b.settle_fills(); });
   for (std::size_t j = 0; j < missing.size(); ++j) {
-    auto copy = keep_remote(b, missing[j], outcomes[j], std::move(entries[j]), at);
+    auto copy = keep_remote(b, missing[j], outcomes[j], std::move(entries[j]), at, /*defer=*/true);
     if (copy && copy->fresh) {
       b.counters().hit++;
       out[where[j]] = std::move(copy->entry.value);
@@ -518,17 +550,22 @@ std::optional<std::string> LocalService::get_impl(std::string_view key, bool ask
   const std::int64_t now = b.now_ns();
   engine::Found f;
   Engine* used = nullptr;
-  const kv::Status s = run(b, "get", [&](Engine& e) {
+  const auto read = [&](Engine& e) {
     used = &e;
     return e.read(key, now, engine::Want::value_only, &f);
-  });
+  };
+  // Remote copies waiting to be stored (other keys', as a rule) are left waiting for the round
+  // trip below, unless this key's is among them.
+  kv::Status s = run_unsettled(b, "get", read);
+  if (s.not_found() && b.fill_waits(key)) s = run(b, "get", read);
   if (s.ok() && f.status == EntryStatus::fresh) {
     if (!b.resolved().read_only) used->record_access(key, now);  // a view records nothing
     b.counters().hit++;
     return std::move(f.value);
   }
   drop_if_corrupt(b, s, key);
-  if (auto copy = ask_remote ? from_remote(b, key) : std::nullopt; copy && copy->fresh) {
+  if (auto copy = ask_remote ? from_remote(b, key, /*defer=*/true) : std::nullopt;
+      copy && copy->fresh) {
     b.counters().hit++;
     return std::move(copy->entry.value);
   }
@@ -839,6 +876,7 @@ AdminResult LocalService::admin(AdminCommand command, std::int64_t arg) {
   AdminResult res;
   // Maintenance works on the store itself, never on the memory stand-in of a degraded cache.
   auto on_store = [&](std::string_view what, auto&& f) {
+    b.settle_fills();
     const Backend::Lease lease = b.begin();
     if (!lease.primary || b.degraded()) {
       b.finish(lease, kv::Status(), what);

@@ -1181,6 +1181,27 @@ Status Engine::update(std::string_view key, std::int64_t now_ns,
   return set_locked({&item, 1}, now_ns, outcome);
 }
 
+Status Engine::fill(std::span<const SetItem> items, std::int64_t now_ns, std::size_t* stored) {
+  *stored = 0;
+  const auto lock = foreground_lock();
+  std::vector<SetItem> todo;
+  todo.reserve(items.size());
+  for (const SetItem& item : items) {
+    if (!value_fits(item.value.size())) continue;
+    Found current;
+    const Status s = read(item.key, now_ns, Want::header, &current);
+    if (s.ok() && current.status == EntryStatus::fresh) continue;  // a newer local write
+    if (s.code == Code::corruption) continue;                      // left for a read to drop
+    if (!s.ok() && !s.not_found()) return s;
+    todo.push_back(item);
+  }
+  if (todo.empty()) return Status();
+  SetOutcome outcome = SetOutcome::full;
+  const Status s = set_locked(todo, now_ns, &outcome);
+  if (s.ok() && outcome == SetOutcome::stored) *stored = todo.size();
+  return s;
+}
+
 // Stores `items` (distinct keys, each within the byte limit) in one transaction. Under mu_.
 Status Engine::set_locked(std::span<const SetItem> items, std::int64_t now_ns,
                           SetOutcome* outcome) {

@@ -198,6 +198,10 @@ class Engine {
   kv::Status update(std::string_view key, std::int64_t now_ns,
                     const std::function<std::optional<Rewrite>(const Found*)>& decide,
                     SetOutcome* outcome);
+  // Copies from another tier (remote hits): in one atomic batch, stores each item whose key has
+  // no fresh entry now and whose value fits the byte limit; the others are left as they are.
+  // Keys must be distinct. *stored: how many were stored (0 when the batch found no room).
+  kv::Status fill(std::span<const SetItem> items, std::int64_t now_ns, std::size_t* stored);
   kv::Status remove(std::string_view key, bool* removed);
   // Removes an entry whose record does not decode, with its index records when its access record
   // is intact (else only the raw records; verify/rebuild repair the rest).
@@ -243,6 +247,9 @@ class Engine {
     o.max_bytes = max_bytes();
     return o;
   }
+  // Whether a value of `size` bytes is within the byte limit in force (set() refuses it as
+  // too_large otherwise).
+  bool value_fits(std::size_t size) const { return max_bytes() == 0 || size <= max_bytes(); }
   // True while the limits are an administrator's (set_limits), not the configured ones.
   bool admin_limits() const { return admin_limits_.load(); }
   // Limits set by an administrator (cachectl limits; nullopt: keep that one as it is): persisted

@@ -76,6 +76,50 @@ TEST_CASE("remote: a value set on one machine is read on another, then locally")
   CHECK(entry->value == "entry f");
 }
 
+TEST_CASE("remote: a copy a get returned is stored before any later local operation") {
+  // A remote hit's local copy is stored during the next round trip to Redis (docs/remote.md,
+  // "Near-cache fills"); every local operation stores the waiting copies first.
+  TempDir tmp;
+  RedisServer redis(tmp / "redis");
+  Cache a = Cache::open(machine(tmp / "a", redis.url()));
+  {
+    Cache b = Cache::open(machine(tmp / "b", redis.url()));
+    REQUIRE(a.set_many({{"k1", "one"}, {"k2", "two"}, {"k3", "three"}}) ==
+            std::vector<bool>{true, true, true});
+    CHECK(b.get("k1") == "one");
+    CHECK(b.get("k1") == "one");  // its own copy waits: stored now, then read locally
+    Stats s = b.stats();
+    CHECK(s.remote_hit_count == 1);
+    CHECK(s.hit_count == 2);
+    CHECK(s.total_entries == 1);
+    // An invalidation right after a remote hit finds the copy (else the copy would be stored
+    // after it, and served although Redis no longer has the key).
+    CHECK(b.get("k2") == "two");
+    CHECK(b.invalidate_pattern("k2") == 1);
+    CHECK(b.get("k2") == std::nullopt);
+    CHECK(redis.command({"EXISTS", "larder:e:k2"}) == "0");
+    CHECK(b.get("k3") == "three");  // its copy is stored when b closes
+  }
+  Config offline = machine(tmp / "b", "");
+  Cache b = Cache::open(offline);
+  CHECK(b.stats().fresh_entries == 2);  // k1 and k3 (k2 is invalidated), no remote asked
+  CHECK(b.get("k3") == "three");
+}
+
+TEST_CASE("remote: a value over the byte limit goes to neither tier") {
+  TempDir tmp;
+  RedisServer redis(tmp / "redis");
+  Config ca = machine(tmp / "a", redis.url());
+  ca.max_size_bytes = 100;
+  Cache a = Cache::open(ca);
+  Cache b = Cache::open(machine(tmp / "b", redis.url()));
+  CHECK_FALSE(a.set("big", std::string(200, 'x')));
+  CHECK(b.get("big") == std::nullopt);
+  CHECK(b.stats().remote_miss_count == 1);
+  CHECK(a.set("small", std::string(50, 'x')));
+  CHECK(b.get("small") == std::string(50, 'x'));
+}
+
 TEST_CASE("remote: TTL, category, metadata and status survive the round trip") {
   TempDir tmp;
   RedisServer redis(tmp / "redis");
