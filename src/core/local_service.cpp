@@ -331,17 +331,54 @@ bool LocalService::set(const SetRequest& q) {
 }
 
 std::vector<bool> LocalService::set_many(const std::vector<SetRequest>& requests) {
-  std::vector<bool> out;
-  out.reserve(requests.size());
-  std::vector<std::pair<std::string, remote::Entry>> through;
-  remote::Tier* t = backend_->remote();
-  for (const SetRequest& q : requests) {
-    std::int64_t now = 0;
-    out.push_back(set_impl(q, /*write_remote=*/false, &now));
-    if (t != nullptr && out.back()) through.emplace_back(q.key, remote_entry(q, now));
+  std::vector<bool> out(requests.size(), false);
+  if (requests.empty() || read_only(*backend_, "set_many")) return out;
+  Backend& b = *backend_;
+  const CallCount counted(b);
+  const std::int64_t now = b.now_ns();
+  // The items within the byte limit are stored in one batch (one write for all of them), while
+  // Redis takes them in one pipeline; the others go to neither tier. Should the batch find no
+  // room (a ttl cache full of live entries, or a batch larger than the limits), the items are
+  // set one by one instead, each as set() would.
+  std::vector<engine::SetItem> items;
+  std::vector<std::string> written;
+  std::vector<std::size_t> which;
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    const SetRequest& q = requests[i];
+    if (too_large(b, q.value)) {
+      b.log().logf(util::Level::debug, "set of '{}' refused: value larger than max_size_bytes",
+                   q.key);
+      continue;
+    }
+    items.push_back({q.key, q.value, q.ttl_s, q.category, &q.metadata, std::nullopt});
+    written.push_back(q.key);
+    which.push_back(i);
   }
-  // One pipeline for the remote's share.
-  if (!through.empty() && !t->put_many(through)) backend_->counters().remote_error++;
+  if (items.empty()) return out;
+  engine::SetOutcome outcome = engine::SetOutcome::full;
+  kv::Status s;
+  const auto local = [&] {
+    b.settle_fills();
+    const Backend::Lease lease = b.begin();
+    s = lease.engine->set_all(items, now, &outcome);
+    b.finish(lease, s, "set_many", std::span<const std::string>(written));
+  };
+  if (remote::Tier* t = b.remote()) {
+    std::vector<std::pair<std::string, remote::Entry>> through;
+    through.reserve(which.size());
+    for (std::size_t i : which)
+      through.emplace_back(requests[i].key, remote_entry(requests[i], now));
+    if (!t->put_many(through, local)) b.counters().remote_error++;
+  } else {
+    local();
+  }
+  if (!s.ok()) return out;
+  if (outcome == engine::SetOutcome::stored) {
+    for (std::size_t i : which) out[i] = true;
+    b.counters().set += which.size();
+    return out;
+  }
+  for (std::size_t i : which) out[i] = set_impl(requests[i], /*write_remote=*/false, nullptr);
   return out;
 }
 

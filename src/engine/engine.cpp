@@ -1188,6 +1188,10 @@ Status Engine::fill(std::span<const SetItem> items, std::int64_t now_ns, std::si
   todo.reserve(items.size());
   for (const SetItem& item : items) {
     if (!value_fits(item.value.size())) continue;
+    if (!index_.contains(item.key)) {  // the index holds every stored key: none is
+      todo.push_back(item);
+      continue;
+    }
     Found current;
     const Status s = read(item.key, now_ns, Want::header, &current);
     if (s.ok() && current.status == EntryStatus::fresh) continue;  // a newer local write

@@ -37,6 +37,7 @@ constexpr milliseconds kGather{5};    // pause after a read that brought items
 constexpr std::size_t kBatch = 1000;  // keys per pipelined UNLINK / GET batch
 constexpr std::size_t kMaxIdle = 8;   // pooled connections kept
 constexpr std::size_t kMaxRecordBytes = 1u << 30;
+constexpr std::size_t kMaxEventArgs = 100'000;  // keys read from one stream item
 
 timeval to_timeval(milliseconds ms) {
   timeval tv{};
@@ -264,6 +265,9 @@ class RedisTier final : public Tier {
   std::string entry_key(std::string_view stored_key) const;
   // The pipelined commands that write one entry: SET (with PX), SADD to its category, XADD.
   void append_put(std::string_view key, const Entry& e,
+                  std::vector<std::vector<std::string>>* cmds) const;
+  // The SET (with PX) alone.
+  void append_set(std::string_view key, const Entry& e,
                   std::vector<std::vector<std::string>>* cmds) const;
   std::vector<std::string> last_id_command() const {
     return {"XREVRANGE", url_.prefix + ":events", "+", "-", "COUNT", "1"};
@@ -694,14 +698,19 @@ std::optional<std::int64_t> expiry_ms(const Entry& e, double stale_factor) {
 
 void RedisTier::append_put(std::string_view key, const Entry& e,
                            std::vector<std::vector<std::string>>* cmds) const {
+  append_set(key, e, cmds);
+  cmds->push_back({"SADD", category_key(e.category), std::string(key)});
+  cmds->push_back(event_command(Change::Kind::key, key, {}));
+}
+
+void RedisTier::append_set(std::string_view key, const Entry& e,
+                           std::vector<std::vector<std::string>>* cmds) const {
   std::vector<std::string> set{"SET", entry_key(key), encode(e)};
   if (const auto ms = expiry_ms(e, stale_factor_)) {
     set.push_back("PX");
     set.push_back(std::to_string(*ms));
   }
   cmds->push_back(std::move(set));
-  cmds->push_back({"SADD", category_key(e.category), std::string(key)});
-  cmds->push_back(event_command(Change::Kind::key, key, {}));
 }
 
 bool RedisTier::put_many(const std::vector<std::pair<std::string, Entry>>& items,
@@ -710,8 +719,27 @@ bool RedisTier::put_many(const std::vector<std::pair<std::string, Entry>>& items
     if (meanwhile) meanwhile();
     return true;
   }
+  // A SET per entry, one SADD per category and one stream item naming every key (the listener
+  // applies each "a" of an item).
   std::vector<std::vector<std::string>> cmds;
-  for (const auto& [key, e] : items) append_put(key, e, &cmds);
+  cmds.reserve(items.size() + 2);
+  std::map<std::string_view, std::vector<std::string>> by_category;
+  for (const auto& [key, e] : items) {
+    append_set(key, e, &cmds);
+    auto& sadd = by_category[e.category];
+    if (sadd.empty()) {
+      sadd.push_back("SADD");
+      sadd.push_back(category_key(e.category));
+    }
+    sadd.push_back(key);
+  }
+  for (auto& [category, sadd] : by_category) cmds.push_back(std::move(sadd));
+  std::vector<std::string> event = event_command(Change::Kind::key, items.front().first, {});
+  for (std::size_t i = 1; i < items.size(); ++i) {
+    event.push_back("a");
+    event.push_back(items[i].first);
+  }
+  cmds.push_back(std::move(event));
   if (run(cmds, nullptr, meanwhile)) return true;
   for (const auto& item : items) remember(Change::Kind::key, item.first, {});
   return false;
@@ -1044,7 +1072,8 @@ void RedisTier::listen() {
             continue;
           last.assign(item->element[0]->str, item->element[0]->len);
           const redisReply* fields = item->element[1];
-          std::string o, a, sc;
+          std::string o, sc;
+          std::vector<std::string> args;  // a key item names one key or more
           int kind = 0;
           for (std::size_t f = 0; fields->type == REDIS_REPLY_ARRAY && f + 1 < fields->elements;
                f += 2) {
@@ -1055,16 +1084,20 @@ void RedisTier::listen() {
             const std::string_view value(v->str, v->len);
             if (name == "o")
               o = value;
-            else if (name == "a")
-              a = value;
+            else if (name == "a" && args.size() < kMaxEventArgs)
+              args.emplace_back(value);
             else if (name == "s")
               sc = value;
             else if (name == "t" && value.size() == 1)
               kind = value[0] - '0';
           }
           if (o == origin_ || kind < 1 || kind > 4 || !hooks_.on_change) continue;
-          hooks_.on_change(Change{static_cast<Change::Kind>(kind), std::move(a), std::move(sc),
-                                  parse_id(last).value_or(StreamId{0, 0})});
+          const auto k = static_cast<Change::Kind>(kind);
+          const StreamId id = parse_id(last).value_or(StreamId{0, 0});
+          if (args.empty()) args.emplace_back();
+          // Only a key item names several; for the others the first is the argument.
+          if (k != Change::Kind::key) args.resize(1);
+          for (std::string& a : args) hooks_.on_change(Change{k, std::move(a), sc, id});
         }
       }
       set_applied(last);

@@ -173,6 +173,16 @@ TEST_CASE("remote: another machine stops returning its copy once a key changes")
   a.remove("k");
   seen_within("remove", [&] { return !b.get("k"); });
 
+  // set_many announces all its keys in one stream item: every copy goes.
+  REQUIRE(a.set_many({{"m1", "1"}, {"m2", "1"}, {"m3", "1"}}) ==
+          std::vector<bool>{true, true, true});
+  REQUIRE(b.get_many({"m1", "m2", "m3"}) == std::vector<std::optional<std::string>>{"1", "1", "1"});
+  REQUIRE(a.set_many({{"m1", "2"}, {"m2", "2"}, {"m3", "2"}}) ==
+          std::vector<bool>{true, true, true});
+  seen_within("set_many overwrite", [&] {
+    return b.get_many({"m1", "m2", "m3"}) == std::vector<std::optional<std::string>>{"2", "2", "2"};
+  });
+
   REQUIRE(a.set("i", "v"));
   REQUIRE(b.get("i") == "v");
   a.invalidate("i");
