@@ -1,10 +1,8 @@
 #include "core/backend.hpp"
 
-#include <algorithm>
 #include <limits>
 #include <map>
 
-#include <absl/container/flat_hash_set.h>
 #include <fmt/format.h>
 
 #include "core/isolated.hpp"
@@ -271,6 +269,7 @@ void Backend::defer_fill(Fill fill) {
   }
   if (full) settle_fills();
   std::lock_guard lock(fills_mu_);
+  fill_keys_.insert(fill.key);
   fills_.push_back(std::move(fill));
   has_fills_.store(true, std::memory_order_release);
 }
@@ -278,7 +277,7 @@ void Backend::defer_fill(Fill fill) {
 bool Backend::fill_waits(std::string_view key) {
   if (!has_fills()) return false;
   std::lock_guard lock(fills_mu_);
-  return std::any_of(fills_.begin(), fills_.end(), [&](const Fill& f) { return f.key == key; });
+  return fill_keys_.contains(absl::string_view(key.data(), key.size()));
 }
 
 void Backend::settle_fills() {
@@ -287,6 +286,7 @@ void Backend::settle_fills() {
   {
     std::lock_guard lock(fills_mu_);
     fills.swap(fills_);
+    fill_keys_.clear();
     has_fills_.store(false, std::memory_order_release);
   }
   // The last copy of a key fetched twice; none that a later remote change may have outdated.

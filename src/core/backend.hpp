@@ -20,6 +20,8 @@
 #include <unordered_set>
 #include <vector>
 
+#include <absl/container/flat_hash_set.h>
+
 #include "core/config.hpp"
 #include "core/events.hpp"
 #include "engine/engine.hpp"
@@ -203,7 +205,8 @@ class Backend final : private engine::AccessFlusher {
   }
   static constexpr std::size_t kRemoteSlots = 256;
   std::mutex fills_mu_;
-  std::vector<Fill> fills_;  // under fills_mu_
+  std::vector<Fill> fills_;                     // under fills_mu_
+  absl::flat_hash_set<std::string> fill_keys_;  // their keys, under fills_mu_
   std::atomic<bool> has_fills_{false};
   mutable std::mutex remote_mu_;
   remote::StreamId remote_any_change_{};  // the last applied change of any key
