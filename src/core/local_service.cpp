@@ -594,7 +594,10 @@ std::optional<std::string> LocalService::get_impl(std::string_view key, bool ask
   // Remote copies waiting to be stored (other keys', as a rule) are left waiting for the round
   // trip below, unless this key's is among them.
   kv::Status s = run_unsettled(b, "get", read);
-  if (s.not_found() && b.fill_waits(key)) s = run(b, "get", read);
+  if (!(s.ok() && f.status == EntryStatus::fresh) && b.fill_waits(key)) {
+    f = engine::Found();
+    s = run(b, "get", read);
+  }
   if (s.ok() && f.status == EntryStatus::fresh) {
     if (!b.resolved().read_only) used->record_access(key, now);  // a view records nothing
     b.counters().hit++;
