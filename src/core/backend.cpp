@@ -336,7 +336,8 @@ void Backend::start_remote() {
   };
   // The change stream's position, so a later process here goes on where this one stopped.
   const fs::path state = r_.dir.empty() ? fs::path() : r_.io() / ".remote_position";
-  auto tier = remote::open_tier(*r_.remote, r_.config.stale_factor, state, std::move(hooks), &log_);
+  auto tier = remote::open_tier(*r_.remote, r_.config.stale_factor, r_.config.max_size_bytes, state,
+                                std::move(hooks), &log_);
   if (!tier) {
     log_.logf(util::Level::error, "{}", tier.error());
     set_last_error(tier.error());

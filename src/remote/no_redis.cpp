@@ -4,8 +4,9 @@
 
 namespace larder::remote {
 
-util::Result<std::unique_ptr<Tier>> open_tier(RemoteUrl url, double, std::filesystem::path,
-                                              TierHooks, const util::Logger*) {
+util::Result<std::unique_ptr<Tier>> open_tier(RemoteUrl url, double, std::uint64_t,
+                                              std::filesystem::path, TierHooks,
+                                              const util::Logger*) {
   return util::fail(
       "remote tier {} not used: this larder was built without Redis support (meson "
       "-Dredis=disabled, or libhiredis-dev was missing)",

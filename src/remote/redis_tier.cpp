@@ -37,7 +37,14 @@ constexpr milliseconds kGather{5};    // pause after a read that brought items
 constexpr std::size_t kBatch = 1000;  // keys per pipelined UNLINK / GET batch
 constexpr std::size_t kMaxIdle = 8;   // pooled connections kept
 constexpr std::size_t kMaxRecordBytes = 1u << 30;
-constexpr std::size_t kMaxEventArgs = 100'000;  // keys read from one stream item
+constexpr std::size_t kReplySlack = 1u << 20;        // a record's header, a reply's framing
+constexpr std::size_t kMaxReplyElements = 1u << 22;  // an array reply longer is refused
+// The listener reads at most kReadCount stream items at once, each naming at most kEventKeys
+// keys (of at most 4 KiB and a scope): its replies are allowed kListenerReplyBytes at least.
+constexpr std::size_t kReadCount = 100;
+constexpr std::size_t kEventKeys = 100;
+constexpr std::uint64_t kListenerReplyBytes = 64u << 20;
+constexpr std::size_t kMaxEventArgs = 1000;  // keys read from one stream item
 
 timeval to_timeval(milliseconds ms) {
   timeval tv{};
@@ -142,6 +149,48 @@ bool send_buffered(redisContext* ctx) {
   return ctx->obuf != nullptr;
 }
 
+// hiredis allocates an array reply's element table as the reply declares it: a reply declaring
+// more than kMaxReplyElements elements is refused instead (the reader fails with "Out of
+// memory", the connection is dropped). Installed on every connection (bound_replies).
+void* (*g_create_array)(const redisReadTask*, int) = nullptr;
+void* bounded_create_array(const redisReadTask* task, int elements) {
+  if (elements < 0 || static_cast<std::size_t>(elements) > kMaxReplyElements) return nullptr;
+  return g_create_array(task, elements);
+}
+void bound_replies(redisContext* ctx) {
+  static redisReplyObjectFunctions bounded = [&] {
+    redisReplyObjectFunctions f = *ctx->reader->fn;
+    g_create_array = f.createArray;
+    f.createArray = bounded_create_array;
+    return f;
+  }();
+  ctx->reader->fn = &bounded;
+}
+
+// Why a connection failed: its error text, or what a reader failing with REDIS_ERR_OOM means
+// here as a rule; `otherwise` when it has none.
+std::string why_failed(const redisContext* ctx, const char* otherwise) {
+  if (ctx->err == REDIS_ERR_OOM)
+    return fmt::format("a reply declared more than {} elements, or memory ran out (not read)",
+                       kMaxReplyElements);
+  return ctx->errstr[0] != '\0' ? std::string(ctx->errstr) : std::string(otherwise);
+}
+
+enum class ReadResult : std::uint8_t { ok, failed, oversized };
+// The next reply, reading at most `max_bytes` of a reply not yet complete: hiredis buffers a
+// bulk string until all of it is there, whatever length the peer declares. oversized: the peer
+// sent more (the connection must be dropped); failed: ctx->err says why.
+ReadResult read_reply(redisContext* ctx, void** reply, std::uint64_t max_bytes) {
+  *reply = nullptr;
+  if (redisGetReplyFromReader(ctx, reply) != REDIS_OK) return ReadResult::failed;
+  while (*reply == nullptr) {
+    if (redisBufferRead(ctx) != REDIS_OK) return ReadResult::failed;
+    if (ctx->reader->len - ctx->reader->pos > max_bytes) return ReadResult::oversized;
+    if (redisGetReplyFromReader(ctx, reply) != REDIS_OK) return ReadResult::failed;
+  }
+  return ReadResult::ok;
+}
+
 std::string random_origin() {
   std::random_device rd;
   return fmt::format("{:08x}{:08x}", rd(), rd());
@@ -186,8 +235,8 @@ class RedisTier final : public Tier {
  public:
   // Starts the tier (the listener thread connects in the background; no call waits for it).
   // `state_file`: where the stream position is kept (empty: nowhere, start at the stream's end).
-  RedisTier(RemoteUrl url, double stale_factor, std::filesystem::path state_file, TierHooks hooks,
-            const util::Logger* log);
+  RedisTier(RemoteUrl url, double stale_factor, std::uint64_t max_reply_bytes,
+            std::filesystem::path state_file, TierHooks hooks, const util::Logger* log);
   ~RedisTier() override;
   RedisTier(const RedisTier&) = delete;
   RedisTier& operator=(const RedisTier&) = delete;
@@ -240,7 +289,8 @@ class RedisTier final : public Tier {
     std::string str;
     std::vector<Reply> elements;
   };
-  enum class Attempt : std::uint8_t { done, failed, transport_failed };
+  // oversized: a reply was longer than max_reply_bytes_ (the call fails, no outage).
+  enum class Attempt : std::uint8_t { done, failed, transport_failed, oversized };
   // One try of run(): transport_failed (not counted as an outage) when a pooled connection
   // turned out dead, for run() to try once more on a fresh one.
   // `meanwhile` (may be empty) runs once the commands are sent, before the answers are read;
@@ -278,6 +328,8 @@ class RedisTier final : public Tier {
 
   const RemoteUrl url_;
   const double stale_factor_;
+  const std::uint64_t max_reply_bytes_;       // a longer reply is not read (open_tier)
+  const std::uint64_t listener_reply_bytes_;  // the same for the listener's stream reads
   const std::filesystem::path state_file_;
   const TierHooks hooks_;
   const util::Logger* log_;
@@ -329,8 +381,9 @@ namespace {
 
 using ReplyPtr = std::unique_ptr<redisReply, decltype(&freeReplyObject)>;
 
-// One command and its answer (nullptr: the connection failed, ctx->errstr says how).
-ReplyPtr command(redisContext* ctx, const std::vector<std::string>& args) {
+// One command and its answer (nullptr: the connection failed, ctx->errstr says how, or the
+// answer was over `max_bytes`).
+ReplyPtr command(redisContext* ctx, const std::vector<std::string>& args, std::uint64_t max_bytes) {
   std::vector<const char*> argv;
   std::vector<std::size_t> lens;
   for (const auto& a : args) {
@@ -340,17 +393,19 @@ ReplyPtr command(redisContext* ctx, const std::vector<std::string>& args) {
   void* raw = nullptr;
   if (redisAppendCommandArgv(ctx, static_cast<int>(argv.size()), argv.data(), lens.data()) !=
           REDIS_OK ||
-      !send_buffered(ctx) || redisGetReply(ctx, &raw) != REDIS_OK)
+      !send_buffered(ctx) || read_reply(ctx, &raw, max_bytes) != ReadResult::ok)
     raw = nullptr;
   return ReplyPtr(static_cast<redisReply*>(raw), &freeReplyObject);
 }
 
 }  // namespace
 
-RedisTier::RedisTier(RemoteUrl url, double stale_factor, std::filesystem::path state_file,
-                     TierHooks hooks, const util::Logger* log)
+RedisTier::RedisTier(RemoteUrl url, double stale_factor, std::uint64_t max_reply_bytes,
+                     std::filesystem::path state_file, TierHooks hooks, const util::Logger* log)
     : url_(std::move(url)),
       stale_factor_(std::max(1.0, stale_factor)),
+      max_reply_bytes_(max_reply_bytes),
+      listener_reply_bytes_(std::max(max_reply_bytes, kListenerReplyBytes)),
       state_file_(std::move(state_file)),
       hooks_(std::move(hooks)),
       log_(log),
@@ -375,10 +430,11 @@ util::Result<RedisTier::ConnPtr> RedisTier::connect(milliseconds read_timeout) c
   ConnPtr c(new Conn{ctx});
   if (ctx == nullptr) return util::fail("redis {}: out of memory", url_.display());
   if (ctx->err != 0) return util::fail("cannot connect to {}: {}", url_.display(), ctx->errstr);
+  bound_replies(ctx);
   if (redisSetTimeout(ctx, to_timeval(read_timeout)) != REDIS_OK)
     return util::fail("redis {}: cannot set the timeout", url_.display());
   const auto check = [&](const ReplyPtr& r, std::string_view what) -> util::Status {
-    if (!r) return util::fail("redis {}: {}: {}", url_.display(), what, ctx->errstr);
+    if (!r) return util::fail("redis {}: {}: {}", url_.display(), what, why_failed(ctx, "failed"));
     if (r->type == REDIS_REPLY_ERROR)
       return util::fail("redis {}: {} refused: {}", url_.display(), what,
                         std::string_view(r->str, r->len));
@@ -388,10 +444,11 @@ util::Result<RedisTier::ConnPtr> RedisTier::connect(milliseconds read_timeout) c
     std::vector<std::string> auth{"AUTH"};
     if (!url_.user.empty()) auth.push_back(url_.user);
     auth.push_back(url_.password);
-    if (auto ok = check(command(ctx, auth), "AUTH"); !ok) return util::fail(ok.error());
+    if (auto ok = check(command(ctx, auth, kReplySlack), "AUTH"); !ok)
+      return util::fail(ok.error());
   }
   if (url_.db != 0) {
-    if (auto ok = check(command(ctx, {"SELECT", std::to_string(url_.db)}),
+    if (auto ok = check(command(ctx, {"SELECT", std::to_string(url_.db)}, kReplySlack),
                         fmt::format("SELECT {}", url_.db));
         !ok)
       return util::fail(ok.error());
@@ -524,14 +581,27 @@ RedisTier::Attempt RedisTier::run_once(const std::vector<std::vector<std::string
   std::string error_reply;
   for (std::size_t i = 0; i < commands.size(); ++i) {
     void* raw = nullptr;
-    if (!sent || redisGetReply(c->ctx, &raw) != REDIS_OK || raw == nullptr) {
+    const ReadResult got = sent ? read_reply(c->ctx, &raw, max_reply_bytes_) : ReadResult::failed;
+    if (got == ReadResult::oversized) {
+      // A record larger than this cache takes (or a peer that is not Redis): this call fails
+      // and the connection goes, but Redis is not taken for unusable.
+      if (raw != nullptr) freeReplyObject(raw);
+      if (log_)
+        log_->logf(util::Level::warn,
+                   "remote tier: a reply from {} was longer than {} bytes; not read (the call "
+                   "fails)",
+                   url_.display(), max_reply_bytes_);
+      return Attempt::oversized;
+    }
+    if (got != ReadResult::ok || raw == nullptr) {
       // The connection is dropped: its stream may be out of step. A pooled one that the server
       // closed (not one that timed out) gets one more try on a fresh connection.
       const bool timed_out =
           c->ctx->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK);
       if (*pooled && !timed_out) return Attempt::transport_failed;
       failed(fmt::format("redis {}: {}", url_.display(),
-                         timed_out ? "no answer within operation_timeout" : c->ctx->errstr));
+                         timed_out ? std::string("no answer within operation_timeout")
+                                   : why_failed(c->ctx, "no answer")));
       return Attempt::failed;
     }
     const ReplyPtr r(static_cast<redisReply*>(raw), &freeReplyObject);
@@ -719,7 +789,7 @@ bool RedisTier::put_many(const std::vector<std::pair<std::string, Entry>>& items
     if (meanwhile) meanwhile();
     return true;
   }
-  // A SET per entry, one SADD per category and one stream item naming every key (the listener
+  // A SET per entry, one SADD per category and a stream item per kEventKeys keys (the listener
   // applies each "a" of an item).
   std::vector<std::vector<std::string>> cmds;
   cmds.reserve(items.size() + 2);
@@ -734,12 +804,14 @@ bool RedisTier::put_many(const std::vector<std::pair<std::string, Entry>>& items
     sadd.push_back(key);
   }
   for (auto& [category, sadd] : by_category) cmds.push_back(std::move(sadd));
-  std::vector<std::string> event = event_command(Change::Kind::key, items.front().first, {});
-  for (std::size_t i = 1; i < items.size(); ++i) {
-    event.push_back("a");
-    event.push_back(items[i].first);
+  for (std::size_t from = 0; from < items.size(); from += kEventKeys) {
+    std::vector<std::string> event = event_command(Change::Kind::key, items[from].first, {});
+    for (std::size_t i = from + 1; i < std::min(items.size(), from + kEventKeys); ++i) {
+      event.push_back("a");
+      event.push_back(items[i].first);
+    }
+    cmds.push_back(std::move(event));
   }
-  cmds.push_back(std::move(event));
   if (run(cmds, nullptr, meanwhile)) return true;
   for (const auto& item : items) remember(Change::Kind::key, item.first, {});
   return false;
@@ -982,7 +1054,8 @@ void RedisTier::listen() {
     if (last.empty()) {
       // First start on this prefix: from the stream's end, or from where the earliest fetch
       // made so far read, if that is earlier.
-      const ReplyPtr r = command(ctx, {"XREVRANGE", stream, "+", "-", "COUNT", "1"});
+      const ReplyPtr r =
+          command(ctx, {"XREVRANGE", stream, "+", "-", "COUNT", "1"}, listener_reply_bytes_);
       ok = r != nullptr && r->type != REDIS_REPLY_ERROR;
       if (r != nullptr && r->type == REDIS_REPLY_ERROR) refused.assign(r->str, r->len);
       StreamId end{0, 0};
@@ -1004,7 +1077,7 @@ void RedisTier::listen() {
       // tier's position (its own last item is gone), if it is empty but has had items past it,
       // or if it is gone (Redis lost its data) while this tier had read some. Conservative: a
       // position whose next items all survive may still count as a gap.
-      const ReplyPtr r = command(ctx, {"XINFO", "STREAM", stream});
+      const ReplyPtr r = command(ctx, {"XINFO", "STREAM", stream}, listener_reply_bytes_);
       ok = r != nullptr;
       const StreamId mine = parse_id(last).value_or(StreamId{0, 0});
       bool gap = false;
@@ -1045,20 +1118,22 @@ void RedisTier::listen() {
     if (!ok) {
       failed(fmt::format("redis {}: {}", url_.display(),
                          !refused.empty()         ? "reading the change stream: " + refused
-                         : ctx->errstr[0] != '\0' ? std::string(ctx->errstr)
+                         : ctx->errstr[0] != '\0' ? why_failed(ctx, "")
                                                   : std::string("reading the change stream")));
       if (stopping(pause)) break;
       continue;
     }
     succeeded();
     while (!stopping(milliseconds(0))) {
-      const ReplyPtr r = command(ctx, {"XREAD", "COUNT", "1000", "BLOCK",
-                                       std::to_string(kBlock.count()), "STREAMS", stream, last});
+      const ReplyPtr r = command(ctx,
+                                 {"XREAD", "COUNT", std::to_string(kReadCount), "BLOCK",
+                                  std::to_string(kBlock.count()), "STREAMS", stream, last},
+                                 listener_reply_bytes_);
       if (r == nullptr || r->type == REDIS_REPLY_ERROR) {
-        failed(r == nullptr ? fmt::format("redis {}: {}", url_.display(),
-                                          ctx->errstr[0] != '\0' ? ctx->errstr : "no answer")
-                            : fmt::format("redis {}: XREAD answered: {}", url_.display(),
-                                          std::string_view(r->str, r->len)));
+        failed(r == nullptr
+                   ? fmt::format("redis {}: {}", url_.display(), why_failed(ctx, "no answer"))
+                   : fmt::format("redis {}: XREAD answered: {}", url_.display(),
+                                 std::string_view(r->str, r->len)));
         break;
       }
       if (down_.load()) succeeded();  // a call failed meanwhile, but Redis answers again
@@ -1126,10 +1201,15 @@ void RedisTier::listen() {
 }
 
 util::Result<std::unique_ptr<Tier>> open_tier(RemoteUrl url, double stale_factor,
+                                              std::uint64_t max_value_bytes,
                                               std::filesystem::path state_file, TierHooks hooks,
                                               const util::Logger* log) {
-  return std::unique_ptr<Tier>(std::make_unique<RedisTier>(
-      std::move(url), stale_factor, std::move(state_file), std::move(hooks), log));
+  const std::uint64_t record = max_value_bytes == 0
+                                   ? kMaxRecordBytes
+                                   : std::min<std::uint64_t>(kMaxRecordBytes, max_value_bytes);
+  return std::unique_ptr<Tier>(
+      std::make_unique<RedisTier>(std::move(url), stale_factor, record + kReplySlack,
+                                  std::move(state_file), std::move(hooks), log));
 }
 
 }  // namespace larder::remote

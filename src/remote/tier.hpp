@@ -134,9 +134,12 @@ class Tier {
 };
 
 // Starts a tier on `url` (its listener connects in the background; nothing waits for Redis).
-// `state_file`: where the change stream's position is kept (empty: nowhere). Returns the tier, or
-// why there is none (this build has no Redis support).
+// `max_value_bytes`: the largest value the local tier takes (0: no limit); a reply from Redis
+// longer than that (at most 1 GiB) plus 1 MiB is not read: the call fails, the connection is
+// dropped. `state_file`: where the change stream's position is kept (empty: nowhere). Returns the
+// tier, or why there is none (this build has no Redis support).
 util::Result<std::unique_ptr<Tier>> open_tier(RemoteUrl url, double stale_factor,
+                                              std::uint64_t max_value_bytes,
                                               std::filesystem::path state_file, TierHooks hooks,
                                               const util::Logger* log);
 

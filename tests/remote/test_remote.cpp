@@ -2,9 +2,18 @@
 // different roots stand for two machines sharing one Redis.
 #include <doctest/doctest.h>
 
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <chrono>
+#include <cstring>
+#include <fstream>
 #include <functional>
 #include <thread>
+#include <vector>
 
 #include "child.hpp"
 #include "larder/larder.hpp"
@@ -43,6 +52,74 @@ Ms timed(F&& f) {
   const auto start = std::chrono::steady_clock::now();
   f();
   return std::chrono::duration_cast<Ms>(std::chrono::steady_clock::now() - start);
+}
+
+// A peer on a Unix socket that is not Redis: it answers whatever it is sent with `head`, then
+// up to `stream_bytes` of filler, as fast as the reader takes it.
+class HostilePeer {
+ public:
+  HostilePeer(const std::filesystem::path& path, std::string head, std::size_t stream_bytes)
+      : path_(path.string()), head_(std::move(head)), stream_bytes_(stream_bytes) {
+    fd_ = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, path_.c_str(), sizeof(addr.sun_path) - 1);
+    REQUIRE(::bind(fd_, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) == 0);
+    REQUIRE(::listen(fd_, 16) == 0);
+    acceptor_ = std::thread([this] { accept_loop(); });
+  }
+  ~HostilePeer() {
+    stop_ = true;
+    acceptor_.join();
+    for (auto& t : handlers_) t.join();
+    ::close(fd_);
+  }
+  HostilePeer(const HostilePeer&) = delete;
+  HostilePeer& operator=(const HostilePeer&) = delete;
+  std::string url(const std::string& query) const { return "redis+unix://" + path_ + query; }
+
+ private:
+  void accept_loop() {
+    while (!stop_) {
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, 20) <= 0) continue;
+      const int c = ::accept(fd_, nullptr, nullptr);
+      if (c >= 0) handlers_.emplace_back([this, c] { serve(c); });
+    }
+  }
+  void serve(int c) {
+    char buf[4096];
+    pollfd p{c, POLLIN, 0};
+    while (!stop_ && ::poll(&p, 1, 20) <= 0) {
+    }
+    if (!stop_ && ::recv(c, buf, sizeof(buf), 0) > 0) {
+      (void)::send(c, head_.data(), head_.size(), MSG_NOSIGNAL);
+      const std::string filler(1 << 16, 'x');
+      for (std::size_t sent = 0; !stop_ && sent < stream_bytes_;) {
+        const ssize_t n = ::send(c, filler.data(), filler.size(), MSG_NOSIGNAL);
+        if (n <= 0) break;  // the reader hung up
+        sent += static_cast<std::size_t>(n);
+      }
+    }
+    while (!stop_ && ::recv(c, buf, sizeof(buf), MSG_DONTWAIT) != 0) {
+      std::this_thread::sleep_for(5ms);
+    }
+    ::close(c);
+  }
+  std::string path_, head_;
+  std::size_t stream_bytes_;
+  int fd_ = -1;
+  std::atomic<bool> stop_{false};
+  std::thread acceptor_;
+  std::vector<std::thread> handlers_;
+};
+
+// This process's resident set, in bytes.
+std::size_t resident_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  std::size_t pages = 0, resident = 0;
+  statm >> pages >> resident;
+  return resident * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
 }
 
 }  // namespace
@@ -422,4 +499,33 @@ TEST_CASE("remote: the owner process talks to Redis for its clients") {
   CHECK(a.get("c") == "from a client");
   a.remove("k");
   CHECK(within(5000ms, [&] { return !client.get("k"); }));
+}
+
+TEST_CASE("remote: a peer that declares a huge reply costs a failed call, not memory") {
+  TempDir tmp;
+  SUBCASE("a bulk string longer than the cache takes is not read") {
+    // It declares 1.5 GB and sends 512 MiB of it: hiredis alone buffers all that arrives.
+    HostilePeer peer(tmp / "bulk.sock", "$1500000000\r\n", std::size_t{512} << 20);
+    Config c = machine(tmp / "a", peer.url("?operation_timeout=2000"));
+    c.max_size_bytes = 1 << 20;  // replies are read up to 1 MiB + 1 MiB
+    const std::size_t before = resident_bytes();
+    Cache a = Cache::open(c);
+    const Ms took = timed([&] { CHECK(a.get("k") == std::nullopt); });
+    const std::size_t grew = resident_bytes() > before ? resident_bytes() - before : 0;
+    MESSAGE("a 1.5 GB bulk: the get took ", took.count(), " ms, resident set grew ", grew >> 20,
+            " MiB");
+    CHECK(a.stats().remote_error_count >= 1);
+    CHECK(grew < (std::size_t{200} << 20));  // the listener reads up to 64 MiB, a get 2 MiB
+    CHECK(took < 3000ms);
+  }
+  SUBCASE("an array of two billion elements is refused before its table is allocated") {
+    HostilePeer peer(tmp / "array.sock", "*2000000000\r\n", 0);
+    Cache a = Cache::open(machine(tmp / "a", peer.url("?operation_timeout=2000")));
+    const Ms took = timed([&] { CHECK(a.get("k") == std::nullopt); });
+    CHECK(took < 3000ms);
+    CHECK(a.stats().remote_error_count >= 1);
+    const std::string why = a.last_error();
+    MESSAGE("last_error: ", why);
+    CHECK(why.find("elements") != std::string::npos);
+  }
 }
