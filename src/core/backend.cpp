@@ -282,13 +282,23 @@ bool Backend::fill_waits(std::string_view key) {
 
 void Backend::settle_fills() {
   if (!has_fills()) return;
+  // One settler at a time, and the waiting copies stay visible (has_fills, fill_waits) until
+  // they are stored: an operation that comes later waits here for them rather than overtaking
+  // them (a remove must not be followed by the store of the copy it was to remove).
+  std::lock_guard settling(settle_mu_);
   std::vector<Fill> fills;
   {
     std::lock_guard lock(fills_mu_);
     fills.swap(fills_);
-    fill_keys_.clear();
-    has_fills_.store(false, std::memory_order_release);
   }
+  store_fills(fills);
+  std::lock_guard lock(fills_mu_);
+  fill_keys_.clear();
+  for (const Fill& f : fills_) fill_keys_.insert(f.key);
+  has_fills_.store(!fills_.empty(), std::memory_order_release);
+}
+
+void Backend::store_fills(const std::vector<Fill>& fills) {
   // The last copy of a key fetched twice; none that a later remote change may have outdated.
   absl::flat_hash_set<std::string_view> seen;
   std::vector<engine::SetItem> items;

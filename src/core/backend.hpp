@@ -204,6 +204,9 @@ class Backend final : private engine::AccessFlusher {
     return std::hash<std::string_view>{}(key) % kRemoteSlots;
   }
   static constexpr std::size_t kRemoteSlots = 256;
+  // Stores `fills` (taken from fills_) in one batch. Under settle_mu_.
+  void store_fills(const std::vector<Fill>& fills);
+  std::mutex settle_mu_;  // held while waiting copies are stored
   std::mutex fills_mu_;
   std::vector<Fill> fills_;                     // under fills_mu_
   absl::flat_hash_set<std::string> fill_keys_;  // their keys, under fills_mu_
