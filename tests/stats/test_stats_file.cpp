@@ -49,6 +49,19 @@ std::unique_ptr<stats::CounterFile> create_counter_file(const std::filesystem::p
 
 }  // namespace
 
+TEST_CASE("statistics JSON with NaN, Infinity or a NaN exponent reads as malformed") {
+  // "NaNe8{..." made rapidjson assert (an exception escaping from_json: the host terminated).
+  for (const std::string& json :
+       {std::string("NaNe8{\"v\":$o"), std::string("{\"format_version\": NaNe8}"),
+        std::string("{\"format_version\": 3, \"hit_count\": NaN}"),
+        std::string("{\"format_version\": 3, \"hit_count\": -Infinity}")}) {
+    CAPTURE(json);
+    const auto r = stats::from_json(json);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().find("malformed statistics file") != std::string::npos);
+  }
+}
+
 TEST_CASE("statistics JSON round-trips every field") {
   stats::Snapshot s;
   s.hit_count = 1;
