@@ -312,8 +312,7 @@ void Backend::store_fills(const std::vector<Fill>& fills) {
   if (items.empty()) return;
   const Lease lease = begin();
   if (!lease.primary) return;  // the store is bypassed: a copy is not worth keeping in memory
-  std::size_t stored = 0;
-  const kv::Status s = lease.engine->fill(items, now_ns(), &stored);
+  const kv::Status s = lease.engine->fill(items, now_ns());
   finish(lease, s, "storing remote entries", std::span<const std::string>(written));
 }
 

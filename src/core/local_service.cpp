@@ -177,9 +177,9 @@ namespace {
 
 // ---- The remote tier (Backend::remote(); docs/remote.md)
 
-// Whether `value` is over the byte limit (stored in neither tier).
-bool too_large(Backend& b, std::string_view value) {
-  return !b.begin().engine->value_fits(value.size());
+// Whether `value` is over the byte limit of `e` (stored in neither tier).
+bool too_large(const Engine& e, std::string_view value) {
+  return !e.value_fits(value.size());
 }
 
 remote::Entry remote_entry(const SetRequest& q, std::int64_t created_ns) {
@@ -202,7 +202,7 @@ void push_local(Backend& b, std::string_view key) {
 struct RemoteCopy {
   remote::Entry entry;
   bool fresh = false;
-  bool stored = false;  // also stored locally (else served this once)
+  bool stored = false;  // stored locally already (not when deferred, nor when served this once)
 };
 // What the remote answered for `key`, read at stream position `at`.
 // `defer`: the local copy is stored later (Backend::defer_fill), not before this returns.
@@ -239,7 +239,6 @@ std::optional<RemoteCopy> keep_remote(Backend& b, std::string_view key, remote::
   if (b.remote_changed_since(key, at) || b.resolved().read_only) return c;
   if (defer) {  // stored with the next round trip or before the next local operation
     b.defer_fill(Backend::Fill{std::string(key), c.entry, at});
-    c.stored = true;
     return c;
   }
   engine::SetOutcome outcome = engine::SetOutcome::skipped;
@@ -343,9 +342,10 @@ std::vector<bool> LocalService::set_many(const std::vector<SetRequest>& requests
   std::vector<engine::SetItem> items;
   std::vector<std::string> written;
   std::vector<std::size_t> which;
+  const Engine& limits = *b.begin().engine;
   for (std::size_t i = 0; i < requests.size(); ++i) {
     const SetRequest& q = requests[i];
-    if (too_large(b, q.value)) {
+    if (too_large(limits, q.value)) {
       b.log().logf(util::Level::debug, "set of '{}' refused: value larger than max_size_bytes",
                    q.key);
       continue;
@@ -403,7 +403,7 @@ bool LocalService::set_impl(const SetRequest& q, bool write_remote, std::int64_t
   // local tier refuses otherwise (a failing disk, a ttl cache full of live entries) is still
   // on the remote (docs/remote.md).
   if (remote::Tier* t = write_remote ? b.remote() : nullptr;
-      t != nullptr && !too_large(b, q.value)) {
+      t != nullptr && !too_large(*b.begin().engine, q.value)) {
     if (!t->put(q.key, remote_entry(q, now), local)) b.counters().remote_error++;
   } else {
     local();

@@ -1181,8 +1181,7 @@ Status Engine::update(std::string_view key, std::int64_t now_ns,
   return set_locked({&item, 1}, now_ns, outcome);
 }
 
-Status Engine::fill(std::span<const SetItem> items, std::int64_t now_ns, std::size_t* stored) {
-  *stored = 0;
+Status Engine::fill(std::span<const SetItem> items, std::int64_t now_ns) {
   const auto lock = foreground_lock();
   std::vector<SetItem> todo;
   todo.reserve(items.size());
@@ -1201,9 +1200,7 @@ Status Engine::fill(std::span<const SetItem> items, std::int64_t now_ns, std::si
   }
   if (todo.empty()) return Status();
   SetOutcome outcome = SetOutcome::full;
-  const Status s = set_locked(todo, now_ns, &outcome);
-  if (s.ok() && outcome == SetOutcome::stored) *stored = todo.size();
-  return s;
+  return set_locked(todo, now_ns, &outcome);
 }
 
 // Stores `items` (distinct keys, each within the byte limit) in one transaction. Under mu_.

@@ -200,8 +200,8 @@ class Engine {
                     SetOutcome* outcome);
   // Copies from another tier (remote hits): in one atomic batch, stores each item whose key has
   // no fresh entry now and whose value fits the byte limit; the others are left as they are.
-  // Keys must be distinct. *stored: how many were stored (0 when the batch found no room).
-  kv::Status fill(std::span<const SetItem> items, std::int64_t now_ns, std::size_t* stored);
+  // Keys must be distinct. Nothing is stored when the batch finds no room.
+  kv::Status fill(std::span<const SetItem> items, std::int64_t now_ns);
   kv::Status remove(std::string_view key, bool* removed);
   // Removes an entry whose record does not decode, with its index records when its access record
   // is intact (else only the raw records; verify/rebuild repair the rest).

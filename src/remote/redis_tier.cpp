@@ -585,7 +585,6 @@ RedisTier::Attempt RedisTier::run_once(const std::vector<std::vector<std::string
     if (got == ReadResult::oversized) {
       // A record larger than this cache takes (or a peer that is not Redis): this call fails
       // and the connection goes, but Redis is not taken for unusable.
-      if (raw != nullptr) freeReplyObject(raw);
       if (log_)
         log_->logf(util::Level::warn,
                    "remote tier: a reply from {} was longer than {} bytes; not read (the call "
@@ -721,13 +720,10 @@ std::vector<Tier::Outcome> RedisTier::get_many(const std::vector<std::string>& s
                                                const Meanwhile& meanwhile) {
   std::vector<Outcome> outcomes(stored_keys.size(), Outcome::error);
   out->assign(stored_keys.size(), Entry{});
-  bool ran = !meanwhile;
-  const auto once = [&] {
-    if (!ran) {
-      ran = true;
-      meanwhile();
-    }
-  };
+  if (stored_keys.empty()) {
+    if (meanwhile) meanwhile();
+    return outcomes;
+  }
   const std::optional<StreamId> applied = applied_position();
   if (applied) *at = *applied;
   const std::size_t skip = applied ? 0 : 1;
@@ -737,7 +733,8 @@ std::vector<Tier::Outcome> RedisTier::get_many(const std::vector<std::string>& s
     if (!applied) cmds.push_back(last_id_command());
     for (std::size_t i = from; i < to; ++i) cmds.push_back({"GET", entry_key(stored_keys[i])});
     std::vector<Reply> replies;
-    if (!run(cmds, &replies, once)) break;
+    // The first batch runs `meanwhile` (run() runs it exactly once, whatever happens).
+    if (!run(cmds, &replies, from == 0 ? meanwhile : Meanwhile())) break;
     if (from == 0 && !applied) {
       *at = last_id_of(replies[0]);  // the earliest: later batches are newer
       note_fetch(*at);
@@ -750,7 +747,6 @@ std::vector<Tier::Outcome> RedisTier::get_many(const std::vector<std::string>& s
       if (e) (*out)[i] = std::move(*e);
     }
   }
-  once();
   return outcomes;
 }
 
