@@ -24,9 +24,10 @@ namespace {
 
 constexpr std::size_t kPage = 512;  // records handled per batch in scans
 // Keys per lock hold: removed by cleanup / remove_keys (two deletions each), invalidated by
-// invalidate_keys (an entry read and rewritten each). A concurrent call waits for one page at most.
+// invalidate_keys (an access record and a merge operand each). A concurrent call waits for one
+// page at most.
 constexpr std::size_t kRemovePage = 512;
-constexpr std::size_t kWritePage = 128;
+constexpr std::size_t kWritePage = 512;
 constexpr std::int64_t kNoWatermark = std::numeric_limits<std::int64_t>::min();
 
 // counters family keys
@@ -454,10 +455,16 @@ Status Engine::open_locked(LoadPlan* plan) {
   std::memcpy(&factor, &factor_bits, sizeof factor);
   const bool factor_changed = factor != options_.stale_factor;
   if (!factor_changed && u64(kWatermarkKey, &wm)) watermark_->store(static_cast<std::int64_t>(wm));
-  if (format < kStoreFormat)
+  if (format < kIndexInMemoryFormat)
     return needs_rebuild(
         fmt::format("the store has format {} (migrated to {}: the index families are retired)",
                     format, kStoreFormat));
+  if (format < kStoreFormat && repair) {
+    // Format 2 differs only in never holding merge operands: relabelled, nothing to convert.
+    auto batch = kv_->new_batch();
+    batch->put(Cf::counters, kFormatKey, le64(kStoreFormat));
+    if (s = kv_->write(*batch); !s.ok()) return s;
+  }
   if (factor_changed) return needs_rebuild("the stale factor changed");
   if (rebuilding != 0) return needs_rebuild("an earlier rebuild was interrupted");
   plan->load = true;
@@ -1381,23 +1388,18 @@ Status Engine::remove_keys(const std::vector<std::string>& keys, std::size_t* re
   return Status();
 }
 
+// Blind writes only: the index knows whether the key is stored and already invalid (expiry_t 0),
+// and the entry's flag is set by an or-byte merge, not by reading and rewriting the entry.
 Status Engine::invalidate_locked(Txn& t, std::string_view key, bool* marked) {
   *marked = false;
-  std::string record;
-  Status s = kv_->get(Cf::entries, key, &record);
-  if (s.not_found()) return Status();
-  if (!s.ok()) return s;
-  if (record.size() <= kEntryFlagsOffset) return corrupt("entry", key);
-  auto flags = static_cast<std::uint8_t>(record[kEntryFlagsOffset]);
-  if ((flags & kFlagInvalid) != 0) return Status();
   auto it = index_.find(key);
-  if (it == index_.end()) return corrupt("access", key);
-  record[kEntryFlagsOffset] = static_cast<char>(flags | kFlagInvalid);
+  if (it == index_.end()) return Status();
+  if (it->second.has_expiry && it->second.expiry_t == 0) return Status();  // already invalid
   Node a = it->second;
   a.has_expiry = true;
   a.expiry_t = 0;
   t.batch->put(Cf::access, key, encode_access(record_of(a, *it->second.category)));
-  t.batch->put(Cf::entries, key, record);
+  t.batch->or_byte(Cf::entries, key, kEntryFlagsOffset, kFlagInvalid);
   t.staged.push_back({std::string(key), a, *it->second.category, EventKind::invalidate});
   ++t.invalidations;
   *marked = true;
@@ -1410,7 +1412,7 @@ Status Engine::invalidate_keys(const std::vector<std::string>& keys, std::size_t
     const auto lock = page_lock();
     apply_pending_locked();  // the access records written below carry every hit so far
     Txn t(*kv_);
-    std::set<std::string_view> seen;
+    absl::flat_hash_set<std::string_view, Hash, std::equal_to<>> seen;
     for (std::size_t j = i; j < std::min(keys.size(), i + kWritePage); ++j) {
       if (!seen.insert(keys[j]).second) continue;
       bool m = false;

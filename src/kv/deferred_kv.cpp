@@ -21,6 +21,9 @@ class PendingBatch final : public Batch {
   void delete_range(Cf cf, std::string_view begin, std::string_view end) override {
     ops_.push_back({Write::range, cf, std::string(begin), std::string(end)});
   }
+  void or_byte(Cf cf, std::string_view key, std::uint32_t offset, std::uint8_t bits) override {
+    ops_.push_back({Write::or_byte, cf, std::string(key), or_byte_operand(offset, bits)});
+  }
   std::size_t count() const override { return ops_.size(); }
   void replay(Batch& into) const {
     for (const auto& op : ops_) {
@@ -34,13 +37,19 @@ class PendingBatch final : public Batch {
         case Write::range:
           into.delete_range(op.cf, op.a, op.b);
           break;
+        case Write::or_byte: {
+          std::uint32_t offset = 0;
+          std::uint8_t bits = 0;
+          if (decode_or_byte(op.b, &offset, &bits)) into.or_byte(op.cf, op.a, offset, bits);
+          break;
+        }
       }
     }
   }
 
  private:
   struct Write {
-    enum Kind : std::uint8_t { put, del, range } kind;
+    enum Kind : std::uint8_t { put, del, range, or_byte } kind;
     Cf cf;
     std::string a, b;
   };

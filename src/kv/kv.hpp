@@ -55,8 +55,22 @@ class Batch {
   virtual void del(Cf cf, std::string_view key) = 0;
   // Deletes keys in [begin, end).
   virtual void delete_range(Cf cf, std::string_view begin, std::string_view end) = 0;
+  // ORs `bits` into byte `offset` of the key's stored value without reading it (RocksDB: a merge
+  // operand, see or_byte_operand). A value too short for the offset, or no value at all, reads
+  // back as an empty value afterwards (callers only mark values they know are stored).
+  virtual void or_byte(Cf cf, std::string_view key, std::uint32_t offset, std::uint8_t bits) = 0;
   virtual std::size_t count() const = 0;
 };
+
+// or_byte's operand as RocksDB stores it: format byte 1, LE32 offset, the bits.
+inline constexpr std::uint8_t kOrByteFormat = 1;
+inline constexpr std::size_t kOrByteSize = 6;
+std::string or_byte_operand(std::uint32_t offset, std::uint8_t bits);
+// False for an operand that does not decode.
+bool decode_or_byte(std::string_view operand, std::uint32_t* offset, std::uint8_t* bits);
+// Applies one operand to *value (in place). A value too short for the offset becomes empty; so
+// does any value under an operand that does not decode (false), which then reads as corrupt.
+bool apply_or_byte(std::string_view operand, std::string* value);
 
 // Called for each record in key order; return false to stop.
 using ScanFn = std::function<bool(std::string_view key, std::string_view value)>;

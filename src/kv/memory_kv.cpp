@@ -14,7 +14,7 @@ namespace larder::kv {
 namespace {
 
 struct Write {
-  enum class Kind : std::uint8_t { put, del, del_range } kind;
+  enum class Kind : std::uint8_t { put, del, del_range, or_byte } kind;
   Cf cf;
   std::string a, b;
 };
@@ -29,6 +29,9 @@ class MemoryBatch final : public Batch {
   }
   void delete_range(Cf cf, std::string_view begin, std::string_view end) override {
     ops.push_back({Write::Kind::del_range, cf, std::string(begin), std::string(end)});
+  }
+  void or_byte(Cf cf, std::string_view key, std::uint32_t offset, std::uint8_t bits) override {
+    ops.push_back({Write::Kind::or_byte, cf, std::string(key), or_byte_operand(offset, bits)});
   }
   std::size_t count() const override { return ops.size(); }
   std::vector<Write> ops;
@@ -46,6 +49,12 @@ class Family {
     auto [it, inserted] = values_.try_emplace(std::move(key));
     it->second = std::move(value);
     if (inserted) order_.emplace(std::string_view(it->first), &it->second);
+  }
+  // As RocksDB's merge: no value yet reads as an empty one.
+  void or_byte(std::string&& key, std::string_view operand) {
+    auto [it, inserted] = values_.try_emplace(std::move(key));
+    if (inserted) order_.emplace(std::string_view(it->first), &it->second);
+    (void)apply_or_byte(operand, &it->second);
   }
   void del(std::string_view key) {
     auto it = values_.find(key);
@@ -112,6 +121,9 @@ class MemoryKv final : public Kv {
           break;
         case Write::Kind::del_range:
           family.del_range(op.a, op.b);
+          break;
+        case Write::Kind::or_byte:
+          family.or_byte(std::move(op.a), op.b);
           break;
       }
     }

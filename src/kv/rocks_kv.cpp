@@ -20,6 +20,7 @@
 #include <rocksdb/compaction_filter.h>
 #include <rocksdb/db.h>
 #include <rocksdb/filter_policy.h>
+#include <rocksdb/merge_operator.h>
 #include <rocksdb/options.h>
 #include <rocksdb/table.h>
 #include <rocksdb/utilities/table_properties_collectors.h>
@@ -81,6 +82,22 @@ class DropFilterFactory final : public rocksdb::CompactionFilterFactory {
   std::function<bool(std::string_view)> drop_;
 };
 
+// Applies or_byte operands (Batch::or_byte). Never fails: a failed merge would stop RocksDB's
+// compactions; an operand that does not decode leaves an empty value, which reads as corrupt.
+class OrByteOperator final : public rocksdb::MergeOperator {
+ public:
+  bool FullMergeV2(const MergeOperationInput& in, MergeOperationOutput* out) const override {
+    if (in.existing_value != nullptr)
+      out->new_value.assign(in.existing_value->data(), in.existing_value->size());
+    else
+      out->new_value.clear();
+    for (const rocksdb::Slice& operand : in.operand_list)
+      (void)apply_or_byte(view(operand), &out->new_value);
+    return true;
+  }
+  const char* Name() const override { return "larder.OrByte"; }
+};
+
 class RocksBatch final : public Batch {
  public:
   RocksBatch(const std::vector<rocksdb::ColumnFamilyHandle*>* cfs) : cfs_(cfs) {}
@@ -96,6 +113,9 @@ class RocksBatch final : public Batch {
     } else {
       batch.DeleteRange(h(cf), slice(begin), slice(end));
     }
+  }
+  void or_byte(Cf cf, std::string_view key, std::uint32_t offset, std::uint8_t bits) override {
+    batch.Merge(h(cf), slice(key), slice(or_byte_operand(offset, bits)));
   }
   std::size_t count() const override { return batch.Count(); }
   rocksdb::WriteBatch batch;
@@ -424,6 +444,7 @@ Status open_rocks_kv(const std::filesystem::path& dir, const RocksOptions& optio
   db_options.info_log = std::make_shared<ForwardLogger>(options.log, options.on_data_loss);
 
   auto cache = rocksdb::NewLRUCache(options.block_cache_bytes);
+  const auto merge_operator = std::make_shared<OrByteOperator>();
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
   descriptors.emplace_back(rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions());
   for (int i = 0; i < kCfCount; ++i) {
@@ -434,6 +455,7 @@ Status open_rocks_kv(const std::filesystem::path& dir, const RocksOptions& optio
     table.cache_index_and_filter_blocks = true;
     table.pin_l0_filter_and_index_blocks_in_cache = true;
     cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+    cf.merge_operator = merge_operator;
     const auto which = static_cast<Cf>(i);
     cf.write_buffer_size = which == Cf::entries ? 32 * 1024 * 1024 : 8 * 1024 * 1024;
     if (which == Cf::entries && options.drop_entry)

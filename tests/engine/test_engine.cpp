@@ -628,6 +628,40 @@ TEST_CASE("a format-1 store is migrated on open: retired index families emptied,
   CHECK(engine::get_le64(format) == engine::kStoreFormat);
 }
 
+TEST_CASE("a format-2 store is relabelled on open; invalidations made after read back") {
+  Fixture<RocksStore> f;
+  f.config.max_entries = 0;
+  {
+    Cache c = f.open();
+    REQUIRE(c.set("a", "1", ttl(100, "x")));
+    REQUIRE(c.set("b", "22"));
+    auto& e = backend_of(c)->primary();
+    auto batch = e.kv().new_batch();
+    std::string two;
+    engine::put_le64(two, 2);
+    batch->put(kv::Cf::counters, "format", two);
+    REQUIRE(e.kv().write(*batch).ok());
+  }
+  {
+    Cache c = f.open();
+    std::string format;
+    REQUIRE(backend_of(c)->primary().kv().get(kv::Cf::counters, "format", &format).ok());
+    CHECK(engine::get_le64(format) == engine::kStoreFormat);
+    CHECK(c.get("a") == "1");
+    CHECK(c.invalidate("a"));
+    CHECK_FALSE(c.invalidate("a"));  // already invalid: not counted twice
+    CHECK(c.stats().invalidation_count == 1);
+  }
+  Cache c = f.open();
+  CHECK_FALSE(c.get("a"));
+  CHECK(c.metadata("a")->status == EntryStatus::invalid);
+  CHECK(c.metadata("a")->category == "x");
+  CHECK(c.get("b") == "22");
+  REQUIRE(backend_of(c)->primary().compact().ok());  // folds the operand into the entry
+  CHECK(c.metadata("a")->status == EntryStatus::invalid);
+  CHECK(store_problems(c).empty());
+}
+
 TEST_CASE("open loads the index in the background: gets and totals are right meanwhile") {
   Fixture<RocksStore> f;
   f.config.max_entries = 0;

@@ -128,3 +128,85 @@ TEST_CASE("kv: family names are the ones the store records") {
   CHECK(kv::to_string(kv::Cf::entries) == "entries");
   CHECK(kv::to_string(kv::Cf::counters) == "counters");
 }
+
+TEST_CASE_TEMPLATE("kv: or_byte sets bits in a stored value without reading it", S, MemoryKv,
+                   RocksKv) {
+  TempDir tmp;
+  S store;
+  auto db = store.open(tmp);
+  put(*db, kv::Cf::entries, "k", std::string("\x01\x00rest", 6));
+  auto b = db->new_batch();
+  b->or_byte(kv::Cf::entries, "k", 1, 0x01);
+  b->or_byte(kv::Cf::entries, "k", 1, 0x04);  // two operands on one key in one batch
+  CHECK(b->count() == 2);
+  REQUIRE(db->write(*b).ok());
+  std::string value;
+  REQUIRE(db->get(kv::Cf::entries, "k", &value).ok());
+  CHECK(value == std::string("\x01\x05rest", 6));
+  CHECK(scan_keys(*db, kv::Cf::entries) == std::vector<std::string>{"k"});
+
+  // A put after the operand replaces it; a delete removes the value with its operands.
+  b = db->new_batch();
+  b->or_byte(kv::Cf::entries, "k", 1, 0x02);
+  b->put(kv::Cf::entries, "k", std::string("\x01\x00new", 5));
+  REQUIRE(db->write(*b).ok());
+  REQUIRE(db->get(kv::Cf::entries, "k", &value).ok());
+  CHECK(value == std::string("\x01\x00new", 5));
+
+  // An offset beyond the value, or no value at all: an empty value, the same in both stores.
+  b = db->new_batch();
+  b->or_byte(kv::Cf::entries, "k", 9, 0x01);
+  b->or_byte(kv::Cf::entries, "absent", 0, 0x01);
+  REQUIRE(db->write(*b).ok());
+  REQUIRE(db->get(kv::Cf::entries, "k", &value).ok());
+  CHECK(value.empty());
+  REQUIRE(db->get(kv::Cf::entries, "absent", &value).ok());
+  CHECK(value.empty());
+
+  put(*db, kv::Cf::entries, "z", "ab");
+  b = db->new_batch();
+  b->or_byte(kv::Cf::entries, "z", 0, 0x80);
+  b->del(kv::Cf::entries, "absent");
+  REQUIRE(db->write(*b).ok());
+  CHECK(db->get(kv::Cf::entries, "absent", &value).not_found());
+  CHECK(db->flush().ok());
+  CHECK(db->compact(kv::Cf::entries).ok());  // RocksDB folds the operand into the value
+  REQUIRE(db->get(kv::Cf::entries, "z", &value).ok());
+  CHECK(value ==
+        "\xe1"
+        "b");
+}
+
+TEST_CASE("kv: or_byte operands survive a reopen and a compaction of the RocksDB store") {
+  TempDir tmp;
+  {
+    auto db = RocksKv{}.open(tmp);
+    put(*db, kv::Cf::entries, "k", "\x10x");
+    auto b = db->new_batch();
+    b->or_byte(kv::Cf::entries, "k", 0, 0x01);
+    REQUIRE(db->write(*b).ok());
+  }
+  {
+    auto db = RocksKv{}.open(tmp);  // from the WAL
+    std::string value;
+    REQUIRE(db->get(kv::Cf::entries, "k", &value).ok());
+    CHECK(value == "\x11x");
+    CHECK(db->flush().ok());
+    CHECK(db->compact(kv::Cf::entries).ok());
+  }
+  auto db = RocksKv{}.open(tmp);
+  std::string value;
+  REQUIRE(db->get(kv::Cf::entries, "k", &value).ok());
+  CHECK(value == "\x11x");
+}
+
+TEST_CASE("kv: an or_byte operand that does not decode leaves an empty value, never a failure") {
+  std::string value = "abc";
+  CHECK_FALSE(kv::apply_or_byte("junk", &value));
+  CHECK(value.empty());
+  value = "abc";
+  CHECK(kv::apply_or_byte(kv::or_byte_operand(2, 0x01), &value));
+  CHECK(value == "abc");  // 'c' is 0x63: bit 0 already set
+  CHECK(kv::apply_or_byte(kv::or_byte_operand(0, 0x02), &value));
+  CHECK(value == "cbc");
+}
