@@ -1126,6 +1126,17 @@ Status Engine::commit(Txn& t) {
   for (const std::string& key : t.removed)
     if (auto it = index_.find(key); it != index_.end()) erase_node(it);
   for (Staged& st : t.staged) {
+    if (st.kind == EventKind::invalidate) {
+      // Only the expiry order changes (to the invalid position): eviction order and category stay.
+      auto it = index_.find(st.key);
+      Node& n = it->second;
+      if (n.has_expiry) expiry_.erase({n.expiry_t, it->first});
+      n.has_expiry = true;
+      n.expiry_t = 0;
+      expiry_.emplace(0, it->first);
+      if (dirty_.erase(st.key) > 0) dirty_size_.fetch_sub(1, std::memory_order_relaxed);
+      continue;
+    }
     upsert_node(st.key, st.node, st.category);
     // The node is what was just written: no hit of it is left to persist.
     if (dirty_.erase(st.key) > 0) dirty_size_.fetch_sub(1, std::memory_order_relaxed);
@@ -1400,7 +1411,7 @@ Status Engine::invalidate_locked(Txn& t, std::string_view key, bool* marked) {
   a.expiry_t = 0;
   t.batch->put(Cf::access, key, encode_access(record_of(a, *it->second.category)));
   t.batch->or_byte(Cf::entries, key, kEntryFlagsOffset, kFlagInvalid);
-  t.staged.push_back({std::string(key), a, *it->second.category, EventKind::invalidate});
+  t.staged.push_back({std::string(key), {}, {}, EventKind::invalidate});  // commit: expiry only
   ++t.invalidations;
   *marked = true;
   return Status();

@@ -23,7 +23,7 @@ struct Engine::Staged {
   std::string key;
   Node node;
   std::string category;
-  EventKind kind = EventKind::set;  // set, or invalidate
+  EventKind kind = EventKind::set;  // set, or invalidate (node and category then unused)
 };
 
 struct Engine::Txn {
