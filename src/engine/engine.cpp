@@ -459,12 +459,9 @@ Status Engine::open_locked(LoadPlan* plan) {
     return needs_rebuild(
         fmt::format("the store has format {} (migrated to {}: the index families are retired)",
                     format, kStoreFormat));
-  if (format < kStoreFormat && repair) {
-    // Format 2 differs only in never holding merge operands: relabelled, nothing to convert.
-    auto batch = kv_->new_batch();
-    batch->put(Cf::counters, kFormatKey, le64(kStoreFormat));
-    if (s = kv_->write(*batch); !s.ok()) return s;
-  }
+  // Format 2 differs only in never holding merge operands: relabelled with the first one, by
+  // whichever opener writes it (cachectl too, which repairs nothing at open).
+  format_relabel_ = format < kStoreFormat;
   if (factor_changed) return needs_rebuild("the stale factor changed");
   if (rebuilding != 0) return needs_rebuild("an earlier rebuild was interrupted");
   plan->load = true;
@@ -1115,8 +1112,11 @@ Status Engine::commit(Txn& t) {
   if (t.watermark)
     t.batch->put(Cf::counters, kWatermarkKey, le64(static_cast<std::uint64_t>(*t.watermark)));
   s3_stage(t);
+  const bool relabel = format_relabel_ && t.invalidations > 0;  // the batch has merge operands
+  if (relabel) t.batch->put(Cf::counters, kFormatKey, le64(kStoreFormat));
   if (t.batch->count() == 0) return Status();
   if (Status s = kv_->write(*t.batch); !s.ok()) return s;
+  if (relabel) format_relabel_ = false;
   if (sink_ != nullptr && sink_->wants_events()) {
     for (std::size_t i = 0; i < t.removed.size(); ++i)
       sink_->on_event(t.removed_why[i], t.removed[i]);
@@ -1134,10 +1134,9 @@ Status Engine::commit(Txn& t) {
       n.has_expiry = true;
       n.expiry_t = 0;
       expiry_.emplace(0, it->first);
-      if (dirty_.erase(st.key) > 0) dirty_size_.fetch_sub(1, std::memory_order_relaxed);
-      continue;
+    } else {
+      upsert_node(st.key, st.node, st.category);
     }
-    upsert_node(st.key, st.node, st.category);
     // The node is what was just written: no hit of it is left to persist.
     if (dirty_.erase(st.key) > 0) dirty_size_.fetch_sub(1, std::memory_order_relaxed);
   }
@@ -1401,11 +1400,10 @@ Status Engine::remove_keys(const std::vector<std::string>& keys, std::size_t* re
 
 // Blind writes only: the index knows whether the key is stored and already invalid (expiry_t 0),
 // and the entry's flag is set by an or-byte merge, not by reading and rewriting the entry.
-Status Engine::invalidate_locked(Txn& t, std::string_view key, bool* marked) {
-  *marked = false;
+void Engine::invalidate_locked(Txn& t, std::string_view key) {
   auto it = index_.find(key);
-  if (it == index_.end()) return Status();
-  if (it->second.has_expiry && it->second.expiry_t == 0) return Status();  // already invalid
+  if (it == index_.end()) return;
+  if (it->second.has_expiry && it->second.expiry_t == 0) return;  // already invalid
   Node a = it->second;
   a.has_expiry = true;
   a.expiry_t = 0;
@@ -1413,8 +1411,6 @@ Status Engine::invalidate_locked(Txn& t, std::string_view key, bool* marked) {
   t.batch->or_byte(Cf::entries, key, kEntryFlagsOffset, kFlagInvalid);
   t.staged.push_back({std::string(key), {}, {}, EventKind::invalidate});  // commit: expiry only
   ++t.invalidations;
-  *marked = true;
-  return Status();
 }
 
 Status Engine::invalidate_keys(const std::vector<std::string>& keys, std::size_t* marked) {
@@ -1426,8 +1422,7 @@ Status Engine::invalidate_keys(const std::vector<std::string>& keys, std::size_t
     absl::flat_hash_set<std::string_view, Hash, std::equal_to<>> seen;
     for (std::size_t j = i; j < std::min(keys.size(), i + kWritePage); ++j) {
       if (!seen.insert(keys[j]).second) continue;
-      bool m = false;
-      if (Status s = invalidate_locked(t, keys[j], &m); !s.ok()) return s;
+      invalidate_locked(t, keys[j]);
     }
     const std::uint64_t n = t.invalidations;
     if (Status s = commit(t); !s.ok()) return s;

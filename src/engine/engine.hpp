@@ -368,7 +368,9 @@ class Engine {
   void erase_ghost(std::string_view key);
   kv::Status commit(Txn& t);
   kv::Status remove_locked(std::string_view key, bool* removed);
-  kv::Status invalidate_locked(Txn& t, std::string_view key, bool* marked);
+  // Plans marking `key` invalid (counted in t.invalidations) unless it is not stored or is
+  // invalid already.
+  void invalidate_locked(Txn& t, std::string_view key);
   kv::Status rebuild_locked();
   void write_meta(kv::Batch& batch);
   std::string limits_record() const;
@@ -403,6 +405,8 @@ class Engine {
   absl::btree_set<std::pair<std::uint64_t, std::string_view>> ghost_order_;
   std::uint64_t ghost_bytes_ = 0;
   std::vector<std::string> open_problems_;  // what open found and did not repair; under mu_
+  // The store says format 2 (no merge operands): commit writes format 3 with the first ones.
+  bool format_relabel_ = false;  // under mu_
 
   std::array<Shard, 16> shards_;
   std::atomic<std::size_t> pending_size_{0};

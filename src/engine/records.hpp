@@ -21,7 +21,8 @@ inline constexpr std::uint8_t kAccessFormat = 2;
 // counters["format"]. 1: index families (order, expiry, category) and per-category counters on
 // disk; 2: those retired, the index held in memory (a format-1 store is migrated on open);
 // 3: entries may carry or-byte merge operands (invalidate sets the invalid flag without a read),
-// so a larder without the merge operator must not open it (a format-2 store is relabelled).
+// so a larder without the merge operator must not open it (a format-2 store is relabelled with
+// its first operand).
 inline constexpr std::uint32_t kStoreFormat = 3;
 inline constexpr std::uint32_t kIndexInMemoryFormat = 2;
 inline constexpr std::uint8_t kFlagInvalid = 0x01;
