@@ -744,13 +744,8 @@ std::size_t LocalService::clear(std::string_view scope) {
         // The whole store at once while no stored key starts with NUL (no named namespace, no
         // escaped key); else key by key. One look suffices: the scan stops at the first key.
         bool any_nul = false;
-        kv::Status st = scope.empty() ? e.kv().scan(kv::Cf::access, std::string_view("\0", 1),
-                                                    std::string_view("\x01", 1),
-                                                    [&](std::string_view, std::string_view) {
-                                                      any_nul = true;
-                                                      return false;
-                                                    })
-                                      : kv::Status();
+        kv::Status st =
+            scope.empty() ? e.has_keys(std::string_view("\0", 1), &any_nul) : kv::Status();
         if (st.ok() && scope.empty() && !any_nul) return e.clear(&n);
         std::vector<std::string> keys;
         if (st.ok()) st = scope_keys(e, scope, &keys);

@@ -130,7 +130,8 @@ Engine::Engine(std::unique_ptr<kv::Kv> kv, Options options,
       max_bytes_(options.max_bytes),
       watermark_(std::move(watermark)),
       counters_(counters),
-      log_(log) {
+      log_(log),
+      durable_(kv_->durable()) {
   if (!watermark_) watermark_ = std::make_shared<std::atomic<std::int64_t>>(kNoWatermark);
 }
 
@@ -577,6 +578,10 @@ Status Engine::rebuild() {
 Status Engine::rebuild_locked() {
   open_problems_.clear();
   drain_pending();
+  // A store that is not durable has no access records: the history is the index's.
+  absl::flat_hash_map<std::string, AccessRecord, Hash, std::equal_to<>> history;
+  if (!durable_)
+    for (const auto& [key, n] : index_) history.emplace(key, record_of(n, *n.category));
   clear_index();
   {
     auto batch = kv_->new_batch();
@@ -619,7 +624,14 @@ Status Engine::rebuild_locked() {
       AccessRecord a;
       bool found = false;
       std::string bytes_a;
-      if (kv_->get(Cf::access, key, &bytes_a).ok() && decode_access(bytes_a, &a)) found = true;
+      if (!durable_) {
+        if (auto h_it = history.find(key); h_it != history.end()) {
+          a = std::move(h_it->second);
+          found = true;
+        }
+      } else if (kv_->get(Cf::access, key, &bytes_a).ok() && decode_access(bytes_a, &a)) {
+        found = true;
+      }
       if (!found) {
         a = AccessRecord{};
         a.last_tick = a.insert_tick = ++tick_;
@@ -641,7 +653,7 @@ Status Engine::rebuild_locked() {
           a.expiry_t = expiry_time(d.expired_at);
         }
       }
-      batch->put(Cf::access, key, encode_access(a));
+      if (durable_) batch->put(Cf::access, key, encode_access(a));
       rebuilt.emplace_back(key, std::move(a));
     }
     return kv_->write(*batch);
@@ -711,7 +723,7 @@ Status Engine::verify(VerifyReport* report) {
             (want_expiry && n.expiry_t != want_t))
           problem(fmt::format("entry '{}': the in-memory index does not match the entry", key));
       }
-      if (access_damaged) continue;
+      if (access_damaged || !durable_) continue;
       std::string bytes_a;
       Status s = kv_->get(Cf::access, key, &bytes_a);
       if (s.code == Code::corruption) {
@@ -761,7 +773,7 @@ Status Engine::verify(VerifyReport* report) {
   if (failure.failed()) return failure;
   if (!scanned.ok()) return scanned;
   std::uint64_t n = 0;
-  if (!access_damaged) {
+  if (!access_damaged && durable_) {
     Status st = kv_->scan(Cf::access, "", "", [&](std::string_view, std::string_view) {
       ++n;
       return true;
@@ -791,8 +803,10 @@ Status Engine::verify(VerifyReport* report) {
   if (index_cats != cats) problem("per-category counts do not match the entries");
   // Counters as stored (not only as held in memory).
   std::string totals_bytes;
-  if (Status s = kv_->get(Cf::counters, kTotalsKey, &totals_bytes);
-      s.ok() && totals_bytes.size() == 24) {
+  if (!durable_) {
+    // Not kept in a store that ends with the process: the in-memory totals are checked below.
+  } else if (Status s = kv_->get(Cf::counters, kTotalsKey, &totals_bytes);
+             s.ok() && totals_bytes.size() == 24) {
     if (get_le64(totals_bytes) != report->entries ||
         get_le64(totals_bytes.substr(8)) != report->bytes)
       problem(fmt::format("counters say {} entries / {} bytes, the store holds {} / {}",
@@ -904,7 +918,7 @@ void Engine::apply_pending_locked() {
     n.last_tick = std::max(n.last_tick, p.tick);
     n.last_access_ns = std::max(n.last_access_ns, p.ns);
     if (ordered) order_.insert(order_of(n, k));
-    if (dirty_.insert(k).second) dirty_size_.fetch_add(1, std::memory_order_relaxed);
+    if (durable_ && dirty_.insert(k).second) dirty_size_.fetch_add(1, std::memory_order_relaxed);
   }
 }
 
@@ -997,13 +1011,22 @@ Status Engine::keys(std::string_view prefix, std::vector<std::string>* out) {
   std::string from(prefix);
   for (;;) {
     std::size_t n = 0;
-    Status s = kv_->scan(Cf::access, from, end, [&](std::string_view k, std::string_view) {
+    Status s = kv_->scan(keys_family(), from, end, [&](std::string_view k, std::string_view) {
       out->emplace_back(k);
       return ++n < kKeysPage;
     });
     if (!s.ok() || n < kKeysPage) return s;
     from = successor(out->back());
   }
+}
+
+Status Engine::has_keys(std::string_view prefix, bool* any) {
+  *any = false;
+  return kv_->scan(keys_family(), prefix, prefix_end(prefix),
+                   [&](std::string_view, std::string_view) {
+                     *any = true;
+                     return false;
+                   });
 }
 
 Status Engine::keys_in_category(std::string_view category, std::vector<std::string>* out) {
@@ -1060,7 +1083,7 @@ bool Engine::over_limits(const Txn& t) const {
 
 void Engine::remove_in_txn(Txn& t, std::string_view key, const Node& node, EventKind why) {
   t.batch->del(Cf::entries, key);
-  t.batch->del(Cf::access, key);
+  if (durable_) t.batch->del(Cf::access, key);
   t.d_entries -= 1;
   t.d_bytes -= static_cast<std::int64_t>(node.size);
   if (node.queue == static_cast<std::uint8_t>(S3Queue::small)) {
@@ -1103,7 +1126,7 @@ void Engine::evict(Txn& t, Pass pass, std::int64_t now_ns, const Keep& keep) {
 
 Status Engine::commit(Txn& t) {
   std::int64_t d_entries = t.d_entries, d_bytes = t.d_bytes;
-  if (t.totals_dirty) {
+  if (t.totals_dirty && durable_) {
     const auto e =
         static_cast<std::uint64_t>(static_cast<std::int64_t>(entries_.load()) + d_entries);
     const auto b = static_cast<std::uint64_t>(static_cast<std::int64_t>(bytes_.load()) + d_bytes);
@@ -1297,7 +1320,7 @@ Status Engine::set_locked(std::span<const SetItem> items, std::int64_t now_ns,
     if (item.metadata != nullptr) h.metadata = *item.metadata;
 
     t.batch->put(Cf::entries, item.key, encode_entry(h, item.value));
-    t.batch->put(Cf::access, item.key, encode_access(record_of(a, item.category)));
+    if (durable_) t.batch->put(Cf::access, item.key, encode_access(record_of(a, item.category)));
     t.staged.push_back({std::string(item.key), a, std::string(item.category), EventKind::set});
   }
   if (Status s = commit(t); !s.ok()) return s;
@@ -1407,7 +1430,7 @@ void Engine::invalidate_locked(Txn& t, std::string_view key) {
   Node a = it->second;
   a.has_expiry = true;
   a.expiry_t = 0;
-  t.batch->put(Cf::access, key, encode_access(record_of(a, *it->second.category)));
+  if (durable_) t.batch->put(Cf::access, key, encode_access(record_of(a, *it->second.category)));
   t.batch->or_byte(Cf::entries, key, kEntryFlagsOffset, kFlagInvalid);
   t.staged.push_back({std::string(key), {}, {}, EventKind::invalidate});  // commit: expiry only
   ++t.invalidations;

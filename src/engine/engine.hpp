@@ -214,6 +214,8 @@ class Engine {
 
   // Stored keys (any status) starting with `prefix`, in key order.
   kv::Status keys(std::string_view prefix, std::vector<std::string>* out);
+  // *any: whether some stored key starts with `prefix` (one step of a scan).
+  kv::Status has_keys(std::string_view prefix, bool* any);
   kv::Status keys_in_category(std::string_view category, std::vector<std::string>* out);
   kv::Status status_counts(std::int64_t now_ns, StatusCounts* out);
 
@@ -386,6 +388,11 @@ class Engine {
   std::shared_ptr<std::atomic<std::int64_t>> watermark_;
   Counters* counters_;
   const util::Logger* log_;
+  // The store outlives the process (kv::Kv::durable). When it does not (the memory store), access
+  // records, totals and ghosts are kept in the index only: nothing would ever read them back.
+  const bool durable_;
+  // The family keys() lists: the small access records, or the entries where there are none.
+  kv::Cf keys_family() const { return durable_ ? kv::Cf::access : kv::Cf::entries; }
 
   std::mutex mu_;                // serializes every write and every use of the index below
   std::atomic<int> waiting_{0};  // foreground calls waiting for mu_

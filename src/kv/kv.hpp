@@ -100,6 +100,9 @@ class Kv {
     *reopened = false;
     return Status();
   }
+  // Whether what is written outlives the process (false for the memory store, which a user of
+  // it may then spare records that only matter to a later open).
+  virtual bool durable() const { return true; }
 };
 
 }  // namespace larder::kv

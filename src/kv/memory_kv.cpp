@@ -130,6 +130,7 @@ class MemoryKv final : public Kv {
     return Status();
   }
 
+  bool durable() const override { return false; }
   Status flush() override { return Status(); }
   Status compact(Cf) override { return Status(); }
   Status reset(Cf cf) override {

@@ -1,4 +1,5 @@
 // A Kv over std::map: the store of the disabled strategy and the circuit breaker's fallback.
+// Not durable (Kv::durable): its records end with the process.
 // Thread-safety: one shared_mutex; gets and scans share it, writes take it exclusively.
 #pragma once
 
