@@ -586,7 +586,11 @@ void Backend::housekeeper() {
   // Periodic statistics writes are spaced so that a busy cache does not fsync hundreds of times a
   // second; flush(), cleanup and close write at once.
   constexpr auto kSaveSpacing = std::chrono::milliseconds(250);
-  constexpr auto kAccessDelay = std::chrono::milliseconds(50);
+  // Hits are applied to the index as soon as a batch is ready; their access records are written
+  // at most this often, so that a key read again and again is written once per period (the
+  // access data a SIGKILL can lose: docs/ARCHITECTURE.md, invariant 4).
+  constexpr auto kAccessDelay = std::chrono::milliseconds(500);
+  auto next_persist = clock::time_point::min();
   const auto interval = r_.config.cleanup_interval;
   auto next_cleanup = interval.count() > 0 ? clock::now() + interval : clock::time_point::max();
   auto next_save = clock::time_point::min();
@@ -596,7 +600,7 @@ void Backend::housekeeper() {
   std::unique_lock lock(hk_mu_);
   for (;;) {
     auto wake = next_cleanup;
-    if (primary_->has_pending_access()) wake = std::min(wake, clock::now() + kAccessDelay);
+    if (primary_->has_pending_access()) wake = std::min(wake, next_persist);
     if (writes_failing_.load()) wake = std::min(wake, next_recovery);
     if (save_due) wake = std::min(wake, next_save);
     auto ready = [&] {
@@ -609,7 +613,7 @@ void Backend::housekeeper() {
       hk_cv_.wait_until(lock, wake, ready);
     if (hk_stop_) return;
     save_due = std::exchange(hk_save_, false) || save_due;
-    hk_flush_ = false;
+    const bool apply_asked = std::exchange(hk_flush_, false);
     hk_recover_ = false;
     lock.unlock();
     if (writes_failing_.load() && clock::now() >= next_recovery) {
@@ -622,9 +626,14 @@ void Backend::housekeeper() {
       }
     }
     if (!bypass_.load() && !writes_failing_.load() && primary_->has_pending_access()) {
-      if (auto s = primary_->flush_access(); !s.ok()) {
-        counters_->error++;
-        log_.logf(util::Level::warn, "could not save access data: {}", s.message);
+      if (clock::now() >= next_persist) {
+        if (auto s = primary_->flush_access(); !s.ok()) {
+          counters_->error++;
+          log_.logf(util::Level::warn, "could not save access data: {}", s.message);
+        }
+        next_persist = clock::now() + kAccessDelay;
+      } else if (apply_asked) {
+        primary_->apply_access();
       }
     }
     const auto now_steady = clock::now();

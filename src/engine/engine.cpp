@@ -838,8 +838,8 @@ Engine::Shard& Engine::shard_of(std::string_view key) {
 
 void Engine::record_access(std::string_view key, std::int64_t now_ns) {
   const std::uint64_t tick = tick_.fetch_add(1) + 1;
+  Shard& shard = shard_of(key);
   {
-    Shard& shard = shard_of(key);
     std::lock_guard lock(shard.mu);
     auto it = shard.map.find(key);
     if (it == shard.map.end()) {
@@ -852,15 +852,14 @@ void Engine::record_access(std::string_view key, std::int64_t now_ns) {
   }
   const std::size_t pending = pending_size_.load(std::memory_order_relaxed);
   if (pending < kAccessFlushBatch) return;
-  // Hand the batch to the flusher when there is one; apply it here (in memory only: the flusher
-  // persists) when it grows far beyond a batch, or when nobody else will.
+  // Hand the batch to the flusher when there is one. When it falls far behind, this reader
+  // applies its own shard's hits (in memory only: the flusher persists): a sixteenth of the
+  // backlog, so that no one read pays for all of it.
   if (flusher_ != nullptr) {
-    if (pending < 16 * kAccessFlushBatch) {
-      if (!flush_requested_.exchange(true, std::memory_order_acq_rel)) flusher_->flush_soon();
-      return;
-    }
+    if (!flush_requested_.exchange(true, std::memory_order_acq_rel)) flusher_->flush_soon();
+    if (pending < 16 * kAccessFlushBatch) return;
     std::unique_lock lock(mu_, std::try_to_lock);
-    if (lock.owns_lock()) apply_pending_locked();
+    if (lock.owns_lock()) apply_locked(take_shard(shard));
     return;
   }
   std::unique_lock lock(mu_, std::try_to_lock);
@@ -885,15 +884,20 @@ Engine::Pending Engine::take_pending(std::string_view key) {
   return p;
 }
 
+Engine::PendingMap Engine::take_shard(Shard& shard) {
+  PendingMap taken;
+  {
+    std::lock_guard lock(shard.mu);
+    taken.swap(shard.map);
+  }
+  pending_size_.fetch_sub(taken.size(), std::memory_order_relaxed);
+  return taken;
+}
+
 Engine::PendingMap Engine::drain_pending() {
   PendingMap all;
   for (Shard& shard : shards_) {
-    PendingMap taken;
-    {
-      std::lock_guard lock(shard.mu);
-      taken.swap(shard.map);
-    }
-    pending_size_.fetch_sub(taken.size(), std::memory_order_relaxed);
+    PendingMap taken = take_shard(shard);
     if (all.empty())
       all.swap(taken);
     else
@@ -904,7 +908,10 @@ Engine::PendingMap Engine::drain_pending() {
 
 void Engine::apply_pending_locked() {
   if (pending_size_.load(std::memory_order_relaxed) == 0) return;
-  const auto pending = drain_pending();
+  apply_locked(drain_pending());
+}
+
+void Engine::apply_locked(const PendingMap& pending) {
   const bool ordered =
       options_.policy == EvictionPolicy::lru || options_.policy == EvictionPolicy::lfu;
   for (const auto& [key, p] : pending) {
@@ -954,6 +961,12 @@ Status Engine::flush_access() {
     if (Status s = persist_dirty_locked(kSlice); !s.ok()) return s;
     if (dirty_.empty()) return Status();
   }
+}
+
+void Engine::apply_access() {
+  const auto lock = page_lock();
+  flush_requested_.store(false, std::memory_order_release);
+  apply_pending_locked();
 }
 
 Status Engine::flush_access_locked() {

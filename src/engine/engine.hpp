@@ -12,7 +12,7 @@
 //    with the totals counter; counters["totals"] equals the sums over the entries.
 //  - the index holds exactly the stored keys; its node of a key equals the key's access record
 //    plus the hits not yet persisted (dirty nodes, written by the AccessFlusher within its delay:
-//    50 ms in core::Backend).
+//    500 ms in core::Backend).
 //  - no stored entry has an expired-at time below the drop watermark (the compaction filter
 //    physically drops records below it, which are all already deleted).
 //
@@ -221,6 +221,8 @@ class Engine {
 
   // Applies buffered hits to the index and persists every access record they changed.
   kv::Status flush_access();
+  // Applies buffered hits to the index only (memory; the next flush_access() persists them).
+  void apply_access();
   // Hits not yet applied, or applied but not yet persisted.
   bool has_pending_access() const {
     return pending_size_.load(std::memory_order_relaxed) > 0 ||
@@ -313,7 +315,9 @@ class Engine {
   std::unique_lock<std::mutex> page_lock();
   Shard& shard_of(std::string_view key);
   Pending take_pending(std::string_view key);
-  PendingMap drain_pending();
+  PendingMap take_shard(Shard& shard);           // one shard's hits
+  PendingMap drain_pending();                    // every shard's
+  void apply_locked(const PendingMap& pending);  // hits into the index (and dirty_)
 
   // Index maintenance (under mu_). link/unlink add a node to / take it from the order, expiry
   // and category structures and the totals; the key's entry in index_ stays.

@@ -885,3 +885,35 @@ TEST_CASE("a store filled under lru and reopened under s3fifo keeps its recency 
   CHECK(c.exists("k0"));
   CHECK(store_problems(c).empty());
 }
+
+TEST_CASE("a reader far ahead of its flusher applies one shard of the backlog, not all of it") {
+  // A flusher that is asked and never runs (a busy housekeeper): past 16 batches of hits the
+  // reader applies some itself. It used to apply the whole backlog, one read paying for all.
+  struct Idle final : engine::AccessFlusher {
+    int asked = 0;
+    void flush_soon() override { ++asked; }
+  } idle;
+  stats::Counters counters{};
+  const util::Logger log;
+  engine::Engine e(kv::make_memory_kv(), engine::Options{}, nullptr, &counters, &log);
+  REQUIRE(e.open().ok());
+  e.set_access_flusher(&idle);
+  constexpr std::size_t kKeys = 16 * engine::kAccessFlushBatch + 64;
+  std::vector<std::string> keys;
+  for (std::size_t i = 0; i < kKeys; ++i) {
+    keys.push_back(fmt::format("k{:06}", i));
+    engine::SetOutcome outcome{};
+    REQUIRE(e.set(keys.back(), "v", 0, "", {}, 1, &outcome).ok());
+    REQUIRE(outcome == engine::SetOutcome::stored);
+  }
+  for (const std::string& k : keys) e.record_access(k, 2);
+  CHECK(idle.asked >= 1);
+  CHECK(e.has_pending_access());  // most of the backlog is still waiting for the flusher
+  REQUIRE(e.flush_access().ok());
+  CHECK_FALSE(e.has_pending_access());
+  for (const std::string& k : {keys.front(), keys.back()}) {
+    engine::AccessRecord a;
+    REQUIRE(e.access_of(k, &a).ok());
+    CHECK(a.access_count == 2);  // the set and the hit
+  }
+}
