@@ -898,7 +898,7 @@ TEST_CASE("a reader far ahead of its flusher applies one shard of the backlog, n
   engine::Engine e(kv::make_memory_kv(), engine::Options{}, nullptr, &counters, &log);
   REQUIRE(e.open().ok());
   e.set_access_flusher(&idle);
-  constexpr std::size_t kKeys = 16 * engine::kAccessFlushBatch + 64;
+  constexpr std::size_t kKeys = 16 * engine::kAccessFlushBatch;  // the last hit crosses the line
   std::vector<std::string> keys;
   for (std::size_t i = 0; i < kKeys; ++i) {
     keys.push_back(fmt::format("k{:06}", i));
