@@ -181,20 +181,21 @@ std::unique_lock<std::mutex> Engine::page_lock() {
 
 // ---------------------------------------------------------------- the index
 
-Engine::OrderKey Engine::order_of(const Node& n, std::string_view key) const {
+Engine::OrderKey Engine::order_of(Slot& slot) const {
+  const Node& n = slot.second;
   switch (options_.policy) {
     case EvictionPolicy::lru:
-      return {n.last_tick, 0, key};
+      return {n.last_tick, 0, &slot};
     case EvictionPolicy::lfu:
-      return {n.access_count, n.last_tick, key};
+      return {n.access_count, n.last_tick, &slot};
     case EvictionPolicy::fifo:
-      return {n.insert_tick, 0, key};
+      return {n.insert_tick, 0, &slot};
     case EvictionPolicy::s3fifo:
-      return {n.queue, n.queue_tick, key};
+      return {n.queue, n.queue_tick, &slot};
     case EvictionPolicy::ttl:
       break;
   }
-  return {0, 0, key};
+  return {0, 0, &slot};
 }
 
 const std::string* Engine::intern(std::string_view category) {
@@ -206,7 +207,7 @@ const std::string* Engine::intern(std::string_view category) {
 void Engine::link(Index::iterator it, bool count) {
   const std::string_view key = it->first;
   const Node& n = it->second;
-  if (options_.policy != EvictionPolicy::ttl) order_.insert(order_of(n, key));
+  if (options_.policy != EvictionPolicy::ttl) order_.insert(order_of(*it));
   if (n.has_expiry) expiry_.emplace(n.expiry_t, key);
   ++cats_.find(*n.category)->second;
   s3_count(n, +1);
@@ -218,7 +219,7 @@ void Engine::link(Index::iterator it, bool count) {
 void Engine::unlink(Index::iterator it) {
   const std::string_view key = it->first;
   const Node& n = it->second;
-  if (options_.policy != EvictionPolicy::ttl) order_.erase(order_of(n, key));
+  if (options_.policy != EvictionPolicy::ttl) order_.erase(order_of(*it));
   if (n.has_expiry) expiry_.erase({n.expiry_t, key});
   auto cat = cats_.find(*n.category);
   if (--cat->second == 0) cats_.erase(cat);  // no other node points at it
@@ -919,12 +920,12 @@ void Engine::apply_locked(const PendingMap& pending) {
     if (it == index_.end()) continue;  // removed since the hit
     Node& n = it->second;
     const std::string_view k = it->first;
-    if (ordered) order_.erase(order_of(n, k));
+    if (ordered) order_.erase(order_of(*it));
     n.access_count += p.count;
     if (options_.policy == EvictionPolicy::s3fifo) s3_hit(n, p.count);  // nothing moves
     n.last_tick = std::max(n.last_tick, p.tick);
     n.last_access_ns = std::max(n.last_access_ns, p.ns);
-    if (ordered) order_.insert(order_of(n, k));
+    if (ordered) order_.insert(order_of(*it));
     if (durable_ && dirty_.insert(k).second) dirty_size_.fetch_add(1, std::memory_order_relaxed);
   }
 }
@@ -1128,11 +1129,11 @@ void Engine::evict(Txn& t, Pass pass, std::int64_t now_ns, const Keep& keep) {
     }
     return;
   }
-  for (const auto& [a, b, key] : order_) {
+  for (const auto& [a, b, slot] : order_) {
     if (!over_limits(t)) return;
+    const std::string_view key = slot->first;
     if (keep(key) || t.removed_set.contains(key)) continue;
-    auto it = index_.find(key);
-    remove_in_txn(t, it->first, it->second, EventKind::evict);
+    remove_in_txn(t, key, slot->second, EventKind::evict);
     ++t.evictions;
   }
 }

@@ -293,11 +293,21 @@ class Engine {
     std::uint8_t queue = 0, freq = 0;  // S3-FIFO queue (S3Queue) and frequency (0..3)
   };
   using Index = absl::node_hash_map<std::string, Node, Hash, std::equal_to<>>;
-  // Eviction order: (primary, secondary, key), smallest first. LRU (last tick, 0), LFU (count,
-  // last tick), FIFO (insert tick, 0), S3-FIFO (queue, queue tick): S's entries then M's, each
-  // queue head first; empty under the ttl policy.
-  using OrderKey = std::tuple<std::uint64_t, std::uint64_t, std::string_view>;
-  using Order = absl::btree_set<OrderKey>;
+  // Eviction order: (primary, secondary, the key's index slot), smallest first. LRU (last tick,
+  // 0), LFU (count, last tick), FIFO (insert tick, 0), S3-FIFO (queue, queue tick): S's entries
+  // then M's, each queue head first; empty under the ttl policy. Ticks are unique, so the slot
+  // only makes the key whole: it compares as a number (no key bytes compared) and leads to the
+  // node without a lookup (node_hash_map slots do not move).
+  using Slot = Index::value_type;
+  using OrderKey = std::tuple<std::uint64_t, std::uint64_t, Slot*>;
+  struct OrderLess {
+    bool operator()(const OrderKey& a, const OrderKey& b) const {
+      if (std::get<0>(a) != std::get<0>(b)) return std::get<0>(a) < std::get<0>(b);
+      if (std::get<1>(a) != std::get<1>(b)) return std::get<1>(a) < std::get<1>(b);
+      return std::less<const Slot*>{}(std::get<2>(a), std::get<2>(b));
+    }
+  };
+  using Order = absl::btree_set<OrderKey, OrderLess>;
   struct Txn;
   struct Staged;
   // The keys an eviction must not choose: the one being set, or the keys of a set_all.
@@ -321,7 +331,7 @@ class Engine {
 
   // Index maintenance (under mu_). link/unlink add a node to / take it from the order, expiry
   // and category structures and the totals; the key's entry in index_ stays.
-  OrderKey order_of(const Node& n, std::string_view key) const;
+  OrderKey order_of(Slot& slot) const;
   // count: also add the node to entries_ / bytes_ (the index load recounts them at its end).
   void link(Index::iterator it, bool count = true);
   void unlink(Index::iterator it);

@@ -1,7 +1,7 @@
 // S3-FIFO (EvictionPolicy::s3fifo) over the engine's index: the rules of docs/ARCHITECTURE.md
 // ("S3-FIFO"), as libCacheSim implements them with its defaults.
 //
-// S and M are the two halves of order_ (keys (queue, queue tick, key)); G is ghost_ in
+// S and M are the two halves of order_ (keys (queue, queue tick, index slot)); G is ghost_ in
 // ghost_order_'s tick order, persisted as kGhostPrefix records in the counters family. For a
 // limit C in a unit: S's share is floor(C / 10), M's share C - floor(C / 10), G's capacity
 // floor(0.9 C). Eviction plans its removals and G's changes in the transaction; moves from S to
@@ -81,9 +81,9 @@ S3Queue Engine::s3_admit(Txn& t, std::string_view key, std::uint64_t size) {
 Engine::Order::iterator Engine::s3_head(Txn& t, S3Queue q, const Keep& keep) {
   const auto qi = static_cast<std::size_t>(q);
   auto it = t.cursor[qi] ? order_.upper_bound(*t.cursor[qi])
-                         : order_.lower_bound(OrderKey{static_cast<std::uint64_t>(q), 0, {}});
+                         : order_.lower_bound(OrderKey{static_cast<std::uint64_t>(q), 0, nullptr});
   for (; it != order_.end() && std::get<0>(*it) == static_cast<std::uint64_t>(q); ++it) {
-    const std::string_view key = std::get<2>(*it);
+    const std::string_view key = std::get<2>(*it)->first;
     if (!keep(key) && !t.removed_set.contains(key)) return it;
     t.cursor[qi] = *it;  // skipped for the rest of this transaction
   }
@@ -93,13 +93,13 @@ Engine::Order::iterator Engine::s3_head(Txn& t, S3Queue q, const Keep& keep) {
 void Engine::s3_move(Txn& t, Index::iterator it, std::uint8_t freq) {
   Node& n = it->second;
   const std::string_view key = it->first;
-  order_.erase(order_of(n, key));
+  order_.erase(order_of(*it));
   s3_count(n, -1);
   n.queue = kMain;
   n.freq = freq;
   n.queue_tick = tick_.fetch_add(1) + 1;
   s3_count(n, +1);
-  order_.insert(order_of(n, key));
+  order_.insert(order_of(*it));
   t.moved.push_back(key);
   if (dirty_.insert(key).second) dirty_size_.fetch_add(1, std::memory_order_relaxed);
 }
@@ -149,7 +149,7 @@ bool Engine::s3_evict_small(Txn& t, const Keep& keep) {
   for (;;) {
     const auto head = s3_head(t, S3Queue::small, keep);
     if (head == order_.end()) return moved;  // S is empty now: the next step evicts from M
-    const auto it = index_.find(std::get<2>(*head));
+    const auto it = index_.find(std::get<2>(*head)->first);
     if (it->second.freq >= 2) {  // read again while in S: to M's tail
       s3_move(t, it, 0);
       moved = true;
@@ -167,7 +167,7 @@ bool Engine::s3_evict_main(Txn& t, const Keep& keep) {
   for (;;) {
     const auto head = s3_head(t, S3Queue::main, keep);
     if (head == order_.end()) return false;
-    const auto it = index_.find(std::get<2>(*head));
+    const auto it = index_.find(std::get<2>(*head)->first);
     if (const std::uint8_t f = it->second.freq; f >= 1) {  // reinserted at M's tail
       s3_move(t, it, static_cast<std::uint8_t>(std::min<std::uint8_t>(f, 3) - 1));
       continue;
