@@ -6,9 +6,12 @@
 // What is persisted (docs/format.md, store format 2): per key one entries record (immutable header
 // + value) and one access record (times, counts, size, expiry, category); the totals and settings
 // in the counters family. The index is derived: it is loaded from the access records on open.
+// Over a store that is not durable (kv::Kv::durable: the memory store) only the entries are
+// written; access data, totals and S3-FIFO ghosts live in the index alone.
 //
 // Invariants (see docs/ARCHITECTURE.md):
-//  - every stored key has one entries record and one access record, written in one atomic batch
+//  - (durable store) every stored key has one entries record and one access record, written in one
+//  atomic batch
 //    with the totals counter; counters["totals"] equals the sums over the entries.
 //  - the index holds exactly the stored keys; its node of a key equals the key's access record
 //    plus the hits not yet persisted (dirty nodes, written by the AccessFlusher within its delay:
