@@ -10,9 +10,9 @@
 // written; access data, totals and S3-FIFO ghosts live in the index alone.
 //
 // Invariants (see docs/ARCHITECTURE.md):
-//  - (durable store) every stored key has one entries record and one access record, written in one
-//  atomic batch
-//    with the totals counter; counters["totals"] equals the sums over the entries.
+//  - (durable store) every stored key has one entries record and one access record, written in
+//    one atomic batch with the totals counter; counters["totals"] equals the sums over the
+//    entries.
 //  - the index holds exactly the stored keys; its node of a key equals the key's access record
 //    plus the hits not yet persisted (dirty nodes, written by the AccessFlusher within its delay:
 //    500 ms in core::Backend).
