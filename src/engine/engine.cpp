@@ -850,6 +850,7 @@ void Engine::record_access(std::string_view key, std::int64_t now_ns) {
     it->second.count += 1;
     it->second.tick = tick;
     it->second.ns = now_ns;
+    shard.size.store(shard.map.size(), std::memory_order_relaxed);
   }
   const std::size_t pending = pending_size_.load(std::memory_order_relaxed);
   if (pending < kAccessFlushBatch) return;
@@ -876,20 +877,24 @@ void Engine::record_access(std::string_view key, std::int64_t now_ns) {
 
 Engine::Pending Engine::take_pending(std::string_view key) {
   Shard& shard = shard_of(key);
+  if (shard.size.load(std::memory_order_relaxed) == 0) return {};  // (this thread's hits show)
   std::lock_guard lock(shard.mu);
   auto it = shard.map.find(key);
   if (it == shard.map.end()) return {};
   Pending p = it->second;
   shard.map.erase(it);
+  shard.size.store(shard.map.size(), std::memory_order_relaxed);
   pending_size_.fetch_sub(1, std::memory_order_relaxed);
   return p;
 }
 
 Engine::PendingMap Engine::take_shard(Shard& shard) {
   PendingMap taken;
+  if (shard.size.load(std::memory_order_relaxed) == 0) return taken;
   {
     std::lock_guard lock(shard.mu);
     taken.swap(shard.map);
+    shard.size.store(0, std::memory_order_relaxed);
   }
   pending_size_.fetch_sub(taken.size(), std::memory_order_relaxed);
   return taken;

@@ -281,9 +281,14 @@ class Engine {
     std::size_t operator()(std::string_view s) const { return absl::Hash<std::string_view>{}(s); }
   };
   using PendingMap = absl::flat_hash_map<std::string, Pending, Hash, std::equal_to<>>;
-  struct Shard {
+  // One shard of the hit buffer, on cache lines of its own (readers on different cores write
+  // different shards). `size` is map.size(), written under mu and read without it, so that
+  // draining skips empty shards without locking them: a set drains the buffer before it
+  // chooses victims, and usually finds one or two shards with hits.
+  struct alignas(64) Shard {
     std::mutex mu;
     PendingMap map;
+    std::atomic<std::size_t> size{0};
   };
   // A key's index node: its access record in memory (the category interned in cats_).
   struct Node {
