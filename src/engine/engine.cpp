@@ -207,7 +207,11 @@ const std::string* Engine::intern(std::string_view category) {
 void Engine::link(Index::iterator it, bool count) {
   const std::string_view key = it->first;
   const Node& n = it->second;
-  if (options_.policy != EvictionPolicy::ttl) order_.insert(order_of(*it));
+  if (lru()) {
+    if (!lru_deferred_) lru_insert(*it);
+  } else if (options_.policy != EvictionPolicy::ttl) {
+    order_.insert(order_of(*it));
+  }
   if (n.has_expiry) expiry_.emplace(n.expiry_t, key);
   ++cats_.find(*n.category)->second;
   s3_count(n, +1);
@@ -219,7 +223,11 @@ void Engine::link(Index::iterator it, bool count) {
 void Engine::unlink(Index::iterator it) {
   const std::string_view key = it->first;
   const Node& n = it->second;
-  if (options_.policy != EvictionPolicy::ttl) order_.erase(order_of(*it));
+  if (lru()) {
+    if (!lru_deferred_) lru_remove(*it);  // (while loading, no node is in the list yet)
+  } else if (options_.policy != EvictionPolicy::ttl) {
+    order_.erase(order_of(*it));
+  }
   if (n.has_expiry) expiry_.erase({n.expiry_t, key});
   auto cat = cats_.find(*n.category);
   if (--cat->second == 0) cats_.erase(cat);  // no other node points at it
@@ -247,7 +255,47 @@ void Engine::upsert_node(std::string_view key, Node node, std::string_view categ
   link(it);
 }
 
+void Engine::lru_insert(Slot& slot) {
+  Node& n = slot.second;
+  Slot* after = lru_tail_;
+  while (after != nullptr && after->second.last_tick > n.last_tick) after = after->second.lru_prev;
+  n.lru_prev = after;
+  n.lru_next = after != nullptr ? after->second.lru_next : lru_head_;
+  (n.lru_next != nullptr ? n.lru_next->second.lru_prev : lru_tail_) = &slot;
+  (after != nullptr ? after->second.lru_next : lru_head_) = &slot;
+  ++lru_size_;
+}
+
+void Engine::lru_remove(Slot& slot) {
+  Node& n = slot.second;
+  (n.lru_prev != nullptr ? n.lru_prev->second.lru_next : lru_head_) = n.lru_next;
+  (n.lru_next != nullptr ? n.lru_next->second.lru_prev : lru_tail_) = n.lru_prev;
+  n.lru_prev = n.lru_next = nullptr;
+  --lru_size_;
+}
+
+void Engine::lru_sort() {
+  lru_deferred_ = false;
+  if (!lru()) return;
+  std::vector<Slot*> slots;
+  slots.reserve(index_.size());
+  for (Slot& slot : index_) slots.push_back(&slot);
+  std::sort(slots.begin(), slots.end(),
+            [](const Slot* a, const Slot* b) { return a->second.last_tick < b->second.last_tick; });
+  lru_head_ = lru_tail_ = nullptr;
+  lru_size_ = 0;
+  for (Slot* slot : slots) {  // each at the tail: no walk
+    slot->second.lru_prev = lru_tail_;
+    slot->second.lru_next = nullptr;
+    (lru_tail_ != nullptr ? lru_tail_->second.lru_next : lru_head_) = slot;
+    lru_tail_ = slot;
+    ++lru_size_;
+  }
+}
+
 void Engine::clear_index() {
+  lru_head_ = lru_tail_ = nullptr;
+  lru_size_ = 0;
   order_.clear();
   expiry_.clear();
   dirty_.clear();
@@ -516,6 +564,7 @@ Status Engine::load_index_locked(bool* needs_rebuild) {
   bytes_ = shown_bytes;
   *needs_rebuild = false;
   std::uint64_t max_tick = tick_.load(), loaded_entries = 0, loaded_bytes = 0;
+  lru_deferred_ = true;
   Status s = kv_->scan(Cf::access, "", "", [&](std::string_view key, std::string_view bytes) {
     AccessRecord a;
     if (!decode_access(bytes, &a)) {
@@ -530,6 +579,7 @@ Status Engine::load_index_locked(bool* needs_rebuild) {
     loaded_bytes += a.size;
     return true;
   });
+  lru_sort();
   tick_ = max_tick;
   if (s.ok() && !*needs_rebuild) {  // a partial count would be worse than the stored totals
     entries_ = loaded_entries;
@@ -669,7 +719,9 @@ Status Engine::rebuild_locked() {
     return batch->count() == 0 ? Status() : kv_->write(*batch);
   });
   if (!scanned.ok()) return scanned;
+  lru_deferred_ = true;
   for (auto& [key, a] : rebuilt) upsert_node(key, node_of(a), a.category);
+  lru_sort();
   rebuilt.clear();
   auto batch = kv_->new_batch();
   write_meta(*batch);
@@ -793,9 +845,24 @@ Status Engine::verify(VerifyReport* report) {
                         report->entries));
   std::uint64_t with_expiry = 0;
   for (const auto& [key, node] : index_) with_expiry += node.has_expiry ? 1 : 0;
-  if (options_.policy != EvictionPolicy::ttl && order_.size() != index_.size())
+  if (lru()) {
+    std::size_t listed = 0;
+    std::uint64_t last = 0;
+    bool sorted = true;
+    for (const Slot* s = lru_head_; s != nullptr && listed <= index_.size();
+         s = s->second.lru_next) {
+      ++listed;
+      sorted = sorted && s->second.last_tick >= last;
+      last = s->second.last_tick;
+    }
+    if (listed != index_.size() || lru_size_ != index_.size())
+      problem(fmt::format("the LRU list holds {} keys ({} counted) for {} in the index", listed,
+                          lru_size_, index_.size()));
+    if (!sorted) problem("the LRU list is not in last-access order");
+  } else if (options_.policy != EvictionPolicy::ttl && order_.size() != index_.size()) {
     problem(fmt::format("the eviction order holds {} keys for {} in the index", order_.size(),
                         index_.size()));
+  }
   if (expiry_.size() != with_expiry)
     problem(fmt::format("the expiry order holds {} keys for {} with a ttl or invalid",
                         expiry_.size(), with_expiry));
@@ -918,8 +985,11 @@ void Engine::apply_pending_locked() {
 }
 
 void Engine::apply_locked(const PendingMap& pending) {
-  const bool ordered =
-      options_.policy == EvictionPolicy::lru || options_.policy == EvictionPolicy::lfu;
+  const bool ordered = options_.policy == EvictionPolicy::lfu;
+  // LRU moves each node to its place by tick, found from the list's tail: in tick order, each
+  // lands at (or next to) the tail.
+  std::vector<std::pair<std::uint64_t, Slot*>> moves;
+  if (lru()) moves.reserve(pending.size());
   for (const auto& [key, p] : pending) {
     auto it = index_.find(key);
     if (it == index_.end()) continue;  // removed since the hit
@@ -928,10 +998,16 @@ void Engine::apply_locked(const PendingMap& pending) {
     if (ordered) order_.erase(order_of(*it));
     n.access_count += p.count;
     if (options_.policy == EvictionPolicy::s3fifo) s3_hit(n, p.count);  // nothing moves
+    if (lru() && p.tick > n.last_tick) moves.emplace_back(p.tick, &*it);
     n.last_tick = std::max(n.last_tick, p.tick);
     n.last_access_ns = std::max(n.last_access_ns, p.ns);
     if (ordered) order_.insert(order_of(*it));
     if (durable_ && dirty_.insert(k).second) dirty_size_.fetch_add(1, std::memory_order_relaxed);
+  }
+  std::sort(moves.begin(), moves.end());
+  for (const auto& [tick, slot] : moves) {
+    lru_remove(*slot);
+    lru_insert(*slot);
   }
 }
 
@@ -1134,6 +1210,16 @@ void Engine::evict(Txn& t, Pass pass, std::int64_t now_ns, const Keep& keep) {
     }
     return;
   }
+  if (lru()) {
+    for (Slot* slot = lru_head_; slot != nullptr; slot = slot->second.lru_next) {
+      if (!over_limits(t)) return;
+      const std::string_view key = slot->first;
+      if (keep(key) || t.removed_set.contains(key)) continue;
+      remove_in_txn(t, key, slot->second, EventKind::evict);
+      ++t.evictions;
+    }
+    return;
+  }
   for (const auto& [a, b, slot] : order_) {
     if (!over_limits(t)) return;
     const std::string_view key = slot->first;
@@ -1265,6 +1351,9 @@ Status Engine::fill(std::span<const SetItem> items, std::int64_t now_ns) {
 // Stores `items` (distinct keys, each within the byte limit) in one transaction. Under mu_.
 Status Engine::set_locked(std::span<const SetItem> items, std::int64_t now_ns,
                           SetOutcome* outcome) {
+  // LRU: hits recorded before this set go into the list first, so that they land near its tail
+  // (the set's node lands at the tail).
+  if (lru()) apply_pending_locked();
   Txn t(*kv_);
   t.totals_dirty = true;
   const bool s3 = options_.policy == EvictionPolicy::s3fifo;

@@ -299,13 +299,16 @@ class Engine {
     const std::string* category = nullptr;
     bool has_expiry = false;
     std::uint8_t queue = 0, freq = 0;  // S3-FIFO queue (S3Queue) and frequency (0..3)
+    // LRU: the neighbours in the recency list (lru_head_ ... lru_tail_), null at its ends.
+    std::pair<const std::string, Node>* lru_prev = nullptr;
+    std::pair<const std::string, Node>* lru_next = nullptr;
   };
   using Index = absl::node_hash_map<std::string, Node, Hash, std::equal_to<>>;
-  // Eviction order: (primary, secondary, the key's index slot), smallest first. LRU (last tick,
-  // 0), LFU (count, last tick), FIFO (insert tick, 0), S3-FIFO (queue, queue tick): S's entries
-  // then M's, each queue head first; empty under the ttl policy. Ticks are unique, so the slot
-  // only makes the key whole: it compares as a number (no key bytes compared) and leads to the
-  // node without a lookup (node_hash_map slots do not move).
+  // Eviction order: (primary, secondary, the key's index slot), smallest first. LFU (count, last
+  // tick), FIFO (insert tick, 0), S3-FIFO (queue, queue tick): S's entries then M's, each queue
+  // head first; empty under the ttl and lru policies (LRU keeps a list instead: lru_head_). Ticks
+  // are unique, so the slot only makes the key whole: it compares as a number (no key bytes
+  // compared) and leads to the node without a lookup (node_hash_map slots do not move).
   using Slot = Index::value_type;
   using OrderKey = std::tuple<std::uint64_t, std::uint64_t, Slot*>;
   struct OrderLess {
@@ -344,6 +347,13 @@ class Engine {
   void link(Index::iterator it, bool count = true);
   void unlink(Index::iterator it);
   void erase_node(Index::iterator it);
+  // LRU's recency list, in last-tick order (ticks are unique): a node goes in after the last node
+  // with a smaller tick, found from the tail (hits are applied in tick order and before every
+  // set, so that walk is short); out in O(1). lru_sort() builds the list of a loaded index.
+  bool lru() const { return options_.policy == EvictionPolicy::lru; }
+  void lru_insert(Slot& slot);
+  void lru_remove(Slot& slot);
+  void lru_sort();
   void upsert_node(std::string_view key, Node node, std::string_view category);
   const std::string* intern(std::string_view category);
   void clear_index();
@@ -419,8 +429,12 @@ class Engine {
   std::mutex mu_;                // serializes every write and every use of the index below
   std::atomic<int> waiting_{0};  // foreground calls waiting for mu_
   std::atomic<std::uint64_t> entries_{0}, bytes_{0}, tick_{0};
-  Index index_;                                                         // under mu_
-  Order order_;                                                         // under mu_
+  Index index_;               // under mu_
+  Order order_;               // under mu_
+  Slot* lru_head_ = nullptr;  // least recently used; under mu_
+  Slot* lru_tail_ = nullptr;
+  std::size_t lru_size_ = 0;
+  bool lru_deferred_ = false;  // loading: link() leaves the list to lru_sort()
   absl::btree_set<std::pair<std::uint64_t, std::string_view>> expiry_;  // (expiry_t, key)
   absl::node_hash_map<std::string, std::uint64_t, Hash, std::equal_to<>>
       cats_;  // category -> entries; under mu_
