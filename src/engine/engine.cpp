@@ -184,14 +184,13 @@ std::unique_lock<std::mutex> Engine::page_lock() {
 Engine::OrderKey Engine::order_of(Slot& slot) const {
   const Node& n = slot.second;
   switch (options_.policy) {
-    case EvictionPolicy::lru:
-      return {n.last_tick, 0, &slot};
     case EvictionPolicy::lfu:
       return {n.access_count, n.last_tick, &slot};
     case EvictionPolicy::fifo:
       return {n.insert_tick, 0, &slot};
     case EvictionPolicy::s3fifo:
       return {n.queue, n.queue_tick, &slot};
+    case EvictionPolicy::lru:  // LRU keeps its list (lru_head_), ttl no order: never asked
     case EvictionPolicy::ttl:
       break;
   }
@@ -985,7 +984,7 @@ void Engine::apply_pending_locked() {
 }
 
 void Engine::apply_locked(const PendingMap& pending) {
-  const bool ordered = options_.policy == EvictionPolicy::lfu;
+  const bool lfu = options_.policy == EvictionPolicy::lfu;  // the only order a hit moves in order_
   // LRU moves each node to its place by tick, found from the list's tail: in tick order, each
   // lands at (or next to) the tail.
   std::vector<std::pair<std::uint64_t, Slot*>> moves;
@@ -995,14 +994,14 @@ void Engine::apply_locked(const PendingMap& pending) {
     if (it == index_.end()) continue;  // removed since the hit
     Node& n = it->second;
     const std::string_view k = it->first;
-    if (ordered) order_.erase(order_of(*it));
+    if (lfu) order_.erase(order_of(*it));
     n.access_count += p.count;
     if (options_.policy == EvictionPolicy::s3fifo) s3_hit(n, p.count);  // nothing moves
     if (lru() && p.tick > n.last_tick) moves.emplace_back(p.tick, &*it);
     n.last_tick = std::max(n.last_tick, p.tick);
     n.last_access_ns = std::max(n.last_access_ns, p.ns);
-    if (ordered) order_.insert(order_of(*it));
-    if (durable_ && dirty_.insert(k).second) dirty_size_.fetch_add(1, std::memory_order_relaxed);
+    if (lfu) order_.insert(order_of(*it));
+    mark_dirty(k);
   }
   std::sort(moves.begin(), moves.end());
   for (const auto& [tick, slot] : moves) {
@@ -1210,23 +1209,22 @@ void Engine::evict(Txn& t, Pass pass, std::int64_t now_ns, const Keep& keep) {
     }
     return;
   }
+  // Victims in eviction order, until the limits hold; false ends the walk.
+  const auto consider = [&](Slot& slot) {
+    if (!over_limits(t)) return false;
+    const std::string_view key = slot.first;
+    if (keep(key) || t.removed_set.contains(key)) return true;
+    remove_in_txn(t, key, slot.second, EventKind::evict);
+    ++t.evictions;
+    return true;
+  };
   if (lru()) {
-    for (Slot* slot = lru_head_; slot != nullptr; slot = slot->second.lru_next) {
-      if (!over_limits(t)) return;
-      const std::string_view key = slot->first;
-      if (keep(key) || t.removed_set.contains(key)) continue;
-      remove_in_txn(t, key, slot->second, EventKind::evict);
-      ++t.evictions;
-    }
+    for (Slot* slot = lru_head_; slot != nullptr; slot = slot->second.lru_next)
+      if (!consider(*slot)) return;
     return;
   }
-  for (const auto& [a, b, slot] : order_) {
-    if (!over_limits(t)) return;
-    const std::string_view key = slot->first;
-    if (keep(key) || t.removed_set.contains(key)) continue;
-    remove_in_txn(t, key, slot->second, EventKind::evict);
-    ++t.evictions;
-  }
+  for (const auto& [a, b, slot] : order_)
+    if (!consider(*slot)) return;
 }
 
 Status Engine::commit(Txn& t) {

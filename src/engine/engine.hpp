@@ -3,7 +3,7 @@
 // S3-FIFO / TTL-only eviction under entry and byte limits (S3-FIFO in engine_s3fifo.cpp). The
 // same code runs over RocksDB and over memory, which is what makes both stores behave alike.
 //
-// What is persisted (docs/format.md, store format 2): per key one entries record (immutable header
+// What is persisted (docs/format.md, store format 3): per key one entries record (immutable header
 // + value) and one access record (times, counts, size, expiry, category); the totals and settings
 // in the counters family. The index is derived: it is loaded from the access records on open.
 // Over a store that is not durable (kv::Kv::durable: the memory store) only the entries are
@@ -339,6 +339,11 @@ class Engine {
   PendingMap take_shard(Shard& shard);           // one shard's hits
   PendingMap drain_pending();                    // every shard's
   void apply_locked(const PendingMap& pending);  // hits into the index (and dirty_)
+  // `key` (a view of the index's copy) has a node newer than its access record. Nothing to write
+  // when the store is not durable.
+  void mark_dirty(std::string_view key) {
+    if (durable_ && dirty_.insert(key).second) dirty_size_.fetch_add(1, std::memory_order_relaxed);
+  }
 
   // Index maintenance (under mu_). link/unlink add a node to / take it from the order, expiry
   // and category structures and the totals; the key's entry in index_ stays.

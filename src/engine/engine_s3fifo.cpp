@@ -101,7 +101,7 @@ void Engine::s3_move(Txn& t, Index::iterator it, std::uint8_t freq) {
   s3_count(n, +1);
   order_.insert(order_of(*it));
   t.moved.push_back(key);
-  if (dirty_.insert(key).second) dirty_size_.fetch_add(1, std::memory_order_relaxed);
+  mark_dirty(key);
 }
 
 void Engine::s3_plan_ghost(Txn& t, std::string_view key, std::uint64_t size) {

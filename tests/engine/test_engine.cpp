@@ -493,8 +493,20 @@ TEST_CASE("the memory store keeps access data, totals and ghosts in its index on
       return p.find("'stray': not in the in-memory index") != std::string::npos;
     }));
 
+    if (policy == EvictionPolicy::s3fifo) {
+      // A key read twice while in S moves to M when S reaches it (a queue move, kept in the
+      // index): it outlives the next sets, which S alone would not let it.
+      REQUIRE(c.set("m1", "v"));
+      REQUIRE(c.get("m1"));
+      REQUIRE(c.get("m1"));
+      for (int i = 0; i < 5; ++i) REQUIRE(c.set("n" + std::to_string(i), "v"));
+      CHECK(c.exists("m1"));
+      REQUIRE(e.flush_access().ok());
+      CHECK_FALSE(e.has_pending_access());
+      CHECK(records_in(e.kv(), kv::Cf::access) == 0);
+      continue;
+    }
     // A rebuild keeps the access history the index had: the next victim is still the LRU one.
-    if (policy != EvictionPolicy::lru) continue;
     REQUIRE(e.rebuild().ok());
     CHECK(store_problems(c).empty());
     CHECK(c.stats().total_entries == 10);
