@@ -1,5 +1,5 @@
 // The ordered key-value interface the cache engine is written against, with one implementation
-// over RocksDB (rocks_kv) and one over std::map (memory_kv). Column families separate records by
+// over RocksDB (rocks_kv) and one in memory (memory_kv). Column families separate records by
 // role; a Batch applies atomically. Keeping the engine on this interface is what makes the RocksDB
 // and memory stores behave identically.
 //

@@ -1,5 +1,6 @@
 #include "kv/memory_kv.hpp"
 
+#include <algorithm>
 #include <array>
 #include <mutex>
 #include <shared_mutex>
@@ -37,32 +38,42 @@ class MemoryBatch final : public Batch {
   std::vector<Write> ops;
 };
 
-// One column family: a hash map for point reads (the get path) and a B-tree of views of its
-// keys for ordered scans. node_hash_map keeps keys and values in place, so the views stay valid.
+// One column family: a hash map for point reads (the get path), and the key order for scans,
+// kept lazily. A new key first goes into `recent_`, an unsorted list of at most kRecentMax keys;
+// when it is full, the list is sorted and merged into `order_`, a B-tree of views of the keys
+// (node_hash_map keeps keys and values in place, so the views stay valid). A key removed while
+// it is still in `recent_` never costs a B-tree insert and erase: a cache at its limit with
+// fewer live keys than kRecentMax keeps no B-tree at all. A scan merges the two in order (the
+// few recent keys in its range sorted on the fly), so it never writes and never waits for a
+// merge; a merge costs at most one sort of kRecentMax views.
 class Family {
  public:
+  // Unsorted keys kept before a merge: bounds a merge (a write's pause) to one sort of them.
+  static constexpr std::size_t kRecentMax = 16384;
+
   const std::string* find(std::string_view key) const {
     auto it = values_.find(key);
-    return it == values_.end() ? nullptr : &it->second;
+    return it == values_.end() ? nullptr : &it->second.bytes;
   }
   void put(std::string&& key, std::string&& value) {
     auto [it, inserted] = values_.try_emplace(std::move(key));
-    it->second = std::move(value);
-    if (inserted) order_.emplace(std::string_view(it->first), &it->second);
+    it->second.bytes = std::move(value);
+    if (inserted) add_key(*it);
   }
   // As RocksDB's merge: no value yet reads as an empty one.
   void or_byte(std::string&& key, std::string_view operand) {
     auto [it, inserted] = values_.try_emplace(std::move(key));
-    if (inserted) order_.emplace(std::string_view(it->first), &it->second);
-    (void)apply_or_byte(operand, &it->second);
+    if (inserted) add_key(*it);
+    (void)apply_or_byte(operand, &it->second.bytes);
   }
   void del(std::string_view key) {
     auto it = values_.find(key);
     if (it == values_.end()) return;
-    order_.erase(std::string_view(it->first));
+    drop_key(*it);
     values_.erase(it);
   }
   void del_range(std::string_view begin, std::string_view end) {
+    merge();
     auto first = order_.lower_bound(begin);
     auto last = end.empty() ? order_.end() : order_.lower_bound(end);
     for (auto it = first; it != last; ++it) values_.erase(it->first);
@@ -70,23 +81,78 @@ class Family {
   }
   void clear() {
     order_.clear();
+    recent_.clear();
     values_.clear();
   }
+  // Calls fn(key, value) for the keys in [begin, end) in order, until it returns false.
   template <class Fn>
   void scan(std::string_view begin, std::string_view end, Fn&& fn) const {
-    for (auto it = order_.lower_bound(begin); it != order_.end(); ++it) {
-      if (!end.empty() && it->first >= end) break;
-      if (!fn(it->first, *it->second)) break;
+    const auto in_range = [&](std::string_view k) {
+      return k >= begin && (end.empty() || k < end);
+    };
+    std::vector<const Recent*> recent;
+    for (const Recent& r : recent_)
+      if (in_range(r.key)) recent.push_back(&r);
+    std::sort(recent.begin(), recent.end(),
+              [](const Recent* a, const Recent* b) { return a->key < b->key; });
+    auto next = recent.begin();
+    for (auto it = order_.lower_bound(begin); it != order_.end() && in_range(it->first); ++it) {
+      for (; next != recent.end() && (*next)->key < it->first; ++next)
+        if (!fn((*next)->key, (*next)->value->bytes)) return;
+      if (!fn(it->first, it->second->bytes)) return;
     }
+    for (; next != recent.end(); ++next)
+      if (!fn((*next)->key, (*next)->value->bytes)) return;
   }
 
  private:
+  static constexpr std::size_t kOrdered = static_cast<std::size_t>(-1);
+  struct Value {
+    std::string bytes;
+    std::size_t recent = kOrdered;  // its key's position in recent_, or kOrdered: in order_
+  };
+  struct Recent {
+    std::string_view key;
+    Value* value;
+  };
+  using Slot = std::pair<const std::string, Value>;
+
+  void add_key(Slot& slot) {
+    if (recent_.size() >= kRecentMax) merge();
+    slot.second.recent = recent_.size();
+    recent_.push_back({slot.first, &slot.second});
+  }
+  void drop_key(Slot& slot) {
+    const std::size_t at = slot.second.recent;
+    if (at == kOrdered) {
+      order_.erase(std::string_view(slot.first));
+      return;
+    }
+    recent_[at] = recent_.back();  // the last one takes its place
+    recent_[at].value->recent = at;
+    recent_.pop_back();
+  }
+  // Puts every recent key into order_ (sorted first: each insert then starts where the last one
+  // ended, which is often the right place).
+  void merge() {
+    if (recent_.empty()) return;
+    std::sort(recent_.begin(), recent_.end(),
+              [](const Recent& a, const Recent& b) { return a.key < b.key; });
+    auto hint = order_.end();
+    for (const Recent& r : recent_) {
+      r.value->recent = kOrdered;
+      hint = std::next(order_.insert(hint, {r.key, r.value}));
+    }
+    recent_.clear();
+  }
+
   struct Hash {
     using is_transparent = void;
     std::size_t operator()(std::string_view s) const { return absl::Hash<std::string_view>{}(s); }
   };
-  absl::node_hash_map<std::string, std::string, Hash, std::equal_to<>> values_;
-  absl::btree_map<std::string_view, const std::string*> order_;
+  absl::node_hash_map<std::string, Value, Hash, std::equal_to<>> values_;
+  absl::btree_map<std::string_view, const Value*> order_;
+  std::vector<Recent> recent_;
 };
 
 class MemoryKv final : public Kv {

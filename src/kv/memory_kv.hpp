@@ -1,5 +1,6 @@
-// A Kv over std::map: the store of the disabled strategy and the circuit breaker's fallback.
-// Not durable (Kv::durable): its records end with the process.
+// A Kv in memory (per family a hash map, and the key order kept lazily for scans): the store of
+// the disabled strategy and the circuit breaker's fallback. Not durable (Kv::durable): its
+// records end with the process.
 // Thread-safety: one shared_mutex; gets and scans share it, writes take it exclusively.
 #pragma once
 

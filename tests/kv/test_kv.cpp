@@ -3,8 +3,14 @@
 // atomic batches, range deletes, reset of one family, and reopening (RocksDB keeps its data).
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <numeric>
+#include <random>
+#include <set>
 #include <string>
 #include <vector>
+
+#include <fmt/format.h>
 
 #include "kv/memory_kv.hpp"
 #include "kv/rocks_kv.hpp"
@@ -105,6 +111,69 @@ TEST_CASE_TEMPLATE("kv: reset empties one family and leaves the others", S, Memo
   CHECK(db->get(kv::Cf::entries, "k", &value).ok());
   put(*db, kv::Cf::access, "k2", "a");  // the family takes writes again
   CHECK(scan_keys(*db, kv::Cf::access) == std::vector<std::string>{"k2"});
+}
+
+// The memory store keeps new keys unsorted until 16384 of them wait (or a scan needs them): scans
+// must give the same order either way, with keys removed before and after they were sorted.
+TEST_CASE_TEMPLATE("kv: scans stay in order over many writes, removals and range deletes", S,
+                   MemoryKv, RocksKv) {
+  TempDir tmp;
+  S store;
+  auto db = store.open(tmp);
+  std::set<std::string> model;
+  std::mt19937 rng(7);
+  const auto key = [](unsigned i) { return fmt::format("k{:06}", i); };
+  // 40000 keys in random order, in batches: two merges' worth and a remainder; every fifth
+  // batch also removes keys added earlier (some merged by then, some not).
+  std::vector<unsigned> order(40000);
+  std::iota(order.begin(), order.end(), 0u);
+  std::shuffle(order.begin(), order.end(), rng);
+  for (std::size_t i = 0; i < order.size(); i += 500) {
+    auto b = db->new_batch();
+    for (std::size_t j = i; j < i + 500; ++j) {
+      b->put(kv::Cf::entries, key(order[j]), "v");
+      model.insert(key(order[j]));
+    }
+    if ((i / 500) % 5 == 4)
+      for (int n = 0; n < 300; ++n) {
+        const std::string k = key(order[rng() % (i + 500)]);
+        b->del(kv::Cf::entries, k);
+        model.erase(k);
+      }
+    REQUIRE(db->write(*b).ok());
+    if ((i / 500) % 13 == 0) {  // a scan between the writes, from a middle key, stopping early
+      const std::string from = key(order[i] / 2);
+      std::vector<std::string> want(model.lower_bound(from), model.end());
+      want.resize(std::min<std::size_t>(want.size(), 700));
+      CHECK(scan_keys(*db, kv::Cf::entries, from, {}, 700) == want);
+    }
+  }
+  const std::vector<std::string> all(model.begin(), model.end());
+  CHECK(scan_keys(*db, kv::Cf::entries, {}, {}, 1u << 20) == all);
+  const auto bounded = [&](const std::string& a, const std::string& z) {
+    return std::vector<std::string>(model.lower_bound(a), model.lower_bound(z));
+  };
+  CHECK(scan_keys(*db, kv::Cf::entries, key(12345), key(23456), 1u << 20) ==
+        bounded(key(12345), key(23456)));
+  // A range delete, then more keys (unsorted again) inside and around the deleted range.
+  auto b = db->new_batch();
+  b->delete_range(kv::Cf::entries, key(10000), key(30000));
+  REQUIRE(db->write(*b).ok());
+  model.erase(model.lower_bound(key(10000)), model.lower_bound(key(30000)));
+  b = db->new_batch();
+  for (unsigned i = 9990; i < 10010; ++i) {
+    b->put(kv::Cf::entries, key(i), "w");
+    model.insert(key(i));
+  }
+  REQUIRE(db->write(*b).ok());
+  CHECK(scan_keys(*db, kv::Cf::entries, key(9000), key(31000), 1u << 20) ==
+        bounded(key(9000), key(31000)));
+  CHECK(scan_keys(*db, kv::Cf::entries, {}, {}, 1u << 20) ==
+        std::vector<std::string>(model.begin(), model.end()));
+  std::string value;
+  CHECK(db->get(kv::Cf::entries, key(10005), &value).ok());
+  CHECK(value == "w");
+  CHECK(db->get(kv::Cf::entries, key(20000), &value).not_found());
 }
 
 TEST_CASE("kv: the RocksDB store keeps its records over a reopen; a second opener is refused") {
