@@ -40,15 +40,14 @@ class MemoryBatch final : public Batch {
 
 // One column family: a hash map for point reads (the get path), and the key order for scans,
 // kept lazily. A new key first goes into `recent_`, an unsorted list of at most kRecentMax keys;
-// when it is full, the list is sorted and merged into `order_`, a B-tree of views of the keys
-// (node_hash_map keeps keys and values in place, so the views stay valid). A key removed while
-// it is still in `recent_` never costs a B-tree insert and erase: a cache at its limit with
-// fewer live keys than kRecentMax keeps no B-tree at all. A scan merges the two in order (the
-// few recent keys in its range sorted on the fly), so it never writes and never waits for a
-// merge; a merge costs at most one sort of kRecentMax views.
+// once that is full, each new key moves one waiting key into `order_`, a B-tree of views of the
+// keys (node_hash_map keeps keys and values in place, so the views stay valid). A key removed
+// while it waits never costs a B-tree insert and erase: a cache at its limit with fewer live
+// keys than kRecentMax keeps no B-tree at all, and no write ever does more than one B-tree
+// insert. A scan merges the two in order (the waiting keys in its range through a heap, taken
+// as far as the scan goes), so it never writes.
 class Family {
  public:
-  // Unsorted keys kept before a merge: bounds a merge (a write's pause) to one sort of them.
   static constexpr std::size_t kRecentMax = 16384;
 
   const std::string* find(std::string_view key) const {
@@ -69,11 +68,19 @@ class Family {
   void del(std::string_view key) {
     auto it = values_.find(key);
     if (it == values_.end()) return;
-    drop_key(*it);
+    drop_key(it->first, it->second);
     values_.erase(it);
   }
   void del_range(std::string_view begin, std::string_view end) {
-    merge();
+    for (std::size_t i = 0; i < recent_.size();) {
+      if (!in_range(recent_[i].key, begin, end)) {
+        ++i;
+        continue;
+      }
+      const std::string key(recent_[i].key);
+      drop_key(key, *recent_[i].value);  // i now holds another waiting key
+      values_.erase(key);
+    }
     auto first = order_.lower_bound(begin);
     auto last = end.empty() ? order_.end() : order_.lower_bound(end);
     for (auto it = first; it != last; ++it) values_.erase(it->first);
@@ -87,22 +94,26 @@ class Family {
   // Calls fn(key, value) for the keys in [begin, end) in order, until it returns false.
   template <class Fn>
   void scan(std::string_view begin, std::string_view end, Fn&& fn) const {
-    const auto in_range = [&](std::string_view k) {
-      return k >= begin && (end.empty() || k < end);
-    };
-    std::vector<const Recent*> recent;
+    // The waiting keys in range, smallest on top.
+    std::vector<const Recent*> heap;
     for (const Recent& r : recent_)
-      if (in_range(r.key)) recent.push_back(&r);
-    std::sort(recent.begin(), recent.end(),
-              [](const Recent* a, const Recent* b) { return a->key < b->key; });
-    auto next = recent.begin();
-    for (auto it = order_.lower_bound(begin); it != order_.end() && in_range(it->first); ++it) {
-      for (; next != recent.end() && (*next)->key < it->first; ++next)
-        if (!fn((*next)->key, (*next)->value->bytes)) return;
+      if (in_range(r.key, begin, end)) heap.push_back(&r);
+    const auto greater = [](const Recent* a, const Recent* b) { return a->key > b->key; };
+    std::make_heap(heap.begin(), heap.end(), greater);
+    const auto emit_recent = [&] {
+      const Recent* r = heap.front();
+      std::pop_heap(heap.begin(), heap.end(), greater);
+      heap.pop_back();
+      return fn(r->key, r->value->bytes);
+    };
+    for (auto it = order_.lower_bound(begin); it != order_.end() && in_range(it->first, begin, end);
+         ++it) {
+      while (!heap.empty() && heap.front()->key < it->first)
+        if (!emit_recent()) return;
       if (!fn(it->first, it->second->bytes)) return;
     }
-    for (; next != recent.end(); ++next)
-      if (!fn((*next)->key, (*next)->value->bytes)) return;
+    while (!heap.empty())
+      if (!emit_recent()) return;
   }
 
  private:
@@ -115,35 +126,29 @@ class Family {
     std::string_view key;
     Value* value;
   };
-  using Slot = std::pair<const std::string, Value>;
 
-  void add_key(Slot& slot) {
-    if (recent_.size() >= kRecentMax) merge();
+  static bool in_range(std::string_view k, std::string_view begin, std::string_view end) {
+    return k >= begin && (end.empty() || k < end);
+  }
+  void add_key(std::pair<const std::string, Value>& slot) {
+    if (recent_.size() >= kRecentMax) {  // the last waiting key goes into the order
+      const Recent r = recent_.back();
+      recent_.pop_back();
+      r.value->recent = kOrdered;
+      order_.emplace(r.key, r.value);
+    }
     slot.second.recent = recent_.size();
     recent_.push_back({slot.first, &slot.second});
   }
-  void drop_key(Slot& slot) {
-    const std::size_t at = slot.second.recent;
+  void drop_key(std::string_view key, Value& value) {
+    const std::size_t at = value.recent;
     if (at == kOrdered) {
-      order_.erase(std::string_view(slot.first));
+      order_.erase(key);
       return;
     }
     recent_[at] = recent_.back();  // the last one takes its place
     recent_[at].value->recent = at;
     recent_.pop_back();
-  }
-  // Puts every recent key into order_ (sorted first: each insert then starts where the last one
-  // ended, which is often the right place).
-  void merge() {
-    if (recent_.empty()) return;
-    std::sort(recent_.begin(), recent_.end(),
-              [](const Recent& a, const Recent& b) { return a.key < b.key; });
-    auto hint = order_.end();
-    for (const Recent& r : recent_) {
-      r.value->recent = kOrdered;
-      hint = std::next(order_.insert(hint, {r.key, r.value}));
-    }
-    recent_.clear();
   }
 
   struct Hash {
