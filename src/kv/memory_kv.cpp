@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <limits>
 #include <mutex>
 #include <shared_mutex>
 #include <vector>
@@ -51,25 +52,31 @@ class Family {
   static constexpr std::size_t kRecentMax = 16384;
 
   const std::string* find(std::string_view key) const {
-    auto it = values_.find(key);
-    return it == values_.end() ? nullptr : &it->second.bytes;
+    const std::size_t h = Hash{}(key);
+    const Map& m = values_[shard_of(h)];
+    auto it = m.find(key, h);
+    return it == m.end() ? nullptr : &it->second.bytes;
   }
   void put(std::string&& key, std::string&& value) {
-    auto [it, inserted] = values_.try_emplace(std::move(key));
+    Map& m = map_of(key);
+    auto [it, inserted] = m.try_emplace(std::move(key));
     it->second.bytes = std::move(value);
     if (inserted) add_key(*it);
   }
   // As RocksDB's merge: no value yet reads as an empty one.
   void or_byte(std::string&& key, std::string_view operand) {
-    auto [it, inserted] = values_.try_emplace(std::move(key));
+    Map& m = map_of(key);
+    auto [it, inserted] = m.try_emplace(std::move(key));
     if (inserted) add_key(*it);
     (void)apply_or_byte(operand, &it->second.bytes);
   }
   void del(std::string_view key) {
-    auto it = values_.find(key);
-    if (it == values_.end()) return;
+    const std::size_t h = Hash{}(key);
+    Map& m = values_[shard_of(h)];
+    auto it = m.find(key, h);
+    if (it == m.end()) return;
     drop_key(it->first, it->second);
-    values_.erase(it);
+    m.erase(it);
   }
   void del_range(std::string_view begin, std::string_view end) {
     for (std::size_t i = 0; i < recent_.size();) {
@@ -79,17 +86,17 @@ class Family {
       }
       const std::string key(recent_[i].key);
       drop_key(key, *recent_[i].value);  // i now holds another waiting key
-      values_.erase(key);
+      map_of(key).erase(key);
     }
     auto first = order_.lower_bound(begin);
     auto last = end.empty() ? order_.end() : order_.lower_bound(end);
-    for (auto it = first; it != last; ++it) values_.erase(it->first);
+    for (auto it = first; it != last; ++it) map_of(it->first).erase(it->first);
     order_.erase(first, last);
   }
   void clear() {
     order_.clear();
     recent_.clear();
-    values_.clear();
+    for (Map& m : values_) m.clear();
   }
   // Calls fn(key, value) for the keys in [begin, end) in order, until it returns false.
   template <class Fn>
@@ -155,7 +162,16 @@ class Family {
     using is_transparent = void;
     std::size_t operator()(std::string_view s) const { return absl::Hash<std::string_view>{}(s); }
   };
-  absl::node_hash_map<std::string, Value, Hash, std::equal_to<>> values_;
+  // The keys in 16 maps by their hash's top bits (the maps place keys by the low ones): a map
+  // rehashes when it grows, under the write lock, touching every key it holds; one of 16 holds a
+  // sixteenth of them (at 1M keys, one map's growth paused every read for ~100 ms).
+  using Map = absl::node_hash_map<std::string, Value, Hash, std::equal_to<>>;
+  static constexpr int kShardBits = 4;
+  static std::size_t shard_of(std::size_t hash) {
+    return hash >> (std::numeric_limits<std::size_t>::digits - kShardBits);
+  }
+  Map& map_of(std::string_view key) { return values_[shard_of(Hash{}(key))]; }
+  std::array<Map, std::size_t{1} << kShardBits> values_;
   absl::btree_map<std::string_view, const Value*> order_;
   std::vector<Recent> recent_;
 };
