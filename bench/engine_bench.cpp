@@ -5,12 +5,14 @@
 //               get, set below the limit, set at the limit. Median of per-round ratios.
 //   tail        1M uniform gets over 100k keys with the housekeeper running (cleanup every
 //               second), memory and RocksDB: p50 / p99 / p99.9 / max latency.
+//   growth      the longest get of a hot key, and the longest set, while a thread sets 1M new
+//               keys (the maps' growth), memory and RocksDB.
 //   threads     gets on 2 threads against 1 (memory store; RocksDB, hot set of 1000 keys), and
 //               sets on 2 threads against 1.
 //   invalidate  invalidate_pattern over 100k keys (a literal prefix matching 1/9 of them, and a
 //               pattern with no literal prefix) and cleanup() of 100k expired entries, each with
 //               a concurrent setter whose longest set is printed.
-// Usage: larder-engine-bench [memory|tail|threads|invalidate|all] [--rounds R]
+// Usage: larder-engine-bench [memory|tail|growth|threads|invalidate|all] [--rounds R]
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -224,6 +226,41 @@ void bench_tail() {
   }
 }
 
+// The longest get of a hot key while another thread sets 1M new keys (the store's maps grow,
+// and rehash, under it), memory and RocksDB; gets are spaced 20 us apart.
+void bench_growth() {
+  constexpr std::size_t kSets = 1'000'000;
+  std::printf("gets of 1000 hot keys while another thread sets 1M new keys of 100 B\n");
+  std::printf("%-10s %10s %14s %14s\n", "store", "gets", "longest get ms", "longest set ms");
+  for (const bool rocks : {false, true}) {
+    TempDir dir;
+    Cache c = Cache::open(rocks ? rocks_config(dir.path, 0) : memory_config(dir.path, 0));
+    const std::string value(100, 'v');
+    for (std::size_t i = 0; i < 1000; ++i) (void)c.set(key_of(i), value);
+    std::atomic<bool> done{false};
+    double worst_get = 0, worst_set = 0;
+    std::size_t gets = 0;
+    std::thread reader([&] {
+      for (; !done.load(); ++gets) {
+        const std::string k = key_of(gets % 1000);
+        const auto t0 = Clock::now();
+        auto v = c.get(k);
+        worst_get = std::max(worst_get, std::chrono::duration<double>(Clock::now() - t0).count());
+        if (!v) std::printf("miss?\n");
+        std::this_thread::sleep_for(std::chrono::microseconds(20));
+      }
+    });
+    for (std::size_t i = 0; i < kSets; ++i) {
+      const std::string k = fmt::format("new:{:08}", (i * 2654435761u) % 100'000'000);
+      worst_set = std::max(worst_set, seconds_of([&] { (void)c.set(k, value); }));
+    }
+    done = true;
+    reader.join();
+    std::printf("%-10s %10zu %14.1f %14.1f\n", rocks ? "rocksdb" : "memory", gets, worst_get * 1000,
+                worst_set * 1000);
+  }
+}
+
 double threaded_ops(int threads, std::size_t ops_each,
                     const std::function<void(int, std::size_t)>& op) {
   std::vector<std::thread> ts;
@@ -344,14 +381,16 @@ int main(int argc, char** argv) {
   int rounds = 3;
   for (int i = 2; i + 1 < argc; ++i)
     if (std::strcmp(argv[i], "--rounds") == 0) rounds = std::max(1, std::atoi(argv[i + 1]));
-  if (what != "all" && what != "memory" && what != "tail" && what != "threads" &&
-      what != "invalidate") {
-    std::fprintf(stderr,
-                 "usage: larder-engine-bench [memory|tail|threads|invalidate|all] [--rounds R]\n");
+  if (what != "all" && what != "memory" && what != "tail" && what != "growth" &&
+      what != "threads" && what != "invalidate") {
+    std::fprintf(
+        stderr,
+        "usage: larder-engine-bench [memory|tail|growth|threads|invalidate|all] [--rounds R]\n");
     return 2;
   }
   if (what == "all" || what == "memory") bench_memory(rounds);
   if (what == "all" || what == "tail") bench_tail();
+  if (what == "all" || what == "growth") bench_growth();
   if (what == "all" || what == "threads") bench_threads(rounds);
   if (what == "all" || what == "invalidate") bench_invalidate();
   return 0;
