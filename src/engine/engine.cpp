@@ -184,13 +184,12 @@ std::unique_lock<std::mutex> Engine::page_lock() {
 Engine::OrderKey Engine::order_of(Slot& slot) const {
   const Node& n = slot.second;
   switch (options_.policy) {
-    case EvictionPolicy::lfu:
-      return {n.access_count, n.last_tick, &slot};
     case EvictionPolicy::fifo:
       return {n.insert_tick, 0, &slot};
     case EvictionPolicy::s3fifo:
       return {n.queue, n.queue_tick, &slot};
-    case EvictionPolicy::lru:  // LRU keeps its list (lru_head_), ttl no order: never asked
+    case EvictionPolicy::lru:  // LRU and LFU keep lists (lists_), ttl no order: never asked
+    case EvictionPolicy::lfu:
     case EvictionPolicy::ttl:
       break;
   }
@@ -206,8 +205,8 @@ const std::string* Engine::intern(std::string_view category) {
 void Engine::link(Index::iterator it, bool count) {
   const std::string_view key = it->first;
   const Node& n = it->second;
-  if (lru()) {
-    if (!lru_deferred_) lru_insert(*it);
+  if (listed()) {
+    if (!lists_deferred_) list_insert(*it);
   } else if (options_.policy != EvictionPolicy::ttl) {
     order_.insert(order_of(*it));
   }
@@ -222,8 +221,8 @@ void Engine::link(Index::iterator it, bool count) {
 void Engine::unlink(Index::iterator it) {
   const std::string_view key = it->first;
   const Node& n = it->second;
-  if (lru()) {
-    if (!lru_deferred_) lru_remove(*it);  // (while loading, no node is in the list yet)
+  if (listed()) {
+    if (!lists_deferred_) list_remove(*it);  // (while loading, no node is in a list yet)
   } else if (options_.policy != EvictionPolicy::ttl) {
     order_.erase(order_of(*it));
   }
@@ -254,47 +253,59 @@ void Engine::upsert_node(std::string_view key, Node node, std::string_view categ
   link(it);
 }
 
-void Engine::lru_insert(Slot& slot) {
+void Engine::list_insert(Slot& slot) {
   Node& n = slot.second;
-  Slot* after = lru_tail_;
-  while (after != nullptr && after->second.last_tick > n.last_tick) after = after->second.lru_prev;
-  n.lru_prev = after;
-  n.lru_next = after != nullptr ? after->second.lru_next : lru_head_;
-  (n.lru_next != nullptr ? n.lru_next->second.lru_prev : lru_tail_) = &slot;
-  (after != nullptr ? after->second.lru_next : lru_head_) = &slot;
-  ++lru_size_;
+  List& l = lists_[rank_of(n)];
+  Slot* after = l.tail;
+  while (after != nullptr && after->second.last_tick > n.last_tick) after = after->second.list_prev;
+  n.list_prev = after;
+  n.list_next = after != nullptr ? after->second.list_next : l.head;
+  (n.list_next != nullptr ? n.list_next->second.list_prev : l.tail) = &slot;
+  (after != nullptr ? after->second.list_next : l.head) = &slot;
+  ++listed_size_;
 }
 
-void Engine::lru_remove(Slot& slot) {
+void Engine::list_remove(Slot& slot) {
   Node& n = slot.second;
-  (n.lru_prev != nullptr ? n.lru_prev->second.lru_next : lru_head_) = n.lru_next;
-  (n.lru_next != nullptr ? n.lru_next->second.lru_prev : lru_tail_) = n.lru_prev;
-  n.lru_prev = n.lru_next = nullptr;
-  --lru_size_;
+  auto it = lists_.find(rank_of(n));
+  List& l = it->second;
+  (n.list_prev != nullptr ? n.list_prev->second.list_next : l.head) = n.list_next;
+  (n.list_next != nullptr ? n.list_next->second.list_prev : l.tail) = n.list_prev;
+  n.list_prev = n.list_next = nullptr;
+  if (l.head == nullptr) lists_.erase(it);
+  --listed_size_;
 }
 
-void Engine::lru_sort() {
-  lru_deferred_ = false;
-  if (!lru()) return;
+void Engine::lists_sort() {
+  lists_deferred_ = false;
+  if (!listed()) return;
   std::vector<Slot*> slots;
   slots.reserve(index_.size());
   for (Slot& slot : index_) slots.push_back(&slot);
-  std::sort(slots.begin(), slots.end(),
-            [](const Slot* a, const Slot* b) { return a->second.last_tick < b->second.last_tick; });
-  lru_head_ = lru_tail_ = nullptr;
-  lru_size_ = 0;
-  for (Slot* slot : slots) {  // each at the tail: no walk
-    slot->second.lru_prev = lru_tail_;
-    slot->second.lru_next = nullptr;
-    (lru_tail_ != nullptr ? lru_tail_->second.lru_next : lru_head_) = slot;
-    lru_tail_ = slot;
-    ++lru_size_;
+  std::sort(slots.begin(), slots.end(), [this](const Slot* a, const Slot* b) {
+    return std::pair(rank_of(a->second), a->second.last_tick) <
+           std::pair(rank_of(b->second), b->second.last_tick);
+  });
+  lists_.clear();
+  listed_size_ = 0;
+  List* l = nullptr;
+  std::uint64_t rank = 0;
+  for (Slot* slot : slots) {  // each at its list's tail: no walk
+    if (l == nullptr || rank_of(slot->second) != rank) {
+      rank = rank_of(slot->second);
+      l = &lists_.emplace_hint(lists_.end(), rank, List{})->second;
+    }
+    slot->second.list_prev = l->tail;
+    slot->second.list_next = nullptr;
+    (l->tail != nullptr ? l->tail->second.list_next : l->head) = slot;
+    l->tail = slot;
+    ++listed_size_;
   }
 }
 
 void Engine::clear_index() {
-  lru_head_ = lru_tail_ = nullptr;
-  lru_size_ = 0;
+  lists_.clear();
+  listed_size_ = 0;
   order_.clear();
   expiry_.clear();
   dirty_.clear();
@@ -563,7 +574,7 @@ Status Engine::load_index_locked(bool* needs_rebuild) {
   bytes_ = shown_bytes;
   *needs_rebuild = false;
   std::uint64_t max_tick = tick_.load(), loaded_entries = 0, loaded_bytes = 0;
-  lru_deferred_ = true;
+  lists_deferred_ = true;
   Status s = kv_->scan(Cf::access, "", "", [&](std::string_view key, std::string_view bytes) {
     AccessRecord a;
     if (!decode_access(bytes, &a)) {
@@ -578,7 +589,7 @@ Status Engine::load_index_locked(bool* needs_rebuild) {
     loaded_bytes += a.size;
     return true;
   });
-  lru_sort();
+  lists_sort();
   tick_ = max_tick;
   if (s.ok() && !*needs_rebuild) {  // a partial count would be worse than the stored totals
     entries_ = loaded_entries;
@@ -718,9 +729,9 @@ Status Engine::rebuild_locked() {
     return batch->count() == 0 ? Status() : kv_->write(*batch);
   });
   if (!scanned.ok()) return scanned;
-  lru_deferred_ = true;
+  lists_deferred_ = true;
   for (auto& [key, a] : rebuilt) upsert_node(key, node_of(a), a.category);
-  lru_sort();
+  lists_sort();
   rebuilt.clear();
   auto batch = kv_->new_batch();
   write_meta(*batch);
@@ -844,20 +855,25 @@ Status Engine::verify(VerifyReport* report) {
                         report->entries));
   std::uint64_t with_expiry = 0;
   for (const auto& [key, node] : index_) with_expiry += node.has_expiry ? 1 : 0;
-  if (lru()) {
+  if (listed()) {
     std::size_t listed = 0;
-    std::uint64_t last = 0;
-    bool sorted = true;
-    for (const Slot* s = lru_head_; s != nullptr && listed <= index_.size();
-         s = s->second.lru_next) {
-      ++listed;
-      sorted = sorted && s->second.last_tick >= last;
-      last = s->second.last_tick;
+    bool sorted = true, ranked = true;
+    for (const auto& [rank, l] : lists_) {
+      std::uint64_t last = 0;
+      ranked = ranked && l.head != nullptr;  // no empty list is kept
+      for (const Slot* s = l.head; s != nullptr && listed <= index_.size();
+           s = s->second.list_next) {
+        ++listed;
+        sorted = sorted && s->second.last_tick >= last;
+        ranked = ranked && rank_of(s->second) == rank;
+        last = s->second.last_tick;
+      }
     }
-    if (listed != index_.size() || lru_size_ != index_.size())
-      problem(fmt::format("the LRU list holds {} keys ({} counted) for {} in the index", listed,
-                          lru_size_, index_.size()));
-    if (!sorted) problem("the LRU list is not in last-access order");
+    if (listed != index_.size() || listed_size_ != index_.size())
+      problem(fmt::format("the eviction lists hold {} keys ({} counted) for {} in the index",
+                          listed, listed_size_, index_.size()));
+    if (!sorted) problem("an eviction list is not in last-access order");
+    if (!ranked) problem("an eviction list holds a key of another access count, or none");
   } else if (options_.policy != EvictionPolicy::ttl && order_.size() != index_.size()) {
     problem(fmt::format("the eviction order holds {} keys for {} in the index", order_.size(),
                         index_.size()));
@@ -984,30 +1000,27 @@ void Engine::apply_pending_locked() {
 }
 
 void Engine::apply_locked(const PendingMap& pending) {
-  const bool lfu = options_.policy == EvictionPolicy::lfu;  // the only order a hit moves in order_
-  // LRU moves each node to its place by tick, found from the list's tail: in tick order, each
-  // lands at (or next to) the tail.
+  // A hit moves an LRU node within its list (a newer tick) and an LFU node to another list (a
+  // larger count). Each is taken out first, then put back in tick order, so that each lands at
+  // (or next to) its list's tail.
   std::vector<std::pair<std::uint64_t, Slot*>> moves;
-  if (lru()) moves.reserve(pending.size());
+  if (listed()) moves.reserve(pending.size());
   for (const auto& [key, p] : pending) {
     auto it = index_.find(key);
     if (it == index_.end()) continue;  // removed since the hit
     Node& n = it->second;
     const std::string_view k = it->first;
-    if (lfu) order_.erase(order_of(*it));
+    const bool moves_node = lfu() || (lru() && p.tick > n.last_tick);
+    if (moves_node) list_remove(*it);
     n.access_count += p.count;
     if (options_.policy == EvictionPolicy::s3fifo) s3_hit(n, p.count);  // nothing moves
-    if (lru() && p.tick > n.last_tick) moves.emplace_back(p.tick, &*it);
     n.last_tick = std::max(n.last_tick, p.tick);
     n.last_access_ns = std::max(n.last_access_ns, p.ns);
-    if (lfu) order_.insert(order_of(*it));
+    if (moves_node) moves.emplace_back(n.last_tick, &*it);
     mark_dirty(k);
   }
   std::sort(moves.begin(), moves.end());
-  for (const auto& [tick, slot] : moves) {
-    lru_remove(*slot);
-    lru_insert(*slot);
-  }
+  for (const auto& [tick, slot] : moves) list_insert(*slot);
 }
 
 // Writes the access records of up to `max_keys` dirty nodes (blind puts: the node is the whole
@@ -1218,9 +1231,10 @@ void Engine::evict(Txn& t, Pass pass, std::int64_t now_ns, const Keep& keep) {
     ++t.evictions;
     return true;
   };
-  if (lru()) {
-    for (Slot* slot = lru_head_; slot != nullptr; slot = slot->second.lru_next)
-      if (!consider(*slot)) return;
+  if (listed()) {
+    for (auto& [rank, l] : lists_)
+      for (Slot* slot = l.head; slot != nullptr; slot = slot->second.list_next)
+        if (!consider(*slot)) return;
     return;
   }
   for (const auto& [a, b, slot] : order_)
@@ -1349,9 +1363,9 @@ Status Engine::fill(std::span<const SetItem> items, std::int64_t now_ns) {
 // Stores `items` (distinct keys, each within the byte limit) in one transaction. Under mu_.
 Status Engine::set_locked(std::span<const SetItem> items, std::int64_t now_ns,
                           SetOutcome* outcome) {
-  // LRU: hits recorded before this set go into the list first, so that they land near its tail
-  // (the set's node lands at the tail).
-  if (lru()) apply_pending_locked();
+  // LRU and LFU: hits recorded before this set go into the lists first, so that they land near
+  // their list's tail (the set's node lands at its list's tail).
+  if (listed()) apply_pending_locked();
   Txn t(*kv_);
   t.totals_dirty = true;
   const bool s3 = options_.policy == EvictionPolicy::s3fifo;

@@ -42,6 +42,7 @@
 #include <utility>
 #include <vector>
 
+#include <absl/container/btree_map.h>
 #include <absl/container/btree_set.h>
 #include <absl/container/flat_hash_map.h>
 #include <absl/container/flat_hash_set.h>
@@ -299,15 +300,15 @@ class Engine {
     const std::string* category = nullptr;
     bool has_expiry = false;
     std::uint8_t queue = 0, freq = 0;  // S3-FIFO queue (S3Queue) and frequency (0..3)
-    // LRU: the neighbours in the recency list (lru_head_ ... lru_tail_), null at its ends.
-    std::pair<const std::string, Node>* lru_prev = nullptr;
-    std::pair<const std::string, Node>* lru_next = nullptr;
+    // LRU and LFU: the neighbours in the node's list (lists_), null at its ends.
+    std::pair<const std::string, Node>* list_prev = nullptr;
+    std::pair<const std::string, Node>* list_next = nullptr;
   };
   using Index = absl::node_hash_map<std::string, Node, Hash, std::equal_to<>>;
-  // Eviction order: (primary, secondary, the key's index slot), smallest first. LFU (count, last
-  // tick), FIFO (insert tick, 0), S3-FIFO (queue, queue tick): S's entries then M's, each queue
-  // head first; empty under the ttl and lru policies (LRU keeps a list instead: lru_head_). Ticks
-  // are unique, so the slot only makes the key whole: it compares as a number (no key bytes
+  // Eviction order: (primary, secondary, the key's index slot), smallest first. FIFO (insert
+  // tick, 0), S3-FIFO (queue, queue tick): S's entries then M's, each queue head first; empty
+  // under the ttl, lru and lfu policies (LRU and LFU keep lists instead: lists_). Ticks are
+  // unique, so the slot only makes the key whole: it compares as a number (no key bytes
   // compared) and leads to the node without a lookup (node_hash_map slots do not move).
   using Slot = Index::value_type;
   using OrderKey = std::tuple<std::uint64_t, std::uint64_t, Slot*>;
@@ -352,13 +353,19 @@ class Engine {
   void link(Index::iterator it, bool count = true);
   void unlink(Index::iterator it);
   void erase_node(Index::iterator it);
-  // LRU's recency list, in last-tick order (ticks are unique): a node goes in after the last node
-  // with a smaller tick, found from the tail (hits are applied in tick order and before every
-  // set, so that walk is short); out in O(1). lru_sort() builds the list of a loaded index.
+  // LRU and LFU keep their order in lists through the nodes (lists_): one per rank (LRU: one
+  // list, rank 0; LFU: one per access count), each in last-tick order. So the order is (rank,
+  // last tick), as an ordered set of those pairs would give (ticks are unique). A node goes in
+  // after the last node of its list with a smaller tick, found from the tail (hits are applied in
+  // tick order and before every set, so that walk is short); out in O(1). A hit moves an LFU
+  // node to the next rank's list. lists_sort() builds the lists of a loaded index.
   bool lru() const { return options_.policy == EvictionPolicy::lru; }
-  void lru_insert(Slot& slot);
-  void lru_remove(Slot& slot);
-  void lru_sort();
+  bool lfu() const { return options_.policy == EvictionPolicy::lfu; }
+  bool listed() const { return lru() || lfu(); }
+  std::uint64_t rank_of(const Node& n) const { return lfu() ? n.access_count : 0; }
+  void list_insert(Slot& slot);
+  void list_remove(Slot& slot);  // before the node's rank changes
+  void lists_sort();
   void upsert_node(std::string_view key, Node node, std::string_view category);
   const std::string* intern(std::string_view category);
   void clear_index();
@@ -434,12 +441,16 @@ class Engine {
   std::mutex mu_;                // serializes every write and every use of the index below
   std::atomic<int> waiting_{0};  // foreground calls waiting for mu_
   std::atomic<std::uint64_t> entries_{0}, bytes_{0}, tick_{0};
-  Index index_;               // under mu_
-  Order order_;               // under mu_
-  Slot* lru_head_ = nullptr;  // least recently used; under mu_
-  Slot* lru_tail_ = nullptr;
-  std::size_t lru_size_ = 0;
-  bool lru_deferred_ = false;  // loading: link() leaves the list to lru_sort()
+  Index index_;  // under mu_
+  Order order_;  // under mu_
+  // LRU and LFU: rank -> the list of its nodes (head: the smallest tick); no empty list. Under mu_.
+  struct List {
+    Slot* head = nullptr;
+    Slot* tail = nullptr;
+  };
+  absl::btree_map<std::uint64_t, List> lists_;
+  std::size_t listed_size_ = 0;  // nodes in lists_
+  bool lists_deferred_ = false;  // loading: link() leaves the lists to lists_sort()
   absl::btree_set<std::pair<std::uint64_t, std::string_view>> expiry_;  // (expiry_t, key)
   absl::node_hash_map<std::string, std::uint64_t, Hash, std::equal_to<>>
       cats_;  // category -> entries; under mu_
