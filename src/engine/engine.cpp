@@ -184,12 +184,11 @@ std::unique_lock<std::mutex> Engine::page_lock() {
 Engine::OrderKey Engine::order_of(Slot& slot) const {
   const Node& n = slot.second;
   switch (options_.policy) {
-    case EvictionPolicy::fifo:
-      return {n.insert_tick, 0, &slot};
     case EvictionPolicy::s3fifo:
       return {n.queue, n.queue_tick, &slot};
-    case EvictionPolicy::lru:  // LRU and LFU keep lists (lists_), ttl no order: never asked
+    case EvictionPolicy::lru:  // LRU, LFU, FIFO keep lists (lists_), ttl no order: never asked
     case EvictionPolicy::lfu:
+    case EvictionPolicy::fifo:
     case EvictionPolicy::ttl:
       break;
   }
@@ -202,11 +201,11 @@ const std::string* Engine::intern(std::string_view category) {
   return &it->first;
 }
 
-void Engine::link(Index::iterator it, bool count) {
+void Engine::link(Index::iterator it, bool count, bool keep_place) {
   const std::string_view key = it->first;
   const Node& n = it->second;
   if (listed()) {
-    if (!lists_deferred_) list_insert(*it);
+    if (!lists_deferred_ && !keep_place) list_insert(*it);
   } else if (options_.policy != EvictionPolicy::ttl) {
     order_.insert(order_of(*it));
   }
@@ -218,11 +217,12 @@ void Engine::link(Index::iterator it, bool count) {
   bytes_.fetch_add(n.size, std::memory_order_relaxed);
 }
 
-void Engine::unlink(Index::iterator it) {
+void Engine::unlink(Index::iterator it, bool keep_place) {
   const std::string_view key = it->first;
   const Node& n = it->second;
   if (listed()) {
-    if (!lists_deferred_) list_remove(*it);  // (while loading, no node is in a list yet)
+    if (!lists_deferred_ && !keep_place)
+      list_remove(*it);  // (while loading, no node is in a list yet)
   } else if (options_.policy != EvictionPolicy::ttl) {
     order_.erase(order_of(*it));
   }
@@ -243,21 +243,32 @@ void Engine::erase_node(Index::iterator it) {
 
 void Engine::upsert_node(std::string_view key, Node node, std::string_view category) {
   auto it = index_.find(key);
+  bool keep_place = false;
   if (it != index_.end()) {
-    unlink(it);
+    // FIFO: an overwrite keeps its insert tick, so its place in the list: the links stay (putting
+    // it back by tick would walk from the tail to it).
+    const Node& old = it->second;
+    keep_place = listed() && !lists_deferred_ && rank_of(old) == rank_of(node) &&
+                 list_tick(old) == list_tick(node);
+    if (keep_place) {
+      node.list_prev = old.list_prev;
+      node.list_next = old.list_next;
+    }
+    unlink(it, keep_place);
   } else {
     it = index_.emplace(std::string(key), Node{}).first;
   }
   node.category = intern(category);
   it->second = node;
-  link(it);
+  link(it, /*count=*/true, keep_place);
 }
 
 void Engine::list_insert(Slot& slot) {
   Node& n = slot.second;
   List& l = lists_[rank_of(n)];
   Slot* after = l.tail;
-  while (after != nullptr && after->second.last_tick > n.last_tick) after = after->second.list_prev;
+  while (after != nullptr && list_tick(after->second) > list_tick(n))
+    after = after->second.list_prev;
   n.list_prev = after;
   n.list_next = after != nullptr ? after->second.list_next : l.head;
   (n.list_next != nullptr ? n.list_next->second.list_prev : l.tail) = &slot;
@@ -283,8 +294,8 @@ void Engine::lists_sort() {
   slots.reserve(index_.size());
   for (Slot& slot : index_) slots.push_back(&slot);
   std::sort(slots.begin(), slots.end(), [this](const Slot* a, const Slot* b) {
-    return std::pair(rank_of(a->second), a->second.last_tick) <
-           std::pair(rank_of(b->second), b->second.last_tick);
+    return std::pair(rank_of(a->second), list_tick(a->second)) <
+           std::pair(rank_of(b->second), list_tick(b->second));
   });
   lists_.clear();
   listed_size_ = 0;
@@ -864,15 +875,15 @@ Status Engine::verify(VerifyReport* report) {
       for (const Slot* s = l.head; s != nullptr && listed <= index_.size();
            s = s->second.list_next) {
         ++listed;
-        sorted = sorted && s->second.last_tick >= last;
+        sorted = sorted && list_tick(s->second) >= last;
         ranked = ranked && rank_of(s->second) == rank;
-        last = s->second.last_tick;
+        last = list_tick(s->second);
       }
     }
     if (listed != index_.size() || listed_size_ != index_.size())
       problem(fmt::format("the eviction lists hold {} keys ({} counted) for {} in the index",
                           listed, listed_size_, index_.size()));
-    if (!sorted) problem("an eviction list is not in last-access order");
+    if (!sorted) problem("an eviction list is not in tick order");
     if (!ranked) problem("an eviction list holds a key of another access count, or none");
   } else if (options_.policy != EvictionPolicy::ttl && order_.size() != index_.size()) {
     problem(fmt::format("the eviction order holds {} keys for {} in the index", order_.size(),
@@ -1365,7 +1376,7 @@ Status Engine::set_locked(std::span<const SetItem> items, std::int64_t now_ns,
                           SetOutcome* outcome) {
   // LRU and LFU: hits recorded before this set go into the lists first, so that they land near
   // their list's tail (the set's node lands at its list's tail).
-  if (listed()) apply_pending_locked();
+  if (lru() || lfu()) apply_pending_locked();
   Txn t(*kv_);
   t.totals_dirty = true;
   const bool s3 = options_.policy == EvictionPolicy::s3fifo;

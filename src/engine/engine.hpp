@@ -300,14 +300,14 @@ class Engine {
     const std::string* category = nullptr;
     bool has_expiry = false;
     std::uint8_t queue = 0, freq = 0;  // S3-FIFO queue (S3Queue) and frequency (0..3)
-    // LRU and LFU: the neighbours in the node's list (lists_), null at its ends.
+    // LRU, LFU and FIFO: the neighbours in the node's list (lists_), null at its ends.
     std::pair<const std::string, Node>* list_prev = nullptr;
     std::pair<const std::string, Node>* list_next = nullptr;
   };
   using Index = absl::node_hash_map<std::string, Node, Hash, std::equal_to<>>;
-  // Eviction order: (primary, secondary, the key's index slot), smallest first. FIFO (insert
-  // tick, 0), S3-FIFO (queue, queue tick): S's entries then M's, each queue head first; empty
-  // under the ttl, lru and lfu policies (LRU and LFU keep lists instead: lists_). Ticks are
+  // Eviction order: (primary, secondary, the key's index slot), smallest first. S3-FIFO (queue,
+  // queue tick): S's entries then M's, each queue head first; empty under the other policies
+  // (LRU, LFU and FIFO keep lists instead: lists_; ttl has no eviction order). Ticks are
   // unique, so the slot only makes the key whole: it compares as a number (no key bytes
   // compared) and leads to the node without a lookup (node_hash_map slots do not move).
   using Slot = Index::value_type;
@@ -350,19 +350,25 @@ class Engine {
   // and category structures and the totals; the key's entry in index_ stays.
   OrderKey order_of(Slot& slot) const;
   // count: also add the node to entries_ / bytes_ (the index load recounts them at its end).
-  void link(Index::iterator it, bool count = true);
-  void unlink(Index::iterator it);
+  // keep_place: the node keeps its place in its list (an overwrite under FIFO: same rank and
+  // tick), so its list links are left as they are.
+  void link(Index::iterator it, bool count = true, bool keep_place = false);
+  void unlink(Index::iterator it, bool keep_place = false);
   void erase_node(Index::iterator it);
-  // LRU and LFU keep their order in lists through the nodes (lists_): one per rank (LRU: one
-  // list, rank 0; LFU: one per access count), each in last-tick order. So the order is (rank,
-  // last tick), as an ordered set of those pairs would give (ticks are unique). A node goes in
-  // after the last node of its list with a smaller tick, found from the tail (hits are applied in
-  // tick order and before every set, so that walk is short); out in O(1). A hit moves an LFU
-  // node to the next rank's list. lists_sort() builds the lists of a loaded index.
+  // LRU, LFU and FIFO keep their order in lists through the nodes (lists_): one per rank (LRU
+  // and FIFO: one list, rank 0; LFU: one per access count), each in tick order (FIFO: insert
+  // tick; the others: last tick). So the order is (rank, tick), as an ordered set of those pairs
+  // would give (ticks are unique). A node goes in after the last node of its list with a smaller
+  // tick, found from the tail (new keys have the newest tick; hits are applied in tick order and
+  // before every set, so that walk is short); out in O(1). A hit moves an LRU node to its list's
+  // tail and an LFU node to the next rank's list; it moves no FIFO node. lists_sort() builds the
+  // lists of a loaded index.
   bool lru() const { return options_.policy == EvictionPolicy::lru; }
   bool lfu() const { return options_.policy == EvictionPolicy::lfu; }
-  bool listed() const { return lru() || lfu(); }
+  bool fifo() const { return options_.policy == EvictionPolicy::fifo; }
+  bool listed() const { return lru() || lfu() || fifo(); }
   std::uint64_t rank_of(const Node& n) const { return lfu() ? n.access_count : 0; }
+  std::uint64_t list_tick(const Node& n) const { return fifo() ? n.insert_tick : n.last_tick; }
   void list_insert(Slot& slot);
   void list_remove(Slot& slot);  // before the node's rank changes
   void lists_sort();
@@ -443,7 +449,8 @@ class Engine {
   std::atomic<std::uint64_t> entries_{0}, bytes_{0}, tick_{0};
   Index index_;  // under mu_
   Order order_;  // under mu_
-  // LRU and LFU: rank -> the list of its nodes (head: the smallest tick); no empty list. Under mu_.
+  // LRU, LFU, FIFO: rank -> the list of its nodes (head: the smallest tick); no empty list.
+  // Under mu_.
   struct List {
     Slot* head = nullptr;
     Slot* tail = nullptr;

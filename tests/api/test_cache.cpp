@@ -323,6 +323,18 @@ TEST_CASE_TEMPLATE("FIFO evicts the oldest insertion; hits do not reorder", S, S
   REQUIRE(c.set("d", "1"));
   CHECK(c.keys() == std::vector<std::string>{"b", "c", "d"});
   CHECK(store_problems(c).empty());
+  // An overwrite keeps the entry's place: the oldest insertion (b), the middle one (c) and the
+  // newest (d) are overwritten, and b is still the next to go, then c.
+  REQUIRE(c.set("b", "2"));
+  REQUIRE(c.set("c", "2"));
+  REQUIRE(c.set("d", "2"));
+  CHECK(store_problems(c).empty());
+  REQUIRE(c.set("e", "1"));
+  CHECK(c.keys() == std::vector<std::string>{"c", "d", "e"});
+  REQUIRE(c.set("f", "1"));
+  CHECK(c.keys() == std::vector<std::string>{"d", "e", "f"});
+  CHECK(c.get("d") == "2");
+  CHECK(store_problems(c).empty());
 }
 
 TEST_CASE_TEMPLATE("TTL policy removes only expired and invalid entries, else refuses", S, STORES) {
