@@ -926,16 +926,20 @@ Status Engine::verify(VerifyReport* report) {
 
 // ---------------------------------------------------------------- access buffer
 
-Engine::Shard& Engine::shard_of(std::string_view key) {
-  return shards_[Hash{}(key) % shards_.size()];
+Engine::Shard& Engine::shard_of(std::size_t hash) {
+  // The top bits: the shard's map places keys by the low ones (and keeps 7 of them in its control
+  // bytes), which must not be the same for every key of a shard.
+  static_assert(std::tuple_size_v<decltype(shards_)> == 16);
+  return shards_[hash >> (std::numeric_limits<std::size_t>::digits - 4)];
 }
 
 void Engine::record_access(std::string_view key, std::int64_t now_ns) {
   const std::uint64_t tick = tick_.fetch_add(1) + 1;
-  Shard& shard = shard_of(key);
+  const std::size_t hash = Hash{}(key);
+  Shard& shard = shard_of(hash);
   {
     std::lock_guard lock(shard.mu);
-    auto it = shard.map.find(key);
+    auto it = shard.map.find(key, hash);
     if (it == shard.map.end()) {
       it = shard.map.emplace(std::string(key), Pending{}).first;
       pending_size_.fetch_add(1, std::memory_order_relaxed);
@@ -969,7 +973,7 @@ void Engine::record_access(std::string_view key, std::int64_t now_ns) {
 }
 
 Engine::Pending Engine::take_pending(std::string_view key) {
-  Shard& shard = shard_of(key);
+  Shard& shard = shard_of(Hash{}(key));
   if (shard.size.load(std::memory_order_relaxed) == 0) return {};  // (this thread's hits show)
   std::lock_guard lock(shard.mu);
   auto it = shard.map.find(key);
@@ -1083,7 +1087,7 @@ Status Engine::flush_access_locked() {
 Status Engine::access_of(std::string_view key, AccessRecord* out) {
   Pending p;
   {
-    Shard& shard = shard_of(key);
+    Shard& shard = shard_of(Hash{}(key));
     std::lock_guard lock(shard.mu);
     if (auto it = shard.map.find(key); it != shard.map.end()) p = it->second;
   }

@@ -335,7 +335,7 @@ class Engine {
   // loop (cleanup, invalidation, flushing), which first lets waiting foreground calls in.
   std::unique_lock<std::mutex> foreground_lock();
   std::unique_lock<std::mutex> page_lock();
-  Shard& shard_of(std::string_view key);
+  Shard& shard_of(std::size_t hash);  // the shard of a key of this Hash
   Pending take_pending(std::string_view key);
   PendingMap take_shard(Shard& shard);           // one shard's hits
   PendingMap drain_pending();                    // every shard's
