@@ -47,12 +47,12 @@
 #include <absl/container/flat_hash_map.h>
 #include <absl/container/flat_hash_set.h>
 #include <absl/container/node_hash_map.h>
-#include <absl/hash/hash.h>
 
 #include "engine/records.hpp"
 #include "kv/kv.hpp"
 #include "larder/larder.hpp"
 #include "stats/counters.hpp"
+#include "util/hash.hpp"
 #include "util/log.hpp"
 
 namespace larder::engine {
@@ -277,10 +277,7 @@ class Engine {
     std::uint64_t tick = 0;
     std::int64_t ns = 0;
   };
-  struct Hash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view s) const { return absl::Hash<std::string_view>{}(s); }
-  };
+  using Hash = util::StringHash;
   using PendingMap = absl::flat_hash_map<std::string, Pending, Hash, std::equal_to<>>;
   // One shard of the hit buffer, on cache lines of its own (readers on different cores write
   // different shards). `size` is map.size(), written under mu and read without it, so that

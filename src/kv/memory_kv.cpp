@@ -9,7 +9,8 @@
 
 #include <absl/container/btree_map.h>
 #include <absl/container/node_hash_map.h>
-#include <absl/hash/hash.h>
+
+#include "util/hash.hpp"
 
 namespace larder::kv {
 
@@ -158,10 +159,7 @@ class Family {
     recent_.pop_back();
   }
 
-  struct Hash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view s) const { return absl::Hash<std::string_view>{}(s); }
-  };
+  using Hash = util::StringHash;
   // The keys in 16 maps by their hash's top bits (the maps place keys by the low ones): a map
   // rehashes when it grows, under the write lock, touching every key it holds; one of 16 holds a
   // sixteenth of them (at 1M keys, one map's growth paused every read for ~100 ms).
