@@ -242,9 +242,9 @@ void Engine::erase_node(Index::iterator it) {
 }
 
 void Engine::upsert_node(std::string_view key, Node node, std::string_view category) {
-  auto it = index_.find(key);
+  auto [it, inserted] = index_.try_emplace(key);
   bool keep_place = false;
-  if (it != index_.end()) {
+  if (!inserted) {
     // FIFO: an overwrite keeps its insert tick, so its place in the list: the links stay (putting
     // it back by tick would walk from the tail to it).
     const Node& old = it->second;
@@ -255,8 +255,6 @@ void Engine::upsert_node(std::string_view key, Node node, std::string_view categ
       node.list_next = old.list_next;
     }
     unlink(it, keep_place);
-  } else {
-    it = index_.emplace(std::string(key), Node{}).first;
   }
   node.category = intern(category);
   it->second = node;
@@ -1215,9 +1213,7 @@ void Engine::remove_in_txn(Txn& t, std::string_view key, const Node& node, Event
     t.d_m_entries -= 1;
     t.d_m_bytes -= static_cast<std::int64_t>(node.size);
   }
-  t.removed.emplace_back(key);
-  t.removed_why.push_back(why);
-  t.removed_set.insert(key);  // `key` views the index's copy, which outlives the transaction
+  t.add_removed(key, why);
   t.totals_dirty = true;
 }
 
@@ -1229,7 +1225,7 @@ void Engine::evict(Txn& t, Pass pass, std::int64_t now_ns, const Keep& keep) {
   if (pass == Pass::expired) {
     for (const auto& [when, key] : expiry_) {
       if (!over_limits(t) || when > now) return;
-      if (keep(key) || t.removed_set.contains(key)) continue;
+      if (keep(key) || t.removes(key)) continue;
       auto it = index_.find(key);
       remove_in_txn(t, it->first, it->second, when != 0 ? EventKind::expire : EventKind::remove);
       // An invalid entry was counted when it was invalidated; an expired one counts now.
@@ -1241,7 +1237,7 @@ void Engine::evict(Txn& t, Pass pass, std::int64_t now_ns, const Keep& keep) {
   const auto consider = [&](Slot& slot) {
     if (!over_limits(t)) return false;
     const std::string_view key = slot.first;
-    if (keep(key) || t.removed_set.contains(key)) return true;
+    if (keep(key) || t.removes(key)) return true;
     remove_in_txn(t, key, slot.second, EventKind::evict);
     ++t.evictions;
     return true;
@@ -1293,12 +1289,13 @@ Status Engine::commit(Txn& t) {
       upsert_node(st.key, st.node, st.category);
     }
     // The node is what was just written: no hit of it is left to persist.
-    if (dirty_.erase(st.key) > 0) dirty_size_.fetch_sub(1, std::memory_order_relaxed);
+    if (!dirty_.empty() && dirty_.erase(st.key) > 0)
+      dirty_size_.fetch_sub(1, std::memory_order_relaxed);
   }
   if (t.watermark) watermark_->store(*t.watermark);
-  counters_->eviction += t.evictions;
-  counters_->expiration += t.expirations;
-  counters_->invalidation += t.invalidations;
+  if (t.evictions != 0) counters_->eviction += t.evictions;
+  if (t.expirations != 0) counters_->expiration += t.expirations;
+  if (t.invalidations != 0) counters_->invalidation += t.invalidations;
   return Status();
 }
 
@@ -1387,8 +1384,12 @@ Status Engine::set_locked(std::span<const SetItem> items, std::int64_t now_ns,
   // Where each new key goes. S3-FIFO looks a new key up in the ghost queue before any eviction.
   absl::InlinedVector<S3Queue, 1> queues;
   queues.reserve(items.size());
+  // Each key's node before the set (end() for a new key). Planning leaves the index as it is,
+  // so these stay valid until the commit.
+  absl::InlinedVector<Index::iterator, 1> olds;
+  olds.reserve(items.size());
   for (const SetItem& item : items) {
-    const auto old = index_.find(item.key);
+    const auto old = olds.emplace_back(index_.find(item.key));
     const bool had_old = old != index_.end();
     t.d_entries += had_old ? 0 : 1;
     t.d_bytes += static_cast<std::int64_t>(item.value.size()) -
@@ -1417,7 +1418,7 @@ Status Engine::set_locked(std::span<const SetItem> items, std::int64_t now_ns,
     const SetItem& item = items[i];
     const Pending pending = take_pending(item.key);
     const std::uint64_t tick = tick_.fetch_add(1) + 1;
-    const auto old = index_.find(item.key);
+    const auto old = olds[i];
     Node a;
     if (old != index_.end()) {
       a = old->second;  // an overwrite keeps its S3-FIFO queue and position, and counts as a hit
@@ -1448,13 +1449,10 @@ Status Engine::set_locked(std::span<const SetItem> items, std::int64_t now_ns,
         t.watermark = d.expired_at;
     }
 
-    EntryHeader h;
-    h.created_ns = created_ns;
-    h.ttl_s = std::max<std::int64_t>(item.ttl_s, 0);
-    h.category = std::string(item.category);
-    if (item.metadata != nullptr) h.metadata = *item.metadata;
-
-    t.batch->put(Cf::entries, item.key, encode_entry(h, item.value));
+    entry_head_.clear();
+    append_entry_head(&entry_head_, 0, created_ns, std::max<std::int64_t>(item.ttl_s, 0),
+                      item.category, item.metadata);
+    t.batch->put_parts(Cf::entries, item.key, entry_head_, item.value);
     if (durable_) t.batch->put(Cf::access, item.key, encode_access(record_of(a, item.category)));
     t.staged.push_back({std::string(item.key), a, std::string(item.category), EventKind::set});
   }
@@ -1545,7 +1543,7 @@ Status Engine::remove_keys(const std::vector<std::string>& keys, std::size_t* re
     Txn t(*kv_);
     for (std::size_t j = i; j < std::min(keys.size(), i + kRemovePage); ++j) {
       auto it = index_.find(keys[j]);
-      if (it == index_.end() || t.removed_set.contains(keys[j])) continue;
+      if (it == index_.end() || t.removes(keys[j])) continue;
       take_pending(keys[j]);
       remove_in_txn(t, it->first, it->second);
     }

@@ -444,8 +444,9 @@ class Engine {
   std::mutex mu_;                // serializes every write and every use of the index below
   std::atomic<int> waiting_{0};  // foreground calls waiting for mu_
   std::atomic<std::uint64_t> entries_{0}, bytes_{0}, tick_{0};
-  Index index_;  // under mu_
-  Order order_;  // under mu_
+  Index index_;             // under mu_
+  std::string entry_head_;  // under mu_: a set's scratch for the header of the entry it writes
+  Order order_;             // under mu_
   // LRU, LFU, FIFO: rank -> the list of its nodes (head: the smallest tick); no empty list.
   // Under mu_.
   struct List {

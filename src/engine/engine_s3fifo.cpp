@@ -84,7 +84,7 @@ Engine::Order::iterator Engine::s3_head(Txn& t, S3Queue q, const Keep& keep) {
                          : order_.lower_bound(OrderKey{static_cast<std::uint64_t>(q), 0, nullptr});
   for (; it != order_.end() && std::get<0>(*it) == static_cast<std::uint64_t>(q); ++it) {
     const std::string_view key = std::get<2>(*it)->first;
-    if (!keep(key) && !t.removed_set.contains(key)) return it;
+    if (!keep(key) && !t.removes(key)) return it;
     t.cursor[qi] = *it;  // skipped for the rest of this transaction
   }
   return order_.end();
@@ -200,7 +200,7 @@ void Engine::s3_stage(Txn& t) {
   std::sort(t.moved.begin(), t.moved.end());
   t.moved.erase(std::unique(t.moved.begin(), t.moved.end()), t.moved.end());
   for (const std::string_view key : t.moved) {
-    if (t.removed_set.contains(key)) continue;
+    if (t.removes(key)) continue;
     const auto it = index_.find(key);
     t.batch->put(Cf::access, key, encode_access(record_of(it->second, *it->second.category)));
   }
@@ -218,7 +218,7 @@ void Engine::s3_commit(Txn& t) {
   // Moved nodes were written with the batch: nothing of them is left to persist. (Called before
   // the removed nodes are erased, so the views in `moved` are still valid.)
   for (const std::string_view key : t.moved)
-    if (!t.removed_set.contains(key) && dirty_.erase(key) > 0)
+    if (!t.removes(key) && dirty_.erase(key) > 0)
       dirty_size_.fetch_sub(1, std::memory_order_relaxed);
   for (const std::string& key : t.ghost_readmits) erase_ghost(key);
   for (const std::string& key : t.ghost_drops) erase_ghost(key);

@@ -9,11 +9,13 @@ namespace larder::engine {
 namespace {
 
 void put_u16(std::string& out, std::uint16_t v) {
-  out.push_back(static_cast<char>(v & 0xff));
-  out.push_back(static_cast<char>(v >> 8));
+  const char b[2] = {static_cast<char>(v & 0xff), static_cast<char>(v >> 8)};
+  out.append(b, 2);
 }
 void put_u32(std::string& out, std::uint32_t v) {
-  for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+  char b[4];
+  for (int i = 0; i < 4; ++i) b[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+  out.append(b, 4);
 }
 
 // A bounds-checked little-endian reader.
@@ -74,7 +76,9 @@ class Reader {
 }  // namespace
 
 void put_le64(std::string& out, std::uint64_t v) {
-  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+  char b[8];
+  for (int i = 0; i < 8; ++i) b[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+  out.append(b, 8);
 }
 std::uint64_t get_le64(std::string_view b) {
   std::uint64_t v = 0;
@@ -92,24 +96,34 @@ std::uint64_t get_be64(std::string_view b) {
   return v;
 }
 
+void append_entry_head(std::string* out, std::uint8_t flags, std::int64_t created_ns,
+                       std::int64_t ttl_s, std::string_view category,
+                       const std::map<std::string, std::string>* metadata) {
+  const std::size_t n_meta = metadata != nullptr ? metadata->size() : 0;
+  std::size_t meta_bytes = 0;
+  if (metadata != nullptr)
+    for (const auto& [k, v] : *metadata) meta_bytes += 8 + k.size() + v.size();
+  out->reserve(out->size() + 1 + 1 + 8 + 8 + 2 + category.size() + 4 + meta_bytes);
+  out->push_back(static_cast<char>(kEntryFormat));
+  out->push_back(static_cast<char>(flags));
+  put_le64(*out, static_cast<std::uint64_t>(created_ns));
+  put_le64(*out, static_cast<std::uint64_t>(ttl_s));
+  put_u16(*out, static_cast<std::uint16_t>(category.size()));
+  out->append(category);
+  put_u32(*out, static_cast<std::uint32_t>(n_meta));
+  if (metadata == nullptr) return;
+  for (const auto& [k, v] : *metadata) {
+    put_u32(*out, static_cast<std::uint32_t>(k.size()));
+    out->append(k);
+    put_u32(*out, static_cast<std::uint32_t>(v.size()));
+    out->append(v);
+  }
+}
+
 std::string encode_entry(const EntryHeader& h, std::string_view value) {
   std::string out;
-  std::size_t meta_bytes = 0;
-  for (const auto& [k, v] : h.metadata) meta_bytes += 8 + k.size() + v.size();
-  out.reserve(1 + 1 + 8 + 8 + 2 + h.category.size() + 4 + meta_bytes + value.size());
-  out.push_back(static_cast<char>(kEntryFormat));
-  out.push_back(static_cast<char>(h.flags));
-  put_le64(out, static_cast<std::uint64_t>(h.created_ns));
-  put_le64(out, static_cast<std::uint64_t>(h.ttl_s));
-  put_u16(out, static_cast<std::uint16_t>(h.category.size()));
-  out.append(h.category);
-  put_u32(out, static_cast<std::uint32_t>(h.metadata.size()));
-  for (const auto& [k, v] : h.metadata) {
-    put_u32(out, static_cast<std::uint32_t>(k.size()));
-    out.append(k);
-    put_u32(out, static_cast<std::uint32_t>(v.size()));
-    out.append(v);
-  }
+  out.reserve(64 + h.category.size() + value.size());
+  append_entry_head(&out, h.flags, h.created_ns, h.ttl_s, h.category, &h.metadata);
   out.append(value);
   return out;
 }

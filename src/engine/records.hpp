@@ -40,6 +40,11 @@ struct EntryHeader {
 inline constexpr std::size_t kEntryFlagsOffset = 1;
 
 std::string encode_entry(const EntryHeader& header, std::string_view value);
+// Appends the header encode_entry writes before the value (so that encode_entry(h, v) equals
+// the header followed by v) to *out, from its fields; `metadata` may be null (none).
+void append_entry_head(std::string* out, std::uint8_t flags, std::int64_t created_ns,
+                       std::int64_t ttl_s, std::string_view category,
+                       const std::map<std::string, std::string>* metadata);
 // Decodes the header; *value_offset is where the value starts. False when malformed.
 bool decode_entry(std::string_view record, EntryHeader* header, std::size_t* value_offset);
 // Decodes flags, created and ttl and finds the value (category and metadata skipped, nothing

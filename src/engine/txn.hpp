@@ -14,6 +14,8 @@
 #include <utility>
 #include <vector>
 
+#include <absl/container/inlined_vector.h>
+
 #include "engine/engine.hpp"
 
 namespace larder::engine {
@@ -30,11 +32,15 @@ struct Engine::Txn {
   explicit Txn(kv::Kv& kv) : batch(kv.new_batch()) {}
   std::unique_ptr<kv::Batch> batch;
   std::int64_t d_entries = 0, d_bytes = 0;
-  std::vector<std::string> removed;    // keys removed, in order
-  std::vector<EventKind> removed_why;  // why each was (remove, evict, expire)
-  absl::flat_hash_set<std::string_view, Hash, std::equal_to<>>
-      removed_set;             // views of `removed`'s keys in the index
-  std::vector<Staged> staged;  // nodes added or changed
+  absl::InlinedVector<std::string, 2> removed;    // keys removed, in order
+  absl::InlinedVector<EventKind, 2> removed_why;  // why each was (remove, evict, expire)
+  // Views of `removed`'s keys in the index: the first kFewRemoved in a list, all of them in a set
+  // once there are more (most transactions remove one key or none, and a look through a short
+  // list is cheaper than hashing into a set).
+  static constexpr std::size_t kFewRemoved = 8;
+  absl::InlinedVector<std::string_view, kFewRemoved> few_removed;
+  absl::flat_hash_set<std::string_view, Hash, std::equal_to<>> removed_set;
+  absl::InlinedVector<Staged, 1> staged;  // nodes added or changed
   std::uint64_t evictions = 0, expirations = 0, invalidations = 0;
   std::optional<std::int64_t> watermark;
   bool totals_dirty = false;
@@ -55,6 +61,25 @@ struct Engine::Txn {
   bool ghost_planned = false;
   std::uint64_t g_entries = 0, g_bytes = 0;
   absl::btree_set<std::pair<std::uint64_t, std::string_view>>::iterator ghost_next;
+
+  // Records a removal of `key`, which views the index's copy (it outlives the transaction).
+  void add_removed(std::string_view key, EventKind why) {
+    removed.emplace_back(key);
+    removed_why.push_back(why);
+    if (few_removed.size() < kFewRemoved) {
+      few_removed.push_back(key);
+      return;
+    }
+    if (removed_set.empty()) removed_set.insert(few_removed.begin(), few_removed.end());
+    removed_set.insert(key);
+  }
+  // True if this transaction removes `key`.
+  bool removes(std::string_view key) const {
+    if (!removed_set.empty()) return removed_set.contains(key);
+    for (const std::string_view k : few_removed)
+      if (k == key) return true;
+    return false;
+  }
 };
 
 }  // namespace larder::engine

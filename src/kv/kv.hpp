@@ -52,6 +52,15 @@ class Batch {
  public:
   virtual ~Batch() = default;
   virtual void put(Cf cf, std::string_view key, std::string_view value) = 0;
+  // Puts head followed by tail as the key's value, as put(cf, key, head + tail) would, without
+  // the caller building the whole value first (a store may copy the two parts straight in).
+  virtual void put_parts(Cf cf, std::string_view key, std::string_view head,
+                         std::string_view tail) {
+    std::string value;
+    value.reserve(head.size() + tail.size());
+    value.append(head).append(tail);
+    put(cf, key, value);
+  }
   virtual void del(Cf cf, std::string_view key) = 0;
   // Deletes keys in [begin, end).
   virtual void delete_range(Cf cf, std::string_view begin, std::string_view end) = 0;

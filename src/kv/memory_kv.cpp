@@ -8,6 +8,7 @@
 #include <vector>
 
 #include <absl/container/btree_map.h>
+#include <absl/container/inlined_vector.h>
 #include <absl/container/node_hash_map.h>
 
 #include "util/hash.hpp"
@@ -27,6 +28,13 @@ class MemoryBatch final : public Batch {
   void put(Cf cf, std::string_view key, std::string_view value) override {
     ops.push_back({Write::Kind::put, cf, std::string(key), std::string(value)});
   }
+  void put_parts(Cf cf, std::string_view key, std::string_view head,
+                 std::string_view tail) override {
+    std::string value;
+    value.reserve(head.size() + tail.size());
+    value.append(head).append(tail);
+    ops.push_back({Write::Kind::put, cf, std::string(key), std::move(value)});
+  }
   void del(Cf cf, std::string_view key) override {
     ops.push_back({Write::Kind::del, cf, std::string(key), {}});
   }
@@ -37,7 +45,7 @@ class MemoryBatch final : public Batch {
     ops.push_back({Write::Kind::or_byte, cf, std::string(key), or_byte_operand(offset, bits)});
   }
   std::size_t count() const override { return ops.size(); }
-  std::vector<Write> ops;
+  absl::InlinedVector<Write, 2> ops;  // a set's: its entry, and an evicted entry's removal
 };
 
 // One column family: a hash map for point reads (the get path), and the key order for scans,

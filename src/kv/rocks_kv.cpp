@@ -104,6 +104,12 @@ class RocksBatch final : public Batch {
   void put(Cf cf, std::string_view key, std::string_view value) override {
     batch.Put(h(cf), slice(key), slice(value));
   }
+  void put_parts(Cf cf, std::string_view key, std::string_view head,
+                 std::string_view tail) override {
+    const rocksdb::Slice k = slice(key);
+    const std::array<rocksdb::Slice, 2> v{slice(head), slice(tail)};
+    batch.Put(h(cf), rocksdb::SliceParts(&k, 1), rocksdb::SliceParts(v.data(), 2));
+  }
   void del(Cf cf, std::string_view key) override { batch.Delete(h(cf), slice(key)); }
   void delete_range(Cf cf, std::string_view begin, std::string_view end) override {
     if (end.empty()) {
