@@ -1102,24 +1102,22 @@ Status Engine::access_of(std::string_view key, AccessRecord* out) {
 // ---------------------------------------------------------------- reads
 
 Status Engine::read(std::string_view key, std::int64_t now_ns, Want want, Found* out) {
-  std::string record;
-  Status s = kv_->get(Cf::entries, key, &record);
+  bool decoded = false;
+  // The value is copied once, straight out of the store's bytes.
+  Status s = kv_->get_view(Cf::entries, key, [&](std::string_view record) {
+    std::size_t offset = 0;
+    decoded = want == Want::value_only
+                  ? decode_entry_value(record, &out->header.flags, &out->header.created_ns,
+                                       &out->header.ttl_s, &offset)
+                  : decode_entry(record, &out->header, &offset);
+    if (!decoded) return;
+    out->size = record.size() - offset;
+    if (want != Want::header) out->value.assign(record.substr(offset));
+  });
   if (!s.ok()) return s;
-  std::size_t offset = 0;
-  if (want == Want::value_only) {
-    if (!decode_entry_value(record, &out->header.flags, &out->header.created_ns, &out->header.ttl_s,
-                            &offset))
-      return corrupt("entry", key);
-  } else if (!decode_entry(record, &out->header, &offset)) {
-    return corrupt("entry", key);
-  }
-  out->size = record.size() - offset;
+  if (!decoded) return corrupt("entry", key);
   out->status = status_at(out->header.flags, out->header.created_ns, out->header.ttl_s,
                           options_.stale_factor, now_ns);
-  if (want != Want::header) {
-    record.erase(0, offset);
-    out->value = std::move(record);
-  }
   return Status();
 }
 

@@ -66,6 +66,11 @@ class DeferredKv final : public Kv {
     std::shared_lock lock(mu_);
     return inner_ ? inner_->get(cf, key, value) : why_;
   }
+  Status get_view(Cf cf, std::string_view key,
+                  absl::FunctionRef<void(std::string_view)> fn) override {
+    std::shared_lock lock(mu_);
+    return inner_ ? inner_->get_view(cf, key, fn) : why_;
+  }
   Status scan(Cf cf, std::string_view begin, std::string_view end, const ScanFn& fn) override {
     std::shared_lock lock(mu_);
     return inner_ ? inner_->scan(cf, begin, end, fn) : why_;

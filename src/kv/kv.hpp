@@ -13,6 +13,8 @@
 #include <string>
 #include <string_view>
 
+#include <absl/functional/function_ref.h>
+
 namespace larder::kv {
 
 // Column families by role. The numbers index arrays; names are in rocks_kv.cpp.
@@ -89,6 +91,16 @@ class Kv {
   virtual ~Kv() = default;
   // ok with *value set, not_found, or a failure.
   virtual Status get(Cf cf, std::string_view key, std::string* value) = 0;
+  // As get, but passes fn a view of the value instead of copying it out: for a caller that keeps
+  // only part of it. The view is valid only during the call, and fn must not call this Kv. ok
+  // once fn ran, not_found (fn not called), or a failure.
+  virtual Status get_view(Cf cf, std::string_view key,
+                          absl::FunctionRef<void(std::string_view)> fn) {
+    std::string value;
+    Status s = get(cf, key, &value);
+    if (s.ok()) fn(value);
+    return s;
+  }
   // Visits keys in [begin, end) in order (end empty: to the last key).
   virtual Status scan(Cf cf, std::string_view begin, std::string_view end, const ScanFn& fn) = 0;
   virtual std::unique_ptr<Batch> new_batch() = 0;

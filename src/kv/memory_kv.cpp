@@ -191,6 +191,14 @@ class MemoryKv final : public Kv {
     value->assign(*found);
     return Status();
   }
+  Status get_view(Cf cf, std::string_view key,
+                  absl::FunctionRef<void(std::string_view)> fn) override {
+    std::shared_lock lock(mu_);
+    const std::string* found = families_[static_cast<int>(cf)].find(key);
+    if (found == nullptr) return Status::missing();
+    fn(*found);
+    return Status();
+  }
 
   Status scan(Cf cf, std::string_view begin, std::string_view end, const ScanFn& fn) override {
     std::shared_lock lock(mu_);

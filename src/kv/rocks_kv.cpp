@@ -226,6 +226,15 @@ class RocksKv final : public Kv {
     if (db_ == nullptr) return closed();
     return from_rocks(db_->Get(rocksdb::ReadOptions(), h(cf), slice(key), value));
   }
+  Status get_view(Cf cf, std::string_view key,
+                  absl::FunctionRef<void(std::string_view)> fn) override {
+    std::shared_lock lock(mu_);
+    if (db_ == nullptr) return closed();
+    rocksdb::PinnableSlice value;  // the block cache's bytes where it can, not a copy
+    Status s = from_rocks(db_->Get(rocksdb::ReadOptions(), h(cf), slice(key), &value));
+    if (s.ok()) fn(view(value));
+    return s;
+  }
 
   Status scan(Cf cf, std::string_view begin, std::string_view end, const ScanFn& fn) override {
     std::shared_lock lock(mu_);
