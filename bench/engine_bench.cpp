@@ -13,6 +13,7 @@
 //               pattern with no literal prefix) and cleanup() of 100k expired entries, each with
 //               a concurrent setter whose longest set is printed.
 // Usage: larder-engine-bench [memory|tail|growth|threads|invalidate|all] [--rounds R]
+//                            [--only TEXT]   (threads: only the rows whose name contains TEXT)
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -23,6 +24,7 @@
 #include <list>
 #include <random>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -281,7 +283,7 @@ double threaded_ops(int threads, std::size_t ops_each,
          std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-void bench_threads(int rounds) {
+void bench_threads(int rounds, const std::string& only) {
   constexpr std::size_t kKeys = 100'000, kOps = 300'000;
   std::printf("threads: ops/s on 1 and 2 threads (medians of %d rounds)\n", rounds);
   std::printf("%-40s %12s %12s %7s\n", "workload", "1 thread", "2 threads", "ratio");
@@ -298,6 +300,7 @@ void bench_threads(int rounds) {
        {Row{"memory: uniform get", false, kKeys, false},
         Row{"rocksdb: hot get (1000 keys)", true, 1000, false},
         Row{"memory: set", false, kKeys, true}, Row{"rocksdb: set", true, kKeys, true}}) {
+    if (!only.empty() && std::string_view(row.name).find(only) == std::string_view::npos) continue;
     std::vector<double> one, two, ratio;
     for (int r = 0; r < rounds; ++r) {
       TempDir dir;
@@ -379,19 +382,23 @@ void bench_invalidate() {
 int main(int argc, char** argv) {
   std::string what = argc > 1 ? argv[1] : "all";
   int rounds = 3;
-  for (int i = 2; i + 1 < argc; ++i)
+  std::string only;  // threads: only the rows whose name contains this
+  for (int i = 2; i + 1 < argc; ++i) {
     if (std::strcmp(argv[i], "--rounds") == 0) rounds = std::max(1, std::atoi(argv[i + 1]));
+    if (std::strcmp(argv[i], "--only") == 0) only = argv[i + 1];
+  }
   if (what != "all" && what != "memory" && what != "tail" && what != "growth" &&
       what != "threads" && what != "invalidate") {
     std::fprintf(
         stderr,
-        "usage: larder-engine-bench [memory|tail|growth|threads|invalidate|all] [--rounds R]\n");
+        "usage: larder-engine-bench [memory|tail|growth|threads|invalidate|all] [--rounds R] "
+        "[--only TEXT]\n");
     return 2;
   }
   if (what == "all" || what == "memory") bench_memory(rounds);
   if (what == "all" || what == "tail") bench_tail();
   if (what == "all" || what == "growth") bench_growth();
-  if (what == "all" || what == "threads") bench_threads(rounds);
+  if (what == "all" || what == "threads") bench_threads(rounds, only);
   if (what == "all" || what == "invalidate") bench_invalidate();
   return 0;
 }

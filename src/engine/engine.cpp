@@ -261,12 +261,23 @@ void Engine::upsert_node(std::string_view key, Node node, std::string_view categ
   link(it, /*count=*/true, keep_place);
 }
 
-void Engine::list_insert(Slot& slot) {
+void Engine::list_insert(Slot& slot, Slot* hint) {
   Node& n = slot.second;
   List& l = lists_[rank_of(n)];
-  Slot* after = l.tail;
-  while (after != nullptr && list_tick(after->second) > list_tick(n))
-    after = after->second.list_prev;
+  const std::uint64_t tick = list_tick(n);
+  std::uint64_t steps = 0;
+  Slot* after = nullptr;
+  if (hint != nullptr) {  // the last node with a smaller tick, from the hint on
+    after = hint;
+    for (Slot* next = after->second.list_next; next != nullptr && list_tick(next->second) < tick;
+         next = next->second.list_next, ++steps)
+      after = next;
+  } else {  // from the tail back
+    after = l.tail;
+    for (; after != nullptr && list_tick(after->second) > tick; ++steps)
+      after = after->second.list_prev;
+  }
+  if (steps > 0) list_steps_.fetch_add(steps, std::memory_order_relaxed);
   n.list_prev = after;
   n.list_next = after != nullptr ? after->second.list_next : l.head;
   (n.list_next != nullptr ? n.list_next->second.list_prev : l.tail) = &slot;
@@ -1033,7 +1044,16 @@ void Engine::apply_locked(const PendingMap& pending) {
     mark_dirty(k);
   }
   std::sort(moves.begin(), moves.end());
-  for (const auto& [tick, slot] : moves) list_insert(*slot);
+  // Each move after the first of its list walks on from the one before it (a smaller tick, and
+  // still in that list: every move was taken out above). From the tail every time, a batch of
+  // older hits than the list's newest nodes (a reader's shard, applied after other shards)
+  // walked back past those nodes once per hit.
+  absl::flat_hash_map<std::uint64_t, Slot*> last;  // rank -> the move inserted last
+  for (const auto& [tick, slot] : moves) {
+    Slot*& hint = last[rank_of(slot->second)];
+    list_insert(*slot, hint);
+    hint = slot;
+  }
 }
 
 // Writes the access records of up to `max_keys` dirty nodes (blind puts: the node is the whole
