@@ -162,14 +162,14 @@ std::function<bool(std::string_view)> Engine::drop_predicate(
 
 // ---------------------------------------------------------------- locking
 
-std::unique_lock<std::mutex> Engine::foreground_lock() {
+std::unique_lock<util::AdaptiveMutex> Engine::foreground_lock() {
   waiting_.fetch_add(1, std::memory_order_relaxed);
   std::unique_lock lock(mu_);
   waiting_.fetch_sub(1, std::memory_order_relaxed);
   return lock;
 }
 
-std::unique_lock<std::mutex> Engine::page_lock() {
+std::unique_lock<util::AdaptiveMutex> Engine::page_lock() {
   // std::mutex is not fair: a loop that unlocks and locks again usually wins against a thread
   // that is waiting. Let waiting foreground calls go first (bounded, so a stream of them cannot
   // starve the loop).

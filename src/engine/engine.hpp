@@ -52,6 +52,7 @@
 #include "kv/kv.hpp"
 #include "larder/larder.hpp"
 #include "stats/counters.hpp"
+#include "util/adaptive_mutex.hpp"
 #include "util/hash.hpp"
 #include "util/log.hpp"
 
@@ -333,8 +334,8 @@ class Engine {
 
   // The engine mutex for one foreground call (counted in waiting_), and for one page of a long
   // loop (cleanup, invalidation, flushing), which first lets waiting foreground calls in.
-  std::unique_lock<std::mutex> foreground_lock();
-  std::unique_lock<std::mutex> page_lock();
+  std::unique_lock<util::AdaptiveMutex> foreground_lock();
+  std::unique_lock<util::AdaptiveMutex> page_lock();
   Shard& shard_of(std::size_t hash);  // the shard of a key of this Hash
   Pending take_pending(std::string_view key);
   PendingMap take_shard(Shard& shard);           // one shard's hits
@@ -446,7 +447,7 @@ class Engine {
   // The family keys() lists: the small access records, or the entries where there are none.
   kv::Cf keys_family() const { return durable_ ? kv::Cf::access : kv::Cf::entries; }
 
-  std::mutex mu_;                // serializes every write and every use of the index below
+  util::AdaptiveMutex mu_;       // serializes every write and every use of the index below
   std::atomic<int> waiting_{0};  // foreground calls waiting for mu_
   std::atomic<std::uint64_t> entries_{0}, bytes_{0}, tick_{0};
   Index index_;             // under mu_
