@@ -460,9 +460,9 @@ class Engine {
     Slot* tail = nullptr;
   };
   absl::btree_map<std::uint64_t, List> lists_;
-  std::size_t listed_size_ = 0;  // nodes in lists_
+  std::size_t listed_size_ = 0;               // nodes in lists_
   std::atomic<std::uint64_t> list_steps_{0};  // see list_steps(); written under mu_
-  bool lists_deferred_ = false;  // loading: link() leaves the lists to lists_sort()
+  bool lists_deferred_ = false;               // loading: link() leaves the lists to lists_sort()
   absl::btree_set<std::pair<std::uint64_t, std::string_view>> expiry_;  // (expiry_t, key)
   absl::node_hash_map<std::string, std::uint64_t, Hash, std::equal_to<>>
       cats_;  // category -> entries; under mu_

@@ -898,32 +898,43 @@ TEST_CASE("a store filled under lru and reopened under s3fifo keeps its recency 
   CHECK(store_problems(c).empty());
 }
 
-TEST_CASE("a reader far ahead of its flusher applies one shard of the backlog, not all of it") {
-  // A flusher that is asked and never runs (a busy housekeeper): past 16 batches of hits the
-  // reader applies some itself. It used to apply the whole backlog, one read paying for all.
+// A memory-store engine whose flusher is asked and never runs (a busy housekeeper), holding
+// 16 batches' worth of keys, each set once: one hit on each of them crosses the line past which
+// a reader applies hits itself.
+struct BackloggedEngine {
   struct Idle final : engine::AccessFlusher {
     int asked = 0;
     void flush_soon() override { ++asked; }
   } idle;
   stats::Counters counters{};
   const util::Logger log;
-  engine::Engine e(kv::make_memory_kv(), engine::Options{}, nullptr, &counters, &log);
-  REQUIRE(e.open().ok());
-  e.set_access_flusher(&idle);
-  constexpr std::size_t kKeys = 16 * engine::kAccessFlushBatch;  // the last hit crosses the line
+  engine::Engine e{kv::make_memory_kv(), engine::Options{}, nullptr, &counters, &log};
   std::vector<std::string> keys;
-  for (std::size_t i = 0; i < kKeys; ++i) {
-    keys.push_back(fmt::format("k{:06}", i));
-    engine::SetOutcome outcome{};
-    REQUIRE(e.set(keys.back(), "v", 0, "", {}, 1, &outcome).ok());
-    REQUIRE(outcome == engine::SetOutcome::stored);
+  static constexpr std::size_t kKeys = 16 * engine::kAccessFlushBatch;
+
+  BackloggedEngine() {
+    REQUIRE(e.open().ok());
+    e.set_access_flusher(&idle);
+    for (std::size_t i = 0; i < kKeys; ++i) {
+      keys.push_back(fmt::format("k{:06}", i));
+      engine::SetOutcome outcome{};
+      REQUIRE(e.set(keys.back(), "v", 0, "", {}, 1, &outcome).ok());
+      REQUIRE(outcome == engine::SetOutcome::stored);
+    }
   }
-  for (const std::string& k : keys) e.record_access(k, 2);
-  CHECK(idle.asked >= 1);
+};
+
+TEST_CASE("a reader far ahead of its flusher applies one shard of the backlog, not all of it") {
+  // Past 16 batches of hits the reader applies some itself. It used to apply the whole backlog,
+  // one read paying for all.
+  BackloggedEngine b;
+  engine::Engine& e = b.e;
+  for (const std::string& k : b.keys) e.record_access(k, 2);  // the last hit crosses the line
+  CHECK(b.idle.asked >= 1);
   CHECK(e.has_pending_access());  // most of the backlog is still waiting for the flusher
   REQUIRE(e.flush_access().ok());
   CHECK_FALSE(e.has_pending_access());
-  for (const std::string& k : {keys.front(), keys.back()}) {
+  for (const std::string& k : {b.keys.front(), b.keys.back()}) {
     engine::AccessRecord a;
     REQUIRE(e.access_of(k, &a).ok());
     CHECK(a.access_count == 2);  // the set and the hit
@@ -935,25 +946,12 @@ TEST_CASE("hits older than the list's newest nodes are placed with one walk per 
   // older than the newest of those, are applied later in one batch. Each of them used to walk
   // back from the list's tail past the nodes the reader had moved there: about (backlog / 16)
   // steps per hit, 8.1 million in this test (a reader of 100k keys stalled for seconds).
-  struct Idle final : engine::AccessFlusher {
-    void flush_soon() override {}
-  } idle;
-  stats::Counters counters{};
-  const util::Logger log;
-  engine::Engine e(kv::make_memory_kv(), engine::Options{}, nullptr, &counters, &log);
-  REQUIRE(e.open().ok());
-  e.set_access_flusher(&idle);
-  constexpr std::size_t kKeys = 16 * engine::kAccessFlushBatch;
-  std::vector<std::string> keys;
-  for (std::size_t i = 0; i < kKeys; ++i) {
-    keys.push_back(fmt::format("k{:06}", i));
-    engine::SetOutcome outcome{};
-    REQUIRE(e.set(keys.back(), "v", 0, "", {}, 1, &outcome).ok());
-  }
+  BackloggedEngine b;
+  engine::Engine& e = b.e;
   const std::uint64_t before = e.list_steps();
-  for (const std::string& k : keys) e.record_access(k, 2);  // the last one applies a shard
-  REQUIRE(e.flush_access().ok());                           // then the rest, in one batch
-  CHECK(e.list_steps() - before <= 2 * kKeys);
+  for (const std::string& k : b.keys) e.record_access(k, 2);  // the last one applies a shard
+  REQUIRE(e.flush_access().ok());                             // then the rest, in one batch
+  CHECK(e.list_steps() - before <= 2 * BackloggedEngine::kKeys);
   engine::VerifyReport report;  // walks the list: every node once, in tick order
   REQUIRE(e.verify(&report).ok());
   CHECK(report.problems.empty());

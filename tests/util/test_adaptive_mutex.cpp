@@ -33,7 +33,8 @@ TEST_CASE("AdaptiveMutex: excludes, and try_lock fails while it is held") {
       for (int i = 0; i < 20000; ++i) {
         std::lock_guard lock(mu);
         ++count;
-        if (t == 0 && i % 5000 == 0) std::this_thread::yield();  // a holder that lets go of its core
+        if (t == 0 && i % 5000 == 0)
+          std::this_thread::yield();  // a holder that lets go of its core
       }
     });
   for (auto& th : threads) th.join();
