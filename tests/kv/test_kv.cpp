@@ -99,6 +99,31 @@ TEST_CASE_TEMPLATE("kv: get, ordered scans, batches and range deletes", S, Memor
   CHECK_FALSE(reopened);  // nothing failed: nothing to reopen
 }
 
+TEST_CASE_TEMPLATE("kv: get_view passes the stored bytes, as get returns them", S, MemoryKv,
+                   RocksKv) {
+  TempDir tmp;
+  S store;
+  auto db = store.open(tmp);
+  int calls = 0;
+  CHECK(db->get_view(kv::Cf::entries, "absent", [&](std::string_view) { ++calls; }).not_found());
+  CHECK(calls == 0);                  // not called for a missing key
+  const std::string big(70000, 'x');  // more than a RocksDB block
+  put(*db, kv::Cf::entries, "k", std::string("\0head", 5) + big);
+  put(*db, kv::Cf::access, "k", "other family");
+  for (const bool flushed : {false, true}) {
+    if (flushed) REQUIRE(db->flush().ok());  // from an SST, not the memtable
+    std::string got, copied;
+    REQUIRE(db->get_view(kv::Cf::entries, "k", [&](std::string_view v) {
+                ++calls;
+                got.assign(v);
+              }).ok());
+    REQUIRE(db->get(kv::Cf::entries, "k", &copied).ok());
+    CHECK(got == copied);
+    CHECK(got.size() == 5 + big.size());
+  }
+  CHECK(calls == 2);
+}
+
 TEST_CASE_TEMPLATE("kv: reset empties one family and leaves the others", S, MemoryKv, RocksKv) {
   TempDir tmp;
   S store;
