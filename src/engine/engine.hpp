@@ -360,8 +360,9 @@ class Engine {
   // and FIFO: one list, rank 0; LFU: one per access count), each in tick order (FIFO: insert
   // tick; the others: last tick). So the order is (rank, tick), as an ordered set of those pairs
   // would give (ticks are unique). A node goes in after the last node of its list with a smaller
-  // tick, found from the tail (new keys have the newest tick; hits are applied in tick order and
-  // before every set, so that walk is short); out in O(1). A hit moves an LRU node to its list's
+  // tick: a new key's (the newest tick) at the tail; a batch of hits, sorted by tick, with one
+  // walk back from the tail per list and then forward from the node placed before (list_insert's
+  // hint); out in O(1). A hit moves an LRU node to its list's
   // tail and an LFU node to the next rank's list; it moves no FIFO node. lists_sort() builds the
   // lists of a loaded index.
   bool lru() const { return options_.policy == EvictionPolicy::lru; }

@@ -3,7 +3,7 @@
 // Why it exists: a std::mutex waiter sleeps in the kernel at once and is woken by a system call
 // of the holder. Where the critical section is a microsecond or two (the engine's set), two
 // threads that take turns pay a sleep and a wake-up each turn; in a virtual machine that costs
-// far more than the section itself (two threads setting into the memory store ran at 0.25-0.31
+// far more than the section itself (two threads setting into the memory store ran at 0.25-0.47
 // of one thread, 24 % of the samples in the kernel's interrupt enabling). Spinning first hands
 // the mutex over without the kernel whenever the holder lets go within the spin.
 //
