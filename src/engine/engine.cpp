@@ -171,8 +171,8 @@ std::unique_lock<util::AdaptiveMutex> Engine::foreground_lock() {
 
 std::unique_lock<util::AdaptiveMutex> Engine::page_lock() {
   // The engine mutex is not fair: a loop that unlocks and locks again usually wins against a
-  // thread that is waiting. Let waiting foreground calls go first (bounded, so a stream of them cannot
-  // starve the loop).
+  // thread that is waiting. Let waiting foreground calls go first (bounded, so a stream of them
+  // cannot starve the loop).
   const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(250);
   while (waiting_.load(std::memory_order_relaxed) > 0 && std::chrono::steady_clock::now() < until)
     std::this_thread::yield();
