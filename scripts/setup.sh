@@ -12,7 +12,10 @@ packages=(g++ pkg-config meson ninja-build librocksdb-dev libfmt-dev libcereal-d
           # the Python binding and its tests (python/, docs/python.md)
           pybind11-dev python3-dev python3-pytest python3-mesonpy python3-pip
           # the remote tier (src/remote, docs/remote.md) and its tests against a real Redis
-          libhiredis-dev redis-server)
+          libhiredis-dev redis-server
+          # HMAC-SHA256 for signed remote records and pickles (OpenSSL's libcrypto), and the
+          # safe encoding of Python values (docs/python.md, "Security")
+          libssl-dev python3-msgpack)
 if [[ "${LARDER_CXX:-}" == clang++ ]]; then packages+=(clang libclang-rt-14-dev); fi
 missing=()
 for p in "${packages[@]}"; do

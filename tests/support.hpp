@@ -8,6 +8,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <chrono>
 #include <filesystem>
 #include <map>
@@ -33,6 +36,31 @@ inline int wait_bounded(pid_t pid) {
   ::kill(pid, SIGKILL);
   ::waitpid(pid, nullptr, 0);
   return -1;
+}
+
+// Peak resident memory (VmHWM) growth while `f` runs, in bytes: the peak is reset first
+// (/proc/self/clear_refs "5") so that earlier tests' peaks do not hide this one's.
+inline std::uint64_t proc_status_kb(const char* field) {
+  std::FILE* f = std::fopen("/proc/self/status", "r");
+  if (f == nullptr) return 0;
+  char line[256];
+  std::uint64_t kb = 0;
+  const std::size_t n = std::strlen(field);
+  while (std::fgets(line, sizeof line, f) != nullptr)
+    if (std::strncmp(line, field, n) == 0 && line[n] == ':') kb = std::strtoull(line + n + 1, nullptr, 10);
+  std::fclose(f);
+  return kb;
+}
+template <class F>
+std::uint64_t peak_growth_bytes(F&& f) {
+  if (std::FILE* c = std::fopen("/proc/self/clear_refs", "w")) {
+    std::fputs("5", c);
+    std::fclose(c);
+  }
+  const std::uint64_t before = proc_status_kb("VmRSS");
+  f();
+  const std::uint64_t peak = proc_status_kb("VmHWM");
+  return peak > before ? (peak - before) * 1024 : 0;
 }
 
 class TempDir {

@@ -48,16 +48,23 @@ void validate(const Config& c) {
         "Strategy::shared on its proc_<pid> directory, or use cachectl --pid");
   if (!std::isfinite(c.stale_factor) || c.stale_factor < 1.0)
     throw ConfigError(fmt::format("stale_factor: must be a number >= 1 (got {})", c.stale_factor));
-  if (!c.remote.empty())
-    if (auto url = remote::parse_url(c.remote); !url)
-      throw ConfigError(fmt::format("remote: {}", url.error()));
+  if (!c.remote.empty()) {
+    auto url = remote::parse_url(c.remote);
+    if (!url) throw ConfigError(fmt::format("remote: {}", url.error()));
+    if (auto loaded = remote::load_secret(&*url); !loaded)
+      throw ConfigError(fmt::format("remote: {}", loaded.error()));
+  }
 }
 
 Resolved resolve(const Config& c) {
   validate(c);
   Resolved r;
   r.config = c;
-  if (!c.remote.empty() && !c.read_only) r.remote = *remote::parse_url(c.remote);
+  if (!c.remote.empty() && !c.read_only) {
+    r.remote = *remote::parse_url(c.remote);
+    if (auto loaded = remote::load_secret(&*r.remote); !loaded)
+      throw ConfigError(fmt::format("remote: {}", loaded.error()));
+  }
   if (c.strategy == Strategy::disabled) return r;
   fs::path root = c.cache_root.empty() ? default_root() : c.cache_root;
   std::error_code ec;

@@ -211,6 +211,7 @@ std::optional<RemoteCopy> keep_remote(Backend& b, std::string_view key, remote::
                                       bool defer = false) {
   switch (o) {
     case remote::Tier::Outcome::error:
+    case remote::Tier::Outcome::rejected:
       b.counters().remote_error++;
       return std::nullopt;
     case remote::Tier::Outcome::miss:

@@ -22,6 +22,7 @@ extern "C" {
 #include <fmt/format.h>
 
 #include "util/fs.hpp"
+#include "util/hmac.hpp"
 
 namespace larder::remote {
 
@@ -45,6 +46,48 @@ constexpr std::size_t kReadCount = 100;
 constexpr std::size_t kEventKeys = 100;
 constexpr std::uint64_t kListenerReplyBytes = 64u << 20;
 constexpr std::size_t kMaxEventArgs = 1000;  // keys read from one stream item
+
+// A category's index, <prefix>:c:<category>: a sorted set of stored keys scored by when their
+// entry leaves Redis (Redis's own clock, ms; inf for none). Each write of the category adds its
+// members, removes the members whose entries are past their lifetime (ZREMRANGEBYSCORE) and
+// checks a few random members for entries that are gone (deleted, evicted), so the index stays
+// near the category's live keys whatever the churn. An index of an older larder (a plain set) is
+// converted on the first write, each member scored by its entry's remaining lifetime.
+// KEYS[1]: the index; ARGV[1]: "<prefix>:e:"; then pairs (stored key, lifetime in ms or -1).
+constexpr const char* kIndexAdd = R"lua(
+local idx, entries = KEYS[1], ARGV[1]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function add(member, ms)
+  if ms < 0 then redis.call('ZADD', idx, 'inf', member)
+  else redis.call('ZADD', idx, string.format('%.0f', now + ms), member) end
+end
+if redis.call('TYPE', idx).ok == 'set' then
+  local old = redis.call('SMEMBERS', idx)
+  redis.call('DEL', idx)
+  for _, m in ipairs(old) do
+    local left = redis.call('PTTL', entries .. m)
+    if left == -1 or left >= 0 then add(m, left) end
+  end
+end
+redis.call('ZREMRANGEBYSCORE', idx, '-inf', '(' .. string.format('%.0f', now))
+for i = 2, #ARGV, 2 do add(ARGV[i], tonumber(ARGV[i + 1])) end
+for _, m in ipairs(redis.call('ZRANDMEMBER', idx, 4)) do
+  if redis.call('EXISTS', entries .. m) == 0 then redis.call('ZREM', idx, m) end
+end
+return redis.call('ZCARD', idx)
+)lua";
+// The members of an index (either kind). KEYS[1]: the index.
+constexpr const char* kIndexMembers = R"lua(
+if redis.call('TYPE', KEYS[1]).ok == 'set' then return redis.call('SMEMBERS', KEYS[1]) end
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+)lua";
+// Removes members from an index (either kind). KEYS[1]: the index; ARGV: the members.
+constexpr const char* kIndexRemove = R"lua(
+if #ARGV == 0 then return 0 end
+if redis.call('TYPE', KEYS[1]).ok == 'set' then return redis.call('SREM', KEYS[1], unpack(ARGV)) end
+return redis.call('ZREM', KEYS[1], unpack(ARGV))
+)lua";
 
 timeval to_timeval(milliseconds ms) {
   timeval tv{};
@@ -231,6 +274,52 @@ std::optional<Entry> decode(std::string_view bytes) {
   return e;
 }
 
+namespace {
+constexpr std::string_view kRecordDomain{"larder.record.v1\0", 17};
+std::string record_tag(std::string_view secret, std::string_view stored_key,
+                       std::string_view record) {
+  return util::hmac_sha256(secret, {kRecordDomain, stored_key, std::string_view("\0", 1), record});
+}
+}  // namespace
+
+std::string seal(std::string_view stored_key, const Entry& e, std::string_view secret) {
+  std::string record = encode(e);
+  if (secret.empty()) return record;
+  std::string out;
+  out.reserve(1 + util::kTagBytes + record.size());
+  out.push_back(static_cast<char>(kSignedRecordFormat));
+  out += record_tag(secret, stored_key, record);
+  out += record;
+  return out;
+}
+
+std::optional<Entry> unseal(std::string_view stored_key, std::string_view bytes,
+                            std::string_view secret, RecordFault* fault) {
+  *fault = RecordFault::none;
+  std::string_view record = bytes;
+  if (!bytes.empty() && static_cast<std::uint8_t>(bytes[0]) == kSignedRecordFormat) {
+    if (bytes.size() < 1 + util::kTagBytes) {
+      *fault = RecordFault::malformed;
+      return std::nullopt;
+    }
+    record = bytes.substr(1 + util::kTagBytes);
+    if (!secret.empty() &&
+        !util::hmac_valid(secret, {kRecordDomain, stored_key, std::string_view("\0", 1), record},
+                          bytes.substr(1, util::kTagBytes))) {
+      *fault = RecordFault::bad_tag;
+      return std::nullopt;
+    }
+  } else if (!secret.empty()) {
+    *fault = bytes.empty() || static_cast<std::uint8_t>(bytes[0]) != kRecordFormat
+                 ? RecordFault::malformed
+                 : RecordFault::unsigned_record;
+    return std::nullopt;
+  }
+  auto e = decode(record);
+  if (!e) *fault = RecordFault::malformed;
+  return e;
+}
+
 class RedisTier final : public Tier {
  public:
   // Starts the tier (the listener thread connects in the background; no call waits for it).
@@ -325,6 +414,12 @@ class RedisTier final : public Tier {
   // The id an XREVRANGE ... COUNT 1 reply names ({0, 0} for an empty or missing stream).
   static StreamId last_id_of(const Reply& r);
   std::string category_key(std::string_view category) const;
+  // EVAL of kIndexAdd for `category`'s index, members to be appended by append_member.
+  std::vector<std::string> index_command(std::string_view category) const;
+  void append_member(std::string_view key, const Entry& e, std::vector<std::string>* index) const;
+  // The entry a record read from `stored_key` holds; nullopt (logged) when it is not accepted.
+  std::optional<Entry> accept(std::string_view stored_key, std::string_view bytes);
+  std::atomic<std::uint64_t> rejected_{0};
 
   const RemoteUrl url_;
   const double stale_factor_;
@@ -686,6 +781,27 @@ std::optional<StreamId> RedisTier::applied_position() {
   return std::nullopt;
 }
 
+std::optional<Entry> RedisTier::accept(std::string_view stored_key, std::string_view bytes) {
+  RecordFault fault{};
+  std::optional<Entry> e = unseal(stored_key, bytes, url_.secret, &fault);
+  if (!e && log_) {
+    // Logged for the first few and then every 1000th, so a flood of planted records does not
+    // flood the log.
+    const std::uint64_t n = rejected_.fetch_add(1, std::memory_order_relaxed);
+    if (n < 10 || n % 1000 == 0)
+      log_->logf(util::Level::warn, "remote tier: the record of '{}' is {}; read as a miss ({} so far)",
+                 stored_key,
+                 fault == RecordFault::unsigned_record
+                     ? "not signed (secret_file is set: only records signed with it are used)"
+                 : fault == RecordFault::bad_tag
+                     ? "signed with another secret, or altered (its HMAC-SHA256 tag does not "
+                       "verify with secret_file)"
+                     : "malformed",
+                 n + 1);
+  }
+  return e;
+}
+
 Tier::Outcome RedisTier::get(std::string_view stored_key, Entry* out, StreamId* at,
                              const Meanwhile& meanwhile) {
   std::vector<Reply> replies;
@@ -706,11 +822,8 @@ Tier::Outcome RedisTier::get(std::string_view stored_key, Entry* out, StreamId* 
   const Reply& r = replies.back();
   if (r.type != REDIS_REPLY_STRING) return Outcome::miss;
   if (r.str.size() > kMaxRecordBytes) return Outcome::miss;
-  auto e = decode(r.str);
-  if (!e) {
-    if (log_) log_->logf(util::Level::warn, "remote tier: a malformed record, read as a miss");
-    return Outcome::miss;
-  }
+  auto e = accept(stored_key, r.str);
+  if (!e) return Outcome::rejected;
   *out = std::move(*e);
   return Outcome::hit;
 }
@@ -741,9 +854,12 @@ std::vector<Tier::Outcome> RedisTier::get_many(const std::vector<std::string>& s
     }
     for (std::size_t i = from; i < to; ++i) {
       const Reply& r = replies[i - from + skip];
-      std::optional<Entry> e;
-      if (r.type == REDIS_REPLY_STRING && r.str.size() <= kMaxRecordBytes) e = decode(r.str);
-      outcomes[i] = e ? Outcome::hit : Outcome::miss;
+      if (r.type != REDIS_REPLY_STRING || r.str.size() > kMaxRecordBytes) {
+        outcomes[i] = Outcome::miss;
+        continue;
+      }
+      std::optional<Entry> e = accept(stored_keys[i], r.str);
+      outcomes[i] = e ? Outcome::hit : Outcome::rejected;
       if (e) (*out)[i] = std::move(*e);
     }
   }
@@ -765,13 +881,26 @@ std::optional<std::int64_t> expiry_ms(const Entry& e, double stale_factor) {
 void RedisTier::append_put(std::string_view key, const Entry& e,
                            std::vector<std::vector<std::string>>* cmds) const {
   append_set(key, e, cmds);
-  cmds->push_back({"SADD", category_key(e.category), std::string(key)});
+  std::vector<std::string> index = index_command(e.category);
+  append_member(key, e, &index);
+  cmds->push_back(std::move(index));
   cmds->push_back(event_command(Change::Kind::key, key, {}));
+}
+
+std::vector<std::string> RedisTier::index_command(std::string_view category) const {
+  return {"EVAL", kIndexAdd, "1", category_key(category), url_.prefix + ":e:"};
+}
+
+void RedisTier::append_member(std::string_view key, const Entry& e,
+                              std::vector<std::string>* index) const {
+  index->emplace_back(key);
+  const auto ms = expiry_ms(e, stale_factor_);
+  index->push_back(ms ? std::to_string(*ms) : std::string("-1"));
 }
 
 void RedisTier::append_set(std::string_view key, const Entry& e,
                            std::vector<std::vector<std::string>>* cmds) const {
-  std::vector<std::string> set{"SET", entry_key(key), encode(e)};
+  std::vector<std::string> set{"SET", entry_key(key), seal(key, e, url_.secret)};
   if (const auto ms = expiry_ms(e, stale_factor_)) {
     set.push_back("PX");
     set.push_back(std::to_string(*ms));
@@ -785,21 +914,18 @@ bool RedisTier::put_many(const std::vector<std::pair<std::string, Entry>>& items
     if (meanwhile) meanwhile();
     return true;
   }
-  // A SET per entry, one SADD per category and a stream item per kEventKeys keys (the listener
-  // applies each "a" of an item).
+  // A SET per entry, one index update per category and a stream item per kEventKeys keys (the
+  // listener applies each "a" of an item).
   std::vector<std::vector<std::string>> cmds;
   cmds.reserve(items.size() + 2);
   std::map<std::string_view, std::vector<std::string>> by_category;
   for (const auto& [key, e] : items) {
     append_set(key, e, &cmds);
-    auto& sadd = by_category[e.category];
-    if (sadd.empty()) {
-      sadd.push_back("SADD");
-      sadd.push_back(category_key(e.category));
-    }
-    sadd.push_back(key);
+    auto& index = by_category[e.category];
+    if (index.empty()) index = index_command(e.category);
+    append_member(key, e, &index);
   }
-  for (auto& [category, sadd] : by_category) cmds.push_back(std::move(sadd));
+  for (auto& [category, index] : by_category) cmds.push_back(std::move(index));
   for (std::size_t from = 0; from < items.size(); from += kEventKeys) {
     std::vector<std::string> event = event_command(Change::Kind::key, items[from].first, {});
     for (std::size_t i = from + 1; i < std::min(items.size(), from + kEventKeys); ++i) {
@@ -847,7 +973,7 @@ bool RedisTier::remove_category(std::string_view category, std::string_view scop
   if (url_.read_only) return true;
   const auto attempt = [&]() {
     std::vector<Reply> members;
-    if (!run({{"SMEMBERS", category_key(category)}}, &members)) return false;
+    if (!run({{"EVAL", kIndexMembers, "1", category_key(category)}}, &members)) return false;
     std::vector<std::string> candidates;
     for (const Reply& m : members.front().elements)
       if (hooks_.matches(m.str, scope, nullptr)) candidates.push_back(m.str);
@@ -860,11 +986,12 @@ bool RedisTier::remove_category(std::string_view category, std::string_view scop
       for (std::size_t i = from; i < to; ++i) cmds.push_back({"GET", entry_key(candidates[i])});
       std::vector<Reply> got;
       if (!run(cmds, &got)) return false;
-      std::vector<std::string> srem{"SREM", category_key(category)};
+      std::vector<std::string> srem{"EVAL", kIndexRemove, "1", category_key(category)};
       for (std::size_t i = from; i < to; ++i) {
         const Reply& r = got[i - from];
         std::optional<Entry> e;
-        if (r.type == REDIS_REPLY_STRING) e = decode(r.str);
+        RecordFault fault{};
+        if (r.type == REDIS_REPLY_STRING) e = unseal(candidates[i], r.str, url_.secret, &fault);
         if (e && e->category == category) doomed.push_back(candidates[i]);
         srem.push_back(candidates[i]);
       }

@@ -58,6 +58,21 @@ std::string encode(const Entry& e);
 // The entry, or nullopt for bytes that are not a well-formed record.
 std::optional<Entry> decode(std::string_view bytes);
 
+// Record format 2, written by a tier with a shared secret (secret_file): u8 format = 2, a
+// 32-byte HMAC-SHA256 tag under the secret over ("larder.record.v1", NUL, the stored key, NUL,
+// the format-1 record), then the format-1 record. The key is covered, so a signed record moved
+// to another key does not verify either.
+inline constexpr std::uint8_t kSignedRecordFormat = 2;
+// The record to write for `stored_key`: format 2 with a secret, format 1 without.
+std::string seal(std::string_view stored_key, const Entry& e, std::string_view secret);
+// Why a record was not accepted.
+enum class RecordFault : std::uint8_t { none = 0, malformed = 1, unsigned_record = 2, bad_tag = 3 };
+// The entry a record read from `stored_key` holds. With a secret only a format-2 record whose
+// tag verifies is accepted (unsigned_record / bad_tag otherwise); without one, both formats are
+// read (a format-2 tag cannot be checked). nullopt with *fault set when refused.
+std::optional<Entry> unseal(std::string_view stored_key, std::string_view bytes,
+                            std::string_view secret, RecordFault* fault);
+
 // A change another cache made, to apply to the local tier (stored keys; scope as core's).
 // A position in the change stream (a stream id: milliseconds, sequence), ordered.
 using StreamId = std::pair<std::uint64_t, std::uint64_t>;
@@ -91,7 +106,9 @@ inline constexpr std::size_t kStreamLength = 100'000;
 
 class Tier {
  public:
-  enum class Outcome : std::uint8_t { hit, miss, error };
+  // rejected: Redis answered with a record that is not accepted (malformed, unsigned or
+  // wrongly signed under secret_file): a miss, counted as a remote error and logged.
+  enum class Outcome : std::uint8_t { hit, miss, error, rejected };
   virtual ~Tier() = default;
 
   // Local work to do while Redis answers: get, get_many, put and put_many send their commands,

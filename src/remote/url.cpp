@@ -1,6 +1,12 @@
 #include "remote/url.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <charconv>
+#include <cstring>
 
 #include <fmt/format.h>
 
@@ -68,13 +74,20 @@ util::Status apply_query(std::string_view query, RemoteUrl* u) {
     } else if (name == "read_only") {
       if (value != "0" && value != "1") return util::fail("read_only={}: 0 or 1 expected", value);
       u->read_only = value == "1";
+    } else if (name == "secret_file") {
+      auto path = percent_decode(value, "secret_file");
+      if (!path) return util::fail("{}", path.error());
+      if (path->empty() || (*path)[0] != '/')
+        return util::fail("secret_file={}: an absolute path expected", value);
+      u->secret_file = std::move(*path);
     } else if (name == "db") {
       const auto db = parse_number(value, 0, 1'000'000);
       if (!db) return util::fail("db={}: a database number expected", value);
       u->db = static_cast<int>(*db);
     } else {
       return util::fail(
-          "unknown option '{}' (known: prefix, connect_timeout, operation_timeout, read_only, db)",
+          "unknown option '{}' (known: prefix, connect_timeout, operation_timeout, read_only, db, "
+          "secret_file)",
           name);
     }
   }
@@ -181,6 +194,43 @@ util::Result<RemoteUrl> parse_url(std::string_view url) {
   if (auto applied = apply_query(query, &u); !applied)
     return util::fail("remote URL {}: {}", u.display(), applied.error());
   return u;
+}
+
+util::Status load_secret(RemoteUrl* u) {
+  u->secret.clear();
+  if (u->secret_file.empty()) return {};
+  const std::string& path = u->secret_file;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+  if (fd < 0) return util::fail("secret_file {}: {}", path, std::strerror(errno));
+  struct stat st {};
+  std::string bytes;
+  const auto done = [&](util::Status s) {
+    ::close(fd);
+    return s;
+  };
+  if (::fstat(fd, &st) != 0) return done(util::fail("secret_file {}: {}", path, std::strerror(errno)));
+  if (!S_ISREG(st.st_mode)) return done(util::fail("secret_file {}: not a regular file", path));
+  if ((st.st_mode & 077) != 0)
+    return done(util::fail(
+        "secret_file {}: mode {:04o} lets group or others access it (0600 or stricter required)",
+        path, st.st_mode & 07777));
+  if (st.st_size <= 0) return done(util::fail("secret_file {}: empty", path));
+  if (st.st_size > kMaxSecretBytes)
+    return done(util::fail("secret_file {}: larger than {} bytes", path, kMaxSecretBytes));
+  bytes.resize(static_cast<std::size_t>(st.st_size));
+  std::size_t got = 0;
+  while (got < bytes.size()) {
+    const ssize_t n = ::read(fd, bytes.data() + got, bytes.size() - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    got += static_cast<std::size_t>(n);
+  }
+  bytes.resize(got);
+  // A trailing newline (echo secret > file) is not part of the key.
+  while (!bytes.empty() && (bytes.back() == '\n' || bytes.back() == '\r')) bytes.pop_back();
+  if (bytes.empty()) return done(util::fail("secret_file {}: empty", path));
+  u->secret = std::move(bytes);
+  return done({});
 }
 
 }  // namespace larder::remote

@@ -2,8 +2,9 @@
 //   redis://[[user:]password@]host[:port][/db][?options]
 //   redis+unix://[[user:]password@]/path/to/socket[?db=N&options]
 // Options: prefix=NAME (default "larder"; letters, digits, '_', '-', '.', ':'), connect_timeout=MS
-// (default 100), operation_timeout=MS (default 1000), read_only=1. User, password and path may
-// be percent-encoded. Thread-safety: pure functions and plain values.
+// (default 100), operation_timeout=MS (default 1000), read_only=1, secret_file=PATH (a file
+// holding the shared secret that signs every record, mode 0600 or stricter). User, password,
+// path and secret_file may be percent-encoded. Thread-safety: pure functions and plain values.
 #pragma once
 
 #include <chrono>
@@ -28,6 +29,9 @@ struct RemoteUrl {
   std::chrono::milliseconds connect_timeout{100};
   std::chrono::milliseconds operation_timeout{1000};
   bool read_only = false;
+  // secret_file= as given (absolute), and the secret load_secret read from it (never printed).
+  std::string secret_file;
+  std::string secret;
 
   // The URL without its password (for status output and logs).
   std::string display() const;
@@ -35,5 +39,13 @@ struct RemoteUrl {
 
 // The parsed URL, or a message naming what is wrong with it ("remote: ..." is the caller's).
 util::Result<RemoteUrl> parse_url(std::string_view url);
+
+// The largest secret_file read.
+inline constexpr long kMaxSecretBytes = 4096;
+
+// Reads u->secret from u->secret_file (nothing to do without one). Fails, naming secret_file,
+// when the file is missing, not a regular file, empty (a trailing newline aside), larger than
+// kMaxSecretBytes, or when its mode gives group or others any access.
+util::Status load_secret(RemoteUrl* u);
 
 }  // namespace larder::remote

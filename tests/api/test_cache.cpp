@@ -419,6 +419,36 @@ TEST_CASE_TEMPLATE("set_object and get_object round-trip through cereal", S, STO
   CHECK(c.stats().error_count == 1);
 }
 
+// A value is not trusted: a size tag declaring more elements than the bytes hold is a decode
+// failure before anything is allocated for it (cereal's own archive resized first: a 12-byte
+// value declaring 1.5 G ints reached a 6 GB peak).
+TEST_CASE_TEMPLATE("get_object refuses size tags larger than the value, allocating nothing", S,
+                   STORES) {
+  Fixture<S> f;
+  Cache c = f.open();
+  std::uint64_t errors = 0;
+  for (const std::uint64_t declared :
+       {std::uint64_t{1} << 32, std::uint64_t{1} << 40, std::uint64_t{1} << 63}) {
+    CAPTURE(declared);
+    std::string bytes(reinterpret_cast<const char*>(&declared), sizeof declared);
+    bytes += "abcd";  // 12 bytes in all
+    REQUIRE(c.set("huge", bytes));
+    const std::uint64_t grew = peak_growth_bytes([&] {
+      CHECK_FALSE(c.get_object<std::vector<int>>("huge"));
+      CHECK_FALSE(c.get_object<std::string>("huge"));
+      CHECK_FALSE(c.get_object<std::vector<std::string>>("huge"));
+    });
+    CHECK(grew < (std::uint64_t{64} << 20));
+    errors += 3;
+    CHECK(c.stats().error_count == errors);
+  }
+  // What fits is still read: a size tag equal to what is left.
+  REQUIRE(c.set_object("s", std::string("exactly")));
+  CHECK(c.get_object<std::string>("s") == "exactly");
+  REQUIRE(c.set_object("v", std::vector<int>{1, 2, 3}));
+  CHECK(c.get_object<std::vector<int>>("v") == std::vector<int>{1, 2, 3});
+}
+
 TEST_CASE_TEMPLATE("get_many and set_many behave as repeated get and set", S, STORES) {
   Fixture<S> f;
   f.config.max_entries = 3;
