@@ -386,6 +386,22 @@ class Cache {
   // The directory holding this cache's store and statistics file; empty for disabled caches.
   std::filesystem::path directory() const;
 
+  // Signing of values whose decoding would run code, such as the Python module's pickles
+  // (docs/python.md, "Security"): a reader decodes such a value only when its tag verifies.
+  // value_tag returns the 32-byte HMAC-SHA256 tag of `bytes` under the key this cache signs
+  // with: the remote tier's shared secret when its URL names a secret_file (machines with the
+  // same secret accept each other's values), else this cache's own key, kept in
+  // <cache_root>/value.key (32 random bytes, created on first use with mode 0600, never sent
+  // anywhere; a disabled cache's key lives in memory). Never throws for I/O trouble: a key
+  // file that cannot be used is logged and replaced by a key of this process only.
+  std::string value_tag(std::string_view bytes);
+  // True when `tag` is the tag of `bytes` under the shared secret or this cache's own key.
+  bool value_tag_valid(std::string_view bytes, std::string_view tag);
+  // Reports a stored value the caller refused to decode (an unsigned or wrongly signed pickle):
+  // counted in error_count; the first report of a cache is logged (a warning naming the key,
+  // `why`, and secret_file when none is configured).
+  void report_untrusted_value(std::string_view key, std::string_view why);
+
   // Internal access for larder's own tools and tests (defined in src/api/access.hpp).
   struct Access;
 

@@ -10,8 +10,12 @@ processes of one machine.
     def slow(x): ...
 
 Values: ``bytes`` are stored as they are (C++ programs and ``cachectl get --raw`` read the same
-bytes), ``str`` as UTF-8, anything else with pickle; ``get`` returns the type that was set. The
-kind is kept in the entry's metadata under ``larder.kind`` (absent for bytes).
+bytes), ``str`` as UTF-8; ``None``, ``bool``, ``int``, ``float``, ``str``, ``bytes`` and lists,
+tuples and dicts of them in msgpack (no code runs to load them; a tuple stays a tuple); anything
+else with pickle, signed with HMAC-SHA256: a pickle is loaded only when its tag verifies with a
+key this cache trusts (its own key in the cache root, or the remote's ``secret_file``), so what a
+cache holds never runs code (docs/python.md, "Security"). ``get`` returns the type that was set.
+The kind is kept in the entry's metadata under ``larder.kind`` (absent for bytes).
 
 Reads never raise for I/O trouble: a failing store degrades to misses (see ``degraded`` and
 ``last_error``). Bad arguments raise ``ValueError`` (``ConfigError`` for the configuration)
@@ -24,6 +28,8 @@ import functools
 import os
 import pickle
 import threading
+
+import msgpack
 import weakref
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
@@ -46,24 +52,54 @@ def _key(key: Key) -> str:
     raise TypeError(f"key: expected str or bytes, got {type(key).__name__}")
 
 
-def _encode(value: Any) -> Tuple[bytes, Optional[str]]:
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value), None
-    if isinstance(value, str):
-        return value.encode("utf-8", "surrogatepass"), "str"
-    return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL), "pickle"
+# msgpack extension types: a tuple (its items as a msgpack array) and an int beyond 64 bits
+# (decimal text). Nothing else is accepted on decoding.
+_EXT_TUPLE = 1
+_EXT_BIGINT = 2
+_MAX_BIGINT_DIGITS = 4300  # Python's own limit on int <-> str conversions
+
+KIND_MSGPACK = "msgpack"
+KIND_SIGNED_PICKLE = "pickle+hmac"
+KIND_UNSIGNED_PICKLE = "pickle"  # written by larder before signing: never loaded
+_TAG_BYTES = 32
 
 
-def _decode(raw: bytes, kind: Optional[str]) -> Any:
-    if kind is None:
-        return raw
-    if kind == "str":
-        return raw.decode("utf-8", "surrogatepass")
-    if kind == "pickle":
-        return pickle.loads(raw)
-    if kind == "int":  # a counter written by incr (decimal text)
-        return int(raw)
-    raise ValueError(f"stored value has an unknown kind {kind!r}")
+def _msgpack_default(o: Any) -> Any:
+    if type(o) is tuple:
+        return msgpack.ExtType(_EXT_TUPLE, _pack(list(o)))
+    if type(o) is int:  # beyond 64 bits
+        return msgpack.ExtType(_EXT_BIGINT, str(o).encode("ascii"))
+    raise TypeError(f"{type(o).__name__} is not one of the safe kinds")
+
+
+def _pack(value: Any) -> bytes:
+    """msgpack of a value made only of the safe kinds; TypeError/ValueError otherwise (a subclass
+    of a safe kind is not safe: it is pickled, so it comes back as itself)."""
+    return msgpack.packb(value, use_bin_type=True, strict_types=True, default=_msgpack_default)
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    if code == _EXT_TUPLE:
+        items = _unpack(data)
+        if type(items) is not list:
+            raise ValueError("a tuple extension that does not hold an array")
+        return tuple(items)
+    if code == _EXT_BIGINT:
+        if len(data) > _MAX_BIGINT_DIGITS + 1:
+            raise ValueError("an integer extension too long")
+        return int(data.decode("ascii"))
+    raise ValueError(f"unknown msgpack extension type {code}")
+
+
+def _unpack(raw: bytes) -> Any:
+    # msgpack bounds every length by the bytes given (max_*_len default to len(raw)) and runs no
+    # code but _ext_hook's.
+    return msgpack.unpackb(raw, raw=False, use_list=True, strict_map_key=False,
+                           ext_hook=_ext_hook)
+
+
+def _is_bytes(value: Any) -> bool:
+    return isinstance(value, (bytes, bytearray, memoryview))
 
 
 def _expire(expire: Optional[float]) -> Optional[float]:
@@ -96,11 +132,11 @@ class Entry:
     __slots__ = ("value", "status", "category", "size", "created_at", "last_accessed",
                  "expires_at", "access_count", "metadata", "key")
 
-    def __init__(self, data: Any) -> None:
+    def __init__(self, data: Any, value: Any) -> None:
         meta = dict(data.metadata)
-        kind = meta.pop(KIND, None)
+        meta.pop(KIND, None)
         self.key: str = data.key
-        self.value: Any = _decode(data.value, kind)
+        self.value: Any = value
         self.status: str = data.status  # "fresh", "stale", "expired" or "invalid"
         self.category: str = data.category
         self.size: int = data.size  # bytes as stored
@@ -260,21 +296,81 @@ class Cache:
             category: str = "default", metadata: Optional[Mapping[str, str]] = None) -> bool:
         """Stores ``value``; expire in seconds (None: the default TTL, 0: never). True when
         stored; False when refused (bad key or category, too large, storage failure)."""
-        raw, kind = _encode(value)
+        raw, kind = self._encode(value)
         return self._c.set(_key(key), raw, _expire(expire), category, _metadata(metadata, kind))
 
     def get(self, key: Key, default: Any = None, *, include_stale: bool = False) -> Any:
         """The value as it was set, or ``default`` when there is no fresh entry (or a stale
-        one with include_stale)."""
-        found = self._c.get_value(_key(key), include_stale, KIND)
+        one with include_stale, or a value that is not trusted: see "Security")."""
+        k = _key(key)
+        found = self._c.get_value(k, include_stale, KIND)
         if found is None:
             return default
-        return _decode(found[0], found[1])
+        value = self._decode(k, found[0], found[1])
+        return default if value is _MISSING else value
 
     def get_entry(self, key: Key, *, include_stale: bool = False) -> Optional[Entry]:
-        """The entry with its status, timestamps and metadata; None on a miss."""
-        data = self._c.get_entry(_key(key), include_stale)
-        return None if data is None else Entry(data)
+        """The entry with its status, timestamps and metadata; None on a miss (or a value that
+        is not trusted)."""
+        k = _key(key)
+        data = self._c.get_entry(k, include_stale)
+        if data is None:
+            return None
+        value = self._decode(k, data.value, dict(data.metadata).get(KIND))
+        return None if value is _MISSING else Entry(data, value)
+
+    # ---- values
+
+    def _encode(self, value: Any) -> Tuple[bytes, Optional[str]]:
+        if _is_bytes(value):
+            return bytes(value), None
+        if isinstance(value, str):
+            return value.encode("utf-8", "surrogatepass"), "str"
+        try:
+            return _pack(value), KIND_MSGPACK
+        except (TypeError, ValueError, OverflowError, UnicodeError, RecursionError):
+            pass
+        data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        return self._c.value_tag(data) + data, KIND_SIGNED_PICKLE
+
+    def _decode(self, key: str, raw: bytes, kind: Optional[str]) -> Any:
+        """The value, or _MISSING (counted in error_count, logged once per cache) when the bytes
+        are not trusted or do not decode. Never raises for what the cache holds."""
+        if kind is None:
+            return raw
+        if kind == "str":
+            try:
+                return raw.decode("utf-8", "surrogatepass")
+            except UnicodeDecodeError:
+                return self._untrusted(key, "a str value that is not UTF-8")
+        if kind == KIND_MSGPACK:
+            try:
+                return _unpack(raw)
+            except Exception as e:  # malformed bytes: any failure of the decoder is a miss
+                return self._untrusted(key, f"a msgpack value that does not decode ({e})")
+        if kind == KIND_SIGNED_PICKLE:
+            data, tag = raw[_TAG_BYTES:], raw[:_TAG_BYTES]
+            if len(raw) < _TAG_BYTES or not self._c.value_tag_valid(data, tag):
+                return self._untrusted(
+                    key, "a pickle whose HMAC-SHA256 tag does not verify with a key this cache "
+                         "trusts (written by another machine or planted)")
+            try:
+                return pickle.loads(data)
+            except Exception as e:  # signed by us, but e.g. its class is gone
+                return self._untrusted(key, f"a signed pickle that does not load ({e!r})")
+        if kind == KIND_UNSIGNED_PICKLE:
+            return self._untrusted(key, "an unsigned pickle (written by an older larder, or "
+                                        "planted)")
+        if kind == "int":  # a counter written by incr (decimal text)
+            try:
+                return int(raw)
+            except ValueError:
+                return self._untrusted(key, "a counter that is not a decimal integer")
+        return self._untrusted(key, f"a value of unknown kind {kind!r}")
+
+    def _untrusted(self, key: str, why: str) -> Any:
+        self._c.report_untrusted_value(key, why)
+        return _MISSING
 
     def get_many(self, keys: Iterable[Key]) -> List[Any]:
         """get() of every key, in order (None for a miss)."""
@@ -288,7 +384,7 @@ class Cache:
         by_kind: Dict[Optional[str], List[Tuple[int, str, bytes]]] = {}
         count = 0
         for i, (k, v) in enumerate(pairs):
-            raw, kind = _encode(v)
+            raw, kind = self._encode(v)
             by_kind.setdefault(kind, []).append((i, _key(k), raw))
             count = i + 1
         out = [False] * count
@@ -303,7 +399,7 @@ class Cache:
             category: str = "default", metadata: Optional[Mapping[str, str]] = None) -> bool:
         """Stores ``value`` only if no fresh entry is stored under ``key`` (atomic, also across
         processes). True when stored; False when a fresh entry exists or set() would refuse."""
-        raw, kind = _encode(value)
+        raw, kind = self._encode(value)
         return self._c.add(_key(key), raw, _expire(expire), category, _metadata(metadata, kind))
 
     def touch(self, key: Key, expire: Optional[float] = None) -> bool:
@@ -329,12 +425,14 @@ class Cache:
         """Stores every (key, value) in one batch, or none (atomic): True when all were stored;
         False, storing nothing, when any would be refused or the limits cannot hold them all."""
         pairs = list(items.items() if isinstance(items, Mapping) else items)
-        encoded = [(_key(k), _encode(v)) for k, v in pairs]
+        encoded = [(_key(k), self._encode(v)) for k, v in pairs]
         kinds = {kind for _, (_, kind) in encoded}
-        if len(kinds) > 1:  # one batch carries one kind: pickle them all (get returns the same)
-            encoded = [(k, (pickle.dumps(v, protocol=pickle.HIGHEST_PROTOCOL), "pickle"))
-                       for (k, _), (_, v) in zip(encoded, pairs)]
-            kinds = {"pickle"}
+        if len(kinds) > 1:  # one batch carries one kind: sign and pickle them all
+            encoded = []
+            for (k, v) in pairs:
+                data = pickle.dumps(v, protocol=pickle.HIGHEST_PROTOCOL)
+                encoded.append((_key(k), (self._c.value_tag(data) + data, KIND_SIGNED_PICKLE)))
+            kinds = {KIND_SIGNED_PICKLE}
         kind = next(iter(kinds)) if kinds else None
         return self._c.set_all([(k, raw) for k, (raw, _) in encoded], _expire(expire), category,
                                _metadata(None, kind))
@@ -377,7 +475,7 @@ class Cache:
         """The info of a stored entry of any status (its value is not read: Entry.value is
         empty); records no access and counts nothing. None when nothing is stored."""
         data = self._c.metadata(_key(key))
-        return None if data is None else Entry(data)
+        return None if data is None else Entry(data, b"")
 
     @property
     def degraded(self) -> bool:

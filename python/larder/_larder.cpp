@@ -420,6 +420,25 @@ PYBIND11_MODULE(_larder, m) {
              });
            })
       .def("stats", &PyCache::stats)
+      // Signing of pickles (docs/python.md, "Security"): the tag is 32 bytes.
+      .def("value_tag",
+           [](PyCache& p, const py::bytes& data) {
+             const std::string bytes = data;
+             return py::bytes(
+                 p.with([&](larder::Cache& c) { return c.value_tag(bytes); }));
+           })
+      .def("value_tag_valid",
+           [](PyCache& p, const py::bytes& data, const py::bytes& tag) {
+             const std::string bytes = data, t = tag;
+             return p.with([&](larder::Cache& c) { return c.value_tag_valid(bytes, t); });
+           })
+      .def("report_untrusted_value",
+           [](PyCache& p, K key, K why) {
+             return p.with([&](larder::Cache& c) {
+               c.report_untrusted_value(key, why);
+               return true;
+             });
+           })
       .def_property_readonly(
           "degraded",
           [](PyCache& p) { return p.with([](larder::Cache& c) { return c.degraded(); }); })

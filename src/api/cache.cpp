@@ -17,6 +17,7 @@
 
 #include "api/access.hpp"
 #include "api/config.hpp"
+#include "api/value_signer.hpp"
 #include "core/backend.hpp"
 #include "core/config.hpp"
 #include "core/isolated.hpp"
@@ -34,10 +35,16 @@ using core::SetRequest;
 
 class Cache::Impl {
  public:
-  Impl(std::shared_ptr<Service> s, std::chrono::seconds default_ttl, std::string prefix = {},
-       stats::Counters* ns = nullptr)
-      : service(std::move(s)), default_ttl(default_ttl), prefix(std::move(prefix)), ns(ns) {}
+  Impl(std::shared_ptr<Service> s, std::shared_ptr<api::ValueSigner> signer,
+       std::chrono::seconds default_ttl, std::string prefix = {}, stats::Counters* ns = nullptr)
+      : service(std::move(s)),
+        signer(std::move(signer)),
+        default_ttl(default_ttl),
+        prefix(std::move(prefix)),
+        ns(ns) {}
   std::shared_ptr<Service> service;
+  // Signs values whose decoding would run code (shared by the handles of one open).
+  std::shared_ptr<api::ValueSigner> signer;
   std::chrono::seconds default_ttl;
   // The namespace's key prefix (core::ns_prefix); empty for the unnamed namespace.
   std::string prefix;
@@ -160,7 +167,11 @@ Cache::~Cache() = default;
 
 Cache Cache::open(const Config& config) {
   const core::Resolved r = api::resolve(config);
-  return Cache(std::make_unique<Impl>(api::open_service(r), config.default_ttl));
+  auto signer = std::make_shared<api::ValueSigner>(
+      r.root.empty() ? std::filesystem::path() : r.root / "value.key",
+      r.remote ? r.remote->secret : std::string(),
+      [log = core::make_logger(config.log)](std::string_view m) { log.log(util::Level::warn, m); });
+  return Cache(std::make_unique<Impl>(api::open_service(r), std::move(signer), config.default_ttl));
 }
 
 bool Cache::set(std::string_view key, std::string_view value, const SetOptions& options) {
@@ -351,7 +362,8 @@ Cache Cache::ns(std::string_view name, std::optional<std::chrono::seconds> defau
     throw std::invalid_argument(
         fmt::format("ns: default_ttl must not be negative (got {}s)", default_ttl->count()));
   Service& service = *impl_->service;
-  return Cache(std::make_unique<Impl>(impl_->service, default_ttl.value_or(impl_->default_ttl),
+  return Cache(std::make_unique<Impl>(impl_->service, impl_->signer,
+                                      default_ttl.value_or(impl_->default_ttl),
                                       core::ns_prefix(name), &service.ns_counters(name)));
 }
 
@@ -597,6 +609,29 @@ std::string Cache::last_error() const {
 }
 std::filesystem::path Cache::directory() const {
   return impl_->service->directory();
+}
+
+std::string Cache::value_tag(std::string_view bytes) {
+  return impl_->signer->tag(bytes);
+}
+
+bool Cache::value_tag_valid(std::string_view bytes, std::string_view tag) {
+  return impl_->signer->valid(bytes, tag);
+}
+
+void Cache::report_untrusted_value(std::string_view key, std::string_view why) {
+  Service& s = *impl_->service;
+  if (!impl_->signer->first_report()) {
+    s.count_error({});  // counted; said once per cache
+    return;
+  }
+  s.count_error(fmt::format(
+      "'{}': {}; not decoded, read as a miss (said once per cache; error_count counts them){}",
+      key, why,
+      impl_->signer->has_shared_secret()
+          ? ""
+          : ". To share such values between machines, give every machine's remote URL the same "
+            "secret_file"));
 }
 
 void Cache::count_decode_error(std::string_view key, std::string_view what) {

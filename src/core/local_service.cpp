@@ -883,7 +883,7 @@ void LocalService::flush() {
 void LocalService::count_error(std::string_view what) {
   Backend& b = *backend_;
   b.counters().error++;
-  b.log().log(util::Level::warn, what);
+  if (!what.empty()) b.log().log(util::Level::warn, what);
 }
 
 std::vector<std::optional<Entry>> LocalService::inspect(const std::vector<std::string>& keys,

@@ -159,7 +159,8 @@ class Service {
   virtual bool set_all(const std::vector<SetRequest>& requests) = 0;
   // The fresh value of `key` without recording an access or counting a hit or miss.
   virtual std::optional<std::string> peek(std::string_view key) = 0;
-  // Counts (and logs) an error found by the caller, e.g. a value that does not deserialize.
+  // Counts an error found by the caller, e.g. a value that does not deserialize, and logs
+  // `what` (nothing when it is empty).
   virtual void count_error(std::string_view what) = 0;
   // Entry and info of each key in any status (nullopt: not stored); values only when asked.
   // Records no access, counts no hit or miss: an inspection.

@@ -454,7 +454,7 @@ class Node final : public core::Service {
   void count_error(std::string_view what) override {
     if (auto* l = local()) return l->count_error(what);
     counters_->error++;
-    log_.log(util::Level::warn, what);
+    if (!what.empty()) log_.log(util::Level::warn, what);
   }
 
   bool degraded() const override {

@@ -16,6 +16,8 @@
 #include <thread>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "child.hpp"
 #include "larder/larder.hpp"
 #include "remote/redis_server.hpp"
@@ -546,4 +548,110 @@ TEST_CASE("remote: a peer that declares a huge reply costs a failed call, not me
     MESSAGE("last_error: ", why);
     CHECK(why.find("elements") != std::string::npos);
   }
+}
+
+namespace {
+
+std::filesystem::path write_secret(const std::filesystem::path& p, const std::string& secret,
+                                   std::filesystem::perms perms = std::filesystem::perms::owner_read |
+                                                                  std::filesystem::perms::owner_write) {
+  { std::ofstream(p) << secret; }
+  std::filesystem::permissions(p, perms);
+  return p;
+}
+
+}  // namespace
+
+TEST_CASE("remote: with secret_file only records signed with it are used") {
+  TempDir tmp;
+  RedisServer redis(tmp / "redis");
+  const auto ours = write_secret(tmp / "ours", "team secret");
+  const auto theirs = write_secret(tmp / "theirs", "another secret");
+  Cache a = Cache::open(machine(tmp / "a", redis.url("secret_file=" + ours.string())));
+  Cache b = Cache::open(machine(tmp / "b", redis.url("secret_file=" + ours.string())));
+  Cache other = Cache::open(machine(tmp / "o", redis.url("secret_file=" + theirs.string())));
+  Cache plain = Cache::open(machine(tmp / "p", redis.url()));
+  REQUIRE(a.set("k", "signed"));
+  CHECK(b.get("k") == "signed");
+  CHECK(b.stats().remote_error_count == 0);
+  // Another secret, no secret, a record planted with SET: misses counted as remote errors.
+  REQUIRE(other.set("o", "theirs"));
+  REQUIRE(plain.set("p", "unsigned"));
+  CHECK(redis.command({"SET", "larder:e:planted", std::string("\x01", 1) + "junk"}) == "OK");
+  // a's record moved to another key does not verify either (the key is signed).
+  CHECK(redis.command({"COPY", "larder:e:k", "larder:e:moved"}) == "1");
+  for (const char* key : {"o", "p", "planted", "moved"}) {
+    CAPTURE(key);
+    const std::uint64_t before = b.stats().remote_error_count;
+    CHECK_FALSE(b.get(key));
+    CHECK(b.stats().remote_error_count == before + 1);
+  }
+  // Without a secret, a cache reads signed records (it cannot check them) and unsigned ones.
+  CHECK(plain.get("k") == "signed");
+}
+
+TEST_CASE("remote: a secret_file that is missing, empty or readable by others is refused") {
+  TempDir tmp;
+  using P = std::filesystem::perms;
+  const auto open_with = [&](const std::filesystem::path& p) {
+    Cache::open(machine(tmp / "c", "redis://127.0.0.1:1?secret_file=" + p.string()));
+  };
+  CHECK_THROWS_WITH_AS(open_with(tmp / "missing"), doctest::Contains("secret_file"), ConfigError);
+  CHECK_THROWS_WITH_AS(open_with(write_secret(tmp / "empty", "\n")),
+                       doctest::Contains("secret_file"), ConfigError);
+  CHECK_THROWS_WITH_AS(
+      open_with(write_secret(tmp / "group", "s", P::owner_read | P::owner_write | P::group_read)),
+      doctest::Contains("secret_file"), ConfigError);
+  CHECK_THROWS_WITH_AS(
+      open_with(write_secret(tmp / "others", "s", P::owner_read | P::others_read)),
+      doctest::Contains("secret_file"), ConfigError);
+  CHECK_NOTHROW(open_with(write_secret(tmp / "ok", "s", P::owner_read)));
+}
+
+// A category whose keys churn (distinct keys, short TTLs) used to leave its index set growing
+// without bound: members were only looked at when the category was invalidated.
+TEST_CASE("remote: a category's index stays near its live keys whatever the churn") {
+  TempDir tmp;
+  RedisServer redis(tmp / "redis");
+  Config cfg = machine(tmp / "a", redis.url());
+  cfg.max_entries = 100'000;
+  cfg.stale_factor = 1.0;  // Redis keeps an entry for its TTL exactly
+  Cache a = Cache::open(cfg);
+  std::vector<std::pair<std::string, std::string>> batch;
+  for (int i = 0; i < 20'000; ++i) {
+    batch.emplace_back(fmt::format("burst:{:05}", i), "v");
+    if (batch.size() == 1000) {
+      REQUIRE(a.set_all(batch, ttl(1, "churn")));
+      batch.clear();
+    }
+  }
+  CHECK(std::stoul(redis.command({"ZCARD", "larder:c:churn"})) == 20'000);
+  // Waits on what trims them: the burst's entries leaving Redis.
+  REQUIRE(within(10'000ms, [&] { return redis.command({"EXISTS", "larder:e:burst:19999"}) == "0"; }));
+  for (int i = 0; i < 100; ++i) REQUIRE(a.set(fmt::format("live:{}", i), "v", ttl(3600, "churn")));
+  const unsigned long members = std::stoul(redis.command({"ZCARD", "larder:c:churn"}));
+  CHECK(members <= 100 + 10 + 1000);  // the bound: live keys + 10 % + 1000
+  CHECK(members == 100);              // as it happens, exactly the live keys
+  // The index still serves invalidation.
+  CHECK(redis.command({"EXISTS", "larder:e:live:7"}) == "1");
+  a.invalidate_category("churn");  // (locally it also marks the expired burst)
+  CHECK(redis.command({"EXISTS", "larder:e:live:7"}) == "0");
+}
+
+TEST_CASE("remote: an index of an older larder (a plain set) is converted on the next write") {
+  TempDir tmp;
+  RedisServer redis(tmp / "redis");
+  Cache a = Cache::open(machine(tmp / "a", redis.url()));
+  REQUIRE(a.set("old1", "v", ttl(3600, "cat")));
+  CHECK(redis.command({"DEL", "larder:c:cat"}) == "1");
+  CHECK(redis.command({"SADD", "larder:c:cat", "old1", "gone"}) == "2");
+  Cache b = Cache::open(machine(tmp / "b", redis.url()));
+  CHECK(b.invalidate_category("cat") == 0);  // the set is still read (b holds nothing locally)
+  CHECK(redis.command({"EXISTS", "larder:e:old1"}) == "0");
+  REQUIRE(a.set("old2", "v", ttl(3600, "cat")));
+  CHECK(redis.command({"SADD", "larder:c:cat2", "old2", "gone"}) == "2");
+  REQUIRE(a.set("new", "v", ttl(3600, "cat2")));
+  CHECK(redis.command({"TYPE", "larder:c:cat2"}) == "zset");
+  CHECK(redis.command({"ZSCORE", "larder:c:cat2", "gone"}) == "(nil)");  // no entry: dropped
+  CHECK(redis.command({"ZSCORE", "larder:c:cat2", "old2"}) != "(nil)");
 }
