@@ -8,10 +8,10 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <chrono>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -47,7 +47,8 @@ inline std::uint64_t proc_status_kb(const char* field) {
   std::uint64_t kb = 0;
   const std::size_t n = std::strlen(field);
   while (std::fgets(line, sizeof line, f) != nullptr)
-    if (std::strncmp(line, field, n) == 0 && line[n] == ':') kb = std::strtoull(line + n + 1, nullptr, 10);
+    if (std::strncmp(line, field, n) == 0 && line[n] == ':')
+      kb = std::strtoull(line + n + 1, nullptr, 10);
   std::fclose(f);
   return kb;
 }

@@ -424,8 +424,7 @@ PYBIND11_MODULE(_larder, m) {
       .def("value_tag",
            [](PyCache& p, const py::bytes& data) {
              const std::string bytes = data;
-             return py::bytes(
-                 p.with([&](larder::Cache& c) { return c.value_tag(bytes); }));
+             return py::bytes(p.with([&](larder::Cache& c) { return c.value_tag(bytes); }));
            })
       .def("value_tag_valid",
            [](PyCache& p, const py::bytes& data, const py::bytes& tag) {

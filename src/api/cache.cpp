@@ -626,8 +626,8 @@ void Cache::report_untrusted_value(std::string_view key, std::string_view why) {
     return;
   }
   s.count_error(fmt::format(
-      "'{}': {}; not decoded, read as a miss (said once per cache; error_count counts them){}",
-      key, why,
+      "'{}': {}; not decoded, read as a miss (said once per cache; error_count counts them){}", key,
+      why,
       impl_->signer->has_shared_secret()
           ? ""
           : ". To share such values between machines, give every machine's remote URL the same "

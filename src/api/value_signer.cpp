@@ -105,9 +105,10 @@ const std::string& ValueSigner::own_key() {
     if (!key_file_.empty()) own_ = load_or_create_key(key_file_, &error);
     if (own_.empty()) {
       if (!key_file_.empty() && warn_)
-        warn_(fmt::format("value signing key: {}; using a key of this process only (values it "
-                          "signs are readable by this process alone)",
-                          error));
+        warn_(
+            fmt::format("value signing key: {}; using a key of this process only (values it "
+                        "signs are readable by this process alone)",
+                        error));
       try {
         own_ = util::random_bytes(util::kTagBytes);
       } catch (const std::exception&) {

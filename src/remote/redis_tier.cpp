@@ -789,8 +789,8 @@ std::optional<Entry> RedisTier::accept(std::string_view stored_key, std::string_
     // flood the log.
     const std::uint64_t n = rejected_.fetch_add(1, std::memory_order_relaxed);
     if (n < 10 || n % 1000 == 0)
-      log_->logf(util::Level::warn, "remote tier: the record of '{}' is {}; read as a miss ({} so far)",
-                 stored_key,
+      log_->logf(util::Level::warn,
+                 "remote tier: the record of '{}' is {}; read as a miss ({} so far)", stored_key,
                  fault == RecordFault::unsigned_record
                      ? "not signed (secret_file is set: only records signed with it are used)"
                  : fault == RecordFault::bad_tag

@@ -208,7 +208,8 @@ util::Status load_secret(RemoteUrl* u) {
     ::close(fd);
     return s;
   };
-  if (::fstat(fd, &st) != 0) return done(util::fail("secret_file {}: {}", path, std::strerror(errno)));
+  if (::fstat(fd, &st) != 0)
+    return done(util::fail("secret_file {}: {}", path, std::strerror(errno)));
   if (!S_ISREG(st.st_mode)) return done(util::fail("secret_file {}: not a regular file", path));
   if ((st.st_mode & 077) != 0)
     return done(util::fail(

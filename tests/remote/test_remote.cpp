@@ -552,9 +552,10 @@ TEST_CASE("remote: a peer that declares a huge reply costs a failed call, not me
 
 namespace {
 
-std::filesystem::path write_secret(const std::filesystem::path& p, const std::string& secret,
-                                   std::filesystem::perms perms = std::filesystem::perms::owner_read |
-                                                                  std::filesystem::perms::owner_write) {
+std::filesystem::path write_secret(
+    const std::filesystem::path& p, const std::string& secret,
+    std::filesystem::perms perms = std::filesystem::perms::owner_read |
+                                   std::filesystem::perms::owner_write) {
   { std::ofstream(p) << secret; }
   std::filesystem::permissions(p, perms);
   return p;
@@ -602,9 +603,8 @@ TEST_CASE("remote: a secret_file that is missing, empty or readable by others is
   CHECK_THROWS_WITH_AS(
       open_with(write_secret(tmp / "group", "s", P::owner_read | P::owner_write | P::group_read)),
       doctest::Contains("secret_file"), ConfigError);
-  CHECK_THROWS_WITH_AS(
-      open_with(write_secret(tmp / "others", "s", P::owner_read | P::others_read)),
-      doctest::Contains("secret_file"), ConfigError);
+  CHECK_THROWS_WITH_AS(open_with(write_secret(tmp / "others", "s", P::owner_read | P::others_read)),
+                       doctest::Contains("secret_file"), ConfigError);
   CHECK_NOTHROW(open_with(write_secret(tmp / "ok", "s", P::owner_read)));
 }
 
@@ -627,7 +627,9 @@ TEST_CASE("remote: a category's index stays near its live keys whatever the chur
   }
   CHECK(std::stoul(redis.command({"ZCARD", "larder:c:churn"})) == 20'000);
   // Waits on what trims them: the burst's entries leaving Redis.
-  REQUIRE(within(10'000ms, [&] { return redis.command({"EXISTS", "larder:e:burst:19999"}) == "0"; }));
+  REQUIRE(within(10'000ms, [&] {
+    return redis.command({"EXISTS", "larder:e:burst:19999"}) == "0";
+  }));
   for (int i = 0; i < 100; ++i) REQUIRE(a.set(fmt::format("live:{}", i), "v", ttl(3600, "churn")));
   const unsigned long members = std::stoul(redis.command({"ZCARD", "larder:c:churn"}));
   CHECK(members <= 100 + 10 + 1000);  // the bound: live keys + 10 % + 1000
