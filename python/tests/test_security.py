@@ -242,3 +242,24 @@ def test_the_own_key_is_private_and_kept(tmp_path):
     with larder.Cache(root, log=lambda lvl, m: lines.append(m)) as c:
         assert c.get("obj") is None
         assert any("value.key" in m for m in lines)
+
+
+def test_hostile_value_bytes_never_raise_from_a_read(tmp_path):
+    """Random and truncated bytes under every kind: a value or a miss, never an exception."""
+    import random
+    rng = random.Random(7)
+    c = larder.Cache(tmp_path / "c")
+    impl = c._c
+    good = c._encode({"a": (1, [2.5, None]), "b": 2**80})[0]
+    samples = [good[:i] for i in range(len(good))] + [
+        bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 64))) for _ in range(2000)]
+    samples += [b"\xc7\xff\x01" + b"\x91" * 100, b"\xdd\xff\xff\xff\xff", b"\xc7\x05\x02" + b"9" * 5,
+                b"\xc9\x7f\xff\xff\xff\x01"]  # a huge ext length, a huge array, big-int junk
+    errors = c.stats().error_count
+    refused = 0
+    for raw in samples:
+        for kind in ("msgpack", "pickle+hmac", "pickle", "str", "int", "bogus"):
+            if c._decode("k", raw, kind) is larder._MISSING:
+                refused += 1
+    assert refused > 0 and c.stats().error_count == errors + refused
+    assert impl is c._c
