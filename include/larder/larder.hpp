@@ -151,8 +151,12 @@ struct SetOptions {
 
 // How get_or_compute computes a missing value.
 struct ComputeOptions {
-  // A stale entry (past its TTL, within stale_factor x TTL) is returned at once, and one caller
-  // (in one process) recomputes it meanwhile: stale-while-revalidate.
+  // Stale-while-revalidate. A stale entry (past its TTL, within stale_factor x TTL) is returned
+  // at once to every caller but one: of the concurrent callers for the key in one process (any
+  // thread), the first recomputes it if its process gets the compute lease (one compute across
+  // the processes of a shared cache), stores the result and returns it (the compute runs on the
+  // caller's thread: `compute` never outlives the call); without the lease it returns the stale
+  // value too. A caller that finds no stale entry waits for that compute.
   bool serve_stale = false;
   // The longest one process's compute holds the key for the others: they wait for its value,
   // or this long, then compute themselves. A holder that dies loses its lease at once.

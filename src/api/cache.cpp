@@ -475,21 +475,20 @@ std::string Cache::get_or_compute(std::string_view key, const std::function<std:
   Service& service = *impl_->service;
   const std::string flight_key = impl_->stored(key);
   auto store = [&](const std::string& value) { set(key, value, options); };
+  // A stale entry (serve_stale): returned at once by every caller but the one leading this
+  // process's flight for the key, which recomputes it when its process gets the lease (one
+  // compute across threads and processes) and returns the new value; without the lease it
+  // returns the stale value too. Callers that find no stale entry wait for the flight.
+  std::optional<std::string> stale;
   if (co.serve_stale && impl_->valid_key(key)) {
-    // A stale entry is returned at once; the one caller that gets the lease recomputes it.
     auto found = service.inspect({flight_key}, true);
-    if (!found.empty() && found[0] && found[0]->info.status == EntryStatus::stale) {
-      std::int64_t wait_ms = 0;
-      const std::int64_t pid = ::getpid();
-      if (!service.acquire_lease(flight_key, pid,
-                                 std::max<std::int64_t>(co.lease_timeout.count(), 1), &wait_ms))
-        return std::move(found[0]->value);
-      return compute_and_store(service, flight_key, true, compute, store);
-    }
+    if (!found.empty() && found[0] && found[0]->info.status == EntryStatus::stale)
+      stale = std::move(found[0]->value);
   }
   bool leader = false;
   auto flight = service.join_flight(flight_key, &leader);
   if (!leader) {
+    if (stale) return std::move(*stale);
     std::unique_lock lock(flight->mu);
     flight->cv.wait(lock, [&] { return flight->done; });
     if (flight->error) std::rethrow_exception(flight->error);
@@ -500,6 +499,15 @@ std::string Cache::get_or_compute(std::string_view key, const std::function<std:
   try {
     if (!impl_->valid_key(key)) {
       value = compute();  // a key no store can hold: computed every time, nothing cached
+    } else if (auto fresh = stale ? service.peek(flight_key) : std::nullopt) {
+      value = std::move(*fresh);  // a flight that ended after our look refreshed it
+    } else if (stale) {
+      std::int64_t wait_ms = 0;
+      if (service.acquire_lease(flight_key, ::getpid(),
+                                std::max<std::int64_t>(co.lease_timeout.count(), 1), &wait_ms))
+        value = compute_and_store(service, flight_key, true, compute, store);
+      else
+        value = std::move(*stale);  // another process recomputes it
     } else {
       value = compute_leased(service, flight_key, compute, store, co);
     }

@@ -2,7 +2,10 @@
 // stale-while-revalidate.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <condition_variable>
 #include <fstream>
+#include <mutex>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -154,4 +157,61 @@ TEST_CASE("get_or_compute: with the owner stopped, a client computes without wai
   const auto waited = std::chrono::steady_clock::now() - t0;
   owner.signal(SIGCONT);
   CHECK(waited < 10s);
+}
+
+namespace {
+struct SharedStore {
+  static Config config(const TempDir& dir, const TestClock& clock) {
+    Config c = RocksStore::config(dir, clock);
+    c.strategy = Strategy::shared;
+    return c;
+  }
+};
+}  // namespace
+
+// The compute lease was keyed by the process id, so every thread of a process was granted it:
+// four threads on a stale entry all computed (4 times) and all waited for their compute.
+TEST_CASE_TEMPLATE(
+    "serve_stale: of four threads on a stale entry, one computes, three get it at once", S,
+    MemoryStore, RocksStore, SharedStore) {
+  Fixture<S> f;
+  Cache c = f.open();
+  REQUIRE(c.set("k", "old", ttl(10)));
+  f.clock.advance(10s);  // stale
+  ComputeOptions co;
+  co.serve_stale = true;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool release = false;
+  int returned_old = 0;
+  std::atomic<int> calls{0};
+  auto compute = [&] {
+    calls++;
+    std::unique_lock lock(mu);
+    cv.wait(lock, [&] { return release; });  // the compute lasts until the three have returned
+    return std::string("new");
+  };
+  std::vector<std::string> results(4);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i)
+    threads.emplace_back([&, i] {
+      results[i] = c.get_or_compute("k", compute, ttl(10), co);
+      std::lock_guard lock(mu);
+      if (results[i] == "old") ++returned_old;
+      cv.notify_all();
+    });
+  {
+    // Waits on what the fix makes happen: three callers back with the stale value while the
+    // compute still runs (bounded: without the fix none comes back before the release).
+    std::unique_lock lock(mu);
+    CHECK(cv.wait_for(lock, 20s, [&] { return returned_old == 3; }));
+    CHECK(calls.load() == 1);
+    release = true;
+  }
+  cv.notify_all();
+  for (auto& t : threads) t.join();
+  CHECK(calls.load() == 1);
+  CHECK(std::count(results.begin(), results.end(), "old") == 3);
+  CHECK(std::count(results.begin(), results.end(), "new") == 1);
+  CHECK(c.get("k") == "new");
 }
