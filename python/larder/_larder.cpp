@@ -80,6 +80,15 @@ std::int64_t whole(const char* field, double v, double max) {
   return static_cast<std::int64_t>(v);
 }
 
+// A TTL in seconds as whole seconds, rounded up: a positive TTL below a second is one second, never
+// 0 ("never expires", which 0.5 truncated to). Until TTLs are kept in milliseconds, a TTL lasts
+// at most a second longer than asked, never shorter.
+std::int64_t ttl_seconds(const char* field, double v) {
+  if (!std::isfinite(v) || v < 0 || v > 1e12)
+    throw larder::ConfigError(std::string(field) + ": must be a number of seconds from 0 to 1e12");
+  return static_cast<std::int64_t>(std::ceil(v));
+}
+
 // The log callback: a Python callable, called with the GIL taken, never during interpreter
 // shutdown; what it raises is printed as unraisable and otherwise ignored.
 struct PyLog {
@@ -128,7 +137,7 @@ class PyCache {
     c.strategy = strategy_of(strategy);
     c.max_entries = max_entries;
     c.max_size_bytes = max_size;
-    c.default_ttl = seconds(whole("default_ttl", default_ttl, 1e12));
+    c.default_ttl = seconds(ttl_seconds("default_ttl", default_ttl));
     c.eviction_policy = policy_of(eviction_policy);
     c.cleanup_interval = seconds(whole("cleanup_interval", cleanup_interval, 1e12));
     if (!std::isfinite(lock_timeout) || lock_timeout < 0 || lock_timeout > 1e9)
@@ -193,7 +202,7 @@ class PyCache {
   bool set(const std::string& key, const std::string& value, std::optional<double> ttl,
            const std::string& category, const std::map<std::string, std::string>& metadata) {
     larder::SetOptions o;
-    if (ttl) o.ttl = seconds(whole("expire", *ttl, 1e12));
+    if (ttl) o.ttl = seconds(ttl_seconds("expire", *ttl));
     o.category = category;
     o.metadata = metadata;
     return with([&](larder::Cache& c) { return c.set(key, value, o); });
@@ -240,7 +249,7 @@ class PyCache {
   static larder::SetOptions options(std::optional<double> ttl, const std::string& category,
                                     const std::map<std::string, std::string>& metadata) {
     larder::SetOptions o;
-    if (ttl) o.ttl = seconds(whole("expire", *ttl, 1e12));
+    if (ttl) o.ttl = seconds(ttl_seconds("expire", *ttl));
     o.category = category;
     o.metadata = metadata;
     return o;
@@ -260,7 +269,7 @@ class PyCache {
   }
 
   bool touch(const std::string& key, double ttl) {
-    const auto t = seconds(whole("expire", ttl, 1e12));
+    const auto t = seconds(ttl_seconds("expire", ttl));
     return with([&](larder::Cache& c) { return c.touch(key, t); });
   }
 

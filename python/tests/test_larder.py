@@ -106,6 +106,24 @@ def test_every_operation(cache):
         assert os.path.isdir(cache.directory)
 
 
+def test_a_sub_second_ttl_expires_instead_of_never(cache):
+    """expire=0.5 truncated to 0, which means "never expires": still fresh after 2.2 s."""
+    clock = cache.test_clock
+    assert cache.set("half", "v", expire=0.5)
+    assert cache.set("tiny", "v", expire=0.001)
+    assert cache.get_entry("half").expires_at is not None
+    clock.advance(1.01)  # rounded up to a whole second until TTLs are kept in milliseconds
+    assert cache.get("half") is None and cache.get("tiny") is None
+    assert cache.touch("forever-not", expire=0.2) is False
+    assert cache.set("t", "v", expire=10)
+    assert cache.touch("t", expire=0.2)
+    clock.advance(1.01)
+    assert cache.get("t") is None
+    for bad in (float("nan"), float("inf"), -0.5):
+        with pytest.raises(ValueError):
+            cache.set("bad", "v", expire=bad)
+
+
 def test_ttl_fresh_stale_expired_with_a_manual_clock(cache):
     clock = cache.test_clock
     assert cache.set("t", "v", expire=10)
