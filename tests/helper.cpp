@@ -29,6 +29,11 @@
 //       on the shared cache ROOT: prints "ready", waits until stdin has a line or closes, then
 //       add("winner", ID) ("add 0|1") and COUNT incr("counter") ("incr N": N of them returned a
 //       value).
+//   remote-atomic ROOT URL ID COUNT
+//       a process_isolated cache in ROOT with the remote tier URL (a machine of its own): prints
+//       "ready", waits until stdin has a line or closes, then add("lock:job", ID) ("add 0|1") and
+//       COUNT incr("builds"), printing the values returned ("values V1 V2 ...", 50 a line) and
+//       how many there were ("incr N").
 //   compute ROOT FILE SLEEP_MS LEASE_MS
 //       on the shared cache ROOT: prints "ready", waits until stdin has a line or closes, then
 //       get_or_compute("computed") with a lease timeout of LEASE_MS, whose compute appends
@@ -320,12 +325,39 @@ int events_mode(char** argv) {
 
 }  // namespace
 
+int remote_atomic_mode(char** argv) {
+  larder::Config cfg = shared_config(argv[2]);
+  cfg.strategy = larder::Strategy::process_isolated;
+  cfg.remote = argv[3];
+  larder::Cache cache = larder::Cache::open(cfg);
+  say("ready");
+  char buffer[8];
+  (void)!::read(STDIN_FILENO, buffer, sizeof buffer);  // a line, or EOF: go
+  say(std::string("add ") + (cache.add("lock:job", argv[4]) ? "1" : "0"));
+  const long count = std::strtol(argv[5], nullptr, 10);
+  long ok = 0;
+  std::string values = "values";
+  for (long i = 0; i < count; ++i) {
+    if (const auto v = cache.incr("builds")) {
+      ++ok;
+      values += " " + std::to_string(*v);
+    }
+    if ((i + 1) % 50 == 0 || i + 1 == count) {  // short lines
+      say(values);
+      values = "values";
+    }
+  }
+  say("incr " + std::to_string(ok));
+  return 0;
+}
+
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
   if (mode == "write" && (argc == 5 || argc == 6)) return write_mode(argc, argv);
   if (mode == "hammer" && argc == 5) return hammer_mode(argv);
   if (mode == "hold" && (argc == 4 || argc == 6)) return hold_mode(argc, argv);
   if (mode == "diskfull" && argc == 5) return diskfull_mode(argv);
+  if (mode == "remote-atomic" && argc == 6) return remote_atomic_mode(argv);
   if (mode == "unwritable" && argc == 3) return unwritable_mode(argv);
   if (mode == "counts" && argc == 4) return counts_mode(argv);
   if (mode == "replay" && argc == 5) return replay_mode(argv);

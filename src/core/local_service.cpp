@@ -262,6 +262,70 @@ std::optional<RemoteCopy> keep_remote(Backend& b, std::string_view key, remote::
 }
 
 // `defer`: as keep_remote's; the fills already waiting are stored during the round trip.
+// Whether a remote entry is fresh at `now` (the remote keeps no invalid entries).
+bool remote_fresh(const remote::Entry& e, std::int64_t now) {
+  return e.ttl_s <= 0 || static_cast<double>(now) - static_cast<double>(e.created_ns) <
+                             static_cast<double>(e.ttl_s) * 1e9;
+}
+
+// What a call the remote decides (add, incr, touch) did there.
+enum class Decided : std::uint8_t { written, refused, unavailable };
+
+// Runs a call whose outcome must hold across every machine sharing the remote tier: reads the
+// record, `decide(current or nullptr when none is fresh, now)` gives the entry to write (nullopt:
+// the call is refused, nothing written), which is written only if the record did not change
+// meanwhile (another machine's call: read again). The entry written is then stored locally as
+// it is: the local tier follows the remote (other machines drop their copies through the change
+// stream). unavailable: no remote tier, a read_only URL, or Redis not usable (counted as a
+// remote error): the caller runs the call on the local tier alone, as every call does then.
+template <class Decide>
+Decided remote_decides(Backend& b, std::string_view key, Decide&& decide) {
+  remote::Tier* t = b.remote();
+  if (t == nullptr || t->url().read_only) return Decided::unavailable;
+  constexpr int kAttempts = 1000;  // each lost race means another machine's call went through
+  for (int attempt = 0; attempt < kAttempts; ++attempt) {
+    std::optional<std::string> raw;
+    std::optional<remote::Entry> current;
+    if (t->read_current(key, &raw, &current) == remote::Tier::Outcome::error) {
+      b.counters().remote_error++;
+      return Decided::unavailable;
+    }
+    const std::int64_t now = b.now_ns();
+    if (current && !remote_fresh(*current, now)) current.reset();
+    std::optional<remote::Entry> next = decide(current ? &*current : nullptr, now);
+    if (!next) return Decided::refused;
+    switch (t->put_if_unchanged(key, raw, *next)) {
+      case remote::Tier::Cas::conflict:
+        continue;
+      case remote::Tier::Cas::error:
+        b.counters().remote_error++;
+        return Decided::unavailable;
+      case remote::Tier::Cas::swapped:
+        break;
+    }
+    const remote::Entry& e = *next;
+    engine::SetOutcome outcome = engine::SetOutcome::skipped;
+    const kv::Status s = run(
+        b, "storing an entry the remote decided",
+        [&](Engine& en) {
+          return en.update(
+              key, now,
+              [&](const engine::Found*) {
+                return std::optional(
+                    engine::Rewrite{e.value, e.ttl_s, e.category, e.metadata, e.created_ns});
+              },
+              &outcome);
+        },
+        key);
+    drop_if_corrupt(b, s, key);
+    return Decided::written;
+  }
+  b.log().logf(util::Level::warn,
+               "'{}': the remote record changed under {} attempts in a row; the call is refused",
+               key, kAttempts);
+  return Decided::refused;
+}
+
 std::optional<RemoteCopy> from_remote(Backend& b, std::string_view key, bool defer = false) {
   remote::Tier* t = b.remote();
   if (t == nullptr) return std::nullopt;
@@ -425,6 +489,20 @@ bool LocalService::add(const SetRequest& q) {
   if (read_only(*backend_, "add")) return false;
   Backend& b = *backend_;
   const CallCount counted(b);
+  switch (remote_decides(
+      b, q.key,
+      [&](const remote::Entry* current, std::int64_t now) -> std::optional<remote::Entry> {
+        if (current != nullptr) return std::nullopt;
+        return remote_entry(q, now);
+      })) {
+    case Decided::written:
+      b.counters().set++;
+      return true;
+    case Decided::refused:
+      return false;
+    case Decided::unavailable:
+      break;
+  }
   engine::SetOutcome outcome = engine::SetOutcome::skipped;
   const kv::Status s = run(
       b, "add",
@@ -448,6 +526,21 @@ bool LocalService::touch(std::string_view key, std::int64_t ttl_s) {
   if (read_only(*backend_, "touch")) return false;
   Backend& b = *backend_;
   const CallCount counted(b);
+  switch (remote_decides(
+      b, key, [&](const remote::Entry* current, std::int64_t now) -> std::optional<remote::Entry> {
+        if (current == nullptr) return std::nullopt;
+        remote::Entry e = *current;  // a lifetime that starts now
+        e.created_ns = now;
+        e.ttl_s = ttl_s;
+        return e;
+      })) {
+    case Decided::written:
+      return true;
+    case Decided::refused:
+      return false;
+    case Decided::unavailable:
+      break;
+  }
   engine::SetOutcome outcome = engine::SetOutcome::skipped;
   const kv::Status s = run(
       b, "touch",
@@ -478,6 +571,43 @@ std::optional<std::int64_t> LocalService::incr(const SetRequest& q, std::int64_t
   engine::SetOutcome outcome = engine::SetOutcome::skipped;
   std::optional<std::int64_t> result;
   const char* refused = nullptr;
+  switch (remote_decides(
+      b, q.key,
+      [&](const remote::Entry* current, std::int64_t now) -> std::optional<remote::Entry> {
+        result.reset();
+        std::int64_t sum = delta;
+        if (current == nullptr) {  // a missing counter starts at 0, with the call's options
+          remote::Entry e = remote_entry(q, now);
+          e.value = std::to_string(sum);
+          result = sum;
+          return e;
+        }
+        const auto old = parse_int(current->value);
+        if (!old) {
+          refused = "the stored value is not a decimal integer";
+          return std::nullopt;
+        }
+        if (__builtin_add_overflow(*old, delta, &sum)) {
+          refused = "the sum overflows a 64-bit integer";
+          return std::nullopt;
+        }
+        remote::Entry e = *current;  // a counter keeps its lifetime, category and metadata
+        e.value = std::to_string(sum);
+        result = sum;
+        return e;
+      })) {
+    case Decided::written:
+      b.counters().set++;
+      return result;
+    case Decided::refused:
+      if (refused != nullptr)
+        b.log().logf(util::Level::debug, "incr of '{}' refused: {}", q.key, refused);
+      return std::nullopt;
+    case Decided::unavailable:
+      result.reset();
+      refused = nullptr;
+      break;
+  }
   const kv::Status s = run(
       b, "incr",
       [&](Engine& e) {

@@ -77,6 +77,34 @@ for _, m in ipairs(redis.call('ZRANDMEMBER', idx, 4)) do
 end
 return redis.call('ZCARD', idx)
 )lua";
+// Compare-and-swap of an entry record. KEYS[1]: the entry, KEYS[2]: its category's index,
+// KEYS[3]: the change stream. ARGV[1]: '1' when a record is expected (ARGV[2] its bytes), '0'
+// when none is; ARGV[3]: the new record; ARGV[4]: its lifetime in ms (-1: none); ARGV[5]: the
+// stored key; ARGV[6]: the stream's MAXLEN; ARGV[7..]: the change item's fields. 1: written,
+// 0: the record had changed (nothing written).
+constexpr const char* kCompareAndSet = R"lua(
+local cur = redis.call('GET', KEYS[1])
+if ARGV[1] == '1' then
+  if cur ~= ARGV[2] then return 0 end
+elseif cur then
+  return 0
+end
+local ms = tonumber(ARGV[4])
+if ms < 0 then redis.call('SET', KEYS[1], ARGV[3]) else redis.call('SET', KEYS[1], ARGV[3], 'PX', ms) end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if redis.call('TYPE', KEYS[2]).ok == 'set' then
+  redis.call('SADD', KEYS[2], ARGV[5])
+elseif ms < 0 then
+  redis.call('ZADD', KEYS[2], 'inf', ARGV[5])
+else
+  redis.call('ZADD', KEYS[2], string.format('%.0f', now + ms), ARGV[5])
+end
+local fields = {}
+for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', unpack(fields))
+return 1
+)lua";
 // The members of an index (either kind). KEYS[1]: the index.
 constexpr const char* kIndexMembers = R"lua(
 if redis.call('TYPE', KEYS[1]).ok == 'set' then return redis.call('SMEMBERS', KEYS[1]) end
@@ -348,6 +376,11 @@ class RedisTier final : public Tier {
   bool remove_category(std::string_view category, std::string_view scope) override;
   bool remove_matching(std::string_view glob, std::string_view scope) override;
   bool remove_all(std::string_view scope) override;
+
+  Outcome read_current(std::string_view stored_key, std::optional<std::string>* raw,
+                       std::optional<Entry>* current) override;
+  Cas put_if_unchanged(std::string_view stored_key, const std::optional<std::string>& raw,
+                       const Entry& e) override;
 
   bool check() override;
   const RemoteUrl& url() const override { return url_; }
@@ -828,6 +861,54 @@ Tier::Outcome RedisTier::get(std::string_view stored_key, Entry* out, StreamId* 
   return Outcome::hit;
 }
 
+namespace {
+
+// The expiry Redis gets: the stale window too (stale reads keep working), at least 1 ms.
+std::optional<std::int64_t> expiry_ms(const Entry& e, double stale_factor) {
+  if (e.ttl_s <= 0) return std::nullopt;
+  const double ms = static_cast<double>(e.ttl_s) * 1000.0 * stale_factor;
+  constexpr double kMax = 9.0e15;  // well inside Redis's limit
+  return static_cast<std::int64_t>(std::clamp(ms, 1.0, kMax));
+}
+
+}  // namespace
+
+Tier::Outcome RedisTier::read_current(std::string_view stored_key, std::optional<std::string>* raw,
+                                      std::optional<Entry>* current) {
+  raw->reset();
+  current->reset();
+  std::vector<Reply> replies;
+  if (!run({{"GET", entry_key(stored_key)}}, &replies)) return Outcome::error;
+  const Reply& r = replies.back();
+  if (r.type != REDIS_REPLY_STRING) return Outcome::miss;
+  *raw = r.str;
+  if (r.str.size() <= kMaxRecordBytes) *current = accept(stored_key, r.str);
+  return *current ? Outcome::hit : Outcome::miss;
+}
+
+Tier::Cas RedisTier::put_if_unchanged(std::string_view stored_key,
+                                      const std::optional<std::string>& raw, const Entry& e) {
+  if (url_.read_only) return Cas::error;
+  const auto ms = expiry_ms(e, stale_factor_);
+  std::vector<std::string> cmd{"EVAL",
+                               kCompareAndSet,
+                               "3",
+                               entry_key(stored_key),
+                               category_key(e.category),
+                               url_.prefix + ":events",
+                               raw ? "1" : "0",
+                               raw.value_or(std::string()),
+                               seal(stored_key, e, url_.secret),
+                               ms ? std::to_string(*ms) : std::string("-1"),
+                               std::string(stored_key),
+                               std::to_string(kStreamLength)};
+  std::vector<std::string> event = event_command(Change::Kind::key, stored_key, {});
+  cmd.insert(cmd.end(), event.begin() + 6, event.end());  // the fields after "XADD s MAXLEN ~ n *"
+  std::vector<Reply> replies;
+  if (!run({cmd}, &replies)) return Cas::error;
+  return replies.back().integer == 1 ? Cas::swapped : Cas::conflict;
+}
+
 std::vector<Tier::Outcome> RedisTier::get_many(const std::vector<std::string>& stored_keys,
                                                std::vector<Entry>* out, StreamId* at,
                                                const Meanwhile& meanwhile) {
@@ -865,18 +946,6 @@ std::vector<Tier::Outcome> RedisTier::get_many(const std::vector<std::string>& s
   }
   return outcomes;
 }
-
-namespace {
-
-// The expiry Redis gets: the stale window too (stale reads keep working), at least 1 ms.
-std::optional<std::int64_t> expiry_ms(const Entry& e, double stale_factor) {
-  if (e.ttl_s <= 0) return std::nullopt;
-  const double ms = static_cast<double>(e.ttl_s) * 1000.0 * stale_factor;
-  constexpr double kMax = 9.0e15;  // well inside Redis's limit
-  return static_cast<std::int64_t>(std::clamp(ms, 1.0, kMax));
-}
-
-}  // namespace
 
 void RedisTier::append_put(std::string_view key, const Entry& e,
                            std::vector<std::vector<std::string>>* cmds) const {

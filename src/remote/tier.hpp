@@ -141,6 +141,19 @@ class Tier {
   virtual bool remove_matching(std::string_view glob, std::string_view scope) = 0;
   virtual bool remove_all(std::string_view scope) = 0;
 
+  // Compare-and-swap, for the calls whose outcome the remote decides across machines (add,
+  // incr, touch). read_current: the record of `stored_key` as Redis holds it now: *raw its bytes
+  // (nullopt: none), *current the entry when it is accepted (nullopt: none, or refused: a
+  // refused record can still be replaced). hit or miss, or error (Redis unusable).
+  virtual Outcome read_current(std::string_view stored_key, std::optional<std::string>* raw,
+                               std::optional<Entry>* current) = 0;
+  // Writes `e` (with its index update and change item, in one script) only if the record is
+  // still `raw` (nullopt: still absent). swapped; conflict (another cache changed it first: read
+  // again); error (Redis unusable, or a read_only URL: nothing written).
+  enum class Cas : std::uint8_t { swapped, conflict, error };
+  virtual Cas put_if_unchanged(std::string_view stored_key, const std::optional<std::string>& raw,
+                               const Entry& e) = 0;
+
   // Asks Redis now (PING, within the operation timeout, even while the breaker is open). Returns
   // whether it answered; last_error() then says why not.
   virtual bool check() = 0;

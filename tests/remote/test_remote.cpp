@@ -12,6 +12,8 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <set>
+#include <sstream>
 #include <string_view>
 #include <thread>
 #include <vector>
@@ -656,4 +658,66 @@ TEST_CASE("remote: an index of an older larder (a plain set) is converted on the
   CHECK(redis.command({"TYPE", "larder:c:cat2"}) == "zset");
   CHECK(redis.command({"ZSCORE", "larder:c:cat2", "gone"}) == "(nil)");  // no entry: dropped
   CHECK(redis.command({"ZSCORE", "larder:c:cat2", "old2"}) != "(nil)");
+}
+
+// add, incr and touch were atomic per machine only: two machines doing 500 incr each did not end
+// at 1000, and add("lock:job") could succeed on both. The remote decides now.
+TEST_CASE("remote: add and incr are atomic across machines (two processes, two roots)") {
+  TempDir tmp;
+  RedisServer redis(tmp / "redis");
+  std::vector<std::unique_ptr<Child>> machines;
+  for (int id = 0; id < 2; ++id) {
+    machines.push_back(std::make_unique<Child>(
+        std::vector<std::string>{"remote-atomic", (tmp / fmt::format("m{}", id)).string(),
+                                 redis.url(), std::to_string(id), "500"}));
+    REQUIRE(machines.back()->wait_for_lines(1));
+  }
+  for (auto& m : machines) m->close_stdin();  // go
+  int adds = 0;
+  std::set<long> seen;
+  std::size_t values = 0;
+  for (auto& m : machines) {
+    REQUIRE(m->wait_at_most(120s) == 0);
+    const auto lines = m->lines();
+    REQUIRE(lines.size() == 13);  // ready, add, 10 lines of values, incr
+    adds += lines[1] == "add 1" ? 1 : 0;
+    CHECK(lines.back() == "incr 500");
+    for (std::size_t i = 2; i + 1 < lines.size(); ++i) {
+      REQUIRE(lines[i].starts_with("values"));
+      std::istringstream in(lines[i].substr(std::string("values").size()));
+      for (long v = 0; in >> v;) {
+        seen.insert(v);
+        ++values;
+      }
+    }
+  }
+  CHECK(adds == 1);
+  CHECK(values == 1000);
+  CHECK(seen.size() == 1000);  // each value returned once
+  CHECK(*seen.rbegin() == 1000);
+  // Both machines read the final count.
+  for (int id = 0; id < 2; ++id) {
+    Cache c = Cache::open(machine(tmp / fmt::format("r{}", id), redis.url()));
+    CHECK(c.get("builds") == "1000");
+  }
+}
+
+TEST_CASE(
+    "remote: touch and add follow the remote; without Redis they fall back to the local tier") {
+  TempDir tmp;
+  RedisServer redis(tmp / "redis");
+  const std::string url = redis.url("operation_timeout=300&connect_timeout=100");
+  Cache a = Cache::open(machine(tmp / "a", url));
+  Cache b = Cache::open(machine(tmp / "b", url));
+  REQUIRE(a.set("k", "v", ttl(60)));
+  CHECK_FALSE(b.add("k", "other"));  // fresh on the remote, though b holds nothing
+  CHECK(b.touch("k", std::chrono::seconds(3600)));
+  CHECK(redis.command({"PTTL", "larder:e:k"}) != "-2");
+  CHECK(std::stol(redis.command({"PTTL", "larder:e:k"})) > 60'000);
+  CHECK(b.incr("n", 5) == 5);
+  CHECK(a.incr("n", 5) == 10);
+  redis.kill();
+  CHECK(a.incr("n", 1) == 11);  // the local tier alone, as every call while Redis is down
+  CHECK(a.add("fresh-key", "v"));
+  CHECK(a.stats().remote_error_count > 0);
 }
