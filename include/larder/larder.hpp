@@ -283,6 +283,9 @@ class Cache {
                              const SetOptions& options = {});
   // Atomic primitives. Each is atomic with respect to every other call on the store, from any
   // thread or process (a shared cache's owner runs them for its clients); each is one batch.
+  // With a remote tier, add, touch and incr are decided by the remote (a compare-and-set on
+  // Redis), so they are atomic across every machine sharing it; while Redis cannot be used they
+  // run on this machine's store alone (docs/remote.md).
   //
   // Stores `value` only if no fresh entry is stored under `key` (a stale, expired or invalid one
   // is replaced). Returns true when stored; false when a fresh entry exists, and for what makes
