@@ -127,7 +127,10 @@ struct Config {
   //   redis+unix://[[user:]password@]/path/to/socket[?db=N&options]
   // Options: prefix=NAME (default larder; caches naming the same prefix share one remote
   // keyspace, different prefixes never see each other's keys), connect_timeout=MS (default
-  // 100), operation_timeout=MS (default 1000), read_only=1 (read the remote, never write it).
+  // 100), operation_timeout=MS (default 1000), read_only=1 (read the remote, never write it),
+  // secret_file=PATH (a 0600 file whose secret signs every record; unsigned or wrongly signed
+  // records are misses), outage=local|miss (while the change listener is disconnected, serve
+  // local copies, the default, or misses).
   // A get that misses locally asks the remote; a remote hit is stored locally with its remaining
   // lifetime. Writes go to both. A remote that is down, slow or refusing is bypassed (counted
   // as remote_error_count); calls then use the local tier only. A URL that cannot be parsed

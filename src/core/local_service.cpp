@@ -262,6 +262,13 @@ std::optional<RemoteCopy> keep_remote(Backend& b, std::string_view key, remote::
 }
 
 // `defer`: as keep_remote's; the fills already waiting are stored during the round trip.
+// True when reads must not serve local copies now: the remote URL says outage=miss and the
+// change listener is disconnected (a copy might be older than what another cache wrote).
+bool outage_miss(Backend& b) {
+  const remote::Tier* t = b.remote();
+  return t != nullptr && t->url().outage == remote::RemoteUrl::Outage::miss && !t->listening();
+}
+
 // Whether a remote entry is fresh at `now` (the remote keeps no invalid entries).
 bool remote_fresh(const remote::Entry& e, std::int64_t now) {
   return e.ttl_s <= 0 || static_cast<double>(now) - static_cast<double>(e.created_ns) <
@@ -715,6 +722,10 @@ std::optional<std::string> LocalService::get_impl(std::string_view key, bool ask
                                                   bool count_miss) {
   Backend& b = *backend_;
   const CallCount counted(b);
+  if (outage_miss(b)) {
+    if (count_miss) b.counters().miss++;
+    return std::nullopt;
+  }
   const std::int64_t now = b.now_ns();
   engine::Found f;
   Engine* used = nullptr;
@@ -753,6 +764,10 @@ std::optional<Entry> LocalService::get_entry(std::string_view key, bool include_
 std::optional<Entry> LocalService::local_get_entry(std::string_view key, bool include_stale,
                                                    bool ask_remote) {
   Backend& b = *backend_;
+  if (outage_miss(b)) {
+    b.counters().miss++;
+    return std::nullopt;
+  }
   const std::int64_t now = b.now_ns();
   engine::Found f;
   engine::AccessRecord a;
@@ -800,6 +815,7 @@ std::optional<Entry> LocalService::local_get_entry(std::string_view key, bool in
 
 bool LocalService::exists(std::string_view key) {
   Backend& b = *backend_;
+  if (outage_miss(b)) return false;
   engine::Found f;
   const std::int64_t now = b.now_ns();
   const kv::Status s =

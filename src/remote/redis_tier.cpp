@@ -383,6 +383,7 @@ class RedisTier final : public Tier {
                        const Entry& e) override;
 
   bool check() override;
+  bool listening() const override { return listening_.load(); }
   const RemoteUrl& url() const override { return url_; }
   // True while the last attempt to use Redis worked.
   // Why Redis is not usable (empty while it is).
@@ -453,6 +454,7 @@ class RedisTier final : public Tier {
   // The entry a record read from `stored_key` holds; nullopt (logged) when it is not accepted.
   std::optional<Entry> accept(std::string_view stored_key, std::string_view bytes);
   std::atomic<std::uint64_t> rejected_{0};
+  std::atomic<bool> listening_{false};  // the listener is connected and positioned
 
   const RemoteUrl url_;
   const double stale_factor_;
@@ -1316,12 +1318,14 @@ void RedisTier::listen() {
       continue;
     }
     succeeded();
+    listening_ = true;
     while (!stopping(milliseconds(0))) {
       const ReplyPtr r = command(ctx,
                                  {"XREAD", "COUNT", std::to_string(kReadCount), "BLOCK",
                                   std::to_string(kBlock.count()), "STREAMS", stream, last},
                                  listener_reply_bytes_);
       if (r == nullptr || r->type == REDIS_REPLY_ERROR) {
+        listening_ = false;
         failed(r == nullptr
                    ? fmt::format("redis {}: {}", url_.display(), why_failed(ctx, "no answer"))
                    : fmt::format("redis {}: XREAD answered: {}", url_.display(),

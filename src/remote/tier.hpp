@@ -158,6 +158,10 @@ class Tier {
   // whether it answered; last_error() then says why not.
   virtual bool check() = 0;
 
+  // True while the change listener is connected and positioned in the stream: changes other
+  // caches make reach this one (a local copy is then as current as the stream says).
+  virtual bool listening() const = 0;
+
   virtual const RemoteUrl& url() const = 0;
   // Why Redis is not usable (empty while it is).
   virtual std::string last_error() const = 0;

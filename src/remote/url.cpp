@@ -74,6 +74,10 @@ util::Status apply_query(std::string_view query, RemoteUrl* u) {
     } else if (name == "read_only") {
       if (value != "0" && value != "1") return util::fail("read_only={}: 0 or 1 expected", value);
       u->read_only = value == "1";
+    } else if (name == "outage") {
+      if (value != "local" && value != "miss")
+        return util::fail("outage={}: local or miss expected", value);
+      u->outage = value == "miss" ? RemoteUrl::Outage::miss : RemoteUrl::Outage::local;
     } else if (name == "secret_file") {
       auto path = percent_decode(value, "secret_file");
       if (!path) return util::fail("{}", path.error());
@@ -87,7 +91,7 @@ util::Status apply_query(std::string_view query, RemoteUrl* u) {
     } else {
       return util::fail(
           "unknown option '{}' (known: prefix, connect_timeout, operation_timeout, read_only, db, "
-          "secret_file)",
+          "secret_file, outage)",
           name);
     }
   }

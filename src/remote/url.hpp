@@ -3,7 +3,8 @@
 //   redis+unix://[[user:]password@]/path/to/socket[?db=N&options]
 // Options: prefix=NAME (default "larder"; letters, digits, '_', '-', '.', ':'), connect_timeout=MS
 // (default 100), operation_timeout=MS (default 1000), read_only=1, secret_file=PATH (a file
-// holding the shared secret that signs every record, mode 0600 or stricter). User, password,
+// holding the shared secret that signs every record, mode 0600 or stricter), outage=local|miss
+// (what reads serve while the change listener is disconnected). User, password,
 // path and secret_file may be percent-encoded. Thread-safety: pure functions and plain values.
 #pragma once
 
@@ -32,6 +33,11 @@ struct RemoteUrl {
   // secret_file= as given (absolute), and the secret load_secret read from it (never printed).
   std::string secret_file;
   std::string secret;
+  // outage=local|miss: what a read finds while this cache's change listener is disconnected
+  // (it cannot hear of other caches' writes then): its local copies (local, the default), or
+  // misses (miss: no possibly-stale copy is served).
+  enum class Outage : std::uint8_t { local = 0, miss = 1 };
+  Outage outage = Outage::local;
 
   // The URL without its password (for status output and logs).
   std::string display() const;

@@ -721,3 +721,27 @@ TEST_CASE(
   CHECK(a.add("fresh-key", "v"));
   CHECK(a.stats().remote_error_count > 0);
 }
+
+// While its listener is disconnected a cache cannot hear of other caches' writes: outage=miss
+// serves misses then instead of its possibly-stale local copies (the default keeps serving them).
+TEST_CASE("remote: outage=miss serves misses while the listener is disconnected") {
+  TempDir tmp;
+  RedisServer redis(tmp / "redis");
+  const std::string opts = "operation_timeout=300&connect_timeout=100";
+  Cache a = Cache::open(machine(tmp / "a", redis.url(opts)));
+  Cache strict = Cache::open(machine(tmp / "s", redis.url(opts + "&outage=miss")));
+  Cache lenient = Cache::open(machine(tmp / "l", redis.url(opts)));
+  REQUIRE(a.set("k", "v1"));
+  REQUIRE(within(5000ms, [&] { return strict.get("k") == "v1"; }));
+  REQUIRE(lenient.get("k") == "v1");
+  redis.kill();
+  // Waits on what makes the difference: the listener noticing the outage.
+  REQUIRE(within(10'000ms, [&] { return !strict.get("k"); }));
+  CHECK_FALSE(strict.exists("k"));
+  CHECK_FALSE(strict.get_entry("k"));
+  CHECK(lenient.get("k") == "v1");  // its local copy, as documented
+  redis.start();
+  REQUIRE(within(15'000ms, [&] { return a.set("k", "v2") && strict.get("k") == "v2"; }));
+  CHECK_THROWS_WITH_AS(Cache::open(machine(tmp / "x", redis.url("outage=never"))),
+                       doctest::Contains("outage"), ConfigError);
+}
