@@ -13,6 +13,7 @@
 #include <string>
 
 #include "larder/larder.hpp"
+#include "support.hpp"
 
 namespace larder::test {
 
@@ -72,15 +73,6 @@ inline long send_and_read(int fd, const std::string& bytes) {
     total += n;
     if (total >= 4) return total;  // a reply arrived
   }
-}
-
-// A line of /proc/<pid>/status as a number ("VmHWM" in kB, "Threads"), or -1.
-inline long proc_status(long pid, const std::string& field) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind(field + ":", 0) == 0) return std::stol(line.substr(field.size() + 1));
-  return -1;
 }
 
 }  // namespace larder::test

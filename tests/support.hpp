@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <string>
@@ -38,30 +39,34 @@ inline int wait_bounded(pid_t pid) {
   return -1;
 }
 
-// Peak resident memory (VmHWM) growth while `f` runs, in bytes: the peak is reset first
-// (/proc/self/clear_refs "5") so that earlier tests' peaks do not hide this one's.
-inline std::uint64_t proc_status_kb(const char* field) {
-  std::FILE* f = std::fopen("/proc/self/status", "r");
-  if (f == nullptr) return 0;
-  char line[256];
-  std::uint64_t kb = 0;
-  const std::size_t n = std::strlen(field);
-  while (std::fgets(line, sizeof line, f) != nullptr)
-    if (std::strncmp(line, field, n) == 0 && line[n] == ':')
-      kb = std::strtoull(line + n + 1, nullptr, 10);
-  std::fclose(f);
-  return kb;
+// A line of /proc/<pid>/status as a number ("VmHWM" in kB, "Threads"), or -1.
+inline long proc_status(long pid, const std::string& field) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind(field + ":", 0) == 0) return std::stol(line.substr(field.size() + 1));
+  return -1;
 }
+
+// Sets this process's resident-set peak (VmHWM) to what is resident now (Linux: "5" to
+// /proc/self/clear_refs), so that earlier tests' peaks do not hide the next one's. Returns
+// whether it could.
+inline bool reset_peak_resident() {
+  std::ofstream clear("/proc/self/clear_refs");
+  clear << "5";
+  clear.flush();
+  return static_cast<bool>(clear);
+}
+
+// How far this process's resident-set peak rose above what was resident before `f` ran, in
+// bytes (0 when it could not be measured).
 template <class F>
 std::uint64_t peak_growth_bytes(F&& f) {
-  if (std::FILE* c = std::fopen("/proc/self/clear_refs", "w")) {
-    std::fputs("5", c);
-    std::fclose(c);
-  }
-  const std::uint64_t before = proc_status_kb("VmRSS");
+  reset_peak_resident();
+  const long before = proc_status(::getpid(), "VmRSS");
   f();
-  const std::uint64_t peak = proc_status_kb("VmHWM");
-  return peak > before ? (peak - before) * 1024 : 0;
+  const long peak = proc_status(::getpid(), "VmHWM");
+  return before >= 0 && peak > before ? static_cast<std::uint64_t>(peak - before) * 1024 : 0;
 }
 
 class TempDir {

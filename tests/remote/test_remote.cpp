@@ -126,18 +126,7 @@ class HostilePeer {
 
 // The peak of this process's resident set since reset_peak_resident(), in bytes (VmHWM).
 std::size_t peak_resident_bytes() {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line))
-    if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6)) * 1024;  // in kB
-  return 0;
-}
-// Sets the peak to what is resident now (Linux: "5" to clear_refs). Returns whether it could.
-bool reset_peak_resident() {
-  std::ofstream clear("/proc/self/clear_refs");
-  clear << "5";
-  clear.flush();
-  return static_cast<bool>(clear);
+  return static_cast<std::size_t>(std::max(0L, proc_status(::getpid(), "VmHWM"))) * 1024;
 }
 
 }  // namespace
