@@ -48,41 +48,51 @@ constexpr std::uint64_t kListenerReplyBytes = 64u << 20;
 constexpr std::size_t kMaxEventArgs = 1000;  // keys read from one stream item
 
 // A category's index, <prefix>:c:<category>: a sorted set of stored keys scored by when their
-// entry leaves Redis (Redis's own clock, ms; inf for none). Each write of the category adds its
-// members, removes the members whose entries are past their lifetime (ZREMRANGEBYSCORE) and
-// checks a few random members for entries that are gone (deleted, evicted), so the index stays
-// near the category's live keys whatever the churn. An index of an older larder (a plain set) is
-// converted on the first write, each member scored by its entry's remaining lifetime.
-// KEYS[1]: the index; ARGV[1]: "<prefix>:e:"; then pairs (stored key, lifetime in ms or -1).
-constexpr const char* kIndexAdd = R"lua(
-local idx, entries = KEYS[1], ARGV[1]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local function add(member, ms)
-  if ms < 0 then redis.call('ZADD', idx, 'inf', member)
-  else redis.call('ZADD', idx, string.format('%.0f', now + ms), member) end
-end
-if redis.call('TYPE', idx).ok == 'set' then
-  local old = redis.call('SMEMBERS', idx)
-  redis.call('DEL', idx)
-  for _, m in ipairs(old) do
-    local left = redis.call('PTTL', entries .. m)
-    if left == -1 or left >= 0 then add(m, left) end
+// entry leaves Redis (Redis's own clock, ms; inf for none). index_write(idx, entries, members)
+// adds `members` (pairs: stored key, lifetime in ms or -1), removes the members whose entries
+// are past their lifetime (ZREMRANGEBYSCORE) and checks a few random members for entries that
+// are gone (deleted, evicted), so the index stays near the category's live keys whatever the
+// churn. An index of an older larder (a plain set) is converted first, each member scored by its
+// entry's remaining lifetime. `entries`: "<prefix>:e:". Every script that writes an index starts
+// with this function.
+constexpr std::string_view kIndexWrite = R"lua(
+local function index_write(idx, entries, members)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local function add(member, ms)
+    if ms < 0 then redis.call('ZADD', idx, 'inf', member)
+    else redis.call('ZADD', idx, string.format('%.0f', now + ms), member) end
+  end
+  if redis.call('TYPE', idx).ok == 'set' then
+    local old = redis.call('SMEMBERS', idx)
+    redis.call('DEL', idx)
+    for _, m in ipairs(old) do
+      local left = redis.call('PTTL', entries .. m)
+      if left == -1 or left >= 0 then add(m, left) end
+    end
+  end
+  redis.call('ZREMRANGEBYSCORE', idx, '-inf', '(' .. string.format('%.0f', now))
+  for i = 1, #members, 2 do add(members[i], tonumber(members[i + 1])) end
+  for _, m in ipairs(redis.call('ZRANDMEMBER', idx, 4)) do
+    if redis.call('EXISTS', entries .. m) == 0 then redis.call('ZREM', idx, m) end
   end
 end
-redis.call('ZREMRANGEBYSCORE', idx, '-inf', '(' .. string.format('%.0f', now))
-for i = 2, #ARGV, 2 do add(ARGV[i], tonumber(ARGV[i + 1])) end
-for _, m in ipairs(redis.call('ZRANDMEMBER', idx, 4)) do
-  if redis.call('EXISTS', entries .. m) == 0 then redis.call('ZREM', idx, m) end
-end
-return redis.call('ZCARD', idx)
 )lua";
+
+// Writes an index. KEYS[1]: the index; ARGV[1]: "<prefix>:e:"; then pairs (stored key, lifetime
+// in ms or -1).
+const std::string kIndexAdd = std::string(kIndexWrite) + R"lua(
+index_write(KEYS[1], ARGV[1], {unpack(ARGV, 2)})
+return 0
+)lua";
+
 // Compare-and-swap of an entry record. KEYS[1]: the entry, KEYS[2]: its category's index,
 // KEYS[3]: the change stream. ARGV[1]: '1' when a record is expected (ARGV[2] its bytes), '0'
 // when none is; ARGV[3]: the new record; ARGV[4]: its lifetime in ms (-1: none); ARGV[5]: the
-// stored key; ARGV[6]: the stream's MAXLEN; ARGV[7..]: the change item's fields. 1: written,
-// 0: the record had changed (nothing written).
-constexpr const char* kCompareAndSet = R"lua(
+// stored key; ARGV[6]: "<prefix>:e:"; ARGV[7]: the stream's MAXLEN; ARGV[8..]: the change item's
+// fields. 1: written (with its index entry and change item), 0: the record had changed (nothing
+// written).
+const std::string kCompareAndSet = std::string(kIndexWrite) + R"lua(
 local cur = redis.call('GET', KEYS[1])
 if ARGV[1] == '1' then
   if cur ~= ARGV[2] then return 0 end
@@ -91,18 +101,8 @@ elseif cur then
 end
 local ms = tonumber(ARGV[4])
 if ms < 0 then redis.call('SET', KEYS[1], ARGV[3]) else redis.call('SET', KEYS[1], ARGV[3], 'PX', ms) end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if redis.call('TYPE', KEYS[2]).ok == 'set' then
-  redis.call('SADD', KEYS[2], ARGV[5])
-elseif ms < 0 then
-  redis.call('ZADD', KEYS[2], 'inf', ARGV[5])
-else
-  redis.call('ZADD', KEYS[2], string.format('%.0f', now + ms), ARGV[5])
-end
-local fields = {}
-for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', unpack(fields))
+index_write(KEYS[2], ARGV[6], {ARGV[5], ARGV[4]})
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', unpack(ARGV, 8))
 return 1
 )lua";
 // The members of an index (either kind). KEYS[1]: the index.
@@ -903,6 +903,7 @@ Tier::Cas RedisTier::put_if_unchanged(std::string_view stored_key,
                                seal(stored_key, e, url_.secret),
                                ms ? std::to_string(*ms) : std::string("-1"),
                                std::string(stored_key),
+                               url_.prefix + ":e:",
                                std::to_string(kStreamLength)};
   std::vector<std::string> event = event_command(Change::Kind::key, stored_key, {});
   cmd.insert(cmd.end(), event.begin() + 6, event.end());  // the fields after "XADD s MAXLEN ~ n *"
