@@ -204,6 +204,14 @@ struct RemoteCopy {
   bool fresh = false;
   bool stored = false;  // stored locally already (not when deferred, nor when served this once)
 };
+// How old a remote entry is at `now`, in TTLs: below 1 fresh, from 1 to stale_factor stale, then
+// expired (the remote keeps no invalid entries). 0 for an entry without a TTL.
+double age_in_ttls(const remote::Entry& e, std::int64_t now) {
+  if (e.ttl_s <= 0) return 0.0;
+  return (static_cast<double>(now) - static_cast<double>(e.created_ns)) /
+         (static_cast<double>(e.ttl_s) * 1e9);
+}
+
 // What the remote answered for `key`, read at stream position `at`.
 // `defer`: the local copy is stored later (Backend::defer_fill), not before this returns.
 std::optional<RemoteCopy> keep_remote(Backend& b, std::string_view key, remote::Tier::Outcome o,
@@ -223,17 +231,13 @@ std::optional<RemoteCopy> keep_remote(Backend& b, std::string_view key, remote::
   RemoteCopy c;
   c.entry = std::move(entry);
   const std::int64_t now = b.now_ns();
-  const remote::Entry& e = c.entry;
-  c.fresh = true;
-  if (e.ttl_s > 0) {
-    const double ttl_ns = static_cast<double>(e.ttl_s) * 1e9;
-    const double age = static_cast<double>(now) - static_cast<double>(e.created_ns);
-    if (age >= ttl_ns * b.resolved().config.stale_factor) {
-      b.counters().remote_miss++;
-      return std::nullopt;
-    }
-    c.fresh = age < ttl_ns;
+  const double age = age_in_ttls(c.entry, now);
+  if (age >= b.resolved().config.stale_factor) {  // expired
+    b.counters().remote_miss++;
+    return std::nullopt;
   }
+  c.fresh = age < 1.0;
+  const remote::Entry& e = c.entry;
   b.counters().remote_hit++;
   // A change from another cache applied meanwhile may have been about this key: then the copy
   // is served this once, not kept.
@@ -261,18 +265,11 @@ std::optional<RemoteCopy> keep_remote(Backend& b, std::string_view key, remote::
   return c;
 }
 
-// `defer`: as keep_remote's; the fills already waiting are stored during the round trip.
 // True when reads must not serve local copies now: the remote URL says outage=miss and the
 // change listener is disconnected (a copy might be older than what another cache wrote).
 bool outage_miss(Backend& b) {
   const remote::Tier* t = b.remote();
   return t != nullptr && t->url().outage == remote::RemoteUrl::Outage::miss && !t->listening();
-}
-
-// Whether a remote entry is fresh at `now` (the remote keeps no invalid entries).
-bool remote_fresh(const remote::Entry& e, std::int64_t now) {
-  return e.ttl_s <= 0 || static_cast<double>(now) - static_cast<double>(e.created_ns) <
-                             static_cast<double>(e.ttl_s) * 1e9;
 }
 
 // What a call the remote decides (add, incr, touch) did there.
@@ -289,7 +286,9 @@ template <class Decide>
 Decided remote_decides(Backend& b, std::string_view key, Decide&& decide) {
   remote::Tier* t = b.remote();
   if (t == nullptr || t->url().read_only) return Decided::unavailable;
-  constexpr int kAttempts = 1000;  // each lost race means another machine's call went through
+  // Each lost race means another machine's call went through; each attempt is two round trips
+  // bounded by operation_timeout.
+  constexpr int kAttempts = 100;
   for (int attempt = 0; attempt < kAttempts; ++attempt) {
     std::optional<std::string> raw;
     std::optional<remote::Entry> current;
@@ -298,9 +297,10 @@ Decided remote_decides(Backend& b, std::string_view key, Decide&& decide) {
       return Decided::unavailable;
     }
     const std::int64_t now = b.now_ns();
-    if (current && !remote_fresh(*current, now)) current.reset();
+    if (current && age_in_ttls(*current, now) >= 1.0) current.reset();  // not fresh
     std::optional<remote::Entry> next = decide(current ? &*current : nullptr, now);
     if (!next) return Decided::refused;
+    if (too_large(*b.begin().engine, next->value)) return Decided::refused;  // as set(): neither
     switch (t->put_if_unchanged(key, raw, *next)) {
       case remote::Tier::Cas::conflict:
         continue;
@@ -333,6 +333,7 @@ Decided remote_decides(Backend& b, std::string_view key, Decide&& decide) {
   return Decided::refused;
 }
 
+// `defer`: as keep_remote's; the fills already waiting are stored during the round trip.
 std::optional<RemoteCopy> from_remote(Backend& b, std::string_view key, bool defer = false) {
   remote::Tier* t = b.remote();
   if (t == nullptr) return std::nullopt;
