@@ -330,6 +330,9 @@ class Cache:
             return _pack(value), KIND_MSGPACK
         except (TypeError, ValueError, OverflowError, UnicodeError, RecursionError):
             pass
+        return self._signed_pickle(value)
+
+    def _signed_pickle(self, value: Any) -> Tuple[bytes, str]:
         data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         return self._c.value_tag(data) + data, KIND_SIGNED_PICKLE
 
@@ -428,10 +431,7 @@ class Cache:
         encoded = [(_key(k), self._encode(v)) for k, v in pairs]
         kinds = {kind for _, (_, kind) in encoded}
         if len(kinds) > 1:  # one batch carries one kind: sign and pickle them all
-            encoded = []
-            for (k, v) in pairs:
-                data = pickle.dumps(v, protocol=pickle.HIGHEST_PROTOCOL)
-                encoded.append((_key(k), (self._c.value_tag(data) + data, KIND_SIGNED_PICKLE)))
+            encoded = [(_key(k), self._signed_pickle(v)) for k, v in pairs]
             kinds = {KIND_SIGNED_PICKLE}
         kind = next(iter(kinds)) if kinds else None
         return self._c.set_all([(k, raw) for k, (raw, _) in encoded], _expire(expire), category,
