@@ -1103,13 +1103,15 @@ Status Engine::flush_access_locked() {
 }
 
 Status Engine::access_of(std::string_view key, AccessRecord* out) {
+  // The engine mutex first: hits move from a shard into the index only under it, so the pending
+  // hits read here are not also in the index (read between the two locks, they could be both).
+  const auto lock = foreground_lock();
   Pending p;
   {
     Shard& shard = shard_of(Hash{}(key));
-    std::lock_guard lock(shard.mu);
+    std::lock_guard shard_lock(shard.mu);
     if (auto it = shard.map.find(key); it != shard.map.end()) p = it->second;
   }
-  const auto lock = foreground_lock();
   auto it = index_.find(key);
   if (it == index_.end()) return Status::missing();
   *out = record_of(it->second, *it->second.category);
