@@ -90,9 +90,10 @@ struct Config {
   // Empty: the per-user default ($XDG_CACHE_HOME/larder, else ~/.cache/larder).
   std::filesystem::path cache_root;
   Strategy strategy = Strategy::process_isolated;
-  std::uint64_t max_size_bytes = 500 * kMiB;                  // sum of value sizes; 0 = unlimited
-  std::uint64_t max_entries = 10'000;                         // 0 = unlimited
-  std::chrono::seconds default_ttl = std::chrono::hours(24);  // 0 = entries never expire
+  std::uint64_t max_size_bytes = 500 * kMiB;  // sum of value sizes; 0 = unlimited
+  std::uint64_t max_entries = 10'000;         // 0 = unlimited
+  // 0 = entries never expire. Milliseconds: seconds, minutes and hours convert implicitly.
+  std::chrono::milliseconds default_ttl = std::chrono::hours(24);
   EvictionPolicy eviction_policy = EvictionPolicy::lru;
   std::chrono::seconds cleanup_interval = std::chrono::minutes(5);  // 0 = no periodic cleanup
   bool enable_statistics = true;  // false: no .cache_stats.json is read or written
@@ -139,7 +140,7 @@ struct Config {
   std::string remote;
 
   // Defaults overridden by LARDER_CACHE_ROOT, LARDER_STRATEGY (process_isolated|shared|disabled),
-  // LARDER_MAX_SIZE_MB, LARDER_MAX_ENTRIES, LARDER_DEFAULT_TTL (seconds),
+  // LARDER_MAX_SIZE_MB, LARDER_MAX_ENTRIES, LARDER_DEFAULT_TTL (decimal seconds),
   // LARDER_EVICTION_POLICY (lru|lfu|fifo|ttl|s3fifo), LARDER_REMOTE (a URL, as `remote`) and
   // LARDER_DISABLED=1.
   // Throws ConfigError naming the variable when a value cannot be parsed.
@@ -147,7 +148,9 @@ struct Config {
 };
 
 struct SetOptions {
-  std::optional<std::chrono::seconds> ttl;  // nullopt: default_ttl; 0s: never expires; < 0 throws
+  // nullopt: default_ttl; 0: never expires; < 0 throws. Exact to the millisecond (status,
+  // expires_at, the remote's expiry); any std::chrono duration of whole milliseconds or coarser.
+  std::optional<std::chrono::milliseconds> ttl;
   std::string category = "default";
   std::map<std::string, std::string> metadata;
 };
@@ -297,7 +300,7 @@ class Cache {
   // Gives the fresh entry under `key` a new TTL counted from now (0s: never expires); value,
   // category and metadata stay, created_at becomes now. Returns true when done; false when no
   // fresh entry is stored (or the write failed). Throws std::invalid_argument for a negative ttl.
-  bool touch(std::string_view key, std::chrono::seconds ttl);
+  bool touch(std::string_view key, std::chrono::milliseconds ttl);
   // Adds `delta` to the integer stored under `key` as decimal text and returns the sum. A key
   // without a fresh entry counts as 0 and is created with `options`; an existing counter keeps
   // its lifetime (created_at and TTL), category and metadata. nullopt (nothing changed) when
@@ -375,7 +378,8 @@ class Cache {
   // Throws std::invalid_argument for an empty name, one longer
   // than kMaxNamespaceBytes or containing NUL, and for a negative default_ttl. The handle
   // shares the store with this one and may outlive it.
-  Cache ns(std::string_view name, std::optional<std::chrono::seconds> default_ttl = std::nullopt);
+  Cache ns(std::string_view name,
+           std::optional<std::chrono::milliseconds> default_ttl = std::nullopt);
 
   // Calls `callback` for every change to an entry whose key (in this handle's namespace)
   // matches `glob`: sets, removals, invalidations, evictions and expirations made by this
@@ -442,7 +446,13 @@ Cache create_default_cache(Strategy strategy = Strategy::process_isolated,
 // A memory-only cache (Strategy::disabled) with the given limits.
 Cache create_memory_cache(std::uint64_t max_size_bytes = 100 * kMiB,
                           std::uint64_t max_entries = 10'000,
-                          std::chrono::seconds default_ttl = std::chrono::hours(24));
+                          std::chrono::milliseconds default_ttl = std::chrono::hours(24));
+
+// A TTL given as a decimal number of seconds (Python's `expire`, LARDER_DEFAULT_TTL, cachectl's
+// --ttl) in milliseconds: rounded to the nearest millisecond, and a positive value below 1 ms is
+// 1 ms (never 0, which means "never expires"). nullopt for NaN, infinity, a negative value or
+// more than 1e12 seconds.
+std::optional<std::chrono::milliseconds> ttl_from_seconds(double seconds);
 
 // process_isolated housekeeping (Cache::open runs it for directories idle for a day; `cachectl
 // gc` runs it on demand): removes the <cache_root>/proc_<pid> directories whose process is gone,

@@ -83,10 +83,13 @@ std::int64_t whole(const char* field, double v, double max) {
 // A TTL in seconds as whole seconds, rounded up: a positive TTL below a second is one second, never
 // 0 ("never expires", which 0.5 truncated to). Until TTLs are kept in milliseconds, a TTL lasts
 // at most a second longer than asked, never shorter.
-std::int64_t ttl_seconds(const char* field, double v) {
-  if (!std::isfinite(v) || v < 0 || v > 1e12)
+// A ttl in float seconds, exact to the millisecond (larder::ttl_from_seconds: a positive value
+// below 1 ms is 1 ms). ConfigError (a ValueError) for NaN, infinity, negatives and > 1e12.
+std::chrono::milliseconds ttl_of(const char* field, double v) {
+  const auto ms = larder::ttl_from_seconds(v);
+  if (!ms)
     throw larder::ConfigError(std::string(field) + ": must be a number of seconds from 0 to 1e12");
-  return static_cast<std::int64_t>(std::ceil(v));
+  return *ms;
 }
 
 // The log callback: a Python callable, called with the GIL taken, never during interpreter
@@ -137,7 +140,7 @@ class PyCache {
     c.strategy = strategy_of(strategy);
     c.max_entries = max_entries;
     c.max_size_bytes = max_size;
-    c.default_ttl = seconds(ttl_seconds("default_ttl", default_ttl));
+    c.default_ttl = ttl_of("default_ttl", default_ttl);
     c.eviction_policy = policy_of(eviction_policy);
     c.cleanup_interval = seconds(whole("cleanup_interval", cleanup_interval, 1e12));
     if (!std::isfinite(lock_timeout) || lock_timeout < 0 || lock_timeout > 1e9)
@@ -202,7 +205,7 @@ class PyCache {
   bool set(const std::string& key, const std::string& value, std::optional<double> ttl,
            const std::string& category, const std::map<std::string, std::string>& metadata) {
     larder::SetOptions o;
-    if (ttl) o.ttl = seconds(ttl_seconds("expire", *ttl));
+    if (ttl) o.ttl = ttl_of("expire", *ttl);
     o.category = category;
     o.metadata = metadata;
     return with([&](larder::Cache& c) { return c.set(key, value, o); });
@@ -249,7 +252,7 @@ class PyCache {
   static larder::SetOptions options(std::optional<double> ttl, const std::string& category,
                                     const std::map<std::string, std::string>& metadata) {
     larder::SetOptions o;
-    if (ttl) o.ttl = seconds(ttl_seconds("expire", *ttl));
+    if (ttl) o.ttl = ttl_of("expire", *ttl);
     o.category = category;
     o.metadata = metadata;
     return o;
@@ -269,7 +272,7 @@ class PyCache {
   }
 
   bool touch(const std::string& key, double ttl) {
-    const auto t = seconds(ttl_seconds("expire", ttl));
+    const auto t = ttl_of("expire", ttl);
     return with([&](larder::Cache& c) { return c.touch(key, t); });
   }
 
@@ -468,7 +471,7 @@ PYBIND11_MODULE(_larder, m) {
                                                                : "process_isolated";
     d["max_entries"] = c.max_entries;
     d["max_size"] = c.max_size_bytes;
-    d["default_ttl"] = static_cast<double>(c.default_ttl.count());
+    d["default_ttl"] = static_cast<double>(c.default_ttl.count()) / 1000.0;
     const char* policies[] = {"lru", "lfu", "fifo", "ttl", "s3fifo"};
     const auto p = static_cast<std::size_t>(c.eviction_policy);
     d["eviction_policy"] = p < std::size(policies) ? policies[p] : "unknown";

@@ -110,18 +110,49 @@ def test_a_sub_second_ttl_expires_instead_of_never(cache):
     """expire=0.5 truncated to 0, which means "never expires": still fresh after 2.2 s."""
     clock = cache.test_clock
     assert cache.set("half", "v", expire=0.5)
-    assert cache.set("tiny", "v", expire=0.001)
-    assert cache.get_entry("half").expires_at is not None
-    clock.advance(1.01)  # rounded up to a whole second until TTLs are kept in milliseconds
-    assert cache.get("half") is None and cache.get("tiny") is None
+    assert cache.set("tiny", "v", expire=0.0001)  # below 1 ms: 1 ms, never "never"
+    assert cache.set("one-and-a-half", "v", expire=1.5)
+    half = cache.get_entry("half")
+    assert half.expires_at - half.created_at == pytest.approx(0.5, abs=1e-6)
+    clock.advance(0.001)
+    assert cache.get("tiny") is None
+    clock.advance(0.498)  # 499 ms
+    assert cache.get("half") == "v"
+    clock.advance(0.001)  # 500 ms: stale, exact to the millisecond
+    assert cache.get("half") is None
+    clock.advance(0.999)  # 1.499 s: 1.5 s was not cut to 1 s
+    assert cache.get("one-and-a-half") == "v"
+    clock.advance(0.001)
+    assert cache.get("one-and-a-half") is None
     assert cache.touch("forever-not", expire=0.2) is False
     assert cache.set("t", "v", expire=10)
     assert cache.touch("t", expire=0.2)
-    clock.advance(1.01)
+    clock.advance(0.199)
+    assert cache.get("t") == "v"
+    clock.advance(0.001)
     assert cache.get("t") is None
     for bad in (float("nan"), float("inf"), -0.5):
         with pytest.raises(ValueError):
             cache.set("bad", "v", expire=bad)
+        with pytest.raises(ValueError):
+            cache.touch("t", expire=bad)
+
+
+def test_short_real_ttls_expire(tmp_path):
+    """With the real clock: a 50 ms TTL is a miss once 50 ms have passed, not after a second."""
+    import time
+    c = larder.Cache(tmp_path, strategy="disabled")
+    try:
+        start = time.monotonic()
+        assert c.set("k", "v", expire=0.05)
+        assert c.set("long", "v", expire=60)
+        while c.get("k") is not None:
+            assert time.monotonic() - start < 0.9, "a 50 ms TTL still fresh after 0.9 s"
+            time.sleep(0.005)
+        assert time.monotonic() - start >= 0.05
+        assert c.get("long") == "v"
+    finally:
+        c.close()
 
 
 def test_ttl_fresh_stale_expired_with_a_manual_clock(cache):

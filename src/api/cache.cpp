@@ -36,7 +36,8 @@ using core::SetRequest;
 class Cache::Impl {
  public:
   Impl(std::shared_ptr<Service> s, std::shared_ptr<api::ValueSigner> signer,
-       std::chrono::seconds default_ttl, std::string prefix = {}, stats::Counters* ns = nullptr)
+       std::chrono::milliseconds default_ttl, std::string prefix = {},
+       stats::Counters* ns = nullptr)
       : service(std::move(s)),
         signer(std::move(signer)),
         default_ttl(default_ttl),
@@ -45,7 +46,7 @@ class Cache::Impl {
   std::shared_ptr<Service> service;
   // Signs values whose decoding would run code (shared by the handles of one open).
   std::shared_ptr<api::ValueSigner> signer;
-  std::chrono::seconds default_ttl;
+  std::chrono::milliseconds default_ttl;
   // The namespace's key prefix (core::ns_prefix); empty for the unnamed namespace.
   std::string prefix;
   // A named namespace's operations through this process's handles (Service::ns_counters).
@@ -88,7 +89,7 @@ class Cache::Impl {
     SetRequest q;
     q.key = stored(key);
     q.value = std::string(value);
-    q.ttl_s = options.ttl ? options.ttl->count() : default_ttl.count();
+    q.ttl_ms = options.ttl ? options.ttl->count() : default_ttl.count();
     q.category = options.category;
     q.metadata = options.metadata;
     return q;
@@ -100,7 +101,7 @@ namespace {
 void check_ttl(const SetOptions& options) {
   if (options.ttl && options.ttl->count() < 0)
     throw std::invalid_argument(
-        fmt::format("ttl: must not be negative (got {}s)", options.ttl->count()));
+        fmt::format("ttl: must not be negative (got {}ms)", options.ttl->count()));
 }
 
 using core::valid_category;
@@ -215,9 +216,9 @@ bool Cache::add(std::string_view key, std::string_view value, const SetOptions& 
   return ok;
 }
 
-bool Cache::touch(std::string_view key, std::chrono::seconds ttl) {
+bool Cache::touch(std::string_view key, std::chrono::milliseconds ttl) {
   if (ttl.count() < 0)
-    throw std::invalid_argument(fmt::format("ttl: must not be negative (got {}s)", ttl.count()));
+    throw std::invalid_argument(fmt::format("ttl: must not be negative (got {}ms)", ttl.count()));
   return impl_->valid_key(key) && impl_->with_key(key, [&](std::string_view k) {
     return impl_->service->touch(k, ttl.count());
   });
@@ -353,14 +354,14 @@ std::vector<std::string> Cache::keys_in_category(std::string_view category) {
   return out;
 }
 
-Cache Cache::ns(std::string_view name, std::optional<std::chrono::seconds> default_ttl) {
+Cache Cache::ns(std::string_view name, std::optional<std::chrono::milliseconds> default_ttl) {
   if (name.empty() || name.size() > kMaxNamespaceBytes || name.find('\0') != std::string_view::npos)
     throw std::invalid_argument(
         fmt::format("ns: a namespace name is 1 to {} bytes without NUL (got {} bytes)",
                     kMaxNamespaceBytes, name.size()));
   if (default_ttl && default_ttl->count() < 0)
     throw std::invalid_argument(
-        fmt::format("ns: default_ttl must not be negative (got {}s)", default_ttl->count()));
+        fmt::format("ns: default_ttl must not be negative (got {}ms)", default_ttl->count()));
   Service& service = *impl_->service;
   return Cache(std::make_unique<Impl>(impl_->service, impl_->signer,
                                       default_ttl.value_or(impl_->default_ttl),
@@ -701,7 +702,7 @@ std::vector<std::filesystem::path> collect_dead_process_dirs(
 }
 
 Cache create_memory_cache(std::uint64_t max_size_bytes, std::uint64_t max_entries,
-                          std::chrono::seconds default_ttl) {
+                          std::chrono::milliseconds default_ttl) {
   Config c;
   c.strategy = Strategy::disabled;
   c.max_size_bytes = max_size_bytes;

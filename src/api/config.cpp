@@ -27,6 +27,20 @@ fs::path default_root() {
   throw ConfigError("cache_root: empty and no home directory to put the default cache in");
 }
 
+}  // namespace larder::api
+
+namespace larder {
+
+std::optional<std::chrono::milliseconds> ttl_from_seconds(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0 || seconds > 1e12) return std::nullopt;
+  const auto ms = static_cast<std::int64_t>(std::llround(seconds * 1000.0));
+  return std::chrono::milliseconds(ms == 0 && seconds > 0 ? 1 : ms);
+}
+
+}  // namespace larder
+
+namespace larder::api {
+
 void validate(const Config& c) {
   if (static_cast<unsigned>(c.strategy) > static_cast<unsigned>(Strategy::disabled))
     throw ConfigError(fmt::format("strategy: unknown value {}", static_cast<unsigned>(c.strategy)));
@@ -35,7 +49,7 @@ void validate(const Config& c) {
         fmt::format("eviction_policy: unknown value {}", static_cast<unsigned>(c.eviction_policy)));
   if (c.default_ttl.count() < 0)
     throw ConfigError(
-        fmt::format("default_ttl: must not be negative (got {}s)", c.default_ttl.count()));
+        fmt::format("default_ttl: must not be negative (got {}ms)", c.default_ttl.count()));
   if (c.cleanup_interval.count() < 0)
     throw ConfigError(fmt::format("cleanup_interval: must not be negative (got {}s)",
                                   c.cleanup_interval.count()));
@@ -135,9 +149,17 @@ Config Config::from_env() {
   }
   if (const char* v = env("LARDER_MAX_ENTRIES")) c.max_entries = parse_u64("LARDER_MAX_ENTRIES", v);
   if (const char* v = env("LARDER_DEFAULT_TTL")) {
-    const std::uint64_t s = parse_u64("LARDER_DEFAULT_TTL", v);
-    if (s > (std::uint64_t{1} << 40)) throw ConfigError("LARDER_DEFAULT_TTL: too large");
-    c.default_ttl = std::chrono::seconds(static_cast<std::int64_t>(s));
+    // A decimal number of seconds ("0.25", "90", "1e3").
+    const std::string_view text = v;
+    double seconds = 0;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), seconds);
+    const auto ttl = ec == std::errc() && end == text.data() + text.size()
+                         ? ttl_from_seconds(seconds)
+                         : std::nullopt;
+    if (!ttl)
+      throw ConfigError(
+          fmt::format("LARDER_DEFAULT_TTL: '{}' is not a number of seconds from 0 to 1e12", text));
+    c.default_ttl = *ttl;
   }
   if (const char* v = env("LARDER_EVICTION_POLICY")) {
     const auto p = core::policy_from_string(v);

@@ -27,7 +27,7 @@ engine::Options options_from(const Config& c) {
   o.max_bytes = c.max_size_bytes;
   o.policy = c.eviction_policy;
   o.stale_factor = c.stale_factor;
-  o.default_ttl_s = c.default_ttl.count();
+  o.default_ttl_ms = c.default_ttl.count();
   return o;
 }
 
@@ -194,7 +194,7 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r_in, const KvOpener& ope
         c.stale_factor = eo.stale_factor;
         c.max_entries = eo.max_entries;
         c.max_size_bytes = eo.max_bytes;
-        c.default_ttl = std::chrono::seconds(eo.default_ttl_s);
+        c.default_ttl = std::chrono::milliseconds(eo.default_ttl_ms);
       }
       if (s.ok()) {
         auto e = std::make_unique<engine::Engine>(std::move(store), eo, b->watermark_, b->counters_,
@@ -306,7 +306,7 @@ void Backend::store_fills(const std::vector<Fill>& fills) {
   for (auto it = fills.rbegin(); it != fills.rend(); ++it) {
     if (!seen.insert(it->key).second || remote_changed_since(it->key, it->at)) continue;
     const remote::Entry& e = it->entry;
-    items.push_back({it->key, e.value, e.ttl_s, e.category, &e.metadata, e.created_ns});
+    items.push_back({it->key, e.value, e.ttl_ms, e.category, &e.metadata, e.created_ns});
     written.push_back(it->key);
   }
   if (items.empty()) return;

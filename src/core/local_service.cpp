@@ -87,14 +87,14 @@ EntryInfo make_info(std::string_view key, const engine::Found& f, const engine::
   info.size_bytes = f.size;
   info.created_at = tp(f.header.created_ns);
   info.last_accessed = tp(a.last_access_ns);
-  if (f.header.ttl_s > 0) {
+  if (f.header.ttl_ms > 0) {
     // Saturates (at the clock's last representable time) instead of overflowing for huge TTLs.
-    const std::int64_t max_ttl_s = (std::numeric_limits<std::int64_t>::max() -
-                                    std::max<std::int64_t>(f.header.created_ns, 0)) /
-                                   1'000'000'000LL;
-    info.expires_at = f.header.ttl_s >= max_ttl_s
+    const std::int64_t max_ttl_ms = (std::numeric_limits<std::int64_t>::max() -
+                                     std::max<std::int64_t>(f.header.created_ns, 0)) /
+                                    1'000'000LL;
+    info.expires_at = f.header.ttl_ms >= max_ttl_ms
                           ? tp(std::numeric_limits<std::int64_t>::max())
-                          : tp(f.header.created_ns + f.header.ttl_s * 1'000'000'000LL);
+                          : tp(f.header.created_ns + f.header.ttl_ms * 1'000'000LL);
   }
   info.access_count = a.access_count;
   info.metadata = f.header.metadata;
@@ -155,7 +155,7 @@ bool stored(Backend& b, engine::SetOutcome outcome, std::string_view what, std::
 }
 
 engine::Rewrite rewrite_of(const SetRequest& q, std::string value) {
-  return engine::Rewrite{std::move(value), q.ttl_s, q.category, q.metadata, std::nullopt};
+  return engine::Rewrite{std::move(value), q.ttl_ms, q.category, q.metadata, std::nullopt};
 }
 
 bool is_fresh(const engine::Found* current) {
@@ -183,7 +183,7 @@ bool too_large(const Engine& e, std::string_view value) {
 }
 
 remote::Entry remote_entry(const SetRequest& q, std::int64_t created_ns) {
-  return remote::Entry{q.value, q.category, q.metadata, created_ns, q.ttl_s};
+  return remote::Entry{q.value, q.category, q.metadata, created_ns, q.ttl_ms};
 }
 
 // Sends the local entry of `key` (after add, touch, incr) to the remote tier, or its removal
@@ -207,9 +207,9 @@ struct RemoteCopy {
 // How old a remote entry is at `now`, in TTLs: below 1 fresh, from 1 to stale_factor stale, then
 // expired (the remote keeps no invalid entries). 0 for an entry without a TTL.
 double age_in_ttls(const remote::Entry& e, std::int64_t now) {
-  if (e.ttl_s <= 0) return 0.0;
+  if (e.ttl_ms <= 0) return 0.0;
   return (static_cast<double>(now) - static_cast<double>(e.created_ns)) /
-         (static_cast<double>(e.ttl_s) * 1e9);
+         (static_cast<double>(e.ttl_ms) * 1e6);
 }
 
 // What the remote answered for `key`, read at stream position `at`.
@@ -255,7 +255,7 @@ std::optional<RemoteCopy> keep_remote(Backend& b, std::string_view key, remote::
             [&](const engine::Found* current) {
               std::optional<engine::Rewrite> w;
               if (!is_fresh(current))
-                w = engine::Rewrite{e.value, e.ttl_s, e.category, e.metadata, e.created_ns};
+                w = engine::Rewrite{e.value, e.ttl_ms, e.category, e.metadata, e.created_ns};
               return w;
             },
             &outcome);
@@ -319,7 +319,7 @@ Decided remote_decides(Backend& b, std::string_view key, Decide&& decide) {
               key, now,
               [&](const engine::Found*) {
                 return std::optional(
-                    engine::Rewrite{e.value, e.ttl_s, e.category, e.metadata, e.created_ns});
+                    engine::Rewrite{e.value, e.ttl_ms, e.category, e.metadata, e.created_ns});
               },
               &outcome);
         },
@@ -389,7 +389,7 @@ std::optional<remote::Entry> local_entry_for_remote(Backend& b, std::string_view
   if (!s.ok() || (f.status != EntryStatus::fresh && f.status != EntryStatus::stale))
     return std::nullopt;
   return remote::Entry{std::move(f.value), f.header.category, f.header.metadata,
-                       f.header.created_ns, f.header.ttl_s};
+                       f.header.created_ns, f.header.ttl_ms};
 }
 
 void drop_local_copies(Backend& b) {
@@ -423,7 +423,7 @@ std::vector<bool> LocalService::set_many(const std::vector<SetRequest>& requests
                    q.key);
       continue;
     }
-    items.push_back({q.key, q.value, q.ttl_s, q.category, &q.metadata, std::nullopt});
+    items.push_back({q.key, q.value, q.ttl_ms, q.category, &q.metadata, std::nullopt});
     written.push_back(q.key);
     which.push_back(i);
   }
@@ -467,7 +467,7 @@ bool LocalService::set_impl(const SetRequest& q, bool write_remote, std::int64_t
     s = run(
         b, "set",
         [&](Engine& e) {
-          return e.set(q.key, q.value, q.ttl_s, q.category, q.metadata, now, &outcome);
+          return e.set(q.key, q.value, q.ttl_ms, q.category, q.metadata, now, &outcome);
         },
         q.key);
   };
@@ -530,7 +530,7 @@ bool LocalService::add(const SetRequest& q) {
   return true;
 }
 
-bool LocalService::touch(std::string_view key, std::int64_t ttl_s) {
+bool LocalService::touch(std::string_view key, std::int64_t ttl_ms) {
   if (read_only(*backend_, "touch")) return false;
   Backend& b = *backend_;
   const CallCount counted(b);
@@ -539,7 +539,7 @@ bool LocalService::touch(std::string_view key, std::int64_t ttl_s) {
         if (current == nullptr) return std::nullopt;
         remote::Entry e = *current;  // a lifetime that starts now
         e.created_ns = now;
-        e.ttl_s = ttl_s;
+        e.ttl_ms = ttl_ms;
         return e;
       })) {
     case Decided::written:
@@ -559,7 +559,7 @@ bool LocalService::touch(std::string_view key, std::int64_t ttl_s) {
               std::optional<engine::Rewrite> w;
               // The same value, category and metadata, with a lifetime that starts now.
               if (is_fresh(current))
-                w = engine::Rewrite{current->value, ttl_s, current->header.category,
+                w = engine::Rewrite{current->value, ttl_ms, current->header.category,
                                     current->header.metadata, std::nullopt};
               return w;
             },
@@ -632,7 +632,7 @@ std::optional<std::int64_t> LocalService::incr(const SetRequest& q, std::int64_t
                 refused = "the sum overflows a 64-bit integer";
               } else {
                 // A counter keeps its lifetime (created time and TTL), category and metadata.
-                w = engine::Rewrite{std::to_string(sum), current->header.ttl_s,
+                w = engine::Rewrite{std::to_string(sum), current->header.ttl_ms,
                                     current->header.category, current->header.metadata,
                                     current->header.created_ns};
               }
@@ -658,7 +658,7 @@ bool LocalService::set_all(const std::vector<SetRequest>& requests) {
   std::vector<engine::SetItem> items;
   items.reserve(requests.size());
   for (const SetRequest& q : requests)
-    items.push_back({q.key, q.value, q.ttl_s, q.category, &q.metadata, std::nullopt});
+    items.push_back({q.key, q.value, q.ttl_ms, q.category, &q.metadata, std::nullopt});
   std::vector<std::string> written;
   written.reserve(requests.size());
   for (const SetRequest& q : requests) written.push_back(q.key);
@@ -795,7 +795,7 @@ std::optional<Entry> LocalService::local_get_entry(std::string_view key, bool in
         rf.header.category = copy->entry.category;
         rf.header.metadata = copy->entry.metadata;
         rf.header.created_ns = copy->entry.created_ns;
-        rf.header.ttl_s = copy->entry.ttl_s;
+        rf.header.ttl_ms = copy->entry.ttl_ms;
         engine::AccessRecord ra;
         ra.last_access_ns = now;
         Entry entry;
@@ -1090,7 +1090,7 @@ AdminResult LocalService::admin(AdminCommand command, std::int64_t arg) {
           {"max_entries", std::to_string(o.max_entries)},
           {"max_size_bytes", std::to_string(o.max_bytes)},
           {"limits_set_by", b.primary().admin_limits() ? "cachectl" : "config"},
-          {"default_ttl_s", std::to_string(o.default_ttl_s)},
+          {"default_ttl_ms", std::to_string(o.default_ttl_ms)},
           {"stale_factor", fmt::format("{}", o.stale_factor)},
           {"cleanup_interval_s", std::to_string(c.cleanup_interval.count())},
           {"strategy", to_string(c.strategy)},

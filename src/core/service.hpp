@@ -36,7 +36,7 @@ class Backend;
 struct SetRequest {
   std::string key;
   std::string value;
-  std::int64_t ttl_s = 0;
+  std::int64_t ttl_ms = 0;
   std::string category = "default";
   std::map<std::string, std::string> metadata;
 };
@@ -91,7 +91,7 @@ inline bool valid_category(std::string_view category) {
 // A set a Service may carry out: valid key and category, a TTL that is not negative. The one
 // check of every path (the public Cache, the owner's dispatch of a peer's request).
 inline bool valid_set(const SetRequest& s) {
-  return valid_key(s.key) && valid_category(s.category) && s.ttl_s >= 0;
+  return valid_key(s.key) && valid_category(s.category) && s.ttl_ms >= 0;
 }
 
 // Maintenance operations (cachectl). Explicit values: they travel in the shared protocol.
@@ -154,7 +154,7 @@ class Service {
   // The atomic primitives, as the Cache functions of the same name; each is atomic with respect
   // to every other call on the store. incr ignores request.value.
   virtual bool add(const SetRequest& request) = 0;
-  virtual bool touch(std::string_view key, std::int64_t ttl_s) = 0;
+  virtual bool touch(std::string_view key, std::int64_t ttl_ms) = 0;
   virtual std::optional<std::int64_t> incr(const SetRequest& request, std::int64_t delta) = 0;
   virtual bool set_all(const std::vector<SetRequest>& requests) = 0;
   // The fresh value of `key` without recording an access or counting a hit or miss.
@@ -222,7 +222,7 @@ class LocalService final : public Service {
 
   bool set(const SetRequest& request) override;
   bool add(const SetRequest& request) override;
-  bool touch(std::string_view key, std::int64_t ttl_s) override;
+  bool touch(std::string_view key, std::int64_t ttl_ms) override;
   std::optional<std::int64_t> incr(const SetRequest& request, std::int64_t delta) override;
   bool set_all(const std::vector<SetRequest>& requests) override;
   std::optional<std::string> get(std::string_view key) override;

@@ -14,6 +14,8 @@
 #include <absl/container/inlined_vector.h>
 #include <fmt/format.h>
 
+#include "util/ttl.hpp"
+
 namespace larder::engine {
 
 using kv::Cf;
@@ -389,8 +391,16 @@ void Engine::write_meta(kv::Batch& batch) {
 }
 
 std::string Engine::limits_record() const {
-  return le64(max_entries()) + le64(max_bytes()) +
-         le64(static_cast<std::uint64_t>(options_.default_ttl_s));
+  return limits_record(max_entries(), max_bytes());
+}
+
+// max_entries, max_bytes, the default ttl in whole seconds (rounded up: what a larder before
+// millisecond ttls reads, which takes only these 24 bytes) and in milliseconds.
+std::string Engine::limits_record(std::uint64_t max_entries, std::uint64_t max_bytes) const {
+  const std::int64_t ms = options_.default_ttl_ms;
+  return le64(max_entries) + le64(max_bytes) +
+         le64(static_cast<std::uint64_t>(util::ms_to_seconds_up(ms))) +
+         le64(static_cast<std::uint64_t>(ms));
 }
 
 Status Engine::open() {
@@ -539,8 +549,9 @@ Status Engine::open_locked(LoadPlan* plan) {
     return needs_rebuild(
         fmt::format("the store has format {} (migrated to {}: the index families are retired)",
                     format, kStoreFormat));
-  // Format 2 differs only in never holding merge operands: relabelled with the first one, by
-  // whichever opener writes it (cachectl too, which repairs nothing at open).
+  // Formats 2 and 3 differ only in never holding merge operands (2) and format-2 entries (2,
+  // 3): relabelled with the first write, by whichever opener makes it (cachectl too, which
+  // repairs nothing at open).
   format_relabel_ = format < kStoreFormat;
   if (factor_changed) return needs_rebuild("the stale factor changed");
   if (rebuilding != 0) return needs_rebuild("an earlier rebuild was interrupted");
@@ -636,11 +647,14 @@ Status Engine::read_settings(kv::Kv& kv, Options* out, bool* found) {
     std::memcpy(&factor, &bits, sizeof factor);
     if (factor >= 1.0) out->stale_factor = factor;
   }
-  if (kv.get(Cf::counters, kLimitsKey, &v).ok() && v.size() == 24) {
+  // 24 bytes (the default ttl in seconds) before millisecond ttls, 32 since.
+  if (kv.get(Cf::counters, kLimitsKey, &v).ok() && (v.size() == 24 || v.size() == 32)) {
     const std::string_view l = v;
     out->max_entries = get_le64(l);
     out->max_bytes = get_le64(l.substr(8));
-    out->default_ttl_s = static_cast<std::int64_t>(get_le64(l.substr(16)));
+    out->default_ttl_ms =
+        v.size() == 32 ? static_cast<std::int64_t>(get_le64(l.substr(24)))
+                       : util::seconds_to_ms(static_cast<std::int64_t>(get_le64(l.substr(16))));
   }
   return Status();
 }
@@ -726,8 +740,8 @@ Status Engine::rebuild_locked() {
       a.expiry_t = 0;
       a.stale_t = 0;
       if (h.invalid()) a.has_expiry = true;
-      if (h.ttl_s > 0) {
-        const Deadlines d = deadlines(h.created_ns, h.ttl_s, options_.stale_factor);
+      if (h.ttl_ms > 0) {
+        const Deadlines d = deadlines(h.created_ns, h.ttl_ms, options_.stale_factor);
         a.stale_t = static_cast<std::uint64_t>(std::max<std::int64_t>(d.stale_at, 0));
         if (!h.invalid()) {
           a.has_expiry = true;
@@ -791,11 +805,11 @@ Status Engine::verify(VerifyReport* report) {
       ++report->entries;
       report->bytes += size;
       ++cats[h.category];
-      const bool want_expiry = h.invalid() || h.ttl_s > 0;
+      const bool want_expiry = h.invalid() || h.ttl_ms > 0;
       const std::uint64_t want_t =
           h.invalid() ? 0
-          : h.ttl_s > 0
-              ? expiry_time(deadlines(h.created_ns, h.ttl_s, options_.stale_factor).expired_at)
+          : h.ttl_ms > 0
+              ? expiry_time(deadlines(h.created_ns, h.ttl_ms, options_.stale_factor).expired_at)
               : 0;
       auto node = index_.find(key);
       if (node == index_.end()) {
@@ -1130,7 +1144,7 @@ Status Engine::read(std::string_view key, std::int64_t now_ns, Want want, Found*
     std::size_t offset = 0;
     decoded = want == Want::value_only
                   ? decode_entry_value(record, &out->header.flags, &out->header.created_ns,
-                                       &out->header.ttl_s, &offset)
+                                       &out->header.ttl_ms, &offset)
                   : decode_entry(record, &out->header, &offset);
     if (!decoded) return;
     out->size = record.size() - offset;
@@ -1138,7 +1152,7 @@ Status Engine::read(std::string_view key, std::int64_t now_ns, Want want, Found*
   });
   if (!s.ok()) return s;
   if (!decoded) return corrupt("entry", key);
-  out->status = status_at(out->header.flags, out->header.created_ns, out->header.ttl_s,
+  out->status = status_at(out->header.flags, out->header.created_ns, out->header.ttl_ms,
                           options_.stale_factor, now_ns);
   return Status();
 }
@@ -1283,9 +1297,9 @@ Status Engine::commit(Txn& t) {
   if (t.watermark)
     t.batch->put(Cf::counters, kWatermarkKey, le64(static_cast<std::uint64_t>(*t.watermark)));
   s3_stage(t);
-  const bool relabel = format_relabel_ && t.invalidations > 0;  // the batch has merge operands
-  if (relabel) t.batch->put(Cf::counters, kFormatKey, le64(kStoreFormat));
   if (t.batch->count() == 0) return Status();
+  const bool relabel = format_relabel_;  // before the batch's entries or merge operands land
+  if (relabel) t.batch->put(Cf::counters, kFormatKey, le64(kStoreFormat));
   if (Status s = kv_->write(*t.batch); !s.ok()) return s;
   if (relabel) format_relabel_ = false;
   if (sink_ != nullptr && sink_->wants_events()) {
@@ -1319,10 +1333,10 @@ Status Engine::commit(Txn& t) {
   return Status();
 }
 
-Status Engine::set(std::string_view key, std::string_view value, std::int64_t ttl_s,
+Status Engine::set(std::string_view key, std::string_view value, std::int64_t ttl_ms,
                    std::string_view category, const std::map<std::string, std::string>& metadata,
                    std::int64_t now_ns, SetOutcome* outcome) {
-  const SetItem item{key, value, ttl_s, category, &metadata, std::nullopt};
+  const SetItem item{key, value, ttl_ms, category, &metadata, std::nullopt};
   if (max_bytes() != 0 && value.size() > max_bytes()) {
     *outcome = SetOutcome::too_large;
     return Status();
@@ -1366,7 +1380,7 @@ Status Engine::update(std::string_view key, std::int64_t now_ns,
     *outcome = SetOutcome::too_large;
     return Status();
   }
-  const SetItem item{key, w->value, w->ttl_s, w->category, &w->metadata, w->created_ns};
+  const SetItem item{key, w->value, w->ttl_ms, w->category, &w->metadata, w->created_ns};
   return set_locked({&item, 1}, now_ns, outcome);
 }
 
@@ -1459,8 +1473,8 @@ Status Engine::set_locked(std::span<const SetItem> items, std::int64_t now_ns,
     a.expiry_t = 0;
     a.stale_t = 0;
     const std::int64_t created_ns = item.created_ns.value_or(now_ns);
-    if (item.ttl_s > 0) {
-      const Deadlines d = deadlines(created_ns, item.ttl_s, options_.stale_factor);
+    if (item.ttl_ms > 0) {
+      const Deadlines d = deadlines(created_ns, item.ttl_ms, options_.stale_factor);
       a.has_expiry = true;
       a.expiry_t = expiry_time(d.expired_at);
       a.stale_t = static_cast<std::uint64_t>(std::max<std::int64_t>(d.stale_at, 0));
@@ -1470,7 +1484,7 @@ Status Engine::set_locked(std::span<const SetItem> items, std::int64_t now_ns,
     }
 
     entry_head_.clear();
-    append_entry_head(&entry_head_, 0, created_ns, std::max<std::int64_t>(item.ttl_s, 0),
+    append_entry_head(&entry_head_, 0, created_ns, std::max<std::int64_t>(item.ttl_ms, 0),
                       item.category, item.metadata);
     t.batch->put_parts(Cf::entries, item.key, entry_head_, item.value);
     if (durable_) t.batch->put(Cf::access, item.key, encode_access(record_of(a, item.category)));
@@ -1502,9 +1516,7 @@ Status Engine::apply_limits_locked(std::uint64_t max_entries, std::uint64_t max_
     batch->put(Cf::counters, kAdminLimitsKey, encode_admin_limits(max_entries, max_bytes));
   else
     batch->del(Cf::counters, kAdminLimitsKey);
-  batch->put(Cf::counters, kLimitsKey,
-             le64(max_entries) + le64(max_bytes) +
-                 le64(static_cast<std::uint64_t>(options_.default_ttl_s)));
+  batch->put(Cf::counters, kLimitsKey, limits_record(max_entries, max_bytes));
   if (Status s = kv_->write(*batch); !s.ok()) return s;
   max_entries_.store(max_entries);
   max_bytes_.store(max_bytes);

@@ -68,7 +68,7 @@ struct Options {
   EvictionPolicy policy = EvictionPolicy::lru;
   double stale_factor = 2.0;
   // Not used by the engine; persisted with the settings so tools can show and reuse it.
-  std::int64_t default_ttl_s = 0;
+  std::int64_t default_ttl_ms = 0;
   // Repair on open what the open finds damaged (rebuild, corrected totals, migration); false:
   // write nothing at open and let verify report it (read-only views, inspection tools).
   bool repair_on_open = true;
@@ -92,7 +92,7 @@ enum class SetOutcome : std::uint8_t { stored, too_large, full, skipped };
 // One entry to store (Engine::set_all, Engine::update). The views must outlive the call.
 struct SetItem {
   std::string_view key, value;
-  std::int64_t ttl_s = 0;  // 0: never expires
+  std::int64_t ttl_ms = 0;  // 0: never expires
   std::string_view category;
   const std::map<std::string, std::string>* metadata = nullptr;  // null: none
   // The entry's created time when it is not the set's own time (update() keeps an entry's
@@ -103,7 +103,7 @@ struct SetItem {
 // What update() stores instead of a key's current entry.
 struct Rewrite {
   std::string value;
-  std::int64_t ttl_s = 0;
+  std::int64_t ttl_ms = 0;
   std::string category;
   std::map<std::string, std::string> metadata;
   std::optional<std::int64_t> created_ns;  // as SetItem::created_ns
@@ -189,7 +189,7 @@ class Engine {
 
   // Stores one entry, evicting by the policy when a limit requires it. ok with *outcome saying
   // whether it was stored (SetOutcome), or the write's failure.
-  kv::Status set(std::string_view key, std::string_view value, std::int64_t ttl_s,
+  kv::Status set(std::string_view key, std::string_view value, std::int64_t ttl_ms,
                  std::string_view category, const std::map<std::string, std::string>& metadata,
                  std::int64_t now_ns, SetOutcome* outcome);
   // Stores every item in one atomic batch, or none: *outcome is stored, or the reason nothing
@@ -430,6 +430,7 @@ class Engine {
   kv::Status rebuild_locked();
   void write_meta(kv::Batch& batch);
   std::string limits_record() const;
+  std::string limits_record(std::uint64_t max_entries, std::uint64_t max_bytes) const;
   kv::Status apply_limits_locked(std::uint64_t max_entries, std::uint64_t max_bytes, bool admin,
                                  std::int64_t now_ns, std::size_t* evicted);
   std::uint64_t max_entries() const { return max_entries_.load(std::memory_order_relaxed); }

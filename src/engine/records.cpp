@@ -4,6 +4,8 @@
 #include <cstring>
 #include <limits>
 
+#include "util/ttl.hpp"
+
 namespace larder::engine {
 
 namespace {
@@ -96,8 +98,20 @@ std::uint64_t get_be64(std::string_view b) {
   return v;
 }
 
+namespace {
+bool known_entry_format(std::uint8_t format) {
+  return format == kEntryFormat || format == kEntryFormatSeconds;
+}
+// Brings a decoded ttl to milliseconds (format 1 kept seconds). Always true: a step of the
+// decoders' && chains.
+bool ttl_in_ms(std::uint8_t format, std::int64_t* ttl) {
+  if (format == kEntryFormatSeconds) *ttl = util::seconds_to_ms(*ttl);
+  return true;
+}
+}  // namespace
+
 void append_entry_head(std::string* out, std::uint8_t flags, std::int64_t created_ns,
-                       std::int64_t ttl_s, std::string_view category,
+                       std::int64_t ttl_ms, std::string_view category,
                        const std::map<std::string, std::string>* metadata) {
   const std::size_t n_meta = metadata != nullptr ? metadata->size() : 0;
   std::size_t meta_bytes = 0;
@@ -107,7 +121,7 @@ void append_entry_head(std::string* out, std::uint8_t flags, std::int64_t create
   out->push_back(static_cast<char>(kEntryFormat));
   out->push_back(static_cast<char>(flags));
   put_le64(*out, static_cast<std::uint64_t>(created_ns));
-  put_le64(*out, static_cast<std::uint64_t>(ttl_s));
+  put_le64(*out, static_cast<std::uint64_t>(ttl_ms));
   put_u16(*out, static_cast<std::uint16_t>(category.size()));
   out->append(category);
   put_u32(*out, static_cast<std::uint32_t>(n_meta));
@@ -123,27 +137,28 @@ void append_entry_head(std::string* out, std::uint8_t flags, std::int64_t create
 std::string encode_entry(const EntryHeader& h, std::string_view value) {
   std::string out;
   out.reserve(64 + h.category.size() + value.size());
-  append_entry_head(&out, h.flags, h.created_ns, h.ttl_s, h.category, &h.metadata);
+  append_entry_head(&out, h.flags, h.created_ns, h.ttl_ms, h.category, &h.metadata);
   out.append(value);
   return out;
 }
 
 bool decode_entry_times(std::string_view record, std::uint8_t* flags, std::int64_t* created_ns,
-                        std::int64_t* ttl_s) {
+                        std::int64_t* ttl_ms) {
   Reader r(record);
   std::uint8_t format = 0;
-  return r.u8(&format) && format == kEntryFormat && r.u8(flags) && r.i64(created_ns) &&
-         r.i64(ttl_s);
+  return r.u8(&format) && known_entry_format(format) && r.u8(flags) && r.i64(created_ns) &&
+         r.i64(ttl_ms) && ttl_in_ms(format, ttl_ms);
 }
 
 bool decode_entry_value(std::string_view record, std::uint8_t* flags, std::int64_t* created_ns,
-                        std::int64_t* ttl_s, std::size_t* value_offset) {
+                        std::int64_t* ttl_ms, std::size_t* value_offset) {
   Reader r(record);
   std::uint8_t format = 0;
   std::uint16_t cat_len = 0;
   std::uint32_t meta_count = 0;
-  if (!r.u8(&format) || format != kEntryFormat || !r.u8(flags) || !r.i64(created_ns) ||
-      !r.i64(ttl_s) || !r.u16(&cat_len) || !r.skip(cat_len) || !r.u32(&meta_count))
+  if (!r.u8(&format) || !known_entry_format(format) || !r.u8(flags) || !r.i64(created_ns) ||
+      !r.i64(ttl_ms) || !ttl_in_ms(format, ttl_ms) || !r.u16(&cat_len) || !r.skip(cat_len) ||
+      !r.u32(&meta_count))
     return false;
   for (std::uint32_t i = 0; i < meta_count; ++i) {
     std::uint32_t kl = 0, vl = 0;
@@ -158,9 +173,9 @@ bool decode_entry(std::string_view record, EntryHeader* h, std::size_t* value_of
   std::uint8_t format = 0;
   std::uint16_t cat_len = 0;
   std::uint32_t meta_count = 0;
-  if (!r.u8(&format) || format != kEntryFormat || !r.u8(&h->flags) || !r.i64(&h->created_ns) ||
-      !r.i64(&h->ttl_s) || !r.u16(&cat_len) || !r.bytes(cat_len, &h->category) ||
-      !r.u32(&meta_count))
+  if (!r.u8(&format) || !known_entry_format(format) || !r.u8(&h->flags) || !r.i64(&h->created_ns) ||
+      !r.i64(&h->ttl_ms) || !ttl_in_ms(format, &h->ttl_ms) || !r.u16(&cat_len) ||
+      !r.bytes(cat_len, &h->category) || !r.u32(&meta_count))
     return false;
   h->metadata.clear();
   for (std::uint32_t i = 0; i < meta_count; ++i) {
@@ -227,25 +242,25 @@ bool decode_ghost(std::string_view bytes, GhostRecord* g) {
          r.pos() == bytes.size();
 }
 
-Deadlines deadlines(std::int64_t created_ns, std::int64_t ttl_s, double stale_factor) {
+Deadlines deadlines(std::int64_t created_ns, std::int64_t ttl_ms, double stale_factor) {
   constexpr double kMax = static_cast<double>(std::numeric_limits<std::int64_t>::max());
-  const double ttl_ns = static_cast<double>(ttl_s) * 1e9;
+  const double ttl_ns = static_cast<double>(ttl_ms) * 1e6;
   const double stale = static_cast<double>(created_ns) + ttl_ns;
   const double expired = static_cast<double>(created_ns) + ttl_ns * stale_factor;
   Deadlines d;
-  d.stale_at = stale >= kMax ? std::numeric_limits<std::int64_t>::max()
-                             : created_ns + ttl_s * 1'000'000'000LL;
+  d.stale_at =
+      stale >= kMax ? std::numeric_limits<std::int64_t>::max() : created_ns + ttl_ms * 1'000'000LL;
   d.expired_at = expired >= kMax ? std::numeric_limits<std::int64_t>::max()
                                  : static_cast<std::int64_t>(std::llround(expired));
   if (d.expired_at < d.stale_at) d.expired_at = d.stale_at;
   return d;
 }
 
-EntryStatus status_at(std::uint8_t flags, std::int64_t created_ns, std::int64_t ttl_s,
+EntryStatus status_at(std::uint8_t flags, std::int64_t created_ns, std::int64_t ttl_ms,
                       double stale_factor, std::int64_t now_ns) {
   if ((flags & kFlagInvalid) != 0) return EntryStatus::invalid;
-  if (ttl_s <= 0) return EntryStatus::fresh;
-  const Deadlines d = deadlines(created_ns, ttl_s, stale_factor);
+  if (ttl_ms <= 0) return EntryStatus::fresh;
+  const Deadlines d = deadlines(created_ns, ttl_ms, stale_factor);
   if (now_ns < d.stale_at) return EntryStatus::fresh;
   if (now_ns < d.expired_at) return EntryStatus::stale;
   return EntryStatus::expired;

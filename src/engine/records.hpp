@@ -14,7 +14,10 @@
 
 namespace larder::engine {
 
-inline constexpr std::uint8_t kEntryFormat = 1;
+// Entries: format 1 kept the ttl in whole seconds, format 2 (written) in milliseconds. Both
+// decode (a format-1 ttl is read as seconds x 1000).
+inline constexpr std::uint8_t kEntryFormat = 2;
+inline constexpr std::uint8_t kEntryFormatSeconds = 1;
 // Access records: 1 without, 2 with the S3-FIFO fields (queue, freq, queue_tick). Both decode;
 // format 2 is written.
 inline constexpr std::uint8_t kAccessFormat = 2;
@@ -22,15 +25,16 @@ inline constexpr std::uint8_t kAccessFormat = 2;
 // disk; 2: those retired, the index held in memory (a format-1 store is migrated on open);
 // 3: entries may carry or-byte merge operands (invalidate sets the invalid flag without a read),
 // so a larder without the merge operator must not open it (a format-2 store is relabelled with
-// its first operand).
-inline constexpr std::uint32_t kStoreFormat = 3;
+// its first operand); 4: entries may be format 2 (ttl in milliseconds), which an older larder
+// would drop as malformed (a format-2 or -3 store is relabelled with its first write).
+inline constexpr std::uint32_t kStoreFormat = 4;
 inline constexpr std::uint32_t kIndexInMemoryFormat = 2;
 inline constexpr std::uint8_t kFlagInvalid = 0x01;
 
 struct EntryHeader {
   std::uint8_t flags = 0;
   std::int64_t created_ns = 0;
-  std::int64_t ttl_s = 0;  // 0: never expires
+  std::int64_t ttl_ms = 0;  // 0: never expires
   std::string category;
   std::map<std::string, std::string> metadata;
   bool invalid() const { return (flags & kFlagInvalid) != 0; }
@@ -43,17 +47,17 @@ std::string encode_entry(const EntryHeader& header, std::string_view value);
 // Appends the header encode_entry writes before the value (so that encode_entry(h, v) equals
 // the header followed by v) to *out, from its fields; `metadata` may be null (none).
 void append_entry_head(std::string* out, std::uint8_t flags, std::int64_t created_ns,
-                       std::int64_t ttl_s, std::string_view category,
+                       std::int64_t ttl_ms, std::string_view category,
                        const std::map<std::string, std::string>* metadata);
 // Decodes the header; *value_offset is where the value starts. False when malformed.
 bool decode_entry(std::string_view record, EntryHeader* header, std::size_t* value_offset);
 // Decodes flags, created and ttl and finds the value (category and metadata skipped, nothing
 // allocated): the get path's need. False when malformed.
 bool decode_entry_value(std::string_view record, std::uint8_t* flags, std::int64_t* created_ns,
-                        std::int64_t* ttl_s, std::size_t* value_offset);
+                        std::int64_t* ttl_ms, std::size_t* value_offset);
 // Decodes only flags, created and ttl (the compaction filter's and status check's need).
 bool decode_entry_times(std::string_view record, std::uint8_t* flags, std::int64_t* created_ns,
-                        std::int64_t* ttl_s);
+                        std::int64_t* ttl_ms);
 
 struct AccessRecord {
   std::int64_t last_access_ns = 0;
@@ -95,8 +99,8 @@ struct Deadlines {
   std::int64_t stale_at = 0;    // age >= ttl from here
   std::int64_t expired_at = 0;  // age >= stale_factor x ttl from here
 };
-Deadlines deadlines(std::int64_t created_ns, std::int64_t ttl_s, double stale_factor);
-EntryStatus status_at(std::uint8_t flags, std::int64_t created_ns, std::int64_t ttl_s,
+Deadlines deadlines(std::int64_t created_ns, std::int64_t ttl_ms, double stale_factor);
+EntryStatus status_at(std::uint8_t flags, std::int64_t created_ns, std::int64_t ttl_ms,
                       double stale_factor, std::int64_t now_ns);
 // Expiry-index time for a stored expiry (clamped to >= 1 so that 0 can mean "invalid").
 std::uint64_t expiry_time(std::int64_t expired_at);

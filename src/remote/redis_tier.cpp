@@ -23,6 +23,7 @@ extern "C" {
 
 #include "util/fs.hpp"
 #include "util/hmac.hpp"
+#include "util/ttl.hpp"
 
 namespace larder::remote {
 
@@ -262,6 +263,12 @@ ReadResult read_reply(redisContext* ctx, void** reply, std::uint64_t max_bytes) 
   return ReadResult::ok;
 }
 
+// A record in one of the plain (unsigned) formats.
+bool plain_record(std::string_view bytes) {
+  const auto format = static_cast<std::uint8_t>(bytes[0]);
+  return format == kRecordFormat || format == kRecordFormatSeconds;
+}
+
 std::string random_origin() {
   std::random_device rd;
   return fmt::format("{:08x}{:08x}", rd(), rd());
@@ -274,7 +281,7 @@ std::string encode(const Entry& e) {
   out.reserve(1 + 8 + 8 + 4 + e.category.size() + 4 + e.value.size() + 16 * e.metadata.size());
   out.push_back(static_cast<char>(kRecordFormat));
   put_i64(&out, e.created_ns);
-  put_i64(&out, e.ttl_s);
+  put_i64(&out, e.ttl_ms);
   put_bytes(&out, e.category);
   put_u32(&out, static_cast<std::uint32_t>(e.metadata.size()));
   for (const auto& [k, v] : e.metadata) {
@@ -286,13 +293,15 @@ std::string encode(const Entry& e) {
 }
 
 std::optional<Entry> decode(std::string_view bytes) {
-  if (bytes.empty() || static_cast<std::uint8_t>(bytes[0]) != kRecordFormat) return std::nullopt;
+  if (bytes.empty() || !plain_record(bytes)) return std::nullopt;
   Reader r(bytes.substr(1));
   Entry e;
   std::uint32_t pairs = 0;
-  if (!r.i64(&e.created_ns) || !r.i64(&e.ttl_s) || e.ttl_s < 0 || !r.bytes(&e.category) ||
+  if (!r.i64(&e.created_ns) || !r.i64(&e.ttl_ms) || e.ttl_ms < 0 || !r.bytes(&e.category) ||
       !r.u32(&pairs) || pairs > r.rest().size() / 8)  // each pair takes at least 8 bytes
     return std::nullopt;
+  if (static_cast<std::uint8_t>(bytes[0]) == kRecordFormatSeconds)
+    e.ttl_ms = util::seconds_to_ms(e.ttl_ms);
   for (std::uint32_t i = 0; i < pairs; ++i) {
     std::string k, v;
     if (!r.bytes(&k) || !r.bytes(&v)) return std::nullopt;
@@ -338,9 +347,8 @@ std::optional<Entry> unseal(std::string_view stored_key, std::string_view bytes,
       return std::nullopt;
     }
   } else if (!secret.empty()) {
-    *fault = bytes.empty() || static_cast<std::uint8_t>(bytes[0]) != kRecordFormat
-                 ? RecordFault::malformed
-                 : RecordFault::unsigned_record;
+    *fault = bytes.empty() || !plain_record(bytes) ? RecordFault::malformed
+                                                   : RecordFault::unsigned_record;
     return std::nullopt;
   }
   auto e = decode(record);
@@ -867,8 +875,8 @@ namespace {
 
 // The expiry Redis gets: the stale window too (stale reads keep working), at least 1 ms.
 std::optional<std::int64_t> expiry_ms(const Entry& e, double stale_factor) {
-  if (e.ttl_s <= 0) return std::nullopt;
-  const double ms = static_cast<double>(e.ttl_s) * 1000.0 * stale_factor;
+  if (e.ttl_ms <= 0) return std::nullopt;
+  const double ms = static_cast<double>(e.ttl_ms) * stale_factor;
   constexpr double kMax = 9.0e15;  // well inside Redis's limit
   return static_cast<std::int64_t>(std::clamp(ms, 1.0, kMax));
 }

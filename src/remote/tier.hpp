@@ -43,17 +43,19 @@
 
 namespace larder::remote {
 
-// An entry as the remote keeps it. Record format 1 (little-endian): u8 format = 1, i64
-// created_ns, i64 ttl_s, u32 category length + bytes, u32 metadata pair count + (u32 length +
-// bytes) x 2 per pair, then the value (the rest).
+// An entry as the remote keeps it. Record format 3 (little-endian): u8 format = 3, i64
+// created_ns, i64 ttl in milliseconds, u32 category length + bytes, u32 metadata pair count +
+// (u32 length + bytes) x 2 per pair, then the value (the rest). Format 1 is the same with the ttl
+// in whole seconds: still decoded (as seconds x 1000), no longer written.
 struct Entry {
   std::string value;
   std::string category = "default";
   std::map<std::string, std::string> metadata;
   std::int64_t created_ns = 0;
-  std::int64_t ttl_s = 0;  // 0: never expires
+  std::int64_t ttl_ms = 0;  // 0: never expires
 };
-inline constexpr std::uint8_t kRecordFormat = 1;
+inline constexpr std::uint8_t kRecordFormat = 3;
+inline constexpr std::uint8_t kRecordFormatSeconds = 1;
 std::string encode(const Entry& e);
 // The entry, or nullopt for bytes that are not a well-formed record.
 std::optional<Entry> decode(std::string_view bytes);

@@ -202,14 +202,14 @@ class Node final : public core::Service {
                  [&](LocalService& l) { return l.add(q); }, [](Reply& r) { return r.flag; });
   }
 
-  bool touch(std::string_view key, std::int64_t ttl_s) override {
+  bool touch(std::string_view key, std::int64_t ttl_ms) override {
     return route(
         [&] {
           Request req = text_request(Opcode::touch, key);
-          req.number = ttl_s;
+          req.number = ttl_ms;
           return req;
         },
-        Resend::when_lost, Fallback{false}, [&](LocalService& l) { return l.touch(key, ttl_s); },
+        Resend::when_lost, Fallback{false}, [&](LocalService& l) { return l.touch(key, ttl_ms); },
         [](Reply& r) { return r.flag; });
   }
 

@@ -236,7 +236,7 @@ void put(Writer& w, const Request& q) {
   w.seq(q.sets, [&](const core::SetRequest& s) {
     w.str(s.key);
     w.str(s.value);
-    w.i64(s.ttl_s);
+    w.i64(s.ttl_ms);
     w.str(s.category);
     put_map(w, s.metadata);
   });
@@ -256,7 +256,7 @@ void get(Reader& r, Request* q) {
     core::SetRequest s;
     s.key = r.str();
     s.value = r.str();
-    s.ttl_s = r.i64();
+    s.ttl_ms = r.i64();
     s.category = r.str();
     s.metadata = get_map(r);
     return s;

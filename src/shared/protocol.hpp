@@ -29,8 +29,9 @@ namespace larder::shared {
 
 // 2: adds inspect and admin (cachectl). 3: a bounded hand-written encoding instead of cereal's
 // (whose decoder allocated whatever a length claimed). 4: requests carry a scope (the namespace an
-// enumerating call stays in). 5: statistics carry the remote tier's three counters.
-inline constexpr std::uint16_t kProtocolVersion = 5;
+// enumerating call stays in). 5: statistics carry the remote tier's three counters. 6: ttls
+// (set requests, touch) in milliseconds.
+inline constexpr std::uint16_t kProtocolVersion = 6;
 inline constexpr std::uint32_t kMaxFrameBytes = 256u << 20;
 inline constexpr std::size_t kDecodeMemoryFactor = 4;
 inline constexpr std::size_t kDecodeMemorySlack = 64 * 1024;
@@ -79,7 +80,7 @@ struct Request {
   std::vector<std::string> keys;       // get_many, inspect
   std::vector<core::SetRequest> sets;  // set, set_many, add, incr (one item), set_all
   std::uint8_t code = 0;               // admin: the core::AdminCommand
-  std::int64_t number = 0;             // admin: its argument; touch: ttl_s; incr: delta
+  std::int64_t number = 0;             // admin: its argument; touch: ttl in ms; incr: delta
   // keys, keys_in_category, clear, clear_category, invalidate_category, invalidate_pattern: the
   // namespace they stay in (core::in_scope; "" the unnamed one).
   std::string scope;

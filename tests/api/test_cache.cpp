@@ -140,6 +140,53 @@ TEST_CASE_TEMPLATE("TTL: fresh, stale, expired, never", S, STORES) {
   CHECK(store_problems(c).empty());
 }
 
+TEST_CASE_TEMPLATE("TTL: exact to the millisecond (set, default, touch, namespaces)", S, STORES) {
+  // TTLs were whole seconds: Python's expire=0.5 became 0 ("never expires").
+  Fixture<S> f;
+  f.config.default_ttl = 1500ms;
+  Cache c = f.open();
+  SetOptions quarter;
+  quarter.ttl = 250ms;
+  REQUIRE(c.set("q", "v", quarter));
+  REQUIRE(c.set("dflt", "v"));
+  SetOptions one;
+  one.ttl = 1ms;
+  REQUIRE(c.set("one", "v", one));
+  const auto q = c.metadata("q");
+  REQUIRE(q);
+  REQUIRE(q->expires_at);
+  CHECK(*q->expires_at - q->created_at == 250ms);
+  CHECK(*c.metadata("dflt")->expires_at - c.metadata("dflt")->created_at == 1500ms);
+  CHECK(c.get("one") == "v");
+  f.clock.advance(1ms);
+  CHECK_FALSE(c.get("one"));  // stale after 1 ms
+  f.clock.advance(248ms);     // 249 ms
+  CHECK(c.get("q") == "v");
+  CHECK(c.metadata("q")->remaining_ttl_seconds() == doctest::Approx(0.001));
+  f.clock.advance(1ms);  // 250 ms: stale
+  CHECK_FALSE(c.get("q"));
+  CHECK(c.metadata("q")->status == EntryStatus::stale);
+  f.clock.advance(249ms);  // 499 ms: still stale (stale_factor 2)
+  CHECK(c.metadata("q")->status == EntryStatus::stale);
+  f.clock.advance(1ms);
+  CHECK(c.metadata("q")->status == EntryStatus::expired);
+  f.clock.advance(999ms);  // dflt at 1499 ms
+  CHECK(c.get("dflt") == "v");
+  REQUIRE(c.touch("dflt", 10ms));
+  f.clock.advance(9ms);
+  CHECK(c.get("dflt") == "v");
+  f.clock.advance(1ms);
+  CHECK_FALSE(c.get("dflt"));
+  Cache n = c.ns("n", 750ms);
+  REQUIRE(n.set("k", "v"));
+  CHECK(*n.metadata("k")->expires_at - n.metadata("k")->created_at == 750ms);
+  SetOptions seconds;
+  seconds.ttl = std::chrono::seconds(2);  // coarser units still convert
+  REQUIRE(c.set("s", "v", seconds));
+  CHECK(*c.metadata("s")->expires_at - c.metadata("s")->created_at == 2000ms);
+  CHECK(store_problems(c).empty());
+}
+
 TEST_CASE_TEMPLATE("stale_factor moves the stale/expired boundary", S, STORES) {
   Fixture<S> f;
   f.config.stale_factor = 3.0;

@@ -4,7 +4,9 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdlib>
+#include <limits>
 #include <vector>
 
 #include "api/config.hpp"
@@ -86,6 +88,30 @@ TEST_CASE("Config::from_env reads every variable and rejects bad values by name"
     EnvGuard env{{"LARDER_DEFAULT_TTL", "-5"}};
     CHECK_THROWS_WITH_AS(Config::from_env(), doctest::Contains("LARDER_DEFAULT_TTL"), ConfigError);
   }
+  // A decimal number of seconds, exact to the millisecond.
+  for (const auto& [text, ms] : std::vector<std::pair<const char*, std::int64_t>>{
+           {"0.25", 250}, {"1.5", 1500}, {"0.0001", 1}, {"0", 0}, {"1e3", 1'000'000}}) {
+    EnvGuard env{{"LARDER_DEFAULT_TTL", text}};
+    CHECK(Config::from_env().default_ttl == std::chrono::milliseconds(ms));
+  }
+  for (const char* bad : {"nan", "inf", "-0.5", "1.5s", "1e13", "0x10"}) {
+    EnvGuard env{{"LARDER_DEFAULT_TTL", bad}};
+    CHECK_THROWS_WITH_AS(Config::from_env(), doctest::Contains("LARDER_DEFAULT_TTL"), ConfigError);
+  }
+}
+
+TEST_CASE("ttl_from_seconds: milliseconds, never 0 for a positive value, nothing for junk") {
+  CHECK(ttl_from_seconds(0.5) == 500ms);
+  CHECK(ttl_from_seconds(1.5) == 1500ms);
+  CHECK(ttl_from_seconds(0.0004) == 1ms);  // below 1 ms: 1 ms, not "never expires"
+  CHECK(ttl_from_seconds(1e-300) == 1ms);
+  CHECK(ttl_from_seconds(0.0) == 0ms);
+  CHECK(ttl_from_seconds(86400) == 24h);
+  CHECK(ttl_from_seconds(1e12) == std::chrono::milliseconds(1'000'000'000'000'000));
+  CHECK_FALSE(ttl_from_seconds(std::nan("")));
+  CHECK_FALSE(ttl_from_seconds(std::numeric_limits<double>::infinity()));
+  CHECK_FALSE(ttl_from_seconds(-0.001));
+  CHECK_FALSE(ttl_from_seconds(1.1e12));
 }
 
 TEST_CASE("resolve: a relative root is made absolute; process_isolated gets proc_<pid>") {

@@ -192,7 +192,7 @@ TEST_CASE("cachectl: every command on a process_isolated cache whose process is 
   CHECK(std::string(d["policy"].GetString()) == "lfu");
   CHECK(d["max_entries"].GetUint64() == 1000);
   CHECK(d["max_size_bytes"].GetUint64() == 1 << 20);
-  CHECK(d["default_ttl_s"].GetInt64() == 5 * 3600);
+  CHECK(d["default_ttl_s"].GetDouble() == 5 * 3600);
   CHECK(d["total_entries"].GetUint64() == 11);
   CHECK(d["fresh_entries"].GetUint64() == 11);
   CHECK(d["live"].GetBool() == false);
@@ -697,6 +697,20 @@ TEST_CASE("cachectl: set --if-absent, touch and incr, through a live owner") {
   const double left = json(run({"--json", "get", "--meta", "held"}))["ttl_remaining_s"].GetDouble();
   CHECK(left > 7000);
   CHECK(left <= 7200);
+  // Sub-second TTLs: decimal seconds or milliseconds, shown to the millisecond.
+  r = run({"touch", "held", "--ttl", "1.5"});
+  CHECK(r.code == 0);
+  CHECK((r.out + r.err).find("expires in 1.5s") != std::string::npos);
+  CHECK(run({"set", "sub", "v", "--ttl", "30.5"}).code == 0);
+  double sub = json(run({"--json", "get", "--meta", "sub"}))["ttl_remaining_s"].GetDouble();
+  CHECK(sub > 30.0);
+  CHECK(sub <= 30.5);
+  CHECK(run({"set", "sub", "v", "--ttl", "90250ms"}).code == 0);
+  sub = json(run({"--json", "get", "--meta", "sub"}))["ttl_remaining_s"].GetDouble();
+  CHECK(sub > 90.0);
+  CHECK(sub <= 90.25);
+  CHECK(run({"set", "sub", "v", "--ttl", "nan"}).code == 2);
+  CHECK(run({"set", "sub", "v", "--ttl", "-1"}).code == 2);
   CHECK(run({"touch", "missing", "--ttl", "1h"}).code == 1);
   CHECK(run({"touch", "held"}).code == 2);  // --ttl is required
   CHECK(run({"get", "held"}).out == "yes\n");

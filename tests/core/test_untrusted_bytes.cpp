@@ -67,7 +67,7 @@ std::uint64_t sweep_text(const std::string& valid,
 TEST_CASE("untrusted bytes: store records declare sizes they do not hold, allocating nothing") {
   engine::EntryHeader h;
   h.created_ns = 1;
-  h.ttl_s = 60;
+  h.ttl_ms = 60;
   h.category = "category";
   h.metadata = {{"k1", "v1"}, {"k2", "v2"}};
   const std::string entry = engine::encode_entry(h, "the value");
@@ -163,7 +163,7 @@ TEST_CASE("untrusted bytes: remote records, signed and unsigned") {
   e.value = "the value";
   e.category = "cat";
   e.metadata = {{"larder.kind", "msgpack"}, {"m", "v"}};
-  e.ttl_s = 60;
+  e.ttl_ms = 60;
   for (const std::string secret : {"", "team secret"}) {
     CAPTURE(secret);
     const std::string record = remote::seal("key", e, secret);

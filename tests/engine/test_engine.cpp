@@ -361,12 +361,12 @@ TEST_CASE("the compaction filter never drops a stored entry; cleanup + compactio
   auto wm = std::make_shared<std::atomic<std::int64_t>>(1000LL * 1'000'000'000);
   auto drop = engine::Engine::drop_predicate(wm, 2.0);
   engine::EntryHeader h;
-  h.ttl_s = 10;
+  h.ttl_ms = 10'000;
   h.created_ns = 900LL * 1'000'000'000;  // expired at 920 s < 1000 s
   CHECK(drop(engine::encode_entry(h, "v")));
   h.created_ns = 990LL * 1'000'000'000;  // expired at 1010 s
   CHECK_FALSE(drop(engine::encode_entry(h, "v")));
-  h.ttl_s = 0;
+  h.ttl_ms = 0;
   h.created_ns = 0;
   CHECK_FALSE(drop(engine::encode_entry(h, "v")));
   CHECK_FALSE(drop("garbage"));
@@ -997,4 +997,71 @@ TEST_CASE("access_of never counts a pending hit twice while hits are applied con
   REQUIRE(e.access_of("a", &a).ok());
   CHECK(a.access_count == kHits + 1);
   CHECK(highest <= kHits + 1);
+}
+
+TEST_CASE(
+    "a store written before millisecond ttls (format 3, seconds) reads on and is relabelled") {
+  // Format-1 entries kept their ttl in whole seconds, the limits record its default ttl in
+  // seconds (24 bytes). Such a store is made here from today's records, then reopened.
+  Fixture<RocksStore> f;
+  f.config.default_ttl = 0s;
+  std::int64_t created_ns = 0;
+  {
+    Cache c = f.open();
+    REQUIRE(c.set("old", "value", ttl(100, "cat")));
+    REQUIRE(c.set("forever", "value", ttl(0)));
+    auto& e = backend_of(c)->primary();
+    engine::Found found;
+    REQUIRE(e.read("old", backend_of(c)->now_ns(), engine::Want::value, &found).ok());
+    created_ns = found.header.created_ns;
+    auto batch = e.kv().new_batch();
+    for (const char* key : {"old", "forever"}) {
+      engine::EntryHeader h;
+      h.created_ns = created_ns;
+      h.ttl_ms = std::string_view(key) == "old" ? 100 : 0;  // seconds in format 1
+      h.category = std::string_view(key) == "old" ? "cat" : "default";
+      std::string record = engine::encode_entry(h, "value");
+      record[0] = static_cast<char>(engine::kEntryFormatSeconds);
+      batch->put(kv::Cf::entries, key, record);
+    }
+    batch->put(kv::Cf::counters, "format", std::string("\x03\0\0\0\0\0\0\0", 8));
+    std::string limits;
+    for (std::uint64_t v : {std::uint64_t{0}, std::uint64_t{0}, std::uint64_t{7200}})
+      engine::put_le64(limits, v);  // max_entries, max_bytes, default ttl 2 h in seconds
+    batch->put(kv::Cf::counters, "limits", limits);
+    REQUIRE(e.kv().write(*batch).ok());
+    engine::Options settings;
+    bool stored = false;
+    REQUIRE(engine::Engine::read_settings(e.kv(), &settings, &stored).ok());
+    CHECK(stored);
+    CHECK(settings.default_ttl_ms == 7200 * 1000);  // the old record's seconds
+  }
+  f.config.default_ttl = 30min;
+  Cache c = f.open();
+  CHECK(store_problems(c).empty());
+  auto info = c.metadata("old");
+  REQUIRE(info);
+  REQUIRE(info->expires_at);
+  CHECK(*info->expires_at - info->created_at == 100s);  // read as seconds
+  CHECK(info->category == "cat");
+  CHECK(c.get("old") == "value");
+  CHECK_FALSE(c.metadata("forever")->expires_at);
+  auto& e = backend_of(c)->primary();
+  // Opening writes nothing to the format yet; the first write relabels the store.
+  std::string format;
+  REQUIRE(e.kv().get(kv::Cf::counters, "format", &format).ok());
+  REQUIRE(c.set("new", "v", ttl(5)));
+  REQUIRE(e.kv().get(kv::Cf::counters, "format", &format).ok());
+  CHECK(engine::get_le64(format) == engine::kStoreFormat);
+  CHECK(engine::kStoreFormat == 4);
+  // The limits record now carries milliseconds (32 bytes), and a settings reader takes either.
+  engine::Options settings;
+  bool found = false;
+  REQUIRE(engine::Engine::read_settings(e.kv(), &settings, &found).ok());
+  CHECK(found);
+  CHECK(settings.default_ttl_ms == 30 * 60 * 1000);
+  f.clock.advance(100s);
+  CHECK_FALSE(c.get("old"));  // stale at 100 s
+  CHECK(c.get("forever") == "value");
+  CHECK(store_problems(c).empty());
 }

@@ -9,7 +9,7 @@ TEST_CASE("entry records round-trip and reject truncation") {
   EntryHeader h;
   h.flags = kFlagInvalid;
   h.created_ns = -5;
-  h.ttl_s = 3600;
+  h.ttl_ms = 3600;
   h.category = "api";
   h.metadata = {{"a", "1"}, {"b", std::string("\0x", 2)}};
   const std::string value("binary\0value", 12);
@@ -19,7 +19,7 @@ TEST_CASE("entry records round-trip and reject truncation") {
   REQUIRE(decode_entry(rec, &back, &offset));
   CHECK(back.invalid());
   CHECK(back.created_ns == -5);
-  CHECK(back.ttl_s == 3600);
+  CHECK(back.ttl_ms == 3600);
   CHECK(back.category == "api");
   CHECK(back.metadata == h.metadata);
   CHECK(rec.substr(offset) == value);
@@ -112,12 +112,17 @@ TEST_CASE("index keys sort numerically and give back the user key") {
 TEST_CASE("status follows the deadlines") {
   const std::int64_t s = 1'000'000'000;
   CHECK(status_at(0, 0, 0, 2.0, 1'000'000 * s) == EntryStatus::fresh);
-  CHECK(status_at(0, 0, 10, 2.0, 10 * s - 1) == EntryStatus::fresh);
-  CHECK(status_at(0, 0, 10, 2.0, 10 * s) == EntryStatus::stale);
-  CHECK(status_at(0, 0, 10, 2.0, 20 * s - 1) == EntryStatus::stale);
-  CHECK(status_at(0, 0, 10, 2.0, 20 * s) == EntryStatus::expired);
-  CHECK(status_at(kFlagInvalid, 0, 10, 2.0, 0) == EntryStatus::invalid);
-  CHECK(status_at(0, 0, 10, 1.0, 10 * s) == EntryStatus::expired);
+  const std::int64_t ms = 1'000'000;
+  CHECK(status_at(0, 0, 10'000, 2.0, 10 * s - 1) == EntryStatus::fresh);
+  CHECK(status_at(0, 0, 10'000, 2.0, 10 * s) == EntryStatus::stale);
+  CHECK(status_at(0, 0, 10'000, 2.0, 20 * s - 1) == EntryStatus::stale);
+  CHECK(status_at(0, 0, 10'000, 2.0, 20 * s) == EntryStatus::expired);
+  CHECK(status_at(kFlagInvalid, 0, 10'000, 2.0, 0) == EntryStatus::invalid);
+  CHECK(status_at(0, 0, 10'000, 1.0, 10 * s) == EntryStatus::expired);
+  // Milliseconds count: a 250 ms ttl is stale from 250 ms, expired from 500 ms.
+  CHECK(status_at(0, 0, 250, 2.0, 250 * ms - 1) == EntryStatus::fresh);
+  CHECK(status_at(0, 0, 250, 2.0, 250 * ms) == EntryStatus::stale);
+  CHECK(status_at(0, 0, 250, 2.0, 500 * ms) == EntryStatus::expired);
   const Deadlines d = deadlines(0, std::int64_t{1} << 40, 2.0);  // does not overflow
   CHECK(d.expired_at >= d.stale_at);
 }

@@ -23,6 +23,7 @@
 #include "child.hpp"
 #include "larder/larder.hpp"
 #include "remote/redis_server.hpp"
+#include "remote/tier.hpp"
 #include "shared_support.hpp"
 #include "support.hpp"
 
@@ -239,6 +240,44 @@ TEST_CASE("remote: TTL, category, metadata and status survive the round trip") {
   const long long pttl = std::stoll(redis.command({"PTTL", "larder:e:s"}));
   CHECK(pttl > 15'000);
   CHECK(pttl <= 20'000);
+  // Millisecond TTLs reach Redis exactly: 250 ms x stale_factor 2.
+  SetOptions quarter;
+  quarter.ttl = 250ms;
+  REQUIRE(a.set("q", "v", quarter));
+  const long long q_pttl = std::stoll(redis.command({"PTTL", "larder:e:q"}));
+  CHECK(q_pttl > 250);
+  CHECK(q_pttl <= 500);
+  const auto q = b.get_entry("q");
+  REQUIRE(q);
+  REQUIRE(q->info.expires_at);
+  CHECK(*q->info.expires_at - q->info.created_at == 250ms);
+}
+
+TEST_CASE("remote: a record written before millisecond ttls (format 1, seconds) still reads") {
+  TempDir tmp;
+  RedisServer redis(tmp / "redis");
+  TestClock clock;
+  Config cb = machine(tmp / "b", redis.url());
+  cb.clock = clock.fn();
+  remote::Entry e;
+  e.value = "old";
+  e.category = "legacy";
+  e.created_ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(clock.now().time_since_epoch()).count();
+  e.ttl_ms = 100;  // seconds, in format 1
+  std::string record = remote::encode(e);
+  REQUIRE(record[0] == static_cast<char>(remote::kRecordFormat));
+  record[0] = static_cast<char>(remote::kRecordFormatSeconds);
+  REQUIRE(redis.command({"SET", "larder:e:old", record}) == "OK");
+  Cache b = Cache::open(cb);
+  const auto got = b.get_entry("old");
+  REQUIRE(got);
+  CHECK(got->value == "old");
+  CHECK(got->info.category == "legacy");
+  REQUIRE(got->info.expires_at);
+  CHECK(*got->info.expires_at - got->info.created_at == 100s);
+  clock.advance(100s);
+  CHECK_FALSE(b.get("old"));  // stale at 100 s, not at 100 ms
 }
 
 TEST_CASE("remote: another machine stops returning its copy once a key changes") {

@@ -28,7 +28,7 @@ core::SetRequest item(std::string key, std::string value) {
   core::SetRequest s;
   s.key = std::move(key);
   s.value = std::move(value);
-  s.ttl_s = 60;
+  s.ttl_ms = 60;
   s.category = "c";
   return s;
 }
@@ -74,7 +74,7 @@ TEST_CASE("dispatch: a peer's invalid sets are refused as the public Cache refus
   Request q;
   q.opcode = Opcode::set_many;
   core::SetRequest negative = item("n", "v");
-  negative.ttl_s = -1;
+  negative.ttl_ms = -1;
   core::SetRequest nul_category = item("c", "v");
   nul_category.category = std::string("a\0b", 3);
   q.sets = {item("ok", "v"), item("", "empty key"),

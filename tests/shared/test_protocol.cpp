@@ -21,7 +21,7 @@ TEST_CASE("protocol: requests and replies round-trip") {
   core::SetRequest item;
   item.key = "k";
   item.value = std::string(1000, '\xff');
-  item.ttl_s = 3600;
+  item.ttl_ms = 3600;
   item.category = "cat";
   item.metadata = {{"m", "v"}};
   q.sets = {item, item};
@@ -35,7 +35,7 @@ TEST_CASE("protocol: requests and replies round-trip") {
   CHECK(back.keys == q.keys);
   REQUIRE(back.sets.size() == 2);
   CHECK(back.sets[1].value == item.value);
-  CHECK(back.sets[1].ttl_s == 3600);
+  CHECK(back.sets[1].ttl_ms == 3600);
   CHECK(back.sets[1].metadata == item.metadata);
 
   Reply r;

@@ -336,12 +336,13 @@ int cmd_status(const Globals& g) {
   }
   j.field("directory", s.dir.string());
   j.field("read_only", s.read_only);
-  const std::int64_t ttl = std::stoll(setting(s, "default_ttl_s"));
+  const std::int64_t ttl_ms = std::stoll(setting(s, "default_ttl_ms"));
+  const double ttl = static_cast<double>(ttl_ms) / 1000.0;
   text += fmt::format("{:<12}{}, default TTL {}, stale until {} x TTL\n", "policy",
-                      setting(s, "policy"), ttl == 0 ? "none" : human_duration(double(ttl)),
+                      setting(s, "policy"), ttl_ms == 0 ? "none" : human_duration(ttl),
                       setting(s, "stale_factor"));
   j.field("policy", setting(s, "policy"));
-  j.field("default_ttl_s", ttl);
+  j.field("default_ttl_s", ttl);  // seconds, fractional below a second
   j.field("stale_factor", std::stod(setting(s, "stale_factor")));
 
   auto limit_line = [&](const char* name, std::uint64_t value, std::uint64_t limit,
@@ -742,13 +743,14 @@ int cmd_get(const Globals& g, const GetOptions& o) {
 
 namespace {
 
-std::int64_t ttl_seconds(const Session& s, const std::string& text) {
-  if (text.empty()) return std::stoll(setting(s, "default_ttl_s"));
-  auto v = parse_age(text);
-  if (!v)
-    throw Failure{kExitUsage,
-                  fmt::format("--ttl '{}' is not a duration (e.g. 90, 30m, 2h, 1d)", text)};
-  return *v;
+// --ttl in milliseconds: the cache's default when empty; decimal seconds ("90", "0.25"), whole
+// milliseconds ("250ms") or an age ("30m", "2h 30m", "1d").
+std::int64_t ttl_ms_of(const Session& s, const std::string& text) {
+  if (text.empty()) return std::stoll(setting(s, "default_ttl_ms"));
+  if (auto ms = parse_ttl_ms(text)) return *ms;
+  throw Failure{
+      kExitUsage,
+      fmt::format("--ttl '{}' is not a duration (e.g. 90, 0.5, 250ms, 30m, 2h, 1d)", text)};
 }
 
 // The request for `o`'s key, category and metadata (checked as the library checks them).
@@ -789,7 +791,7 @@ int cmd_set(const Globals& g, const SetOptions& o) {
   Session s = open_session(g, locate(g, true));
   s.require_writable("set an entry");
   q.key = s.key(q.key);
-  q.ttl_s = ttl_seconds(s, o.ttl);
+  q.ttl_ms = ttl_ms_of(s, o.ttl);
   if (o.if_absent && !s.service->add(q))
     throw Failure{kExitNotFound,
                   fmt::format("'{}' not stored: a fresh entry exists (or the cache refused it: "
@@ -809,12 +811,12 @@ int cmd_touch(const Globals& g, const std::string& key, const std::string& ttl) 
     throw Failure{kExitUsage, fmt::format("the key must be 1 to {} bytes", larder::kMaxKeyBytes)};
   Session s = open_session(g, locate(g, true));
   s.require_writable("touch an entry");
-  const std::int64_t ttl_s = ttl_seconds(s, ttl);
-  if (!s.service->touch(s.key(key), ttl_s))
+  const std::int64_t ttl_ms = ttl_ms_of(s, ttl);
+  if (!s.service->touch(s.key(key), ttl_ms))
     throw Failure{kExitNotFound, fmt::format("no fresh entry '{}'", key)};
-  info(g, ttl_s == 0
-              ? fmt::format("'{}' never expires now", key)
-              : fmt::format("'{}' expires in {}", key, human_duration(static_cast<double>(ttl_s))));
+  info(g, ttl_ms == 0 ? fmt::format("'{}' never expires now", key)
+                      : fmt::format("'{}' expires in {}", key,
+                                    human_duration(static_cast<double>(ttl_ms) / 1000.0)));
   return kExitOk;
 }
 
@@ -823,7 +825,7 @@ int cmd_incr(const Globals& g, const SetOptions& o, std::int64_t delta) {
   Session s = open_session(g, locate(g, true));
   s.require_writable("increment a counter");
   q.key = s.key(q.key);
-  q.ttl_s = ttl_seconds(s, o.ttl);
+  q.ttl_ms = ttl_ms_of(s, o.ttl);
   const auto v = s.service->incr(q, delta);
   if (!v)
     throw Failure{kExitNotFound,
@@ -1096,9 +1098,9 @@ int cmd_export(const Globals& g, const std::string& file) {
         str(v);
       }
       w.EndObject();
-      w.Key("ttl");
+      w.Key("ttl");  // seconds left, to the millisecond (at least 1 ms)
       if (auto left = e->info.remaining_ttl_seconds())
-        w.Int64(std::max<std::int64_t>(1, static_cast<std::int64_t>(std::ceil(*left))));
+        w.Double(std::max(0.001, std::ceil(*left * 1000.0) / 1000.0));
       else
         w.Null();
       w.Key("created_at");
@@ -1170,14 +1172,16 @@ larder::core::SetRequest parse_line(const std::string& where, const std::string&
           std::string(it->value.GetString(), it->value.GetStringLength());
     }
   }
-  q.ttl_s = default_ttl;
+  q.ttl_ms = default_ttl;
   if (auto t = cd.FindMember("ttl"); t != cd.MemberEnd()) {
     if (t->value.IsNull())
-      q.ttl_s = 0;
-    else if (t->value.IsInt64() && t->value.GetInt64() > 0)
-      q.ttl_s = t->value.GetInt64();
+      q.ttl_ms = 0;
+    else if (const auto ms = t->value.IsNumber() && t->value.GetDouble() > 0
+                                 ? larder::ttl_from_seconds(t->value.GetDouble())
+                                 : std::nullopt)
+      q.ttl_ms = ms->count();
     else
-      throw bad("'ttl' must be a positive whole number of seconds or null");
+      throw bad("'ttl' must be a positive number of seconds (at most 1e12) or null");
   }
   return q;
 }
@@ -1195,7 +1199,7 @@ int cmd_import(const Globals& g, const std::string& file) {
   }
   Session s = open_session(g, locate(g, true));
   s.require_writable("import entries");
-  const std::int64_t default_ttl = std::stoll(setting(s, "default_ttl_s"));
+  const std::int64_t default_ttl = std::stoll(setting(s, "default_ttl_ms"));
   // Every line is checked before anything is stored: a bad file imports nothing.
   std::vector<larder::core::SetRequest> items;
   std::size_t line_no = 0, pos = 0;

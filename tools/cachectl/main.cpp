@@ -87,8 +87,10 @@ int main(int argc, char** argv) {
   setc->add_option("KEY", set.key, "The key")->required();
   auto* value_opt = setc->add_option("VALUE", set.value, "The value (or use --file)");
   setc->add_option("--file", set.file, "Read the value from this file ('-': stdin)");
-  setc->add_option("--ttl", set.ttl,
-                   "Time to live: seconds or 30m, 2h, 1d; 0: never expires (default: the cache's)");
+  setc->add_option(
+      "--ttl", set.ttl,
+      "Time to live: seconds (0.5 too), 250ms, 30m, 2h, 1d; 0: never expires (default: the "
+      "cache's)");
   setc->add_option("--category", set.category, "Category (default: default)");
   setc->add_option("--meta", set.meta, "Metadata KEY=VALUE (repeatable)");
   setc->add_flag("--if-absent", set.if_absent,
@@ -102,7 +104,8 @@ int main(int argc, char** argv) {
   auto* touchc = app.add_subcommand(
       "touch", "Give a fresh entry a new TTL from now, keeping its value (exit 1 if none)");
   touchc->add_option("KEY", touch_key, "The key")->required();
-  touchc->add_option("--ttl", touch_ttl, "Seconds or 30m, 2h, 1d; 0: never expires")->required();
+  touchc->add_option("--ttl", touch_ttl, "Seconds (0.5 too), 250ms, 30m, 2h, 1d; 0: never expires")
+      ->required();
   touchc->callback([&] { run = [&] { return cmd_touch(g, touch_key, touch_ttl); }; });
 
   SetOptions counter;

@@ -10,6 +10,8 @@
 #include <fmt/format.h>
 #include <cereal/external/base64.hpp>
 
+#include "larder/larder.hpp"
+
 namespace cachectl {
 
 std::string human_size(std::uint64_t bytes) {
@@ -28,6 +30,15 @@ std::string human_size(std::uint64_t bytes) {
 std::string human_duration(double seconds) {
   if (!std::isfinite(seconds)) return "?";
   if (seconds < 0) return "-" + human_duration(-seconds);
+  // Below a minute to the millisecond ("250ms", "1.5s"); above, in whole units.
+  if (seconds < 60) {
+    const auto ms = static_cast<std::uint64_t>(std::llround(seconds * 1000.0));
+    if (ms < 1000 && ms != 0) return fmt::format("{}ms", ms);
+    if (ms % 1000 == 0) return fmt::format("{}s", ms / 1000);
+    std::string text = fmt::format("{}.{:03}", ms / 1000, ms % 1000);
+    while (text.back() == '0') text.pop_back();
+    return text + "s";
+  }
   const auto s = static_cast<std::uint64_t>(seconds);
   // Two units at most; a zero second unit is left out ("1d", "3h 12m").
   auto two = [](std::uint64_t a, const char* ua, std::uint64_t b, const char* ub) {
@@ -54,6 +65,26 @@ std::optional<std::uint64_t> parse_size(std::string_view text) {
   }
   if (n > (std::uint64_t{1} << (62 - shift))) return std::nullopt;
   return n << shift;
+}
+
+std::optional<std::int64_t> parse_ttl_ms(std::string_view text) {
+  if (text.empty()) return std::nullopt;
+  const char* end = text.data() + text.size();
+  if (text.size() > 2 && text.substr(text.size() - 2) == "ms") {
+    std::int64_t ms = 0;
+    const auto [ptr, ec] = std::from_chars(text.data(), end - 2, ms);
+    if (ec != std::errc() || ptr != end - 2 || ms < 0 || ms > std::int64_t{1'000'000'000'000'000})
+      return std::nullopt;
+    return ms;
+  }
+  double seconds = 0;
+  if (const auto [ptr, ec] = std::from_chars(text.data(), end, seconds);
+      ec == std::errc() && ptr == end) {
+    const auto ms = larder::ttl_from_seconds(seconds);
+    return ms ? std::optional<std::int64_t>(ms->count()) : std::nullopt;
+  }
+  const auto age = parse_age(text);
+  return age ? std::optional<std::int64_t>(*age * 1000) : std::nullopt;
 }
 
 std::optional<std::int64_t> parse_age(std::string_view text) {

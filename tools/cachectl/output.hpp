@@ -23,11 +23,14 @@ namespace cachectl {
 
 // "0 B", "512 B", "1.5 KiB", "3.2 MiB", ...
 std::string human_size(std::uint64_t bytes);
-// "12s", "5m 3s", "3h 12m", "2d 4h" (negative: "-" prefix).
+// "250ms", "1.5s", "12s", "5m 3s", "3h 12m", "2d 4h" (negative: "-" prefix).
 std::string human_duration(double seconds);
 // Parses "45s", "90m", "3h", "2d", "1w" and sums like "1d12h" (a bare number is seconds).
 // Returns nullopt for anything else.
 std::optional<std::int64_t> parse_age(std::string_view text);
+// A TTL in milliseconds: decimal seconds ("90", "0.25": as larder::ttl_from_seconds), whole
+// milliseconds ("250ms") or an age as parse_age reads it. nullopt when it is none of these.
+std::optional<std::int64_t> parse_ttl_ms(std::string_view text);
 
 // Parses a size: a number of bytes, or with the binary suffix K, M, G or T (also KiB, MiB, GiB,
 // TiB): "500M" is 500 MiB. Returns nullopt for anything else or a size past 2^62.
