@@ -488,6 +488,12 @@ void Backend::finish(const Lease& lease, const kv::Status& s, std::string_view w
       hk_cv_.notify_one();
     } else {
       log_.logf(util::Level::debug, "{} refused: {}", what, s.message);
+      // Space may be back: try now (bounded by the spacing), so the next write goes through.
+      const std::int64_t now = now_ns();
+      std::int64_t due = inline_recovery_at_ns_.load();
+      if (now >= due && inline_recovery_at_ns_.compare_exchange_strong(
+                            due, now + std::chrono::nanoseconds(kInlineRecoverySpacing).count()))
+        recover_writes();
     }
     return;
   }
@@ -559,6 +565,8 @@ util::Status Backend::save_stats(stats::FoldMode mode) {
 }
 
 void Backend::recover_writes() {
+  std::unique_lock lock(recovery_mu_, std::try_to_lock);
+  if (!lock.owns_lock() || !writes_failing_.load()) return;  // another thread is at it, or done
   const kv::Status s = primary_->recover_store();
   if (!s.ok()) {
     log_.logf(util::Level::debug, "store still refuses writes: {}", s.message);

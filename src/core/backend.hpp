@@ -44,6 +44,8 @@ using KvOpener =
 inline constexpr std::chrono::hours kCollectOnOpenAge{24};
 inline constexpr int kBreakerThreshold = 5;  // consecutive I/O failures that open the breaker
 inline constexpr std::chrono::seconds kBreakerRecovery{30};
+// The least time (the cache's clock) between two recoveries attempted by refused writes.
+inline constexpr std::chrono::seconds kInlineRecoverySpacing{1};
 // Keys the breaker remembers one by one while bypassing; past that, the store is cleared when
 // the breaker closes.
 inline constexpr std::size_t kMaxTouched = 100'000;
@@ -155,7 +157,9 @@ class Backend final : private engine::AccessFlusher {
   void start_remote();
   void housekeeper();
   bool try_recover();
-  // Housekeeper: one attempt to make the primary store writable again.
+  // One attempt to make the primary store writable again (the housekeeper's, or a refused
+  // write's: see writes_failing_). Serialized by recovery_mu_; a no-op when another thread is
+  // at it.
   void recover_writes();
 
   Resolved r_;
@@ -178,8 +182,12 @@ class Backend final : private engine::AccessFlusher {
   std::atomic<int> failures_{0};
   // A write to the primary store failed (full disk, read-only filesystem, I/O error): sets are
   // refused (false) while reads go on from the store; the housekeeper asks the store to take
-  // writes again (Engine::recover_store) with a growing pause, from 100 ms to 5 s.
+  // writes again (Engine::recover_store) with a growing pause, from 100 ms to 5 s, and a
+  // refused write asks at once, at most once per kInlineRecoverySpacing of the cache's clock
+  // (so that space freed on a small disk is used by the next write, not after that pause).
   std::atomic<bool> writes_failing_{false};
+  std::atomic<std::int64_t> inline_recovery_at_ns_{0};
+  std::mutex recovery_mu_;
   std::atomic<std::int64_t> retry_at_ns_{0};
   std::mutex breaker_mu_;
   std::unordered_set<std::string> touched_;  // keys written while bypassing
