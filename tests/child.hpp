@@ -24,7 +24,11 @@ class Child {
  public:
   explicit Child(const std::vector<std::string>& args, bool quiet_stderr = true) {
     int out[2], in[2];
-    if (::pipe(out) != 0 || ::pipe(in) != 0) throw std::runtime_error("pipe failed");
+    // Close-on-exec: a later child must not inherit this one's pipe ends (it held this child's
+    // stdin open, so close_stdin() gave no EOF until that later child exited: children told to
+    // go at once ran one after another).
+    if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(in, O_CLOEXEC) != 0)
+      throw std::runtime_error("pipe failed");
     pid_ = ::fork();
     if (pid_ < 0) throw std::runtime_error("fork failed");
     if (pid_ == 0) {

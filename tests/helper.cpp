@@ -34,10 +34,11 @@
 //       "ready", waits until stdin has a line or closes, then add("lock:job", ID) ("add 0|1") and
 //       COUNT incr("builds"), printing the values returned ("values V1 V2 ...", 50 a line) and
 //       how many there were ("incr N").
-//   compute ROOT FILE SLEEP_MS LEASE_MS
+//   compute ROOT FILE SLEEP_MS LEASE_MS [stale]
 //       on the shared cache ROOT: prints "ready", waits until stdin has a line or closes, then
-//       get_or_compute("computed") with a lease timeout of LEASE_MS, whose compute appends
-//       "<pid>" to FILE, sleeps SLEEP_MS and returns "v<pid>". Prints "value V".
+//       get_or_compute("computed") with a lease timeout of LEASE_MS (and serve_stale with
+//       "stale"), whose compute appends "<pid>" to FILE, sleeps SLEEP_MS and returns "v<pid>".
+//       Prints "value V" and "took MS" (the call's duration).
 //   events ROOT GLOB N
 //       on the shared cache ROOT: subscribes to GLOB, prints "ready", then prints each event as
 //       "KIND KEY" (KIND: set, remove, invalidate, evict, expire) until N were seen.
@@ -290,9 +291,11 @@ int compute_mode(char** argv) {
   const long sleep_ms = std::strtol(argv[4], nullptr, 10);
   larder::ComputeOptions co;
   co.lease_timeout = std::chrono::milliseconds(std::strtol(argv[5], nullptr, 10));
+  co.serve_stale = argv[6] != nullptr && std::string(argv[6]) == "stale";
   say("ready");
   char buffer[8];
   (void)!::read(STDIN_FILENO, buffer, sizeof buffer);  // a line, or EOF: go
+  const auto start = std::chrono::steady_clock::now();
   const std::string v = cache.get_or_compute(
       "computed",
       [&] {
@@ -302,6 +305,9 @@ int compute_mode(char** argv) {
       },
       {}, co);
   say("value " + v);
+  say("took " + std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::steady_clock::now() - start)
+                                   .count()));
   return 0;
 }
 
@@ -364,7 +370,7 @@ int main(int argc, char** argv) {
   if (mode == "counts" && argc == 4) return counts_mode(argv);
   if (mode == "replay" && argc == 5) return replay_mode(argv);
   if (mode == "atomic" && argc == 5) return atomic_mode(argv);
-  if (mode == "compute" && argc == 6) return compute_mode(argv);
+  if (mode == "compute" && (argc == 6 || argc == 7)) return compute_mode(argv);
   if (mode == "events" && argc == 5) return events_mode(argv);
   std::fprintf(
       stderr,

@@ -45,12 +45,58 @@ TEST_CASE("get_or_compute: four processes miss one key at once; it is computed o
   std::set<std::string> values;
   for (auto& p : procs) {
     REQUIRE(p->wait_at_most(60s) == 0);
-    REQUIRE(p->lines().size() == 2);
+    REQUIRE(p->lines().size() == 3);  // ready, value, took
     values.insert(p->lines()[1]);
   }
   CHECK(file_lines(calls).size() == 1);  // one compute
   CHECK(values.size() == 1);             // everyone got its value
   CHECK(*values.begin() == "value v" + file_lines(calls)[0]);
+}
+
+TEST_CASE("serve_stale: of four processes on a stale entry, one computes, three get it at once") {
+  // The owner is this process, with a test clock that writes the entry 15 s in the past and
+  // then catches up with real time (the children's clock): stale without waiting.
+  TempDir tmp;
+  TestClock clock;
+  clock.advance(std::chrono::system_clock::now() - 15s - clock.now());
+  const auto root = tmp / "cache";
+  const auto calls = tmp / "calls";
+  Config cfg;
+  cfg.cache_root = root;
+  cfg.strategy = Strategy::shared;
+  cfg.max_entries = 0;
+  cfg.max_size_bytes = 0;
+  cfg.cleanup_interval = 0s;
+  cfg.clock = clock.fn();
+  Cache owner = Cache::open(cfg);
+  REQUIRE(owner.set("computed", "old", ttl(10)));
+  clock.advance(15s);  // stale (until 20 s), for this process and the children alike
+  REQUIRE(owner.metadata("computed")->status == EntryStatus::stale);
+  std::vector<std::unique_ptr<Child>> procs;
+  for (int i = 0; i < 4; ++i) {
+    procs.push_back(std::make_unique<Child>(std::vector<std::string>{
+        "compute", root.string(), calls.string(), "3000", "30000", "stale"}));
+    REQUIRE(procs.back()->wait_for_lines(1));
+  }
+  for (auto& p : procs) p->close_stdin();  // go
+  int stale_fast = 0, computed = 0;
+  for (auto& p : procs) {
+    REQUIRE(p->wait_at_most(60s) == 0);
+    const auto lines = p->lines();
+    REQUIRE(lines.size() == 3);
+    const long took = std::stol(lines[2].substr(5));
+    if (lines[1] == "value old") {
+      CHECK(took < 1500);  // well under the 3 s compute
+      ++stale_fast;
+    } else {
+      CHECK(lines[1].rfind("value v", 0) == 0);
+      ++computed;
+    }
+  }
+  CHECK(file_lines(calls).size() == 1);  // one compute across the processes
+  CHECK(computed == 1);
+  CHECK(stale_fast == 3);
+  CHECK(owner.get("computed") == "v" + file_lines(calls)[0]);  // its result replaced the entry
 }
 
 TEST_CASE("get_or_compute: a leaseholder killed mid-compute loses its lease at once") {
@@ -76,7 +122,7 @@ TEST_CASE("get_or_compute: a leaseholder killed mid-compute loses its lease at o
   const auto waited = std::chrono::steady_clock::now() - killed;
   const auto lines = file_lines(calls);
   REQUIRE(lines.size() == 2);  // B computed
-  CHECK(b.lines().back() == "value v" + lines[1]);
+  CHECK(b.lines()[1] == "value v" + lines[1]);
   // Well before A's 20 s lease ran out (the owner saw A's process gone).
   CHECK(waited < 10s);
 }
