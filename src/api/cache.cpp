@@ -53,7 +53,7 @@ class Cache::Impl {
   stats::Counters* ns;
 
   // A key this handle can hold: 1 to kMaxKeyBytes bytes.
-  static bool valid_key(std::string_view key) { return !key.empty() && key.size() <= kMaxKeyBytes; }
+  static bool valid_key(std::string_view key) { return core::valid_user_key(key); }
   // The key as stored (core::stored_key).
   std::string stored(std::string_view key) const { return core::stored_key(prefix, key); }
   // Runs f(stored key), without copying the key when it is stored as it is.

@@ -80,10 +80,20 @@ inline bool valid_scope(std::string_view scope) {
   return scope.substr(1, scope.size() - 2).find('\0') == std::string_view::npos;
 }
 
-// Keys and categories set() accepts (larder.hpp: kMaxKeyBytes, kMaxCategoryBytes, no NUL), as
-// stored: with a namespace's prefix, a key may be that much longer.
-inline bool valid_key(std::string_view key) {
-  return !key.empty() && key.size() <= kMaxKeyBytes + kMaxNamespaceBytes + 2;  // see ns_prefix
+// The one key rule (larder.hpp): a key a caller gives, in any namespace, is 1 to kMaxKeyBytes
+// bytes. Cache, cachectl and trace readers check it on the key they are given.
+inline bool valid_user_key(std::string_view key) {
+  return !key.empty() && key.size() <= kMaxKeyBytes;
+}
+// A key as stored (stored_key) whose user key keeps the rule above: a key of the unnamed
+// namespace (escaped when it starts with NUL), or "\0" name "\0" key with a valid name. What the
+// owner checks on a peer's request.
+inline bool valid_key(std::string_view stored) {
+  if (!stored.starts_with('\0')) return valid_user_key(stored);
+  if (stored.size() >= 2 && stored[1] == '\0') return valid_user_key(stored.substr(1));
+  const std::size_t end = stored.find('\0', 1);
+  if (end == std::string_view::npos || end - 1 > kMaxNamespaceBytes) return false;
+  return valid_user_key(stored.substr(end + 1));
 }
 inline bool valid_category(std::string_view category) {
   return category.size() <= kMaxCategoryBytes && category.find('\0') == std::string_view::npos;

@@ -91,7 +91,7 @@ util::Result<Trace> read_csv(std::istream& in) {
       return util::fail("line {}: timestamp '{}' is not a number", number, ts);
     }
     const auto key = trim(fields[static_cast<std::size_t>(key_col)]);
-    if (!core::valid_key(key)) {
+    if (!core::valid_user_key(key)) {
       return util::fail("line {}: key is empty or longer than {} bytes", number, kMaxKeyBytes);
     }
     const auto size_text = trim(fields[static_cast<std::size_t>(size_col)]);

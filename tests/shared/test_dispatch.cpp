@@ -69,6 +69,27 @@ TEST_CASE("dispatch: every opcode round-trips the codec and is answered with its
   CHECK(error.find("unknown operation") != std::string::npos);
 }
 
+TEST_CASE("one key rule: 1 to kMaxKeyBytes bytes of user key, in every namespace") {
+  // The owner accepted a peer's unnamed key of up to kMaxKeyBytes + kMaxNamespaceBytes + 2
+  // bytes (4 353), which the public Cache refuses (4 096): two limits for one rule.
+  const std::string longest(kMaxKeyBytes, 'k');
+  const std::string too_long(kMaxKeyBytes + 1, 'k');
+  const std::string ns = core::ns_prefix("team");
+  CHECK(core::valid_user_key(longest));
+  CHECK_FALSE(core::valid_user_key(too_long));
+  CHECK_FALSE(core::valid_user_key(""));
+  CHECK(core::valid_key(longest));
+  CHECK_FALSE(core::valid_key(too_long));
+  CHECK(core::valid_key(core::stored_key(ns, longest)));
+  CHECK_FALSE(core::valid_key(core::stored_key(ns, too_long)));
+  CHECK_FALSE(core::valid_key(ns));  // a namespace's empty key
+  const std::string nul_key = std::string(1, '\0') + std::string(kMaxKeyBytes - 1, 'k');
+  CHECK(core::valid_key(core::stored_key("", nul_key)));  // escaped: one byte longer stored
+  CHECK_FALSE(core::valid_key(core::stored_key("", nul_key + "k")));
+  CHECK_FALSE(core::valid_key(std::string("\0name-without-end", 17)));
+  CHECK_FALSE(core::valid_key(core::ns_prefix(std::string(kMaxNamespaceBytes + 1, 'n')) + "k"));
+}
+
 TEST_CASE("dispatch: a peer's invalid sets are refused as the public Cache refuses them") {
   core::LocalService service = memory_service();
   Request q;
@@ -77,9 +98,8 @@ TEST_CASE("dispatch: a peer's invalid sets are refused as the public Cache refus
   negative.ttl_ms = -1;
   core::SetRequest nul_category = item("c", "v");
   nul_category.category = std::string("a\0b", 3);
-  q.sets = {item("ok", "v"), item("", "empty key"),
-            item(std::string(kMaxKeyBytes + kMaxNamespaceBytes + 3, 'k'), "v"), negative,
-            nul_category};
+  q.sets = {item("ok", "v"), item("", "empty key"), item(std::string(kMaxKeyBytes + 1, 'k'), "v"),
+            negative, nul_category};
   const Reply r = dispatch(service, q);
   REQUIRE(r.status == ReplyStatus::ok);
   CHECK(r.flags == std::vector<bool>{true, false, false, false, false});

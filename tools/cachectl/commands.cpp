@@ -755,7 +755,7 @@ std::int64_t ttl_ms_of(const Session& s, const std::string& text) {
 
 // The request for `o`'s key, category and metadata (checked as the library checks them).
 larder::core::SetRequest request_of(const SetOptions& o) {
-  if (!larder::core::valid_key(o.key))
+  if (!larder::core::valid_user_key(o.key))
     throw Failure{kExitUsage, fmt::format("the key must be 1 to {} bytes", larder::kMaxKeyBytes)};
   if (!larder::core::valid_category(o.category))
     throw Failure{kExitUsage, fmt::format("the category must be at most {} bytes without NUL",
@@ -807,7 +807,7 @@ int cmd_set(const Globals& g, const SetOptions& o) {
 }
 
 int cmd_touch(const Globals& g, const std::string& key, const std::string& ttl) {
-  if (!larder::core::valid_key(key))
+  if (!larder::core::valid_user_key(key))
     throw Failure{kExitUsage, fmt::format("the key must be 1 to {} bytes", larder::kMaxKeyBytes)};
   Session s = open_session(g, locate(g, true));
   s.require_writable("touch an entry");
@@ -1157,7 +1157,7 @@ larder::core::SetRequest parse_line(const std::string& where, const std::string&
     return true;
   };
   text("key", &q.key, true);
-  if (!larder::core::valid_key(q.key))
+  if (!larder::core::valid_user_key(q.key))
     throw bad(fmt::format("'key' must be 1 to {} bytes", larder::kMaxKeyBytes));
   std::string encoded;
   text("value", &encoded, true);
