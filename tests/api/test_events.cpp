@@ -89,8 +89,11 @@ TEST_CASE_TEMPLATE("subscribe: a glob and a namespace choose the keys; destroyin
   const std::vector<std::pair<K, std::string>> want = {{K::set, "x:1"}, {K::remove, "x:1"}};
   CHECK(col.wait_for(want.size()) == want);
   sub.reset();  // unsubscribed: nothing more arrives
+  // A second subscriber is the witness: once it has the next event, the first would have too.
+  Collector witness;
+  Subscription second = ns.subscribe(witness.callback(), "x:*");
   REQUIRE(ns.set("x:2", "1"));
-  std::this_thread::sleep_for(100ms);
+  REQUIRE(witness.wait_for(1).size() == 1);
   CHECK(col.wait_for(0).size() == want.size());
   CHECK_THROWS_AS(c.subscribe(col.callback(), ""), std::invalid_argument);
 }
@@ -129,8 +132,7 @@ TEST_CASE("subscribe: a client sees the changes of other processes through the o
   Cache c = Cache::open(shared_config(root));
   REQUIRE(backend_of(c) == nullptr);  // a client
   Collector col;
-  Subscription sub = c.subscribe(col.callback(), "key-*");
-  std::this_thread::sleep_for(100ms);  // the subscription has read where the log ends
+  Subscription sub = c.subscribe(col.callback(), "key-*");  // from the log's end, at once
   Child writer({"write", root.string(), "0", "20"});  // another client: key-0 .. key-19
   REQUIRE(writer.wait_at_most(60s) == 0);
   REQUIRE(c.invalidate(helper_key(3)));
