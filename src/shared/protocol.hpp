@@ -33,6 +33,18 @@ namespace larder::shared {
 // (set requests, touch) in milliseconds.
 inline constexpr std::uint16_t kProtocolVersion = 6;
 inline constexpr std::uint32_t kMaxFrameBytes = 256u << 20;
+inline constexpr std::size_t kFrameHeaderBytes = 4;
+// A frame's payload length from its 4-byte header (the first kFrameHeaderBytes of `header`;
+// the caller has them). Larger than kMaxFrameBytes: the peer is refused.
+inline std::uint32_t frame_length(const void* header) {
+  const auto* b = static_cast<const unsigned char*>(header);
+  return std::uint32_t{b[0]} | (std::uint32_t{b[1]} << 8) | (std::uint32_t{b[2]} << 16) |
+         (std::uint32_t{b[3]} << 24);
+}
+// Appends the header of a frame of `length` payload bytes to *out.
+inline void put_frame_length(std::string* out, std::uint32_t length) {
+  for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>((length >> (8 * i)) & 0xff));
+}
 inline constexpr std::size_t kDecodeMemoryFactor = 4;
 inline constexpr std::size_t kDecodeMemorySlack = 64 * 1024;
 

@@ -362,10 +362,8 @@ class Server::Impl {
       if (at == 0) c.frame_started = now;
       pending_bytes_ += static_cast<std::size_t>(r);
       read_now += static_cast<std::size_t>(r);
-      if (c.buf.size() == 4) {
-        const auto* b = reinterpret_cast<const unsigned char*>(c.buf.data());
-        c.need = std::uint32_t{b[0]} | (std::uint32_t{b[1]} << 8) | (std::uint32_t{b[2]} << 16) |
-                 (std::uint32_t{b[3]} << 24);
+      if (c.buf.size() == kFrameHeaderBytes) {
+        c.need = frame_length(c.buf.data());
         if (c.need > kMaxFrameBytes) {
           counters_.error++;
           log_.log(util::Level::warn, "dropped a client connection: frame too large");
@@ -457,8 +455,7 @@ class Server::Impl {
         return false;
       }
       if (got < 4) return false;  // a partial header: the loop's deadlines handle it
-      const std::uint32_t need = std::uint32_t{len[0]} | (std::uint32_t{len[1]} << 8) |
-                                 (std::uint32_t{len[2]} << 16) | (std::uint32_t{len[3]} << 24);
+      const std::uint32_t need = frame_length(len);
       if (need > kLingerMaxFrame) return false;  // large frames go through the loop's budget
       const IoResult r = recv_frame(fd, out, steady::now() + o_.frame_timeout);
       if (r != IoResult::ok) {

@@ -198,18 +198,17 @@ IoResult send_frame(int fd, std::string_view payload, Deadline deadline) {
   if (payload.size() > kMaxFrameBytes) return IoResult::too_large;
   const auto n = static_cast<std::uint32_t>(payload.size());
   std::string frame;
-  frame.reserve(4 + payload.size());
-  for (int i = 0; i < 4; ++i) frame.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
+  frame.reserve(kFrameHeaderBytes + payload.size());
+  put_frame_length(&frame, n);
   frame.append(payload);
   return write_exact(fd, frame.data(), frame.size(), deadline);
 }
 
 IoResult recv_frame(int fd, std::string* payload, Deadline deadline) {
-  unsigned char len[4];
-  const IoResult r = read_exact(fd, reinterpret_cast<char*>(len), 4, deadline, true);
+  char len[kFrameHeaderBytes];
+  const IoResult r = read_exact(fd, len, kFrameHeaderBytes, deadline, true);
   if (r != IoResult::ok) return r;
-  const std::uint32_t n = std::uint32_t{len[0]} | (std::uint32_t{len[1]} << 8) |
-                          (std::uint32_t{len[2]} << 16) | (std::uint32_t{len[3]} << 24);
+  const std::uint32_t n = frame_length(len);
   if (n > kMaxFrameBytes) return IoResult::too_large;
   // The declared length is only a claim: grow the buffer as bytes arrive (at most doubling what
   // was received), so a peer pins no more memory than it actually sent.

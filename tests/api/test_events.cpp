@@ -133,7 +133,7 @@ TEST_CASE("subscribe: a client sees the changes of other processes through the o
   REQUIRE(backend_of(c) == nullptr);  // a client
   Collector col;
   Subscription sub = c.subscribe(col.callback(), "key-*");  // from the log's end, at once
-  Child writer({"write", root.string(), "0", "20"});  // another client: key-0 .. key-19
+  Child writer({"write", root.string(), "0", "20"});        // another client: key-0 .. key-19
   REQUIRE(writer.wait_at_most(60s) == 0);
   REQUIRE(c.invalidate(helper_key(3)));
   const auto seen = col.wait_for(21);
