@@ -688,16 +688,26 @@ std::optional<std::string> LocalService::get(std::string_view key) {
 
 std::vector<std::optional<std::string>> LocalService::get_many(
     const std::vector<std::string>& keys) {
+  return get_many(keys, std::numeric_limits<std::uint64_t>::max());
+}
+
+std::vector<std::optional<std::string>> LocalService::get_many(const std::vector<std::string>& keys,
+                                                               std::uint64_t max_value_bytes) {
   std::vector<std::optional<std::string>> out;
   out.reserve(keys.size());
   remote::Tier* t = backend_->remote();
-  for (const auto& k : keys) out.push_back(get_impl(k, /*ask_remote=*/false, t == nullptr));
+  std::uint64_t bytes = 0;
+  for (const auto& k : keys) {
+    out.push_back(get_impl(k, /*ask_remote=*/false, t == nullptr));
+    if (out.back()) bytes += out.back()->size();
+    if (bytes >= max_value_bytes) break;
+  }
   if (t == nullptr) return out;
   // The local misses, asked of the remote in one pipeline.
   Backend& b = *backend_;
   std::vector<std::string> missing;
   std::vector<std::size_t> where;
-  for (std::size_t i = 0; i < keys.size(); ++i)
+  for (std::size_t i = 0; i < out.size(); ++i)
     if (!out[i]) {
       missing.push_back(keys[i]);
       where.push_back(i);

@@ -237,6 +237,11 @@ class LocalService final : public Service {
   bool set_all(const std::vector<SetRequest>& requests) override;
   std::optional<std::string> get(std::string_view key) override;
   std::vector<std::optional<std::string>> get_many(const std::vector<std::string>& keys) override;
+  // The values of a prefix of `keys`: it ends at the key whose value brings the value bytes to
+  // `max_value_bytes` or more (a shared-cache reply must fit one frame). Only the keys answered
+  // are counted as hits or misses.
+  std::vector<std::optional<std::string>> get_many(const std::vector<std::string>& keys,
+                                                   std::uint64_t max_value_bytes);
   std::vector<bool> set_many(const std::vector<SetRequest>& requests) override;
   std::optional<Entry> get_entry(std::string_view key, bool include_stale) override;
   bool exists(std::string_view key) override;

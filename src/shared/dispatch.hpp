@@ -1,29 +1,17 @@
-// The owner's side of the shared protocol: one decoded request answered with the owner's
-// LocalService, the same code the owner's own calls run. Validation of what a peer sent (keys,
-// categories, TTLs, operation codes) happens here, once, with core::valid_set / valid_key.
+// The owner's side of the shared protocol: one decoded request answered by running its
+// operation's `run` (operations.hpp) on the owner's LocalService: the code the owner's own calls
+// run. What only a peer can send wrong (an empty pattern, an unknown maintenance code, a scope
+// that is no namespace's) is refused here by the operation's `refuse`; invalid keys,
+// categories and TTLs read as a miss / false, as the public API would answer them.
 // Thread-safety: as LocalService (dispatch may run on any server thread concurrently).
 #pragma once
 
-#include <cstdint>
-
 #include "shared/protocol.hpp"
-
-namespace larder::core {
-class LocalService;
-}
 
 namespace larder::shared {
 
-// The owner answers get_many with at most about this many value bytes per reply (a reply must
-// fit in a frame, kMaxFrameBytes); the client asks again for the keys left.
-inline constexpr std::uint64_t kMaxGetManyReplyBytes = 64u << 20;
-// An events reply carries at most this many events (each key at most about 4.3 KB: well
-// within a frame).
-inline constexpr std::int64_t kMaxEventsPerReply = 4096;
-
-// The reply to `q` (same id). A malformed request (wrong item count, empty pattern, unknown
-// maintenance code) gets ReplyStatus::bad_request with the reason in Reply::error; anything
-// else gets ok with the operation's result (invalid keys read as a miss / false).
+// The reply to `q` (same id): ReplyStatus::bad_request with the reason in Reply::error when
+// the operation refuses the request, else ok with the operation's result.
 Reply dispatch(core::LocalService& service, const Request& q);
 
 }  // namespace larder::shared

@@ -40,8 +40,6 @@ constexpr auto kMinWait = std::chrono::milliseconds(10);
 // The least time a client gets to send one frame whole before the owner drops it.
 constexpr auto kFrameTimeout = std::chrono::milliseconds(5000);
 
-// Whether a request whose reply was lost may be sent again (the owner may have run it).
-enum class Resend : std::uint8_t { never, when_lost };
 // What a routed call returns when the owner cannot answer, and how many reads that makes miss.
 template <class T>
 struct Fallback {
@@ -120,284 +118,105 @@ class Node final : public core::Service {
     become_owner();
   }
 
-  // ---- Service
+  // ---- Service: each call is one operation of the table (operations.hpp), run by call().
 
-  bool set(const SetRequest& q) override {
-    return route(
-        [&] {
-          Request req;
-          req.opcode = Opcode::set;
-          req.sets = {q};
-          return req;
-        },
-        Resend::when_lost, Fallback{false}, [&](LocalService& l) { return l.set(q); },
-        [](Reply& r) { return r.flag; });
-  }
-
+  bool set(const SetRequest& q) override { return call<op::Set>(Fallback{false}, q); }
   std::optional<std::string> get(std::string_view key) override {
-    return route(
-        [&] {
-          Request req;
-          req.opcode = Opcode::get;
-          req.text = std::string(key);
-          return req;
-        },
-        Resend::when_lost, Fallback{std::optional<std::string>(), 1},
-        [&](LocalService& l) { return l.get(key); }, [](Reply& r) { return std::move(r.value); });
+    return call<op::Get>(Fallback{std::optional<std::string>(), 1}, key);
   }
 
   std::vector<std::optional<std::string>> get_many(const std::vector<std::string>& keys) override {
     std::vector<std::optional<std::string>> out;
     out.reserve(keys.size());
-    // The owner may answer a prefix (a reply must fit one frame): ask again for the rest.
+    // The owner answers a prefix (a reply must fit one frame): ask again for the rest.
     while (out.size() < keys.size()) {
       const std::vector<std::string> rest(keys.begin() + static_cast<std::ptrdiff_t>(out.size()),
                                           keys.end());
-      std::size_t answered = 0;
-      auto part = route(
-          [&] {
-            Request req;
-            req.opcode = Opcode::get_many;
-            req.keys = rest;
-            return req;
-          },
-          Resend::when_lost,
-          Fallback{std::vector<std::optional<std::string>>(rest.size()), rest.size()},
-          [&](LocalService& l) {
-            answered = rest.size();
-            return l.get_many(rest);
-          },
-          [&](Reply& r) {
-            answered = std::clamp<std::size_t>(r.count, 1, rest.size());
-            r.values.resize(answered);
-            return std::move(r.values);
-          });
-      if (answered == 0) answered = rest.size();  // failed: every remaining key missed
-      part.resize(answered);
+      auto part = call<op::GetMany>(
+          Fallback{std::vector<std::optional<std::string>>(rest.size()), rest.size()}, rest);
+      if (part.empty() || part.size() > rest.size()) part.resize(rest.size());
       for (auto& v : part) out.push_back(std::move(v));
     }
     return out;
   }
 
   std::vector<bool> set_many(const std::vector<SetRequest>& items) override {
-    return route(
-        [&] {
-          Request req;
-          req.opcode = Opcode::set_many;
-          req.sets = items;
-          return req;
-        },
-        Resend::when_lost, Fallback{std::vector<bool>(items.size(), false)},
-        [&](LocalService& l) { return l.set_many(items); },
-        [&](Reply& r) {
-          r.flags.resize(items.size(), false);
-          return std::move(r.flags);
-        });
+    auto out = call<op::SetMany>(Fallback{std::vector<bool>(items.size(), false)}, items);
+    out.resize(items.size(), false);
+    return out;
   }
-
-  // Not resent after a lost reply: the owner may have carried it out (an add would then report
-  // false, an incr add twice).
-  bool add(const SetRequest& q) override {
-    return route([&] { return set_request(Opcode::add, {q}); }, Resend::never, Fallback{false},
-                 [&](LocalService& l) { return l.add(q); }, [](Reply& r) { return r.flag; });
-  }
-
+  bool add(const SetRequest& q) override { return call<op::Add>(Fallback{false}, q); }
   bool touch(std::string_view key, std::int64_t ttl_ms) override {
-    return route(
-        [&] {
-          Request req = text_request(Opcode::touch, key);
-          req.number = ttl_ms;
-          return req;
-        },
-        Resend::when_lost, Fallback{false}, [&](LocalService& l) { return l.touch(key, ttl_ms); },
-        [](Reply& r) { return r.flag; });
+    return call<op::Touch>(Fallback{false}, key, ttl_ms);
   }
-
   std::optional<std::int64_t> incr(const SetRequest& q, std::int64_t delta) override {
-    return route(
-        [&] {
-          Request req = set_request(Opcode::incr, {q});
-          req.number = delta;
-          return req;
-        },
-        Resend::never, Fallback{std::optional<std::int64_t>()},
-        [&](LocalService& l) { return l.incr(q, delta); },
-        [](Reply& r) {
-          return r.flag ? std::optional(static_cast<std::int64_t>(r.count)) : std::nullopt;
-        });
+    return call<op::Incr>(Fallback{std::optional<std::int64_t>()}, q, delta);
   }
-
   bool set_all(const std::vector<SetRequest>& items) override {
-    return route([&] { return set_request(Opcode::set_all, items); }, Resend::when_lost,
-                 Fallback{false}, [&](LocalService& l) { return l.set_all(items); },
-                 [](Reply& r) { return r.flag; });
+    return call<op::SetAll>(Fallback{false}, items);
   }
 
   // No answer from the owner: not granted, *wait_ms -1 (nobody to wait for that we can see).
   bool acquire_lease(std::string_view key, std::int64_t holder, std::int64_t timeout_ms,
                      std::int64_t* wait_ms) override {
-    *wait_ms = -1;
-    return route(
-        [&] {
-          Request req = text_request(Opcode::lease_acquire, key);
-          req.number = timeout_ms;
-          req.holder = holder;
-          return req;
-        },
-        Resend::when_lost, Fallback{false},
-        [&](LocalService& l) { return l.acquire_lease(key, holder, timeout_ms, wait_ms); },
-        [&](Reply& r) {
-          *wait_ms = static_cast<std::int64_t>(r.count);
-          return r.flag;
-        });
+    const LeaseGrant g = call<op::LeaseAcquire>(Fallback{LeaseGrant{}}, key, holder, timeout_ms);
+    *wait_ms = g.wait_ms;
+    return g.granted;
   }
-
   void release_lease(std::string_view key, std::int64_t holder) override {
-    (void)route(
-        [&] {
-          Request req = text_request(Opcode::lease_release, key);
-          req.holder = holder;
-          return req;
-        },
-        Resend::when_lost, Fallback{false},
-        [&](LocalService& l) {
-          l.release_lease(key, holder);
-          return true;
-        },
-        [](Reply&) { return true; });
+    (void)call<op::LeaseRelease>(Fallback{std::monostate{}}, key, holder);
   }
 
   core::EventBatch events_since(std::uint64_t from, std::size_t max) override {
     core::EventBatch none;
     none.next = from;  // unreachable owner: ask again from the same place
-    return route(
-        [&] {
-          Request req = text_request(Opcode::events, {});
-          req.number = static_cast<std::int64_t>(from);
-          req.holder = static_cast<std::int64_t>(max);
-          return req;
-        },
-        Resend::when_lost, Fallback{none},
-        [&](LocalService& l) { return l.events_since(from, max); },
-        [&](Reply& r) {
-          core::EventBatch b;
-          const std::string kinds = r.value.value_or(std::string());
-          for (std::size_t i = 0; i < r.strings.size() && i < kinds.size(); ++i) {
-            const auto kind = static_cast<std::uint8_t>(kinds[i]);
-            if (kind > static_cast<std::uint8_t>(Event::Kind::expire)) continue;  // not ours
-            b.events.push_back({static_cast<Event::Kind>(kind), std::move(r.strings[i])});
-          }
-          b.next = r.count;
-          const auto d = r.fields.find("dropped");
-          if (d != r.fields.end()) b.dropped = std::strtoull(d->second.c_str(), nullptr, 10);
-          return b;
-        });
+    return call<op::Events>(Fallback{none}, from, std::uint64_t{max});
   }
 
   std::optional<Entry> get_entry(std::string_view key, bool include_stale) override {
-    return route(
-        [&] {
-          Request req = text_request(Opcode::get_entry, key);
-          req.flag = include_stale;
-          return req;
-        },
-        Resend::when_lost, Fallback{std::optional<Entry>(), 1},
-        [&](LocalService& l) { return l.get_entry(key, include_stale); },
-        [](Reply& r) { return std::move(r.entry); });
+    return call<op::GetEntry>(Fallback{std::optional<Entry>(), 1}, key, include_stale);
   }
-
-  bool exists(std::string_view key) override {
-    return route([&] { return text_request(Opcode::exists, key); }, Resend::when_lost,
-                 Fallback{false}, [&](LocalService& l) { return l.exists(key); },
-                 [](Reply& r) { return r.flag; });
-  }
-
+  bool exists(std::string_view key) override { return call<op::Exists>(Fallback{false}, key); }
   std::optional<std::string> peek(std::string_view key) override {
-    return route([&] { return text_request(Opcode::peek, key); }, Resend::when_lost,
-                 Fallback{std::optional<std::string>()},
-                 [&](LocalService& l) { return l.peek(key); },
-                 [](Reply& r) { return std::move(r.value); });
+    return call<op::Peek>(Fallback{std::optional<std::string>()}, key);
   }
-
   std::optional<EntryInfo> metadata(std::string_view key) override {
-    return route([&] { return text_request(Opcode::metadata, key); }, Resend::when_lost,
-                 Fallback{std::optional<EntryInfo>()},
-                 [&](LocalService& l) { return l.metadata(key); },
-                 [](Reply& r) { return std::move(r.info); });
+    return call<op::Metadata>(Fallback{std::optional<EntryInfo>()}, key);
   }
-
-  bool remove(std::string_view key) override {
-    return route([&] { return text_request(Opcode::remove, key); }, Resend::never, Fallback{false},
-                 [&](LocalService& l) { return l.remove(key); }, [](Reply& r) { return r.flag; });
-  }
-
+  bool remove(std::string_view key) override { return call<op::Remove>(Fallback{false}, key); }
   bool invalidate(std::string_view key) override {
-    return route([&] { return text_request(Opcode::invalidate, key); }, Resend::never,
-                 Fallback{false}, [&](LocalService& l) { return l.invalidate(key); },
-                 [](Reply& r) { return r.flag; });
+    return call<op::Invalidate>(Fallback{false}, key);
   }
 
   std::size_t clear(std::string_view scope) override {
-    return count_call(Opcode::clear, {}, scope, [&](LocalService& l) { return l.clear(scope); });
+    return call<op::Clear>(Fallback{std::uint64_t{0}}, scope);
   }
   std::size_t clear_category(std::string_view c, std::string_view scope) override {
-    return count_call(Opcode::clear_category, c, scope,
-                      [&](LocalService& l) { return l.clear_category(c, scope); });
+    return call<op::ClearCategory>(Fallback{std::uint64_t{0}}, c, scope);
   }
   std::size_t invalidate_category(std::string_view c, std::string_view scope) override {
-    return count_call(Opcode::invalidate_category, c, scope,
-                      [&](LocalService& l) { return l.invalidate_category(c, scope); });
+    return call<op::InvalidateCategory>(Fallback{std::uint64_t{0}}, c, scope);
   }
   std::size_t invalidate_pattern(std::string_view g, std::string_view scope) override {
-    return count_call(Opcode::invalidate_pattern, g, scope,
-                      [&](LocalService& l) { return l.invalidate_pattern(g, scope); });
+    return call<op::InvalidatePattern>(Fallback{std::uint64_t{0}}, g, scope);
   }
-  std::size_t cleanup() override {
-    return count_call(Opcode::cleanup, {}, {}, [&](LocalService& l) { return l.cleanup(); });
-  }
+  std::size_t cleanup() override { return call<op::Cleanup>(Fallback{std::uint64_t{0}}); }
 
   std::vector<std::string> keys(std::string_view scope) override {
-    return route(
-        [&] {
-          Request req = text_request(Opcode::keys, {});
-          req.scope = std::string(scope);
-          return req;
-        },
-        Resend::when_lost, Fallback{std::vector<std::string>()},
-        [&](LocalService& l) { return l.keys(scope); },
-        [](Reply& r) { return std::move(r.strings); });
+    return call<op::Keys>(Fallback{std::vector<std::string>()}, scope);
   }
-
   std::vector<std::string> keys_in_category(std::string_view c, std::string_view scope) override {
-    return route(
-        [&] {
-          Request req = text_request(Opcode::keys_in_category, c);
-          req.scope = std::string(scope);
-          return req;
-        },
-        Resend::when_lost, Fallback{std::vector<std::string>()},
-        [&](LocalService& l) { return l.keys_in_category(c, scope); },
-        [](Reply& r) { return std::move(r.strings); });
+    return call<op::KeysInCategory>(Fallback{std::vector<std::string>()}, c, scope);
   }
 
   Stats stats() override {
-    auto own_only = [&] {
-      Stats s;
-      counters_->copy_to(s);
-      return s;
-    };
-    return route([&] { return text_request(Opcode::stats, {}); }, Resend::when_lost,
-                 Fallback{own_only()}, [&](LocalService& l) { return l.stats(); },
-                 [&](Reply& r) { return r.stats ? *r.stats : own_only(); });
+    Stats own_only;  // the owner cannot answer: this process's own counters
+    counters_->copy_to(own_only);
+    return call<op::GetStats>(Fallback{own_only});
   }
 
   void flush() override {
-    route([&] { return text_request(Opcode::flush, {}); }, Resend::when_lost, Fallback{0},
-          [&](LocalService& l) {
-            l.flush();
-            return 0;
-          },
-          [](Reply&) { return 0; });
+    (void)call<op::Flush>(Fallback{std::monostate{}});
     if (counter_file_ && !inherited())
       (void)stats::fold_stats(r_.io(), counter_file_.get(), stats::FoldMode::save, now(), {},
                               nullptr);
@@ -405,20 +224,10 @@ class Node final : public core::Service {
 
   std::vector<std::optional<Entry>> inspect(const std::vector<std::string>& keys,
                                             bool with_values) override {
-    return route(
-        [&] {
-          Request req;
-          req.opcode = Opcode::inspect;
-          req.keys = keys;
-          req.flag = with_values;
-          return req;
-        },
-        Resend::when_lost, Fallback{std::vector<std::optional<Entry>>(keys.size())},
-        [&](LocalService& l) { return l.inspect(keys, with_values); },
-        [&](Reply& r) {
-          r.entries.resize(keys.size());
-          return std::move(r.entries);
-        });
+    auto out = call<op::Inspect>(Fallback{std::vector<std::optional<Entry>>(keys.size())}, keys,
+                                 with_values);
+    out.resize(keys.size());
+    return out;
   }
 
   core::AdminResult admin(core::AdminCommand command, std::int64_t arg) override {
@@ -426,29 +235,7 @@ class Node final : public core::Service {
     failed.error = fmt::format("no answer from the cache's owner within {} ms{}",
                                r_.config.lock_timeout.count(),
                                last_error().empty() ? "" : ": " + last_error());
-    // Only reads are worth repeating after a lost reply; the others change the store.
-    const Resend resend =
-        command == core::AdminCommand::settings || command == core::AdminCommand::verify
-            ? Resend::when_lost
-            : Resend::never;
-    return route(
-        [&] {
-          Request req;
-          req.opcode = Opcode::admin;
-          req.code = static_cast<std::uint8_t>(command);
-          req.number = arg;
-          return req;
-        },
-        resend, Fallback{failed}, [&](LocalService& l) { return l.admin(command, arg); },
-        [](Reply& r) {
-          core::AdminResult a;
-          a.ok = r.flag;
-          a.error = std::move(r.error);
-          a.count = r.count;
-          a.lines = std::move(r.strings);
-          a.fields = std::move(r.fields);
-          return a;
-        });
+    return call<op::Admin>(Fallback{failed}, static_cast<std::uint8_t>(command), arg);
   }
 
   void count_error(std::string_view what) override {
@@ -493,56 +280,32 @@ class Node final : public core::Service {
     last_error_ = std::move(message);
   }
 
-  static Request text_request(Opcode opcode, std::string_view text) {
-    Request req;
-    req.opcode = opcode;
-    req.text = std::string(text);
-    return req;
-  }
-
-  static Request set_request(Opcode opcode, const std::vector<SetRequest>& sets) {
-    Request req;
-    req.opcode = opcode;
-    req.sets = sets;
-    return req;
-  }
-
-  template <class F>
-  std::size_t count_call(Opcode opcode, std::string_view text, std::string_view scope,
-                         F&& on_local) {
-    return route(
-        [&] {
-          Request req = text_request(opcode, text);
-          req.scope = std::string(scope);
-          return req;
-        },
-        Resend::never, Fallback{std::size_t{0}}, on_local,
-        [](Reply& r) { return static_cast<std::size_t>(r.count); });
-  }
-
-  // Runs a call locally while this process owns the store, else sends it to the owner (the
-  // request is only built, by `make`, when it has to be sent: an owner's own calls copy no key
-  // or value). When the owner cannot answer, returns `failed.value` and counts `failed.misses`
-  // (reads that missed because of it).
-  template <class Make, class T, class Local, class FromReply>
-  T route(const Make& make, Resend resend, Fallback<T> failed, Local&& on_local,
-          FromReply&& from_reply) {
+  // Runs operation Op: locally while this process owns the store (Op::run, the code a client's
+  // request runs on the owner), else sent to the owner (encoded straight from `args`, only when
+  // it has to be sent: an owner's own calls copy no key or value). When the owner cannot answer,
+  // returns `failed.value` and counts `failed.misses` (reads that missed because of it).
+  template <class Op, class... A>
+  typename Op::Result call(Fallback<typename Op::Result> failed, const A&... args) {
     if (inherited()) {
       counters_->miss += failed.misses;
       return std::move(failed.value);
     }
-    std::optional<Request> req;
+    std::optional<std::string> payload;
     for (int round = 0; round < 3; ++round) {
-      if (auto* l = local()) return on_local(*l);
-      if (!req) req = make();
+      if (auto* l = local()) return Op::run(*l, args...);
+      if (!payload) payload = encode_request<Op>(0, args...);
       Reply reply;
-      const Result res = exchange(*req, resend, &reply);
+      const Result res = exchange(&*payload, Op::name, resend_of<Op>(args...), &reply);
       if (res == Result::owner) continue;
-      if (res == Result::ok && reply.status == ReplyStatus::ok) return from_reply(reply);
+      if (res == Result::ok && reply.status == ReplyStatus::ok) {
+        typename Op::Result out{};
+        std::string error;
+        if (decode_result(reply.result, &out, &error)) return out;
+        reply.error = error;
+      }
       if (res == Result::ok) {
         counters_->error++;
-        log_.logf(util::Level::warn, "{} refused by the owner: {}", to_string(req->opcode),
-                  reply.error);
+        log_.logf(util::Level::warn, "{} refused by the owner: {}", Op::name, reply.error);
       }
       break;
     }
@@ -552,7 +315,7 @@ class Node final : public core::Service {
 
   // One request to the owner, within lock_timeout. `owner`: nobody was serving and this
   // process took over (the caller runs the call locally).
-  Result exchange(Request& req, Resend resend, Reply* reply) {
+  Result exchange(std::string* payload, const char* name, Resend resend, Reply* reply) {
     const auto start = steady::now();
     if (start.time_since_epoch().count() < fail_fast_until_.load()) {
       counters_->error++;
@@ -589,8 +352,9 @@ class Node final : public core::Service {
         continue;
       }
       const int fd = *connection;
-      req.id = next_id_.fetch_add(1);
-      IoResult io = send_frame(fd, encode(req), deadline);
+      const std::uint64_t id = next_id_.fetch_add(1);
+      set_request_id(payload, id);
+      IoResult io = send_frame(fd, *payload, deadline);
       if (io != IoResult::ok) {  // not delivered as a whole: the owner cannot have run it
         close_socket(fd);
         why = fmt::format("sending the request: {}", to_string(io));
@@ -611,7 +375,7 @@ class Node final : public core::Service {
           why = "the owner closed the connection";
           continue;
         }
-        if (decoded && reply->id == req.id) {
+        if (decoded && reply->id == id) {
           if (inherited())
             close_socket(fd);
           else
@@ -634,9 +398,9 @@ class Node final : public core::Service {
     counters_->error++;
     unreachable_.store(true);
     if (timed_out) fail_fast_until_.store((steady::now() + wait).time_since_epoch().count());
-    const std::string message = fmt::format(
-        "{} on the shared cache {} failed{}: {}", to_string(req.opcode), r_.dir.string(),
-        timed_out ? fmt::format(" after {} ms", wait.count()) : "", why);
+    const std::string message =
+        fmt::format("{} on the shared cache {} failed{}: {}", name, r_.dir.string(),
+                    timed_out ? fmt::format(" after {} ms", wait.count()) : "", why);
     log_.log(util::Level::warn, message);
     set_last_error(message);
     return Result::failed;

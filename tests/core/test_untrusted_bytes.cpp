@@ -129,31 +129,45 @@ TEST_CASE("untrusted bytes: counter and statistics files") {
 }
 
 TEST_CASE("untrusted bytes: the shared protocol's requests and replies") {
-  shared::Request q;
-  q.id = 9;
-  q.opcode = shared::Opcode::get_many;
-  q.text = "key";
-  q.keys = {"a", "bb", "ccc"};
   core::SetRequest s;
   s.key = "k";
   s.value = "value";
   s.category = "cat";
   s.metadata = {{"m", "v"}};
-  q.sets = {s, s};
+  std::string error;
+  for (const shared::Request& q : {shared::Request{9, shared::op::GetMany{{"a", "bb", "ccc"}}},
+                                   shared::Request{9, shared::op::SetMany{{s, s}}},
+                                   shared::Request{9, shared::op::Incr{s, -3}}}) {
+    CHECK(sweep(shared::encode(q), [&](const std::string& b) {
+            shared::Request out;
+            (void)shared::decode(b, &out, &error);
+          }) < kLimit);
+  }
   shared::Reply r;
   r.id = 9;
-  r.values = {std::string("one"), std::nullopt, std::string("three")};
-  r.strings = {"x", "yy"};
-  r.flags = {true, false};
-  const std::string request = shared::encode(q), reply = shared::encode(r);
-  std::string error;
-  CHECK(sweep(request, [&](const std::string& b) {
-          shared::Request out;
-          (void)shared::decode(b, &out, &error);
-        }) < kLimit);
-  CHECK(sweep(reply, [&](const std::string& b) {
+  r.result = shared::encode_result(std::vector<std::optional<std::string>>{
+      std::string("one"), std::nullopt, std::string("three")});
+  CHECK(sweep(shared::encode(r), [&](const std::string& b) {
           shared::Reply out;
           (void)shared::decode(b, &out, &error);
+        }) < kLimit);
+  // Results are decoded by the type the client expects.
+  Entry e;
+  e.value = "v";
+  e.info.key = "k";
+  e.info.metadata = {{"m", "v"}};
+  const std::string entries =
+      shared::encode_result(std::vector<std::optional<Entry>>{e, std::nullopt, e});
+  CHECK(sweep(entries, [&](const std::string& b) {
+          std::vector<std::optional<Entry>> out;
+          (void)shared::decode_result(b, &out, &error);
+        }) < kLimit);
+  core::EventBatch batch;
+  batch.events = {{Event::Kind::set, "a"}, {Event::Kind::expire, "bb"}};
+  batch.next = 7;
+  CHECK(sweep(shared::encode_result(batch), [&](const std::string& b) {
+          core::EventBatch out;
+          (void)shared::decode_result(b, &out, &error);
         }) < kLimit);
 }
 

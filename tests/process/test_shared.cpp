@@ -285,10 +285,7 @@ TEST_CASE("shared: garbage and oversized frames drop only their own connection")
   CHECK(send_and_read(fd, std::string("\xff\xff\xff\x7f", 4)) == 0);  // 2 GiB announced
   ::close(fd);
   // A well-formed request on a raw connection is answered (the control for the cases above).
-  shared::Request q;
-  q.id = 7;
-  q.opcode = shared::Opcode::get;
-  q.text = "k";
+  const shared::Request q{7, shared::op::Get{"k"}};
   fd = raw_connect(socket);
   REQUIRE(fd >= 0);
   CHECK(send_and_read(fd, frame(shared::encode(q))) > 4);
@@ -317,10 +314,7 @@ TEST_CASE("shared: the owner serves only its own user") {
   ::chmod(tmp.path().c_str(), 0711);
   ::chmod(root.c_str(), 0711);
   ::chmod(socket.c_str(), 0666);
-  shared::Request q;
-  q.id = 1;
-  q.opcode = shared::Opcode::get;
-  q.text = "held";
+  const shared::Request q{1, shared::op::Get{"held"}};
   const std::string request = frame(shared::encode(q));  // prepared before fork
   auto run_peer = [&](bool as_nobody) {
     const pid_t pid = ::fork();

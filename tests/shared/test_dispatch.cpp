@@ -33,40 +33,69 @@ core::SetRequest item(std::string key, std::string value) {
   return s;
 }
 
-}  // namespace
-
-TEST_CASE("dispatch: every opcode round-trips the codec and is answered with its own id") {
-  core::LocalService service = memory_service();
-  const auto first = static_cast<unsigned>(Opcode::set);
-  const auto last = static_cast<unsigned>(kLastOpcode);
-  for (unsigned code = first; code <= last; ++code) {
-    const auto opcode = static_cast<Opcode>(code);
-    CAPTURE(to_string(opcode));
-    CHECK(std::string(to_string(opcode)) != "unknown");
-    Request q;
-    q.id = 1000 + code;
-    q.opcode = opcode;
-    q.text = "k";
-    q.keys = {"k"};
-    q.sets = {item("k", "v")};
-    if (opcode == Opcode::invalidate_pattern) q.text = "k*";
-    if (opcode == Opcode::admin) q.code = static_cast<std::uint8_t>(core::AdminCommand::settings);
-    q.holder = 4242;  // lease_acquire / lease_release: the caller's pid
-    Request decoded;
-    std::string error;
-    REQUIRE_MESSAGE(decode(encode(q), &decoded, &error), error);
-    CHECK(decoded.opcode == opcode);
-    const Reply r = dispatch(service, decoded);
-    CHECK(r.id == q.id);
-    CHECK_MESSAGE(r.status == ReplyStatus::ok, r.error);
-  }
-  // One past the last opcode is refused by the decoder, naming it.
-  Request unknown;
-  unknown.opcode = static_cast<Opcode>(last + 1);
+// Runs `o` as a peer would send it: encoded, decoded and dispatched.
+template <class Op>
+Reply ask(core::LocalService& service, const Op& o, std::uint64_t id = 5) {
   Request decoded;
   std::string error;
-  CHECK_FALSE(decode(encode(unknown), &decoded, &error));
-  CHECK(error.find("unknown operation") != std::string::npos);
+  REQUIRE_MESSAGE(decode(encode(Request{id, o}), &decoded, &error), error);
+  return dispatch(service, decoded);
+}
+
+template <class R>
+R result_of(const Reply& r) {
+  REQUIRE_MESSAGE(r.status == ReplyStatus::ok, r.error);
+  R out{};
+  std::string error;
+  REQUIRE_MESSAGE(decode_result(r.result, &out, &error), error);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("dispatch: every operation of the table is answered with its own id and result type") {
+  core::LocalService service = memory_service();
+  [&]<std::size_t... I>(std::index_sequence<I...>) {
+    (
+        [&] {
+          using Op = std::variant_alternative_t<I, Operation>;
+          CAPTURE(Op::name);
+          Op o{};
+          // Arguments every operation accepts: a key "k", an item, a holder, a known command.
+          std::apply(
+              [&](auto&... field) {
+                (
+                    [&](auto& f) {
+                      using F = std::decay_t<decltype(f)>;
+                      if constexpr (std::is_same_v<F, std::string>) f = "k";
+                      if constexpr (std::is_same_v<F, core::SetRequest>) f = item("k", "1");
+                      if constexpr (std::is_same_v<F, std::vector<core::SetRequest>>)
+                        f = {item("k", "1")};
+                      if constexpr (std::is_same_v<F, std::vector<std::string>>) f = {"k"};
+                      if constexpr (std::is_same_v<F, std::int64_t>) f = 4242;
+                      if constexpr (std::is_same_v<F, std::uint8_t>)
+                        f = static_cast<std::uint8_t>(core::AdminCommand::settings);
+                    }(field),
+                    ...);
+              },
+              o.args());
+          if constexpr (std::is_same_v<Op, op::Clear> || std::is_same_v<Op, op::Keys>)
+            o = Op{};  // the unnamed namespace's scope is ""
+          if constexpr (std::is_same_v<Op, op::ClearCategory> ||
+                        std::is_same_v<Op, op::InvalidateCategory> ||
+                        std::is_same_v<Op, op::KeysInCategory> ||
+                        std::is_same_v<Op, op::InvalidatePattern>)
+            std::get<1>(o.args()) = "";
+          const Reply r = ask(service, o, 1000 + static_cast<unsigned>(Op::code));
+          CHECK(r.id == 1000 + static_cast<unsigned>(Op::code));
+          CHECK_MESSAGE(r.status == ReplyStatus::ok, r.error);
+          typename Op::Result out{};
+          std::string error;
+          CHECK_MESSAGE(decode_result(r.result, &out, &error), error);
+        }(),
+        ...);
+  }
+  (std::make_index_sequence<std::variant_size_v<Operation>>());
 }
 
 TEST_CASE("one key rule: 1 to kMaxKeyBytes bytes of user key, in every namespace") {
@@ -92,86 +121,49 @@ TEST_CASE("one key rule: 1 to kMaxKeyBytes bytes of user key, in every namespace
 
 TEST_CASE("dispatch: a peer's invalid sets are refused as the public Cache refuses them") {
   core::LocalService service = memory_service();
-  Request q;
-  q.opcode = Opcode::set_many;
   core::SetRequest negative = item("n", "v");
   negative.ttl_ms = -1;
   core::SetRequest nul_category = item("c", "v");
   nul_category.category = std::string("a\0b", 3);
-  q.sets = {item("ok", "v"), item("", "empty key"), item(std::string(kMaxKeyBytes + 1, 'k'), "v"),
-            negative, nul_category};
-  const Reply r = dispatch(service, q);
-  REQUIRE(r.status == ReplyStatus::ok);
-  CHECK(r.flags == std::vector<bool>{true, false, false, false, false});
+  const auto flags = result_of<std::vector<bool>>(
+      ask(service,
+          op::SetMany{{item("ok", "v"), item("", "empty key"),
+                       item(std::string(kMaxKeyBytes + 1, 'k'), "v"), negative, nul_category}}));
+  CHECK(flags == std::vector<bool>{true, false, false, false, false});
   CHECK(service.get("ok") == std::optional<std::string>("v"));
 
-  Request two;
-  two.opcode = Opcode::set;
-  two.sets = {item("a", "1"), item("b", "2")};
-  const Reply bad = dispatch(service, two);
-  CHECK(bad.status == ReplyStatus::bad_request);
-  CHECK(bad.error.find("one item") != std::string::npos);
-
   // set_all is all or nothing: one invalid item refuses the batch.
-  Request all;
-  all.opcode = Opcode::set_all;
-  all.sets = {item("x", "1"), negative};
-  const Reply none = dispatch(service, all);
-  CHECK(none.status == ReplyStatus::ok);
-  CHECK_FALSE(none.flag);
+  CHECK_FALSE(result_of<bool>(ask(service, op::SetAll{{item("x", "1"), negative}})));
   CHECK_FALSE(service.exists("x"));
-  for (Opcode op : {Opcode::add, Opcode::incr}) {
-    Request wrong;
-    wrong.opcode = op;
-    wrong.sets = {item("a", "1"), item("b", "2")};
-    CHECK(dispatch(service, wrong).status == ReplyStatus::bad_request);
-  }
-  Request touch;
-  touch.opcode = Opcode::touch;
-  touch.text = "ok";
-  touch.number = -1;
-  CHECK(dispatch(service, touch).status == ReplyStatus::bad_request);
-  // incr's value travels in count (two's complement), flag saying there is one.
-  Request incr;
-  incr.opcode = Opcode::incr;
-  incr.sets = {item("n", "")};
-  incr.number = -5;
-  const Reply sum = dispatch(service, incr);
-  CHECK(sum.flag);
-  CHECK(static_cast<std::int64_t>(sum.count) == -5);
+  CHECK_FALSE(result_of<bool>(ask(service, op::Add{negative})));
+  CHECK_FALSE(result_of<std::optional<std::int64_t>>(ask(service, op::Incr{negative, 1})));
+  const Reply touch = ask(service, op::Touch{"ok", -1});
+  CHECK(touch.status == ReplyStatus::bad_request);
+  CHECK(touch.error.find("negative ttl") != std::string::npos);
+  CHECK(result_of<std::optional<std::int64_t>>(ask(service, op::Incr{item("n", ""), -5})) == -5);
 
   // A lease needs a holder; the owner's table grants one lease per key.
-  Request lease;
-  lease.opcode = Opcode::lease_acquire;
-  lease.text = "leased";
-  lease.number = 60'000;
-  CHECK(dispatch(service, lease).status == ReplyStatus::bad_request);
-  lease.holder = ::getpid();
-  CHECK(dispatch(service, lease).flag);
-  lease.number = std::numeric_limits<std::int64_t>::max();  // clamped, not overflowing the clock
-  CHECK(dispatch(service, lease).flag);                     // (renewed: the holder's own)
-  lease.holder = ::getppid();  // another live process: refused, told how long to wait
-  const Reply busy = dispatch(service, lease);
-  CHECK_FALSE(busy.flag);
-  CHECK(busy.count > 50'000);
-  CHECK(busy.count <= 24ull * 3600 * 1000);
+  CHECK(ask(service, op::LeaseAcquire{"leased", 0, 60'000}).status == ReplyStatus::bad_request);
+  CHECK(
+      result_of<LeaseGrant>(ask(service, op::LeaseAcquire{"leased", ::getpid(), 60'000})).granted);
+  // Clamped, not overflowing the clock (renewed: the holder's own).
+  CHECK(result_of<LeaseGrant>(
+            ask(service,
+                op::LeaseAcquire{"leased", ::getpid(), std::numeric_limits<std::int64_t>::max()}))
+            .granted);
+  // Another live process: refused, told how long to wait.
+  const auto busy = result_of<LeaseGrant>(ask(service, op::LeaseAcquire{"leased", ::getppid(), 1}));
+  CHECK_FALSE(busy.granted);
+  CHECK(busy.wait_ms > 50'000);
+  CHECK(busy.wait_ms <= 24ll * 3600 * 1000);
 
   // A scope that is not a namespace's prefix is refused, naming it.
-  Request scoped;
-  scoped.opcode = Opcode::keys;
-  scoped.scope = "no-prefix";
-  const Reply refused_scope = dispatch(service, scoped);
+  const Reply refused_scope = ask(service, op::Keys{"no-prefix"});
   CHECK(refused_scope.status == ReplyStatus::bad_request);
   CHECK(refused_scope.error.find("scope") != std::string::npos);
+  CHECK(ask(service, op::InvalidatePattern{"", ""}).status == ReplyStatus::bad_request);
 
-  Request pattern;
-  pattern.opcode = Opcode::invalidate_pattern;
-  CHECK(dispatch(service, pattern).status == ReplyStatus::bad_request);
-
-  Request admin;
-  admin.opcode = Opcode::admin;
-  admin.code = core::kLastAdminCommand + 1;
-  const Reply refused = dispatch(service, admin);
+  const Reply refused = ask(service, op::Admin{core::kLastAdminCommand + 1, 0});
   CHECK(refused.status == ReplyStatus::bad_request);
   CHECK(refused.error.find("unknown maintenance") != std::string::npos);
 }

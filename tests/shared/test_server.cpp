@@ -33,11 +33,7 @@ std::string le32(std::uint32_t n) {
 
 // The payload of a get request for `text`, as larder encodes it.
 std::string get_payload(const std::string& text) {
-  shared::Request q;
-  q.id = 9;
-  q.opcode = shared::Opcode::get;
-  q.text = text;
-  return shared::encode(q);
+  return shared::encode(shared::Request{9, shared::op::Get{text}});
 }
 
 // CPU time (user + system) of a process in clock ticks, or -1.
@@ -77,11 +73,11 @@ TEST_CASE("server: frames declaring huge sizes allocate nothing they did not bri
 
   // A string of 2^32 - 1 bytes declared in a 62-byte frame.
   std::string huge_string = get_payload("k");
-  huge_string.replace(11, 4, le32(0xffffffffu));
+  huge_string.replace(11, 4, le32(0xffffffffu));  // the key's length
   huge_string.resize(62 - 4, 'x');
   // 2^27 keys declared.
-  std::string many_keys = get_payload("k");
-  many_keys.replace(17, 4, le32(1u << 27));
+  std::string many_keys = shared::encode(shared::Request{9, shared::op::GetMany{{"k"}}});
+  many_keys.replace(11, 4, le32(1u << 27));  // after version (2), id (8) and opcode (1)
   for (const std::string& payload : {huge_string, many_keys}) {
     const int fd = raw_connect(socket);
     REQUIRE(fd >= 0);
@@ -89,15 +85,12 @@ TEST_CASE("server: frames declaring huge sizes allocate nothing they did not bri
     ::close(fd);
   }
   // Bit-flipped valid frames: each is answered or dropped, none makes the owner grow.
-  shared::Request q;
-  q.opcode = shared::Opcode::set_many;
   core::SetRequest item;
   item.key = "key";
   item.value = std::string(200, 'v');
   item.metadata = {{"a", "b"}};
-  q.sets = {item, item, item};
-  q.keys = {"x", "y"};
-  const std::string valid = shared::encode(q);
+  const std::string valid =
+      shared::encode(shared::Request{0, shared::op::SetMany{{item, item, item}}});
   std::mt19937 rng(12345);
   for (int i = 0; i < 2000; ++i) {
     std::string bad = valid;
@@ -244,7 +237,7 @@ TEST_CASE("server: a client never uses a socket served by another user") {
       if (!shared::decode(payload, &q, &why)) continue;
       shared::Reply r;
       r.id = q.id;
-      r.value = "evil";
+      r.result = shared::encode_result(std::optional<std::string>("evil"));
       (void)shared::send_frame(fd, shared::encode(r), deadline);
     }
   }
