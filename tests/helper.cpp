@@ -27,13 +27,14 @@
 //       removing a ballast file.
 //   atomic ROOT ID COUNT
 //       on the shared cache ROOT: prints "ready", waits until stdin has a line or closes, then
-//       add("winner", ID) ("add 0|1") and COUNT incr("counter") ("incr N": N of them returned a
-//       value).
+//       add("winner", ID) ("add 0|1"), COUNT incr("counter") ("incr N": N of them returned a
+//       value) and COUNT compare_and_set increments of "cas" ("cas N": N went through).
 //   remote-atomic ROOT URL ID COUNT
 //       a process_isolated cache in ROOT with the remote tier URL (a machine of its own): prints
 //       "ready", waits until stdin has a line or closes, then add("lock:job", ID) ("add 0|1") and
 //       COUNT incr("builds"), printing the values returned ("values V1 V2 ...", 50 a line) and
-//       how many there were ("incr N").
+//       how many there were ("incr N"), then COUNT / 5 compare_and_set increments of "cas"
+//       ("cas N").
 //   compute ROOT FILE SLEEP_MS LEASE_MS [stale]
 //       on the shared cache ROOT: prints "ready", waits until stdin has a line or closes, then
 //       get_or_compute("computed") with a lease timeout of LEASE_MS (and serve_stale with
@@ -272,6 +273,21 @@ int unwritable_mode(char** argv) {
       [&] { ::chmod(db.c_str(), 0700); });
 }
 
+// COUNT increments of the decimal value under "cas" by compare_and_set: read it, swap in one
+// more, read again when another process swapped first. How many went through.
+long cas_increments(larder::Cache& cache, long count) {
+  long done = 0;
+  for (long tries = 0; done < count && tries < count * 10'000; ++tries) {
+    const auto v = cache.get("cas");
+    if (!v) {
+      (void)cache.add("cas", "0");
+      continue;
+    }
+    if (cache.compare_and_set("cas", *v, std::to_string(std::stol(*v) + 1))) ++done;
+  }
+  return done;
+}
+
 int atomic_mode(char** argv) {
   larder::Cache cache = larder::Cache::open(shared_config(argv[2]));
   say("ready");
@@ -282,6 +298,7 @@ int atomic_mode(char** argv) {
   long ok = 0;
   for (long i = 0; i < count; ++i) ok += cache.incr("counter").has_value() ? 1 : 0;
   say("incr " + std::to_string(ok));
+  say("cas " + std::to_string(cas_increments(cache, count)));
   return 0;
 }
 
@@ -356,6 +373,7 @@ int remote_atomic_mode(char** argv) {
     }
   }
   say("incr " + std::to_string(ok));
+  say("cas " + std::to_string(cas_increments(cache, count / 5)));
   return 0;
 }
 

@@ -289,7 +289,8 @@ class Cache {
                              const SetOptions& options = {});
   // Atomic primitives. Each is atomic with respect to every other call on the store, from any
   // thread or process (a shared cache's owner runs them for its clients); each is one batch.
-  // With a remote tier, add, touch and incr are decided by the remote (a compare-and-set on
+  // With a remote tier, add, touch, incr, compare_and_set and get_and_touch are decided by the
+  // remote (a compare-and-set on
   // Redis), so they are atomic across every machine sharing it; while Redis cannot be used they
   // run on this machine's store alone (docs/remote.md).
   //
@@ -308,6 +309,19 @@ class Cache {
   // Throws std::invalid_argument for a negative ttl.
   std::optional<std::int64_t> incr(std::string_view key, std::int64_t delta = 1,
                                    const SetOptions& options = {});
+  // Stores `value` (with `options`, as set()) only if a fresh entry is stored under `key` and
+  // its value equals `expected`, in one atomic step. Returns true when stored; false when no
+  // fresh entry is stored, its value differs, and for what makes set() return false. Throws
+  // std::invalid_argument for a negative ttl.
+  bool compare_and_set(std::string_view key, std::string_view expected, std::string_view value,
+                       const SetOptions& options = {});
+  // The fresh value under `key`, with the entry's TTL renewed from now (0ms: never expires) in
+  // the same step, as touch() renews it; counted as a hit or a miss like get(). nullopt on a
+  // miss (no fresh entry) or when the renewal could not be written. Throws
+  // std::invalid_argument for a negative ttl.
+  std::optional<std::string> get_and_touch(std::string_view key, std::chrono::milliseconds ttl);
+  // get_and_touch() returning the entry with its info as stored after the renewal.
+  std::optional<Entry> get_entry_and_touch(std::string_view key, std::chrono::milliseconds ttl);
   // Stores every (key, value) with `options` in one batch, or nothing: true when all were
   // stored; false, storing none, when any item would make set() return false or the limits
   // cannot hold them all. Eviction to make room never chooses one of the items' keys. A key

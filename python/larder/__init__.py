@@ -411,6 +411,39 @@ class Cache:
         ttl = _expire(expire)
         return self._c.touch(_key(key), self._args["default_ttl"] if ttl is None else ttl)
 
+    def compare_and_set(self, key: Key, expected: Any, value: Any, *,
+                        expire: Optional[float] = None, category: str = "default",
+                        metadata: Optional[Mapping[str, str]] = None) -> bool:
+        """Stores ``value`` (as set() would) only if the fresh stored value is ``expected``, in
+        one atomic step (also across processes, and across machines with a remote tier). The
+        stored value is compared by its encoding: the values msgpack carries (None, bool, int,
+        float, str, bytes, and lists, tuples and dicts of them, dict order included) compare
+        exactly, a counter written by incr() compares with its int, other objects compare by
+        their pickle. False when nothing fresh is stored, the value differs, or set() would
+        refuse."""
+        raw, kind = self._encode(value)
+        meta = _metadata(metadata, kind)
+        ttl = _expire(expire)
+        k = _key(key)
+        expected_raw, _ = self._encode(expected)
+        if self._c.compare_and_set(k, expected_raw, raw, ttl, category, meta):
+            return True
+        if isinstance(expected, int) and not isinstance(expected, bool):  # an incr() counter
+            return self._c.compare_and_set(k, str(expected).encode(), raw, ttl, category, meta)
+        return False
+
+    def get_and_touch(self, key: Key, expire: Optional[float] = None, default: Any = None) -> Any:
+        """get() and touch() in one atomic step: the fresh value, whose entry now lives
+        ``expire`` seconds from now (None: the default TTL, 0: never expires); ``default`` on a
+        miss. Counted as a hit or a miss like get()."""
+        ttl = _expire(expire)
+        k = _key(key)
+        found = self._c.get_and_touch(k, self._args["default_ttl"] if ttl is None else ttl, KIND)
+        if found is None:
+            return default
+        value = self._decode(k, found[0], found[1])
+        return default if value is _MISSING else value
+
     def incr(self, key: Key, delta: int = 1, *, expire: Optional[float] = None,
              category: str = "default") -> Optional[int]:
         """Adds ``delta`` to the integer counter under ``key`` and returns the sum (atomic, also

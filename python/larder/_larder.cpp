@@ -271,6 +271,24 @@ class PyCache {
     return with([&](larder::Cache& c) { return c.add(key, value, o); });
   }
 
+  bool compare_and_set(const std::string& key, const std::string& expected,
+                       const std::string& value, std::optional<double> ttl,
+                       const std::string& category,
+                       const std::map<std::string, std::string>& metadata) {
+    const larder::SetOptions o = options(ttl, category, metadata);
+    return with([&](larder::Cache& c) { return c.compare_and_set(key, expected, value, o); });
+  }
+
+  // get_and_touch: (value bytes, kind) or None, as get_value.
+  py::object get_and_touch(const std::string& key, double ttl, const std::string& kind_key) {
+    const auto t = ttl_of("expire", ttl);
+    auto e = with([&](larder::Cache& c) { return c.get_entry_and_touch(key, t); });
+    if (!e) return py::none();
+    const auto it = e->info.metadata.find(kind_key);
+    py::object kind = it == e->info.metadata.end() ? py::object(py::none()) : py::str(it->second);
+    return py::make_tuple(py::bytes(e->value), std::move(kind));
+  }
+
   bool touch(const std::string& key, double ttl) {
     const auto t = ttl_of("expire", ttl);
     return with([&](larder::Cache& c) { return c.touch(key, t); });
@@ -393,6 +411,10 @@ PYBIND11_MODULE(_larder, m) {
       .def("add", &PyCache::add, py::arg("key"), py::arg("value"), py::arg("ttl"),
            py::arg("category"), py::arg("metadata"))
       .def("touch", &PyCache::touch, py::arg("key"), py::arg("ttl"))
+      .def("compare_and_set", &PyCache::compare_and_set, py::arg("key"), py::arg("expected"),
+           py::arg("value"), py::arg("ttl"), py::arg("category"), py::arg("metadata"))
+      .def("get_and_touch", &PyCache::get_and_touch, py::arg("key"), py::arg("ttl"),
+           py::arg("kind_key"))
       .def("incr", &PyCache::incr, py::arg("key"), py::arg("delta"), py::arg("ttl"),
            py::arg("category"), py::arg("metadata"))
       .def("set_all", &PyCache::set_all, py::arg("items"), py::arg("ttl"), py::arg("category"),

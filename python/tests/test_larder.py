@@ -439,6 +439,65 @@ def test_add_touch_incr_set_all(cache):
     assert cache.get("ok") is None
 
 
+def test_compare_and_set_and_get_and_touch(cache):
+    clock = cache.test_clock
+    assert not cache.compare_and_set("k", None, 1)  # nothing stored
+    cache.set("k", {"a": [1, 2]}, expire=10)
+    assert not cache.compare_and_set("k", {"a": [1, 3]}, "no")
+    assert cache.compare_and_set("k", {"a": [1, 2]}, Point(1, 2), expire=100, category="c")
+    assert cache.get("k") == Point(1, 2)  # a signed pickle now, with the call's options
+    assert cache.metadata("k").category == "c"
+    assert cache.compare_and_set("k", Point(1, 2), (1, "t"))  # compared by its pickle
+    assert cache.get("k") == (1, "t")
+    assert cache.incr("n", 5) == 5
+    assert cache.compare_and_set("n", 5, 6)  # a counter compares with its int
+    assert cache.get("n") == 6
+    clock.advance(100)  # stale: its value no longer counts
+    assert not cache.compare_and_set("k", (1, "t"), "late")
+
+    cache.set("t", b"bytes", expire=10)
+    clock.advance(8)
+    assert cache.get_and_touch("t", 100) == b"bytes"
+    clock.advance(50)  # alive only because of the renewal
+    assert cache.get("t") == b"bytes"
+    assert cache.metadata("t").expires_at == pytest.approx(clock.now() + 50)
+    assert cache.get_and_touch("missing", 10, default="d") == "d"
+    clock.advance(50)
+    assert cache.get_and_touch("t", 10) is None  # expired: a miss, nothing renewed
+    cache.set("fresh", 6)
+    before = cache.stats()
+    assert cache.get_and_touch("fresh") == 6
+    after = cache.stats()
+    assert (after.hit_count, after.miss_count) == (before.hit_count + 1, before.miss_count)
+
+
+def _cas_worker(root, results):
+    with larder.Cache(root, strategy="shared") as c:
+        done = 0
+        while done < 50:
+            v = c.get("cas")
+            if v is None:
+                c.add("cas", 0)
+            elif c.compare_and_set("cas", v, v + 1):
+                done += 1
+        results.put(done)
+
+
+def test_compare_and_set_is_atomic_across_processes(tmp_path):
+    ctx = multiprocessing.get_context("spawn")
+    root = str(tmp_path / "shared")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_cas_worker, args=(root, results)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    assert [results.get(timeout=60) for _ in procs] == [50, 50, 50]
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    with larder.Cache(root, strategy="shared") as c:
+        assert c.get("cas") == 150
+
+
 def _incr_worker(root, results):
     with larder.Cache(root, strategy="shared") as c:
         results.put(sum(c.incr("counter") is not None for _ in range(100)))

@@ -235,6 +235,34 @@ std::optional<std::int64_t> Cache::incr(std::string_view key, std::int64_t delta
   return v;
 }
 
+bool Cache::compare_and_set(std::string_view key, std::string_view expected, std::string_view value,
+                            const SetOptions& options) {
+  check_ttl(options);
+  if (!impl_->valid_key(key)) return false;
+  const SetRequest q = impl_->request(key, value, options);
+  const bool ok = core::valid_set(q) && impl_->service->compare_and_set(q, expected);
+  if (ok) impl_->count(stats::Counter::set);
+  return ok;
+}
+
+std::optional<Entry> Cache::get_entry_and_touch(std::string_view key,
+                                                std::chrono::milliseconds ttl) {
+  if (ttl.count() < 0)
+    throw std::invalid_argument(fmt::format("ttl: must not be negative (got {}ms)", ttl.count()));
+  std::optional<Entry> e = impl_->with_key(
+      key, [&](std::string_view k) { return impl_->service->get_and_touch(k, ttl.count()); });
+  if (e) e->info.key = impl_->user_key(e->info.key);
+  impl_->count(e ? stats::Counter::hit : stats::Counter::miss);
+  return e;
+}
+
+std::optional<std::string> Cache::get_and_touch(std::string_view key,
+                                                std::chrono::milliseconds ttl) {
+  std::optional<Entry> e = get_entry_and_touch(key, ttl);
+  if (!e) return std::nullopt;
+  return std::move(e->value);
+}
+
 bool Cache::set_all(const std::vector<std::pair<std::string, std::string>>& items,
                     const SetOptions& options) {
   check_ttl(options);

@@ -272,7 +272,25 @@ bool outage_miss(Backend& b) {
   return t != nullptr && t->url().outage == remote::RemoteUrl::Outage::miss && !t->listening();
 }
 
-// What a call the remote decides (add, incr, touch) did there.
+// An entry as the remote holds it, described as a local one (accessed now).
+Entry remote_as_entry(std::string_view key, remote::Entry e, bool fresh, std::int64_t now) {
+  engine::Found rf;
+  rf.status = fresh ? EntryStatus::fresh : EntryStatus::stale;
+  rf.size = e.value.size();
+  rf.header.category = std::move(e.category);
+  rf.header.metadata = std::move(e.metadata);
+  rf.header.created_ns = e.created_ns;
+  rf.header.ttl_ms = e.ttl_ms;
+  engine::AccessRecord ra;
+  ra.last_access_ns = now;
+  Entry entry;
+  entry.info = make_info(key, rf, ra, now);
+  entry.value = std::move(e.value);
+  return entry;
+}
+
+// What a call the remote decides (add, incr, touch, compare_and_set,
+// get_and_touch) did there.
 enum class Decided : std::uint8_t { written, refused, unavailable };
 
 // Runs a call whose outcome must hold across every machine sharing the remote tier: reads the
@@ -572,6 +590,113 @@ bool LocalService::touch(std::string_view key, std::int64_t ttl_ms) {
   return true;
 }
 
+bool LocalService::compare_and_set(const SetRequest& q, std::string_view expected) {
+  if (read_only(*backend_, "compare_and_set")) return false;
+  Backend& b = *backend_;
+  const CallCount counted(b);
+  switch (remote_decides(
+      b, q.key,
+      [&](const remote::Entry* current, std::int64_t now) -> std::optional<remote::Entry> {
+        if (current == nullptr || current->value != expected) return std::nullopt;
+        return remote_entry(q, now);
+      })) {
+    case Decided::written:
+      b.counters().set++;
+      return true;
+    case Decided::refused:
+      return false;
+    case Decided::unavailable:
+      break;
+  }
+  engine::SetOutcome outcome = engine::SetOutcome::skipped;
+  const kv::Status s = run(
+      b, "compare_and_set",
+      [&](Engine& e) {
+        return e.update(
+            q.key, b.now_ns(),
+            [&](const engine::Found* current) {
+              return is_fresh(current) && current->value == expected
+                         ? std::optional(rewrite_of(q, q.value))
+                         : std::nullopt;
+            },
+            &outcome);
+      },
+      q.key);
+  drop_if_corrupt(b, s, q.key);
+  if (!s.ok() || !stored(b, outcome, "compare_and_set", q.key)) return false;
+  b.counters().set++;
+  push_local(b, q.key);
+  return true;
+}
+
+std::optional<Entry> LocalService::get_and_touch(std::string_view key, std::int64_t ttl_ms) {
+  if (!valid_key(key) || read_only(*backend_, "get_and_touch")) {
+    backend_->counters().miss++;
+    return std::nullopt;
+  }
+  Backend& b = *backend_;
+  const CallCount counted(b);
+  std::optional<remote::Entry> renewed;
+  switch (remote_decides(
+      b, key, [&](const remote::Entry* current, std::int64_t now) -> std::optional<remote::Entry> {
+        renewed.reset();
+        if (current == nullptr) return std::nullopt;
+        remote::Entry e = *current;  // a lifetime that starts now
+        e.created_ns = now;
+        e.ttl_ms = ttl_ms;
+        renewed = e;
+        return e;
+      })) {
+    case Decided::written:
+      b.counters().hit++;
+      return remote_as_entry(key, std::move(*renewed), /*fresh=*/true, b.now_ns());
+    case Decided::refused:
+      b.counters().miss++;
+      return std::nullopt;
+    case Decided::unavailable:
+      break;
+  }
+  engine::SetOutcome outcome = engine::SetOutcome::skipped;
+  const std::int64_t now = b.now_ns();
+  engine::Found read;  // the entry as it is now stored: the same value, a lifetime from now
+  engine::AccessRecord access;
+  const kv::Status s = run(
+      b, "get_and_touch",
+      [&](Engine& e) {
+        kv::Status st = e.update(
+            key, now,
+            [&](const engine::Found* current) {
+              std::optional<engine::Rewrite> w;
+              if (is_fresh(current)) {
+                read = *current;
+                read.header.created_ns = now;
+                read.header.ttl_ms = ttl_ms;
+                w = engine::Rewrite{current->value, ttl_ms, current->header.category,
+                                    current->header.metadata, std::nullopt};
+              }
+              return w;
+            },
+            &outcome);
+        if (st.ok() && outcome == engine::SetOutcome::stored) {
+          if (!b.resolved().read_only) e.record_access(key, now);
+          if (!e.access_of(key, &access).ok()) access.last_access_ns = now;
+        }
+        return st;
+      },
+      key);
+  drop_if_corrupt(b, s, key);
+  if (!s.ok() || !stored(b, outcome, "get_and_touch", key)) {
+    b.counters().miss++;
+    return std::nullopt;
+  }
+  b.counters().hit++;
+  push_local(b, key);
+  Entry entry;
+  entry.info = make_info(key, read, access, now);
+  entry.value = std::move(read.value);
+  return entry;
+}
+
 std::optional<std::int64_t> LocalService::incr(const SetRequest& q, std::int64_t delta) {
   if (read_only(*backend_, "incr")) return std::nullopt;
   Backend& b = *backend_;
@@ -799,19 +924,7 @@ std::optional<Entry> LocalService::local_get_entry(std::string_view key, bool in
       if (copy->stored) return local_get_entry(key, include_stale, false);
       if (copy->fresh || include_stale) {  // not kept: described from what the remote holds
         b.counters().hit++;
-        engine::Found rf;
-        rf.status = copy->fresh ? EntryStatus::fresh : EntryStatus::stale;
-        rf.size = copy->entry.value.size();
-        rf.header.category = copy->entry.category;
-        rf.header.metadata = copy->entry.metadata;
-        rf.header.created_ns = copy->entry.created_ns;
-        rf.header.ttl_ms = copy->entry.ttl_ms;
-        engine::AccessRecord ra;
-        ra.last_access_ns = now;
-        Entry entry;
-        entry.info = make_info(key, rf, ra, now);
-        entry.value = std::move(copy->entry.value);
-        return entry;
+        return remote_as_entry(key, std::move(copy->entry), copy->fresh, now);
       }
     }
     b.counters().miss++;

@@ -167,6 +167,11 @@ class Service {
   virtual bool touch(std::string_view key, std::int64_t ttl_ms) = 0;
   virtual std::optional<std::int64_t> incr(const SetRequest& request, std::int64_t delta) = 0;
   virtual bool set_all(const std::vector<SetRequest>& requests) = 0;
+  // Stores `request` only if the fresh stored value equals `expected`.
+  virtual bool compare_and_set(const SetRequest& request, std::string_view expected) = 0;
+  // The fresh entry with its TTL renewed from now in the same step (a hit or a miss, like get);
+  // its info is as stored after the renewal.
+  virtual std::optional<Entry> get_and_touch(std::string_view key, std::int64_t ttl_ms) = 0;
   // The fresh value of `key` without recording an access or counting a hit or miss.
   virtual std::optional<std::string> peek(std::string_view key) = 0;
   // Counts an error found by the caller, e.g. a value that does not deserialize, and logs
@@ -235,6 +240,8 @@ class LocalService final : public Service {
   bool touch(std::string_view key, std::int64_t ttl_ms) override;
   std::optional<std::int64_t> incr(const SetRequest& request, std::int64_t delta) override;
   bool set_all(const std::vector<SetRequest>& requests) override;
+  bool compare_and_set(const SetRequest& request, std::string_view expected) override;
+  std::optional<Entry> get_and_touch(std::string_view key, std::int64_t ttl_ms) override;
   std::optional<std::string> get(std::string_view key) override;
   std::vector<std::optional<std::string>> get_many(const std::vector<std::string>& keys) override;
   // The values of a prefix of `keys`: it ends at the key whose value brings the value bytes to

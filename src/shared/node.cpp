@@ -155,6 +155,12 @@ class Node final : public core::Service {
   bool set_all(const std::vector<SetRequest>& items) override {
     return call<op::SetAll>(Fallback{false}, items);
   }
+  bool compare_and_set(const SetRequest& q, std::string_view expected) override {
+    return call<op::CompareAndSet>(Fallback{false}, q, expected);
+  }
+  std::optional<Entry> get_and_touch(std::string_view key, std::int64_t ttl_ms) override {
+    return call<op::GetAndTouch>(Fallback{std::optional<Entry>(), 1}, key, ttl_ms);
+  }
 
   // No answer from the owner: not granted, *wait_ms -1 (nobody to wait for that we can see).
   bool acquire_lease(std::string_view key, std::int64_t holder, std::int64_t timeout_ms,

@@ -55,6 +55,8 @@ enum class Opcode : std::uint8_t {
   lease_acquire = 26,
   lease_release = 27,
   events = 28,
+  compare_and_set = 29,
+  get_and_touch = 30,
 };
 
 // Whether a request whose reply was lost may be sent again (the owner may have run it).
@@ -164,6 +166,35 @@ struct SetAll {
   }
 };
 
+struct CompareAndSet {
+  static constexpr Opcode code = Opcode::compare_and_set;
+  static constexpr const char* name = "compare_and_set";
+  static constexpr Resend resend = Resend::never;  // a resent swap would find its own value
+  using Result = bool;
+  SetRequest item;
+  std::string expected;
+  LARDER_OP_ARGS(item, expected)
+  static bool run(LocalService& l, const SetRequest& q, string_view expected) {
+    return core::valid_set(q) && l.compare_and_set(q, expected);
+  }
+};
+
+struct GetAndTouch {
+  static constexpr Opcode code = Opcode::get_and_touch;
+  static constexpr const char* name = "get_and_touch";
+  static constexpr Resend resend = Resend::when_lost;  // renewing again from now is the same
+  using Result = std::optional<Entry>;
+  std::string key;
+  std::int64_t ttl_ms = 0;
+  LARDER_OP_ARGS(key, ttl_ms)
+  static const char* refuse(string_view, std::int64_t ttl_ms) {
+    return ttl_ms < 0 ? "negative ttl" : nullptr;
+  }
+  static Result run(LocalService& l, string_view key, std::int64_t ttl_ms) {
+    return l.get_and_touch(key, ttl_ms);  // an invalid key is a miss, counted there
+  }
+};
+
 struct LeaseAcquire {
   static constexpr Opcode code = Opcode::lease_acquire;
   static constexpr const char* name = "lease_acquire";
@@ -219,9 +250,7 @@ struct Get {
   using Result = std::optional<std::string>;
   std::string key;
   LARDER_OP_ARGS(key)
-  static Result run(LocalService& l, string_view key) {
-    return core::valid_key(key) ? l.get(key) : std::nullopt;
-  }
+  static Result run(LocalService& l, string_view key) { return l.get(key); }
 };
 
 struct GetMany {
@@ -260,7 +289,7 @@ struct GetEntry {
   bool include_stale = false;
   LARDER_OP_ARGS(key, include_stale)
   static Result run(LocalService& l, string_view key, bool include_stale) {
-    return core::valid_key(key) ? l.get_entry(key, include_stale) : std::nullopt;
+    return l.get_entry(key, include_stale);
   }
 };
 
@@ -473,7 +502,8 @@ using Operation =
                  op::ClearCategory, op::Invalidate, op::InvalidateCategory, op::InvalidatePattern,
                  op::Keys, op::KeysInCategory, op::Cleanup, op::GetStats, op::Flush, op::GetMany,
                  op::SetMany, op::Peek, op::Inspect, op::Admin, op::Add, op::Touch, op::Incr,
-                 op::SetAll, op::LeaseAcquire, op::LeaseRelease, op::Events>;
+                 op::SetAll, op::LeaseAcquire, op::LeaseRelease, op::Events, op::CompareAndSet,
+                 op::GetAndTouch>;
 
 // Why the owner refuses `o` from a peer, or nullptr.
 template <class Op>

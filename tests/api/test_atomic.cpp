@@ -176,6 +176,105 @@ TEST_CASE_TEMPLATE("8 threads: incr and add are atomic", S, STORES) {
   CHECK(store_problems(c).empty());
 }
 
+TEST_CASE_TEMPLATE("compare_and_set stores only over the expected fresh value", S, STORES) {
+  Fixture<S> f;
+  Cache c = f.open();
+  CHECK_FALSE(c.compare_and_set("k", "", "v"));  // nothing stored: nothing to compare with
+  CHECK_FALSE(c.exists("k"));
+  REQUIRE(c.set("k", "one", ttl(10)));
+  CHECK_FALSE(c.compare_and_set("k", "two", "three"));
+  CHECK(c.get("k") == "one");
+  SetOptions o = ttl(100, "cat");
+  o.metadata = {{"m", "1"}};
+  CHECK(c.compare_and_set("k", "one", "two", o));  // stored with the call's options, as set()
+  auto e = c.get_entry("k");
+  REQUIRE(e);
+  CHECK(e->value == "two");
+  CHECK(e->info.category == "cat");
+  CHECK(e->info.metadata == o.metadata);
+  CHECK(e->info.remaining_ttl_seconds() == doctest::Approx(100.0));
+  f.clock.advance(100s);  // stale: its value no longer counts
+  CHECK_FALSE(c.compare_and_set("k", "two", "three"));
+  CHECK(c.get_entry("k", true)->value == "two");
+  REQUIRE(c.set("b", std::string("\0\xff", 2)));
+  CHECK(c.compare_and_set("b", std::string("\0\xff", 2), ""));  // binary and empty values
+  CHECK(c.get("b") == "");
+  CHECK_FALSE(c.compare_and_set("", "", "v"));
+  CHECK_THROWS_AS(c.compare_and_set("b", "", "v", ttl(-1)), std::invalid_argument);
+  CHECK(c.stats().set_count == 4);  // two sets, two swaps; the refused ones count nothing
+  CHECK(store_problems(c).empty());
+}
+
+TEST_CASE_TEMPLATE("get_and_touch returns the fresh value and renews its TTL in one step", S,
+                   STORES) {
+  Fixture<S> f;
+  Cache c = f.open();
+  SetOptions o = ttl(10, "cat");
+  o.metadata = {{"m", "1"}};
+  REQUIRE(c.set("k", "value", o));
+  f.clock.advance(8s);
+  CHECK(c.get_and_touch("k", 100s) == "value");
+  CHECK(c.metadata("k")->remaining_ttl_seconds() == doctest::Approx(100.0));
+  f.clock.advance(50s);  // 58 s after the set: fresh only because of the renewal
+  const auto e = c.get_entry_and_touch("k", 5s);
+  REQUIRE(e);
+  CHECK(e->value == "value");
+  CHECK(e->info.key == "k");
+  CHECK(e->info.category == "cat");
+  CHECK(e->info.metadata == o.metadata);
+  CHECK(e->info.status == EntryStatus::fresh);
+  CHECK(e->info.remaining_ttl_seconds() == doctest::Approx(5.0));
+  f.clock.advance(5s);  // expired by the last renewal: a miss, and nothing renewed
+  CHECK_FALSE(c.get_and_touch("k", 100s));
+  CHECK(c.metadata("k")->status == EntryStatus::stale);
+  REQUIRE(c.set("forever", "v", ttl(1)));
+  CHECK(c.get_and_touch("forever", 0ms) == "v");  // 0: never expires
+  f.clock.advance(std::chrono::hours(24 * 365));
+  CHECK(c.get("forever") == "v");
+  CHECK_FALSE(c.get_and_touch("missing", 10s));
+  CHECK_FALSE(c.get_and_touch("", 10s));
+  CHECK_THROWS_AS(c.get_and_touch("forever", -1ms), std::invalid_argument);
+  const Stats st = c.stats();
+  CHECK(st.hit_count == 4);   // three renewals and the get
+  CHECK(st.miss_count == 3);  // the expired, missing and empty keys
+  CHECK(store_problems(c).empty());
+}
+
+TEST_CASE_TEMPLATE("8 threads: compare_and_set increments lose nothing", S, STORES) {
+  Fixture<S> f;
+  Cache c = f.open();
+  REQUIRE(c.set("n", "0"));
+  std::atomic<long> swaps{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t)
+    threads.emplace_back([&] {
+      for (int done = 0; done < 100;) {
+        const auto v = c.get("n");
+        if (v && c.compare_and_set("n", *v, std::to_string(std::stol(*v) + 1))) ++done, ++swaps;
+      }
+    });
+  for (auto& th : threads) th.join();
+  CHECK(swaps == 800);
+  CHECK(c.get("n") == "800");
+  CHECK(store_problems(c).empty());
+}
+
+TEST_CASE("shared: a client's compare_and_set and get_and_touch run on the owner") {
+  TempDir tmp;
+  const auto root = tmp / "cache";
+  Child owner({"hold", root.string(), "shared"});
+  REQUIRE(owner.wait_for_lines(1));
+  Cache c = Cache::open(shared_config(root));
+  REQUIRE(backend_of(c) == nullptr);  // a client: every call crosses the socket
+  REQUIRE(c.set("k", "one", ttl(10)));
+  CHECK_FALSE(c.compare_and_set("k", "other", "two"));
+  CHECK_MESSAGE(c.compare_and_set("k", "one", "two", ttl(3600)), c.last_error());
+  CHECK(c.get_and_touch("k", 7200s) == "two");
+  CHECK(c.metadata("k")->remaining_ttl_seconds() > 3600);
+  CHECK_FALSE(c.get_and_touch("missing", 1s));
+  CHECK_FALSE(c.degraded());
+}
+
 TEST_CASE("shared: add and incr are atomic across processes, through the owner") {
   TempDir tmp;
   const auto root = tmp / "cache";
@@ -194,12 +293,14 @@ TEST_CASE("shared: add and incr are atomic across processes, through the owner")
   for (auto& child : children) {
     REQUIRE(child->wait_at_most(60s) == 0);
     const auto lines = child->lines();
-    REQUIRE(lines.size() == 3);
+    REQUIRE(lines.size() == 4);
     adds += lines[1] == "add 1" ? 1 : 0;
     CHECK(lines[2] == "incr 200");
+    CHECK(lines[3] == "cas 200");
   }
   CHECK(adds == 1);
   CHECK(c.get("counter") == "800");
+  CHECK(c.get("cas") == "600");  // no compare_and_set of one process overwrote another's
   CHECK(c.set_all({{"x", "1"}, {"y", "2"}}));
   CHECK(c.get_many({"x", "y"}) == std::vector<std::optional<std::string>>{"1", "2"});
 }
@@ -220,11 +321,13 @@ TEST_CASE("shared: no incr is lost while owners hand over among the processes") 
   for (auto& child : children) {
     REQUIRE(child->wait_at_most(60s) == 0);
     const auto lines = child->lines();
-    REQUIRE(lines.size() == 3);
+    REQUIRE(lines.size() == 4);
     adds += lines[1] == "add 1" ? 1 : 0;
     CHECK(lines[2] == "incr 300");
+    CHECK(lines[3] == "cas 300");
   }
   CHECK(adds == 1);
   Cache c = Cache::open(shared_config(root));
   CHECK(c.get("counter") == "900");
+  CHECK(c.get("cas") == "900");
 }

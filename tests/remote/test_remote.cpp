@@ -738,10 +738,11 @@ TEST_CASE("remote: add and incr are atomic across machines (two processes, two r
   for (auto& m : machines) {
     REQUIRE(m->wait_at_most(120s) == 0);
     const auto lines = m->lines();
-    REQUIRE(lines.size() == 13);  // ready, add, 10 lines of values, incr
+    REQUIRE(lines.size() == 14);  // ready, add, 10 lines of values, incr, cas
     adds += lines[1] == "add 1" ? 1 : 0;
-    CHECK(lines.back() == "incr 500");
-    for (std::size_t i = 2; i + 1 < lines.size(); ++i) {
+    CHECK(lines[12] == "incr 500");
+    CHECK(lines[13] == "cas 100");
+    for (std::size_t i = 2; i + 2 < lines.size(); ++i) {
       REQUIRE(lines[i].starts_with("values"));
       std::istringstream in(lines[i].substr(std::string("values").size()));
       for (long v = 0; in >> v;) {
@@ -758,6 +759,7 @@ TEST_CASE("remote: add and incr are atomic across machines (two processes, two r
   for (int id = 0; id < 2; ++id) {
     Cache c = Cache::open(machine(tmp / fmt::format("r{}", id), redis.url()));
     CHECK(c.get("builds") == "1000");
+    CHECK(c.get("cas") == "200");  // compare_and_set is decided by the remote too
   }
 }
 
@@ -775,6 +777,12 @@ TEST_CASE(
   CHECK(std::stol(redis.command({"PTTL", "larder:e:k"})) > 60'000);
   CHECK(b.incr("n", 5) == 5);
   CHECK(a.incr("n", 5) == 10);
+  // compare_and_set and get_and_touch are decided by the remote as well.
+  REQUIRE(a.set("c", "1", ttl(60)));
+  CHECK(b.compare_and_set("c", "1", "2", ttl(60)));
+  CHECK_FALSE(b.compare_and_set("c", "1", "3", ttl(60)));
+  CHECK(b.get_and_touch("c", std::chrono::seconds(7200)) == "2");
+  CHECK(std::stol(redis.command({"PTTL", "larder:e:c"})) > 3'600'000);
   {  // a value over the byte limit goes to neither tier, as with set()
     Config small = machine(tmp / "small", url);
     small.max_size_bytes = 1000;

@@ -73,6 +73,12 @@ TEST_CASE("protocol: every operation of the table round-trips with its arguments
   REQUIRE(decode(with_id, &back, &error));
   CHECK(back.id == 0x0102030405060708);
 
+  // Arguments as a Service call has them (string_view for std::string fields).
+  const std::string swap =
+      encode_request<op::CompareAndSet>(3, many.items[0], std::string_view("x"));
+  REQUIRE_MESSAGE(decode(swap, &back, &error), error);
+  CHECK(std::get<op::CompareAndSet>(back.op).expected == "x");
+
   const op::Touch touch{"key", -7};
   REQUIRE(decode(encode(Request{1, touch}), &back, &error));
   CHECK(std::get<op::Touch>(back.op).key == "key");
