@@ -100,12 +100,17 @@ class OrByteOperator final : public rocksdb::MergeOperator {
 
 class RocksBatch final : public Batch {
  public:
+  static constexpr std::size_t kReserveBytes = 64 * 1024;
   RocksBatch(const std::vector<rocksdb::ColumnFamilyHandle*>* cfs) : cfs_(cfs) {}
   void put(Cf cf, std::string_view key, std::string_view value) override {
     batch.Put(h(cf), slice(key), slice(value));
   }
   void put_parts(Cf cf, std::string_view key, std::string_view head,
                  std::string_view tail) override {
+    // A large value first in its batch: the batch is made with room for it and the small
+    // records that follow, so it is copied into the batch once (not again as the batch grows).
+    const std::size_t bytes = key.size() + head.size() + tail.size();
+    if (bytes >= kReserveBytes && batch.Count() == 0) batch = rocksdb::WriteBatch(bytes + 4096);
     const rocksdb::Slice k = slice(key);
     const std::array<rocksdb::Slice, 2> v{slice(head), slice(tail)};
     batch.Put(h(cf), rocksdb::SliceParts(&k, 1), rocksdb::SliceParts(v.data(), 2));

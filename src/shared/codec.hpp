@@ -38,6 +38,8 @@ struct DecodeError : std::runtime_error {
 
 class Writer {
  public:
+  static constexpr std::size_t kLargeBytes = 4096;
+  static constexpr std::size_t kTrailerRoom = 4096;
   void u8(std::uint8_t v) { out_.push_back(static_cast<char>(v)); }
   void u32(std::uint32_t v) {
     for (int i = 0; i < 4; ++i) out_.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
@@ -45,7 +47,13 @@ class Writer {
   void u64(std::uint64_t v) {
     for (int i = 0; i < 8; ++i) out_.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
   }
-  void bytes(std::string_view v) { out_.append(v); }
+  void bytes(std::string_view v) {
+    // A large string (a value) is followed by a few small fields: room for them now, so the
+    // buffer is not copied again when they are appended.
+    if (v.size() >= kLargeBytes && out_.capacity() - out_.size() < v.size() + kTrailerRoom)
+      out_.reserve(out_.size() + v.size() + kTrailerRoom);
+    out_.append(v);
+  }
   std::string& out() { return out_; }
   std::string take() { return std::move(out_); }
 

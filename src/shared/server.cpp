@@ -37,8 +37,12 @@ constexpr std::uint32_t kLingerMaxFrame = 1u << 20;
 
 struct Conn {
   int fd = -1;
-  std::string buf;         // the current frame: its 4 length bytes, then its payload
+  char head[kFrameHeaderBytes] = {};  // the current frame's length bytes (head_len of them)
+  std::size_t head_len = 0;
+  std::string buf;         // then its payload (moved to the worker whole: not copied)
   std::uint32_t need = 0;  // payload length, once the 4 length bytes are in
+  // Bytes of the current frame received so far; 0 between frames.
+  std::size_t frame_bytes() const { return head_len + buf.size(); }
   steady::time_point frame_started;
   steady::time_point last_active;
   bool busy = false;  // a request is with a worker: not read, not closed until answered
@@ -231,7 +235,7 @@ class Server::Impl {
     if (accept_paused_until > now) next = std::min(next, accept_paused_until);
     for (const auto& [fd, c] : conns_) {
       if (c.busy) continue;
-      if (!c.buf.empty())
+      if (c.frame_bytes() != 0)
         next = std::min(next, c.frame_started + o_.frame_timeout);
       else
         next = std::min(next, c.last_active + o_.idle_timeout);
@@ -286,7 +290,7 @@ class Server::Impl {
   std::map<int, Conn>::iterator longest_idle() {
     auto best = conns_.end();
     for (auto it = conns_.begin(); it != conns_.end(); ++it) {
-      if (it->second.busy || !it->second.buf.empty()) continue;
+      if (it->second.busy || it->second.frame_bytes() != 0) continue;
       if (best == conns_.end() || it->second.last_active < best->second.last_active) best = it;
     }
     return best;
@@ -295,28 +299,29 @@ class Server::Impl {
   void shed_largest_partial() {
     auto worst = conns_.end();
     for (auto it = conns_.begin(); it != conns_.end(); ++it) {
-      if (it->second.busy || it->second.buf.empty()) continue;
-      if (worst == conns_.end() || it->second.buf.size() > worst->second.buf.size()) worst = it;
+      if (it->second.busy || it->second.frame_bytes() == 0) continue;
+      if (worst == conns_.end() || it->second.frame_bytes() > worst->second.frame_bytes())
+        worst = it;
     }
     if (worst == conns_.end()) return;  // only answered frames hold memory: wait for workers
     counters_.error++;
     log_.logf(util::Level::warn,
               "closed a connection holding {} bytes of an incomplete frame: requests in flight "
               "hold more than {} bytes",
-              worst->second.buf.size(), o_.max_pending_bytes);
+              worst->second.frame_bytes(), o_.max_pending_bytes);
     close_conn(worst);
   }
 
   void expire(steady::time_point now) {
     for (auto it = conns_.begin(); it != conns_.end();) {
       Conn& c = it->second;
-      if (!c.busy && !c.buf.empty() && now - c.frame_started > o_.frame_timeout) {
+      if (!c.busy && c.frame_bytes() != 0 && now - c.frame_started > o_.frame_timeout) {
         counters_.error++;
         log_.logf(util::Level::warn,
                   "closed a connection whose frame did not arrive within {} ms ({} bytes in)",
-                  o_.frame_timeout.count(), c.buf.size());
+                  o_.frame_timeout.count(), c.frame_bytes());
         it = close_conn(it);
-      } else if (!c.busy && c.buf.empty() && now - c.last_active > o_.idle_timeout) {
+      } else if (!c.busy && c.frame_bytes() == 0 && now - c.last_active > o_.idle_timeout) {
         it = close_conn(it, true);
       } else {
         ++it;
@@ -332,7 +337,7 @@ class Server::Impl {
       closing.status = ReplyStatus::closing;
       (void)send_frame(it->first, encode(closing), steady::now() + kClosingSendTime);
     }
-    pending_bytes_ -= it->second.buf.size();
+    pending_bytes_ -= it->second.frame_bytes();
     close_socket(it->first);
     return conns_.erase(it);
   }
@@ -343,37 +348,43 @@ class Server::Impl {
     std::size_t read_now = 0;
     while (read_now < kReadPerWake) {
       std::size_t want = 0;
-      if (c.buf.size() < 4) {
-        want = 4 - c.buf.size();
+      const bool in_head = c.head_len < kFrameHeaderBytes;
+      if (in_head) {
+        want = kFrameHeaderBytes - c.head_len;
       } else {
-        want = std::min<std::size_t>(4 + c.need - c.buf.size(), kReadChunk);
+        want = std::min<std::size_t>(c.need - c.buf.size(), kReadChunk);
         if (!draining && pending_bytes_ + want > o_.max_pending_bytes) return true;  // shed later
       }
-      const std::size_t at = c.buf.size();
-      c.buf.resize(at + want);
-      const ssize_t r = ::recv(c.fd, c.buf.data() + at, want, 0);
+      const std::size_t at = in_head ? c.head_len : c.buf.size();
+      if (!in_head) c.buf.resize(at + want);
+      const bool starts = c.frame_bytes() == 0;
+      const ssize_t r = ::recv(c.fd, in_head ? c.head + at : c.buf.data() + at, want, 0);
       if (r <= 0) {
-        c.buf.resize(at);
+        if (!in_head) c.buf.resize(at);
         if (r < 0 && errno == EINTR) continue;
         if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
         return false;  // closed or broken
       }
-      c.buf.resize(at + static_cast<std::size_t>(r));
-      if (at == 0) c.frame_started = now;
+      if (in_head)
+        c.head_len += static_cast<std::size_t>(r);
+      else
+        c.buf.resize(at + static_cast<std::size_t>(r));
+      if (starts) c.frame_started = now;
       pending_bytes_ += static_cast<std::size_t>(r);
       read_now += static_cast<std::size_t>(r);
-      if (c.buf.size() == kFrameHeaderBytes) {
-        c.need = frame_length(c.buf.data());
+      if (in_head && c.head_len == kFrameHeaderBytes) {
+        c.need = frame_length(c.head);
         if (c.need > kMaxFrameBytes) {
           counters_.error++;
           log_.log(util::Level::warn, "dropped a client connection: frame too large");
           return false;
         }
       }
-      if (c.buf.size() >= 4 && c.buf.size() == 4 + c.need) {
-        Job job{c.fd, c.buf.substr(4)};
-        pending_bytes_ -= 4;  // the payload stays counted until it is answered
-        c.buf.clear();
+      if (c.head_len == kFrameHeaderBytes && c.buf.size() == c.need) {
+        Job job{c.fd, std::move(c.buf)};
+        pending_bytes_ -= kFrameHeaderBytes;  // the payload stays counted until it is answered
+        c.buf = std::string();
+        c.head_len = 0;
         c.need = 0;
         c.busy = true;
         {

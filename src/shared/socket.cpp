@@ -7,6 +7,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <sys/uio.h>
+
 #include <cerrno>
 #include <cstring>
 #include <functional>
@@ -79,12 +81,28 @@ IoResult read_exact(int fd, char* out, std::size_t n, Deadline deadline, bool al
   return IoResult::ok;
 }
 
-IoResult write_exact(int fd, const char* data, std::size_t n, Deadline deadline) {
-  std::size_t sent = 0;
-  while (sent < n) {
-    const ssize_t r = ::send(fd, data + sent, n - sent, MSG_NOSIGNAL);
+// Writes the parts in order, as one stream of bytes (sendmsg gathers them: nothing is copied
+// into one buffer first).
+IoResult write_exact(int fd, std::initializer_list<std::string_view> parts, Deadline deadline) {
+  constexpr std::size_t kMaxParts = 4;
+  iovec iov[kMaxParts];
+  std::size_t count = 0;
+  for (std::string_view p : parts)
+    if (!p.empty() && count < kMaxParts)
+      iov[count++] = iovec{const_cast<char*>(p.data()), p.size()};
+  std::size_t first = 0;
+  while (first < count) {
+    msghdr m{};
+    m.msg_iov = iov + first;
+    m.msg_iovlen = count - first;
+    const ssize_t r = ::sendmsg(fd, &m, MSG_NOSIGNAL);
     if (r >= 0) {
-      sent += static_cast<std::size_t>(r);
+      auto done = static_cast<std::size_t>(r);
+      while (first < count && done >= iov[first].iov_len) done -= iov[first++].iov_len;
+      if (first < count) {
+        iov[first].iov_base = static_cast<char*>(iov[first].iov_base) + done;
+        iov[first].iov_len -= done;
+      }
       continue;
     }
     if (errno == EINTR) continue;
@@ -196,12 +214,9 @@ const char* to_string(IoResult r) {
 
 IoResult send_frame(int fd, std::string_view payload, Deadline deadline) {
   if (payload.size() > kMaxFrameBytes) return IoResult::too_large;
-  const auto n = static_cast<std::uint32_t>(payload.size());
-  std::string frame;
-  frame.reserve(kFrameHeaderBytes + payload.size());
-  put_frame_length(&frame, n);
-  frame.append(payload);
-  return write_exact(fd, frame.data(), frame.size(), deadline);
+  std::string header;
+  put_frame_length(&header, static_cast<std::uint32_t>(payload.size()));
+  return write_exact(fd, {header, payload}, deadline);
 }
 
 IoResult recv_frame(int fd, std::string* payload, Deadline deadline) {
@@ -215,7 +230,10 @@ IoResult recv_frame(int fd, std::string* payload, Deadline deadline) {
   payload->clear();
   std::size_t got = 0;
   while (got < n) {
-    const std::size_t chunk = std::min<std::size_t>(n - got, std::max<std::size_t>(got, 64 * 1024));
+    // At most doubling the buffer each time, or tripling it when that brings the whole rest
+    // (so the last bytes of a frame do not cost one more copy of all before them).
+    const std::size_t step = std::max<std::size_t>(got, 64 * 1024);
+    const std::size_t chunk = n - got <= 2 * step ? n - got : step;
     payload->resize(got + chunk);
     const IoResult part = read_exact(fd, payload->data() + got, chunk, deadline, false);
     if (part != IoResult::ok) return part;
