@@ -4,6 +4,7 @@
 // noexcept in spirit for I/O: failures become misses or false, counted and logged by
 // Backend::finish.
 #include <algorithm>
+#include <functional>
 #include <limits>
 #include <set>
 
@@ -150,14 +151,15 @@ bool LocalService::set_impl(const SetRequest& q, bool write_remote, std::int64_t
   return true;
 }
 
-bool LocalService::add(const SetRequest& q) {
-  if (read_only(*backend_, "add")) return false;
+bool LocalService::set_if(const SetRequest& q, std::string_view what,
+                          const std::function<bool(const std::string* fresh_value)>& allowed) {
+  if (read_only(*backend_, what)) return false;
   Backend& b = *backend_;
   const CallCount counted(b);
   switch (remote_decides(
       b, q.key,
       [&](const remote::Entry* current, std::int64_t now) -> std::optional<remote::Entry> {
-        if (current != nullptr) return std::nullopt;
+        if (!allowed(current != nullptr ? &current->value : nullptr)) return std::nullopt;
         return remote_entry(q, now);
       })) {
     case Decided::written:
@@ -170,21 +172,32 @@ bool LocalService::add(const SetRequest& q) {
   }
   engine::SetOutcome outcome = engine::SetOutcome::skipped;
   const kv::Status s = run(
-      b, "add",
+      b, what,
       [&](Engine& e) {
         return e.update(
             q.key, b.now_ns(),
             [&](const engine::Found* current) {
-              return is_fresh(current) ? std::nullopt : std::optional(rewrite_of(q, q.value));
+              return allowed(is_fresh(current) ? &current->value : nullptr)
+                         ? std::optional(rewrite_of(q, q.value))
+                         : std::nullopt;
             },
             &outcome);
       },
       q.key);
   drop_if_corrupt(b, s, q.key);
-  if (!s.ok() || !stored(b, outcome, "add", q.key)) return false;
+  if (!s.ok() || !stored(b, outcome, what, q.key)) return false;
   b.counters().set++;
   push_local(b, q.key);
   return true;
+}
+
+bool LocalService::add(const SetRequest& q) {
+  return set_if(q, "add", [](const std::string* fresh) { return fresh == nullptr; });
+}
+
+bool LocalService::compare_and_set(const SetRequest& q, std::string_view expected) {
+  return set_if(q, "compare_and_set",
+                [&](const std::string* fresh) { return fresh != nullptr && *fresh == expected; });
 }
 
 bool LocalService::touch(std::string_view key, std::int64_t ttl_ms) {
@@ -226,45 +239,6 @@ bool LocalService::touch(std::string_view key, std::int64_t ttl_ms) {
   drop_if_corrupt(b, s, key);
   if (!s.ok() || !stored(b, outcome, "touch", key)) return false;
   push_local(b, key);
-  return true;
-}
-
-bool LocalService::compare_and_set(const SetRequest& q, std::string_view expected) {
-  if (read_only(*backend_, "compare_and_set")) return false;
-  Backend& b = *backend_;
-  const CallCount counted(b);
-  switch (remote_decides(
-      b, q.key,
-      [&](const remote::Entry* current, std::int64_t now) -> std::optional<remote::Entry> {
-        if (current == nullptr || current->value != expected) return std::nullopt;
-        return remote_entry(q, now);
-      })) {
-    case Decided::written:
-      b.counters().set++;
-      return true;
-    case Decided::refused:
-      return false;
-    case Decided::unavailable:
-      break;
-  }
-  engine::SetOutcome outcome = engine::SetOutcome::skipped;
-  const kv::Status s = run(
-      b, "compare_and_set",
-      [&](Engine& e) {
-        return e.update(
-            q.key, b.now_ns(),
-            [&](const engine::Found* current) {
-              return is_fresh(current) && current->value == expected
-                         ? std::optional(rewrite_of(q, q.value))
-                         : std::nullopt;
-            },
-            &outcome);
-      },
-      q.key);
-  drop_if_corrupt(b, s, q.key);
-  if (!s.ok() || !stored(b, outcome, "compare_and_set", q.key)) return false;
-  b.counters().set++;
-  push_local(b, q.key);
   return true;
 }
 

@@ -13,6 +13,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -288,6 +289,10 @@ class LocalService final : public Service {
   // are left). *created_ns: the set's time.
   std::optional<std::string> get_impl(std::string_view key, bool ask_remote, bool count_miss);
   bool set_impl(const SetRequest& request, bool write_remote, std::int64_t* created_ns);
+  // add and compare_and_set: stores `request` only if `allowed(the fresh stored value, or null
+  // when none)`, decided by the remote tier when there is one, else atomically on the store.
+  bool set_if(const SetRequest& request, std::string_view what,
+              const std::function<bool(const std::string* fresh_value)>& allowed);
   // get_entry; with `ask_remote`, a local miss asks the remote tier once.
   std::optional<Entry> local_get_entry(std::string_view key, bool include_stale, bool ask_remote);
 
