@@ -25,6 +25,30 @@ using kv::Code;
 using kv::Status;
 using namespace detail;
 
+// What the policy sees of the engine: narrow, so that a policy's code cannot reach the engine's
+// other state. Every call is made under the engine mutex.
+struct Engine::PolicyHostImpl final : PolicyHost {
+  explicit PolicyHostImpl(Engine& e) : e(e) {}
+  bool over_limits(const Txn& t) const override { return e.over_limits(t); }
+  void evict(Txn& t, Slot& victim) override {
+    e.remove_in_txn(t, victim.first, victim.second, EventKind::evict);
+    ++t.evictions;
+  }
+  std::uint64_t next_tick() override { return e.tick_.fetch_add(1) + 1; }
+  void see_tick(std::uint64_t tick) override { e.tick_ = std::max(e.tick_.load(), tick); }
+  void mark_dirty(std::string_view key) override { e.mark_dirty(key); }
+  void mark_clean(std::string_view key) override {
+    if (e.dirty_.erase(key) > 0) e.dirty_size_.fetch_sub(1, std::memory_order_relaxed);
+  }
+  std::uint64_t max_entries() const override { return e.max_entries(); }
+  std::uint64_t max_bytes() const override { return e.max_bytes(); }
+  Index& index() override { return e.index_; }
+  kv::Kv& store() override { return *e.kv_; }
+  bool durable() const override { return e.durable_; }
+  const util::Logger& log() const override { return *e.log_; }
+  Engine& e;
+};
+
 Engine::Engine(std::unique_ptr<kv::Kv> kv, Options options,
                std::shared_ptr<std::atomic<std::int64_t>> watermark, Counters* counters,
                const util::Logger* log)
@@ -36,6 +60,8 @@ Engine::Engine(std::unique_ptr<kv::Kv> kv, Options options,
       counters_(counters),
       log_(log),
       durable_(kv_->durable()) {
+  host_ = std::make_unique<PolicyHostImpl>(*this);
+  policy_ = make_policy(options_.policy, *host_);
   if (!watermark_) watermark_ = std::make_shared<std::atomic<std::int64_t>>(kNoWatermark);
 }
 
@@ -85,18 +111,8 @@ std::unique_lock<util::AdaptiveMutex> Engine::page_lock() {
 
 // ---------------------------------------------------------------- the index
 
-Engine::OrderKey Engine::order_of(Slot& slot) const {
-  const Node& n = slot.second;
-  switch (options_.policy) {
-    case EvictionPolicy::s3fifo:
-      return {n.queue, n.queue_tick, &slot};
-    case EvictionPolicy::lru:  // LRU, LFU, FIFO keep lists (lists_), ttl no order: never asked
-    case EvictionPolicy::lfu:
-    case EvictionPolicy::fifo:
-    case EvictionPolicy::ttl:
-      break;
-  }
-  return {0, 0, &slot};
+std::uint64_t Engine::list_steps() const {
+  return policy_->steps();
 }
 
 const std::string* Engine::intern(std::string_view category) {
@@ -108,14 +124,9 @@ const std::string* Engine::intern(std::string_view category) {
 void Engine::link(Index::iterator it, bool count, bool keep_place) {
   const std::string_view key = it->first;
   const Node& n = it->second;
-  if (listed()) {
-    if (!lists_deferred_ && !keep_place) list_insert(*it);
-  } else if (options_.policy != EvictionPolicy::ttl) {
-    order_.insert(order_of(*it));
-  }
+  policy_->link(*it, keep_place);
   if (n.has_expiry) expiry_.emplace(n.expiry_t, key);
   ++cats_.find(*n.category)->second;
-  s3_count(n, +1);
   if (!count) return;
   entries_.fetch_add(1, std::memory_order_relaxed);
   bytes_.fetch_add(n.size, std::memory_order_relaxed);
@@ -124,16 +135,10 @@ void Engine::link(Index::iterator it, bool count, bool keep_place) {
 void Engine::unlink(Index::iterator it, bool keep_place) {
   const std::string_view key = it->first;
   const Node& n = it->second;
-  if (listed()) {
-    if (!lists_deferred_ && !keep_place)
-      list_remove(*it);  // (while loading, no node is in a list yet)
-  } else if (options_.policy != EvictionPolicy::ttl) {
-    order_.erase(order_of(*it));
-  }
+  policy_->unlink(*it, keep_place);
   if (n.has_expiry) expiry_.erase({n.expiry_t, key});
   auto cat = cats_.find(*n.category);
   if (--cat->second == 0) cats_.erase(cat);  // no other node points at it
-  s3_count(n, -1);
   entries_.fetch_sub(1, std::memory_order_relaxed);
   bytes_.fetch_sub(n.size, std::memory_order_relaxed);
 }
@@ -149,15 +154,7 @@ void Engine::upsert_node(std::string_view key, Node node, std::string_view categ
   auto [it, inserted] = index_.try_emplace(key);
   bool keep_place = false;
   if (!inserted) {
-    // FIFO: an overwrite keeps its insert tick, so its place in the list: the links stay (putting
-    // it back by tick would walk from the tail to it).
-    const Node& old = it->second;
-    keep_place = listed() && !lists_deferred_ && rank_of(old) == rank_of(node) &&
-                 list_tick(old) == list_tick(node);
-    if (keep_place) {
-      node.list_prev = old.list_prev;
-      node.list_next = old.list_next;
-    }
+    keep_place = policy_->keeps_place(it->second, node);
     unlink(it, keep_place);
   }
   node.category = intern(category);
@@ -165,72 +162,8 @@ void Engine::upsert_node(std::string_view key, Node node, std::string_view categ
   link(it, /*count=*/true, keep_place);
 }
 
-void Engine::list_insert(Slot& slot, Slot* hint) {
-  Node& n = slot.second;
-  List& l = lists_[rank_of(n)];
-  const std::uint64_t tick = list_tick(n);
-  std::uint64_t steps = 0;
-  Slot* after = nullptr;
-  if (hint != nullptr) {  // the last node with a smaller tick, from the hint on
-    after = hint;
-    for (Slot* next = after->second.list_next; next != nullptr && list_tick(next->second) < tick;
-         next = next->second.list_next, ++steps)
-      after = next;
-  } else {  // from the tail back
-    after = l.tail;
-    for (; after != nullptr && list_tick(after->second) > tick; ++steps)
-      after = after->second.list_prev;
-  }
-  if (steps > 0) list_steps_.fetch_add(steps, std::memory_order_relaxed);
-  n.list_prev = after;
-  n.list_next = after != nullptr ? after->second.list_next : l.head;
-  (n.list_next != nullptr ? n.list_next->second.list_prev : l.tail) = &slot;
-  (after != nullptr ? after->second.list_next : l.head) = &slot;
-  ++listed_size_;
-}
-
-void Engine::list_remove(Slot& slot) {
-  Node& n = slot.second;
-  auto it = lists_.find(rank_of(n));
-  List& l = it->second;
-  (n.list_prev != nullptr ? n.list_prev->second.list_next : l.head) = n.list_next;
-  (n.list_next != nullptr ? n.list_next->second.list_prev : l.tail) = n.list_prev;
-  n.list_prev = n.list_next = nullptr;
-  if (l.head == nullptr) lists_.erase(it);
-  --listed_size_;
-}
-
-void Engine::lists_sort() {
-  lists_deferred_ = false;
-  if (!listed()) return;
-  std::vector<Slot*> slots;
-  slots.reserve(index_.size());
-  for (Slot& slot : index_) slots.push_back(&slot);
-  std::sort(slots.begin(), slots.end(), [this](const Slot* a, const Slot* b) {
-    return std::pair(rank_of(a->second), list_tick(a->second)) <
-           std::pair(rank_of(b->second), list_tick(b->second));
-  });
-  lists_.clear();
-  listed_size_ = 0;
-  List* l = nullptr;
-  std::uint64_t rank = 0;
-  for (Slot* slot : slots) {  // each at its list's tail: no walk
-    if (l == nullptr || rank_of(slot->second) != rank) {
-      rank = rank_of(slot->second);
-      l = &lists_.emplace_hint(lists_.end(), rank, List{})->second;
-    }
-    slot->second.list_prev = l->tail;
-    slot->second.list_next = nullptr;
-    (l->tail != nullptr ? l->tail->second.list_next : l->head) = slot;
-    l->tail = slot;
-    ++listed_size_;
-  }
-}
-
 void Engine::clear_index() {
-  lists_.clear();
-  listed_size_ = 0;
-  order_.clear();
+  policy_->clear();
   expiry_.clear();
   dirty_.clear();
   dirty_size_ = 0;
@@ -238,10 +171,6 @@ void Engine::clear_index() {
   cats_.clear();
   entries_ = 0;
   bytes_ = 0;
-  s_entries_ = s_bytes_ = m_entries_ = m_bytes_ = 0;
-  ghost_.clear();
-  ghost_order_.clear();
-  ghost_bytes_ = 0;
 }
 
 namespace {
@@ -256,28 +185,31 @@ void copy_access_fields(const From& from, To& to) {
   to.has_expiry = from.has_expiry;
   to.expiry_t = from.expiry_t;
   to.stale_t = from.stale_t;
-  to.queue = from.queue;
-  to.freq = from.freq;
-  to.queue_tick = from.queue_tick;
 }
 }  // namespace
 
-AccessRecord Engine::record_of(const Node& n, std::string_view category) {
+AccessRecord record_of(const Node& n, std::string_view category) {
   AccessRecord a;
   copy_access_fields(n, a);
+  a.queue = n.place.queue;
+  a.freq = n.place.freq;
+  a.queue_tick = n.place.queue_tick;
   a.category = std::string(category);
   return a;
 }
 
-Engine::Node Engine::node_of(const AccessRecord& a) {
+Node node_of(const AccessRecord& a) {
   Node n;
   copy_access_fields(a, n);
-  if (options_.policy == EvictionPolicy::s3fifo && n.queue_tick == 0) {
-    // Written under another policy: the entry joins M in its recency order, with f = 0.
-    n.queue = static_cast<std::uint8_t>(S3Queue::main);
-    n.freq = 0;
-    n.queue_tick = std::max<std::uint64_t>(n.last_tick, 1);
-  }
+  n.place.queue = a.queue;
+  n.place.freq = a.freq;
+  n.place.queue_tick = a.queue_tick;
+  return n;
+}
+
+Node Engine::load_node(const AccessRecord& a) const {
+  Node n = node_of(a);
+  policy_->loaded(n);
   return n;
 }
 

@@ -1,6 +1,6 @@
 // The cache engine: entries, access data and counters kept over a kv::Kv, with an in-memory
 // index (eviction order, expiry order, category membership) that gives exact LRU / LFU / FIFO /
-// S3-FIFO / TTL-only eviction under entry and byte limits (S3-FIFO in engine_s3fifo.cpp). The
+// S3-FIFO / TTL-only eviction under entry and byte limits (the policies in policy.hpp). The
 // same code runs over RocksDB and over memory, which is what makes both stores behave alike.
 //
 // What is persisted (docs/format.md, store format 3): per key one entries record (immutable header
@@ -48,6 +48,8 @@
 #include <absl/container/flat_hash_set.h>
 #include <absl/container/node_hash_map.h>
 
+#include "engine/index.hpp"
+#include "engine/policy.hpp"
 #include "engine/records.hpp"
 #include "kv/kv.hpp"
 #include "larder/larder.hpp"
@@ -143,6 +145,8 @@ class EventSink {
 // with only the header's flags and times (category and metadata left empty: the get path).
 enum class Want : std::uint8_t { header, value, value_only };
 
+struct Txn;
+
 class Engine {
  public:
   // `watermark` is shared with the compaction filter made by drop_predicate().
@@ -235,7 +239,7 @@ class Engine {
   }
   // Nodes that list inserts walked past since the engine was made: a diagnostic (LRU, LFU and
   // FIFO place a node by walking its list; tests bound this).
-  std::uint64_t list_steps() const { return list_steps_.load(std::memory_order_relaxed); }
+  std::uint64_t list_steps() const;
   // Who applies batches of hits (nullptr: readers apply them themselves). Set before use; it
   // must outlive the engine's use of it.
   void set_access_flusher(AccessFlusher* flusher) { flusher_ = flusher; }
@@ -281,7 +285,6 @@ class Engine {
     std::uint64_t tick = 0;
     std::int64_t ns = 0;
   };
-  using Hash = util::StringHash;
   using PendingMap = absl::flat_hash_map<std::string, Pending, Hash, std::equal_to<>>;
   // One shard of the hit buffer, on cache lines of its own (readers on different cores write
   // different shards). `size` is map.size(), written under mu and read without it, so that
@@ -292,45 +295,7 @@ class Engine {
     PendingMap map;
     std::atomic<std::size_t> size{0};
   };
-  // A key's index node: its access record in memory (the category interned in cats_).
-  struct Node {
-    std::int64_t last_access_ns = 0;
-    std::uint64_t last_tick = 0, access_count = 0, insert_tick = 0, size = 0;
-    std::uint64_t expiry_t = 0, stale_t = 0;  // as in AccessRecord
-    std::uint64_t queue_tick = 0;             // S3-FIFO position, as in AccessRecord
-    const std::string* category = nullptr;
-    bool has_expiry = false;
-    std::uint8_t queue = 0, freq = 0;  // S3-FIFO queue (S3Queue) and frequency (0..3)
-    // LRU, LFU and FIFO: the neighbours in the node's list (lists_), null at its ends.
-    std::pair<const std::string, Node>* list_prev = nullptr;
-    std::pair<const std::string, Node>* list_next = nullptr;
-  };
-  using Index = absl::node_hash_map<std::string, Node, Hash, std::equal_to<>>;
-  // Eviction order: (primary, secondary, the key's index slot), smallest first. S3-FIFO (queue,
-  // queue tick): S's entries then M's, each queue head first; empty under the other policies
-  // (LRU, LFU and FIFO keep lists instead: lists_; ttl has no eviction order). Ticks are
-  // unique, so the slot only makes the key whole: it compares as a number (no key bytes
-  // compared) and leads to the node without a lookup (node_hash_map slots do not move).
-  using Slot = Index::value_type;
-  using OrderKey = std::tuple<std::uint64_t, std::uint64_t, Slot*>;
-  struct OrderLess {
-    bool operator()(const OrderKey& a, const OrderKey& b) const {
-      if (std::get<0>(a) != std::get<0>(b)) return std::get<0>(a) < std::get<0>(b);
-      if (std::get<1>(a) != std::get<1>(b)) return std::get<1>(a) < std::get<1>(b);
-      return std::less<const Slot*>{}(std::get<2>(a), std::get<2>(b));
-    }
-  };
-  using Order = absl::btree_set<OrderKey, OrderLess>;
-  struct Txn;
-  struct Staged;
-  // The keys an eviction must not choose: the one being set, or the keys of a set_all.
-  struct Keep {
-    std::string_view key;
-    const absl::flat_hash_set<std::string_view, Hash, std::equal_to<>>* keys = nullptr;
-    bool operator()(std::string_view k) const {
-      return k == key || (keys != nullptr && keys->contains(k));
-    }
-  };
+  struct PolicyHostImpl;  // the engine as its policy sees it (engine.cpp)
 
   // The engine mutex for one foreground call (counted in waiting_), and for one page of a long
   // loop (cleanup, invalidation, flushing), which first lets waiting foreground calls in.
@@ -347,40 +312,18 @@ class Engine {
     if (durable_ && dirty_.insert(key).second) dirty_size_.fetch_add(1, std::memory_order_relaxed);
   }
 
-  // Index maintenance (under mu_). link/unlink add a node to / take it from the order, expiry
-  // and category structures and the totals; the key's entry in index_ stays.
-  OrderKey order_of(Slot& slot) const;
+  // Index maintenance (under mu_). link/unlink add a node to / take it from the policy's order,
+  // the expiry and category structures and the totals; the key's entry in index_ stays.
   // count: also add the node to entries_ / bytes_ (the index load recounts them at its end).
-  // keep_place: the node keeps its place in its list (an overwrite under FIFO: same rank and
-  // tick), so its list links are left as they are.
+  // keep_place: the node keeps its place in the policy's order (Policy::keeps_place).
   void link(Index::iterator it, bool count = true, bool keep_place = false);
   void unlink(Index::iterator it, bool keep_place = false);
   void erase_node(Index::iterator it);
-  // LRU, LFU and FIFO keep their order in lists through the nodes (lists_): one per rank (LRU
-  // and FIFO: one list, rank 0; LFU: one per access count), each in tick order (FIFO: insert
-  // tick; the others: last tick). So the order is (rank, tick), as an ordered set of those pairs
-  // would give (ticks are unique). A node goes in after the last node of its list with a smaller
-  // tick: a new key's (the newest tick) at the tail; a batch of hits, sorted by tick, with one
-  // walk back from the tail per list and then forward from the node placed before (list_insert's
-  // hint); out in O(1). A hit moves an LRU node to its list's
-  // tail and an LFU node to the next rank's list; it moves no FIFO node. lists_sort() builds the
-  // lists of a loaded index.
-  bool lru() const { return options_.policy == EvictionPolicy::lru; }
-  bool lfu() const { return options_.policy == EvictionPolicy::lfu; }
-  bool fifo() const { return options_.policy == EvictionPolicy::fifo; }
-  bool listed() const { return lru() || lfu() || fifo(); }
-  std::uint64_t rank_of(const Node& n) const { return lfu() ? n.access_count : 0; }
-  std::uint64_t list_tick(const Node& n) const { return fifo() ? n.insert_tick : n.last_tick; }
-  // `hint`: null (walk from the tail), or a node of the same list with a smaller tick (walk
-  // forward from it): inserting a batch sorted by tick costs one walk back, then short steps on.
-  void list_insert(Slot& slot, Slot* hint = nullptr);
-  void list_remove(Slot& slot);  // before the node's rank changes
-  void lists_sort();
   void upsert_node(std::string_view key, Node node, std::string_view category);
   const std::string* intern(std::string_view category);
   void clear_index();
-  static AccessRecord record_of(const Node& n, std::string_view category);
-  Node node_of(const AccessRecord& a);
+  // A node as the index loads it from an access record (the policy's place filled in).
+  Node load_node(const AccessRecord& a) const;
 
   void apply_pending_locked();
   kv::Status persist_dirty_locked(std::size_t max_keys);
@@ -395,33 +338,14 @@ class Engine {
   kv::Status open_locked(LoadPlan* plan);
   kv::Status finish_load_locked(const LoadPlan& plan);
   kv::Status load_index_locked(bool* needs_rebuild);
+  Txn new_txn();
   void remove_in_txn(Txn& t, std::string_view key, const Node& node,
                      EventKind why = EventKind::remove);
   bool over_limits(const Txn& t) const;
-  enum class Pass : std::uint8_t { expired, policy };
-  void evict(Txn& t, Pass pass, std::int64_t now_ns, const Keep& keep);
+  // Plans removals until the limits hold: expired and invalid entries first, in expiry order,
+  // then live entries in the policy's order. Never removes `keep`.
+  void evict_locked(Txn& t, std::int64_t now_ns, const Keep& keep);
   kv::Status set_locked(std::span<const SetItem> items, std::int64_t now_ns, SetOutcome* outcome);
-  // S3-FIFO (engine_s3fifo.cpp). Eviction plans removals like evict(); moves between queues are
-  // applied to the index at once (they are policy state, like hits) and written with the batch.
-  void s3_evict(Txn& t, const Keep& keep);
-  bool s3_evict_small(Txn& t, const Keep& keep);
-  bool s3_evict_main(Txn& t, const Keep& keep);
-  Order::iterator s3_head(Txn& t, S3Queue q, const Keep& keep);
-  void s3_move(Txn& t, Index::iterator it, std::uint8_t freq);
-  void s3_plan_ghost(Txn& t, std::string_view key, std::uint64_t size);
-  bool s3_main_over(const Txn& t) const;
-  // Where a new key goes (looks it up in the ghost queue, planning its removal from it).
-  S3Queue s3_admit(Txn& t, std::string_view key, std::uint64_t size);
-  void s3_stage(Txn& t);  // adds the ghost and moved-node records to the batch
-  void s3_commit(Txn& t);
-  void s3_count(const Node& n, int sign);
-  // `hits` hits of a node: f grows, kept at most 3 (larger counts decide nothing more).
-  static void s3_hit(Node& n, std::uint64_t hits) {
-    n.freq = static_cast<std::uint8_t>(std::min<std::uint64_t>(3, n.freq + hits));
-  }
-  kv::Status load_ghosts_locked();
-  void verify_s3fifo(const std::function<void(std::string)>& problem);
-  void erase_ghost(std::string_view key);
   kv::Status commit(Txn& t);
   kv::Status remove_locked(std::string_view key, bool* removed);
   // Plans marking `key` invalid (counted in t.invalidations) unless it is not stored or is
@@ -438,6 +362,8 @@ class Engine {
 
   std::unique_ptr<kv::Kv> kv_;
   Options options_;  // as configured; the limits in force are max_entries_ and max_bytes_
+  std::unique_ptr<PolicyHostImpl> host_;
+  std::unique_ptr<Policy> policy_;  // the eviction order (policy.hpp); under mu_
   std::atomic<std::uint64_t> max_entries_, max_bytes_;
   std::atomic<bool> admin_limits_{false};
   std::shared_ptr<std::atomic<std::int64_t>> watermark_;
@@ -454,29 +380,12 @@ class Engine {
   std::atomic<std::uint64_t> entries_{0}, bytes_{0}, tick_{0};
   Index index_;             // under mu_
   std::string entry_head_;  // under mu_: a set's scratch for the header of the entry it writes
-  Order order_;             // under mu_
-  // LRU, LFU, FIFO: rank -> the list of its nodes (head: the smallest tick); no empty list.
-  // Under mu_.
-  struct List {
-    Slot* head = nullptr;
-    Slot* tail = nullptr;
-  };
-  absl::btree_map<std::uint64_t, List> lists_;
-  std::size_t listed_size_ = 0;               // nodes in lists_
-  std::atomic<std::uint64_t> list_steps_{0};  // see list_steps(); written under mu_
-  bool lists_deferred_ = false;               // loading: link() leaves the lists to lists_sort()
   absl::btree_set<std::pair<std::uint64_t, std::string_view>> expiry_;  // (expiry_t, key)
   absl::node_hash_map<std::string, std::uint64_t, Hash, std::equal_to<>>
       cats_;  // category -> entries; under mu_
   absl::flat_hash_set<std::string_view, Hash, std::equal_to<>>
       dirty_;  // keys with unpersisted hits
   std::atomic<std::size_t> dirty_size_{0};
-  // S3-FIFO (under mu_): entries and bytes in S and M; the ghost queue G (key -> tick, size) in
-  // tick order. Only filled under the s3fifo policy.
-  std::uint64_t s_entries_ = 0, s_bytes_ = 0, m_entries_ = 0, m_bytes_ = 0;
-  absl::node_hash_map<std::string, GhostRecord, Hash, std::equal_to<>> ghost_;
-  absl::btree_set<std::pair<std::uint64_t, std::string_view>> ghost_order_;
-  std::uint64_t ghost_bytes_ = 0;
   std::vector<std::string> open_problems_;  // what open found and did not repair; under mu_
   // The store says format 2 (no merge operands): commit writes format 3 with the first ones.
   bool format_relabel_ = false;  // under mu_

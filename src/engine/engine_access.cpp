@@ -116,36 +116,19 @@ void Engine::apply_pending_locked() {
 }
 
 void Engine::apply_locked(const PendingMap& pending) {
-  // A hit moves an LRU node within its list (a newer tick) and an LFU node to another list (a
-  // larger count). Each is taken out first, then put back in tick order, so that each lands at
-  // (or next to) its list's tail.
-  std::vector<std::pair<std::uint64_t, Slot*>> moves;
-  if (listed()) moves.reserve(pending.size());
+  // The policy sees each hit before the node counts it (a node that moves is taken out of the
+  // order first) and puts the moved nodes back at the batch's end.
   for (const auto& [key, p] : pending) {
     auto it = index_.find(key);
     if (it == index_.end()) continue;  // removed since the hit
+    policy_->hit(*it, p.count, p.tick);
     Node& n = it->second;
-    const std::string_view k = it->first;
-    const bool moves_node = lfu() || (lru() && p.tick > n.last_tick);
-    if (moves_node) list_remove(*it);
     n.access_count += p.count;
-    if (options_.policy == EvictionPolicy::s3fifo) s3_hit(n, p.count);  // nothing moves
     n.last_tick = std::max(n.last_tick, p.tick);
     n.last_access_ns = std::max(n.last_access_ns, p.ns);
-    if (moves_node) moves.emplace_back(n.last_tick, &*it);
-    mark_dirty(k);
+    mark_dirty(it->first);
   }
-  std::sort(moves.begin(), moves.end());
-  // Each move after the first of its list walks on from the one before it (a smaller tick, and
-  // still in that list: every move was taken out above). From the tail every time, a batch of
-  // older hits than the list's newest nodes (a reader's shard, applied after other shards)
-  // walked back past those nodes once per hit.
-  absl::flat_hash_map<std::uint64_t, Slot*> last;  // rank -> the move inserted last
-  for (const auto& [tick, slot] : moves) {
-    Slot*& hint = last[rank_of(slot->second)];
-    list_insert(*slot, hint);
-    hint = slot;
-  }
+  policy_->end_hits();
 }
 
 // Writes the access records of up to `max_keys` dirty nodes (blind puts: the node is the whole

@@ -236,9 +236,7 @@ Status Engine::finish_load_locked(const LoadPlan& plan) {
   if (plan.stored_limits != limits_record()) batch->put(Cf::counters, kLimitsKey, limits_record());
   if (plan.stored_policy != le64(static_cast<std::uint64_t>(options_.policy))) {
     batch->put(Cf::counters, kPolicyKey, le64(static_cast<std::uint64_t>(options_.policy)));
-    // Only S3-FIFO keeps ghosts.
-    if (options_.policy != EvictionPolicy::s3fifo)
-      batch->delete_range(Cf::counters, kGhostPrefix, kGhostEnd);
+    if (!policy_->keeps_ghosts()) batch->delete_range(Cf::counters, kGhostPrefix, kGhostEnd);
   }
   return batch->count() == 0 ? Status() : kv_->write(*batch);
 }
@@ -251,7 +249,7 @@ Status Engine::load_index_locked(bool* needs_rebuild) {
   bytes_ = shown_bytes;
   *needs_rebuild = false;
   std::uint64_t max_tick = tick_.load(), loaded_entries = 0, loaded_bytes = 0;
-  lists_deferred_ = true;
+  policy_->begin_load();
   Status s = kv_->scan(Cf::access, "", "", [&](std::string_view key, std::string_view bytes) {
     AccessRecord a;
     if (!decode_access(bytes, &a)) {
@@ -259,20 +257,20 @@ Status Engine::load_index_locked(bool* needs_rebuild) {
       return false;
     }
     max_tick = std::max({max_tick, a.last_tick, a.insert_tick});
-    auto it = index_.emplace(std::string(key), node_of(a)).first;
+    auto it = index_.emplace(std::string(key), load_node(a)).first;
     it->second.category = intern(a.category);
     link(it, /*count=*/false);
     ++loaded_entries;
     loaded_bytes += a.size;
     return true;
   });
-  lists_sort();
+  policy_->end_load();
   tick_ = max_tick;
   if (s.ok() && !*needs_rebuild) {  // a partial count would be worse than the stored totals
     entries_ = loaded_entries;
     bytes_ = loaded_bytes;
   }
-  if (s.ok() && options_.policy == EvictionPolicy::s3fifo) s = load_ghosts_locked();
+  if (s.ok()) s = policy_->load();
   return s;
 }
 
@@ -409,9 +407,9 @@ Status Engine::rebuild_locked() {
     return batch->count() == 0 ? Status() : kv_->write(*batch);
   });
   if (!scanned.ok()) return scanned;
-  lists_deferred_ = true;
-  for (auto& [key, a] : rebuilt) upsert_node(key, node_of(a), a.category);
-  lists_sort();
+  policy_->begin_load();
+  for (auto& [key, a] : rebuilt) upsert_node(key, load_node(a), a.category);
+  policy_->end_load();
   rebuilt.clear();
   auto batch = kv_->new_batch();
   write_meta(*batch);

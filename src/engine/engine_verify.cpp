@@ -98,12 +98,9 @@ Status Engine::verify(VerifyReport* report) {
             fmt::format("entry '{}': access record's expiry does not match its ttl/status", key));
       if (node != index_.end()) {
         const Node& n = node->second;
-        const Node want_node = node_of(a);  // as the index loads it (S3-FIFO fields filled in)
+        const Node want_node = load_node(a);  // as the index loads it (the policy's place too)
         if (n.last_tick != a.last_tick || n.access_count != a.access_count ||
-            n.insert_tick != a.insert_tick ||
-            (options_.policy == EvictionPolicy::s3fifo &&
-             (n.queue != want_node.queue || n.freq != want_node.freq ||
-              n.queue_tick != want_node.queue_tick)))
+            n.insert_tick != a.insert_tick || !policy_->same_place(n, want_node))
           problem(
               fmt::format("entry '{}': the in-memory index and the access record disagree "
                           "on its access history",
@@ -134,33 +131,10 @@ Status Engine::verify(VerifyReport* report) {
                         report->entries));
   std::uint64_t with_expiry = 0;
   for (const auto& [key, node] : index_) with_expiry += node.has_expiry ? 1 : 0;
-  if (listed()) {
-    std::size_t listed = 0;
-    bool sorted = true, ranked = true;
-    for (const auto& [rank, l] : lists_) {
-      std::uint64_t last = 0;
-      ranked = ranked && l.head != nullptr;  // no empty list is kept
-      for (const Slot* s = l.head; s != nullptr && listed <= index_.size();
-           s = s->second.list_next) {
-        ++listed;
-        sorted = sorted && list_tick(s->second) >= last;
-        ranked = ranked && rank_of(s->second) == rank;
-        last = list_tick(s->second);
-      }
-    }
-    if (listed != index_.size() || listed_size_ != index_.size())
-      problem(fmt::format("the eviction lists hold {} keys ({} counted) for {} in the index",
-                          listed, listed_size_, index_.size()));
-    if (!sorted) problem("an eviction list is not in tick order");
-    if (!ranked) problem("an eviction list holds a key of another access count, or none");
-  } else if (options_.policy != EvictionPolicy::ttl && order_.size() != index_.size()) {
-    problem(fmt::format("the eviction order holds {} keys for {} in the index", order_.size(),
-                        index_.size()));
-  }
+  policy_->verify(problem);
   if (expiry_.size() != with_expiry)
     problem(fmt::format("the expiry order holds {} keys for {} with a ttl or invalid",
                         expiry_.size(), with_expiry));
-  if (options_.policy == EvictionPolicy::s3fifo) verify_s3fifo(problem);
   std::map<std::string, std::uint64_t> index_cats(cats_.begin(), cats_.end());
   if (index_cats != cats) problem("per-category counts do not match the entries");
   // Counters as stored (not only as held in memory).

@@ -34,55 +34,32 @@ bool Engine::over_limits(const Txn& t) const {
          (max_bytes() != 0 && b > static_cast<std::int64_t>(max_bytes()));
 }
 
+Txn Engine::new_txn() {
+  return Txn(*kv_, *policy_);
+}
+
 void Engine::remove_in_txn(Txn& t, std::string_view key, const Node& node, EventKind why) {
   t.batch->del(Cf::entries, key);
   if (durable_) t.batch->del(Cf::access, key);
   t.d_entries -= 1;
   t.d_bytes -= static_cast<std::int64_t>(node.size);
-  if (node.queue == static_cast<std::uint8_t>(S3Queue::small)) {
-    t.d_s_entries -= 1;
-    t.d_s_bytes -= static_cast<std::int64_t>(node.size);
-  } else {
-    t.d_m_entries -= 1;
-    t.d_m_bytes -= static_cast<std::int64_t>(node.size);
-  }
+  policy_->removing(node);
   t.add_removed(key, why);
   t.totals_dirty = true;
 }
 
-// Chooses entries to remove until the limits hold: in the expired pass, expired and invalid
-// entries in expiry order (invalid first); in the policy pass, live entries in eviction order.
-// Never removes `keep`. Only plans: the index changes when the transaction commits.
-void Engine::evict(Txn& t, Pass pass, std::int64_t now_ns, const Keep& keep) {
+void Engine::evict_locked(Txn& t, std::int64_t now_ns, const Keep& keep) {
+  apply_pending_locked();  // victims by every hit so far
   const auto now = static_cast<std::uint64_t>(std::max<std::int64_t>(now_ns, 0));
-  if (pass == Pass::expired) {
-    for (const auto& [when, key] : expiry_) {
-      if (!over_limits(t) || when > now) return;
-      if (keep(key) || t.removes(key)) continue;
-      auto it = index_.find(key);
-      remove_in_txn(t, it->first, it->second, when != 0 ? EventKind::expire : EventKind::remove);
-      // An invalid entry was counted when it was invalidated; an expired one counts now.
-      if (when != 0) ++t.expirations;
-    }
-    return;
+  for (const auto& [when, key] : expiry_) {
+    if (!over_limits(t) || when > now) break;
+    if (keep(key) || t.removes(key)) continue;
+    auto it = index_.find(key);
+    remove_in_txn(t, it->first, it->second, when != 0 ? EventKind::expire : EventKind::remove);
+    // An invalid entry was counted when it was invalidated; an expired one counts now.
+    if (when != 0) ++t.expirations;
   }
-  // Victims in eviction order, until the limits hold; false ends the walk.
-  const auto consider = [&](Slot& slot) {
-    if (!over_limits(t)) return false;
-    const std::string_view key = slot.first;
-    if (keep(key) || t.removes(key)) return true;
-    remove_in_txn(t, key, slot.second, EventKind::evict);
-    ++t.evictions;
-    return true;
-  };
-  if (listed()) {
-    for (auto& [rank, l] : lists_)
-      for (Slot* slot = l.head; slot != nullptr; slot = slot->second.list_next)
-        if (!consider(*slot)) return;
-    return;
-  }
-  for (const auto& [a, b, slot] : order_)
-    if (!consider(*slot)) return;
+  if (over_limits(t)) policy_->victims(t, keep);
 }
 
 Status Engine::commit(Txn& t) {
@@ -95,7 +72,7 @@ Status Engine::commit(Txn& t) {
   }
   if (t.watermark)
     t.batch->put(Cf::counters, kWatermarkKey, le64(static_cast<std::uint64_t>(*t.watermark)));
-  s3_stage(t);
+  policy_->stage(t);
   if (t.batch->count() == 0) return Status();
   const bool relabel = format_relabel_;  // before the batch's entries or merge operands land
   if (relabel) t.batch->put(Cf::counters, kFormatKey, le64(kStoreFormat));
@@ -106,7 +83,7 @@ Status Engine::commit(Txn& t) {
       sink_->on_event(t.removed_why[i], t.removed[i]);
     for (const Staged& st : t.staged) sink_->on_event(st.kind, st.key);
   }
-  s3_commit(t);
+  policy_->commit(t);
   for (const std::string& key : t.removed)
     if (auto it = index_.find(key); it != index_.end()) erase_node(it);
   for (Staged& st : t.staged) {
@@ -210,13 +187,12 @@ Status Engine::set_locked(std::span<const SetItem> items, std::int64_t now_ns,
                           SetOutcome* outcome) {
   // LRU and LFU: hits recorded before this set go into the lists first, so that they land near
   // their list's tail (the set's node lands at its list's tail).
-  if (lru() || lfu()) apply_pending_locked();
-  Txn t(*kv_);
+  if (policy_->hits_reorder()) apply_pending_locked();
+  Txn t = new_txn();
   t.totals_dirty = true;
-  const bool s3 = options_.policy == EvictionPolicy::s3fifo;
-  // Where each new key goes. S3-FIFO looks a new key up in the ghost queue before any eviction.
-  absl::InlinedVector<S3Queue, 1> queues;
-  queues.reserve(items.size());
+  // Where each new key goes, asked before any eviction (S3-FIFO looks it up in its ghosts).
+  absl::InlinedVector<Place, 1> places;
+  places.reserve(items.size());
   // Each key's node before the set (end() for a new key). Planning leaves the index as it is,
   // so these stay valid until the commit.
   absl::InlinedVector<Index::iterator, 1> olds;
@@ -227,19 +203,14 @@ Status Engine::set_locked(std::span<const SetItem> items, std::int64_t now_ns,
     t.d_entries += had_old ? 0 : 1;
     t.d_bytes += static_cast<std::int64_t>(item.value.size()) -
                  (had_old ? static_cast<std::int64_t>(old->second.size) : 0);
-    queues.push_back(s3 && !had_old ? s3_admit(t, item.key, item.value.size()) : S3Queue::small);
+    places.push_back(had_old ? Place{} : policy_->admit(t, item.key, item.value.size()));
   }
   if (over_limits(t)) {
     absl::flat_hash_set<std::string_view, Hash, std::equal_to<>> batch_keys;
     if (items.size() > 1)
       for (const SetItem& item : items) batch_keys.insert(item.key);
     const Keep keep{items[0].key, items.size() > 1 ? &batch_keys : nullptr};
-    apply_pending_locked();  // victims by every hit so far
-    evict(t, Pass::expired, now_ns, keep);
-    if (over_limits(t) && s3)
-      s3_evict(t, keep);
-    else if (over_limits(t) && options_.policy != EvictionPolicy::ttl)
-      evict(t, Pass::policy, now_ns, keep);
+    evict_locked(t, now_ns, keep);
     if (over_limits(t)) {
       *outcome = SetOutcome::full;
       return Status();
@@ -254,16 +225,13 @@ Status Engine::set_locked(std::span<const SetItem> items, std::int64_t now_ns,
     const auto old = olds[i];
     Node a;
     if (old != index_.end()) {
-      a = old->second;  // an overwrite keeps its S3-FIFO queue and position, and counts as a hit
+      a = old->second;  // an overwrite counts as a hit
       a.access_count += pending.count + 1;
-      if (s3) s3_hit(a, pending.count + 1);
+      policy_->rewritten(a, pending.count + 1);
     } else {
       a.access_count = 1;
       a.insert_tick = tick;
-      if (s3) {
-        a.queue = static_cast<std::uint8_t>(queues[i]);
-        a.queue_tick = tick;
-      }
+      policy_->placed(a, places[i], tick);
     }
     a.last_tick = tick;
     a.last_access_ns = now_ns;
@@ -321,15 +289,9 @@ Status Engine::apply_limits_locked(std::uint64_t max_entries, std::uint64_t max_
   max_bytes_.store(max_bytes);
   admin_limits_.store(admin);
   // Down to the new limits at once, as a set would: expired and invalid entries first.
-  Txn t(*kv_);
+  Txn t = new_txn();
   if (!over_limits(t)) return Status();
-  apply_pending_locked();
-  const Keep none{};
-  evict(t, Pass::expired, now_ns, none);
-  if (over_limits(t) && options_.policy == EvictionPolicy::s3fifo)
-    s3_evict(t, none);
-  else if (over_limits(t) && options_.policy != EvictionPolicy::ttl)
-    evict(t, Pass::policy, now_ns, none);
+  evict_locked(t, now_ns, Keep{});
   *evicted = t.removed.size();
   return commit(t);
 }
@@ -339,7 +301,7 @@ Status Engine::remove_locked(std::string_view key, bool* removed) {
   auto it = index_.find(key);
   if (it == index_.end()) return Status();
   take_pending(key);
-  Txn t(*kv_);
+  Txn t = new_txn();
   remove_in_txn(t, it->first, it->second);
   if (Status s = commit(t); !s.ok()) return s;
   *removed = true;
@@ -355,7 +317,7 @@ Status Engine::drop_corrupt(std::string_view key) {
   const auto lock = foreground_lock();
   if (auto it = index_.find(key); it != index_.end()) {
     take_pending(key);
-    Txn t(*kv_);
+    Txn t = new_txn();
     remove_in_txn(t, it->first, it->second);
     return commit(t);
   }
@@ -371,7 +333,7 @@ Status Engine::remove_keys(const std::vector<std::string>& keys, std::size_t* re
   *removed = 0;
   for (std::size_t i = 0; i < keys.size(); i += kRemovePage) {
     const auto lock = page_lock();
-    Txn t(*kv_);
+    Txn t = new_txn();
     for (std::size_t j = i; j < std::min(keys.size(), i + kRemovePage); ++j) {
       auto it = index_.find(keys[j]);
       if (it == index_.end() || t.removes(keys[j])) continue;
@@ -405,7 +367,7 @@ Status Engine::invalidate_keys(const std::vector<std::string>& keys, std::size_t
   for (std::size_t i = 0; i < keys.size(); i += kWritePage) {
     const auto lock = page_lock();
     apply_pending_locked();  // the access records written below carry every hit so far
-    Txn t(*kv_);
+    Txn t = new_txn();
     absl::flat_hash_set<std::string_view, Hash, std::equal_to<>> seen;
     for (std::size_t j = i; j < std::min(keys.size(), i + kWritePage); ++j) {
       if (!seen.insert(keys[j]).second) continue;
@@ -440,7 +402,7 @@ Status Engine::cleanup(std::int64_t now_ns, std::size_t* removed) {
   // A page at a time, releasing the mutex between pages: other calls wait for one page at most.
   for (;;) {
     const auto lock = page_lock();
-    Txn t(*kv_);
+    Txn t = new_txn();
     for (const auto& [when, key] : expiry_) {
       if (when > now || t.removed.size() >= kRemovePage) break;
       auto it = index_.find(key);

@@ -1,11 +1,11 @@
 // The engine's write transaction (private to src/engine): the batch being built, the totals'
 // deltas, the keys it removes and the nodes it changes, applied to the index by Engine::commit
-// once the batch is written. Planning never changes the index, except S3-FIFO's queue moves
-// (see Engine::s3_move), which are policy state like hits.
+// once the batch is written. Planning never changes the index, except moves a policy makes as
+// policy state (S3-FIFO's queue moves, like hits). A policy keeps its own part of the plan
+// (Policy::begin starts it with the transaction).
 // Thread-safety: used by one thread under the engine mutex.
 #pragma once
 
-#include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -14,22 +14,26 @@
 #include <utility>
 #include <vector>
 
+#include <absl/container/flat_hash_set.h>
 #include <absl/container/inlined_vector.h>
 
 #include "engine/engine.hpp"
+#include "engine/index.hpp"
+#include "engine/policy.hpp"
+#include "kv/kv.hpp"
 
 namespace larder::engine {
 
 // A change the transaction makes to a key's index node once its batch is written.
-struct Engine::Staged {
+struct Staged {
   std::string key;
   Node node;
   std::string category;
   EventKind kind = EventKind::set;  // set, or invalidate (node and category then unused)
 };
 
-struct Engine::Txn {
-  explicit Txn(kv::Kv& kv) : batch(kv.new_batch()) {}
+struct Txn {
+  Txn(kv::Kv& kv, Policy& policy) : batch(kv.new_batch()) { policy.begin(); }
   std::unique_ptr<kv::Batch> batch;
   std::int64_t d_entries = 0, d_bytes = 0;
   absl::InlinedVector<std::string, 2> removed;    // keys removed, in order
@@ -44,23 +48,6 @@ struct Engine::Txn {
   std::uint64_t evictions = 0, expirations = 0, invalidations = 0;
   std::optional<std::int64_t> watermark;
   bool totals_dirty = false;
-
-  // S3-FIFO. Deltas of S's and M's entries and bytes by the planned removals.
-  std::int64_t d_s_entries = 0, d_s_bytes = 0, d_m_entries = 0, d_m_bytes = 0;
-  // Per queue: the last element of its head that the plan skips (removed or kept); the next head
-  // is after it.
-  std::array<std::optional<OrderKey>, 2> cursor;
-  std::vector<std::string_view> moved;  // index keys moved between or within queues
-  // The ghost queue as planned: the keys taken out of it by this insert, the existing ghosts
-  // dropped from its head, the ghosts appended (the first `ghost_adds_dropped` of them dropped
-  // again) and the resulting size.
-  std::vector<std::string> ghost_readmits;
-  std::vector<std::string> ghost_drops;
-  std::vector<std::pair<std::string, GhostRecord>> ghost_adds;
-  std::size_t ghost_adds_dropped = 0;
-  bool ghost_planned = false;
-  std::uint64_t g_entries = 0, g_bytes = 0;
-  absl::btree_set<std::pair<std::uint64_t, std::string_view>>::iterator ghost_next;
 
   // Records a removal of `key`, which views the index's copy (it outlives the transaction).
   void add_removed(std::string_view key, EventKind why) {
