@@ -198,6 +198,9 @@ int fill_refuse_recover(larder::Config cfg, const std::function<void(larder::Cac
   cfg.clock = [] {
     return std::chrono::system_clock::now() + std::chrono::seconds(g_clock_offset_s.load());
   };
+  cfg.monotonic_clock = [] {
+    return std::chrono::steady_clock::now() + std::chrono::seconds(g_clock_offset_s.load());
+  };
   std::string stored_key;
   {
     larder::Cache cache = larder::Cache::open(cfg);

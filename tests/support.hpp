@@ -106,6 +106,20 @@ class TestClock {
               std::chrono::nanoseconds(ns->load())));
     };
   }
+  // The same time as a monotonic clock (Config::monotonic_clock): advance() moves both.
+  std::function<std::chrono::steady_clock::time_point()> steady_fn() const {
+    auto ns = ns_;
+    return [ns] {
+      return std::chrono::steady_clock::time_point(
+          std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+              std::chrono::nanoseconds(ns->load())));
+    };
+  }
+  // Both clocks of a config.
+  void install(Config& c) const {
+    c.clock = fn();
+    c.monotonic_clock = steady_fn();
+  }
   void advance(std::chrono::nanoseconds d) { ns_->fetch_add(d.count()); }
   std::chrono::system_clock::time_point now() const { return fn()(); }
 
@@ -121,7 +135,7 @@ struct RocksStore {
     c.cache_root = dir.path();
     c.strategy = Strategy::process_isolated;
     c.cleanup_interval = std::chrono::seconds(0);
-    c.clock = clock.fn();
+    clock.install(c);
     return c;
   }
 };

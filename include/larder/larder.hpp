@@ -108,6 +108,11 @@ struct Config {
   // thread that uses the cache and from its housekeeping thread, concurrently: it must be
   // thread-safe, cheap and must not call back into the cache.
   std::function<std::chrono::system_clock::time_point()> clock;
+  // Empty: std::chrono::steady_clock. The monotonic time that decides when something is due:
+  // the store's circuit breaker and the remote tier's retry pauses, lease expiry, a shared-cache
+  // client's fail-fast window. Tests inject one (with `clock`) to move time without sleeping;
+  // waits on sockets and locks still take real time. The same rules as `clock` apply.
+  std::function<std::chrono::steady_clock::time_point()> monotonic_clock;
   // Receives the cache's log lines. Empty: silent, unless LARDER_LOG=debug|info|warn|error is set,
   // in which case lines at that level and above go to stderr. Called from any thread that uses
   // the cache, from its housekeeping and index-loading threads and (shared caches) from the

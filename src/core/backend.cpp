@@ -238,8 +238,7 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r_in, const KvOpener& ope
         };
         b->primary_ = std::make_unique<engine::Engine>(kv::make_deferred_kv(std::move(again), s),
                                                        eo, b->watermark_, b->counters_, &b->log_);
-        b->retry_at_ns_ = b->now_ns() + std::chrono::nanoseconds(kBreakerRecovery).count();
-        b->bypass_.store(true);
+        b->breaker_.trip(b->mono_.now_ns());
         break;
       }
       // Name the holder only when the store's lock is what stopped us (not stale lock content).
@@ -343,6 +342,7 @@ void Backend::start_remote() {
   hooks.on_state = [this](bool reachable, const std::string& why) {
     if (!reachable) set_last_error(why);
   };
+  hooks.clock = mono_;
   // The change stream's position, so a later process here goes on where this one stopped.
   const fs::path state = r_.dir.empty() ? fs::path() : r_.io() / ".remote_position";
   auto tier = remote::open_tier(*r_.remote, r_.config.stale_factor, r_.config.max_size_bytes, state,
@@ -364,7 +364,7 @@ Backend::~Backend() {
   }
   hk_cv_.notify_all();
   if (hk_ && hk_->joinable()) hk_->join();
-  if (primary_ && !bypass_.load()) {
+  if (primary_ && !breaker_.open()) {
     if (auto s = primary_->flush_access(); !s.ok()) counters_->error++;
   }
   (void)save_stats(stats::FoldMode::close);  // counted and logged
@@ -395,15 +395,15 @@ util::Status Backend::pin_directory() {
 
 Backend::Lease Backend::begin() {
   if (inherited()) return {fallback_.get(), false};
-  if (!bypass_.load(std::memory_order_acquire)) return {primary_.get(), true};
-  if (now_ns() >= retry_at_ns_.load() && try_recover()) return {primary_.get(), true};
+  if (!breaker_.open()) return {primary_.get(), true};
+  if (!breaker_.refusing(mono_.now_ns()) && try_recover()) return {primary_.get(), true};
   return {fallback_.get(), false};
 }
 
 bool Backend::try_recover() {
   std::lock_guard lock(breaker_mu_);
-  if (!bypass_.load()) return true;
-  if (now_ns() < retry_at_ns_.load()) return false;
+  if (!breaker_.open()) return true;
+  if (breaker_.refusing(mono_.now_ns())) return false;
   // Probe the store by removing what was written to memory meanwhile: the store must not serve
   // values older than those.
   // A store that failed may need resuming or reopening before it works again (RocksDB keeps a
@@ -419,7 +419,7 @@ bool Backend::try_recover() {
     s = primary_->remove_keys(keys, &n);
   }
   if (!s.ok()) {
-    retry_at_ns_ = now_ns() + std::chrono::nanoseconds(kBreakerRecovery).count();
+    breaker_.failure(mono_.now_ns());
     log_.logf(util::Level::warn, "store still failing ({}); retrying in {}s", s.message,
               kBreakerRecovery.count());
     return false;
@@ -437,8 +437,7 @@ bool Backend::try_recover() {
   }
   touched_.clear();
   touched_all_ = false;
-  failures_ = 0;
-  bypass_.store(false, std::memory_order_release);
+  breaker_.success();
   log_.log(util::Level::info, "store recovered; circuit breaker closed");
   return true;
 }
@@ -469,7 +468,7 @@ void Backend::finish(const Lease& lease, const kv::Status& s, std::string_view w
       touched_.emplace(written);
   }
   if (!s.failed()) {
-    if (lease.primary && s.ok()) failures_.store(0, std::memory_order_relaxed);
+    if (lease.primary && s.ok()) breaker_.clear_failures();
     return;
   }
   counters_->error++;
@@ -500,11 +499,10 @@ void Backend::finish(const Lease& lease, const kv::Status& s, std::string_view w
   log_.logf(util::Level::warn, "{} failed: {}", what, s.message);
   if (!lease.primary || s.code != Code::io_error) return;
   set_last_error(fmt::format("{} failed: {}", what, s.message));
-  if (failures_.fetch_add(1) + 1 >= kBreakerThreshold && !bypass_.load()) {
+  if (breaker_.open()) return;  // (a call on the store that began before it opened)
+  {
     std::lock_guard lock(breaker_mu_);
-    if (!bypass_.load()) {
-      retry_at_ns_ = now_ns() + std::chrono::nanoseconds(kBreakerRecovery).count();
-      bypass_.store(true, std::memory_order_release);
+    if (breaker_.failure(mono_.now_ns())) {
       set_last_error(fmt::format("store bypassed after {} consecutive failures; last: {}",
                                  kBreakerThreshold, s.message));
       log_.logf(util::Level::error, "circuit breaker open: using memory for {}s",
@@ -542,7 +540,7 @@ util::Status Backend::save_stats(stats::FoldMode mode) {
   if (inherited()) return util::fail("the cache was opened before a fork");
   if (!counter_file_) return util::fail("this process keeps no statistics file for the cache");
   // Entry and byte totals come from the store, when this process has it.
-  const bool store_totals = primary_ && !degraded_at_open_ && !bypass_.load();
+  const bool store_totals = primary_ && !degraded_at_open_ && !breaker_.open();
   auto update = [&](stats::Snapshot& s) {
     if (!store_totals) return;
     s.total_entries = primary_->entries();
@@ -573,7 +571,7 @@ void Backend::recover_writes() {
     return;
   }
   writes_failing_.store(false);
-  failures_.store(0);
+  breaker_.clear_failures();
   log_.log(util::Level::info, "store takes writes again");
 }
 
@@ -633,7 +631,7 @@ void Backend::housekeeper() {
         recovery_pause = std::chrono::milliseconds(100);
       }
     }
-    if (!bypass_.load() && !writes_failing_.load() && primary_->has_pending_access()) {
+    if (!breaker_.open() && !writes_failing_.load() && primary_->has_pending_access()) {
       if (clock::now() >= next_persist) {
         if (auto s = primary_->flush_access(); !s.ok()) {
           counters_->error++;

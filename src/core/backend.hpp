@@ -30,6 +30,8 @@
 #include "remote/tier.hpp"
 #include "stats/counter_file.hpp"
 #include "stats/stats_file.hpp"
+#include "util/breaker.hpp"
+#include "util/clock.hpp"
 #include "util/lock_file.hpp"
 #include "util/log.hpp"
 
@@ -87,6 +89,8 @@ class Backend final : private engine::AccessFlusher {
   void note_call();
 
   std::int64_t now_ns() const;
+  // The monotonic clock (Config::monotonic_clock) of breakers, leases and pauses.
+  const util::MonotonicClock& monotonic_clock() const { return mono_; }
   std::chrono::system_clock::time_point now() const;
   const Resolved& resolved() const { return r_; }
   const util::Logger& log() const { return log_; }
@@ -96,7 +100,7 @@ class Backend final : private engine::AccessFlusher {
   // Every change committed to the store (or the memory fallback), for subscribers.
   EventLog& events() { return events_; }
 
-  bool degraded() const { return degraded_at_open_ || bypass_.load() || inherited(); }
+  bool degraded() const { return degraded_at_open_ || breaker_.open() || inherited(); }
   // True in a child process forked after this Backend was opened: the store, its file locks
   // and the housekeeping thread belong to the parent, so operations use memory and destruction
   // leaks instead of closing the parent's store.
@@ -177,9 +181,10 @@ class Backend final : private engine::AccessFlusher {
   mutable std::mutex error_mu_;
   std::string last_error_;
 
-  // Circuit breaker.
-  std::atomic<bool> bypass_{false};
-  std::atomic<int> failures_{0};
+  // The monotonic clock of the breaker and the housekeeper's decisions (Config::monotonic_clock).
+  util::MonotonicClock mono_{r_.config.monotonic_clock};
+  // Circuit breaker: open while the store is bypassed (memory serves).
+  util::Breaker breaker_{{kBreakerThreshold, kBreakerRecovery, kBreakerRecovery}};
   // A write to the primary store failed (full disk, read-only filesystem, I/O error): sets are
   // refused (false) while reads go on from the store; the housekeeper asks the store to take
   // writes again (Engine::recover_store) with a growing pause, from 100 ms to 5 s, and a
@@ -188,8 +193,7 @@ class Backend final : private engine::AccessFlusher {
   std::atomic<bool> writes_failing_{false};
   std::atomic<std::int64_t> inline_recovery_at_ns_{0};
   std::mutex recovery_mu_;
-  std::atomic<std::int64_t> retry_at_ns_{0};
-  std::mutex breaker_mu_;
+  std::mutex breaker_mu_;                    // the bypass's recovery and the keys below
   std::unordered_set<std::string> touched_;  // keys written while bypassing
   // Writes served by memory while bypassing: never persisted; logged when the breaker closes.
   std::atomic<std::uint64_t> bypassed_writes_{0};

@@ -37,7 +37,7 @@ constexpr std::int64_t kMaxLeaseMs = 24LL * 3600 * 1000;
 
 bool LocalService::acquire_lease(std::string_view key, std::int64_t holder, std::int64_t timeout_ms,
                                  std::int64_t* wait_ms) {
-  const auto now = std::chrono::steady_clock::now();
+  const auto now = backend_->monotonic_clock().now();
   std::lock_guard lock(leases_mu_);
   if (leases_.size() >= kMaxLeases)
     std::erase_if(leases_, [&](const auto& kv) { return kv.second.expires <= now; });

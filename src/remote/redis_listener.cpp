@@ -115,10 +115,7 @@ void RedisTier::listen() {
       std::lock_guard lock(pool_mu_);
       idle_.clear();
     }
-    {
-      std::lock_guard lock(state_mu_);
-      retry_at_ = {};
-    }
+    breaker_.probe_now();
     replay_pending();
     bool replayed = false;
     {

@@ -146,17 +146,15 @@ util::Result<RedisTier::ConnPtr> RedisTier::connect(milliseconds read_timeout) c
 }
 
 bool RedisTier::breaker_open() const {
-  std::lock_guard lock(state_mu_);
-  return Clock::now() < retry_at_;
+  return breaker_.refusing(hooks_.clock.now_ns());
 }
 
 void RedisTier::failed(const std::string& why) {
   {
     std::lock_guard lock(state_mu_);
     last_error_ = why;
-    backoff_ = backoff_.count() == 0 ? kFirstBackoff : std::min(backoff_ * 2, kMaxBackoff);
-    retry_at_ = Clock::now() + backoff_;
   }
+  breaker_.failure(hooks_.clock.now_ns());
   if (!down_.exchange(true)) {
     if (log_)
       log_->logf(util::Level::warn, "remote tier unusable, using the local tier only: {}", why);
@@ -167,10 +165,9 @@ void RedisTier::failed(const std::string& why) {
 void RedisTier::succeeded() {
   {
     std::lock_guard lock(state_mu_);
-    backoff_ = milliseconds(0);
-    retry_at_ = {};
     last_error_.clear();
   }
+  breaker_.success();
   if (down_.exchange(false)) {
     if (log_) log_->logf(util::Level::info, "remote tier {} reachable again", url_.display());
     if (hooks_.on_state) hooks_.on_state(true, {});
@@ -340,10 +337,7 @@ void RedisTier::remember(Change::Kind kind, std::string_view arg, std::string_vi
 }
 
 bool RedisTier::check() {
-  {
-    std::lock_guard lock(state_mu_);
-    retry_at_ = {};  // an explicit question is asked even during a pause
-  }
+  breaker_.probe_now();  // an explicit question is asked even during a pause
   return run({{"PING"}}, nullptr);
 }
 

@@ -35,6 +35,7 @@ extern "C" {
 #include <hiredis/hiredis.h>
 
 #include "remote/tier.hpp"
+#include "util/breaker.hpp"
 #include "util/log.hpp"
 #include "util/result.hpp"
 
@@ -246,8 +247,8 @@ class RedisTier final : public Tier {
 
   mutable std::mutex state_mu_;
   std::string last_error_;
-  std::chrono::steady_clock::time_point retry_at_{};
-  std::chrono::milliseconds backoff_{0};
+  // Open while Redis is unreachable: calls skip the remote tier until its retry time.
+  util::Breaker breaker_{{1, kFirstBackoff, kMaxBackoff}};
   std::atomic<bool> down_{false};  // an outage is on (logged once)
 
   std::mutex pending_mu_;

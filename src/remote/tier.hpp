@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "remote/url.hpp"
+#include "util/clock.hpp"
 #include "util/log.hpp"
 #include "util/result.hpp"
 
@@ -101,6 +102,8 @@ struct TierHooks {
       matches;
   // An outage began or ended (for logs and last_error); `why` names the failure.
   std::function<void(bool reachable, const std::string& why)> on_state;
+  // The monotonic time of the retry pauses after a failure (Config::monotonic_clock).
+  util::MonotonicClock clock;
 };
 
 inline constexpr std::size_t kMaxPending = 100'000;

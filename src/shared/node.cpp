@@ -21,6 +21,8 @@
 #include "shared/server.hpp"
 #include "shared/socket.hpp"
 #include "stats/counter_file.hpp"
+#include "util/breaker.hpp"
+#include "util/clock.hpp"
 #include "util/fork.hpp"
 #include "util/fs.hpp"
 #include "util/lock_file.hpp"
@@ -37,6 +39,10 @@ namespace {
 
 // The smallest wait a client call gets, whatever lock_timeout says: one round trip must fit.
 constexpr auto kMinWait = std::chrono::milliseconds(10);
+
+std::chrono::nanoseconds fail_fast_wait(const core::Resolved& r) {
+  return std::max<std::chrono::milliseconds>(r.config.lock_timeout, kMinWait);
+}
 // The least time a client gets to send one frame whole before the owner drops it.
 constexpr auto kFrameTimeout = std::chrono::milliseconds(5000);
 
@@ -323,7 +329,7 @@ class Node final : public core::Service {
   // process took over (the caller runs the call locally).
   Result exchange(std::string* payload, const char* name, Resend resend, Reply* reply) {
     const auto start = steady::now();
-    if (start.time_since_epoch().count() < fail_fast_until_.load()) {
+    if (fail_fast_.refusing(mono_.now_ns())) {
       counters_->error++;
       return Result::failed;
     }
@@ -387,6 +393,7 @@ class Node final : public core::Service {
           else
             pool_.give_back(fd);
           unreachable_.store(false);
+          fail_fast_.success();
           return Result::ok;
         }
         close_socket(fd);
@@ -403,7 +410,7 @@ class Node final : public core::Service {
     }
     counters_->error++;
     unreachable_.store(true);
-    if (timed_out) fail_fast_until_.store((steady::now() + wait).time_since_epoch().count());
+    if (timed_out) fail_fast_.failure(mono_.now_ns());
     const std::string message =
         fmt::format("{} on the shared cache {} failed{}: {}", name, r_.dir.string(),
                     timed_out ? fmt::format(" after {} ms", wait.count()) : "", why);
@@ -476,7 +483,10 @@ class Node final : public core::Service {
 
   ConnectionPool pool_;
   std::atomic<std::uint64_t> next_id_{1};
-  std::atomic<steady::rep> fail_fast_until_{0};
+  // After an owner did not answer within the wait, calls fail at once for as long again (a
+  // stopped owner must not cost every call the whole wait); one call then tries again.
+  util::MonotonicClock mono_{r_.config.monotonic_clock};
+  util::Breaker fail_fast_{{1, fail_fast_wait(r_), fail_fast_wait(r_)}};
   std::atomic<bool> unreachable_{false};
   mutable std::mutex error_mu_;
   std::string last_error_;

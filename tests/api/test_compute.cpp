@@ -67,7 +67,7 @@ TEST_CASE("serve_stale: of four processes on a stale entry, one computes, three 
   cfg.max_entries = 0;
   cfg.max_size_bytes = 0;
   cfg.cleanup_interval = 0s;
-  cfg.clock = clock.fn();
+  clock.install(cfg);
   Cache owner = Cache::open(cfg);
   REQUIRE(owner.set("computed", "old", ttl(10)));
   clock.advance(15s);  // stale (until 20 s), for this process and the children alike

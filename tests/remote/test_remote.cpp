@@ -213,8 +213,8 @@ TEST_CASE("remote: TTL, category, metadata and status survive the round trip") {
   TestClock clock;
   Config ca = machine(tmp / "a", redis.url());
   Config cb = machine(tmp / "b", redis.url());
-  ca.clock = clock.fn();
-  cb.clock = clock.fn();
+  clock.install(ca);
+  clock.install(cb);
   Cache a = Cache::open(ca);
   SetOptions o = ttl(100, "reports");
   o.metadata = {{"source", "api"}};
@@ -258,7 +258,7 @@ TEST_CASE("remote: a record written before millisecond ttls (format 1, seconds) 
   RedisServer redis(tmp / "redis");
   TestClock clock;
   Config cb = machine(tmp / "b", redis.url());
-  cb.clock = clock.fn();
+  clock.install(cb);
   remote::Entry e;
   e.value = "old";
   e.category = "legacy";
