@@ -1,4 +1,5 @@
 #include "core/backend.hpp"
+#include "core/cache_dir.hpp"
 
 #include <limits>
 #include <map>
@@ -116,9 +117,7 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r_in, const KvOpener& ope
 
   bool have_dir = !r.dir.empty();
   if (have_dir) {
-    // The root must be ours and private; refuse loudly rather than share with other users.
-    if (auto safe = util::check_private_directory(r.root); !safe)
-      throw ConfigError(fmt::format("cache_root: {}", safe.error()));
+    CacheDir::check_root(r);
     // process_isolated: a process that is gone left results behind; take its directory over (its
     // liveness lock proves it is gone) rather than start empty. Concurrent processes still get
     // directories of their own: a live process holds its lock.
@@ -134,15 +133,10 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r_in, const KvOpener& ope
       have_dir = false;
     } else if (r.read_only) {
       // Inspection only: no liveness lock, counter file or housekeeping.
-    } else if (auto made = util::create_private_directories(
-                   r.dir, r.dir != r.root ? util::Symlinks::refuse : util::Symlinks::allow);
-               !made) {
-      degrade(made.error());
-      have_dir = false;
-    } else if (auto safe = util::check_private_directory(r.dir); !safe) {
-      throw ConfigError(fmt::format("cache_root: {}", safe.error()));
-    } else if (auto pinned = b->pin_directory(); !pinned) {
-      degrade(pinned.error());
+    } else if (auto usable = CacheDir::open(
+                   b->r_, r.dir != r.root ? util::Symlinks::refuse : util::Symlinks::allow);
+               !usable) {
+      degrade(usable.error());
       have_dir = false;
     } else if (auto locked = r.config.strategy == Strategy::process_isolated && !adopted
                                  ? lock_process_dir(r.io(), r.config.lock_timeout, &b->alive_)
@@ -150,14 +144,8 @@ std::shared_ptr<Backend> Backend::open(const Resolved& r_in, const KvOpener& ope
                !locked) {
       degrade(locked.error());
       have_dir = false;
-    } else if (r.config.enable_statistics) {
-      if (auto file = stats::CounterFile::create(r.io())) {
-        b->counter_file_ = std::move(*file);
-        b->counters_ = &b->counter_file_->counters();
-      } else {
-        b->log_.logf(util::Level::warn, "statistics are kept in memory only: {}", file.error());
-        b->local_counters_.error++;
-      }
+    } else if ((b->counter_file_ = CacheDir::counter_file(r, b->log_, b->local_counters_))) {
+      b->counters_ = &b->counter_file_->counters();
     }
   }
 
@@ -383,14 +371,6 @@ std::optional<std::string> prepare_root(const Resolved& r, const util::Logger& l
              "between machines; use it from one machine only, or keep it on a local disk",
              r.root.string(), *network);
   return network;
-}
-
-util::Status Backend::pin_directory() {
-  if (r_.pinned && r_.pinned->dir() == r_.dir) return {};  // the shared node pinned it
-  auto pin = util::PinnedDir::open(r_.dir);
-  if (!pin) return pin.status();
-  r_.pinned = std::move(*pin);
-  return {};
 }
 
 Backend::Lease Backend::begin() {

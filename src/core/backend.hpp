@@ -155,7 +155,6 @@ class Backend final : private engine::AccessFlusher {
   void flush_soon() override;
   // Holds r_.dir open so that its files are reached through r_.io() (config.hpp). Returns an
   // empty string on success, else why the directory cannot be opened.
-  util::Status pin_directory();
   void start_housekeeper();
   // Starts the remote tier when one is configured (its failures are logged, never fatal).
   void start_remote();

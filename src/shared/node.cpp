@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "core/backend.hpp"
+#include "core/cache_dir.hpp"
 #include "core/log.hpp"
 #include "kv/rocks_kv.hpp"
 #include "shared/client.hpp"
@@ -75,19 +76,9 @@ class Node final : public core::Service {
   }
 
   void start() {
-    if (auto safe = util::check_private_directory(r_.root); !safe)
-      throw ConfigError(fmt::format("cache_root: {}", safe.error()));
-    util::Status usable = util::create_private_directories(r_.dir);
-    if (usable) {
-      if (auto safe = util::check_private_directory(r_.dir); !safe)
-        throw ConfigError(fmt::format("cache_root: {}", safe.error()));
-      // From here on the directory is reached through the descriptor (Resolved::io()).
-      auto pin = util::PinnedDir::open(r_.dir);
-      if (pin)
-        r_.pinned = std::move(*pin);
-      else
-        usable = pin.status();
-    }
+    core::CacheDir::check_root(r_);
+    // From here on the directory is reached through the descriptor (Resolved::io()).
+    util::Status usable = core::CacheDir::open(r_);
     if (usable) (void)core::prepare_root(r_, log_);
     if (usable) usable = lock_.open(r_.io() / kOwnerLockName);
     if (usable) {
@@ -101,12 +92,8 @@ class Node final : public core::Service {
         usable = path.status();
       }
     }
-    if (r_.config.enable_statistics && usable) {
-      if (auto file = stats::CounterFile::create(r_.io())) {
-        counter_file_ = std::move(*file);
-        counters_ = &counter_file_->counters();
-      }
-    }
+    if (usable && (counter_file_ = core::CacheDir::counter_file(r_, log_, local_counters_)))
+      counters_ = &counter_file_->counters();
     if (!usable) {
       log_.logf(util::Level::error, "shared cache unusable, using a memory cache instead: {}",
                 usable.error());
