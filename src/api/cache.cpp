@@ -1,7 +1,8 @@
-// The public Cache: argument checks and the default TTL, then a call on the Service behind the
-// handle (core/service.hpp): local for isolated, disabled and unlocked shared caches, the shared
-// node (shared/node.hpp) for shared caches with file locking. Also the registry that gives two
-// opens of one directory in one process the same Service.
+// The public Cache's data calls and helpers: argument checks and the default TTL, then a call on
+// the Service behind the handle (core/service.hpp): local for isolated, disabled and unlocked
+// shared caches, the shared node (shared/node.hpp) for shared caches with file locking. The
+// registry of open services is in registry.cpp, get_or_compute in cache_compute.cpp,
+// subscriptions in cache_subscribe.cpp.
 #include <unistd.h>
 #include <algorithm>
 
@@ -16,6 +17,7 @@
 #include <fmt/format.h>
 
 #include "api/access.hpp"
+#include "api/cache_impl.hpp"
 #include "api/config.hpp"
 #include "api/value_signer.hpp"
 #include "core/backend.hpp"
@@ -30,132 +32,8 @@
 
 namespace larder {
 
-using core::Service;
-using core::SetRequest;
-
-class Cache::Impl {
- public:
-  Impl(std::shared_ptr<Service> s, std::shared_ptr<api::ValueSigner> signer,
-       std::chrono::milliseconds default_ttl, std::string prefix = {},
-       stats::Counters* ns = nullptr)
-      : service(std::move(s)),
-        signer(std::move(signer)),
-        default_ttl(default_ttl),
-        prefix(std::move(prefix)),
-        ns(ns) {}
-  std::shared_ptr<Service> service;
-  // Signs values whose decoding would run code (shared by the handles of one open).
-  std::shared_ptr<api::ValueSigner> signer;
-  std::chrono::milliseconds default_ttl;
-  // The namespace's key prefix (core::ns_prefix); empty for the unnamed namespace.
-  std::string prefix;
-  // A named namespace's operations through this process's handles (Service::ns_counters).
-  stats::Counters* ns;
-
-  // A key this handle can hold: 1 to kMaxKeyBytes bytes.
-  static bool valid_key(std::string_view key) { return core::valid_user_key(key); }
-  // The key as stored (core::stored_key).
-  std::string stored(std::string_view key) const { return core::stored_key(prefix, key); }
-  // Runs f(stored key), without copying the key when it is stored as it is.
-  template <class F>
-  auto with_key(std::string_view key, F&& f) const {
-    if (prefix.empty() && !key.starts_with('\0')) return f(key);
-    const std::string k = stored(key);
-    return f(std::string_view(k));
-  }
-  // The key as the namespace's user knows it.
-  std::string user_key(std::string_view stored_key) const {
-    return std::string(core::user_key(prefix, stored_key));
-  }
-  void strip(std::vector<std::string>& keys) const {
-    for (auto& k : keys)
-      if (!prefix.empty() || k.starts_with('\0')) k = user_key(k);
-  }
-  void count(stats::Counter c, std::uint64_t n = 1) const {
-    if (ns == nullptr || n == 0) return;
-    switch (c) {
-#define LARDER_NS_COUNT(member, field, metric, label, help) \
-  case stats::Counter::member:                              \
-    ns->member += n;                                        \
-    break;
-      LARDER_COUNTERS(LARDER_NS_COUNT)
-#undef LARDER_NS_COUNT
-    }
-  }
-
-  // A SetRequest for a key and options that passed the checks.
-  SetRequest request(std::string_view key, std::string_view value,
-                     const SetOptions& options) const {
-    SetRequest q;
-    q.key = stored(key);
-    q.value = std::string(value);
-    q.ttl_ms = options.ttl ? options.ttl->count() : default_ttl.count();
-    q.category = options.category;
-    q.metadata = options.metadata;
-    return q;
-  }
-};
-
-namespace {
-
-void check_ttl(const SetOptions& options) {
-  if (options.ttl && options.ttl->count() < 0)
-    throw std::invalid_argument(
-        fmt::format("ttl: must not be negative (got {}ms)", options.ttl->count()));
-}
-
+using api::check_ttl;
 using core::valid_category;
-
-}  // namespace
-
-namespace api {
-
-using core::Backend;
-using core::LocalService;
-using core::Resolved;
-
-std::shared_ptr<Service> open_service(const Resolved& r) {
-  if (r.dir.empty()) return std::make_shared<LocalService>(Backend::open(r));
-  const bool node =
-      r.config.strategy == Strategy::shared && r.config.use_file_locking && !r.read_only;
-  // Leaked on purpose: services may be destroyed during static destruction.
-  static auto* mu = new std::mutex;
-  static auto* registry = new std::map<std::string, std::weak_ptr<Service>>;
-  std::lock_guard lock(*mu);
-  // A read-only view (cachectl) never shares with a writable open of the same directory.
-  const std::string key = fmt::format("{}{}",
-                                      node          ? "node:"
-                                      : r.read_only ? "ro:"
-                                                    : "dir:",
-                                      r.dir.string());
-  if (auto it = registry->find(key); it != registry->end()) {
-    if (auto existing = it->second.lock(); existing && !existing->inherited()) {
-      const Config& a = existing->config();
-      const Config& b = r.config;
-      if (a.max_entries != b.max_entries || a.max_size_bytes != b.max_size_bytes ||
-          a.eviction_policy != b.eviction_policy || a.stale_factor != b.stale_factor)
-        core::make_logger(b.log).logf(
-            util::Level::warn,
-            "{} is already open in this process; the second open shares it "
-            "and its limits, policy and stale factor",
-            r.dir.string());
-      return existing;
-    }
-  }
-  std::shared_ptr<Service> s;
-  if (node)
-    s = shared::open_node(r);
-  else
-    s = std::make_shared<LocalService>(Backend::open(r));
-  (*registry)[key] = s;
-  return s;
-}
-
-std::shared_ptr<core::Backend> backend_of(const Cache& cache) {
-  return Cache::Access::service(cache)->backend();
-}
-
-}  // namespace api
 
 const std::shared_ptr<core::Service>& Cache::Access::service(const Cache& cache) {
   return cache.impl_->service;
@@ -217,8 +95,7 @@ bool Cache::add(std::string_view key, std::string_view value, const SetOptions& 
 }
 
 bool Cache::touch(std::string_view key, std::chrono::milliseconds ttl) {
-  if (ttl.count() < 0)
-    throw std::invalid_argument(fmt::format("ttl: must not be negative (got {}ms)", ttl.count()));
+  check_ttl(ttl);
   return impl_->valid_key(key) && impl_->with_key(key, [&](std::string_view k) {
     return impl_->service->touch(k, ttl.count());
   });
@@ -247,8 +124,7 @@ bool Cache::compare_and_set(std::string_view key, std::string_view expected, std
 
 std::optional<Entry> Cache::get_entry_and_touch(std::string_view key,
                                                 std::chrono::milliseconds ttl) {
-  if (ttl.count() < 0)
-    throw std::invalid_argument(fmt::format("ttl: must not be negative (got {}ms)", ttl.count()));
+  check_ttl(ttl);
   std::optional<Entry> e = impl_->with_key(
       key, [&](std::string_view k) { return impl_->service->get_and_touch(k, ttl.count()); });
   if (e) e->info.key = impl_->user_key(e->info.key);
@@ -438,204 +314,6 @@ Stats Cache::stats() {
 
 void Cache::flush() {
   impl_->service->flush();
-}
-
-std::string Cache::get_or_compute(std::string_view key, const std::function<std::string()>& compute,
-                                  const SetOptions& options) {
-  return get_or_compute(key, compute, options, ComputeOptions{});
-}
-
-namespace {
-
-// compute() and store() its value, then end the lease on `stored_key` if `leased` (also when
-// compute throws, which is passed on).
-std::string compute_and_store(Service& service, const std::string& stored_key, bool leased,
-                              const std::function<std::string()>& compute,
-                              const std::function<void(const std::string&)>& store) {
-  std::string value;
-  try {
-    value = compute();
-    store(value);
-  } catch (...) {
-    if (leased) service.release_lease(stored_key, ::getpid());
-    throw;
-  }
-  if (leased) service.release_lease(stored_key, ::getpid());
-  return value;
-}
-
-// Computes `key`'s value once across processes: under a compute lease from the Service (the
-// shared owner's table), or with the value another process stored meanwhile. Waits at most
-// about lease_timeout for another holder (whose lease ends at once when its process dies), then
-// computes without one.
-std::string compute_leased(Service& service, const std::string& stored_key,
-                           const std::function<std::string()>& compute,
-                           const std::function<void(const std::string&)>& store,
-                           const ComputeOptions& o) {
-  const std::int64_t pid = ::getpid();
-  const std::int64_t timeout_ms = std::max<std::int64_t>(o.lease_timeout.count(), 1);
-  const auto give_up = std::chrono::steady_clock::now() + o.lease_timeout;
-  auto pause = std::chrono::milliseconds(2);
-  for (;;) {
-    // Another flight may have finished between our miss and now: look again, uncounted.
-    if (auto v = service.peek(stored_key)) return std::move(*v);
-    std::int64_t wait_ms = 0;
-    const bool granted = service.acquire_lease(stored_key, pid, timeout_ms, &wait_ms);
-    // Unreachable owner (wait_ms < 0): waiting would only add its timeouts to ours.
-    if (granted || wait_ms < 0 || std::chrono::steady_clock::now() >= give_up)
-      return compute_and_store(service, stored_key, granted, compute, store);
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        give_up - std::chrono::steady_clock::now());
-    std::this_thread::sleep_for(std::max(
-        std::chrono::milliseconds(1), std::min({pause, std::chrono::milliseconds(wait_ms), left})));
-    pause = std::min(pause * 2, std::chrono::milliseconds(50));
-  }
-}
-
-}  // namespace
-
-std::string Cache::get_or_compute(std::string_view key, const std::function<std::string()>& compute,
-                                  const SetOptions& options, const ComputeOptions& co) {
-  check_ttl(options);
-  if (co.lease_timeout.count() < 0)
-    throw std::invalid_argument(
-        fmt::format("lease_timeout: must not be negative (got {}ms)", co.lease_timeout.count()));
-  if (auto v = get(key)) return std::move(*v);
-  Service& service = *impl_->service;
-  const std::string flight_key = impl_->stored(key);
-  auto store = [&](const std::string& value) { set(key, value, options); };
-  // A stale entry (serve_stale): returned at once by every caller but the one leading this
-  // process's flight for the key, which recomputes it when its process gets the lease (one
-  // compute across threads and processes) and returns the new value; without the lease it
-  // returns the stale value too. Callers that find no stale entry wait for the flight.
-  std::optional<std::string> stale;
-  if (co.serve_stale && impl_->valid_key(key)) {
-    auto found = service.inspect({flight_key}, true);
-    if (!found.empty() && found[0] && found[0]->info.status == EntryStatus::stale)
-      stale = std::move(found[0]->value);
-  }
-  bool leader = false;
-  auto flight = service.join_flight(flight_key, &leader);
-  if (!leader) {
-    if (stale) return std::move(*stale);
-    std::unique_lock lock(flight->mu);
-    flight->cv.wait(lock, [&] { return flight->done; });
-    if (flight->error) std::rethrow_exception(flight->error);
-    return flight->value;
-  }
-  std::string value;
-  std::exception_ptr error;
-  try {
-    if (!impl_->valid_key(key)) {
-      value = compute();  // a key no store can hold: computed every time, nothing cached
-    } else if (auto fresh = stale ? service.peek(flight_key) : std::nullopt) {
-      value = std::move(*fresh);  // a flight that ended after our look refreshed it
-    } else if (stale) {
-      std::int64_t wait_ms = 0;
-      if (service.acquire_lease(flight_key, ::getpid(),
-                                std::max<std::int64_t>(co.lease_timeout.count(), 1), &wait_ms))
-        value = compute_and_store(service, flight_key, true, compute, store);
-      else
-        value = std::move(*stale);  // another process recomputes it
-    } else {
-      value = compute_leased(service, flight_key, compute, store, co);
-    }
-  } catch (...) {
-    error = std::current_exception();
-  }
-  service.end_flight(flight_key);
-  {
-    std::lock_guard lock(flight->mu);
-    flight->done = true;
-    flight->value = value;
-    flight->error = error;
-  }
-  flight->cv.notify_all();
-  if (error) std::rethrow_exception(error);
-  return value;
-}
-
-// ---------------------------------------------------------------- subscriptions
-
-struct Subscription::State {
-  std::mutex mu;
-  std::condition_variable cv;
-  bool stop = false;
-  std::atomic<std::uint64_t> dropped{0};
-  std::thread thread;
-
-  // Reads the log until stopped, delivering matching events.
-  void run(std::shared_ptr<Service> service, std::uint64_t next, std::string scope,
-           std::string glob, std::function<void(const Event&)> callback,
-           std::chrono::milliseconds idle) {
-    for (;;) {
-      {
-        std::unique_lock lock(mu);
-        if (stop) return;
-      }
-      core::EventBatch b = service->events_since(next, 1024);
-      next = b.next;
-      dropped += b.dropped;
-      for (Event& e : b.events) {
-        if (!core::in_scope(e.key, scope)) continue;
-        e.key = std::string(core::user_key(scope, e.key));
-        if (!util::glob_match(glob, e.key)) continue;
-        try {
-          callback(e);
-        } catch (...) {  // ignored, as documented
-        }
-      }
-      if (b.events.size() < 1024) {
-        std::unique_lock lock(mu);
-        cv.wait_for(lock, idle, [&] { return stop; });
-      }
-    }
-  }
-};
-
-Subscription::Subscription(std::shared_ptr<State> state) : state_(std::move(state)) {}
-Subscription::Subscription(Subscription&&) noexcept = default;
-Subscription& Subscription::operator=(Subscription&& other) noexcept {
-  if (this != &other) {
-    cancel();
-    state_ = std::move(other.state_);
-  }
-  return *this;
-}
-Subscription::~Subscription() {
-  cancel();
-}
-
-void Subscription::cancel() {
-  if (!state_) return;
-  {
-    std::lock_guard lock(state_->mu);
-    state_->stop = true;
-  }
-  state_->cv.notify_all();
-  if (state_->thread.joinable()) state_->thread.join();
-  state_.reset();
-}
-
-std::uint64_t Subscription::dropped() const {
-  return state_ ? state_->dropped.load() : 0;
-}
-
-Subscription Cache::subscribe(std::function<void(const Event&)> callback, std::string_view glob) {
-  if (glob.empty()) throw std::invalid_argument("subscribe: the pattern is empty");
-  if (!callback) throw std::invalid_argument("subscribe: no callback");
-  auto state = std::make_shared<Subscription::State>();
-  // A client reads the owner's log over the socket: less often.
-  const auto idle =
-      impl_->service->backend() ? std::chrono::milliseconds(10) : std::chrono::milliseconds(20);
-  // Where the log ends now: every change after subscribe() returns is delivered.
-  const std::uint64_t from = impl_->service->events_since(core::kEventsFromNow, 0).next;
-  state->thread = std::thread([state_ptr = state.get(), service = impl_->service, from,
-                               scope = impl_->prefix, g = std::string(glob),
-                               cb = std::move(callback), idle]() mutable {
-    state_ptr->run(std::move(service), from, std::move(scope), std::move(g), std::move(cb), idle);
-  });
-  return Subscription(std::move(state));
 }
 
 bool Cache::degraded() const {
