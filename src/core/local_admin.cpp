@@ -32,9 +32,9 @@ kv::Status category_keys(Engine& e, std::string_view category, std::string_view 
 }  // namespace
 
 std::size_t LocalService::clear(std::string_view scope) {
-  if (read_only(*backend_, "clear")) return 0;
   Backend& b = *backend_;
-  const CallCount counted(b);
+  const OpScope op(b, "clear", OpScope::Kind::write);
+  if (op.refused()) return 0;
   std::size_t n = 0;
   const kv::Status s = run(
       b, "clear",
@@ -58,9 +58,9 @@ std::size_t LocalService::clear(std::string_view scope) {
 }
 
 std::size_t LocalService::clear_category(std::string_view category, std::string_view scope) {
-  if (read_only(*backend_, "clear_category")) return 0;
   Backend& b = *backend_;
-  const CallCount counted(b);
+  const OpScope op(b, "clear_category", OpScope::Kind::write);
+  if (op.refused()) return 0;
   std::size_t n = 0;  // on failure: what was removed before it
   (void)run(
       b, "clear_category",
@@ -77,9 +77,9 @@ std::size_t LocalService::clear_category(std::string_view category, std::string_
 }
 
 bool LocalService::invalidate(std::string_view key) {
-  if (read_only(*backend_, "invalidate")) return false;
   Backend& b = *backend_;
-  const CallCount counted(b);
+  const OpScope op(b, "invalidate", OpScope::Kind::write);
+  if (op.refused()) return false;
   std::size_t n = 0;
   const kv::Status s = run(
       b, "invalidate", [&](Engine& e) { return e.invalidate_keys({std::string(key)}, &n); }, key);
@@ -88,9 +88,9 @@ bool LocalService::invalidate(std::string_view key) {
 }
 
 std::size_t LocalService::invalidate_category(std::string_view category, std::string_view scope) {
-  if (read_only(*backend_, "invalidate_category")) return 0;
   Backend& b = *backend_;
-  const CallCount counted(b);
+  const OpScope op(b, "invalidate_category", OpScope::Kind::write);
+  if (op.refused()) return 0;
   std::size_t n = 0;
   (void)run(
       b, "invalidate_category",
@@ -106,9 +106,9 @@ std::size_t LocalService::invalidate_category(std::string_view category, std::st
 }
 
 std::size_t LocalService::invalidate_pattern(std::string_view glob, std::string_view scope) {
-  if (read_only(*backend_, "invalidate_pattern")) return 0;
   Backend& b = *backend_;
-  const CallCount counted(b);
+  const OpScope op(b, "invalidate_pattern", OpScope::Kind::write);
+  if (op.refused()) return 0;
   std::size_t n = 0;
   // The pattern applies to keys as the namespace's user knows them (without the prefix).
   const std::string prefix = stored_key(scope, util::glob_literal_prefix(glob));
@@ -144,10 +144,11 @@ std::vector<std::string> LocalService::keys_in_category(std::string_view categor
 }
 
 std::size_t LocalService::cleanup() {
-  if (read_only(*backend_, "cleanup")) return 0;
   Backend& b = *backend_;
+  const OpScope op(b, "cleanup", OpScope::Kind::write);
+  if (op.refused()) return 0;
   std::size_t n = 0;
-  const kv::Status s = run(b, "cleanup", [&](Engine& e) { return e.cleanup(b.now_ns(), &n); });
+  const kv::Status s = op.run([&](Engine& e) { return e.cleanup(b.now_ns(), &n); });
   if (s.ok()) b.counters().cleanup++;
   (void)b.save_stats();  // counted and logged
   return n;

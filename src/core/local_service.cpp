@@ -62,9 +62,10 @@ bool LocalService::set(const SetRequest& q) {
 
 std::vector<bool> LocalService::set_many(const std::vector<SetRequest>& requests) {
   std::vector<bool> out(requests.size(), false);
-  if (requests.empty() || read_only(*backend_, "set_many")) return out;
+  if (requests.empty()) return out;
   Backend& b = *backend_;
-  const CallCount counted(b);
+  const OpScope op(b, "set_many", OpScope::Kind::write);
+  if (op.refused()) return out;
   const std::int64_t now = b.now_ns();
   // The items within the byte limit are stored in one batch (one write for all of them), while
   // Redis takes them in one pipeline; the others go to neither tier. Should the batch find no
@@ -114,9 +115,9 @@ std::vector<bool> LocalService::set_many(const std::vector<SetRequest>& requests
 }
 
 bool LocalService::set_impl(const SetRequest& q, bool write_remote, std::int64_t* created_ns) {
-  if (read_only(*backend_, "set")) return false;
   Backend& b = *backend_;
-  const CallCount counted(b);
+  const OpScope op(b, "set", OpScope::Kind::write);
+  if (op.refused()) return false;
   engine::SetOutcome outcome = engine::SetOutcome::full;
   const std::int64_t now = b.now_ns();
   if (created_ns != nullptr) *created_ns = now;
@@ -153,9 +154,9 @@ bool LocalService::set_impl(const SetRequest& q, bool write_remote, std::int64_t
 
 bool LocalService::set_if(const SetRequest& q, std::string_view what,
                           const std::function<bool(const std::string* fresh_value)>& allowed) {
-  if (read_only(*backend_, what)) return false;
   Backend& b = *backend_;
-  const CallCount counted(b);
+  const OpScope op(b, what, OpScope::Kind::write);
+  if (op.refused()) return false;
   switch (remote_decides(
       b, q.key,
       [&](const remote::Entry* current, std::int64_t now) -> std::optional<remote::Entry> {
@@ -201,9 +202,9 @@ bool LocalService::compare_and_set(const SetRequest& q, std::string_view expecte
 }
 
 bool LocalService::touch(std::string_view key, std::int64_t ttl_ms) {
-  if (read_only(*backend_, "touch")) return false;
   Backend& b = *backend_;
-  const CallCount counted(b);
+  const OpScope op(b, "touch", OpScope::Kind::write);
+  if (op.refused()) return false;
   switch (remote_decides(
       b, key, [&](const remote::Entry* current, std::int64_t now) -> std::optional<remote::Entry> {
         if (current == nullptr) return std::nullopt;
@@ -243,12 +244,16 @@ bool LocalService::touch(std::string_view key, std::int64_t ttl_ms) {
 }
 
 std::optional<Entry> LocalService::get_and_touch(std::string_view key, std::int64_t ttl_ms) {
-  if (!valid_key(key) || read_only(*backend_, "get_and_touch")) {
-    backend_->counters().miss++;
+  Backend& b = *backend_;
+  if (!valid_key(key)) {
+    b.counters().miss++;
     return std::nullopt;
   }
-  Backend& b = *backend_;
-  const CallCount counted(b);
+  const OpScope op(b, "get_and_touch", OpScope::Kind::write);
+  if (op.refused()) {
+    b.counters().miss++;
+    return std::nullopt;
+  }
   std::optional<remote::Entry> renewed;
   switch (remote_decides(
       b, key, [&](const remote::Entry* current, std::int64_t now) -> std::optional<remote::Entry> {
@@ -311,9 +316,9 @@ std::optional<Entry> LocalService::get_and_touch(std::string_view key, std::int6
 }
 
 std::optional<std::int64_t> LocalService::incr(const SetRequest& q, std::int64_t delta) {
-  if (read_only(*backend_, "incr")) return std::nullopt;
   Backend& b = *backend_;
-  const CallCount counted(b);
+  const OpScope op(b, "incr", OpScope::Kind::write);
+  if (op.refused()) return std::nullopt;
   engine::SetOutcome outcome = engine::SetOutcome::skipped;
   std::optional<std::int64_t> result;
   const char* refused = nullptr;
@@ -390,9 +395,9 @@ std::optional<std::int64_t> LocalService::incr(const SetRequest& q, std::int64_t
 }
 
 bool LocalService::set_all(const std::vector<SetRequest>& requests) {
-  if (read_only(*backend_, "set_all")) return false;
   Backend& b = *backend_;
-  const CallCount counted(b);
+  const OpScope op(b, "set_all", OpScope::Kind::write);
+  if (op.refused()) return false;
   std::vector<engine::SetItem> items;
   items.reserve(requests.size());
   for (const SetRequest& q : requests)
@@ -470,7 +475,7 @@ std::vector<std::optional<std::string>> LocalService::get_many(const std::vector
 std::optional<std::string> LocalService::get_impl(std::string_view key, bool ask_remote,
                                                   bool count_miss) {
   Backend& b = *backend_;
-  const CallCount counted(b);
+  const OpScope op(b, "get");
   if (outage_miss(b)) {
     if (count_miss) b.counters().miss++;
     return std::nullopt;
@@ -506,7 +511,7 @@ std::optional<std::string> LocalService::get_impl(std::string_view key, bool ask
 
 std::optional<Entry> LocalService::get_entry(std::string_view key, bool include_stale) {
   Backend& b = *backend_;
-  const CallCount counted(b);
+  const OpScope op(b, "get_entry");
   return local_get_entry(key, include_stale, /*ask_remote=*/b.remote() != nullptr);
 }
 
@@ -587,9 +592,9 @@ std::optional<EntryInfo> LocalService::metadata(std::string_view key) {
 }
 
 bool LocalService::remove(std::string_view key) {
-  if (read_only(*backend_, "remove")) return false;
   Backend& b = *backend_;
-  const CallCount counted(b);
+  const OpScope op(b, "remove", OpScope::Kind::write);
+  if (op.refused()) return false;
   bool removed = false;
   const kv::Status s = run(
       b, "remove", [&](Engine& e) { return e.remove(key, &removed); }, key);

@@ -1,5 +1,6 @@
 // The steps every LocalService operation shares (local_service.cpp, local_admin.cpp,
-// local_leases.cpp, near_cache.cpp): counting the call when it ends, running a step on the
+// local_leases.cpp, near_cache.cpp): the operation's scope (OpScope: refused on a read-only
+// view, counted when it ends), running a step on the
 // engine of the moment and reporting its outcome to the Backend, dropping an entry found corrupt,
 // refusing writes on a read-only view, and describing what the engine found as an EntryInfo.
 //
@@ -21,18 +22,6 @@
 namespace larder::core::detail {
 
 using engine::Engine;
-
-// Counts a public operation when it ends, so a statistics write it triggers includes it.
-class CallCount {
- public:
-  explicit CallCount(Backend& b) : b_(b) {}
-  ~CallCount() { b_.note_call(); }
-  CallCount(const CallCount&) = delete;
-  CallCount& operator=(const CallCount&) = delete;
-
- private:
-  Backend& b_;
-};
 
 using Wrote = Backend::Wrote;
 
@@ -69,6 +58,33 @@ inline bool read_only(Backend& b, std::string_view what) {
   b.log().logf(util::Level::debug, "{} refused: the cache is open read-only", what);
   return true;
 }
+
+// One public operation of LocalService, from its start to its end: a write on a read-only view
+// is refused (refused(): logged, not counted); any other call is counted when the scope ends, so
+// that a statistics write it triggers includes it. run() runs a step on the engine of the
+// moment (as run() above, under the operation's name).
+class OpScope {
+ public:
+  enum class Kind : std::uint8_t { read, write };
+  OpScope(Backend& b, std::string_view what, Kind kind = Kind::read)
+      : b_(b), what_(what), refused_(kind == Kind::write && read_only(b, what)) {}
+  ~OpScope() {
+    if (!refused_) b_.note_call();
+  }
+  OpScope(const OpScope&) = delete;
+  OpScope& operator=(const OpScope&) = delete;
+
+  bool refused() const { return refused_; }
+  template <class F>
+  kv::Status run(F&& f, std::string_view written = {}, Wrote scope = Wrote::listed) const {
+    return detail::run(b_, what_, std::forward<F>(f), written, scope);
+  }
+
+ private:
+  Backend& b_;
+  std::string_view what_;
+  bool refused_;
+};
 
 inline EntryInfo make_info(std::string_view key, const engine::Found& f,
                            const engine::AccessRecord& a, std::int64_t now_ns) {
