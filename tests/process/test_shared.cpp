@@ -242,6 +242,9 @@ TEST_CASE("shared: a stopped owner does not hang its clients, which recover afte
   REQUIRE(owner.wait_for_lines(1));
   Config cfg = shared_config(root);
   cfg.lock_timeout = 200ms;
+  // The fail-fast window is timed by the monotonic clock: this one moves only when told.
+  TestClock clock;
+  cfg.monotonic_clock = clock.steady_fn();
   Cache c = Cache::open(cfg);
   REQUIRE(c.set("k", "v"));
   REQUIRE(owner.stop());
@@ -257,6 +260,9 @@ TEST_CASE("shared: a stopped owner does not hang its clients, which recover afte
   CHECK_FALSE(c.set("k2", "v2"));
   CHECK(std::chrono::steady_clock::now() - t1 < 150ms);
   owner.signal(SIGCONT);
+  // The owner answers again, but the window has not passed: still refused without asking it.
+  for (int i = 0; i < 20; ++i) CHECK_FALSE(c.get("k"));
+  clock.advance(200ms);  // the window passes: the next call asks the owner again
   bool back = false;
   for (int i = 0; i < 200 && !back; ++i) {
     back = c.get("k") == "v";

@@ -7,6 +7,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -574,6 +575,33 @@ TEST_CASE("remote: the owner process talks to Redis for its clients") {
   CHECK(a.get("c") == "from a client");
   a.remove("k");
   CHECK(within(5000ms, [&] { return !client.get("k"); }));
+}
+
+TEST_CASE("remote: a client's set_many runs in the owner as one batch: one pipeline to Redis") {
+  TempDir tmp;
+  RedisServer redis(tmp / "redis");
+  const auto root = tmp / "shared";
+  ::setenv("LARDER_TEST_REMOTE", redis.url().c_str(), 1);
+  Child owner({"hold", root.string(), "shared"});
+  ::unsetenv("LARDER_TEST_REMOTE");
+  REQUIRE(owner.wait_for_lines(1));
+  Cache client = Cache::open(shared_config(root));
+  // Redis's count of a command's calls (INFO commandstats: "cmdstat_xadd:calls=N,...").
+  const auto calls = [&](const std::string& command) -> long {
+    const std::string info = redis.command({"INFO", "commandstats"});
+    const std::string tag = "cmdstat_" + command + ":calls=";
+    const auto at = info.find(tag);
+    return at == std::string::npos ? 0 : std::stol(info.substr(at + tag.size()));
+  };
+  const long xadds = calls("xadd"), sets = calls("set");
+  std::vector<std::pair<std::string, std::string>> items;
+  for (int i = 0; i < 50; ++i) items.emplace_back(fmt::format("k{}", i), fmt::format("v{}", i));
+  const std::vector<bool> stored = client.set_many(items);
+  CHECK(std::count(stored.begin(), stored.end(), true) == 50);
+  CHECK(calls("set") - sets == 50);
+  // One change-stream item announces the 50 keys (one set per item would add 50 items).
+  CHECK(calls("xadd") - xadds == 1);
+  CHECK(client.get("k49") == "v49");
 }
 
 TEST_CASE("remote: a peer that declares a huge reply costs a failed call, not memory") {
