@@ -557,16 +557,22 @@ TEST_CASE("remote: a shared owner talks to Redis for its clients") {
   CHECK(a.get("s") == "from the shared cache");
 }
 
+// A process that owns the shared cache `root` with `redis` as its remote tier ("hold").
+std::unique_ptr<Child> shared_owner(const std::filesystem::path& root, const RedisServer& redis) {
+  ::setenv("LARDER_TEST_REMOTE", redis.url().c_str(), 1);
+  auto owner = std::make_unique<Child>(std::vector<std::string>{"hold", root.string(), "shared"});
+  ::unsetenv("LARDER_TEST_REMOTE");
+  return owner;
+}
+
 TEST_CASE("remote: the owner process talks to Redis for its clients") {
   TempDir tmp;
   RedisServer redis(tmp / "redis");
   Cache a = Cache::open(machine(tmp / "a", redis.url()));
   REQUIRE(a.set("k", "from A"));
   const auto root = tmp / "shared";
-  ::setenv("LARDER_TEST_REMOTE", redis.url().c_str(), 1);
-  Child owner({"hold", root.string(), "shared"});
-  ::unsetenv("LARDER_TEST_REMOTE");
-  REQUIRE(owner.wait_for_lines(1));
+  const auto owner = shared_owner(root, redis);
+  REQUIRE(owner->wait_for_lines(1));
   // This process is a client without a remote of its own: its calls run in the owner.
   Cache client = Cache::open(shared_config(root));
   CHECK(client.get("k") == "from A");
@@ -581,10 +587,8 @@ TEST_CASE("remote: a client's set_many runs in the owner as one batch: one pipel
   TempDir tmp;
   RedisServer redis(tmp / "redis");
   const auto root = tmp / "shared";
-  ::setenv("LARDER_TEST_REMOTE", redis.url().c_str(), 1);
-  Child owner({"hold", root.string(), "shared"});
-  ::unsetenv("LARDER_TEST_REMOTE");
-  REQUIRE(owner.wait_for_lines(1));
+  const auto owner = shared_owner(root, redis);
+  REQUIRE(owner->wait_for_lines(1));
   Cache client = Cache::open(shared_config(root));
   // Redis's count of a command's calls (INFO commandstats: "cmdstat_xadd:calls=N,...").
   const auto calls = [&](const std::string& command) -> long {
