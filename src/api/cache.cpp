@@ -56,8 +56,11 @@ Cache Cache::open(const Config& config) {
 bool Cache::set(std::string_view key, std::string_view value, const SetOptions& options) {
   check_ttl(options);
   if (!impl_->valid_key(key)) return false;
-  const SetRequest q = impl_->request(key, value, options);
-  const bool ok = core::valid_set(q) && impl_->service->set(q);
+  const bool ok = impl_->with_key(key, [&](std::string_view k) {
+    const core::SetView v{k, value, options.ttl ? options.ttl->count() : impl_->default_ttl.count(),
+                          options.category, &options.metadata};
+    return core::valid_set(v) && impl_->service->set(v);
+  });
   if (ok) impl_->count(stats::Counter::set);
   return ok;
 }

@@ -20,6 +20,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -40,6 +41,26 @@ struct SetRequest {
   std::int64_t ttl_ms = 0;
   std::string category = "default";
   std::map<std::string, std::string> metadata;
+};
+
+// A SetRequest that views the caller's bytes (they must outlive the call): a shared cache's
+// client encodes its request straight from them, without a copy of the value of its own.
+struct SetView {
+  std::string_view key;
+  std::string_view value;
+  std::int64_t ttl_ms = 0;
+  std::string_view category = "default";
+  const std::map<std::string, std::string>* metadata = nullptr;  // null: none
+
+  SetRequest request() const {
+    SetRequest q;
+    q.key = std::string(key);
+    q.value = std::string(value);
+    q.ttl_ms = ttl_ms;
+    q.category = std::string(category);
+    if (metadata != nullptr) q.metadata = *metadata;
+    return q;
+  }
 };
 
 // Namespaces (Cache::ns). A named namespace's keys are stored as "\0" + name + "\0" + key (a
@@ -101,7 +122,9 @@ inline bool valid_category(std::string_view category) {
 }
 // A set a Service may carry out: valid key and category, a TTL that is not negative. The one
 // check of every path (the public Cache, the owner's dispatch of a peer's request).
-inline bool valid_set(const SetRequest& s) {
+template <class S>
+requires std::is_same_v<S, SetRequest> || std::is_same_v<S, SetView>
+inline bool valid_set(const S& s) {
   return valid_key(s.key) && valid_category(s.category) && s.ttl_ms >= 0;
 }
 
@@ -143,6 +166,9 @@ class Service {
 
   // As the Cache functions of the same name (larder.hpp), with arguments already checked.
   virtual bool set(const SetRequest& request) = 0;
+  // The same set from the caller's bytes. By default a SetRequest copy of them; a shared
+  // cache's client encodes its request from the views instead.
+  virtual bool set(const SetView& view) { return set(view.request()); }
   virtual std::optional<std::string> get(std::string_view key) = 0;
   virtual std::optional<Entry> get_entry(std::string_view key, bool include_stale) = 0;
   virtual bool exists(std::string_view key) = 0;
@@ -237,6 +263,7 @@ class LocalService final : public Service {
   explicit LocalService(std::shared_ptr<Backend> backend);
 
   bool set(const SetRequest& request) override;
+  using Service::set;
   bool add(const SetRequest& request) override;
   bool touch(std::string_view key, std::int64_t ttl_ms) override;
   std::optional<std::int64_t> incr(const SetRequest& request, std::int64_t delta) override;

@@ -248,6 +248,12 @@ inline std::chrono::system_clock::time_point from_ns(std::int64_t ns) {
 inline void put(Writer& w, const core::SetRequest& s) {
   put(w, s.key), put(w, s.value), put(w, s.ttl_ms), put(w, s.category), put(w, s.metadata);
 }
+// The same bytes as the SetRequest the view stands for.
+inline void put(Writer& w, const core::SetView& s) {
+  static const std::map<std::string, std::string> kNone;
+  put(w, s.key), put(w, s.value), put(w, s.ttl_ms), put(w, s.category);
+  put(w, s.metadata != nullptr ? *s.metadata : kNone);
+}
 inline void get(Reader& r, core::SetRequest& s) {
   get(r, s.key), get(r, s.value), get(r, s.ttl_ms), get(r, s.category), get(r, s.metadata);
 }

@@ -114,6 +114,8 @@ class Node final : public core::Service {
   // ---- Service: each call is one operation of the table (operations.hpp), run by call().
 
   bool set(const SetRequest& q) override { return call<op::Set>(Fallback{false}, q); }
+  // Encoded from the caller's bytes: the value is copied once, into the request.
+  bool set(const core::SetView& v) override { return call<op::Set>(Fallback{false}, v); }
   std::optional<std::string> get(std::string_view key) override {
     return call<op::Get>(Fallback{std::optional<std::string>(), 1}, key);
   }

@@ -91,6 +91,10 @@ struct Set {
   SetRequest item;
   LARDER_OP_ARGS(item)
   static bool run(LocalService& l, const SetRequest& q) { return core::valid_set(q) && l.set(q); }
+  // This process's own call from the caller's bytes (shared::Node while it owns the store).
+  static bool run(LocalService& l, const core::SetView& v) {
+    return core::valid_set(v) && l.set(v.request());
+  }
 };
 
 struct SetMany {
@@ -102,7 +106,7 @@ struct SetMany {
   LARDER_OP_ARGS(items)
   static Result run(LocalService& l, const std::vector<SetRequest>& items) {
     // One batch of the valid items (an invalid one is refused alone, as set() refuses it).
-    if (std::all_of(items.begin(), items.end(), core::valid_set)) return l.set_many(items);
+    if (std::all_of(items.begin(), items.end(), core::valid_set<SetRequest>)) return l.set_many(items);
     std::vector<SetRequest> valid;
     std::vector<std::size_t> where;
     for (std::size_t i = 0; i < items.size(); ++i)
@@ -162,7 +166,7 @@ struct SetAll {
   LARDER_OP_ARGS(items)
   // All or nothing: one invalid item refuses the batch.
   static bool run(LocalService& l, const std::vector<SetRequest>& items) {
-    return std::all_of(items.begin(), items.end(), core::valid_set) && l.set_all(items);
+    return std::all_of(items.begin(), items.end(), core::valid_set<SetRequest>) && l.set_all(items);
   }
 };
 
