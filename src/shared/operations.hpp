@@ -106,7 +106,8 @@ struct SetMany {
   LARDER_OP_ARGS(items)
   static Result run(LocalService& l, const std::vector<SetRequest>& items) {
     // One batch of the valid items (an invalid one is refused alone, as set() refuses it).
-    if (std::all_of(items.begin(), items.end(), core::valid_set<SetRequest>)) return l.set_many(items);
+    if (std::all_of(items.begin(), items.end(), core::valid_set<SetRequest>))
+      return l.set_many(items);
     std::vector<SetRequest> valid;
     std::vector<std::size_t> where;
     for (std::size_t i = 0; i < items.size(); ++i)
