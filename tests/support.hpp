@@ -99,21 +99,11 @@ class TestClock {
   TestClock()
       : ns_(std::make_shared<std::atomic<std::int64_t>>(1'800'000'000LL * 1'000'000'000LL)) {}
   std::function<std::chrono::system_clock::time_point()> fn() const {
-    auto ns = ns_;
-    return [ns] {
-      return std::chrono::system_clock::time_point(
-          std::chrono::duration_cast<std::chrono::system_clock::duration>(
-              std::chrono::nanoseconds(ns->load())));
-    };
+    return as<std::chrono::system_clock>();
   }
   // The same time as a monotonic clock (Config::monotonic_clock): advance() moves both.
   std::function<std::chrono::steady_clock::time_point()> steady_fn() const {
-    auto ns = ns_;
-    return [ns] {
-      return std::chrono::steady_clock::time_point(
-          std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-              std::chrono::nanoseconds(ns->load())));
-    };
+    return as<std::chrono::steady_clock>();
   }
   // Both clocks of a config.
   void install(Config& c) const {
@@ -124,6 +114,15 @@ class TestClock {
   std::chrono::system_clock::time_point now() const { return fn()(); }
 
  private:
+  // This clock's time as a time point of clock C.
+  template <class C>
+  std::function<typename C::time_point()> as() const {
+    auto ns = ns_;
+    return [ns] {
+      return typename C::time_point(
+          std::chrono::duration_cast<typename C::duration>(std::chrono::nanoseconds(ns->load())));
+    };
+  }
   std::shared_ptr<std::atomic<std::int64_t>> ns_;
 };
 

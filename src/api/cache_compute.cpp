@@ -77,9 +77,7 @@ std::string compute_leased(Service& service, const std::string& stored_key,
 std::string Cache::get_or_compute(std::string_view key, const std::function<std::string()>& compute,
                                   const SetOptions& options, const ComputeOptions& co) {
   check_ttl(options);
-  if (co.lease_timeout.count() < 0)
-    throw std::invalid_argument(
-        fmt::format("lease_timeout: must not be negative (got {}ms)", co.lease_timeout.count()));
+  check_ttl(co.lease_timeout, "lease_timeout");
   if (auto v = get(key)) return std::move(*v);
   Service& service = *impl_->service;
   const std::string flight_key = impl_->stored(key);

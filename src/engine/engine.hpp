@@ -42,7 +42,6 @@
 #include <utility>
 #include <vector>
 
-#include <absl/container/btree_map.h>
 #include <absl/container/btree_set.h>
 #include <absl/container/flat_hash_map.h>
 #include <absl/container/flat_hash_set.h>

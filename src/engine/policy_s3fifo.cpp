@@ -155,7 +155,7 @@ class S3FifoPolicy final : public Policy {
     n.place.freq = static_cast<std::uint8_t>(std::min<std::uint64_t>(3, n.place.freq + hits));
   }
   void count(const Node& n, int sign);
-  bool main_over(const Txn& t) const;
+  bool main_over() const;
   bool evict_small(Txn& t, const Keep& keep);
   bool evict_main(Txn& t, const Keep& keep);
   Order::iterator head(Txn& t, S3Queue q, const Keep& keep);
@@ -185,7 +185,7 @@ void S3FifoPolicy::count(const Node& n, int sign) {
   }
 }
 
-bool S3FifoPolicy::main_over(const Txn&) const {
+bool S3FifoPolicy::main_over() const {
   const std::int64_t e = signed_size(m_entries_) + plan_.d_m_entries;
   const std::int64_t b = signed_size(m_bytes_) + plan_.d_m_bytes;
   const std::uint64_t max_e = host().max_entries(), max_b = host().max_bytes();
@@ -310,7 +310,7 @@ bool S3FifoPolicy::evict_main(Txn& t, const Keep& keep) {
 void S3FifoPolicy::victims(Txn& t, const Keep& keep) {
   while (host().over_limits(t)) {
     const bool small_empty = signed_size(s_entries_) + plan_.d_s_entries <= 0;
-    const bool from_main = main_over(t) || small_empty;
+    const bool from_main = main_over() || small_empty;
     if (from_main ? evict_main(t, keep) : evict_small(t, keep)) continue;
     // Only `keep` is left in the queue chosen: try the other one.
     if (from_main ? evict_small(t, keep) : evict_main(t, keep)) continue;
@@ -357,7 +357,6 @@ void S3FifoPolicy::commit(Txn& t) {
     ghost_order_.emplace(g.tick, std::string_view(it->first));
     ghost_bytes_ += g.size;
   }
-  p = Plan{};
 }
 
 Status S3FifoPolicy::load() {

@@ -261,3 +261,21 @@ TEST_CASE_TEMPLATE(
   CHECK(std::count(results.begin(), results.end(), "new") == 1);
   CHECK(c.get("k") == "new");
 }
+
+TEST_CASE("get_or_compute: a negative lease_timeout is refused, naming the option") {
+  TempDir tmp;
+  Config cfg;
+  cfg.cache_root = tmp / "cache";
+  cfg.strategy = Strategy::disabled;
+  Cache c = Cache::open(cfg);
+  ComputeOptions co;
+  co.lease_timeout = std::chrono::milliseconds(-1);
+  try {
+    (void)c.get_or_compute(
+        "k", [] { return std::string("v"); }, {}, co);
+    FAIL("no exception");
+  } catch (const std::invalid_argument& e) {
+    CHECK(std::string(e.what()) == "lease_timeout: must not be negative (got -1ms)");
+  }
+  CHECK_FALSE(c.get("k"));  // nothing computed or stored
+}
