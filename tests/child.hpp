@@ -129,6 +129,17 @@ class Child {
     return cv_.wait_for(lock, timeout, [&] { return lines_.size() >= n || eof_; }) &&
            lines_.size() >= n;
   }
+  // Waits (bounded) until the child printed a line containing `part`. False on timeout or EOF.
+  bool wait_for_line_with(const std::string& part,
+                          std::chrono::seconds timeout = std::chrono::seconds(30)) {
+    std::unique_lock lock(mu_);
+    const auto seen = [&] {
+      for (const auto& l : lines_)
+        if (l.find(part) != std::string::npos) return true;
+      return false;
+    };
+    return cv_.wait_for(lock, timeout, [&] { return seen() || eof_; }) && seen();
+  }
 
  private:
   pid_t pid_ = -1;

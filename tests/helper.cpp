@@ -140,6 +140,9 @@ int hold_mode(int argc, char** argv) {
   }
   // The remote tier's tests give the holder one (tests/remote/test_remote.cpp).
   if (const char* remote = std::getenv("LARDER_TEST_REMOTE")) cfg.remote = remote;
+  // Tests that wait on something the owner does see its log lines, after "ready".
+  if (std::getenv("LARDER_TEST_OWNER_LOG") != nullptr)
+    cfg.log = [](larder::LogLevel, std::string_view line) { say("log " + std::string(line)); };
   larder::Cache cache = larder::Cache::open(cfg);
   if (!cache.set("held", "yes")) return 3;
   say("ready " + std::to_string(::getpid()));

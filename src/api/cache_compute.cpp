@@ -15,6 +15,7 @@
 #include "api/cache_impl.hpp"
 #include "core/backend.hpp"
 #include "larder/larder.hpp"
+#include "util/clock.hpp"
 
 namespace larder {
 
@@ -54,7 +55,8 @@ std::string compute_leased(Service& service, const std::string& stored_key,
                            const ComputeOptions& o) {
   const std::int64_t pid = ::getpid();
   const std::int64_t timeout_ms = std::max<std::int64_t>(o.lease_timeout.count(), 1);
-  const auto give_up = std::chrono::steady_clock::now() + o.lease_timeout;
+  const util::MonotonicClock clock(service.config().monotonic_clock);
+  const auto give_up = clock.now() + o.lease_timeout;
   auto pause = std::chrono::milliseconds(2);
   for (;;) {
     // Another flight may have finished between our miss and now: look again, uncounted.
@@ -62,10 +64,10 @@ std::string compute_leased(Service& service, const std::string& stored_key,
     std::int64_t wait_ms = 0;
     const bool granted = service.acquire_lease(stored_key, pid, timeout_ms, &wait_ms);
     // Unreachable owner (wait_ms < 0): waiting would only add its timeouts to ours.
-    if (granted || wait_ms < 0 || std::chrono::steady_clock::now() >= give_up)
+    if (granted || wait_ms < 0 || clock.now() >= give_up)
       return compute_and_store(service, stored_key, granted, compute, store);
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        give_up - std::chrono::steady_clock::now());
+        clock.until(give_up, o.lease_timeout));
     std::this_thread::sleep_for(std::max(
         std::chrono::milliseconds(1), std::min({pause, std::chrono::milliseconds(wait_ms), left})));
     pause = std::min(pause * 2, std::chrono::milliseconds(50));

@@ -440,7 +440,10 @@ void Backend::start_housekeeper() {
 }
 
 void Backend::housekeeper() {
-  using clock = std::chrono::steady_clock;
+  using clock = util::MonotonicClock;
+  // Decisions read the monotonic clock (a test's, when injected); blocking is in real time, at
+  // most an hour at once (a longer wait only wakes to look again).
+  constexpr auto kLongest = std::chrono::hours(1);
   // Periodic statistics writes are spaced so that a busy cache does not fsync hundreds of times a
   // second; flush(), cleanup and close write at once.
   constexpr auto kSaveSpacing = std::chrono::milliseconds(250);
@@ -450,7 +453,7 @@ void Backend::housekeeper() {
   constexpr auto kAccessDelay = std::chrono::milliseconds(500);
   auto next_persist = clock::time_point::min();
   const auto interval = r_.config.cleanup_interval;
-  auto next_cleanup = interval.count() > 0 ? clock::now() + interval : clock::time_point::max();
+  auto next_cleanup = interval.count() > 0 ? mono_.now() + interval : clock::time_point::max();
   auto next_save = clock::time_point::min();
   bool save_due = false;
   auto next_recovery = clock::time_point::min();
@@ -463,38 +466,35 @@ void Backend::housekeeper() {
     if (save_due) wake = std::min(wake, next_save);
     auto ready = [&] {
       return hk_stop_ || hk_flush_ || (hk_save_ && !save_due) ||
-             (hk_recover_ && clock::now() >= next_recovery);
+             (hk_recover_ && mono_.now() >= next_recovery);
     };
-    if (wake == clock::time_point::max())
-      hk_cv_.wait(lock, ready);
-    else
-      hk_cv_.wait_until(lock, wake, ready);
+    hk_cv_.wait_for(lock, mono_.until(wake, kLongest), ready);
     if (hk_stop_) return;
     save_due = std::exchange(hk_save_, false) || save_due;
     const bool apply_asked = std::exchange(hk_flush_, false);
     hk_recover_ = false;
     lock.unlock();
-    if (writes_failing_.load() && clock::now() >= next_recovery) {
+    if (writes_failing_.load() && mono_.now() >= next_recovery) {
       recover_writes();
       if (writes_failing_.load()) {
-        next_recovery = clock::now() + recovery_pause;
+        next_recovery = mono_.now() + recovery_pause;
         recovery_pause = std::min(recovery_pause * 2, std::chrono::milliseconds(5000));
       } else {
         recovery_pause = std::chrono::milliseconds(100);
       }
     }
     if (!breaker_.open() && !writes_failing_.load() && primary_->has_pending_access()) {
-      if (clock::now() >= next_persist) {
+      if (mono_.now() >= next_persist) {
         if (auto s = primary_->flush_access(); !s.ok()) {
           counters_->error++;
           log_.logf(util::Level::warn, "could not save access data: {}", s.message);
         }
-        next_persist = clock::now() + kAccessDelay;
+        next_persist = mono_.now() + kAccessDelay;
       } else if (apply_asked) {
         primary_->apply_access();
       }
     }
-    const auto now_steady = clock::now();
+    const auto now_steady = mono_.now();
     if (now_steady >= next_cleanup) {
       const Lease lease = begin();
       std::size_t removed = 0;
@@ -502,14 +502,14 @@ void Backend::housekeeper() {
       finish(lease, s, "background cleanup");
       if (s.ok()) counters_->cleanup++;
       log_.logf(util::Level::debug, "background cleanup removed {} entries", removed);
-      next_cleanup = clock::now() + interval;
+      next_cleanup = mono_.now() + interval;
       save_due = true;
       next_save = clock::time_point::min();
     }
     if (save_due && now_steady >= next_save) {
       (void)save_stats();  // counted and logged
       save_due = false;
-      next_save = clock::now() + kSaveSpacing;
+      next_save = mono_.now() + kSaveSpacing;
     }
     lock.lock();
   }

@@ -45,6 +45,11 @@ bool LocalService::acquire_lease(std::string_view key, std::int64_t holder, std:
   Lease& l = it->second;
   if (!fresh && l.holder != holder && l.expires > now && !process_gone(l.holder)) {
     *wait_ms = std::chrono::duration_cast<std::chrono::milliseconds>(l.expires - now).count();
+    if (!l.refused)
+      backend_->log().logf(util::Level::debug,
+                           "compute lease on '{}' is held by process {}: process {} waits", key,
+                           l.holder, holder);
+    l.refused = true;
     return false;
   }
   if (fresh && leases_.size() > kMaxLeases) {  // every lease live: refuse rather than grow
@@ -53,6 +58,7 @@ bool LocalService::acquire_lease(std::string_view key, std::int64_t holder, std:
     return false;
   }
   l.holder = holder;
+  l.refused = false;
   // At most a day: a peer's number must not overflow the clock.
   l.expires = now + std::chrono::milliseconds(std::clamp<std::int64_t>(timeout_ms, 1, kMaxLeaseMs));
   *wait_ms = 0;

@@ -36,7 +36,10 @@ std::vector<bool> Service::set_many(const std::vector<SetRequest>& requests) {
 std::shared_ptr<Service::Flight> Service::join_flight(std::string_view key, bool* leader) {
   std::lock_guard lock(flights_mu_);
   auto [it, inserted] = flights_.try_emplace(std::string(key));
-  if (inserted) it->second = std::make_shared<Flight>();
+  if (inserted)
+    it->second = std::make_shared<Flight>();
+  else
+    ++it->second->followers;
   *leader = inserted;
   return it->second;
 }
@@ -52,6 +55,12 @@ stats::Counters& Service::ns_counters(std::string_view name) {
 void Service::end_flight(std::string_view key) {
   std::lock_guard lock(flights_mu_);
   flights_.erase(std::string(key));
+}
+
+std::size_t Service::flight_followers(std::string_view key) {
+  std::lock_guard lock(flights_mu_);
+  const auto it = flights_.find(std::string(key));
+  return it == flights_.end() ? 0 : it->second->followers;
 }
 
 LocalService::LocalService(std::shared_ptr<Backend> backend) : backend_(std::move(backend)) {}

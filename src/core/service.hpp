@@ -241,6 +241,7 @@ class Service {
     bool done = false;
     std::string value;
     std::exception_ptr error;
+    std::size_t followers = 0;  // callers that joined it after its leader (under flights_mu_)
   };
   // The counters of named namespace `name`'s operations through this process's handles
   // (Cache::ns): created on first use, valid as long as the Service.
@@ -249,6 +250,8 @@ class Service {
   // The flight for `key` and whether the caller leads it (computes).
   std::shared_ptr<Flight> join_flight(std::string_view key, bool* leader);
   void end_flight(std::string_view key);
+  // How many callers wait for the flight on `key` (0 when there is none): an observation.
+  std::size_t flight_followers(std::string_view key);
 
  private:
   std::mutex flights_mu_;
@@ -327,6 +330,7 @@ class LocalService final : public Service {
   struct Lease {
     std::int64_t holder = 0;
     std::chrono::steady_clock::time_point expires;
+    bool refused = false;  // another process was refused it (logged once)
   };
   std::mutex leases_mu_;
   std::unordered_map<std::string, Lease> leases_;  // bounded: expired ones are swept

@@ -542,19 +542,21 @@ TEST_CASE_TEMPLATE("get_or_compute computes once and caches nothing on exception
 TEST_CASE_TEMPLATE("get_or_compute: concurrent callers share one computation", S, STORES) {
   Fixture<S> f;
   Cache c = f.open();
+  auto service = Cache::Access::service(c);
+  // Holds a flight open until the other n - 1 callers joined it (bounded wait).
+  const auto hold_until_joined = [&](std::string_view key, std::size_t n) {
+    for (int spin = 0; spin < 30'000 && service->flight_followers(key) < n - 1; ++spin)
+      std::this_thread::sleep_for(1ms);
+    CHECK(service->flight_followers(key) == n - 1);
+  };
   std::atomic<int> calls{0};
-  std::atomic<int> started{0};
   std::vector<std::thread> threads;
   std::vector<std::string> results(8);
   for (int i = 0; i < 8; ++i) {
     threads.emplace_back([&, i] {
-      started++;
       results[static_cast<std::size_t>(i)] = c.get_or_compute("slow", [&] {
         calls++;
-        // Hold the flight open until every caller has started (bounded wait).
-        for (int spin = 0; spin < 2000 && started.load() < 8; ++spin)
-          std::this_thread::sleep_for(1ms);
-        std::this_thread::sleep_for(50ms);
+        hold_until_joined("slow", 8);
         return std::string("result");
       });
     });
@@ -565,16 +567,12 @@ TEST_CASE_TEMPLATE("get_or_compute: concurrent callers share one computation", S
 
   // An exception reaches every waiter.
   std::atomic<int> failures{0};
-  started = 0;
   threads.clear();
   for (int i = 0; i < 4; ++i) {
     threads.emplace_back([&] {
-      started++;
       try {
         c.get_or_compute("fails", [&]() -> std::string {
-          for (int spin = 0; spin < 2000 && started.load() < 4; ++spin)
-            std::this_thread::sleep_for(1ms);
-          std::this_thread::sleep_for(50ms);
+          hold_until_joined("fails", 4);
           throw std::runtime_error("compute failed");
         });
       } catch (const std::runtime_error&) {

@@ -4,11 +4,14 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <cstdlib>
 #include <fstream>
 #include <mutex>
 #include <set>
 #include <sstream>
 #include <thread>
+
+#include <fmt/format.h>
 
 #include "child.hpp"
 #include "shared_support.hpp"
@@ -103,8 +106,10 @@ TEST_CASE("get_or_compute: a leaseholder killed mid-compute loses its lease at o
   TempDir tmp;
   const auto root = tmp / "cache";
   const auto calls = tmp / "calls";
+  ::setenv("LARDER_TEST_OWNER_LOG", "1", 1);  // the owner prints its log lines
   Child owner({"hold", root.string(), "shared"});
-  REQUIRE(owner.wait_for_lines(1));
+  ::unsetenv("LARDER_TEST_OWNER_LOG");
+  REQUIRE(owner.wait_for_line_with("ready"));
   // A computes for 60 s under a 20 s lease; B starts once A holds the lease.
   Child a({"compute", root.string(), calls.string(), "60000", "20000"});
   REQUIRE(a.wait_for_lines(1));
@@ -114,8 +119,10 @@ TEST_CASE("get_or_compute: a leaseholder killed mid-compute loses its lease at o
   Child b({"compute", root.string(), calls.string(), "0", "20000"});
   REQUIRE(b.wait_for_lines(1));
   b.close_stdin();
-  std::this_thread::sleep_for(200ms);
-  CHECK(b.line_count() == 1);  // B waits for A's value
+  // B asked for the lease and was refused: it waits for A's value rather than computing.
+  REQUIRE(owner.wait_for_line_with(fmt::format("process {} waits", b.pid())));
+  CHECK(b.line_count() == 1);
+  CHECK(file_lines(calls).size() == 1);
   const auto killed = std::chrono::steady_clock::now();
   a.signal(SIGKILL);
   REQUIRE(b.wait_at_most(30s) == 0);
