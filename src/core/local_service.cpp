@@ -19,50 +19,6 @@ namespace larder::core {
 
 using namespace detail;
 
-std::vector<std::optional<std::string>> Service::get_many(const std::vector<std::string>& keys) {
-  std::vector<std::optional<std::string>> out;
-  out.reserve(keys.size());
-  for (const auto& k : keys) out.push_back(get(k));
-  return out;
-}
-
-std::vector<bool> Service::set_many(const std::vector<SetRequest>& requests) {
-  std::vector<bool> out;
-  out.reserve(requests.size());
-  for (const auto& r : requests) out.push_back(set(r));
-  return out;
-}
-
-std::shared_ptr<Service::Flight> Service::join_flight(std::string_view key, bool* leader) {
-  std::lock_guard lock(flights_mu_);
-  auto [it, inserted] = flights_.try_emplace(std::string(key));
-  if (inserted)
-    it->second = std::make_shared<Flight>();
-  else
-    ++it->second->followers;
-  *leader = inserted;
-  return it->second;
-}
-
-stats::Counters& Service::ns_counters(std::string_view name) {
-  std::lock_guard lock(ns_mu_);
-  auto it = ns_counters_.find(name);
-  if (it == ns_counters_.end())
-    it = ns_counters_.emplace(std::string(name), std::make_unique<stats::Counters>()).first;
-  return *it->second;
-}
-
-void Service::end_flight(std::string_view key) {
-  std::lock_guard lock(flights_mu_);
-  flights_.erase(std::string(key));
-}
-
-std::size_t Service::flight_followers(std::string_view key) {
-  std::lock_guard lock(flights_mu_);
-  const auto it = flights_.find(std::string(key));
-  return it == flights_.end() ? 0 : it->second->followers;
-}
-
 LocalService::LocalService(std::shared_ptr<Backend> backend) : backend_(std::move(backend)) {}
 
 bool LocalService::set(const SetRequest& q) {
