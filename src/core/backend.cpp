@@ -436,10 +436,11 @@ void Backend::flush_soon() {
 }
 
 void Backend::start_housekeeper() {
-  hk_ = std::make_unique<std::thread>([this] { housekeeper(); });
+  // The first cleanup is due an interval after the open, not after the thread got going.
+  hk_ = std::make_unique<std::thread>([this, opened = mono_.now()] { housekeeper(opened); });
 }
 
-void Backend::housekeeper() {
+void Backend::housekeeper(util::MonotonicClock::time_point opened) {
   using clock = util::MonotonicClock;
   // Decisions read the monotonic clock (a test's, when injected); blocking is in real time, at
   // most an hour at once (a longer wait only wakes to look again).
@@ -453,7 +454,7 @@ void Backend::housekeeper() {
   constexpr auto kAccessDelay = std::chrono::milliseconds(500);
   auto next_persist = clock::time_point::min();
   const auto interval = r_.config.cleanup_interval;
-  auto next_cleanup = interval.count() > 0 ? mono_.now() + interval : clock::time_point::max();
+  auto next_cleanup = interval.count() > 0 ? opened + interval : clock::time_point::max();
   auto next_save = clock::time_point::min();
   bool save_due = false;
   auto next_recovery = clock::time_point::min();

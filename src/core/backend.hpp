@@ -158,7 +158,7 @@ class Backend final : private engine::AccessFlusher {
   void start_housekeeper();
   // Starts the remote tier when one is configured (its failures are logged, never fatal).
   void start_remote();
-  void housekeeper();
+  void housekeeper(util::MonotonicClock::time_point opened);
   bool try_recover();
   // One attempt to make the primary store writable again (the housekeeper's, or a refused
   // write's: see writes_failing_). Serialized by recovery_mu_; a no-op when another thread is
