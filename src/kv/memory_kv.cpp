@@ -168,11 +168,12 @@ class Family {
   }
 
   using Hash = util::StringHash;
-  // The keys in 16 maps by their hash's top bits (the maps place keys by the low ones): a map
-  // rehashes when it grows, under the write lock, touching every key it holds; one of 16 holds a
-  // sixteenth of them (at 1M keys, one map's growth paused every read for ~100 ms).
+  // The keys in 64 maps by their hash's top bits (the maps place keys by the low ones): a map
+  // rehashes when it grows, under the write lock, touching every key it holds; one of 64 holds a
+  // 64th of them (at 1M keys, one map's growth paused every read for ~100 ms, one of 16 maps'
+  // for ~10 ms).
   using Map = absl::node_hash_map<std::string, Value, Hash, std::equal_to<>>;
-  static constexpr int kShardBits = 4;
+  static constexpr int kShardBits = 6;
   static std::size_t shard_of(std::size_t hash) {
     return hash >> (std::numeric_limits<std::size_t>::digits - kShardBits);
   }

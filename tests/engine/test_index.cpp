@@ -1,0 +1,62 @@
+// engine::Index, the sharded key -> node map: every key found, iterated once and erased through
+// its iterator, slots that stay in place while the shards grow.
+#include <doctest/doctest.h>
+
+#include <set>
+#include <string>
+#include <vector>
+
+#include "engine/index.hpp"
+
+using larder::engine::Index;
+using larder::engine::Node;
+using larder::engine::Slot;
+
+TEST_CASE("index: find, iterate, erase across shards; slots do not move as shards grow") {
+  Index index;
+  CHECK(index.begin() == index.end());
+  CHECK(index.size() == 0);
+  auto [first, inserted] = index.try_emplace("k0");
+  REQUIRE(inserted);
+  first->second.size = 100;
+  Slot* const pinned = &*first;
+  for (int i = 1; i < 20000; ++i) {
+    Node n;
+    n.size = static_cast<std::uint64_t>(i) + 100;
+    CHECK(index.emplace("k" + std::to_string(i), n).second);
+  }
+  CHECK_FALSE(index.emplace("k5", Node{}).second);  // present: not replaced
+  CHECK_FALSE(index.try_emplace("k5").second);
+  CHECK(index.size() == 20000);
+  CHECK(&*index.find("k0") == pinned);  // grown many times, still in place
+  CHECK(index.find("k0")->second.size == 100);
+  CHECK(index.find("k19999")->second.size == 20099);
+  CHECK(index.find("absent") == index.end());
+  CHECK(index.contains("k123"));
+
+  // Iteration visits every key once, over every shard.
+  std::set<std::string> seen;
+  std::size_t visits = 0;
+  for (const Slot& s : index) {
+    seen.insert(s.first);
+    ++visits;
+  }
+  CHECK(visits == 20000);
+  CHECK(seen.size() == 20000);
+  const Index& view = index;
+  std::size_t const_visits = 0;
+  for (auto it = view.begin(); it != view.end(); ++it) ++const_visits;
+  CHECK(const_visits == 20000);
+
+  // Erase through iterators, half of the keys.
+  for (int i = 0; i < 20000; i += 2) index.erase(index.find("k" + std::to_string(i)));
+  CHECK(index.size() == 10000);
+  CHECK_FALSE(index.contains("k0"));
+  CHECK(index.contains("k1"));
+  std::size_t left = 0;
+  for (const Slot& s : index) left += (std::stoi(s.first.substr(1)) % 2 == 1) ? 1 : 0;
+  CHECK(left == 10000);
+  index.clear();
+  CHECK(index.size() == 0);
+  CHECK(index.begin() == index.end());
+}
