@@ -125,12 +125,6 @@ TEST_CASE("I/O failures degrade to misses, then the breaker bypasses the store a
 
 TEST_CASE("the breaker closes on a store that needs resuming, and counts bypassed writes") {
   Fixture<RocksStore> f;
-  std::vector<std::string> logged;
-  std::mutex log_mu;
-  f.config.log = [&](LogLevel, std::string_view m) {
-    std::lock_guard lock(log_mu);
-    logged.emplace_back(m);
-  };
   auto failing = std::make_shared<std::atomic<bool>>(false);
   FaultKv* fault = nullptr;
   auto backend = core::Backend::open(

@@ -16,17 +16,6 @@
 using namespace larder;
 using namespace larder::test;
 
-namespace {
-
-core::SetRequest item(std::string key, std::string value) {
-  core::SetRequest s;
-  s.key = std::move(key);
-  s.value = std::move(value);
-  return s;
-}
-
-}  // namespace
-
 TEST_CASE("node: the second node of a directory is a client of the first, then takes over") {
   TempDir tmp;
   const core::Resolved r = api::resolve(shared_config(tmp / "cache"));
@@ -37,9 +26,15 @@ TEST_CASE("node: the second node of a directory is a client of the first, then t
   CHECK_FALSE(owner->degraded());
   CHECK_FALSE(client->degraded());
 
-  CHECK(client->set(item("from-client", "c")));
+  core::SetRequest from_client;
+  from_client.key = "from-client";
+  from_client.value = "c";
+  CHECK(client->set(from_client));
   CHECK(owner->get("from-client") == "c");
-  CHECK(owner->set(item("from-owner", "o")));
+  core::SetRequest from_owner;
+  from_owner.key = "from-owner";
+  from_owner.value = "o";
+  CHECK(owner->set(from_owner));
   CHECK(client->get("from-owner") == "o");
   // A batch crosses as one request and comes back in order.
   const auto many = client->get_many({"from-owner", "missing", "from-client"});
