@@ -9,14 +9,19 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "api/access.hpp"
 #include "core/backend.hpp"
@@ -68,6 +73,34 @@ std::uint64_t peak_growth_bytes(F&& f) {
   const long peak = proc_status(::getpid(), "VmHWM");
   return before >= 0 && peak > before ? static_cast<std::uint64_t>(peak - before) * 1024 : 0;
 }
+
+// A Config::log sink whose lines a test can wait for: the cache's own report that something
+// happened (a background cleanup, a refused lease) is the event a test waits on instead of
+// waiting a fixed time. Must outlive the caches that log into it.
+class LogLines {
+ public:
+  std::function<void(LogLevel, std::string_view)> sink() {
+    return [this](LogLevel, std::string_view line) {
+      std::lock_guard lock(mu_);
+      lines_.emplace_back(line);
+      cv_.notify_all();
+    };
+  }
+  // Waits until a line containing `part` was logged; false at `timeout`.
+  bool wait_for(std::string_view part, std::chrono::milliseconds timeout) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, timeout, [&] {
+      for (const auto& l : lines_)
+        if (l.find(part) != std::string::npos) return true;
+      return false;
+    });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::string> lines_;
+};
 
 class TempDir {
  public:

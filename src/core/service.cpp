@@ -19,14 +19,19 @@ std::vector<bool> Service::set_many(const std::vector<SetRequest>& requests) {
 }
 
 std::shared_ptr<Service::Flight> Service::join_flight(std::string_view key, bool* leader) {
-  std::lock_guard lock(flights_mu_);
-  auto [it, inserted] = flights_.try_emplace(std::string(key));
-  if (inserted)
-    it->second = std::make_shared<Flight>();
-  else
-    ++it->second->followers;
-  *leader = inserted;
-  return it->second;
+  std::shared_ptr<Flight> flight;
+  {
+    std::lock_guard lock(flights_mu_);
+    auto [it, inserted] = flights_.try_emplace(std::string(key));
+    if (inserted)
+      it->second = std::make_shared<Flight>();
+    else
+      ++it->second->followers;
+    *leader = inserted;
+    flight = it->second;
+  }
+  if (!*leader) joined_.notify_all();
+  return flight;
 }
 
 stats::Counters& Service::ns_counters(std::string_view name) {
@@ -42,10 +47,14 @@ void Service::end_flight(std::string_view key) {
   flights_.erase(std::string(key));
 }
 
-std::size_t Service::flight_followers(std::string_view key) {
-  std::lock_guard lock(flights_mu_);
-  const auto it = flights_.find(std::string(key));
-  return it == flights_.end() ? 0 : it->second->followers;
+bool Service::await_followers(std::string_view key, std::size_t n,
+                              std::chrono::milliseconds timeout) {
+  const std::string k(key);
+  std::unique_lock lock(flights_mu_);
+  return joined_.wait_for(lock, timeout, [&] {
+    const auto it = flights_.find(k);
+    return it != flights_.end() && it->second->followers >= n;
+  });
 }
 
 }  // namespace larder::core

@@ -250,11 +250,13 @@ class Service {
   // The flight for `key` and whether the caller leads it (computes).
   std::shared_ptr<Flight> join_flight(std::string_view key, bool* leader);
   void end_flight(std::string_view key);
-  // How many callers wait for the flight on `key` (0 when there is none): an observation.
-  std::size_t flight_followers(std::string_view key);
+  // Waits until at least `n` callers joined the flight on `key` after its leader (for tests that
+  // must know every caller shares one computation). True once they have; false at `timeout`.
+  bool await_followers(std::string_view key, std::size_t n, std::chrono::milliseconds timeout);
 
  private:
   std::mutex flights_mu_;
+  std::condition_variable joined_;  // a caller joined a flight
   std::unordered_map<std::string, std::shared_ptr<Flight>> flights_;
   std::mutex ns_mu_;
   std::map<std::string, std::unique_ptr<stats::Counters>, std::less<>> ns_counters_;

@@ -545,9 +545,7 @@ TEST_CASE_TEMPLATE("get_or_compute: concurrent callers share one computation", S
   auto service = Cache::Access::service(c);
   // Holds a flight open until the other n - 1 callers joined it (bounded wait).
   const auto hold_until_joined = [&](std::string_view key, std::size_t n) {
-    for (int spin = 0; spin < 30'000 && service->flight_followers(key) < n - 1; ++spin)
-      std::this_thread::sleep_for(1ms);
-    CHECK(service->flight_followers(key) == n - 1);
+    CHECK(service->await_followers(key, n - 1, 30s));
   };
   std::atomic<int> calls{0};
   std::vector<std::thread> threads;
