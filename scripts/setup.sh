@@ -15,7 +15,10 @@ packages=(g++ pkg-config meson ninja-build librocksdb-dev libfmt-dev libcereal-d
           libhiredis-dev redis-server
           # HMAC-SHA256 for signed remote records and pickles (OpenSSL's libcrypto), and the
           # safe encoding of Python values (docs/python.md, "Security")
-          libssl-dev python3-msgpack)
+          libssl-dev python3-msgpack
+          # cachectl serve (docs/cachectl.md): the HTTP library, and the browser its dashboard
+          # is tested in
+          libcpp-httplib-dev chromium)
 if [[ "${LARDER_CXX:-}" == clang++ ]]; then packages+=(clang libclang-rt-14-dev); fi
 missing=()
 for p in "${packages[@]}"; do

@@ -5,6 +5,7 @@
 // threads at once).
 #pragma once
 
+#include <chrono>
 #include <memory>
 
 #include "core/backend.hpp"
@@ -17,6 +18,11 @@ namespace larder {
 struct Cache::Access {
   // The Service behind the handle: local, or the shared node.
   static const std::shared_ptr<core::Service>& service(const Cache& cache);
+  // A handle on `service`, opened from `r` (open_service), as Cache::open makes one: for
+  // larder's tools that open the Service themselves (cachectl serve uses the public API on it).
+  // Entries set without a TTL get `default_ttl`.
+  static Cache wrap(std::shared_ptr<core::Service> service, const core::Resolved& r,
+                    std::chrono::milliseconds default_ttl);
 };
 
 }  // namespace larder

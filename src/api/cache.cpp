@@ -46,11 +46,18 @@ Cache::~Cache() = default;
 
 Cache Cache::open(const Config& config) {
   const core::Resolved r = api::resolve(config);
+  return Access::wrap(api::open_service(r), r, config.default_ttl);
+}
+
+Cache Cache::Access::wrap(std::shared_ptr<core::Service> service, const core::Resolved& r,
+                          std::chrono::milliseconds default_ttl) {
   auto signer = std::make_shared<api::ValueSigner>(
       r.root.empty() ? std::filesystem::path() : r.root / "value.key",
       r.remote ? r.remote->secret : std::string(),
-      [log = core::make_logger(config.log)](std::string_view m) { log.log(util::Level::warn, m); });
-  return Cache(std::make_unique<Impl>(api::open_service(r), std::move(signer), config.default_ttl));
+      [log = core::make_logger(r.config.log)](std::string_view m) {
+        log.log(util::Level::warn, m);
+      });
+  return Cache(std::make_unique<Impl>(std::move(service), std::move(signer), default_ttl));
 }
 
 bool Cache::set(std::string_view key, std::string_view value, const SetOptions& options) {

@@ -1,6 +1,7 @@
 #include "util/glob.hpp"
 
 #include <cstddef>
+#include <string>
 
 namespace larder::util {
 
@@ -110,6 +111,23 @@ std::string glob_literal_prefix(std::string_view pattern) {
     prefix.push_back(c);
   }
   return prefix;
+}
+
+std::string glob_problem(std::string_view pattern) {
+  for (std::size_t p = 0; p < pattern.size(); ++p) {
+    if (pattern[p] == '\\') {
+      if (p + 1 == pattern.size()) return "the pattern ends with a '\\' that escapes nothing";
+      ++p;
+    } else if (pattern[p] == '[') {
+      std::size_t end = 0;
+      bool valid = false;
+      match_class(pattern, p, 0, end, valid);
+      if (!valid)
+        return "the '[' at byte " + std::to_string(p) + " opens a class without a closing ']'";
+      p = end - 1;
+    }
+  }
+  return {};
 }
 
 }  // namespace larder::util

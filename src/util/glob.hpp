@@ -10,6 +10,10 @@ namespace larder::util {
 
 // True if `text` matches `pattern` as a whole.
 bool glob_match(std::string_view pattern, std::string_view text);
+// What makes `pattern` ill-formed for a caller that wants strict input (cachectl serve): a '['
+// class without its closing ']', or a '\' that ends the pattern. "" when it is well-formed
+// (glob_match itself accepts both, taking them literally).
+std::string glob_problem(std::string_view pattern);
 // The literal bytes every match must start with (everything before the first special byte).
 std::string glob_literal_prefix(std::string_view pattern);
 

@@ -37,3 +37,16 @@ TEST_CASE("glob literal prefix") {
   CHECK(glob_literal_prefix("plain") == "plain");
   CHECK(glob_literal_prefix("x[ab]") == "x");
 }
+
+TEST_CASE("glob_problem names an unterminated class and a trailing backslash") {
+  using larder::util::glob_problem;
+  CHECK(glob_problem("").empty());
+  CHECK(glob_problem("user:*").empty());
+  CHECK(glob_problem("a[bc]?").empty());
+  CHECK(glob_problem("[]]").empty());
+  CHECK(glob_problem("a\\[b").empty());
+  CHECK(glob_problem("[a\\]]").empty());
+  CHECK(glob_problem("a[bc").find("byte 1") != std::string::npos);
+  CHECK(glob_problem("x[!").find("closing ']'") != std::string::npos);
+  CHECK(glob_problem("abc\\").find("escapes nothing") != std::string::npos);
+}

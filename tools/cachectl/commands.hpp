@@ -48,7 +48,18 @@ struct InitOptions {
   std::string max_size;  // "": the default
 };
 
+struct ServeOptions {
+  std::string listen;  // ADDRESS:PORT ("": 127.0.0.1:8437)
+  std::string socket;  // a Unix socket path instead
+  std::string tokens;  // the tokens file ("": none; then loopback or a socket only)
+};
+
 int cmd_status(const Globals& g);
+// The statistics as `cachectl stats` prints them in Prometheus's text format and in JSON (the
+// Stats fields by their names, hit_rate, the limits, categories and when they were last written
+// and zeroed); `cachectl serve` serves the same texts.
+std::string prometheus_text(const Session& s, const larder::Stats& st);
+std::string stats_json(const Session& s, const larder::Stats& st);
 // `output_file` not empty: written atomically (a temporary file renamed over it), mode 0644, as
 // node-exporter's textfile collector wants.
 int cmd_stats(const Globals& g, const std::string& format, bool zero,
@@ -71,6 +82,9 @@ int cmd_export(const Globals& g, const std::string& file);
 int cmd_import(const Globals& g, const std::string& file);
 // Creates a cache at --root (exit 1 if one is there); limits given are set as cachectl limits.
 int cmd_init(const Globals& g, const InitOptions& o);
+// Serves the cache over HTTP until SIGINT or SIGTERM (docs/cachectl.md, "serve"); prints the
+// address it listens on first.
+int cmd_serve(const Globals& g, const ServeOptions& o);
 // Shows the limits in force, or changes them (persisted; they replace programs' configured ones).
 int cmd_limits(const Globals& g, const LimitsOptions& o);
 

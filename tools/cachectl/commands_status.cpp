@@ -231,8 +231,6 @@ int cmd_status(const Globals& g) {
 
 // ------------------------------------------------------------------------------------- stats
 
-namespace {
-
 // The statistics in Prometheus's text format, named by its guide: counters from the counter
 // table (stats/counters.hpp) with _total, gauges with units, labels instead of name variants,
 // # HELP and # TYPE for every metric.
@@ -307,7 +305,64 @@ std::string prometheus_text(const Session& s, const larder::Stats& st) {
   return text;
 }
 
+namespace {
+
+// Every counter by its larder::Stats name (stats/counters.hpp), then the gauges, also by their
+// Stats (or Config) names: the same names in text, JSON and Prometheus.
+struct Row {
+  std::string_view name, help;
+  std::uint64_t value;
+};
+
+std::vector<Row> counter_rows(const larder::Stats& st) {
+  std::vector<Row> counters;
+  larder::stats::for_each_counter(
+      st, [&](larder::stats::Counter c, std::string_view name, std::uint64_t v) {
+        counters.push_back({name, larder::stats::kCounterInfo[larder::stats::index(c)].help, v});
+      });
+  return counters;
+}
+
+std::vector<Row> gauge_rows(const Session& s, const larder::Stats& st) {
+  return {
+      {"total_entries", "entries stored (any status)", st.total_entries},
+      {"total_size_bytes", "bytes of stored values", st.total_size_bytes},
+      {"fresh_entries", "entries within their ttl (or without one)", st.fresh_entries},
+      {"stale_entries", "entries past their ttl, within stale_factor x ttl", st.stale_entries},
+      {"expired_entries", "entries past stale_factor x ttl, not yet removed", st.expired_entries},
+      {"invalid_entries", "entries marked invalid, not yet removed", st.invalid_entries},
+      {"max_entries", "the entry limit (0: none)", setting_u64(s, "max_entries")},
+      {"max_size_bytes", "the byte limit (0: none)", setting_u64(s, "max_size_bytes")},
+  };
+}
+
 }  // namespace
+
+std::string stats_json(const Session& s, const larder::Stats& st) {
+  const auto snap = read_snapshot(s.dir);
+  // "Never" is null in JSON and "never" in text, for both times.
+  auto time_field = [](Json& j, const char* name, const std::string& iso) {
+    j.key(name);
+    if (iso.empty())
+      j.w().Null();
+    else
+      j.str(iso);
+  };
+  Json j;
+  j.w().StartObject();
+  j.field("directory", s.dir.string());
+  for (const auto& r : counter_rows(st)) j.field(std::string(r.name), r.value);
+  for (const auto& r : gauge_rows(s, st)) j.field(std::string(r.name), r.value);
+  j.field("hit_rate", st.hit_rate());
+  j.key("categories");
+  j.w().StartObject();
+  for (const auto& [c, n] : st.categories) j.field(c, n);
+  j.w().EndObject();
+  time_field(j, "last_updated", snap ? snap->last_updated : std::string());
+  time_field(j, "last_zeroed", snap ? snap->last_zeroed : std::string());
+  j.w().EndObject();
+  return j.text();
+}
 
 int cmd_stats(const Globals& g, const std::string& format, bool zero,
               const std::string& output_file) {
@@ -324,57 +379,15 @@ int cmd_stats(const Globals& g, const std::string& format, bool zero,
     info(g, "statistics zeroed");
   }
   const larder::Stats st = s.service->stats();
-  // Every counter by its larder::Stats name (stats/counters.hpp), then the gauges, also by their
-  // Stats (or Config) names: the same names in text, JSON and Prometheus.
-  struct Row {
-    std::string_view name, help;
-    std::uint64_t value;
-  };
-  std::vector<Row> counters;
-  larder::stats::for_each_counter(
-      st, [&](larder::stats::Counter c, std::string_view name, std::uint64_t v) {
-        counters.push_back({name, larder::stats::kCounterInfo[larder::stats::index(c)].help, v});
-      });
-  const std::vector<Row> gauges = {
-      {"total_entries", "entries stored (any status)", st.total_entries},
-      {"total_size_bytes", "bytes of stored values", st.total_size_bytes},
-      {"fresh_entries", "entries within their ttl (or without one)", st.fresh_entries},
-      {"stale_entries", "entries past their ttl, within stale_factor x ttl", st.stale_entries},
-      {"expired_entries", "entries past stale_factor x ttl, not yet removed", st.expired_entries},
-      {"invalid_entries", "entries marked invalid, not yet removed", st.invalid_entries},
-      {"max_entries", "the entry limit (0: none)", setting_u64(s, "max_entries")},
-      {"max_size_bytes", "the byte limit (0: none)", setting_u64(s, "max_size_bytes")},
-  };
-  const auto snap = read_snapshot(s.dir);
-  // "Never" is null in JSON and "never" in text, for both times.
-  auto time_field = [](Json& j, const char* name, const std::string& iso) {
-    j.key(name);
-    if (iso.empty())
-      j.w().Null();
-    else
-      j.str(iso);
-  };
   if (g.json || format == "json") {
-    Json j;
-    j.w().StartObject();
-    j.field("directory", s.dir.string());
-    for (const auto& r : counters) j.field(std::string(r.name), r.value);
-    for (const auto& r : gauges) j.field(std::string(r.name), r.value);
-    j.field("hit_rate", st.hit_rate());
-    j.key("categories");
-    j.w().StartObject();
-    for (const auto& [c, n] : st.categories) j.field(c, n);
-    j.w().EndObject();
-    time_field(j, "last_updated", snap ? snap->last_updated : std::string());
-    time_field(j, "last_zeroed", snap ? snap->last_zeroed : std::string());
-    j.w().EndObject();
-    output = j.text();
+    output = stats_json(s, st);
   } else if (format == "prometheus") {
     output = prometheus_text(s, st);
   } else {
+    const auto snap = read_snapshot(s.dir);
     Table t({"COUNTER", "VALUE"}, {false, true});
-    for (const auto& r : counters) t.add({std::string(r.name), std::to_string(r.value)});
-    for (const auto& r : gauges) t.add({std::string(r.name), std::to_string(r.value)});
+    for (const auto& r : counter_rows(st)) t.add({std::string(r.name), std::to_string(r.value)});
+    for (const auto& r : gauge_rows(s, st)) t.add({std::string(r.name), std::to_string(r.value)});
     t.add({"hit_rate", fmt::format("{:.1f}%", st.hit_rate())});
     for (const auto& [c, n] : st.categories) t.add({"category " + c, std::to_string(n)});
     t.add({"last_updated", snap && !snap->last_updated.empty() ? snap->last_updated : "never"});

@@ -192,6 +192,16 @@ int main(int argc, char** argv) {
   limitsc->add_flag("--reset", limits.reset, "Give the limits back to the programs' Config");
   limitsc->callback([&] { run = [&] { return cmd_limits(g, limits); }; });
 
+  ServeOptions serve;
+  auto* servec = app.add_subcommand(
+      "serve", "Serve the cache over HTTP: REST API, Prometheus /metrics, a live dashboard");
+  servec->add_option("--listen", serve.listen,
+                     "ADDRESS:PORT to listen on (default 127.0.0.1:8437; port 0: any free one)");
+  servec->add_option("--socket", serve.socket, "Listen on this Unix socket instead (mode 0600)");
+  servec->add_option("--tokens", serve.tokens,
+                     "Tokens file (mode 0600): lines 'TOKEN read|write|admin [ns=NAME]'");
+  servec->callback([&] { run = [&] { return cmd_serve(g, serve); }; });
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {

@@ -133,14 +133,14 @@ void Session::require_writable(std::string_view what) const {
                             what, dir.string(), loc.chosen ? loc.chosen->pid : 0)};
 }
 
-Session open_session(const Globals& g, const Location& loc) {
+Session open_session(const Globals& g, const Location& loc, bool long_running) {
   Session s;
   s.loc = loc;
   larder::Config c;
   c.cache_root = loc.root;
   c.strategy = loc.strategy;
   c.lock_timeout = std::chrono::milliseconds(g.timeout_ms);
-  c.cleanup_interval = std::chrono::seconds(0);  // cachectl runs no periodic cleanup
+  if (!long_running) c.cleanup_interval = std::chrono::seconds(0);  // a command runs none
   c.remote = g.remote;
   // The store's recorded limits are adopted (below); a store from before limits were recorded
   // gets none rather than cachectl's defaults, so a command never evicts on its own account.
@@ -170,6 +170,7 @@ Session open_session(const Globals& g, const Location& loc) {
     s.read_only = r.read_only = loc.chosen->live;
   }
   s.dir = r.dir;
+  s.resolved = r;
   if (!g.ns.empty()) {
     if (g.ns.size() > larder::kMaxNamespaceBytes || g.ns.find('\0') != std::string::npos)
       throw Failure{kExitUsage, fmt::format("--ns: a namespace name is 1 to {} bytes without NUL",

@@ -21,6 +21,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/config.hpp"
 #include "core/service.hpp"
 #include "larder/larder.hpp"
 
@@ -81,6 +82,7 @@ struct Session {
   bool read_only = false;
   std::map<std::string, std::string> settings;  // AdminCommand::settings of whoever runs the store
   std::string scope;  // --ns's key prefix (core::ns_prefix), or "" for the unnamed namespace
+  larder::core::Resolved resolved;  // what the service was opened with
 
   // A key of the namespace as stored, and a stored key as the namespace knows it.
   std::string key(std::string_view k) const { return larder::core::stored_key(scope, k); }
@@ -94,7 +96,9 @@ struct Session {
   void require_writable(std::string_view what) const;
 };
 
-// Opens the located cache (see above). Throws Failure (3) when it cannot be opened.
-Session open_session(const Globals& g, const Location& loc);
+// Opens the located cache (see above). Throws Failure (3) when it cannot be opened. A
+// `long_running` session (cachectl serve) runs the periodic cleanup while it owns the store;
+// a command's does not.
+Session open_session(const Globals& g, const Location& loc, bool long_running = false);
 
 }  // namespace cachectl
