@@ -22,7 +22,10 @@ namespace larder::test {
 
 class Child {
  public:
-  explicit Child(const std::vector<std::string>& args, bool quiet_stderr = true) {
+  explicit Child(const std::vector<std::string>& args, bool quiet_stderr = true)
+      : Child(LARDER_TEST_HELPER, args, quiet_stderr) {}
+  // Runs `program` (a path) with `args`.
+  Child(const char* program, const std::vector<std::string>& args, bool quiet_stderr) {
     int out[2], in[2];
     // Close-on-exec: a later child must not inherit this one's pipe ends (it held this child's
     // stdin open, so close_stdin() gave no EOF until that later child exited: children told to
@@ -43,10 +46,10 @@ class Child {
       ::close(in[0]);
       ::close(in[1]);
       std::vector<char*> argv;
-      argv.push_back(const_cast<char*>(LARDER_TEST_HELPER));
+      argv.push_back(const_cast<char*>(program));
       for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
       argv.push_back(nullptr);
-      ::execv(LARDER_TEST_HELPER, argv.data());
+      ::execv(program, argv.data());
       ::_exit(127);
     }
     ::close(out[1]);

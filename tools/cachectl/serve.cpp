@@ -624,6 +624,7 @@ int cmd_serve(const Globals& g, const ServeOptions& o) {
         "http://{}:{}",
         addr.host.find(':') != std::string::npos ? "[" + addr.host + "]" : addr.host, port);
   }
+  server.set_backlog(1024);
   out(fmt::format("listening on {}\n", where));
   std::fflush(stdout);
   std::atomic<bool> signalled{false};

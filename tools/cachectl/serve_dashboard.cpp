@@ -72,6 +72,8 @@ std::string_view dashboard_html() {
     <svg id="hit-chart" viewBox="0 0 600 120" preserveAspectRatio="none"
          aria-label="hit rate over the last minutes">
       <line x1="0" y1="60" x2="600" y2="60" stroke="#e4e7ed"/>
+      <text x="4" y="14" font-size="11" fill="#8a91a0">100 %</text>
+      <text x="4" y="57" font-size="11" fill="#8a91a0">50 %</text>
       <polyline id="hit-line" fill="none" stroke="#3b7ddd" stroke-width="2" points=""/>
     </svg>
     <div id="chart-caption">per 2 s poll, last 10 minutes</div>
@@ -101,7 +103,7 @@ std::string_view dashboard_html() {
 let token = "";
 const fragment = new URLSearchParams(location.hash.slice(1));
 if (fragment.get("token")) token = fragment.get("token");
-const samples = [];  // [hits, misses] of each poll
+const samples = [];  // [hits, misses] at each poll
 const $ = (id) => document.getElementById(id);
 
 function human(n) {
@@ -142,19 +144,17 @@ function bar(id, value, limit) {
   $(id).style.width = limit ? Math.min(100, 100 * value / limit).toFixed(1) + "%" : "0";
 }
 
+// The hit rate of each interval between polls; an interval without reads keeps the rate before
+// it, and the line starts from the rate so far.
 function drawChart() {
-  const pts = [];
-  for (let i = 1; i < samples.length; i++) {
-    const h = samples[i][0] - samples[i - 1][0], m = samples[i][1] - samples[i - 1][1];
-    pts.push(h + m > 0 ? h / (h + m) : (pts.length ? pts[pts.length - 1] : 0));
-  }
-  if (pts.length === 0 && samples.length) {  // one poll: the rate so far, as a flat line
-    const [h, m] = samples[0];
-    const r = h + m > 0 ? h / (h + m) : 0;
-    pts.push(r, r);
-  }
+  if (!samples.length) return;
+  const rate = (h, m, before) => (h + m > 0 ? h / (h + m) : before);
+  const pts = [rate(samples[0][0], samples[0][1], 0)];
+  for (let i = 1; i < samples.length; i++)
+    pts.push(rate(samples[i][0] - samples[i - 1][0], samples[i][1] - samples[i - 1][1],
+                  pts[pts.length - 1]));
   if (pts.length === 1) pts.push(pts[0]);
-  const step = 600 / Math.max(1, pts.length - 1);
+  const step = 600 / (pts.length - 1);
   $("hit-line").setAttribute("points",
     pts.map((r, i) => (i * step).toFixed(1) + "," + (115 - r * 110).toFixed(1)).join(" "));
 }

@@ -238,6 +238,10 @@ GuardedServer::GuardedServer(const Limits& limits) : limits_(limits) {
   set_keep_alive_max_count(limits.max_requests);
 }
 
+bool GuardedServer::set_backlog(int n) {
+  return ::listen(svr_sock_, n) == 0;  // Linux takes a new backlog for a listening socket
+}
+
 bool GuardedServer::process_and_close_socket(socket_t sock) {
   connections_.fetch_add(1, std::memory_order_relaxed);
   GuardedStream stream(sock, limits_, svr_sock_);

@@ -39,6 +39,10 @@ class GuardedServer : public httplib::Server {
   // Connections open now.
   std::size_t connections() const { return connections_.load(std::memory_order_relaxed); }
   const Limits& limits() const { return limits_; }
+  // After bind_to_port: a listen backlog of `n` instead of httplib's 5, so a burst of
+  // connections waits to be accepted instead of having its handshakes dropped. False when the
+  // socket refuses.
+  bool set_backlog(int n);
 
  private:
   bool process_and_close_socket(socket_t sock) override;
