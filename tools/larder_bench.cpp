@@ -40,6 +40,7 @@
 #include <CLI/CLI.hpp>
 
 #ifdef LARDER_BENCH_REMOTE
+#include "bench_http.hpp"
 #include "bench_remote.hpp"
 #include "bench_run.hpp"
 #endif
@@ -359,6 +360,13 @@ int main(int argc, char** argv) {
   rm->add_option("--value-size", rm_value, "Value bytes");
   rm->add_option("--rounds", rm_rounds, "Rounds (medians are printed)")->check(CLI::PositiveNumber);
 #endif
+  auto* ht = app.add_subcommand(
+      "http",
+      "cachectl serve beside a bare cpp-httplib server: GET of a 1 KB entry, 1 and 8 clients");
+  int ht_rounds = 5;
+  double ht_seconds = 2.0;
+  ht->add_option("--rounds", ht_rounds, "Rounds (medians are printed)")->check(CLI::PositiveNumber);
+  ht->add_option("--seconds", ht_seconds, "Seconds per measurement")->check(CLI::PositiveNumber);
   auto* rn = app.add_subcommand(
       "run", "The workload table: larder against raw RocksDB (same options, same run)");
   std::size_t rn_keys = 50'000;
@@ -390,6 +398,7 @@ int main(int argc, char** argv) {
 #ifdef LARDER_BENCH_REMOTE
   if (rm->parsed()) return bench_remote(rm_url, rm_keys, rm_value, rm_rounds);
 #endif
+  if (ht->parsed()) return bench_http(ht_rounds, ht_seconds);
   if (rn->parsed()) return run_table(rn_keys, rn_rounds, rn_sizes, rn_policies, rn_json);
   if (gs->parsed()) return getset(gs_keys, gs_value, gs_policy, gs_dir, gs_rounds, gs_json);
   if (op->parsed()) {
