@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -579,4 +580,34 @@ TEST_CASE("serve: the dashboard renders in headless Chromium with the count and 
   CHECK(WIFEXITED(shot_status));
   CHECK(std::filesystem::exists(shot));
   CHECK(std::filesystem::file_size(shot) > 10'000);
+}
+
+TEST_CASE("serve: on a Unix socket of mode 0600, removed when it stops") {
+  TempDir dir;
+  const auto root = make_cache(dir);
+  const auto path = dir / "serve.sock";
+  Child child(LARDER_CACHECTL, {"--root", root.string(), "serve", "--socket", path.string()}, true);
+  REQUIRE(child.wait_for_line_with("listening on unix:" + path.string()));
+  struct stat st {};
+  REQUIRE(::stat(path.c_str(), &st) == 0);
+  CHECK(S_ISSOCK(st.st_mode));
+  CHECK((st.st_mode & 0777) == 0600);
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path.c_str());
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  timeval tv{20, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  send_text(fd, "GET /api/v1/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  const std::string reply = read_all(fd);
+  ::close(fd);
+  CHECK(reply.starts_with("HTTP/1.1 200"));
+  CHECK(reply.find("\"total_entries\"") != std::string::npos);
+  child.signal(SIGTERM);
+  const int status = child.wait_at_most(std::chrono::seconds(20));
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK_FALSE(std::filesystem::exists(path));
 }

@@ -209,11 +209,11 @@ std::map<std::string, std::string> body_fields(const std::string& body) {
   rapidjson::Document d;
   d.Parse(body.data(), body.size());
   if (d.HasParseError() || !d.IsObject()) throw HttpError{400, "the body is not a JSON object"};
-  for (auto it = d.MemberBegin(); it != d.MemberEnd(); ++it) {
-    if (!it->value.IsString())
-      throw HttpError{400, fmt::format("\"{}\" must be a string", it->name.GetString())};
-    out[std::string(it->name.GetString(), it->name.GetStringLength())] =
-        std::string(it->value.GetString(), it->value.GetStringLength());
+  for (const auto& m : d.GetObject()) {
+    if (!m.value.IsString())
+      throw HttpError{400, fmt::format("\"{}\" must be a string", m.name.GetString())};
+    out[std::string(m.name.GetString(), m.name.GetStringLength())] =
+        std::string(m.value.GetString(), m.value.GetStringLength());
   }
   return out;
 }
@@ -609,6 +609,7 @@ int cmd_serve(const Globals& g, const ServeOptions& o) {
     const mode_t old = ::umask(077);  // only this user may connect
     const bool bound = server.bind_to_port(o.socket, 80);
     ::umask(old);
+    if (bound) ::chmod(o.socket.c_str(), 0600);  // read and write: what connecting takes
     if (!bound)
       throw Failure{kExitUsage, fmt::format("--socket {}: cannot listen there", o.socket)};
     where = "unix:" + o.socket;
