@@ -1,0 +1,227 @@
+"""larder.aio: the larder.Cache API as coroutines, for asyncio programs (docs/python.md, "asyncio").
+
+    import larder.aio
+
+    async def main():
+        async with larder.aio.Cache("/var/cache/mytool", strategy="shared") as cache:
+            await cache.set("k", {"a": 1}, expire=60)
+            print(await cache.get("k"))
+
+            @cache.memoize(expire=300)
+            async def fetch(url):
+                ...
+
+Every call runs on a bounded pool of threads of the cache's own (``max_workers``), never on the
+event loop: a call that waits -- a shared cache's owner that is slow or stopped, a remote tier
+timing out, a store opening -- holds one of those threads while the loop's other tasks keep
+running. The native calls release the GIL while they wait. Values, keys, TTLs and errors are
+larder.Cache's: the same store, readable by larder.Cache, C++ and cachectl alike.
+
+Thread-safety: a Cache may be used from several event loops and threads; memoize's single flight
+is per event loop.
+"""
+
+import asyncio
+import concurrent.futures
+import functools
+import threading
+from typing import Any, Awaitable, Callable, Dict, Optional, TypeVar
+
+import larder
+from larder import CacheKey, _argument_key, _expire
+
+__all__ = ["Cache"]
+
+_MISSING = object()
+T = TypeVar("T")
+
+# The larder.Cache methods that become coroutines of the same name and arguments.
+_METHODS = (
+    "get", "set", "get_entry", "get_many", "set_many", "add", "touch", "compare_and_set",
+    "get_and_touch", "incr", "set_all", "delete", "invalidate", "invalidate_category",
+    "invalidate_pattern", "clear", "cleanup", "keys", "stats", "metadata", "flush",
+)
+
+
+class Cache:
+    """A larder cache whose calls are coroutines. Takes larder.Cache's arguments (``directory``
+    and the keyword options) plus ``max_workers``: the threads that run its calls (default 8;
+    more calls than that wait their turn without blocking the event loop).
+
+    The store opens on the pool at the first call (or at ``async with`` / ``await open()``), so
+    a bad option raises there, as larder.ConfigError. ``close()`` closes it; calls after that
+    raise ValueError.
+    """
+
+    def __init__(self, directory: Any = None, *, max_workers: int = 8, **options: Any) -> None:
+        if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
+            raise larder.ConfigError(f"max_workers: expected a whole number >= 1, got "
+                                     f"{max_workers!r}")
+        self._directory = directory
+        self._options = options
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max_workers, thread_name_prefix="larder-aio")
+        self._lock = threading.Lock()
+        self._cache: Optional[larder.Cache] = None
+        self._closed = False
+        # memoize's flights: key -> the leader's computation, per event loop.
+        self._flights: Dict[Any, Dict[str, _Flight]] = {}
+
+    # ---- lifetime
+
+    def _open_sync(self) -> larder.Cache:
+        with self._lock:
+            if self._closed:
+                raise ValueError("the cache is closed")
+            if self._cache is None:
+                self._cache = larder.Cache(self._directory, **self._options)
+            return self._cache
+
+    async def open(self) -> "Cache":
+        """Opens the store now (on the pool) and returns this cache."""
+        await self._run(lambda: None)
+        return self
+
+    async def close(self) -> None:
+        """Closes the store once the calls in flight return; the pool's threads end."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            cache, self._cache = self._cache, None
+        if cache is not None:
+            await loop.run_in_executor(self._executor, cache.close)
+        self._executor.shutdown(wait=False)
+
+    async def __aenter__(self) -> "Cache":
+        return await self.open()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    @property
+    def directory(self) -> Optional[str]:
+        """The store's directory once it is open (None before, and for a memory cache)."""
+        c = self._cache
+        return None if c is None else c.directory
+
+    @property
+    def degraded(self) -> bool:
+        """larder.Cache.degraded once the store is open (False before)."""
+        c = self._cache
+        return False if c is None else c.degraded
+
+    @property
+    def last_error(self) -> str:
+        """larder.Cache.last_error once the store is open ("" before)."""
+        c = self._cache
+        return "" if c is None else c.last_error
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+
+        def call() -> T:
+            self._open_sync()
+            return fn(*args, **kwargs)
+
+        try:
+            return await loop.run_in_executor(self._executor, call)
+        except RuntimeError as e:  # the pool was shut down: the cache was closed meanwhile
+            if self._closed:
+                raise ValueError("the cache is closed") from e
+            raise
+
+    async def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        return await self._run(lambda: getattr(self._open_sync(), name)(*args, **kwargs))
+
+    # ---- memoize
+
+    def memoize(self, expire: Optional[float] = None, category: str = "default",
+                name: Optional[str] = None
+                ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
+        """Decorator caching an ``async def`` function's results, as larder.Cache.memoize: the
+        key is the function's qualified name (or ``name``) and its arguments; the same key as
+        larder.Cache.memoize gives, so both share results. Concurrent callers of one key in an
+        event loop await one computation (single flight); an exception reaches every waiting
+        caller and is not cached."""
+        _expire(expire)  # checks it now
+
+        def decorator(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+            if not asyncio.iscoroutinefunction(fn):
+                raise TypeError(f"larder.aio memoize takes an async def function, not {fn!r} "
+                                "(larder.Cache.memoize is for plain functions)")
+            base = name or f"{fn.__module__}.{fn.__qualname__}"
+
+            @functools.wraps(fn)
+            async def wrapper(*args: Any, **kwargs: Any) -> Any:
+                key = CacheKey.from_parts("memoize", base, _argument_key(args, kwargs))
+                hit = await self.get(key, _MISSING)
+                if hit is not _MISSING:
+                    return hit[0]
+                return await self._single_flight(key, lambda: fn(*args, **kwargs), expire,
+                                                 category)
+
+            wrapper.cache_key = lambda *a, **kw: CacheKey.from_parts(  # type: ignore[attr-defined]
+                "memoize", base, _argument_key(a, kw))
+            return wrapper
+
+        return decorator
+
+    async def _single_flight(self, key: str, compute: Callable[[], Awaitable[Any]],
+                             expire: Optional[float], category: str) -> Any:
+        loop = asyncio.get_running_loop()
+        flights = self._flights.setdefault(loop, {})
+        joined = flights.get(key)
+        if joined is not None:
+            joined.followers += 1
+            # shield: a follower cancelled does not cancel the leader's computation.
+            return await asyncio.shield(joined.future)
+        flight = loop.create_future()
+        flights[key] = _Flight(flight)
+        # An exception nobody awaited is not "never retrieved".
+        flight.add_done_callback(lambda f: f.cancelled() or f.exception())
+        try:
+            hit = await self.get(key, _MISSING)  # another process may have stored it meanwhile
+            if hit is not _MISSING:
+                value = hit[0]
+            else:
+                value = await compute()
+                await self.set(key, (value,), expire=expire, category=category)
+            flight.set_result(value)
+            return value
+        except asyncio.CancelledError:
+            flight.cancel()  # the leader was cancelled: so are its followers
+            raise
+        except BaseException as e:
+            if not flight.done():
+                flight.set_exception(e)
+            raise
+        finally:
+            flights.pop(key, None)
+            if not flights:
+                self._flights.pop(loop, None)
+
+
+class _Flight:
+    """A memoize computation in progress: its result, and how many callers joined it."""
+
+    def __init__(self, future: "asyncio.Future[Any]") -> None:
+        self.future = future
+        self.followers = 0
+
+
+def _coroutine(name: str) -> Callable[..., Awaitable[Any]]:
+    sync = getattr(larder.Cache, name)
+
+    async def method(self: Cache, *args: Any, **kwargs: Any) -> Any:
+        return await self._call(name, *args, **kwargs)
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = f"Coroutine form of larder.Cache.{name}. " + (sync.__doc__ or "")
+    return method
+
+
+for _name in _METHODS:
+    setattr(Cache, _name, _coroutine(_name))
+del _name
