@@ -365,7 +365,7 @@ TEST_CASE("serve: bad input gets 400, 404, 405, 413 or 431, and the server goes 
   // Garbage instead of a request line.
   {
     const int fd = connect_to(s.port());
-    send_text(fd, std::string("\x01\x02 not http\r\n\r\n", 17));
+    send_text(fd, "\x01\x02 not http\r\n\r\n");
     read_all(fd);
     ::close(fd);
   }
