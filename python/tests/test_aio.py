@@ -2,7 +2,6 @@
 that keeps running while calls wait on a stopped shared owner."""
 
 import asyncio
-import multiprocessing
 import os
 import signal
 import time
@@ -12,11 +11,20 @@ import pytest
 import larder
 import larder.aio
 
-from test_larder import _owner, _wait_until_stopped
+from test_larder import _wait_until_stopped, shared_owner
 
 
 def run(coro):
     return asyncio.run(coro)
+
+
+async def call_together(c, fn, arg, n, gate):
+    """n concurrent calls of fn(arg), let go (gate) once all have joined one computation; their
+    results, exceptions included."""
+    tasks = [asyncio.create_task(fn(arg)) for _ in range(n)]
+    await followers(c, fn.cache_key(arg), n - 1)
+    gate.set()
+    return await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def followers(c, key, n):
@@ -108,10 +116,7 @@ def test_memoize_computes_once_for_concurrent_callers(tmp_path):
                 await gate.wait()  # every caller has joined before the leader finishes
                 return x * 2
 
-            tasks = [asyncio.create_task(slow(21)) for _ in range(20)]
-            await followers(c, slow.cache_key(21), 19)
-            gate.set()
-            assert await asyncio.gather(*tasks) == [42] * 20
+            assert await call_together(c, slow, 21, 20, gate) == [42] * 20
             assert calls == [21]
             assert await slow(21) == 42  # a hit now
             assert calls == [21]
@@ -134,10 +139,7 @@ def test_memoize_passes_an_exception_to_every_caller_and_caches_nothing(tmp_path
                 await gate.wait()
                 raise KeyError(x)
 
-            tasks = [asyncio.create_task(failing(1)) for _ in range(5)]
-            await followers(c, failing.cache_key(1), 4)
-            gate.set()
-            results = await asyncio.gather(*tasks, return_exceptions=True)
+            results = await call_together(c, failing, 1, 5, gate)
             assert all(isinstance(r, KeyError) for r in results)
             assert calls == [1]
             assert await c.get(failing.cache_key(1), "none") == "none"
@@ -155,45 +157,36 @@ def test_memoize_takes_only_async_functions(tmp_path):
 
 
 def test_the_event_loop_keeps_running_while_calls_wait_on_a_stopped_owner(tmp_path):
-    ctx = multiprocessing.get_context("spawn")
     root = str(tmp_path / "shared")
-    ready = ctx.Event()
-    owner = ctx.Process(target=_owner, args=(root, ready))
-    owner.start()
-    try:
-        assert ready.wait(60)
 
-        async def main():
-            c = larder.aio.Cache(root, strategy="shared", lock_timeout=1.5)
-            assert await c.get("k") == "v"
-            os.kill(owner.pid, signal.SIGSTOP)
-            _wait_until_stopped(owner.pid)
-            ticks = []
-            stop = asyncio.Event()
+    async def main(owner):
+        c = larder.aio.Cache(root, strategy="shared", lock_timeout=1.5)
+        assert await c.get("k") == "v"
+        os.kill(owner.pid, signal.SIGSTOP)
+        _wait_until_stopped(owner.pid)
+        ticks = []
+        stop = asyncio.Event()
 
-            async def heartbeat():
-                while not stop.is_set():
-                    ticks.append(time.monotonic())
-                    await asyncio.sleep(0.01)
+        async def heartbeat():
+            while not stop.is_set():
+                ticks.append(time.monotonic())
+                await asyncio.sleep(0.01)
 
-            beat = asyncio.create_task(heartbeat())
-            start = time.monotonic()
-            results = await asyncio.gather(*(c.get("k", "timed out") for _ in range(100)))
-            waited = time.monotonic() - start
-            stop.set()
-            await beat
-            # Every call came back (a miss within lock_timeout, not a hang) ...
-            assert results == ["timed out"] * 100
-            assert waited >= 1.0
-            # ... and the loop ran all along: no gap between heartbeats near a call's 1.5 s wait.
-            gaps = [b - a for a, b in zip(ticks, ticks[1:])]
-            assert len(ticks) > waited / 0.01 / 4
-            assert max(gaps) < 0.75
-            os.kill(owner.pid, signal.SIGCONT)
-            await c.close()
-
-        run(main())
-    finally:
+        beat = asyncio.create_task(heartbeat())
+        start = time.monotonic()
+        results = await asyncio.gather(*(c.get("k", "timed out") for _ in range(100)))
+        waited = time.monotonic() - start
+        stop.set()
+        await beat
+        # Every call came back (a miss within lock_timeout, not a hang) ...
+        assert results == ["timed out"] * 100
+        assert waited >= 1.0
+        # ... and the loop ran all along: no gap between heartbeats near a call's 1.5 s wait.
+        gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+        assert len(ticks) > waited / 0.01 / 4
+        assert max(gaps) < 0.75
         os.kill(owner.pid, signal.SIGCONT)
-        owner.terminate()
-        owner.join(30)
+        await c.close()
+
+    with shared_owner(root) as owner:
+        run(main(owner))

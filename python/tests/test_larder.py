@@ -2,6 +2,7 @@
 manual clock, memoize single-flight, C++ interoperability through cachectl, several processes on
 one shared cache (spawn and fork), the GIL released while a call waits, bad arguments."""
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -351,14 +352,26 @@ def _wait_until_stopped(pid):
     raise AssertionError(f"process {pid} did not stop")
 
 
-def test_the_gil_is_released_while_a_call_waits_for_a_stopped_owner(tmp_path):
+@contextlib.contextmanager
+def shared_owner(root):
+    """A process (spawned) owning the shared cache at `root`, holding "k" = "v"; continued and
+    ended when the block ends, whatever was done to it."""
     ctx = multiprocessing.get_context("spawn")
-    root = str(tmp_path / "shared")
     ready = ctx.Event()
-    owner = ctx.Process(target=_owner, args=(root, ready))
+    owner = ctx.Process(target=_owner, args=(str(root), ready))
     owner.start()
     try:
         assert ready.wait(60)
+        yield owner
+    finally:
+        os.kill(owner.pid, signal.SIGCONT)
+        owner.terminate()
+        owner.join(30)
+
+
+def test_the_gil_is_released_while_a_call_waits_for_a_stopped_owner(tmp_path):
+    root = str(tmp_path / "shared")
+    with shared_owner(root) as owner:
         client = larder.Cache(root, strategy="shared", lock_timeout=1.5)
         assert client.get("k") == "v"
         os.kill(owner.pid, signal.SIGSTOP)
@@ -385,10 +398,6 @@ def test_the_gil_is_released_while_a_call_waits_for_a_stopped_owner(tmp_path):
         assert client.stats().error_count >= 1
         os.kill(owner.pid, signal.SIGCONT)
         client.close()
-    finally:
-        os.kill(owner.pid, signal.SIGCONT)
-        owner.terminate()
-        owner.join(30)
 
 
 def test_cache_key_and_global_cache(tmp_path):
