@@ -1,0 +1,285 @@
+"""larder.diskcache: diskcache's Cache API as its documentation describes it (keys of every kind,
+expire, tags, read, incr/decr, pop, queues, transact across processes, memoize, stats,
+settings, pickling), on one larder store that C++ and cachectl read too."""
+
+import io
+import multiprocessing
+import os
+import pickle
+import subprocess
+import time
+
+import pytest
+
+import larder
+import larder.diskcache as diskcache
+
+CACHECTL = os.environ.get("LARDER_CACHECTL")
+
+
+@pytest.fixture
+def cache(tmp_path):
+    c = diskcache.Cache(str(tmp_path / "dc"))
+    yield c
+    c.close()
+
+
+def test_the_public_names_are_diskcaches():
+    for name in ["Cache", "FanoutCache", "Disk", "JSONDisk", "Timeout", "EmptyDirWarning",
+                 "UnknownFileWarning", "ENOVAL", "UNKNOWN", "EVICTION_POLICY",
+                 "DEFAULT_SETTINGS"]:
+        assert hasattr(diskcache, name), name
+    assert set(diskcache.EVICTION_POLICY) == {"none", "least-recently-stored",
+                                              "least-recently-used", "least-frequently-used"}
+    assert diskcache.DEFAULT_SETTINGS["size_limit"] == 2**30
+    assert repr(diskcache.ENOVAL) == "ENOVAL"
+
+
+def test_keys_of_every_kind_are_distinct_and_round_trip(cache):
+    keys = ["text", b"text", 1, 1.5, ("tuple", 2), None, True, frozenset({1, 2}), "\x00nul"]
+    for i, k in enumerate(keys):
+        assert cache.set(k, i)
+    for i, k in enumerate(keys):
+        assert cache[k] == i, k
+        assert k in cache
+    assert len(cache) == len(keys)
+    assert set(map(repr, cache)) == set(map(repr, keys))
+    # A str key is stored under its own name: C++ and cachectl find it.
+    assert larder.Cache(cache.directory, strategy="shared").get("text") == 0
+
+
+def test_get_default_expire_time_and_tag(cache):
+    assert cache.get("missing") is None
+    assert cache.get("missing", "dflt") == "dflt"
+    assert cache.set("k", {"v": 1}, expire=100, tag="users")
+    value, when, tag = cache.get("k", expire_time=True, tag=True)
+    assert value == {"v": 1} and tag == "users"
+    assert time.time() + 90 < when <= time.time() + 100.5
+    assert cache.get("k", expire_time=True) == ({"v": 1}, when)
+    assert cache.get("k", tag=True) == ({"v": 1}, "users")
+    assert cache.get("missing", expire_time=True, tag=True) == (None, None, None)
+    cache.set("never", 1)  # expire=None: never expires
+    assert cache.get("never", expire_time=True) == (1, None)
+    cache.set("int-tag", 1, tag=7)
+    assert cache.get("int-tag", tag=True) == (1, 7)
+
+
+def test_expire_zero_is_already_expired(cache):
+    cache.set("k", "v")
+    assert cache.set("k", "new", expire=0)
+    assert cache.get("k") is None
+    assert "k" not in cache
+
+
+def test_getitem_delitem_and_read(cache):
+    with pytest.raises(KeyError):
+        cache["missing"]
+    with pytest.raises(KeyError):
+        del cache["missing"]
+    cache["k"] = b"bytes"
+    del cache["k"]
+    assert cache.delete("k") is False
+    assert cache.set("file", io.BytesIO(b"from a file"), read=True)
+    assert cache.read("file").read() == b"from a file"
+    assert cache.get("file", read=True).read() == b"from a file"
+    with pytest.raises(KeyError):
+        cache.read("missing")
+
+
+def test_add_touch_incr_decr_pop(cache):
+    assert cache.add("a", 1)
+    assert not cache.add("a", 2)
+    assert cache["a"] == 1
+    assert cache.touch("a", expire=50)
+    assert cache.get("a", expire_time=True)[1] is not None
+    assert cache.touch("a")  # None: never
+    assert cache.get("a", expire_time=True)[1] is None
+    assert not cache.touch("missing")
+    assert cache.incr("n") == 1
+    assert cache.incr("n", 10) == 11
+    assert cache.decr("n", 2) == 9
+    assert cache.incr("d", default=100) == 101
+    assert cache.decr("e", default=-9) == -10
+    with pytest.raises(KeyError):
+        cache.incr("nothing", default=None)
+    assert cache.pop("n") == 9
+    assert cache.pop("n") is None
+    assert cache.pop("n", "gone") == "gone"
+    cache.set("p", "v", tag="t")
+    assert cache.pop("p", tag=True) == ("v", "t")
+
+
+def test_clear_evict_expire_volume_check(cache):
+    for i in range(10):
+        cache.set(i, i, tag="odd" if i % 2 else "even")
+    assert cache.evict("even") == 5
+    assert len(cache) == 5
+    assert cache.expire() == 0
+    assert cache.cull() == 0
+    assert cache.volume() > 0
+    assert cache.check() == []
+    assert cache.clear() == 5
+    assert len(cache) == 0
+
+
+def test_iteration_follows_insertion(cache):
+    for k in ["c", "a", "b"]:
+        cache.set(k, k)
+    assert list(cache) == ["c", "a", "b"]
+    assert list(reversed(cache)) == ["b", "a", "c"]
+    assert list(cache.iterkeys()) == ["a", "b", "c"]
+    assert cache.peekitem() == ("b", "b")
+    assert cache.peekitem(last=False) == ("c", "c")
+    cache.clear()
+    with pytest.raises(KeyError):
+        cache.peekitem()
+
+
+def test_queues(cache):
+    assert cache.pull() == (None, None)
+    k1 = cache.push("first")
+    k2 = cache.push("second")
+    k0 = cache.push("zeroth", side="front")
+    assert k0 < k1 < k2
+    assert cache.peek() == (k0, "zeroth")
+    assert cache.peek(side="back") == (k2, "second")
+    assert cache.pull() == (k0, "zeroth")
+    assert cache.pull(side="back") == (k2, "second")
+    assert cache.pull() == (k1, "first")
+    assert cache.pull(default="empty") == "empty"
+    named = cache.push(1, prefix="jobs")
+    assert named == "jobs-500000000000000"
+    assert cache.push(2, prefix="jobs") == "jobs-500000000000001"
+    assert cache.pull(prefix="jobs") == (named, 1)
+
+
+def test_memoize_keys_typed_and_ignore(cache):
+    calls = []
+
+    @cache.memoize(typed=True, tag="fib")
+    def f(x, y=0):
+        calls.append((x, y))
+        return x + y
+
+    assert f(1, y=2) == 3 and f(1, y=2) == 3
+    assert calls == [(1, 2)]
+    f(1.0, y=2)  # typed: another key
+    assert len(calls) == 2
+    assert cache.get(f.__cache_key__(1, y=2), tag=True) == (3, "fib")
+
+    @cache.memoize(ignore={1})
+    def g(a, session):
+        calls.append(a)
+        return a
+
+    g(5, object())
+    g(5, object())  # the ignored argument differs: still a hit
+    assert calls.count(5) == 1
+    with pytest.raises(TypeError):
+        cache.memoize(lambda: 1)
+
+
+def test_stats_count_from_when_they_are_enabled(cache):
+    cache.set("k", 1)
+    assert cache.stats(enable=False) == (0, 0)
+    cache.stats(enable=True)  # from now on
+    cache.get("k")
+    cache.get("missing")
+    assert cache.stats() == (1, 1)
+    assert cache.stats(reset=True) == (1, 1)
+    assert cache.stats() == (0, 0)
+
+
+def test_settings_and_pickling(tmp_path):
+    c = diskcache.Cache(str(tmp_path / "dc"), size_limit=2**20,
+                        eviction_policy="least-recently-used")
+    assert c.size_limit == 2**20
+    assert c.eviction_policy == "least-recently-used"
+    assert c.reset("cull_limit") == 10
+    assert c.reset("cull_limit", 0) == 0 and c.cull_limit == 0
+    with pytest.raises(ValueError):
+        diskcache.Cache(str(tmp_path / "x"), no_such_setting=1)
+    with pytest.raises(ValueError):
+        diskcache.Cache(str(tmp_path / "x"), eviction_policy="random")
+    c.set("k", "v")
+    clone = pickle.loads(pickle.dumps(c))
+    assert clone.directory == c.directory and clone.get("k") == "v"
+    assert clone.size_limit == 2**20
+    clone.close()
+    c.close()
+    assert c.get("k") == "v"  # a closed cache reopens on use
+
+
+def test_a_size_limit_evicts_least_recently_stored(tmp_path):
+    c = diskcache.Cache(str(tmp_path / "dc"), size_limit=10_000)
+    for i in range(30):
+        c.set(i, b"x" * 1000)
+    assert len(c) <= 10
+    assert 29 in c and 0 not in c
+    c.close()
+
+
+def test_no_directory_makes_a_temporary_one():
+    c = diskcache.Cache()
+    assert os.path.isdir(c.directory)
+    c.set("k", 1)
+    assert c["k"] == 1
+    c.close()
+
+
+def test_a_custom_disk_is_refused_rather_than_ignored(tmp_path):
+    class MyDisk(diskcache.Disk):
+        pass
+
+    with pytest.raises(TypeError):
+        diskcache.Cache(str(tmp_path / "dc"), disk=MyDisk)
+
+
+def test_fanout_cache_is_one_store(tmp_path):
+    c = diskcache.FanoutCache(str(tmp_path / "fc"), shards=4, timeout=1)
+    assert c.shards == 4
+    c.set("k", "v")
+    assert diskcache.Cache(str(tmp_path / "fc"))["k"] == "v"
+    c.close()
+
+
+def _transact_worker(directory, n):
+    c = diskcache.Cache(directory)
+    for _ in range(n):
+        with c.transact():
+            v = c.get("count", 0)
+            c.set("count", v + 1)  # read-modify-write: safe only inside transact
+    c.close()
+
+
+def _incr_worker(directory, n):
+    c = diskcache.Cache(directory)
+    for _ in range(n):
+        c.incr("hits")
+    c.close()
+
+
+def test_several_processes_on_one_cache_transact_and_incr(tmp_path):
+    directory = str(tmp_path / "dc")
+    diskcache.Cache(directory).close()
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_transact_worker, args=(directory, 50)) for _ in range(3)]
+    procs += [ctx.Process(target=_incr_worker, args=(directory, 50)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    c = diskcache.Cache(directory)
+    assert c["count"] == 150  # no update lost: transact excluded the other processes
+    assert c["hits"] == 150
+    c.close()
+
+
+@pytest.mark.skipif(not CACHECTL, reason="LARDER_CACHECTL not set")
+def test_str_keys_are_readable_by_cachectl(cache):
+    cache.set("plain", b"bytes value")
+    cache.close()
+    out = subprocess.run([CACHECTL, "--root", cache.directory, "get", "--raw", "plain"],
+                         capture_output=True, check=True)
+    assert out.stdout == b"bytes value"
