@@ -16,8 +16,9 @@ larder.Cache's rules: no unsigned pickle is ever loaded. ``expire`` is diskcache
 expires, seconds otherwise. ``tag`` is the larder category.
 
 Implemented so far: Cache and FanoutCache with their whole key/value API, queues (push, pull,
-peek, peekitem), transact, memoize, stats, settings. Not yet: Disk/JSONDisk hooks for custom
-serialisation, Deque, Index and the recipes (docs/python.md lists every difference).
+peek, peekitem), transact, memoize, stats, settings, and the recipes (larder/_recipes.py). Not
+yet: Disk/JSONDisk hooks for custom serialisation, Deque and Index (docs/python.md lists every
+difference).
 
 Thread-safety: a Cache may be used from many threads and processes at once.
 """
@@ -38,6 +39,7 @@ from larder import _pack, _unpack
 __all__ = [
     "Cache", "FanoutCache", "Disk", "JSONDisk", "Timeout", "EmptyDirWarning",
     "UnknownFileWarning", "ENOVAL", "UNKNOWN", "EVICTION_POLICY", "DEFAULT_SETTINGS",
+    "Averager", "Lock", "RLock", "BoundedSemaphore", "throttle", "barrier", "memoize_stampede",
 ]
 
 
@@ -737,3 +739,7 @@ class FanoutCache(Cache):
                  disk: type = Disk, **settings: Any) -> None:
         super().__init__(directory, timeout=timeout, disk=disk, **settings)
         self.shards = shards
+
+
+from larder._recipes import (  # noqa: E402  (they use Cache's API only)
+    Averager, BoundedSemaphore, Lock, RLock, barrier, memoize_stampede, throttle)

@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import pickle
 import subprocess
+import threading
 import time
 
 import pytest
@@ -283,3 +284,167 @@ def test_str_keys_are_readable_by_cachectl(cache):
     out = subprocess.run([CACHECTL, "--root", cache.directory, "get", "--raw", "plain"],
                          capture_output=True, check=True)
     assert out.stdout == b"bytes value"
+
+
+# ---- recipes
+
+
+def test_averager(cache):
+    ave = diskcache.Averager(cache, "latency")
+    assert ave.get() is None
+    ave.add(0.080)
+    ave.add(0.120)
+    assert ave.get() == pytest.approx(0.1)
+    ave.add(0.160)
+    assert ave.pop() == pytest.approx(0.12)
+    assert ave.get() is None
+
+
+def _hold_lock(directory, held, release):
+    c = diskcache.Cache(directory)
+    lock = diskcache.Lock(c, "report")
+    lock.acquire()
+    held.set()
+    release.wait(60)
+    lock.release()
+    c.close()
+
+
+def test_lock_excludes_another_process(cache):
+    ctx = multiprocessing.get_context("spawn")
+    held, release = ctx.Event(), ctx.Event()
+    p = ctx.Process(target=_hold_lock, args=(cache.directory, held, release))
+    p.start()
+    try:
+        assert held.wait(60)
+        lock = diskcache.Lock(cache, "report")
+        assert lock.locked()
+        # What acquire tries, refused while the other process holds the lock:
+        assert not cache.add("report", None)
+        got = []
+        t = threading.Thread(target=lambda: (lock.acquire(), got.append(True)))
+        t.start()
+        release.set()
+        t.join(60)
+        assert got == [True]
+        assert lock.locked()
+        lock.release()
+        assert not lock.locked()
+        with lock:
+            assert lock.locked()
+    finally:
+        release.set()
+        p.join(60)
+
+
+def test_rlock_is_reentrant_and_refuses_a_foreign_release(cache):
+    rlock = diskcache.RLock(cache, "user-123")
+    rlock.acquire()
+    rlock.acquire()
+    rlock.release()
+    with rlock:
+        pass
+    rlock.release()
+    with pytest.raises(AssertionError):
+        rlock.release()
+    rlock.acquire()
+    errors = []
+
+    def other_thread():
+        try:
+            rlock.release()
+        except AssertionError as e:
+            errors.append(e)
+
+    t = threading.Thread(target=other_thread)
+    t.start()
+    t.join()
+    assert len(errors) == 1  # another thread does not hold it
+    rlock.release()
+
+
+def test_bounded_semaphore(cache):
+    sem = diskcache.BoundedSemaphore(cache, "max-cons", value=2)
+    sem.acquire()
+    sem.acquire()
+    assert cache.get("max-cons") == 0
+    sem.release()
+    with sem:
+        assert cache.get("max-cons") == 0
+    sem.release()
+    with pytest.raises(AssertionError):
+        sem.release()
+
+
+def test_throttle_lets_count_calls_per_period_on_an_injected_clock(cache):
+    now = [1000.0]
+    slept = []
+
+    def sleep(seconds):
+        slept.append(seconds)
+        now[0] += seconds
+
+    calls = []
+
+    @diskcache.throttle(cache, 2, 1, time_func=lambda: now[0], sleep_func=sleep)
+    def work():
+        calls.append(now[0])
+
+    for _ in range(6):
+        work()
+    # 2 at once, then one every 0.5 s: 6 calls take 2 s of the injected clock.
+    assert calls[:2] == [1000.0, 1000.0]
+    assert now[0] == pytest.approx(1002.0)
+    assert all(s == pytest.approx(0.5) for s in slept)
+
+
+def test_barrier_makes_calls_take_turns(cache):
+    inside = []
+    overlap = []
+    both_started = threading.Barrier(2)
+
+    @diskcache.barrier(cache, diskcache.Lock)
+    def work(n):
+        inside.append(n)
+        if len(inside) > 1:
+            overlap.append(list(inside))
+        lock = diskcache.Lock(cache, work.__wrapped__.__module__ + "." +
+                              work.__wrapped__.__qualname__)
+        assert lock.locked()
+        inside.remove(n)
+
+    def run(n):
+        both_started.wait()
+        for _ in range(20):
+            work(n)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert overlap == []
+
+
+def test_memoize_stampede_caches_and_recomputes_early_in_the_background(cache):
+    calls = []
+    recomputed = threading.Event()
+
+    @diskcache.memoize_stampede(cache, expire=60)
+    def f(x):
+        calls.append(x)
+        if len(calls) > 1:
+            recomputed.set()
+        return x * 2
+
+    assert f(21) == 42
+    assert f(21) == 42
+    assert calls == [21]  # far from expiry: a plain hit
+    key = f.__cache_key__(21)
+    assert cache.get(key)[0] == 42
+    # A result whose computation took (as recorded) as long as its whole lifetime is recomputed
+    # early: the caller still gets the cached result at once.
+    cache.set(key, (42, 1e6), expire=60)
+    assert f(21) == 42
+    assert recomputed.wait(30)
+    assert f.__wrapped__(3) == 6
