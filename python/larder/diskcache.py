@@ -16,8 +16,8 @@ larder.Cache's rules: no unsigned pickle is ever loaded. ``expire`` is diskcache
 expires, seconds otherwise. ``tag`` is the larder category.
 
 Implemented so far: Cache and FanoutCache with their whole key/value API, queues (push, pull,
-peek, peekitem), transact, memoize, stats, settings, and the recipes (larder/_recipes.py). Not
-yet: Disk/JSONDisk hooks for custom serialisation, Deque and Index (docs/python.md lists every
+peek, peekitem), transact, memoize, stats, settings, Disk/JSONDisk and custom Disk hooks, and
+the recipes (larder/_recipes.py). Not yet: Deque and Index (docs/python.md lists every
 difference).
 
 Thread-safety: a Cache may be used from many threads and processes at once.
@@ -27,10 +27,12 @@ import base64
 import fcntl
 import functools
 import io
+import json
 import os
 import pickle
 import tempfile
 import threading
+import zlib
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import larder
@@ -94,25 +96,126 @@ DEFAULT_SETTINGS = {
 }
 
 
-class Disk:
-    """diskcache's serialisation class. larder stores keys and values itself (see the module's
-    documentation); passing a Disk subclass with its own hooks is not supported yet and raises
-    TypeError, rather than storing data other than the program expects."""
+# diskcache's storage modes (Disk.store returns one, Disk.fetch takes it).
+MODE_NONE = 0
+MODE_RAW = 1
+MODE_BINARY = 2
+MODE_TEXT = 3
+MODE_PICKLE = 4
 
-    def __init__(self, directory: str, **settings: Any) -> None:
+
+class Disk:
+    """diskcache's serialisation class, and its hooks: ``put(key) -> (db_key, raw)`` and
+    ``get(db_key, raw) -> key`` for keys, ``store(value, read, key) -> (size, mode, filename,
+    db_value)`` and ``fetch(mode, filename, db_value, read) -> value`` for values. A Cache
+    given a subclass (``disk=``) runs every key and value through its hooks; the default one
+    stores keys and values with larder's own codec (readable by C++ and cachectl). Nothing is
+    written as a file: larder holds every value. A pickle made here is signed with the cache's
+    key and loaded only when its signature verifies."""
+
+    def __init__(self, directory: str, min_file_size: int = 0, pickle_protocol: int = 0,
+                 **settings: Any) -> None:
         self._directory = directory
-        self.min_file_size = settings.get("disk_min_file_size", DEFAULT_SETTINGS[
-            "disk_min_file_size"])
-        self.pickle_protocol = settings.get("disk_pickle_protocol", DEFAULT_SETTINGS[
-            "disk_pickle_protocol"])
+        self.min_file_size = min_file_size
+        self.pickle_protocol = pickle_protocol or pickle.HIGHEST_PROTOCOL
+        self._signer: Any = None  # the larder.diskcache.Cache using this Disk (it sets this)
+
+    def _sign(self, obj: Any) -> bytes:
+        if self._signer is None:
+            raise TypeError("this Disk is not attached to a cache: it cannot sign a pickle")
+        data = pickle.dumps(obj, protocol=self.pickle_protocol)
+        return self._signer._cache._c.value_tag(data) + data
+
+    def _unsign(self, raw: Any) -> Any:
+        raw = bytes(raw)
+        tag, data = raw[:32], raw[32:]
+        if self._signer is None or len(raw) <= 32 or not self._signer._cache._c.value_tag_valid(
+                data, tag):
+            raise ValueError("a pickle whose signature does not verify")
+        return pickle.loads(data)
+
+    def hash(self, key: Any) -> int:
+        """A hash of a key that is the same in every process."""
+        db_key, _ = self.put(key)
+        return zlib.adler32(repr(db_key).encode()) & 0xFFFFFFFF
+
+    def put(self, key: Any) -> Tuple[Any, bool]:
+        """(db_key, raw): str, bytes, int and float keys as they are (raw); others pickled."""
+        t = type(key)
+        if t is bytes or t is str or t is float or (t is int and -2**63 <= key < 2**63):
+            return key, True
+        return self._sign(key), False
+
+    def get(self, key: Any, raw: bool) -> Any:
+        """The key put() gave ``key`` for."""
+        if raw:
+            return bytes(key) if isinstance(key, (bytearray, memoryview)) else key
+        return self._unsign(key)
+
+    def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> Tuple[int, int, Any, Any]:
+        """(size, mode, filename, db_value): bytes raw, str as text, numbers as they are, a
+        file's bytes (read=True) binary, anything else pickled. filename is always None."""
+        t = type(value)
+        if read:
+            data = value.read()
+            return len(data), MODE_BINARY, None, data
+        if t is bytes:
+            return len(value), MODE_RAW, None, value
+        if t is str:
+            return len(value), MODE_TEXT, None, value
+        if t is float or (t is int and -2**63 <= value < 2**63):
+            return 0, MODE_RAW, None, value
+        data = self._sign(value)
+        return len(data), MODE_PICKLE, None, data
+
+    def fetch(self, mode: int, filename: Any, value: Any, read: bool) -> Any:
+        """The value store() gave ``value`` for (a binary file of it with read=True)."""
+        if mode == MODE_RAW:
+            value = bytes(value) if isinstance(value, (bytearray, memoryview)) else value
+            return io.BytesIO(value) if read and isinstance(value, bytes) else value
+        if mode == MODE_BINARY:
+            return io.BytesIO(bytes(value)) if read else bytes(value)
+        if mode == MODE_TEXT:
+            return value
+        if mode == MODE_PICKLE:
+            return self._unsign(value)
+        raise ValueError(f"unknown storage mode {mode!r}")
+
+    def filename(self, key: Any = UNKNOWN, value: Any = UNKNOWN) -> Tuple[str, str]:
+        """diskcache names value files with it; larder writes none."""
+        raise NotImplementedError("larder.diskcache stores every value in its store, not files")
+
+    def remove(self, file_path: str) -> None:
+        """Removes a value file (there are none)."""
 
 
 class JSONDisk(Disk):
-    """diskcache's JSON serialisation class (not supported yet as ``disk=``: see Disk)."""
+    """Keys and values as zlib-compressed JSON (``compress_level`` 0-9, the
+    ``disk_compress_level`` setting)."""
 
-    def __init__(self, directory: str, compress_level: int = 1, **settings: Any) -> None:
-        super().__init__(directory, **settings)
+    def __init__(self, directory: str, compress_level: int = 1, **kwargs: Any) -> None:
+        super().__init__(directory, **kwargs)
         self.compress_level = compress_level
+
+    def _pack(self, obj: Any) -> bytes:
+        return zlib.compress(json.dumps(obj).encode("utf-8"), self.compress_level)
+
+    @staticmethod
+    def _unpack(data: bytes) -> Any:
+        return json.loads(zlib.decompress(data).decode("utf-8"))
+
+    def put(self, key: Any) -> Tuple[Any, bool]:
+        return super().put(self._pack(key))
+
+    def get(self, key: Any, raw: bool) -> Any:
+        return self._unpack(super().get(key, raw))
+
+    def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> Tuple[int, int, Any, Any]:
+        return super().store(value if read else self._pack(value), read, key=key)
+
+    def fetch(self, mode: int, filename: Any, value: Any, read: bool) -> Any:
+        data = super().fetch(mode, filename, value, read)
+        return data if read else self._unpack(data)
 
 
 # ---- keys
@@ -125,17 +228,42 @@ _PACKED = "\x00m"       # msgpack (tuples, None, bool), base64
 _PICKLED = "\x00p"      # HMAC tag + pickle, base64
 
 
-class _Keys:
-    """The key codec of one cache (it signs pickled keys with the cache's key)."""
+_HOOKED = "\x00q"       # a custom Disk's non-raw db_key (bytes), base64
 
-    def __init__(self, owner: "Cache") -> None:
+
+class _Keys:
+    """The key codec of one cache (it signs pickled keys with the cache's key). With a custom
+    Disk, a key goes through its put()/get() first and the db_key it gives is stored."""
+
+    def __init__(self, owner: "Cache", disk: Optional[Disk] = None) -> None:
         self._owner = owner
+        self._disk = disk
+
+    def encode(self, key: Any) -> str:
+        if self._disk is None:
+            return self._encode(key)
+        db_key, raw = self._disk.put(key)
+        if raw:
+            return self._encode(bytes(db_key) if isinstance(db_key, (bytearray, memoryview))
+                                else db_key)
+        return _HOOKED + base64.b64encode(bytes(db_key)).decode("ascii")
+
+    def decode(self, stored: str) -> Any:
+        if self._disk is None:
+            return self._decode(stored)
+        try:
+            if stored.startswith(_HOOKED):
+                return self._disk.get(base64.b64decode(stored[2:], validate=True), False)
+            db_key = self._decode(stored)
+            return ENOVAL if db_key is ENOVAL else self._disk.get(db_key, True)
+        except Exception:  # not written through this Disk: left out
+            return ENOVAL
 
     @property
     def _cache(self) -> larder.Cache:
         return self._owner._cache
 
-    def encode(self, key: Any) -> str:
+    def _encode(self, key: Any) -> str:
         t = type(key)
         if t is str:
             return _STR_ESCAPED + key if key.startswith("\x00") else key
@@ -153,7 +281,7 @@ class _Keys:
         tag = self._cache._c.value_tag(data)
         return _PICKLED + base64.b64encode(tag + data).decode("ascii")
 
-    def decode(self, stored: str) -> Any:
+    def _decode(self, stored: str) -> Any:
         """The key, or ENOVAL for one that does not decode or whose signature does not verify
         (it is then left out of iteration)."""
         if not stored.startswith("\x00"):
@@ -221,10 +349,9 @@ class Cache:
 
     def __init__(self, directory: Optional[str] = None, timeout: float = 60,
                  disk: type = Disk, **settings: Any) -> None:
-        if disk not in (Disk,):
-            raise TypeError("larder.diskcache: custom Disk classes are not supported yet; "
-                            "larder stores keys and values itself (docs/python.md)")
-        unknown = set(settings) - set(DEFAULT_SETTINGS)
+        if not (isinstance(disk, type) and issubclass(disk, Disk)):
+            raise TypeError(f"disk: a Disk class, not {disk!r}")
+        unknown = {k for k in settings if k not in DEFAULT_SETTINGS and not k.startswith("disk_")}
         if unknown:
             raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
         policy = settings.get("eviction_policy", DEFAULT_SETTINGS["eviction_policy"])
@@ -237,7 +364,7 @@ class Cache:
         self._directory = directory
         self._timeout = timeout
         self._settings = dict(DEFAULT_SETTINGS, **settings)
-        self._disk = disk(directory, **{k: v for k, v in self._settings.items()
+        self._disk = disk(directory, **{k[5:]: v for k, v in self._settings.items()
                                         if k.startswith("disk_")})
         mapped = EVICTION_POLICY[policy]
         self._open_args = dict(
@@ -247,7 +374,11 @@ class Cache:
             lock_timeout=max(1.0, float(timeout or 0)))
         self._store: Optional[larder.Cache] = None
         self._store_lock = threading.Lock()
-        self._keys = _Keys(self)
+        self._disk._signer = self
+        # A Disk subclass runs every key and value through its hooks; the default one is
+        # larder's own codec.
+        self._hooks: Optional[Disk] = None if type(self._disk) is Disk else self._disk
+        self._keys = _Keys(self, self._hooks)
         self._stats_base: Optional[Tuple[int, int]] = (
             self._counts() if self._settings["statistics"] else None)
         self._lock = threading.RLock()
@@ -310,9 +441,31 @@ class Cache:
             raise TypeError(f"expire: expected seconds, got {type(expire).__name__}")
         return None if expire <= 0 else float(expire)
 
-    @staticmethod
-    def _value(value: Any, read: bool) -> Any:
-        return value.read() if read else value
+    def _value(self, value: Any, read: bool, key: Any = UNKNOWN) -> Any:
+        """What larder stores for ``value``: itself (a file's bytes with read=True), or with a
+        custom Disk ("larder.disk", mode, db_value) from its store()."""
+        if self._hooks is None:
+            return value.read() if read else value
+        _, mode, filename, db_value = self._hooks.store(value, read, key=key)
+        if filename is not None:  # a Disk that wrote a file after all: keep its bytes
+            path = os.path.join(self._directory, filename)
+            with open(path, "rb") as f:
+                db_value, mode = f.read(), MODE_BINARY
+            os.remove(path)
+        if isinstance(db_value, (bytearray, memoryview)):
+            db_value = bytes(db_value)
+        return ("larder.disk", mode, db_value)
+
+    def _fetched(self, stored: Any, read: bool) -> Any:
+        """The value for what larder holds; ENOVAL when a custom Disk cannot fetch it."""
+        if self._hooks is None:
+            return io.BytesIO(stored) if read else stored
+        if not (type(stored) is tuple and len(stored) == 3 and stored[0] == "larder.disk"):
+            return stored  # stored without this Disk
+        try:
+            return self._hooks.fetch(stored[1], None, stored[2], read)
+        except Exception:  # e.g. a pickle whose signature does not verify: a miss
+            return ENOVAL
 
     def set(self, key: Any, value: Any, expire: Optional[float] = None, read: bool = False,
             tag: Any = None, retry: bool = False) -> bool:
@@ -321,7 +474,7 @@ class Cache:
         k = self._keys.encode(key)
         ttl = self._ttl(expire)
         category = _tag_category(tag)
-        value = self._value(value, read)
+        value = self._value(value, read, key)
         if ttl is None:
             self._cache.delete(k)
             return True
@@ -340,7 +493,7 @@ class Cache:
         ttl = self._ttl(expire)
         if ttl is None:
             return key not in self
-        return self._cache.add(self._keys.encode(key), self._value(value, read), expire=ttl,
+        return self._cache.add(self._keys.encode(key), self._value(value, read, key), expire=ttl,
                                category=_tag_category(tag))
 
     def touch(self, key: Any, expire: Optional[float] = None, retry: bool = False) -> bool:
@@ -380,14 +533,13 @@ class Cache:
         expire_time / tag: a tuple (value, expire_time, tag), expire_time an epoch float or None."""
         if not expire_time and not tag:
             value = self._cache.get(self._keys.encode(key), ENOVAL)
-            if value is ENOVAL:
-                return default
-            return io.BytesIO(value) if read else value
+            value = ENOVAL if value is ENOVAL else self._fetched(value, read)
+            return default if value is ENOVAL else value
         e = self._cache.get_entry(self._keys.encode(key))
-        if e is None:
+        value = ENOVAL if e is None else self._fetched(e.value, read)
+        if value is ENOVAL:
             value, when, t = default, None, None
         else:
-            value = io.BytesIO(e.value) if read else e.value
             when, t = e.expires_at, _category_tag(e.category)
         if expire_time and tag:
             return value, when, t

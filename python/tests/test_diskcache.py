@@ -3,12 +3,14 @@ expire, tags, read, incr/decr, pop, queues, transact across processes, memoize, 
 settings, pickling), on one larder store that C++ and cachectl read too."""
 
 import io
+import json
 import multiprocessing
 import os
 import pickle
 import subprocess
 import threading
 import time
+import zlib
 
 import pytest
 
@@ -228,12 +230,61 @@ def test_no_directory_makes_a_temporary_one():
     c.close()
 
 
-def test_a_custom_disk_is_refused_rather_than_ignored(tmp_path):
-    class MyDisk(diskcache.Disk):
-        pass
+def test_json_disk_stores_compressed_json(tmp_path):
+    c = diskcache.Cache(str(tmp_path / "dc"), disk=diskcache.JSONDisk, disk_compress_level=6)
+    assert c.disk.compress_level == 6
+    c.set({"a": [1, 2]}.__repr__(), {"nested": [1, "two", None]})
+    c.set(("k", 1), [1.5, True])
+    assert c["{'a': [1, 2]}"] == {"nested": [1, "two", None]}
+    assert c[["k", 1]] == [1.5, True]  # JSON has no tuples: the key comes back as a list
+    assert sorted(map(repr, c)) == sorted(map(repr, ["{'a': [1, 2]}", ["k", 1]]))
+    # What larder holds is the Disk's bytes: zlib-compressed JSON.
+    raw = larder.Cache(c.directory, strategy="shared").get(next(iter(c._cache.keys())))
+    assert raw[0] == "larder.disk"
+    assert json.loads(zlib.decompress(raw[2])) in ({"nested": [1, "two", None]}, [1.5, True])
+    c.close()
 
+
+def test_a_custom_disks_hooks_are_used_for_keys_and_values(tmp_path):
+    calls = []
+
+    class Upper(diskcache.Disk):
+        def put(self, key):
+            calls.append("put")
+            return super().put(key.upper() if isinstance(key, str) else key)
+
+        def get(self, key, raw):
+            calls.append("get")
+            return super().get(key, raw)
+
+        def store(self, value, read, key=diskcache.UNKNOWN):
+            calls.append("store")
+            return super().store(value, read, key=key)
+
+        def fetch(self, mode, filename, value, read):
+            calls.append("fetch")
+            return super().fetch(mode, filename, value, read)
+
+    c = diskcache.Cache(str(tmp_path / "dc"), disk=Upper)
+    c.set("key", {"v": 1})
+    assert c["KEY"] == {"v": 1}  # put() upper-cased the key
+    assert list(c) == ["KEY"]
+    assert {"put", "get", "store", "fetch"} <= set(calls)
+    c.set("blob", io.BytesIO(b"file bytes"), read=True)
+    assert c.get("blob", read=True).read() == b"file bytes"
+    # A pickled value is signed: bytes planted in its place are not loaded.
+    c.set("obj", object.__new__(Point))
+    assert isinstance(c["obj"], Point)
+    stored = c._cache.get("OBJ")
+    c._cache.set("OBJ", (stored[0], stored[1], b"\0" * 32 + pickle.dumps(Point())))
+    assert c.get("obj", "miss") == "miss"
     with pytest.raises(TypeError):
-        diskcache.Cache(str(tmp_path / "dc"), disk=MyDisk)
+        diskcache.Cache(str(tmp_path / "x"), disk=object)
+    c.close()
+
+
+class Point:
+    pass
 
 
 def test_fanout_cache_is_one_store(tmp_path):
