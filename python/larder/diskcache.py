@@ -17,8 +17,8 @@ expires, seconds otherwise. ``tag`` is the larder category.
 
 Implemented so far: Cache and FanoutCache with their whole key/value API, queues (push, pull,
 peek, peekitem), transact, memoize, stats, settings, Disk/JSONDisk and custom Disk hooks, and
-the recipes (larder/_recipes.py). Not yet: Deque and Index (docs/python.md lists every
-difference).
+the recipes (larder/_recipes.py), Deque and Index (larder/_persistent.py). docs/python.md lists
+every difference.
 
 Thread-safety: a Cache may be used from many threads and processes at once.
 """
@@ -32,6 +32,7 @@ import os
 import pickle
 import tempfile
 import threading
+import time
 import zlib
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -42,6 +43,7 @@ __all__ = [
     "Cache", "FanoutCache", "Disk", "JSONDisk", "Timeout", "EmptyDirWarning",
     "UnknownFileWarning", "ENOVAL", "UNKNOWN", "EVICTION_POLICY", "DEFAULT_SETTINGS",
     "Averager", "Lock", "RLock", "BoundedSemaphore", "throttle", "barrier", "memoize_stampede",
+    "Deque", "Index",
 ]
 
 
@@ -338,6 +340,23 @@ def _category_tag(category: str) -> Any:
     return category
 
 
+# ---- insertion order
+
+_ORDER = "diskcache.order"  # metadata: when the item was stored, in ns (then a tie-breaker)
+_order_lock = threading.Lock()
+_order_last = 0
+
+
+def _order() -> Dict[str, str]:
+    """The metadata that places an item stored now after every item stored before it by this
+    process (and, by the clock, by others)."""
+    global _order_last
+    with _order_lock:
+        now = time.time_ns()
+        _order_last = now if now > _order_last else _order_last + 1
+        return {_ORDER: f"{_order_last:020d}"}
+
+
 # ---- the cache
 
 class Cache:
@@ -478,7 +497,7 @@ class Cache:
         if ttl is None:
             self._cache.delete(k)
             return True
-        if not self._cache.set(k, value, expire=ttl, category=category):
+        if not self._cache.set(k, value, expire=ttl, category=category, metadata=_order()):
             raise ValueError(f"the cache refused to store {key!r} "
                              f"({self._cache.last_error or 'refused'})")
         return True
@@ -494,7 +513,7 @@ class Cache:
         if ttl is None:
             return key not in self
         return self._cache.add(self._keys.encode(key), self._value(value, read, key), expire=ttl,
-                               category=_tag_category(tag))
+                               category=_tag_category(tag), metadata=_order())
 
     def touch(self, key: Any, expire: Optional[float] = None, retry: bool = False) -> bool:
         """Gives an unexpired item a new expiry (None: never); True when there was one."""
@@ -594,12 +613,15 @@ class Cache:
 
     # ---- iteration (insertion order: the order of the items' creation times)
 
-    def _ordered(self) -> List[Tuple[float, str]]:
+    def _ordered(self) -> List[Tuple[str, str]]:
+        """(order, stored key) of every item, oldest first: the order set() recorded, else
+        (a counter made by incr) the creation time."""
         out = []
         for k in self._cache.keys():
             e = self._cache.metadata(k)
             if e is not None:
-                out.append((e.created_at, k))
+                order = e.metadata.get(_ORDER) or f"{int(e.created_at * 1e9):020d}"
+                out.append((order, k))
         out.sort()
         return out
 
@@ -893,5 +915,6 @@ class FanoutCache(Cache):
         self.shards = shards
 
 
-from larder._recipes import (  # noqa: E402  (they use Cache's API only)
+from larder._persistent import Deque, Index  # noqa: E402  (they use Cache's API only)
+from larder._recipes import (  # noqa: E402
     Averager, BoundedSemaphore, Lock, RLock, barrier, memoize_stampede, throttle)

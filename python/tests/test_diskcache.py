@@ -126,7 +126,7 @@ def test_clear_evict_expire_volume_check(cache):
 
 
 def test_iteration_follows_insertion(cache):
-    for k in ["c", "a", "b"]:
+    for k in ["c", "a", "b"]:  # within one millisecond, most likely
         cache.set(k, k)
     assert list(cache) == ["c", "a", "b"]
     assert list(reversed(cache)) == ["b", "a", "c"]
@@ -499,3 +499,81 @@ def test_memoize_stampede_caches_and_recomputes_early_in_the_background(cache):
     assert f(21) == 42
     assert recomputed.wait(30)
     assert f.__wrapped__(3) == 6
+
+
+# ---- Deque and Index
+
+
+def test_deque_as_documented(tmp_path):
+    d = diskcache.Deque(directory=str(tmp_path / "dq"))
+    d += range(5)
+    assert list(d) == [0, 1, 2, 3, 4]
+    for value in range(5):
+        d.appendleft(-value)
+    assert len(d) == 10
+    assert list(d) == [-4, -3, -2, -1, 0, 0, 1, 2, 3, 4]
+    assert d.pop() == 4
+    assert d.popleft() == -4
+    d.reverse()
+    assert list(d) == [3, 2, 1, 0, 0, -1, -2, -3]
+    d.rotate(2)
+    assert list(d) == [-2, -3, 3, 2, 1, 0, 0, -1]
+    d.rotate(-2)
+    assert list(d) == [3, 2, 1, 0, 0, -1, -2, -3]
+    assert d[0] == 3 and d[-1] == -3
+    d[1] = "two"
+    assert d[1] == "two"
+    del d[1]
+    assert d.count(0) == 2 and d.index(1) == 1
+    d.remove(0)
+    assert list(d) == [3, 1, 0, -1, -2, -3]
+    with pytest.raises(ValueError):
+        d.remove(99)
+    with pytest.raises(IndexError):
+        d[100]
+    assert d.peek() == -3 and d.peekleft() == 3
+    assert d == [3, 1, 0, -1, -2, -3] and d < [4]
+    # The same directory is the same deque, also in another handle (and after pickling).
+    assert list(diskcache.Deque(directory=d.directory)) == list(d)
+    assert list(pickle.loads(pickle.dumps(d))) == list(d)
+    d.clear()
+    with pytest.raises(IndexError):
+        d.pop()
+    with pytest.raises(IndexError):
+        d.peekleft()
+
+
+def test_deque_maxlen_drops_from_the_other_end(tmp_path):
+    d = diskcache.Deque(range(5), directory=str(tmp_path / "dq"), maxlen=3)
+    assert list(d) == [2, 3, 4]
+    d.appendleft(1)
+    assert list(d) == [1, 2, 3]
+
+
+def test_index_as_documented(tmp_path):
+    index = diskcache.Index(str(tmp_path / "ix"))
+    index.update([("a", 1), ("b", 2), ("c", 3)])
+    assert index["a"] == 1
+    assert list(index) == ["a", "b", "c"]
+    assert len(index) == 3
+    del index["b"]
+    assert index.popitem() == ("c", 3)
+    assert index.popitem(last=False) == ("a", 1)
+    with pytest.raises(KeyError):
+        index.popitem()
+    assert index.setdefault("x", 5) == 5 and index.setdefault("x", 6) == 5
+    assert index.pop("x") == 5
+    with pytest.raises(KeyError):
+        index.pop("x")
+    assert index.pop("x", None) is None
+    index.update(d=4, e=5)
+    assert index == {"e": 5, "d": 4}
+    assert list(index.items()) == [("d", 4), ("e", 5)]
+    assert list(reversed(index)) == ["e", "d"]
+    assert index.peekitem() == ("e", 5)
+    assert diskcache.Index(index.directory) == index
+    other = diskcache.Index([("k", "v")], z=1)
+    assert dict(other) == {"k": "v", "z": 1}
+    assert pickle.loads(pickle.dumps(index)) == index
+    index.clear()
+    assert len(index) == 0
