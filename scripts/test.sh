@@ -27,10 +27,10 @@ python3 scripts/check_layers.py . || status=1
 # Bounded: a hang fails the run instead of eating CI's time.
 timeout 900 "$build/tests/larder-tests" 2>&1 | tee "$log" || status=$?
 # The Python binding's pytest suite, against the module just built (Debian's python3: the one
-# meson built it for).
+# meson built it for), with warnings as errors: larder must emit none in normal use.
 if [[ "$mode" != --sanitize ]] && compgen -G "$build/python/larder/_larder*.so" >/dev/null; then
   PYTHONPATH="$build/python" LARDER_CACHECTL="$PWD/$build/tools/cachectl" \
-    timeout 600 /usr/bin/python3 -m pytest -q -p no:cacheprovider python/tests \
+    timeout 600 /usr/bin/python3 -W error -m pytest -q -p no:cacheprovider python/tests \
     2>&1 | tee "$build/pytest-output.txt" || status=1
   if ! grep -qE '^[0-9]+ passed' "$build/pytest-output.txt" ||
     grep -qE '[0-9]+ (failed|error)' "$build/pytest-output.txt"; then

@@ -239,10 +239,13 @@ def memoize_stampede(cache: Any, expire: float, name: Optional[str] = None,
                 thread_key = key + ("larder.recompute",)
                 if cache.add(thread_key, None, expire=max(delta, 1.0)):
                     def run() -> None:
+                        # Best effort: a failure (the function raising, the cache closed
+                        # meanwhile) leaves the cached result to expire as it would have.
                         try:
                             recompute(key, args, kwargs)
-                        finally:
                             cache.delete(thread_key)
+                        except Exception:
+                            pass
 
                     threading.Thread(target=run, daemon=True).start()
                 return result

@@ -86,6 +86,7 @@ def redis(tmp_path):
         r.close()
         p.kill()
         p.wait()
+        p.stdout.close()
 
 
 def url(sock, **options):
