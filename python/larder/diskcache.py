@@ -913,6 +913,31 @@ class FanoutCache(Cache):
                  disk: type = Disk, **settings: Any) -> None:
         super().__init__(directory, timeout=timeout, disk=disk, **settings)
         self.shards = shards
+        self._named: Dict[Tuple[str, str], Any] = {}
+
+    def _sub(self, kind: str, name: str, make: Callable[[str], Any]) -> Any:
+        parts = name.split("/")
+        if any(p in ("", ".", "..") for p in parts):
+            raise ValueError(f"name: slash-separated parts, none empty, '.' or '..': {name!r}")
+        with self._store_lock:
+            found = self._named.get((kind, name))
+            if found is None:
+                found = self._named[(kind, name)] = make(
+                    os.path.join(self._directory, kind, *parts))
+            return found
+
+    def cache(self, name: str, timeout: float = 60, disk: Optional[type] = None) -> Cache:
+        """A Cache of its own in ``directory/cache/name`` (the same object on each call)."""
+        return self._sub("cache", name,
+                         lambda d: Cache(d, timeout=timeout, disk=disk or type(self._disk)))
+
+    def deque(self, name: str, maxlen: Optional[int] = None) -> Any:
+        """A Deque in ``directory/deque/name``."""
+        return self._sub("deque", name, lambda d: Deque(directory=d, maxlen=maxlen))
+
+    def index(self, name: str) -> Any:
+        """An Index in ``directory/index/name``."""
+        return self._sub("index", name, lambda d: Index(d))
 
 
 from larder._persistent import Deque, Index  # noqa: E402  (they use Cache's API only)

@@ -292,6 +292,17 @@ def test_fanout_cache_is_one_store(tmp_path):
     assert c.shards == 4
     c.set("k", "v")
     assert diskcache.Cache(str(tmp_path / "fc"))["k"] == "v"
+    sub = c.cache("users/active")
+    assert sub is c.cache("users/active")
+    assert sub.directory == str(tmp_path / "fc" / "cache" / "users" / "active")
+    sub["k"] = "inner"
+    assert c["k"] == "v" and sub["k"] == "inner"
+    c.deque("jobs").append(1)
+    assert list(c.deque("jobs")) == [1]
+    c.index("names")["a"] = 1
+    assert dict(c.index("names")) == {"a": 1}
+    with pytest.raises(ValueError):
+        c.cache("../escape")
     c.close()
 
 
