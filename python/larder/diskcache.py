@@ -860,11 +860,13 @@ class Cache:
     # ---- lifetime
 
     def close(self) -> None:
-        """Closes the store (a shared store's owner hands it on); a later call reopens it."""
+        """Lets go of the store: it closes (a shared store's owner hands it on) once no call in
+        another thread still uses it; a later call reopens it. Safe while other threads call."""
         with self._store_lock:
             store, self._store = self._store, None
         if store is not None:
-            store.close()
+            store.flush()
+        # The last reference goes with the last call using it: larder.Cache closes itself then.
 
     def __enter__(self) -> "Cache":
         return self

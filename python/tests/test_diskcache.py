@@ -222,6 +222,28 @@ def test_a_size_limit_evicts_least_recently_stored(tmp_path):
     c.close()
 
 
+def test_close_while_other_threads_call(cache):
+    errors = []
+
+    def worker(n):
+        try:
+            for i in range(200):
+                cache.set((n, i), i)
+                assert cache.get((n, i)) == i
+        except Exception as e:  # a closed store under a running call would land here
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for _ in range(20):
+        cache.close()  # as `with cache:` in each thread of diskcache's own tests does
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert len(cache) == 800
+
+
 def test_no_directory_makes_a_temporary_one():
     c = diskcache.Cache()
     assert os.path.isdir(c.directory)
