@@ -438,16 +438,25 @@ class Cache:
             return settings[name]
         raise AttributeError(name)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # cache.size_limit = ... is reset("size_limit", ...), as in diskcache.
+        if name in DEFAULT_SETTINGS or name.startswith("disk_"):
+            self.reset(name, value)
+        else:
+            object.__setattr__(self, name, value)
+
     def reset(self, key: str, value: Any = ENOVAL, update: bool = True) -> Any:
         """A setting's value; with ``value``, sets it and returns it. size_limit and
         eviction_policy are kept but apply to the store only when it is created."""
-        if key not in self._settings:
+        if key not in self._settings and not key.startswith("disk_"):
             raise ValueError(f"unknown setting {key!r}")
         if value is not ENOVAL and update:
             self._settings[key] = value
+            if key.startswith("disk_"):
+                setattr(self._disk, key[5:], value)
             if key == "statistics":
                 self._stats_base = self._counts() if value else None
-        return self._settings[key]
+        return self._settings.get(key)
 
     # ---- writes
 

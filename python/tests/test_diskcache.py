@@ -200,6 +200,10 @@ def test_settings_and_pickling(tmp_path):
     assert c.eviction_policy == "least-recently-used"
     assert c.reset("cull_limit") == 10
     assert c.reset("cull_limit", 0) == 0 and c.cull_limit == 0
+    c.cull_limit = 5  # as reset("cull_limit", 5)
+    assert c.reset("cull_limit") == 5
+    c.statistics = 1
+    assert c.stats() == (0, 0) and c.statistics == 1
     with pytest.raises(ValueError):
         diskcache.Cache(str(tmp_path / "x"), no_such_setting=1)
     with pytest.raises(ValueError):
