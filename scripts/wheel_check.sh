@@ -19,5 +19,13 @@ with larder.Cache(sys.argv[1] + "/cache") as c:
     assert c.set("k", {"v": 1}) and c.get("k") == {"v": 1}
 with larder.Cache(sys.argv[1] + "/cache") as c:  # persisted
     assert c.get("k") == {"v": 1}, c.get("k")
+import asyncio, larder.aio, larder.diskcache  # the pure-Python modules are in the wheel
+with larder.diskcache.Cache(sys.argv[1] + "/dc") as dc:
+    dc[("t", 1)] = [1]
+    assert dc[("t", 1)] == [1] and larder.diskcache.Deque is not None
+async def main():
+    async with larder.aio.Cache(sys.argv[1] + "/aio") as a:
+        assert await a.set("k", 1) and await a.get("k") == 1
+asyncio.run(main())
 print("larder-wheel: ok")
 PY
