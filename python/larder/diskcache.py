@@ -340,6 +340,17 @@ def _category_tag(category: str) -> Any:
     return category
 
 
+def _store_limits(size_limit: Any, policy: Any) -> Dict[str, Any]:
+    """larder's max_size and eviction_policy for diskcache's size_limit and eviction_policy."""
+    if policy not in EVICTION_POLICY:
+        raise ValueError(f"eviction_policy: one of {', '.join(EVICTION_POLICY)}, not {policy!r}")
+    if isinstance(size_limit, bool) or not isinstance(size_limit, int) or size_limit < 0:
+        raise ValueError(f"size_limit: a whole number of bytes, not {size_limit!r}")
+    mapped = EVICTION_POLICY[policy]
+    return {"max_size": 0 if mapped is None else size_limit,
+            "eviction_policy": mapped or "lru"}
+
+
 # ---- insertion order
 
 _ORDER = "diskcache.order"  # metadata: when the item was stored, in ns (then a tie-breaker)
@@ -373,10 +384,6 @@ class Cache:
         unknown = {k for k in settings if k not in DEFAULT_SETTINGS and not k.startswith("disk_")}
         if unknown:
             raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
-        policy = settings.get("eviction_policy", DEFAULT_SETTINGS["eviction_policy"])
-        if policy not in EVICTION_POLICY:
-            raise ValueError(f"eviction_policy: one of {', '.join(EVICTION_POLICY)}, not "
-                             f"{policy!r}")
         if directory is None:
             directory = tempfile.mkdtemp(prefix="diskcache-")
         directory = os.path.expanduser(os.fspath(directory))
@@ -385,12 +392,10 @@ class Cache:
         self._settings = dict(DEFAULT_SETTINGS, **settings)
         self._disk = disk(directory, **{k[5:]: v for k, v in self._settings.items()
                                         if k.startswith("disk_")})
-        mapped = EVICTION_POLICY[policy]
         self._open_args = dict(
-            strategy="shared", max_entries=0,
-            max_size=0 if mapped is None else int(self._settings["size_limit"]),
-            eviction_policy=mapped or "lru", default_ttl=0,
-            lock_timeout=max(1.0, float(timeout or 0)))
+            strategy="shared", max_entries=0, default_ttl=0,
+            lock_timeout=max(1.0, float(timeout or 0)),
+            **_store_limits(self._settings["size_limit"], self._settings["eviction_policy"]))
         self._store: Optional[larder.Cache] = None
         self._store_lock = threading.Lock()
         self._disk._signer = self
@@ -446,11 +451,18 @@ class Cache:
             object.__setattr__(self, name, value)
 
     def reset(self, key: str, value: Any = ENOVAL, update: bool = True) -> Any:
-        """A setting's value; with ``value``, sets it and returns it. size_limit and
-        eviction_policy are kept but apply to the store only when it is created."""
+        """A setting's value; with ``value``, sets it and returns it. A new size_limit or
+        eviction_policy applies from the next call on: this handle reopens the store with it
+        (larder's limits are those of the process serving the store, so with several processes
+        on one directory, the serving one's)."""
         if key not in self._settings and not key.startswith("disk_"):
             raise ValueError(f"unknown setting {key!r}")
         if value is not ENOVAL and update:
+            if key in ("size_limit", "eviction_policy"):
+                self._open_args.update(_store_limits(
+                    value if key == "size_limit" else self._settings["size_limit"],
+                    value if key == "eviction_policy" else self._settings["eviction_policy"]))
+                self.close()  # the next call opens the store with them
             self._settings[key] = value
             if key.startswith("disk_"):
                 setattr(self._disk, key[5:], value)

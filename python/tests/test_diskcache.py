@@ -248,6 +248,20 @@ def test_close_while_other_threads_call(cache):
     assert len(cache) == 800
 
 
+def test_a_new_size_limit_applies_from_the_next_call(tmp_path):
+    c = diskcache.Cache(str(tmp_path / "dc"))
+    for i in range(30):
+        c.set(i, b"x" * 1000)
+    assert len(c) == 30
+    c.size_limit = 10_000  # as diskcache's tests set it
+    for i in range(30, 40):
+        c.set(i, b"x" * 1000)
+    assert len(c) <= 10 and 39 in c
+    with pytest.raises(ValueError):
+        c.reset("eviction_policy", "random")
+    c.close()
+
+
 def test_no_directory_makes_a_temporary_one():
     c = diskcache.Cache()
     assert os.path.isdir(c.directory)
