@@ -387,6 +387,14 @@ class Cache:
         if directory is None:
             directory = tempfile.mkdtemp(prefix="diskcache-")
         directory = os.path.expanduser(os.fspath(directory))
+        # As diskcache does, make the directory (and its parents). Made here, private (0700), it
+        # is this user's: larder then takes it also inside a shared directory such as /tmp. One
+        # that already exists is larder's to judge (another user's in /tmp is refused).
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        except OSError as e:
+            raise OSError(e.errno, f"cannot make the cache directory {directory}: "
+                                   f"{e.strerror}") from e
         self._directory = directory
         self._timeout = timeout
         self._settings = dict(DEFAULT_SETTINGS, **settings)

@@ -7,7 +7,9 @@ import json
 import multiprocessing
 import os
 import pickle
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 import zlib
@@ -260,6 +262,20 @@ def test_a_new_size_limit_applies_from_the_next_call(tmp_path):
     with pytest.raises(ValueError):
         c.reset("eviction_policy", "random")
     c.close()
+
+
+def test_a_directory_in_tmp_is_made_private_and_taken():
+    # diskcache programs often name a directory right under /tmp (mode 1777): larder refuses
+    # to create a cache root there itself, so larder.diskcache makes it first, mode 0700.
+    directory = os.path.join(tempfile.gettempdir(), f"larder-dc-{os.getpid()}-{time.time_ns()}")
+    try:
+        c = diskcache.Cache(directory)
+        c["k"] = 1
+        assert c["k"] == 1
+        assert os.stat(directory).st_mode & 0o777 == 0o700
+        c.close()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_no_directory_makes_a_temporary_one():
