@@ -26,6 +26,7 @@ Thread-safety: a Cache may be used from many threads and processes at once.
 import base64
 import fcntl
 import functools
+import hashlib
 import io
 import json
 import os
@@ -231,6 +232,9 @@ _PICKLED = "\x00p"      # HMAC tag + pickle, base64
 
 
 _HOOKED = "\x00q"       # a custom Disk's non-raw db_key (bytes), base64
+_HASHED = "\x00h"       # an encoding past larder's key limit: its SHA-256 (hex)
+_FULL_KEY = "diskcache.key"  # metadata: a hashed key's encoding
+_MAX_KEY_BYTES = 4096  # larder's kMaxKeyBytes (include/larder/larder.hpp)
 
 
 class _Keys:
@@ -242,6 +246,24 @@ class _Keys:
         self._disk = disk
 
     def encode(self, key: Any) -> str:
+        """The key as stored. One whose encoding is longer than larder's key limit is stored
+        under its SHA-256 (_HASHED), its encoding kept in the item's metadata (_FULL_KEY)."""
+        full = self.full(key)
+        if len(full) > _MAX_KEY_BYTES // 4:
+            data = full.encode("utf-8", "surrogatepass")
+            if len(data) > _MAX_KEY_BYTES:
+                return _HASHED + hashlib.sha256(data).hexdigest()
+        return full
+
+    def metadata(self, key: Any, stored: str) -> Dict[str, str]:
+        """What set() stores beside the item: its order, and a hashed key's encoding."""
+        meta = _order()
+        if stored.startswith(_HASHED):
+            meta[_FULL_KEY] = self.full(key)
+        return meta
+
+    def full(self, key: Any) -> str:
+        """The key's encoding, whatever its length."""
         if self._disk is None:
             return self._encode(key)
         db_key, raw = self._disk.put(key)
@@ -251,6 +273,12 @@ class _Keys:
         return _HOOKED + base64.b64encode(bytes(db_key)).decode("ascii")
 
     def decode(self, stored: str) -> Any:
+        if stored.startswith(_HASHED):  # a long key: its encoding is in the item's metadata
+            e = self._cache.metadata(stored)
+            full = None if e is None else e.metadata.get(_FULL_KEY)
+            if full is None or stored != self._hashed(full):
+                return ENOVAL
+            stored = full
         if self._disk is None:
             return self._decode(stored)
         try:
@@ -260,6 +288,10 @@ class _Keys:
             return ENOVAL if db_key is ENOVAL else self._disk.get(db_key, True)
         except Exception:  # not written through this Disk: left out
             return ENOVAL
+
+    @staticmethod
+    def _hashed(full: str) -> str:
+        return _HASHED + hashlib.sha256(full.encode("utf-8", "surrogatepass")).hexdigest()
 
     @property
     def _cache(self) -> larder.Cache:
@@ -526,7 +558,8 @@ class Cache:
         if ttl is None:
             self._cache.delete(k)
             return True
-        if not self._cache.set(k, value, expire=ttl, category=category, metadata=_order()):
+        if not self._cache.set(k, value, expire=ttl, category=category,
+                               metadata=self._keys.metadata(key, k)):
             raise ValueError(f"the cache refused to store {key!r} "
                              f"({self._cache.last_error or 'refused'})")
         return True
@@ -541,8 +574,9 @@ class Cache:
         ttl = self._ttl(expire)
         if ttl is None:
             return key not in self
-        return self._cache.add(self._keys.encode(key), self._value(value, read, key), expire=ttl,
-                               category=_tag_category(tag), metadata=_order())
+        k = self._keys.encode(key)
+        return self._cache.add(k, self._value(value, read, key), expire=ttl,
+                               category=_tag_category(tag), metadata=self._keys.metadata(key, k))
 
     def touch(self, key: Any, expire: Optional[float] = None, retry: bool = False) -> bool:
         """Gives an unexpired item a new expiry (None: never); True when there was one."""

@@ -53,6 +53,23 @@ def test_keys_of_every_kind_are_distinct_and_round_trip(cache):
     assert larder.Cache(cache.directory, strategy="shared").get("text") == 0
 
 
+def test_keys_longer_than_larders_limit(cache):
+    long_str = "u" * 10_000
+    long_tuple = ("args", list(range(3000)))
+    cache[long_str] = 1
+    cache[long_tuple] = 2
+    assert cache[long_str] == 1 and cache[long_tuple] == 2
+    assert long_str in cache and "u" * 9_999 not in cache
+    assert sorted(map(repr, cache)) == sorted(map(repr, [long_str, long_tuple]))
+
+    @cache.memoize()
+    def total(xs):
+        return sum(xs)
+
+    assert total(list(range(5000))) == total(list(range(5000)))
+    assert cache.pop(long_str) == 1 and long_str not in cache
+
+
 def test_get_default_expire_time_and_tag(cache):
     assert cache.get("missing") is None
     assert cache.get("missing", "dflt") == "dflt"
