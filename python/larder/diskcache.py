@@ -588,19 +588,30 @@ class Cache:
 
     def incr(self, key: Any, delta: int = 1, default: Optional[int] = 0,
              retry: bool = False) -> int:
-        """Adds ``delta`` to the integer under ``key`` and returns it (atomic, also across
-        processes). A missing key starts from ``default``; KeyError when it is None."""
+        """Adds ``delta`` to the number under ``key`` (stored by set() or incr()) and returns
+        the sum; its expiry and tag stay. Atomic against every other writer, in this process or
+        another: a compare-and-set, tried again when another write came between. A missing key
+        starts from ``default``; KeyError when it is None."""
         k = self._keys.encode(key)
-        with self.transact():
-            if k not in self._cache:
+        while True:
+            e = self._cache.get_entry(k)
+            if e is None:
                 if default is None:
                     raise KeyError(key)
-                if default != 0:
-                    self._cache.incr(k, default, expire=0, category="")
-            value = self._cache.incr(k, delta, expire=0, category="")
-        if value is None:
-            raise TypeError(f"the value under {key!r} is not an integer (or overflowed)")
-        return value
+                value = default + delta
+                if self._cache.add(k, self._value(value, False, key), expire=0, category="",
+                                   metadata=self._keys.metadata(key, k)):
+                    return value
+                continue  # another writer stored it first
+            current = self._fetched(e.value, False)
+            if current is ENOVAL:
+                raise TypeError(f"the value under {key!r} cannot be read")
+            value = current + delta
+            ttl = 0.0 if e.expires_at is None else max(0.001, e.expires_at - time.time())
+            kept = {n: v for n, v in e.metadata.items() if n != larder.KIND}
+            if self._cache.compare_and_set(k, e.value, self._value(value, False, key),
+                                           expire=ttl, category=e.category, metadata=kept):
+                return value
 
     def decr(self, key: Any, delta: int = 1, default: Optional[int] = 0,
              retry: bool = False) -> int:
@@ -770,8 +781,8 @@ class Cache:
 
     def transact(self, retry: bool = False) -> "_Transaction":
         """A context manager: the block runs as a critical section against every other
-        transact() block (and incr, pop and the queue calls) on this directory, in this process
-        and in others (an flock). Reentrant within a thread."""
+        transact() block (and pop and the queue calls) on this directory, in this process and
+        in others (an flock). Reentrant within a thread."""
         return _Transaction(self)
 
     def _acquire(self) -> None:

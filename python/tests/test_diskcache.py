@@ -124,6 +124,14 @@ def test_add_touch_incr_decr_pop(cache):
     assert cache.decr("e", default=-9) == -10
     with pytest.raises(KeyError):
         cache.incr("nothing", default=None)
+    cache.set("set-int", 41, expire=100, tag="t")  # a number stored by set() counts too
+    assert cache.incr("set-int") == 42
+    value, when, tag = cache.get("set-int", expire_time=True, tag=True)
+    assert value == 42 and when is not None and tag == "t"  # expiry and tag stay
+    assert cache.incr("big", 2**70) == 2**70
+    cache.set("text", "x")
+    with pytest.raises(TypeError):
+        cache.incr("text")
     assert cache.pop("n") == 9
     assert cache.pop("n") is None
     assert cache.pop("n", "gone") == "gone"
