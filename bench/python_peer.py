@@ -20,7 +20,8 @@ delete; the first 1000 of each process are not timed. diskcache.Cache against
 larder.diskcache.Cache (the same code with only the import changed). Prints total ops/s (all
 processes' operations from the first process's start to the last one's end, once all have
 opened the cache) and each operation's p50 / p99 latency, medians over
---rounds rounds.
+--rounds rounds. Then the asyncio API's throughput: the same mix in one process through
+larder.aio with 100 concurrent tasks, against larder.Cache in one thread.
 
     PYTHONPATH=build/python python3 bench/python_peer.py --core [--ops 20000] [--rounds 3]
 """
@@ -198,6 +199,75 @@ def core(ops, rounds):
         print(f"{procs:>5} {'larder / dc':<17} {ratio:>9.2f}x")
 
 
+def aio_throughput(ops, rounds):
+    """larder.aio with 100 concurrent tasks (the core mix, one process) against the same
+    operations through larder.Cache in one thread."""
+    import asyncio
+    import larder.aio
+
+    def mix(seed):
+        rng = random.Random(seed)
+        out = []
+        for count in range(ops):
+            key = str(rng.randrange(CORE_KEYS)).encode()
+            choice = rng.random()
+            if choice < 0.90:
+                out.append(("get", key, None))
+            elif choice < 0.99:
+                out.append(("set", key, str(count).encode() * rng.randrange(1, 100)))
+            else:
+                out.append(("delete", key, None))
+        return out
+
+    def run_sync(directory, todo):
+        c = larder.Cache(directory, strategy="shared", max_entries=0, max_size=0, default_ttl=0)
+        t0 = time.perf_counter()
+        for op, key, value in todo:
+            if op == "get":
+                c.get(key)
+            elif op == "set":
+                c.set(key, value)
+            else:
+                c.delete(key)
+        elapsed = time.perf_counter() - t0
+        c.close()
+        return len(todo) / elapsed
+
+    async def run_aio(directory, todo):
+        async with larder.aio.Cache(directory, strategy="shared", max_entries=0, max_size=0,
+                                    default_ttl=0) as c:
+            async def task(part):
+                for op, key, value in part:
+                    if op == "get":
+                        await c.get(key)
+                    elif op == "set":
+                        await c.set(key, value)
+                    else:
+                        await c.delete(key)
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*(task(todo[i::100]) for i in range(100)))
+            return len(todo) / (time.perf_counter() - t0)
+
+    sync_rows, aio_rows = [], []
+    for r in range(rounds):
+        todo = mix(r)
+        for kind in ("sync", "aio"):
+            base = tempfile.mkdtemp(prefix="larder-aio-")
+            try:
+                directory = os.path.join(base, "cache")
+                if kind == "sync":
+                    sync_rows.append(run_sync(directory, todo))
+                else:
+                    aio_rows.append(asyncio.run(run_aio(directory, todo)))
+            finally:
+                shutil.rmtree(base, ignore_errors=True)
+    s, a = statistics.median(sync_rows), statistics.median(aio_rows)
+    print(f"# asyncio: the core mix in one process, {ops} ops, {rounds} rounds (median ops/s)")
+    print(f"larder.Cache, 1 thread: {s:.0f}   larder.aio, 100 tasks (8 workers): {a:.0f}   "
+          f"ratio {a / s:.2f}")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=20000)
@@ -208,6 +278,7 @@ def main():
     a = p.parse_args()
     if a.core:
         core(a.ops, a.rounds)
+        aio_throughput(a.ops, a.rounds)
         return
     print(f"# python {sys.version.split()[0]}, diskcache {diskcache.__version__}, "
           f"n={a.n}, rounds={a.rounds} (median ops/s)")

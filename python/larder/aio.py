@@ -12,7 +12,7 @@
                 ...
 
 Every call runs on a bounded pool of threads of the cache's own (``max_workers``), never on the
-event loop: a call that waits -- a shared cache's owner that is slow or stopped, a remote tier
+event loop; results go back to the loop in bursts (one wake-up for the results ready together): a call that waits -- a shared cache's owner that is slow or stopped, a remote tier
 timing out, a store opening -- holds one of those threads while the loop's other tasks keep
 running. The native calls release the GIL while they wait. Values, keys, TTLs and errors are
 larder.Cache's: the same store, readable by larder.Cache, C++ and cachectl alike.
@@ -22,10 +22,12 @@ is per event loop.
 """
 
 import asyncio
-import concurrent.futures
+import collections
 import functools
+import queue
 import threading
-from typing import Any, Awaitable, Callable, Dict, Optional, TypeVar
+import weakref
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple, TypeVar
 
 import larder
 from larder import CacheKey, _argument_key, _expire
@@ -59,8 +61,7 @@ class Cache:
                                      f"{max_workers!r}")
         self._directory = directory
         self._options = options
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=max_workers, thread_name_prefix="larder-aio")
+        self._pool = _Pool(max_workers)
         self._lock = threading.Lock()
         self._cache: Optional[larder.Cache] = None
         self._closed = False
@@ -70,6 +71,8 @@ class Cache:
     # ---- lifetime
 
     def _open_sync(self) -> larder.Cache:
+        if self._cache is not None and not self._closed:
+            return self._cache
         with self._lock:
             if self._closed:
                 raise ValueError("the cache is closed")
@@ -91,8 +94,8 @@ class Cache:
             self._closed = True
             cache, self._cache = self._cache, None
         if cache is not None:
-            await loop.run_in_executor(self._executor, cache.close)
-        self._executor.shutdown(wait=False)
+            await self._pool.submit(loop, cache.close)
+        self._pool.shutdown()
 
     async def __aenter__(self) -> "Cache":
         return await self.open()
@@ -125,12 +128,7 @@ class Cache:
             self._open_sync()
             return fn(*args, **kwargs)
 
-        try:
-            return await loop.run_in_executor(self._executor, call)
-        except RuntimeError as e:  # the pool was shut down: the cache was closed meanwhile
-            if self._closed:
-                raise ValueError("the cache is closed") from e
-            raise
+        return await self._pool.submit(loop, call)
 
     async def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         return await self._run(lambda: getattr(self._open_sync(), name)(*args, **kwargs))
@@ -201,6 +199,97 @@ class Cache:
             flights.pop(key, None)
             if not flights:
                 self._flights.pop(loop, None)
+
+
+class _Completions:
+    """Results for one event loop, handed to it in bursts: a worker appends its result and
+    wakes the loop only when no wake-up is pending, so a busy pool costs the loop one wake-up
+    per burst rather than one per call."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._items: "collections.deque[Tuple[asyncio.Future[Any], Any, Optional[BaseException]]]" = (
+            collections.deque())
+        self._scheduled = False
+
+    def post(self, future: "asyncio.Future[Any]", result: Any,
+             error: Optional[BaseException]) -> None:
+        with self._lock:
+            self._items.append((future, result, error))
+            if self._scheduled:
+                return
+            self._scheduled = True
+        try:
+            self._loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # the loop is closed: nobody awaits these any more
+            pass
+
+    def _drain(self) -> None:
+        with self._lock:
+            items, self._items = self._items, collections.deque()
+            self._scheduled = False
+        for future, result, error in items:
+            if future.cancelled():
+                continue
+            if error is None:
+                future.set_result(result)
+            else:
+                future.set_exception(error)
+
+
+class _Pool:
+    """``size`` threads (started as calls come) running the cache's calls; each call's result
+    goes to its loop through that loop's _Completions."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._queue: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+        self._threads: List[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._completions: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Completions]" = (
+            weakref.WeakKeyDictionary())
+        self._idle = 0
+        self._closed = False
+
+    def submit(self, loop: asyncio.AbstractEventLoop, fn: Callable[[], T]) -> "asyncio.Future[T]":
+        future = loop.create_future()
+        with self._lock:
+            if self._closed:
+                raise ValueError("the cache is closed")
+            done = self._completions.get(loop)
+            if done is None:
+                done = self._completions[loop] = _Completions(loop)
+            if self._idle == 0 and len(self._threads) < self._size:
+                t = threading.Thread(target=self._work, name="larder-aio", daemon=True)
+                self._threads.append(t)
+                t.start()
+            else:
+                self._idle = max(0, self._idle - 1)
+        self._queue.put((done, future, fn))
+        return future
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            done, future, fn = item
+            try:
+                result, error = fn(), None
+            except BaseException as e:  # handed to the awaiting task
+                result, error = None, e
+            done.post(future, result, error)
+            with self._lock:
+                self._idle += 1
+
+    def shutdown(self) -> None:
+        """The threads end once the calls queued before return."""
+        with self._lock:
+            self._closed = True
+            threads = list(self._threads)
+        for _ in threads:
+            self._queue.put(None)
 
 
 class _Flight:
