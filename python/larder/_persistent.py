@@ -28,7 +28,26 @@ def _enoval() -> Any:
     return ENOVAL
 
 
-class Deque(Sequence):
+class _OnCache:
+    """What Deque and Index share: the larder.diskcache.Cache they keep their items in."""
+
+    _cache: Any
+
+    @property
+    def cache(self) -> Any:
+        """The Cache holding the items."""
+        return self._cache
+
+    @property
+    def directory(self) -> str:
+        return self._cache.directory
+
+    def transact(self) -> Any:
+        """The cache's transact(): a critical section across threads and processes."""
+        return self._cache.transact()
+
+
+class Deque(_OnCache, Sequence):
     """A persistent deque in ``directory`` (None: a new temporary directory), holding
     ``iterable``'s items after what is already there. ``maxlen``: at most that many items; an
     append drops one from the other end."""
@@ -50,21 +69,8 @@ class Deque(Sequence):
         return self
 
     @property
-    def cache(self) -> Any:
-        """The Cache holding the items."""
-        return self._cache
-
-    @property
-    def directory(self) -> str:
-        return self._cache.directory
-
-    @property
     def maxlen(self) -> Optional[int]:
         return self._maxlen
-
-    def transact(self) -> Any:
-        """The cache's transact(): a critical section across threads and processes."""
-        return self._cache.transact()
 
     # ---- ends
 
@@ -247,7 +253,7 @@ class Deque(Sequence):
         self.__init__(directory=directory, maxlen=maxlen)
 
 
-class Index(MutableMapping):
+class Index(_OnCache, MutableMapping):
     """A persistent mapping in insertion order. ``Index()``, ``Index(directory)``,
     ``Index(directory, mapping_or_pairs, **kw)`` or ``Index(mapping_or_pairs, **kw)``; without
     a directory, a new temporary one."""
@@ -269,18 +275,6 @@ class Index(MutableMapping):
         self._cache = cache
         self.update(*args, **kwargs)
         return self
-
-    @property
-    def cache(self) -> Any:
-        return self._cache
-
-    @property
-    def directory(self) -> str:
-        return self._cache.directory
-
-    def transact(self) -> Any:
-        """The cache's transact(): a critical section across threads and processes."""
-        return self._cache.transact()
 
     def __getitem__(self, key: Any) -> Any:
         return self._cache[key]

@@ -383,6 +383,19 @@ def _store_limits(size_limit: Any, policy: Any) -> Dict[str, Any]:
             "eviction_policy": mapped or "lru"}
 
 
+def _shaped(value: Any, when: Optional[float], tag: Any, expire_time: bool,
+            want_tag: bool) -> Any:
+    """The value, or (value, expire_time), (value, tag) or (value, expire_time, tag): what
+    get() and its kin return for their expire_time and tag flags."""
+    if expire_time and want_tag:
+        return value, when, tag
+    if expire_time:
+        return value, when
+    if want_tag:
+        return value, tag
+    return value
+
+
 # ---- insertion order
 
 _ORDER = "diskcache.order"  # metadata: when the item was stored, in ns (then a tie-breaker)
@@ -634,9 +647,7 @@ class Cache:
             value, when, t = default, None, None
         else:
             when, t = e.expires_at, _category_tag(e.category)
-        if expire_time and tag:
-            return value, when, t
-        return (value, when) if expire_time else (value, t)
+        return _shaped(value, when, t, expire_time, tag)
 
     def __getitem__(self, key: Any) -> Any:
         value = self.get(key, ENOVAL)
@@ -669,13 +680,7 @@ class Cache:
         value, when, t = found
         if value is ENOVAL:
             value, when, t = default, None, None
-        if expire_time and tag:
-            return value, when, t
-        if expire_time:
-            return value, when
-        if tag:
-            return value, t
-        return value
+        return _shaped(value, when, t, expire_time, tag)
 
     def delete(self, key: Any, retry: bool = False) -> bool:
         """Removes the item; True when there was one."""
@@ -854,13 +859,7 @@ class Cache:
                     continue  # expired
                 if remove:
                     self.delete(key)
-                if expire_time and tag:
-                    return key, (value, when, t)
-                if expire_time:
-                    return key, (value, when)
-                if tag:
-                    return key, (value, t)
-                return key, value
+                return key, _shaped(value, when, t, expire_time, tag)
         return default
 
     def pull(self, prefix: Optional[str] = None, default: Any = (None, None),
@@ -890,13 +889,7 @@ class Cache:
             value, when, t = self.get(key, ENOVAL, expire_time=True, tag=True)
             if value is ENOVAL:
                 continue
-            if expire_time and tag:
-                return key, (value, when, t)
-            if expire_time:
-                return key, (value, when)
-            if tag:
-                return key, (value, t)
-            return key, value
+            return key, _shaped(value, when, t, expire_time, tag)
         raise KeyError("dictionary is empty")
 
     # ---- memoize
