@@ -20,6 +20,7 @@ __all__ = ["Averager", "Lock", "RLock", "BoundedSemaphore", "throttle", "barrier
 
 _MISSING = object()
 _POLL = 0.001  # how often a blocked acquire looks again (diskcache's recipes poll too)
+_RECOMPUTE_THREAD = "larder-memoize-stampede"  # memoize_stampede's background recomputations
 
 
 def _full_name(func: Callable[..., Any]) -> str:
@@ -247,7 +248,7 @@ def memoize_stampede(cache: Any, expire: float, name: Optional[str] = None,
                         except Exception:
                             pass
 
-                    threading.Thread(target=run, daemon=True).start()
+                    threading.Thread(target=run, name=_RECOMPUTE_THREAD, daemon=True).start()
                 return result
             pair = timed(*args, **kwargs)
             cache.set(key, pair, expire=expire, tag=tag)

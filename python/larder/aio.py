@@ -67,6 +67,9 @@ class Cache:
         self._closed = False
         # memoize's flights: key -> the leader's computation, per event loop.
         self._flights: Dict[Any, Dict[str, _Flight]] = {}
+        # Set (and dropped) when a flight starts or gains a follower: what _await_followers
+        # waits on, per event loop.
+        self._flight_events: Dict[Any, asyncio.Event] = {}
 
     # ---- lifetime
 
@@ -166,6 +169,27 @@ class Cache:
 
         return decorator
 
+    def _flight_changed(self, loop: asyncio.AbstractEventLoop) -> None:
+        event = self._flight_events.pop(loop, None)
+        if event is not None:
+            event.set()
+
+    async def _await_followers(self, key: str, n: int, timeout: float) -> bool:
+        """Waits (at most ``timeout`` s) until ``n`` callers joined the computation of ``key``
+        in this loop; False on timeout. Tests use it to let a leader go once all have joined
+        (as core::Service::await_followers in C++)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            flight = self._flights.get(loop, {}).get(key)
+            if flight is not None and flight.followers >= n:
+                return True
+            event = self._flight_events.setdefault(loop, asyncio.Event())
+            try:
+                await asyncio.wait_for(event.wait(), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                return False
+
     async def _single_flight(self, key: str, compute: Callable[[], Awaitable[Any]],
                              expire: Optional[float], category: str) -> Any:
         loop = asyncio.get_running_loop()
@@ -173,10 +197,12 @@ class Cache:
         joined = flights.get(key)
         if joined is not None:
             joined.followers += 1
+            self._flight_changed(loop)
             # shield: a follower cancelled does not cancel the leader's computation.
             return await asyncio.shield(joined.future)
         flight = loop.create_future()
         flights[key] = _Flight(flight)
+        self._flight_changed(loop)
         # An exception nobody awaited is not "never retrieved".
         flight.add_done_callback(lambda f: f.cancelled() or f.exception())
         try:

@@ -22,20 +22,9 @@ async def call_together(c, fn, arg, n, gate):
     """n concurrent calls of fn(arg), let go (gate) once all have joined one computation; their
     results, exceptions included."""
     tasks = [asyncio.create_task(fn(arg)) for _ in range(n)]
-    await followers(c, fn.cache_key(arg), n - 1)
+    assert await c._await_followers(fn.cache_key(arg), n - 1, 30)
     gate.set()
     return await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def followers(c, key, n):
-    """Returns once n callers joined the computation of `key` (bounded: 30 s)."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        flight = c._flights.get(asyncio.get_running_loop(), {}).get(key)
-        if flight is not None and flight.followers >= n:
-            return
-        await asyncio.sleep(0.001)
-    raise AssertionError(f"{n} callers did not join the computation of {key!r}")
 
 
 def test_every_call_is_a_coroutine_on_one_store(tmp_path):
