@@ -319,11 +319,18 @@ void Backend::start_remote() {
     apply_remote_change(*this, c);
   };
   hooks.on_gap = [this](remote::StreamId newest) {
+    // Reads stop serving local copies first, then fetched copies stop being kept, then the
+    // local copies go: no moment serves an old copy next to a copy fetched after the gap.
+    dropping_copies_.fetch_add(1, std::memory_order_acq_rel);
+    std::function<void()> hook;
     {
       std::lock_guard lock(remote_mu_);
       remote_any_change_ = std::max(remote_any_change_, newest);
+      hook = gap_hook_;
     }
+    if (hook) hook();
     drop_local_copies(*this);
+    dropping_copies_.fetch_sub(1, std::memory_order_acq_rel);
   };
   hooks.local_entry = [this](std::string_view key) { return local_entry_for_remote(*this, key); };
   hooks.matches = [](std::string_view key, std::string_view scope, const std::string* glob) {

@@ -127,6 +127,17 @@ class Backend final : private engine::AccessFlusher {
     std::lock_guard lock(remote_mu_);
     return remote_any_change_ > at || remote_key_change_[slot_of(key)] > at;
   }
+  // True while the remote listener drops every local copy after a gap in the change stream:
+  // from the moment fetched copies stop being kept (remote_changed_since) until the drop is
+  // done, reads serve no local copy either (outage_miss), so a read never sees a copy fetched
+  // after the gap next to one from before it. Cheap: an atomic load.
+  bool dropping_copies() const { return dropping_copies_.load(std::memory_order_acquire) > 0; }
+  // Tests: called by the listener once a gap is published and before the local copies are
+  // dropped (nothing by default).
+  void set_gap_hook_for_test(std::function<void()> hook) {
+    std::lock_guard lock(remote_mu_);
+    gap_hook_ = std::move(hook);
+  }
   // Remote copies a get has returned and not yet stored locally (docs/remote.md, "Near-cache
   // fills"): a get stores them while its own round trip to Redis is under way, and any other
   // local operation stores them first, so no local operation ever sees the store without them.
@@ -225,6 +236,8 @@ class Backend final : private engine::AccessFlusher {
   mutable std::mutex remote_mu_;
   remote::StreamId remote_any_change_{};  // the last applied change of any key
   std::array<remote::StreamId, kRemoteSlots> remote_key_change_{};
+  std::atomic<int> dropping_copies_{0};
+  std::function<void()> gap_hook_;  // under remote_mu_
   // Last: its listener thread reaches the members above; ~Backend stops it first.
   std::unique_ptr<remote::Tier> remote_;
 };

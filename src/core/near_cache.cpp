@@ -82,10 +82,13 @@ std::optional<RemoteCopy> keep_remote(Backend& b, std::string_view key, remote::
 }
 
 // True when reads must not serve local copies now: the remote URL says outage=miss and the
-// change listener is disconnected (a copy might be older than what another cache wrote).
+// change listener is disconnected (a copy might be older than what another cache wrote), or the
+// listener is dropping every local copy after a gap in the change stream.
 bool outage_miss(Backend& b) {
   const remote::Tier* t = b.remote();
-  return t != nullptr && t->url().outage == remote::RemoteUrl::Outage::miss && !t->listening();
+  if (t == nullptr) return false;
+  if (b.dropping_copies()) return true;
+  return t->url().outage == remote::RemoteUrl::Outage::miss && !t->listening();
 }
 
 // An entry as the remote holds it, described as a local one (accessed now).

@@ -40,7 +40,7 @@ std::optional<RemoteCopy> keep_remote(Backend& b, std::string_view key, remote::
 // A local miss of `key` asked of the remote (nullopt without a remote tier); `defer` as above.
 std::optional<RemoteCopy> from_remote(Backend& b, std::string_view key, bool defer = false);
 // True when reads must not serve local copies now: outage=miss and the change listener is
-// disconnected.
+// disconnected, or the listener is dropping them after a gap (Backend::dropping_copies).
 bool outage_miss(Backend& b);
 // An entry as the remote holds it, described as a local one (accessed now).
 Entry remote_as_entry(std::string_view key, remote::Entry e, bool fresh, std::int64_t now);

@@ -10,9 +10,11 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <mutex>
 #include <set>
 #include <sstream>
 #include <string_view>
@@ -21,7 +23,10 @@
 
 #include <fmt/format.h>
 
+#include "api/access.hpp"
 #include "child.hpp"
+#include "core/backend.hpp"
+#include "core/service.hpp"
 #include "larder/larder.hpp"
 #include "remote/redis_server.hpp"
 #include "remote/tier.hpp"
@@ -439,6 +444,56 @@ TEST_CASE("remote: after a restart that lost a write and its stream item, no old
     CHECK(z != "z1");
     CHECK(z != "z2");
   }
+}
+
+TEST_CASE("remote: while a gap drops the local copies, none of them is served") {
+  // The listener publishes a gap (fetched copies are no longer kept) and then drops every local
+  // copy. A read in between must not serve an old copy: it would stand next to fresh reads from
+  // the remote (the intermittent failure of the test above). The hook holds that moment open.
+  TempDir tmp;
+  RedisServer redis(tmp / "redis");
+  const std::string url = redis.url("operation_timeout=300&connect_timeout=100");
+  Cache a = Cache::open(machine(tmp / "a", url));
+  Cache b = Cache::open(machine(tmp / "b", url));
+  REQUIRE(a.set("z", "z1"));
+  REQUIRE(b.get("z") == "z1");
+  const std::uint64_t fetched = b.stats().remote_hit_count;
+  REQUIRE(b.get("z") == "z1");
+  REQUIRE(b.stats().remote_hit_count == fetched);  // b holds a local copy
+  // b's listener has read a change (so it has a position the restart will lose).
+  REQUIRE(a.set("probe", "p1"));
+  REQUIRE(within(15000ms, [&] { return b.get("probe") == "p1"; }));
+  REQUIRE(a.set("probe", "p2"));
+  REQUIRE(within(15000ms, [&] { return b.get("probe") == "p2"; }));
+
+  std::mutex mu;
+  std::condition_variable cv;
+  bool entered = false;
+  bool released = false;
+  auto backend = Cache::Access::service(b)->backend();
+  backend->set_gap_hook_for_test([&] {
+    std::unique_lock lock(mu);
+    entered = true;
+    cv.notify_all();
+    cv.wait_for(lock, 30s, [&] { return released; });
+  });
+  const auto release = [&] {
+    std::lock_guard lock(mu);
+    released = true;
+    cv.notify_all();
+  };
+  redis.kill();
+  REQUIRE(a.set("z", "z2"));  // local, replayed after the restart
+  redis.start();
+  {
+    std::unique_lock lock(mu);
+    REQUIRE(cv.wait_for(lock, 15s, [&] { return entered; }));
+  }
+  const auto during = b.get("z");
+  release();
+  CHECK(during != "z1");
+  CHECK(within(15000ms, [&] { return b.get("z") == "z2"; }));
+  backend->set_gap_hook_for_test({});
 }
 
 TEST_CASE("remote: a stopped (SIGSTOP) Redis costs a call at most its operation timeout") {
