@@ -318,7 +318,8 @@ void Backend::start_remote() {
     }
     apply_remote_change(*this, c);
   };
-  hooks.on_gap = [this](remote::StreamId newest) {
+  hooks.on_gap = [this](remote::StreamId newest,
+                        const std::function<bool(std::string_view)>& unsynced) {
     // Reads stop serving local copies first, then fetched copies stop being kept, then the
     // local copies go: no moment serves an old copy next to a copy fetched after the gap.
     dropping_copies_.fetch_add(1, std::memory_order_acq_rel);
@@ -329,7 +330,7 @@ void Backend::start_remote() {
       hook = gap_hook_;
     }
     if (hook) hook();
-    drop_local_copies(*this);
+    drop_local_copies(*this, unsynced);
     dropping_copies_.fetch_sub(1, std::memory_order_acq_rel);
   };
   hooks.local_entry = [this](std::string_view key) { return local_entry_for_remote(*this, key); };

@@ -169,10 +169,12 @@ std::optional<remote::Entry> local_entry_for_remote(Backend& b, std::string_view
                        f.header.created_ns, f.header.ttl_ms};
 }
 
-void drop_local_copies(Backend& b) {
+void drop_local_copies(Backend& b, const std::function<bool(std::string_view)>& keep) {
   std::size_t n = 0;
   (void)run(
-      b, "dropping local copies", [&](Engine& e) { return e.clear(&n); }, {}, Wrote::everything);
+      b, "dropping local copies",
+      [&](Engine& e) { return e.remove_if([&](std::string_view k) { return !keep(k); }, &n); }, {},
+      Wrote::everything);
 }
 
 }  // namespace larder::core

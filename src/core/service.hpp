@@ -158,7 +158,9 @@ struct AdminResult {
 // changes this cache did not see).
 void apply_remote_change(Backend& b, const remote::Change& change);
 std::optional<remote::Entry> local_entry_for_remote(Backend& b, std::string_view key);
-void drop_local_copies(Backend& b);
+// Removes every local entry but those `keep` holds for (after a gap in the remote change stream:
+// the ones whose local write has not reached Redis yet).
+void drop_local_copies(Backend& b, const std::function<bool(std::string_view)>& keep);
 
 class Service {
  public:

@@ -217,6 +217,9 @@ class Engine {
   kv::Status remove_keys(const std::vector<std::string>& keys, std::size_t* removed);
   kv::Status invalidate_keys(const std::vector<std::string>& keys, std::size_t* marked);
   kv::Status clear(std::size_t* removed);
+  // Removes every entry whose key `doomed` holds for, a page at a time; `doomed` is asked under
+  // the engine mutex, in the same hold as the key's removal. *removed: how many went.
+  kv::Status remove_if(const std::function<bool(std::string_view)>& doomed, std::size_t* removed);
   // Removes every expired or invalid entry; *removed says how many.
   kv::Status cleanup(std::int64_t now_ns, std::size_t* removed);
 

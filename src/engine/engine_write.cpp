@@ -347,6 +347,24 @@ Status Engine::remove_keys(const std::vector<std::string>& keys, std::size_t* re
   return Status();
 }
 
+Status Engine::remove_if(const std::function<bool(std::string_view)>& doomed,
+                         std::size_t* removed) {
+  *removed = 0;
+  for (;;) {  // each page starts again from the first key: the removed ones are gone
+    const auto lock = page_lock();
+    Txn t = new_txn();
+    for (auto it = index_.begin(); it != index_.end() && t.removed.size() < kRemovePage; ++it) {
+      if (!doomed(it->first)) continue;
+      take_pending(it->first);
+      remove_in_txn(t, it->first, it->second);
+    }
+    const std::size_t n = t.removed.size();
+    if (Status s = commit(t); !s.ok()) return s;
+    *removed += n;
+    if (n < kRemovePage) return Status();
+  }
+}
+
 // Blind writes only: the index knows whether the key is stored and already invalid (expiry_t 0),
 // and the entry's flag is set by an or-byte merge, not by reading and rewriting the entry.
 void Engine::invalidate_locked(Txn& t, std::string_view key) {

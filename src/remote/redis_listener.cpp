@@ -38,16 +38,26 @@ void RedisTier::replay_pending() {
   std::size_t done = 0;
   // Each failed replay remembers itself again (put/remove/... do), so stop at the first one
   // and put the rest back in order.
+  // A key change stays counted in unsynced_ until its replay is done (a failed one counts
+  // again when it remembers itself).
   while (!todo.empty()) {
     Change c = std::move(todo.front());
     todo.pop_front();
-    if (!apply_pending(c)) break;
+    const bool ok = apply_pending(c);
+    if (c.kind == Change::Kind::key) count_unsynced(c.arg, -1);
+    if (!ok) break;
     ++done;
   }
   if (!todo.empty()) {
     std::lock_guard lock(pending_mu_);
-    for (auto& c : todo)
-      if (pending_.size() < kMaxPending) pending_.push_back(std::move(c));
+    for (auto& c : todo) {
+      if (pending_.size() < kMaxPending) {
+        pending_.push_back(std::move(c));
+      } else if (c.kind == Change::Kind::key) {
+        if (auto it = unsynced_.find(c.arg); it != unsynced_.end() && --it->second <= 0)
+          unsynced_.erase(it);
+      }
+    }
   }
   if (log_)
     log_->logf(util::Level::info,
@@ -185,7 +195,9 @@ void RedisTier::listen() {
           log_->logf(util::Level::warn,
                      "remote tier: changes were removed from the stream before this cache read "
                      "them; dropping the local copies");
-        if (hooks_.on_gap) hooks_.on_gap(std::max(newest, mine));
+        if (hooks_.on_gap)
+          hooks_.on_gap(std::max(newest, mine),
+                        [this](std::string_view key) { return unsynced(key); });
         last = newest > StreamId{0, 0} ? fmt::format("{}-{}", newest.first, newest.second) : last;
       }
       if (ok) set_applied(last);

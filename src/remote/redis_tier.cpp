@@ -145,6 +145,20 @@ void RedisTier::remember(Change::Kind kind, std::string_view arg, std::string_vi
     return;
   }
   pending_.push_back(Change{kind, std::string(arg), std::string(scope)});
+  if (kind == Change::Kind::key) ++unsynced_[arg];
+}
+
+void RedisTier::count_unsynced(std::string_view stored_key, int delta) {
+  std::lock_guard lock(pending_mu_);
+  auto it = unsynced_.find(stored_key);
+  if (it == unsynced_.end()) it = unsynced_.emplace(std::string(stored_key), 0).first;
+  it->second += delta;
+  if (it->second <= 0) unsynced_.erase(it);
+}
+
+bool RedisTier::unsynced(std::string_view stored_key) {
+  std::lock_guard lock(pending_mu_);
+  return unsynced_.contains(stored_key);
 }
 
 bool RedisTier::check() {
@@ -354,9 +368,15 @@ bool RedisTier::put_many(const std::vector<std::pair<std::string, Entry>>& items
     }
     cmds.push_back(std::move(event));
   }
-  if (run(cmds, nullptr, meanwhile)) return true;
-  for (const auto& item : items) remember(Change::Kind::key, item.first, {});
-  return false;
+  // Counted before the local writes (meanwhile) until remembered: a gap found meanwhile spares
+  // them (TierHooks::on_gap).
+  for (const auto& item : items) count_unsynced(item.first, +1);
+  const bool ok = run(cmds, nullptr, meanwhile);
+  for (const auto& item : items) {
+    if (!ok) remember(Change::Kind::key, item.first, {});
+    count_unsynced(item.first, -1);
+  }
+  return ok;
 }
 
 bool RedisTier::put(std::string_view stored_key, const Entry& e, const Meanwhile& meanwhile) {
@@ -366,9 +386,11 @@ bool RedisTier::put(std::string_view stored_key, const Entry& e, const Meanwhile
   }
   std::vector<std::vector<std::string>> cmds;
   append_put(stored_key, e, &cmds);  // the value is copied once, by encode()
-  if (run(cmds, nullptr, meanwhile)) return true;
-  remember(Change::Kind::key, stored_key, {});
-  return false;
+  count_unsynced(stored_key, +1);    // as in put_many
+  const bool ok = run(cmds, nullptr, meanwhile);
+  if (!ok) remember(Change::Kind::key, stored_key, {});
+  count_unsynced(stored_key, -1);
+  return ok;
 }
 
 }  // namespace detail

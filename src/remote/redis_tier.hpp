@@ -34,8 +34,11 @@ extern "C" {
 }
 #include <hiredis/hiredis.h>
 
+#include <absl/container/flat_hash_map.h>
+
 #include "remote/tier.hpp"
 #include "util/breaker.hpp"
+#include "util/hash.hpp"
 #include "util/log.hpp"
 #include "util/result.hpp"
 
@@ -203,6 +206,10 @@ class RedisTier final : public Tier {
   std::vector<std::string> event_command(Change::Kind kind, std::string_view arg,
                                          std::string_view scope) const;
   void remember(Change::Kind kind, std::string_view arg, std::string_view scope);
+  // unsynced_: a local write of a key is under way to Redis (+1 before its local write, -1 once
+  // it reached Redis or was remembered) or waits in pending_ (+1 per pending key change).
+  void count_unsynced(std::string_view stored_key, int delta);
+  bool unsynced(std::string_view stored_key);
   bool remove_keys(const std::vector<std::string>& stored_keys, Change::Kind kind,
                    std::string_view arg, std::string_view scope);
   bool scan_remove(const std::string& match, Change::Kind kind, std::string_view arg,
@@ -253,6 +260,7 @@ class RedisTier final : public Tier {
 
   std::mutex pending_mu_;
   std::deque<Change> pending_;
+  absl::flat_hash_map<std::string, int, util::StringHash, std::equal_to<>> unsynced_;
   std::uint64_t pending_dropped_ = 0;
 
   // Until the listener has a position in the stream, the earliest position a fetch read at: the

@@ -91,9 +91,13 @@ struct Change {
 struct TierHooks {
   // A change made by another cache (runs on the listener thread).
   std::function<void(const Change&)> on_change;
-  // The stream lost changes this tier never saw (trimmed while it was away): drop local copies.
-  // The argument: the stream's last id then (every change up to it may be among those lost).
-  std::function<void(StreamId)> on_gap;
+  // The stream lost changes this tier never saw (trimmed while it was away): drop local copies,
+  // except those for which `unsynced` holds (a local write of that key has not reached Redis
+  // yet: waiting for replay or under way; the replay reads the local entry). The first argument:
+  // the stream's last id then (every change up to it may be among those lost). `unsynced` may
+  // be called from any thread while on_gap runs.
+  std::function<void(StreamId, const std::function<bool(std::string_view stored_key)>& unsynced)>
+      on_gap;
   // A write that did not reach Redis, replayed now: the local entry of `stored_key` (nullopt if
   // there is none any more, which removes it from the remote).
   std::function<std::optional<Entry>(std::string_view stored_key)> local_entry;
