@@ -384,12 +384,20 @@ TEST_CASE("remote: namespaces stay apart on the remote too") {
   CHECK(b.get("k") == "unnamed");
 }
 
-TEST_CASE("remote: Redis killed mid-run: local only, bounded calls, recovery without stale data") {
+// Two machines (caches a and b) on one Redis, with short timeouts: the outage tests' setting.
+struct TwoMachines {
   TempDir tmp;
-  RedisServer redis(tmp / "redis");
-  const std::string url = redis.url("operation_timeout=300&connect_timeout=100");
+  RedisServer redis{tmp / "redis"};
+  std::string url = redis.url("operation_timeout=300&connect_timeout=100");
   Cache a = Cache::open(machine(tmp / "a", url));
   Cache b = Cache::open(machine(tmp / "b", url));
+};
+
+TEST_CASE("remote: Redis killed mid-run: local only, bounded calls, recovery without stale data") {
+  TwoMachines m;
+  RedisServer& redis = m.redis;
+  Cache& a = m.a;
+  Cache& b = m.b;
   REQUIRE(a.set("k", "old"));
   REQUIRE(b.get("k") == "old");
 
@@ -425,11 +433,10 @@ TEST_CASE("remote: after a restart that lost a write and its stream item, no old
   // replays after the restart. Once coherence works again for other keys, b must not serve z1.
   for (int round = 0; round < 3; ++round) {
     CAPTURE(round);
-    TempDir tmp;
-    RedisServer redis(tmp / "redis");
-    const std::string url = redis.url("operation_timeout=300&connect_timeout=100");
-    Cache a = Cache::open(machine(tmp / "a", url));
-    Cache b = Cache::open(machine(tmp / "b", url));
+    TwoMachines m;
+    RedisServer& redis = m.redis;
+    Cache& a = m.a;
+    Cache& b = m.b;
     REQUIRE(a.set("z", "z1"));
     REQUIRE(b.get("z") == "z1");
     REQUIRE(a.set("z", "z2"));
@@ -446,15 +453,53 @@ TEST_CASE("remote: after a restart that lost a write and its stream item, no old
   }
 }
 
+// Holds a cache's remote listener at a gap, after the gap is published and before the local
+// copies are dropped (Backend::set_gap_hook_for_test), until released. The hook shares its state,
+// so a listener still in it when this goes out of scope touches nothing freed.
+class GapHold {
+ public:
+  explicit GapHold(const Cache& c) : backend_(Cache::Access::service(c)->backend()) {
+    backend_->set_gap_hook_for_test([s = state_] {
+      std::unique_lock lock(s->mu);
+      s->entered = true;
+      s->cv.notify_all();
+      s->cv.wait_for(lock, 30s, [&] { return s->released; });
+    });
+  }
+  ~GapHold() {
+    release();
+    backend_->set_gap_hook_for_test({});
+  }
+  // Whether the listener reached the gap within `limit`.
+  bool entered(Ms limit) {
+    std::unique_lock lock(state_->mu);
+    return state_->cv.wait_for(lock, limit, [&] { return state_->entered; });
+  }
+  void release() {
+    std::lock_guard lock(state_->mu);
+    state_->released = true;
+    state_->cv.notify_all();
+  }
+
+ private:
+  struct State {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool entered = false;
+    bool released = false;
+  };
+  std::shared_ptr<State> state_ = std::make_shared<State>();
+  std::shared_ptr<core::Backend> backend_;
+};
+
 TEST_CASE("remote: while a gap drops the local copies, none of them is served") {
   // The listener publishes a gap (fetched copies are no longer kept) and then drops every local
   // copy. A read in between must not serve an old copy: it would stand next to fresh reads from
   // the remote (the intermittent failure of the test above). The hook holds that moment open.
-  TempDir tmp;
-  RedisServer redis(tmp / "redis");
-  const std::string url = redis.url("operation_timeout=300&connect_timeout=100");
-  Cache a = Cache::open(machine(tmp / "a", url));
-  Cache b = Cache::open(machine(tmp / "b", url));
+  TwoMachines m;
+  RedisServer& redis = m.redis;
+  Cache& a = m.a;
+  Cache& b = m.b;
   REQUIRE(a.set("z", "z1"));
   // b holds a local copy: a get answered without the remote (a copy fetched before b's
   // listener applied a's set is served once, not kept; the next get fetches again).
@@ -468,81 +513,43 @@ TEST_CASE("remote: while a gap drops the local copies, none of them is served") 
   REQUIRE(a.set("probe", "p2"));
   REQUIRE(within(15000ms, [&] { return b.get("probe") == "p2"; }));
 
-  std::mutex mu;
-  std::condition_variable cv;
-  bool entered = false;
-  bool released = false;
-  auto backend = Cache::Access::service(b)->backend();
-  backend->set_gap_hook_for_test([&] {
-    std::unique_lock lock(mu);
-    entered = true;
-    cv.notify_all();
-    cv.wait_for(lock, 30s, [&] { return released; });
-  });
-  const auto release = [&] {
-    std::lock_guard lock(mu);
-    released = true;
-    cv.notify_all();
-  };
+  GapHold hold(b);
   redis.kill();
   REQUIRE(a.set("z", "z2"));  // local, replayed after the restart
   redis.start();
-  {
-    std::unique_lock lock(mu);
-    REQUIRE(cv.wait_for(lock, 15s, [&] { return entered; }));
-  }
+  REQUIRE(hold.entered(15000ms));
   const auto during = b.get("z");
-  release();
+  hold.release();
   CHECK(during != "z1");
   CHECK(within(15000ms, [&] { return b.get("z") == "z2"; }));
-  backend->set_gap_hook_for_test({});
 }
 
 TEST_CASE("remote: a write Redis refused while a gap is handled is kept and replayed") {
   // The gap drops the local copies; a write made just before that did not reach Redis (its
   // replay reads the local entry). Dropping it too lost the write: the replay then removed the
   // key from Redis (the intermittent "probe" failure of the restart test).
-  TempDir tmp;
-  RedisServer redis(tmp / "redis");
-  const std::string url = redis.url("operation_timeout=300&connect_timeout=100");
-  Cache a = Cache::open(machine(tmp / "a", url));
-  Cache b = Cache::open(machine(tmp / "b", url));
+  TwoMachines m;
+  RedisServer& redis = m.redis;
+  Cache& a = m.a;
+  Cache& b = m.b;
   // a's listener has applied a change of b's (so it has a position the restart will lose).
   REQUIRE(b.set("w", "1"));
   REQUIRE(within(15000ms, [&] { return a.get("w") == "1"; }));
   REQUIRE(b.set("w", "2"));
   REQUIRE(within(15000ms, [&] { return a.get("w") == "2"; }));
 
-  std::mutex mu;
-  std::condition_variable cv;
-  bool entered = false;
-  bool released = false;
-  auto backend = Cache::Access::service(a)->backend();
-  backend->set_gap_hook_for_test([&] {
-    std::unique_lock lock(mu);
-    entered = true;
-    cv.notify_all();
-    cv.wait_for(lock, 30s, [&] { return released; });
-  });
+  GapHold hold(a);
   redis.kill();
   redis.start();
-  {
-    std::unique_lock lock(mu);
-    REQUIRE(cv.wait_for(lock, 15s, [&] { return entered; }));
-  }
+  REQUIRE(hold.entered(15000ms));
   // Redis refuses writes (out of memory) while a sets: written locally, remembered for replay.
   CHECK(redis.command({"CONFIG", "SET", "maxmemory", "1"}) == "OK");
   CHECK(a.set("probe", "p1"));
   CHECK(a.stats().remote_error_count > 0);
   CHECK(redis.command({"CONFIG", "SET", "maxmemory", "0"}) == "OK");
-  {
-    std::lock_guard lock(mu);
-    released = true;
-    cv.notify_all();
-  }
+  hold.release();
   CHECK(within(15000ms, [&] { return b.get("probe") == "p1"; }));
   CHECK(a.get("probe") == "p1");
-  backend->set_gap_hook_for_test({});
 }
 
 TEST_CASE("remote: a stopped (SIGSTOP) Redis costs a call at most its operation timeout") {
@@ -901,11 +908,12 @@ TEST_CASE("remote: add and incr are atomic across machines (two processes, two r
 
 TEST_CASE(
     "remote: touch and add follow the remote; without Redis they fall back to the local tier") {
-  TempDir tmp;
-  RedisServer redis(tmp / "redis");
-  const std::string url = redis.url("operation_timeout=300&connect_timeout=100");
-  Cache a = Cache::open(machine(tmp / "a", url));
-  Cache b = Cache::open(machine(tmp / "b", url));
+  TwoMachines m;
+  TempDir& tmp = m.tmp;
+  RedisServer& redis = m.redis;
+  const std::string& url = m.url;
+  Cache& a = m.a;
+  Cache& b = m.b;
   REQUIRE(a.set("k", "v", ttl(60)));
   CHECK_FALSE(b.add("k", "other"));  // fresh on the remote, though b holds nothing
   CHECK(b.touch("k", std::chrono::seconds(3600)));

@@ -209,7 +209,9 @@ std::map<std::string, std::string> body_fields(const std::string& body) {
   rapidjson::Document d;
   d.Parse(body.data(), body.size());
   if (d.HasParseError() || !d.IsObject()) throw HttpError{400, "the body is not a JSON object"};
-  for (const auto& m : d.GetObject()) {
+  // Indexed, not a range-for: rapidjson's iterator != is ambiguous under C++20 (clang warns).
+  for (rapidjson::SizeType i = 0; i < d.MemberCount(); ++i) {
+    const auto& m = *(d.MemberBegin() + static_cast<std::ptrdiff_t>(i));
     if (!m.value.IsString())
       throw HttpError{400, fmt::format("\"{}\" must be a string", m.name.GetString())};
     out[std::string(m.name.GetString(), m.name.GetStringLength())] =
