@@ -488,36 +488,42 @@ std::optional<Entry> LocalService::local_get_entry(std::string_view key, bool in
     return std::nullopt;
   }
   const std::int64_t now = b.now_ns();
-  engine::Found f;
-  engine::AccessRecord a;
-  bool hit = false;
-  const kv::Status s = run(b, "get_entry", [&](Engine& e) {
-    kv::Status st = e.read(key, now, engine::Want::value, &f);
-    if (!st.ok() || (f.status != EntryStatus::fresh && !include_stale)) return st;
-    if (!b.resolved().read_only) e.record_access(key, now);
-    st = e.access_of(key, &a);
-    if (st.not_found()) st = kv::Status();  // removed meanwhile: report what was read
-    hit = st.ok();
-    return st;
-  });
-  if (!s.ok() || !hit) {
-    drop_if_corrupt(b, s, key);
-    // A remote copy is stored locally (when no change raced it), then read as a local entry.
-    if (auto copy = ask_remote ? from_remote(b, key) : std::nullopt; copy) {
-      if (copy->stored) return local_get_entry(key, include_stale, false);
-      if (copy->fresh || include_stale) {  // not kept: described from what the remote holds
-        b.counters().hit++;
-        return remote_as_entry(key, std::move(copy->entry), copy->fresh, now);
-      }
+  // The local entry; on a miss, the remote's copy, stored locally (when no change raced it) and
+  // read again as a local entry.
+  std::optional<RemoteCopy> copy;
+  for (bool asked = false;; asked = true) {
+    engine::Found f;
+    engine::AccessRecord a;
+    bool hit = false;
+    const kv::Status s = run(b, "get_entry", [&](Engine& e) {
+      kv::Status st = e.read(key, now, engine::Want::value, &f);
+      if (!st.ok() || (f.status != EntryStatus::fresh && !include_stale)) return st;
+      if (!b.resolved().read_only) e.record_access(key, now);
+      st = e.access_of(key, &a);
+      if (st.not_found()) st = kv::Status();  // removed meanwhile: report what was read
+      hit = st.ok();
+      return st;
+    });
+    if (s.ok() && hit) {
+      b.counters().hit++;
+      Entry entry;
+      entry.info = make_info(key, f, a, now);
+      entry.value = std::move(f.value);
+      return entry;
     }
-    b.counters().miss++;
-    return std::nullopt;
+    drop_if_corrupt(b, s, key);
+    if (asked || !ask_remote) break;
+    copy = from_remote(b, key);
+    if (!copy || !copy->stored) break;
   }
-  b.counters().hit++;
-  Entry entry;
-  entry.info = make_info(key, f, a, now);
-  entry.value = std::move(f.value);
-  return entry;
+  // A copy not kept, or stored and removed since (the listener applied the change that wrote
+  // it, after the fetch): described from what the remote holds.
+  if (copy && (copy->fresh || include_stale)) {
+    b.counters().hit++;
+    return remote_as_entry(key, std::move(copy->entry), copy->fresh, now);
+  }
+  b.counters().miss++;
+  return std::nullopt;
 }
 
 bool LocalService::exists(std::string_view key) {
