@@ -257,7 +257,7 @@ Status Engine::load_index_locked(bool* needs_rebuild) {
       return false;
     }
     max_tick = std::max({max_tick, a.last_tick, a.insert_tick});
-    auto it = index_.emplace(std::string(key), load_node(a)).first;
+    auto it = index_.emplace(key, load_node(a)).first;
     it->second.category = intern(a.category);
     link(it, /*count=*/false);
     ++loaded_entries;

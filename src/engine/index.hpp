@@ -10,12 +10,16 @@
 #include <cstdint>
 #include <iterator>
 #include <limits>
+#include <memory>
+#include <new>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
-#include <absl/container/node_hash_map.h>
+#include <absl/container/flat_hash_set.h>
 
 #include "engine/records.hpp"
 #include "util/hash.hpp"
@@ -23,8 +27,8 @@
 namespace larder::engine {
 
 struct Node;
-// A key's slot in the index: the key and its node. node_hash_map slots do not move, so
-// policies link slots by pointer.
+// A key's slot in the index: the key and its node. Slots do not move (Index), so policies link
+// slots by pointer.
 using Slot = std::pair<const std::string, Node>;
 
 // A node's place in its eviction policy's order. Only the policy classes (policy.hpp) read or
@@ -50,18 +54,43 @@ struct Node {
 
 using Hash = util::StringHash;
 
-// The index: keys to nodes, in kShards node_hash_maps chosen by the top bits of the key's hash
-// (each map places keys by the low ones). A map rehashes all its keys when it grows, reading
-// every node; with one map that paused the engine for 160 ms at 917k keys (a set waited that
-// long), with 64 each growth touches a 64th of the keys. Slots never move (node_hash_map), so
-// policies link them by pointer. The subset of a map's interface the engine uses.
+// The index: keys to nodes. The slots live in a slab of fixed-size chunks and are named by 32-bit
+// ids; kShards flat_hash_sets of ids, chosen by the top bits of the key's hash, find them by key.
+//  - Slots never move (a chunk is never reallocated), so policies link them by pointer.
+//  - Per key it costs the slot itself (no allocator header, no per-node allocation: loading 1M
+//    keys made 1M mallocs with node_hash_map) and ~10 bytes of table (4-byte ids, where
+//    node_hash_map kept 8-byte pointers).
+//  - A set rehashes its ids when it grows, hashing each key again; with 64 sets each growth
+//    touches a 64th of the keys (one map paused the engine for 160 ms at 917k keys).
+//  - Freed slots are reused by the next insert; the chunks are released by clear() and when the
+//    index becomes empty, so the slab is bounded by the most keys held at once.
+// The subset of a map's interface the engine uses.
 class Index {
  public:
-  using Map = absl::node_hash_map<std::string, Node, Hash, std::equal_to<>>;
-  static_assert(std::is_same_v<Map::value_type, Slot>);
+  using Id = std::uint32_t;
   static constexpr int kShardBits = 6;
   static constexpr std::size_t kShards = std::size_t{1} << kShardBits;
+  static constexpr int kChunkBits = 9;  // 512 slots (68 KiB) per chunk
+  static constexpr std::size_t kChunkSlots = std::size_t{1} << kChunkBits;
 
+ private:
+  // Hash and equality of ids by their slots' keys, and of keys (heterogeneous lookup).
+  struct KeyHash {
+    using is_transparent = void;
+    const Index* index = nullptr;
+    std::size_t operator()(Id id) const { return Hash{}(index->slot(id).first); }
+    std::size_t operator()(std::string_view key) const { return Hash{}(key); }
+  };
+  struct KeyEq {
+    using is_transparent = void;
+    const Index* index = nullptr;
+    bool operator()(Id a, Id b) const { return a == b; }
+    bool operator()(Id a, std::string_view b) const { return index->slot(a).first == b; }
+    bool operator()(std::string_view a, Id b) const { return a == index->slot(b).first; }
+  };
+  using Set = absl::flat_hash_set<Id, KeyHash, KeyEq>;
+
+ public:
   template <class Owner, class Inner>
   class Iter {
    public:
@@ -75,8 +104,8 @@ class Index {
     Iter(Owner* owner, std::size_t shard, Inner it) : owner_(owner), shard_(shard), it_(it) {
       skip_empty();
     }
-    reference operator*() const { return *it_; }
-    pointer operator->() const { return &*it_; }
+    reference operator*() const { return owner_->slot(*it_); }
+    pointer operator->() const { return &owner_->slot(*it_); }
     Iter& operator++() {
       ++it_;
       skip_empty();
@@ -90,59 +119,133 @@ class Index {
     friend class Index;
     // Moves past the ends of shards to the next slot, or to end() (shard_ == kShards).
     void skip_empty() {
-      while (shard_ < kShards && it_ == owner_->maps_[shard_].end())
-        if (++shard_ < kShards) it_ = owner_->maps_[shard_].begin();
+      while (shard_ < kShards && it_ == owner_->sets_[shard_].end())
+        if (++shard_ < kShards) it_ = owner_->sets_[shard_].begin();
     }
     Owner* owner_ = nullptr;
     std::size_t shard_ = kShards;
     Inner it_{};
   };
-  using iterator = Iter<Index, Map::iterator>;
-  using const_iterator = Iter<const Index, Map::const_iterator>;
+  using iterator = Iter<Index, Set::iterator>;
+  using const_iterator = Iter<const Index, Set::const_iterator>;
 
-  iterator begin() { return {this, 0, maps_[0].begin()}; }
+  Index() {
+    sets_.reserve(kShards);
+    for (std::size_t i = 0; i < kShards; ++i) sets_.emplace_back(0, KeyHash{this}, KeyEq{this});
+  }
+  ~Index() { clear(); }
+  Index(const Index&) = delete;  // the sets' hash and equality point at this index
+  Index& operator=(const Index&) = delete;
+
+  iterator begin() { return {this, 0, sets_[0].begin()}; }
   iterator end() { return {this, kShards, {}}; }
-  const_iterator begin() const { return {this, 0, maps_[0].begin()}; }
+  const_iterator begin() const { return {this, 0, sets_[0].begin()}; }
   const_iterator end() const { return {this, kShards, {}}; }
 
   iterator find(std::string_view key) {
     const std::size_t h = Hash{}(key);
-    Map& m = maps_[shard_of(h)];
-    const auto it = m.find(key, h);
-    return it == m.end() ? end() : iterator(this, shard_of(h), it);
+    Set& s = sets_[shard_of(h)];
+    const auto it = s.find(key, h);
+    return it == s.end() ? end() : iterator(this, shard_of(h), it);
   }
   const_iterator find(std::string_view key) const {
     const std::size_t h = Hash{}(key);
-    const Map& m = maps_[shard_of(h)];
-    const auto it = m.find(key, h);
-    return it == m.end() ? end() : const_iterator(this, shard_of(h), it);
+    const Set& s = sets_[shard_of(h)];
+    const auto it = s.find(key, h);
+    return it == s.end() ? end() : const_iterator(this, shard_of(h), it);
   }
   bool contains(std::string_view key) const { return find(key) != end(); }
-  std::pair<iterator, bool> try_emplace(std::string_view key) {
-    const std::size_t shard = shard_of(Hash{}(key));
-    auto [it, inserted] = maps_[shard].try_emplace(key);
-    return {iterator(this, shard, it), inserted};
+  // The key's slot, inserted with a default node if it was not there (true). Throws
+  // std::bad_alloc when memory (or the 2^32 - 1 ids) runs out, as any insert may.
+  std::pair<iterator, bool> try_emplace(std::string_view key) { return insert(key, Node{}); }
+  std::pair<iterator, bool> emplace(std::string_view key, const Node& node) {
+    return insert(key, node);
   }
-  std::pair<iterator, bool> emplace(std::string key, const Node& node) {
-    const std::size_t shard = shard_of(Hash{}(key));
-    auto [it, inserted] = maps_[shard].emplace(std::move(key), node);
-    return {iterator(this, shard, it), inserted};
+  void erase(iterator it) {
+    const Id id = *it.it_;
+    sets_[it.shard_].erase(it.it_);
+    slot(id).~Slot();
+    if (--size_ == 0) {
+      release();
+      return;
+    }
+    free_.push_back(id);
   }
-  void erase(iterator it) { maps_[it.shard_].erase(it.it_); }
-  std::size_t size() const {
-    std::size_t n = 0;
-    for (const Map& m : maps_) n += m.size();
-    return n;
-  }
+  std::size_t size() const { return size_; }
+  // Chunks of slots allocated (a diagnostic: the slab's size is chunks() * kChunkSlots slots).
+  std::size_t chunks() const { return chunks_.size(); }
   void clear() {
-    for (Map& m : maps_) m.clear();
+    for (Set& s : sets_) {
+      for (const Id id : s) slot(id).~Slot();
+      s.clear();
+    }
+    size_ = 0;
+    release();
   }
 
+  Slot& slot(Id id) { return *std::launder(reinterpret_cast<Slot*>(cell(id))); }
+  const Slot& slot(Id id) const { return *std::launder(reinterpret_cast<const Slot*>(cell(id))); }
+
  private:
+  struct Cell {
+    alignas(Slot) std::byte bytes[sizeof(Slot)];
+  };
   static std::size_t shard_of(std::size_t hash) {
     return hash >> (std::numeric_limits<std::size_t>::digits - kShardBits);
   }
-  std::array<Map, kShards> maps_;
+  std::byte* cell(Id id) const { return chunks_[id >> kChunkBits][id & (kChunkSlots - 1)].bytes; }
+
+  // Finds the key, or builds its slot and then adds its id to the set. A throw (no memory)
+  // leaves the index as it was.
+  std::pair<iterator, bool> insert(std::string_view key, const Node& node) {
+    const std::size_t h = Hash{}(key);
+    const std::size_t shard = shard_of(h);
+    Set& s = sets_[shard];
+    if (auto it = s.find(key, h); it != s.end()) return {iterator(this, shard, it), false};
+    const Id id = new_id();
+    new (cell(id))
+        Slot(std::piecewise_construct, std::forward_as_tuple(key), std::forward_as_tuple(node));
+    take_id();
+    try {
+      const auto it = s.insert(id).first;
+      ++size_;
+      return {iterator(this, shard, it), true};
+    } catch (...) {
+      slot(id).~Slot();
+      free_.push_back(id);
+      throw;
+    }
+  }
+  // The id the next slot takes: a freed one, else the first never used (a new chunk when the
+  // last is full). Taken (take_id) only once the slot is built.
+  Id new_id() {
+    taking_free_ = !free_.empty();
+    if (taking_free_) return free_.back();
+    if (fresh_ == std::numeric_limits<Id>::max()) throw std::bad_alloc();
+    if ((fresh_ & (kChunkSlots - 1)) == 0 && (fresh_ >> kChunkBits) == chunks_.size())
+      chunks_.push_back(std::make_unique_for_overwrite<Cell[]>(kChunkSlots));
+    return fresh_;
+  }
+  void take_id() {
+    if (taking_free_)
+      free_.pop_back();
+    else
+      ++fresh_;
+  }
+  void release() {
+    chunks_.clear();
+    chunks_.shrink_to_fit();
+    free_.clear();
+    free_.shrink_to_fit();
+    fresh_ = 0;
+  }
+
+  std::vector<Set> sets_;
+  std::vector<std::unique_ptr<Cell[]>> chunks_;
+  std::vector<Id> free_;  // ids of erased slots, reused first
+  Id fresh_ = 0;          // the first id never used
+  bool taking_free_ = false;
+  std::size_t size_ = 0;
 };
 
 // A node's access record, with `category` (the node's category pointer is not copied).

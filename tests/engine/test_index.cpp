@@ -60,3 +60,34 @@ TEST_CASE("index: find, iterate, erase across shards; slots do not move as shard
   CHECK(index.size() == 0);
   CHECK(index.begin() == index.end());
 }
+
+TEST_CASE("index: an erased slot is reused; an index that empties gives its slab back") {
+  Index index;
+  for (int i = 0; i < 3000; ++i) index.try_emplace("k" + std::to_string(i));
+  CHECK(index.chunks() == (3000 + Index::kChunkSlots - 1) / Index::kChunkSlots);
+  // Erased slots are taken again before any new chunk: the slab stays at its peak.
+  const std::size_t peak = index.chunks();
+  for (int i = 0; i < 3000; i += 3) index.erase(index.find("k" + std::to_string(i)));
+  for (int i = 0; i < 1000; ++i) {
+    auto [it, inserted] = index.try_emplace("n" + std::to_string(i));
+    REQUIRE(inserted);
+    it->second.size = static_cast<std::uint64_t>(i);
+  }
+  CHECK(index.size() == 3000);
+  CHECK(index.chunks() == peak);
+  // The reused slots hold their own keys and nodes, and the others theirs.
+  CHECK(index.find("n999")->second.size == 999);
+  CHECK(index.find("n999")->first == "n999");
+  CHECK(index.contains("k1"));
+  CHECK_FALSE(index.contains("k3"));
+  // Erasing every key releases the chunks; the next insert starts a new one.
+  std::vector<std::string> keys;
+  for (const Slot& s : index) keys.push_back(s.first);
+  for (const std::string& k : keys) index.erase(index.find(k));
+  CHECK(index.size() == 0);
+  CHECK(index.chunks() == 0);
+  CHECK(index.begin() == index.end());
+  CHECK(index.try_emplace("again").second);
+  CHECK(index.chunks() == 1);
+  CHECK(index.find("again")->first == "again");
+}
