@@ -84,7 +84,7 @@ Status Engine::keys_in_category(std::string_view category, std::vector<std::stri
     const std::string* interned = &cat->first;
     out->reserve(cat->second);
     for (const auto& [key, node] : index_)
-      if (node.category == interned) out->push_back(key);
+      if (node.category == interned) out->emplace_back(key);
   }
   std::sort(out->begin(), out->end());
   return Status();

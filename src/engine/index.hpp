@@ -8,6 +8,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <iterator>
 #include <limits>
 #include <memory>
@@ -26,10 +27,48 @@
 
 namespace larder::engine {
 
+// A key as the index holds it, in 16 bytes: up to 12 bytes inline, a longer one in one
+// allocation of its exact size (a std::string took 32 bytes, plus its capacity's rounding).
+// Read through its string_view.
+class IndexKey {
+ public:
+  static constexpr std::size_t kInline = 12;
+  explicit IndexKey(std::string_view key) : size_(static_cast<std::uint32_t>(key.size())) {
+    if (key.size() > std::numeric_limits<std::uint32_t>::max()) throw std::bad_alloc();
+    if (key.size() <= kInline) {
+      if (!key.empty()) std::memcpy(bytes_, key.data(), key.size());
+      return;
+    }
+    char* heap = new char[key.size()];
+    std::memcpy(heap, key.data(), key.size());
+    std::memcpy(bytes_, &heap, sizeof heap);
+  }
+  ~IndexKey() {
+    if (size_ > kInline) delete[] heap();
+  }
+  IndexKey(const IndexKey&) = delete;
+  IndexKey& operator=(const IndexKey&) = delete;
+
+  std::string_view view() const { return {size_ > kInline ? heap() : bytes_, size_}; }
+  operator std::string_view() const { return view(); }  // NOLINT: read as a view everywhere
+  std::size_t size() const { return size_; }
+  friend bool operator==(const IndexKey& a, std::string_view b) { return a.view() == b; }
+
+ private:
+  char* heap() const {
+    char* p = nullptr;
+    std::memcpy(&p, bytes_, sizeof p);
+    return p;
+  }
+  std::uint32_t size_;
+  char bytes_[kInline];  // the key, or (longer keys) the pointer to it
+};
+static_assert(sizeof(IndexKey) == 16);
+
 struct Node;
 // A key's slot in the index: the key and its node. Slots do not move (Index), so policies link
 // slots by pointer.
-using Slot = std::pair<const std::string, Node>;
+using Slot = std::pair<const IndexKey, Node>;
 
 // A node's place in its eviction policy's order. Only the policy classes (policy.hpp) read or
 // write it. The S3-FIFO part is persisted in the access record (kept under every policy, so
@@ -78,7 +117,7 @@ class Index {
   struct KeyHash {
     using is_transparent = void;
     const Index* index = nullptr;
-    std::size_t operator()(Id id) const { return Hash{}(index->slot(id).first); }
+    std::size_t operator()(Id id) const { return Hash{}(index->slot(id).first.view()); }
     std::size_t operator()(std::string_view key) const { return Hash{}(key); }
   };
   struct KeyEq {

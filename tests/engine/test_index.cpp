@@ -38,7 +38,7 @@ TEST_CASE("index: find, iterate, erase across shards; slots do not move as shard
   std::set<std::string> seen;
   std::size_t visits = 0;
   for (const Slot& s : index) {
-    seen.insert(s.first);
+    seen.emplace(s.first);
     ++visits;
   }
   CHECK(visits == 20000);
@@ -54,7 +54,8 @@ TEST_CASE("index: find, iterate, erase across shards; slots do not move as shard
   CHECK_FALSE(index.contains("k0"));
   CHECK(index.contains("k1"));
   std::size_t left = 0;
-  for (const Slot& s : index) left += (std::stoi(s.first.substr(1)) % 2 == 1) ? 1 : 0;
+  for (const Slot& s : index)
+    left += (std::stoi(std::string(s.first.view().substr(1))) % 2 == 1) ? 1 : 0;
   CHECK(left == 10000);
   index.clear();
   CHECK(index.size() == 0);
@@ -82,7 +83,7 @@ TEST_CASE("index: an erased slot is reused; an index that empties gives its slab
   CHECK_FALSE(index.contains("k3"));
   // Erasing every key releases the chunks; the next insert starts a new one.
   std::vector<std::string> keys;
-  for (const Slot& s : index) keys.push_back(s.first);
+  for (const Slot& s : index) keys.emplace_back(s.first);
   for (const std::string& k : keys) index.erase(index.find(k));
   CHECK(index.size() == 0);
   CHECK(index.chunks() == 0);
@@ -90,4 +91,34 @@ TEST_CASE("index: an erased slot is reused; an index that empties gives its slab
   CHECK(index.try_emplace("again").second);
   CHECK(index.chunks() == 1);
   CHECK(index.find("again")->first == "again");
+}
+
+TEST_CASE("index: keys of every length are held and found (inline up to 12 bytes, longer apart)") {
+  Index index;
+  std::vector<std::string> keys = {"",
+                                   "a",
+                                   std::string(11, 'b'),
+                                   std::string(12, 'c'),
+                                   std::string(13, 'd'),
+                                   std::string(4000, 'e'),
+                                   std::string("nul\0inside", 10),
+                                   std::string("long nul\0\0 key", 15)};
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    auto [it, inserted] = index.try_emplace(keys[i]);
+    REQUIRE(inserted);
+    it->second.size = i;
+  }
+  CHECK(index.size() == keys.size());
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    auto it = index.find(keys[i]);
+    REQUIRE(it != index.end());
+    CHECK(it->first == keys[i]);
+    CHECK(it->first.size() == keys[i].size());
+    CHECK(it->second.size == i);
+  }
+  CHECK_FALSE(index.contains(std::string(12, 'b')));  // a prefix or extension is another key
+  CHECK_FALSE(index.contains(std::string(4001, 'e')));
+  index.erase(index.find(keys[5]));
+  CHECK_FALSE(index.contains(keys[5]));
+  CHECK(index.contains(keys[4]));
 }
