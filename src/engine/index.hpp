@@ -123,7 +123,9 @@ class Index {
   struct KeyEq {
     using is_transparent = void;
     const Index* index = nullptr;
-    bool operator()(Id a, Id b) const { return a == b; }
+    bool operator()(Id a, Id b) const {
+      return a == b || index->slot(a).first.view() == index->slot(b).first.view();
+    }
     bool operator()(Id a, std::string_view b) const { return index->slot(a).first == b; }
     bool operator()(std::string_view a, Id b) const { return a == index->slot(b).first; }
   };
@@ -197,8 +199,26 @@ class Index {
   // The key's slot, inserted with a default node if it was not there (true). Throws
   // std::bad_alloc when memory (or the 2^32 - 1 ids) runs out, as any insert may.
   std::pair<iterator, bool> try_emplace(std::string_view key) { return insert(key, Node{}); }
+  // As try_emplace, with `node`. Made for keys expected to be new (the index load): the slot is
+  // built first and found present only by the insert (one hash and one probe, where
+  // try_emplace, made for overwrites, looks the key up before building anything).
   std::pair<iterator, bool> emplace(std::string_view key, const Node& node) {
-    return insert(key, node);
+    const std::size_t shard = shard_of(Hash{}(key));
+    const Id id = build(key, node);
+    try {
+      const auto [it, inserted] = sets_[shard].insert(id);
+      if (inserted) {
+        ++size_;
+      } else {
+        slot(id).~Slot();
+        free_.push_back(id);
+      }
+      return {iterator(this, shard, it), inserted};
+    } catch (...) {
+      slot(id).~Slot();
+      free_.push_back(id);
+      throw;
+    }
   }
   void erase(iterator it) {
     const Id id = *it.it_;
@@ -254,6 +274,14 @@ class Index {
       free_.push_back(id);
       throw;
     }
+  }
+  // A new slot holding `key` and `node`, not yet in any set.
+  Id build(std::string_view key, const Node& node) {
+    const Id id = new_id();
+    new (cell(id))
+        Slot(std::piecewise_construct, std::forward_as_tuple(key), std::forward_as_tuple(node));
+    take_id();
+    return id;
   }
   // The id the next slot takes: a freed one, else the first never used (a new chunk when the
   // last is full). Taken (take_id) only once the slot is built.
