@@ -122,10 +122,9 @@ const std::string* Engine::intern(std::string_view category) {
 }
 
 void Engine::link(Index::iterator it, bool count, bool keep_place) {
-  const std::string_view key = it->first;
   const Node& n = it->second;
   policy_->link(*it, keep_place);
-  if (n.has_expiry) expiry_.emplace(n.expiry_t, key);
+  if (n.has_expiry) expiry_.emplace(n.expiry_t, it.id());
   ++cats_.find(*n.category)->second;
   if (!count) return;
   entries_.fetch_add(1, std::memory_order_relaxed);
@@ -133,10 +132,9 @@ void Engine::link(Index::iterator it, bool count, bool keep_place) {
 }
 
 void Engine::unlink(Index::iterator it, bool keep_place) {
-  const std::string_view key = it->first;
   const Node& n = it->second;
   policy_->unlink(*it, keep_place);
-  if (n.has_expiry) expiry_.erase({n.expiry_t, key});
+  if (n.has_expiry) expiry_.erase({n.expiry_t, it.id()});
   auto cat = cats_.find(*n.category);
   if (--cat->second == 0) cats_.erase(cat);  // no other node points at it
   entries_.fetch_sub(1, std::memory_order_relaxed);

@@ -382,7 +382,8 @@ class Engine {
   std::atomic<std::uint64_t> entries_{0}, bytes_{0}, tick_{0};
   Index index_;             // under mu_
   std::string entry_head_;  // under mu_: a set's scratch for the header of the entry it writes
-  absl::btree_set<std::pair<std::uint64_t, std::string_view>> expiry_;  // (expiry_t, key)
+  // (expiry_t, slot id) of each node with a TTL or invalid (0), in (expiry_t, key) order.
+  absl::btree_set<std::pair<std::uint64_t, Index::Id>, ExpiryLess> expiry_{ExpiryLess{&index_}};
   absl::node_hash_map<std::string, std::uint64_t, Hash, std::equal_to<>>
       cats_;  // category -> entries; under mu_
   absl::flat_hash_set<std::string_view, Hash, std::equal_to<>>

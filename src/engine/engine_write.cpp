@@ -51,11 +51,11 @@ void Engine::remove_in_txn(Txn& t, std::string_view key, const Node& node, Event
 void Engine::evict_locked(Txn& t, std::int64_t now_ns, const Keep& keep) {
   apply_pending_locked();  // victims by every hit so far
   const auto now = static_cast<std::uint64_t>(std::max<std::int64_t>(now_ns, 0));
-  for (const auto& [when, key] : expiry_) {
+  for (const auto& [when, id] : expiry_) {
     if (!over_limits(t) || when > now) break;
-    if (keep(key) || t.removes(key)) continue;
-    auto it = index_.find(key);
-    remove_in_txn(t, it->first, it->second, when != 0 ? EventKind::expire : EventKind::remove);
+    const Slot& slot = index_.slot(id);
+    if (keep(slot.first) || t.removes(slot.first)) continue;
+    remove_in_txn(t, slot.first, slot.second, when != 0 ? EventKind::expire : EventKind::remove);
     // An invalid entry was counted when it was invalidated; an expired one counts now.
     if (when != 0) ++t.expirations;
   }
@@ -91,10 +91,10 @@ Status Engine::commit(Txn& t) {
       // Only the expiry order changes (to the invalid position): eviction order and category stay.
       auto it = index_.find(st.key);
       Node& n = it->second;
-      if (n.has_expiry) expiry_.erase({n.expiry_t, it->first});
+      if (n.has_expiry) expiry_.erase({n.expiry_t, it.id()});
       n.has_expiry = true;
       n.expiry_t = 0;
-      expiry_.emplace(0, it->first);
+      expiry_.emplace(0, it.id());
     } else {
       upsert_node(st.key, st.node, st.category);
     }
@@ -421,11 +421,11 @@ Status Engine::cleanup(std::int64_t now_ns, std::size_t* removed) {
   for (;;) {
     const auto lock = page_lock();
     Txn t = new_txn();
-    for (const auto& [when, key] : expiry_) {
+    for (const auto& [when, id] : expiry_) {
       if (when > now || t.removed.size() >= kRemovePage) break;
-      auto it = index_.find(key);
-      take_pending(key);
-      remove_in_txn(t, it->first, it->second, when != 0 ? EventKind::expire : EventKind::remove);
+      const Slot& slot = index_.slot(id);
+      take_pending(slot.first);
+      remove_in_txn(t, slot.first, slot.second, when != 0 ? EventKind::expire : EventKind::remove);
       if (when != 0) ++t.expirations;
     }
     const bool last = t.removed.size() < kRemovePage;

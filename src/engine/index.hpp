@@ -155,6 +155,8 @@ class Index {
     bool operator==(const Iter& o) const {
       return shard_ == o.shard_ && (shard_ == kShards || it_ == o.it_);
     }
+    // The slot's id (Index::slot(id) is the slot), valid until the slot is erased.
+    Id id() const { return *it_; }
 
    private:
     friend class Index;
@@ -313,6 +315,19 @@ class Index {
   Id fresh_ = 0;          // the first id never used
   bool taking_free_ = false;
   std::size_t size_ = 0;
+};
+
+// The expiry order's elements: (expiry_t, the slot's id), in (expiry_t, key) order. The key
+// breaks ties (all invalid entries sit at 0), read through the index only then; a slot's key
+// stays as long as its id is in the order (the engine takes it out before erasing the slot).
+struct ExpiryLess {
+  const Index* index = nullptr;
+  bool operator()(const std::pair<std::uint64_t, Index::Id>& a,
+                  const std::pair<std::uint64_t, Index::Id>& b) const {
+    if (a.first != b.first) return a.first < b.first;
+    return a.second != b.second &&
+           index->slot(a.second).first.view() < index->slot(b.second).first.view();
+  }
 };
 
 // A node's access record, with `category` (the node's category pointer is not copied).

@@ -423,6 +423,32 @@ TEST_CASE_TEMPLATE("expired and invalid entries go before live victims", S, STOR
   CHECK(store_problems(c).empty());
 }
 
+TEST_CASE_TEMPLATE("invalid entries, and entries expired at the same time, go in key order", S,
+                   STORES) {
+  // The expiry order is (expired-at time, key): ties (every invalid entry is at 0) are broken by
+  // the key, not by the order of the sets.
+  Fixture<S> f;
+  f.config.max_entries = 5;
+  Cache c = f.open();
+  for (const char* k : {"d", "b", "e", "a", "c"}) REQUIRE(c.set(k, "1"));
+  for (const char* k : {"c", "e", "a", "d", "b"}) REQUIRE(c.invalidate(k));
+  REQUIRE(c.set("n1", "1"));
+  CHECK(c.keys() == std::vector<std::string>{"b", "c", "d", "e", "n1"});
+  REQUIRE(c.set("n2", "1"));
+  REQUIRE(c.set("n3", "1"));
+  CHECK(c.keys() == std::vector<std::string>{"d", "e", "n1", "n2", "n3"});
+  for (const char* k : {"d", "e", "n1"}) REQUIRE(c.remove(k));
+  // Three entries expiring at the same time, set out of key order.
+  for (const char* k : {"z", "x", "y"}) REQUIRE(c.set(k, "1", ttl(1)));
+  f.clock.advance(2s);
+  REQUIRE(c.set("n4", "1"));
+  CHECK(c.keys() == std::vector<std::string>{"n2", "n3", "n4", "y", "z"});
+  REQUIRE(c.set("n5", "1"));
+  CHECK(c.keys() == std::vector<std::string>{"n2", "n3", "n4", "n5", "z"});
+  CHECK(c.stats().expiration_count == 2);
+  CHECK(store_problems(c).empty());
+}
+
 TEST_CASE_TEMPLATE("byte limit evicts until the new value fits", S, STORES) {
   Fixture<S> f;
   f.config.max_size_bytes = 100;
