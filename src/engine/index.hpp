@@ -207,30 +207,17 @@ class Index {
   std::pair<iterator, bool> emplace(std::string_view key, const Node& node) {
     const std::size_t shard = shard_of(Hash{}(key));
     const Id id = build(key, node);
-    try {
-      const auto [it, inserted] = sets_[shard].insert(id);
-      if (inserted) {
-        ++size_;
-      } else {
-        slot(id).~Slot();
-        free_.push_back(id);
-      }
-      return {iterator(this, shard, it), inserted};
-    } catch (...) {
-      slot(id).~Slot();
-      free_.push_back(id);
-      throw;
-    }
+    const auto [it, inserted] = add(shard, id);
+    if (!inserted) discard(id);
+    return {iterator(this, shard, it), inserted};
   }
+  // Never allocates (the freed slot holds the free list's link).
   void erase(iterator it) {
     const Id id = *it.it_;
     sets_[it.shard_].erase(it.it_);
-    slot(id).~Slot();
-    if (--size_ == 0) {
-      release();
-      return;
-    }
-    free_.push_back(id);
+    --size_;
+    discard(id);
+    if (size_ == 0) release();
   }
   std::size_t size() const { return size_; }
   // Chunks of slots allocated (a diagnostic: the slab's size is chunks() * kChunkSlots slots).
@@ -263,57 +250,59 @@ class Index {
     const std::size_t shard = shard_of(h);
     Set& s = sets_[shard];
     if (auto it = s.find(key, h); it != s.end()) return {iterator(this, shard, it), false};
-    const Id id = new_id();
+    const Id id = build(key, node);
+    return {iterator(this, shard, add(shard, id).first), true};
+  }
+  // A new slot holding `key` and `node`, not yet in any set. The id is taken from the free list
+  // or the never-used ones only once the slot is built (a throw takes nothing).
+  Id build(std::string_view key, const Node& node) {
+    const bool reuse = free_ != kNoId;
+    if (!reuse) {
+      if (fresh_ == kNoId) throw std::bad_alloc();  // 2^32 - 1 ids in use
+      if ((fresh_ >> kChunkBits) == chunks_.size())
+        chunks_.push_back(std::make_unique_for_overwrite<Cell[]>(kChunkSlots));
+    }
+    const Id id = reuse ? free_ : fresh_;
+    Id next_free = kNoId;
+    if (reuse) std::memcpy(&next_free, cell(id), sizeof next_free);
     new (cell(id))
         Slot(std::piecewise_construct, std::forward_as_tuple(key), std::forward_as_tuple(node));
-    take_id();
+    if (reuse)
+      free_ = next_free;
+    else
+      ++fresh_;
+    return id;
+  }
+  // Adds a built slot's id to its set (counted when added); a throw discards the slot.
+  std::pair<Set::iterator, bool> add(std::size_t shard, Id id) {
     try {
-      const auto it = s.insert(id).first;
-      ++size_;
-      return {iterator(this, shard, it), true};
+      const auto result = sets_[shard].insert(id);
+      if (result.second) ++size_;
+      return result;
     } catch (...) {
-      slot(id).~Slot();
-      free_.push_back(id);
+      discard(id);
       throw;
     }
   }
-  // A new slot holding `key` and `node`, not yet in any set.
-  Id build(std::string_view key, const Node& node) {
-    const Id id = new_id();
-    new (cell(id))
-        Slot(std::piecewise_construct, std::forward_as_tuple(key), std::forward_as_tuple(node));
-    take_id();
-    return id;
-  }
-  // The id the next slot takes: a freed one, else the first never used (a new chunk when the
-  // last is full). Taken (take_id) only once the slot is built.
-  Id new_id() {
-    taking_free_ = !free_.empty();
-    if (taking_free_) return free_.back();
-    if (fresh_ == std::numeric_limits<Id>::max()) throw std::bad_alloc();
-    if ((fresh_ & (kChunkSlots - 1)) == 0 && (fresh_ >> kChunkBits) == chunks_.size())
-      chunks_.push_back(std::make_unique_for_overwrite<Cell[]>(kChunkSlots));
-    return fresh_;
-  }
-  void take_id() {
-    if (taking_free_)
-      free_.pop_back();
-    else
-      ++fresh_;
+  // Destroys a slot that is in no set and puts its id on the free list (linked through the
+  // freed cells).
+  void discard(Id id) {
+    slot(id).~Slot();
+    std::memcpy(cell(id), &free_, sizeof free_);
+    free_ = id;
   }
   void release() {
     chunks_.clear();
     chunks_.shrink_to_fit();
-    free_.clear();
-    free_.shrink_to_fit();
+    free_ = kNoId;
     fresh_ = 0;
   }
 
   std::vector<Set> sets_;
   std::vector<std::unique_ptr<Cell[]>> chunks_;
-  std::vector<Id> free_;  // ids of erased slots, reused first
-  Id fresh_ = 0;          // the first id never used
-  bool taking_free_ = false;
+  static constexpr Id kNoId = std::numeric_limits<Id>::max();
+  Id free_ = kNoId;  // the last erased slot, reused first; each freed cell holds the next
+  Id fresh_ = 0;     // the first id never used
   std::size_t size_ = 0;
 };
 
