@@ -58,9 +58,12 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "core/config.hpp"
 #include "helper_values.hpp"
@@ -204,6 +207,13 @@ int fill_refuse_recover(larder::Config cfg, const std::function<void(larder::Cac
   cfg.monotonic_clock = [] {
     return std::chrono::steady_clock::now() + std::chrono::seconds(g_clock_offset_s.load());
   };
+  // The cache's last log lines, said when it does not recover (the reason, in a failed test).
+  auto recent = std::make_shared<std::pair<std::mutex, std::vector<std::string>>>();
+  cfg.log = [recent](larder::LogLevel, std::string_view line) {
+    std::lock_guard lock(recent->first);
+    if (recent->second.size() == 8) recent->second.erase(recent->second.begin());
+    recent->second.emplace_back(line);
+  };
   std::string stored_key;
   {
     larder::Cache cache = larder::Cache::open(cfg);
@@ -237,7 +247,11 @@ int fill_refuse_recover(larder::Config cfg, const std::function<void(larder::Cac
         g_clock_offset_s += 5;
       }
     }
-    if (!recovered) say("not recovered");
+    if (!recovered) {
+      say("not recovered; last error: " + cache.last_error());
+      std::lock_guard lock(recent->first);
+      for (const auto& line : recent->second) say("log " + line);
+    }
     // A cache that could not create its store at open serves from memory; once space is back,
     // the breaker's probe (every 30 s of the cache's clock) opens the store.
     for (int i = 0; i < 20 && cache.degraded(); ++i) {
