@@ -92,21 +92,64 @@ std::function<bool(std::string_view)> Engine::drop_predicate(
 
 // ---------------------------------------------------------------- locking
 
+void Engine::wait_loaded(std::unique_lock<util::AdaptiveMutex>& lock) {
+  if (!loading_) return;
+  load_waiters_.fetch_add(1);
+  loaded_cv_.wait(lock, [this] { return !loading_; });
+  load_waiters_.fetch_sub(1);
+}
+
 std::unique_lock<util::AdaptiveMutex> Engine::foreground_lock() {
   waiting_.fetch_add(1, std::memory_order_relaxed);
   std::unique_lock lock(mu_);
   waiting_.fetch_sub(1, std::memory_order_relaxed);
+  wait_loaded(lock);
   return lock;
 }
 
-std::unique_lock<util::AdaptiveMutex> Engine::page_lock() {
-  // The engine mutex is not fair: a loop that unlocks and locks again usually wins against a
-  // thread that is waiting. Let waiting foreground calls go first (bounded, so a stream of them
-  // cannot starve the loop).
+namespace {
+// The engine mutex is not fair: a loop that unlocks and locks again usually wins against a
+// thread that is waiting. Let waiting foreground calls go first (bounded, so a stream of them
+// cannot starve the loop).
+void let_waiting_go(const std::atomic<int>& waiting) {
   const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(250);
-  while (waiting_.load(std::memory_order_relaxed) > 0 && std::chrono::steady_clock::now() < until)
+  while (waiting.load(std::memory_order_relaxed) > 0 && std::chrono::steady_clock::now() < until)
     std::this_thread::yield();
-  return std::unique_lock(mu_);
+}
+}  // namespace
+
+void Engine::yield_to_waiting(std::unique_lock<util::AdaptiveMutex>& lock,
+                              const std::function<void()>& meanwhile) {
+  lock.unlock();
+  if (meanwhile) meanwhile();
+  let_waiting_go(waiting_);
+  lock.lock();
+}
+
+std::unique_lock<util::AdaptiveMutex> Engine::page_lock() {
+  let_waiting_go(waiting_);
+  std::unique_lock lock(mu_);
+  wait_loaded(lock);
+  return lock;
+}
+
+std::unique_lock<util::AdaptiveMutex> Engine::write_lock(std::span<const std::string_view> keys,
+                                                         std::uint64_t entries,
+                                                         std::uint64_t bytes) {
+  waiting_.fetch_add(1, std::memory_order_relaxed);
+  std::unique_lock lock(mu_);
+  waiting_.fetch_sub(1, std::memory_order_relaxed);
+  if (!loading_) return lock;
+  // No eviction can be needed (the lists are built at the load's end, and S3-FIFO's queues and
+  // ghosts after it): within the limits even if every key is new and nothing is replaced.
+  const bool within = (max_entries() == 0 || entries_.load() + entries <= max_entries()) &&
+                      (max_bytes() == 0 || bytes_.load() + bytes <= max_bytes());
+  if (within && options_.policy != EvictionPolicy::s3fifo &&
+      std::all_of(keys.begin(), keys.end(),
+                  [this](std::string_view k) { return load_key_locked(k); }))
+    return lock;
+  wait_loaded(lock);
+  return lock;
 }
 
 // ---------------------------------------------------------------- the index

@@ -28,6 +28,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -73,6 +74,9 @@ struct Options {
   // Repair on open what the open finds damaged (rebuild, corrected totals, migration); false:
   // write nothing at open and let verify report it (read-only views, inspection tools).
   bool repair_on_open = true;
+  // Tests: called by the background index load after each page, while it does not hold the
+  // engine mutex (a test pauses the load there).
+  std::function<void()> on_load_page;
 };
 
 struct Found {
@@ -157,12 +161,14 @@ class Engine {
   Engine& operator=(const Engine&) = delete;
 
   // Reads the counters and starts loading the index from the access records: in a background
-  // thread for a non-empty store (open returns at once; calls that need the index wait for it,
-  // reads of values do not; totals are the stored ones until the scan recounts and, if they
-  // differ, corrects them). Rebuilds access records, index and totals from the entries instead
-  // (synchronously) when the store has format 1 (migration), the stale factor changed, a rebuild
-  // was interrupted or an access record does not decode. Records changed limits or default TTL.
-  // Fails on I/O trouble or a newer format.
+  // thread for a non-empty store, in pages (open returns at once; reads of values never wait for
+  // it; sets and removes under the LRU, LFU and FIFO policies that need no eviction do not wait
+  // either: they load their own keys' records first; every other call that needs the index waits
+  // for its end; totals are the stored ones, moved by those writes, until the scan recounts and,
+  // if they differ, corrects them). Rebuilds access records, index and totals from the entries
+  // instead (synchronously) when the store has format 1 (migration), the stale factor changed, a
+  // rebuild was interrupted or an access record does not decode. Records changed limits or default
+  // TTL. Fails on I/O trouble or a newer format.
   kv::Status open();
   // After failed writes: asks the store to take writes again (kv::Kv::recover) and, when it was
   // reopened, reloads the counters from it. Returns ok when the store takes writes again.
@@ -255,6 +261,8 @@ class Engine {
   // Compacts every column family (reclaims the space of deleted records; no-op in memory).
   kv::Status compact();
 
+  // Calls waiting for the background index load to end (tests, diagnostics).
+  int load_waiters() const { return load_waiters_.load(); }
   std::uint64_t entries() const { return entries_.load(); }
   std::uint64_t bytes() const { return bytes_.load(); }
   std::map<std::string, std::uint64_t> categories();
@@ -301,8 +309,20 @@ class Engine {
 
   // The engine mutex for one foreground call (counted in waiting_), and for one page of a long
   // loop (cleanup, invalidation, flushing), which first lets waiting foreground calls in.
+  // Both wait for the index load's end (loading_).
   std::unique_lock<util::AdaptiveMutex> foreground_lock();
   std::unique_lock<util::AdaptiveMutex> page_lock();
+  // The engine mutex for a set or remove of `keys` adding at most `entries` entries and `bytes`
+  // bytes: while the index loads, such a write goes ahead when it cannot need an eviction (a
+  // list policy, and within the limits even if every key is new) once its keys' records are in
+  // the index (load_key_locked); otherwise it waits for the load's end.
+  std::unique_lock<util::AdaptiveMutex> write_lock(std::span<const std::string_view> keys,
+                                                   std::uint64_t entries, std::uint64_t bytes);
+  void wait_loaded(std::unique_lock<util::AdaptiveMutex>& lock);
+  // Releases the mutex, calls `meanwhile` (if any), lets waiting foreground calls take the
+  // mutex first (bounded), then takes it again.
+  void yield_to_waiting(std::unique_lock<util::AdaptiveMutex>& lock,
+                        const std::function<void()>& meanwhile = {});
   Shard& shard_of(std::size_t hash);  // the shard of a key of this Hash
   Pending take_pending(std::string_view key);
   PendingMap take_shard(Shard& shard);           // one shard's hits
@@ -338,8 +358,20 @@ class Engine {
     std::string stored_limits, stored_policy;
   };
   kv::Status open_locked(LoadPlan* plan);
-  kv::Status finish_load_locked(const LoadPlan& plan);
-  kv::Status load_index_locked(bool* needs_rebuild);
+  // `lock`: the loader's hold of mu_, released between pages (null: load in one hold).
+  kv::Status finish_load_locked(const LoadPlan& plan,
+                                std::unique_lock<util::AdaptiveMutex>* lock = nullptr);
+  // *before_entries / *before_bytes: the totals just before the recount (the stored ones, moved
+  // by the writes made during the load).
+  kv::Status load_index_locked(bool* needs_rebuild, std::uint64_t* before_entries,
+                               std::uint64_t* before_bytes,
+                               std::unique_lock<util::AdaptiveMutex>* lock);
+  // One access record into the index as the load puts it there (not counted in the totals),
+  // unless the key is in the index already.
+  void load_record_locked(std::string_view key, const AccessRecord& a);
+  // While loading_: puts `key`'s access record into the index if the scan has not reached it
+  // yet. False when the record cannot be read or decoded (left to the load).
+  bool load_key_locked(std::string_view key);
   Txn new_txn();
   void remove_in_txn(Txn& t, std::string_view key, const Node& node,
                      EventKind why = EventKind::remove);
@@ -399,6 +431,12 @@ class Engine {
   AccessFlusher* flusher_ = nullptr;
   EventSink* sink_ = nullptr;
   std::thread loader_;  // loads the index after open() returned; joined by the destructor
+  // Under mu_: true while loader_ loads; keys below load_cursor_ are in the index (the scan has
+  // passed them), the others only if a write loaded them (load_key_locked).
+  bool loading_ = false;
+  std::string load_cursor_;
+  std::condition_variable_any loaded_cv_;  // loading_ became false
+  std::atomic<int> load_waiters_{0};       // calls waiting in wait_loaded()
 };
 
 }  // namespace larder::engine

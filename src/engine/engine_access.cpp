@@ -59,7 +59,7 @@ void Engine::record_access(std::string_view key, std::int64_t now_ns) {
     if (!flush_requested_.exchange(true, std::memory_order_acq_rel)) flusher_->flush_soon();
     if (pending < 16 * kAccessFlushBatch) return;
     std::unique_lock lock(mu_, std::try_to_lock);
-    if (lock.owns_lock()) apply_locked(take_shard(shard));
+    if (lock.owns_lock() && !loading_) apply_locked(take_shard(shard));
     return;
   }
   std::unique_lock lock(mu_, std::try_to_lock);
@@ -67,6 +67,7 @@ void Engine::record_access(std::string_view key, std::int64_t now_ns) {
     if (pending < 16 * kAccessFlushBatch) return;
     lock.lock();
   }
+  if (loading_) return;  // hits wait for the index (apply_pending_locked)
   if (Status s = flush_access_locked(); !s.ok()) {
     counters_->error++;
     log_->logf(util::Level::warn, "could not save access data: {}", s.message);
@@ -111,7 +112,9 @@ Engine::PendingMap Engine::drain_pending() {
 }
 
 void Engine::apply_pending_locked() {
-  if (pending_size_.load(std::memory_order_relaxed) == 0) return;
+  // While the index loads, a hit's key may not be in it yet: the hits wait for the load's end
+  // (their ticks place them then as if applied at once).
+  if (loading_ || pending_size_.load(std::memory_order_relaxed) == 0) return;
   apply_locked(drain_pending());
 }
 

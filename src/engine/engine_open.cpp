@@ -55,34 +55,43 @@ Status Engine::open() {
   Status s = open_locked(&plan);
   if (!s.ok() || !plan.load) return s;
   if (plan.stored_entries == 0) return finish_load_locked(plan);
-  // The index loads in the background: gets are served meanwhile (they read the entries family
-  // only); every call that needs the index waits for the mutex the loader holds. The totals are
-  // the stored ones (exact: written with every change) until the scan has recounted them.
+  // The index loads in the background, a page at a time: gets are served meanwhile (they read
+  // the entries family only), and so are sets and removes that need no eviction (write_lock);
+  // every other call that needs the index waits for the load's end (loading_). The totals are the
+  // stored ones (exact: written with every change), moved by those writes, until the scan has
+  // recounted them.
   entries_ = plan.stored_entries;
   bytes_ = plan.stored_bytes;
+  loading_ = true;
+  load_cursor_.clear();
   lock.unlock();  // nobody else can take it yet: the engine is not published before open returns
   const LoadPlan plan_copy = plan;  // for a synchronous load when no thread can be started
   std::promise<void> locked;
   std::future<void> holding = locked.get_future();
   auto load = [this, plan = std::move(plan), &locked] {
-    std::lock_guard guard(mu_);
+    std::unique_lock guard(mu_);
     locked.set_value();
     const auto t0 = std::chrono::steady_clock::now();
-    if (Status st = finish_load_locked(plan); !st.ok()) {
+    if (Status st = finish_load_locked(plan, &guard); !st.ok()) {
       ++counters_->error;
       log_->logf(util::Level::error, "loading the index failed: {}", st.message);
       open_problems_.push_back(fmt::format("loading the index failed ({})", st.message));
     }
+    loading_ = false;
+    load_cursor_.clear();
     log_->logf(
         util::Level::debug, "index of {} entries loaded in {} ms", entries_.load(),
         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
             .count());
+    guard.unlock();
+    loaded_cv_.notify_all();
   };
   try {
     loader_ = std::thread(std::move(load));
   } catch (const std::system_error& e) {  // no thread to be had: load here instead
     log_->logf(util::Level::warn, "loading the index in this thread: {}", e.what());
     std::lock_guard guard(mu_);
+    loading_ = false;
     return finish_load_locked(plan_copy);
   }
   holding.wait();
@@ -90,7 +99,7 @@ Status Engine::open() {
 }
 
 Status Engine::recover_store() {
-  std::lock_guard lock(mu_);
+  const auto lock = foreground_lock();
   bool reopened = false;
   Status s = kv_->recover(&reopened);
   if (!reopened) return s;
@@ -149,7 +158,8 @@ Status Engine::open_locked(LoadPlan* plan) {
     }
     open_problems_.push_back(fmt::format("{}; verify --repair rebuilds it", why));
     bool undecodable = false;
-    Status loaded = load_index_locked(&undecodable);
+    std::uint64_t before_entries = 0, before_bytes = 0;
+    Status loaded = load_index_locked(&undecodable, &before_entries, &before_bytes, nullptr);
     if (loaded.code == Code::corruption)
       open_problems_.push_back(
           fmt::format("the access family cannot be read ({})", loaded.message));
@@ -209,10 +219,12 @@ Status Engine::open_locked(LoadPlan* plan) {
   return Status();
 }
 
-Status Engine::finish_load_locked(const LoadPlan& plan) {
+Status Engine::finish_load_locked(const LoadPlan& plan,
+                                  std::unique_lock<util::AdaptiveMutex>* lock) {
   const bool repair = options_.repair_on_open;
   bool undecodable = false;
-  Status s = load_index_locked(&undecodable);
+  std::uint64_t before_entries = 0, before_bytes = 0;
+  Status s = load_index_locked(&undecodable, &before_entries, &before_bytes, lock);
   if (!s.ok() && s.code != Code::corruption) return s;
   if (undecodable || !s.ok()) {
     ++counters_->error;
@@ -226,11 +238,11 @@ Status Engine::finish_load_locked(const LoadPlan& plan) {
   }
   if (!repair) return Status();
   auto batch = kv_->new_batch();
-  if (entries_.load() != plan.stored_entries || bytes_.load() != plan.stored_bytes) {
+  if (entries_.load() != before_entries || bytes_.load() != before_bytes) {
     log_->logf(util::Level::warn,
                "the totals counter said {} entries / {} bytes, the access records hold {} / {}; "
                "corrected",
-               plan.stored_entries, plan.stored_bytes, entries_.load(), bytes_.load());
+               before_entries, before_bytes, entries_.load(), bytes_.load());
     batch->put(Cf::counters, kTotalsKey, totals(entries_.load(), bytes_.load(), tick_.load()));
   }
   if (plan.stored_limits != limits_record()) batch->put(Cf::counters, kLimitsKey, limits_record());
@@ -241,34 +253,74 @@ Status Engine::finish_load_locked(const LoadPlan& plan) {
   return batch->count() == 0 ? Status() : kv_->write(*batch);
 }
 
-Status Engine::load_index_locked(bool* needs_rebuild) {
+void Engine::load_record_locked(std::string_view key, const AccessRecord& a) {
+  // Ticks only go up (readers take new ones meanwhile, without the mutex).
+  for (std::uint64_t t = tick_.load(), want = std::max(a.last_tick, a.insert_tick);
+       t < want && !tick_.compare_exchange_weak(t, want);) {
+  }
+  auto [it, inserted] = index_.emplace(key, load_node(a));
+  if (!inserted) return;  // written since the load began: the index has its newest record
+  it->second.category = intern(a.category);
+  link(it, /*count=*/false);
+}
+
+bool Engine::load_key_locked(std::string_view key) {
+  if (!loading_ || key < load_cursor_ || index_.contains(key)) return true;
+  std::string bytes;
+  const Status s = kv_->get(Cf::access, key, &bytes);
+  if (s.not_found()) return true;  // a new key
+  AccessRecord a;
+  if (!s.ok() || !decode_access(bytes, &a)) return false;
+  load_record_locked(key, a);
+  return true;
+}
+
+Status Engine::load_index_locked(bool* needs_rebuild, std::uint64_t* before_entries,
+                                 std::uint64_t* before_bytes,
+                                 std::unique_lock<util::AdaptiveMutex>* lock) {
   // stats() reads the totals without the mutex: they keep their value until the recount is done.
   const std::uint64_t shown_entries = entries_.load(), shown_bytes = bytes_.load();
   clear_index();
   entries_ = shown_entries;
   bytes_ = shown_bytes;
   *needs_rebuild = false;
-  std::uint64_t max_tick = tick_.load(), loaded_entries = 0, loaded_bytes = 0;
   policy_->begin_load();
-  Status s = kv_->scan(Cf::access, "", "", [&](std::string_view key, std::string_view bytes) {
-    AccessRecord a;
-    if (!decode_access(bytes, &a)) {
-      *needs_rebuild = true;
+  // In pages of kPage records, each its own scan from where the last one ended, so that the
+  // loader can let writers in between them (lock). A key already in the index was loaded or
+  // written since the load began (write_lock): the index has its newest record.
+  constexpr std::size_t kPage = 4096;
+  std::string from;
+  Status s;
+  for (;;) {
+    std::size_t n = 0;
+    std::string last;
+    s = kv_->scan(Cf::access, from, "", [&](std::string_view key, std::string_view bytes) {
+      AccessRecord a;
+      if (!decode_access(bytes, &a)) {
+        *needs_rebuild = true;
+        return false;
+      }
+      load_record_locked(key, a);
+      if (++n < kPage) return true;
+      last = key;
       return false;
-    }
-    max_tick = std::max({max_tick, a.last_tick, a.insert_tick});
-    auto it = index_.emplace(key, load_node(a)).first;
-    it->second.category = intern(a.category);
-    link(it, /*count=*/false);
-    ++loaded_entries;
-    loaded_bytes += a.size;
-    return true;
-  });
+    });
+    if (!s.ok() || *needs_rebuild || n < kPage) break;
+    from = successor(last);
+    load_cursor_ = from;
+    if (lock != nullptr) yield_to_waiting(*lock, options_.on_load_page);
+  }
   policy_->end_load();
-  tick_ = max_tick;
+  *before_entries = entries_.load();
+  *before_bytes = bytes_.load();
   if (s.ok() && !*needs_rebuild) {  // a partial count would be worse than the stored totals
-    entries_ = loaded_entries;
-    bytes_ = loaded_bytes;
+    std::uint64_t entries = 0, bytes = 0;
+    for (const auto& [key, n] : index_) {
+      ++entries;
+      bytes += n.size;
+    }
+    entries_ = entries;
+    bytes_ = bytes;
   }
   if (s.ok()) s = policy_->load();
   return s;
@@ -310,7 +362,7 @@ Status Engine::compact() {
 }
 
 Status Engine::rebuild() {
-  std::lock_guard lock(mu_);
+  const auto lock = foreground_lock();
   return rebuild_locked();
 }
 

@@ -78,7 +78,7 @@ Status Engine::keys_in_category(std::string_view category, std::vector<std::stri
   // per-category ordered set instead would cost ~40 B per entry for a call made by
   // clear/invalidate of a category only.
   {
-    std::lock_guard lock(mu_);
+    const auto lock = foreground_lock();
     auto cat = cats_.find(category);
     if (cat == cats_.end()) return Status();
     const std::string* interned = &cat->first;
@@ -93,7 +93,7 @@ Status Engine::keys_in_category(std::string_view category, std::vector<std::stri
 Status Engine::status_counts(std::int64_t now_ns, StatusCounts* out) {
   *out = {};
   const auto now = static_cast<std::uint64_t>(std::max<std::int64_t>(now_ns, 0));
-  std::lock_guard lock(mu_);
+  const auto lock = foreground_lock();
   // A walk over the nodes (each knows its expiry and stale times), not over expiry_ with a lookup
   // per entry.
   for (const auto& [key, n] : index_) {
@@ -112,7 +112,7 @@ Status Engine::status_counts(std::int64_t now_ns, StatusCounts* out) {
 }
 
 std::map<std::string, std::uint64_t> Engine::categories() {
-  std::lock_guard lock(mu_);
+  const auto lock = foreground_lock();
   return {cats_.begin(), cats_.end()};
 }
 

@@ -28,7 +28,7 @@ using namespace detail;
 // ---------------------------------------------------------------- verify
 
 Status Engine::verify(VerifyReport* report) {
-  std::lock_guard lock(mu_);
+  const auto lock = foreground_lock();
   if (Status s = flush_access_locked(); !s.ok()) return s;
   *report = {};
   auto problem = [&](std::string line) {

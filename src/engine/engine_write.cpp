@@ -117,7 +117,7 @@ Status Engine::set(std::string_view key, std::string_view value, std::int64_t tt
     *outcome = SetOutcome::too_large;
     return Status();
   }
-  const auto lock = foreground_lock();
+  const auto lock = write_lock({&key, 1}, 1, value.size());
   return set_locked({&item, 1}, now_ns, outcome);
 }
 
@@ -136,7 +136,14 @@ Status Engine::set_all(std::span<const SetItem> items, std::int64_t now_ns, SetO
   std::reverse(last.begin(), last.end());
   *outcome = SetOutcome::stored;
   if (last.empty()) return Status();
-  const auto lock = foreground_lock();
+  std::vector<std::string_view> keys;
+  keys.reserve(last.size());
+  std::uint64_t bytes = 0;
+  for (const SetItem& item : last) {
+    keys.push_back(item.key);
+    bytes += item.value.size();
+  }
+  const auto lock = write_lock(keys, keys.size(), bytes);
   return set_locked(last, now_ns, outcome);
 }
 
@@ -309,7 +316,7 @@ Status Engine::remove_locked(std::string_view key, bool* removed) {
 }
 
 Status Engine::remove(std::string_view key, bool* removed) {
-  const auto lock = foreground_lock();
+  const auto lock = write_lock({&key, 1}, 0, 0);
   return remove_locked(key, removed);
 }
 
@@ -399,7 +406,7 @@ Status Engine::invalidate_keys(const std::vector<std::string>& keys, std::size_t
 }
 
 Status Engine::clear(std::size_t* removed) {
-  std::lock_guard lock(mu_);
+  const auto lock = foreground_lock();
   drain_pending();
   auto batch = kv_->new_batch();
   for (Cf cf : {Cf::entries, Cf::access, Cf::order, Cf::expiry, Cf::category})

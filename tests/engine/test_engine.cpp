@@ -4,9 +4,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <fstream>
 #include <iterator>
 #include <list>
+#include <mutex>
 #include <random>
 #include <set>
 #include <thread>
@@ -764,10 +766,167 @@ TEST_CASE("open loads the index in the background: gets and totals are right mea
   CHECK(c.stats().total_entries == kKeys);
   CHECK(c.stats().total_size_bytes == 2 * kKeys);
   CHECK(c.get("k012345") == "vv");
-  REQUIRE(c.set("new", "v"));  // waits for the index
+  REQUIRE(c.set("new", "v"));  // needs no eviction: does not wait for the index
   CHECK(c.stats().total_entries == kKeys + 1);
   CHECK(c.keys_in_category("default").size() == kKeys + 1);
   CHECK(store_problems(c).empty());
+}
+
+// An engine over a RocksDB store in `dir` whose background index load stops after its first
+// page until release() (Options::on_load_page), so that a test acts while the load is half done.
+struct PausedLoad {
+  std::mutex m;
+  std::condition_variable cv;
+  bool paused = false, released = false;
+  stats::Counters counters{};
+  const util::Logger log;
+  std::unique_ptr<engine::Engine> e;
+
+  PausedLoad(const std::filesystem::path& dir, engine::Options o) {
+    o.on_load_page = [this] {
+      std::unique_lock lock(m);
+      if (paused) return;  // only the first page
+      paused = true;
+      cv.notify_all();
+      cv.wait(lock, [this] { return released; });
+    };
+    std::unique_ptr<kv::Kv> store;
+    REQUIRE(kv::open_rocks_kv(dir, {}, &store).ok());
+    e = std::make_unique<engine::Engine>(std::move(store), o, nullptr, &counters, &log);
+    REQUIRE(e->open().ok());
+    std::unique_lock lock(m);
+    cv.wait(lock, [this] { return paused; });
+  }
+  void release() {
+    {
+      std::lock_guard lock(m);
+      released = true;
+    }
+    cv.notify_all();
+  }
+  ~PausedLoad() { release(); }
+};
+
+constexpr int kPagedKeys = 3 * 4096 + 100;  // the load's first page holds k000000..k004095
+
+void fill_paged_store(const std::filesystem::path& dir, std::uint64_t max_entries) {
+  std::unique_ptr<kv::Kv> store;
+  REQUIRE(kv::open_rocks_kv(dir, {}, &store).ok());
+  stats::Counters counters{};
+  const util::Logger log;
+  engine::Options o;
+  o.max_entries = max_entries;
+  engine::Engine e{std::move(store), o, nullptr, &counters, &log};
+  REQUIRE(e.open().ok());
+  for (int i = 0; i < kPagedKeys; ++i) {
+    engine::SetOutcome outcome{};
+    REQUIRE(e.set(fmt::format("k{:06}", i), "vv", 0, "c", {}, 1000 + i, &outcome).ok());
+    REQUIRE(outcome == engine::SetOutcome::stored);
+  }
+}
+
+TEST_CASE("sets and removes during the index load do not wait for it, and the index is exact") {
+  TempDir tmp;
+  fill_paged_store(tmp / "db", 0);
+  PausedLoad p(tmp / "db", engine::Options{});
+  engine::Engine& e = *p.e;
+  // The load is stopped after its first page and holds no lock. The writes run on a thread;
+  // this one waits until they are done or one of them waits for the load (which would be the
+  // defect: then they are let go, and the checks below fail).
+  std::vector<kv::Status> statuses;
+  std::vector<engine::SetOutcome> outcomes;
+  std::vector<bool> removed;
+  std::uint64_t entries_meanwhile = 0, bytes_meanwhile = 0;
+  std::atomic<bool> writes_done{false};
+  std::thread writer([&] {
+    const auto set = [&](const std::string& key, std::string_view value) {
+      outcomes.emplace_back();
+      statuses.push_back(e.set(key, value, 0, "c", {}, 50'000, &outcomes.back()));
+    };
+    const auto remove = [&](const std::string& key) {
+      bool r = false;
+      statuses.push_back(e.remove(key, &r));
+      removed.push_back(r);
+    };
+    set("k000010", "vvv");  // loaded by the first page
+    set("k010000", "vvv");  // not loaded yet: its record is loaded first, then overwritten
+    set("new", "v");        // a new key, beyond every page
+    remove("k000020");      // loaded
+    remove("k011000");      // not loaded yet
+    remove("k999999");      // never stored
+    std::vector<engine::SetItem> items;
+    for (const char* k : {"k004200", "k012000", "another"})
+      items.push_back({k, "vvvv", 0, "c", nullptr, std::nullopt});
+    outcomes.emplace_back();
+    statuses.push_back(e.set_all(items, 50'001, &outcomes.back()));
+    entries_meanwhile = e.entries();
+    bytes_meanwhile = e.bytes();
+    writes_done = true;
+  });
+  while (!writes_done && e.load_waiters() == 0) std::this_thread::yield();
+  CHECK(writes_done);  // none waited for the load
+  p.release();
+  writer.join();
+  CHECK(std::all_of(statuses.begin(), statuses.end(), [](const kv::Status& s) { return s.ok(); }));
+  CHECK(std::all_of(outcomes.begin(), outcomes.end(),
+                    [](engine::SetOutcome o) { return o == engine::SetOutcome::stored; }));
+  CHECK(removed == std::vector<bool>{true, true, false});
+  // The totals were exact meanwhile: 2 new keys, 2 removed; 1 + 1 + 1 - 2 - 2 + 2 + 2 + 4 bytes.
+  CHECK(entries_meanwhile == kPagedKeys);
+  CHECK(bytes_meanwhile == 2 * kPagedKeys + 7);
+
+  std::vector<std::string> keys;
+  REQUIRE(e.keys_in_category("c", &keys).ok());  // waits for the load's end
+  CHECK(keys.size() == kPagedKeys);
+  CHECK(std::find(keys.begin(), keys.end(), "k011000") == keys.end());
+  CHECK(std::find(keys.begin(), keys.end(), "new") != keys.end());
+  CHECK(e.entries() == kPagedKeys);
+  CHECK(e.bytes() == 2 * kPagedKeys + 7);
+  engine::AccessRecord a;
+  REQUIRE(e.access_of("k010000", &a).ok());
+  CHECK(a.access_count == 2);  // its set before the reopen, and the overwrite
+  CHECK(a.size == 3);
+  engine::VerifyReport report;
+  REQUIRE(e.verify(&report).ok());
+  CHECK(report.problems.empty());
+  // The keys written during the load are the newest: down to 6 entries, they are what is left.
+  std::size_t evicted = 0;
+  REQUIRE(e.set_limits(6, std::nullopt, 60'000, &evicted).ok());
+  CHECK(evicted == kPagedKeys - 6);
+  keys.clear();
+  REQUIRE(e.keys_in_category("c", &keys).ok());
+  std::sort(keys.begin(), keys.end());
+  CHECK(keys ==
+        std::vector<std::string>{"another", "k000010", "k004200", "k010000", "k012000", "new"});
+}
+
+TEST_CASE("a set during the index load that could need an eviction waits for the load") {
+  TempDir tmp;
+  fill_paged_store(tmp / "db", kPagedKeys);
+  engine::Options o;
+  o.max_entries = kPagedKeys;  // full: a new key needs an eviction
+  PausedLoad p(tmp / "db", o);
+  engine::Engine& e = *p.e;
+  std::atomic<bool> done{false};
+  engine::SetOutcome outcome{};
+  kv::Status status;
+  std::thread setter([&] {
+    status = e.set("new", "v", 0, "c", {}, 50'000, &outcome);
+    done = true;
+  });
+  // The setter waits for the load (the LRU victim is only known once every page is loaded):
+  // released once it is seen waiting.
+  while (e.load_waiters() == 0) std::this_thread::yield();
+  CHECK(!done);
+  p.release();
+  setter.join();
+  CHECK(status.ok());
+  // Stored, by an eviction: a set that went ahead before the lists were built found no victim.
+  CHECK(outcome == engine::SetOutcome::stored);
+  CHECK(e.entries() == kPagedKeys);
+  engine::AccessRecord a;
+  CHECK(e.access_of("k000000", &a).not_found());  // the least recently used key
+  CHECK(e.access_of("k004096", &a).ok());
 }
 
 TEST_CASE("a totals counter that disagrees with the access records is corrected on open") {
@@ -784,7 +943,9 @@ TEST_CASE("a totals counter that disagrees with the access records is corrected 
     REQUIRE(e.kv().write(*batch).ok());
   }
   Cache c = f.open();
-  REQUIRE(c.set("k0", "abc"));  // the index (and its recount) is complete once a set returns
+  // keys_in_category waits for the index (and its recount); a set no longer does.
+  CHECK(c.keys_in_category("default").size() == 50);
+  REQUIRE(c.set("k0", "abc"));
   CHECK(c.stats().total_entries == 50);
   CHECK(c.stats().total_size_bytes == 150);
   CHECK(store_problems(c).empty());  // the stored counter was rewritten too
