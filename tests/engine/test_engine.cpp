@@ -8,6 +8,7 @@
 #include <fstream>
 #include <iterator>
 #include <list>
+#include <map>
 #include <mutex>
 #include <random>
 #include <set>
@@ -927,6 +928,72 @@ TEST_CASE("a set during the index load that could need an eviction waits for the
   engine::AccessRecord a;
   CHECK(e.access_of("k000000", &a).not_found());  // the least recently used key
   CHECK(e.access_of("k004096", &a).ok());
+}
+
+TEST_CASE("writers racing the index load page by page leave an index equal to the store") {
+  TempDir tmp;
+  fill_paged_store(tmp / "db", 0);
+  // Two writers on disjoint keys (even and odd), each a sequence of sets, overwrites and
+  // removes over the whole key range plus new keys; the load waits after each page until they
+  // have made 300 more writes, so that their writes fall on both sides of the scan's position.
+  std::atomic<int> writes{0};
+  std::atomic<int> writers_done{0};
+  engine::Options o;
+  o.on_load_page = [&] {
+    const int target = writes.load() + 300;
+    while (writes.load() < target && writers_done.load() < 2) std::this_thread::yield();
+  };
+  std::unique_ptr<kv::Kv> store;
+  REQUIRE(kv::open_rocks_kv(tmp / "db", {}, &store).ok());
+  stats::Counters counters{};
+  const util::Logger log;
+  engine::Engine e{std::move(store), o, nullptr, &counters, &log};
+  REQUIRE(e.open().ok());
+  std::map<std::string, std::size_t> model[2];  // key -> value size, per writer
+  for (int i = 0; i < kPagedKeys; ++i) model[i % 2][fmt::format("k{:06}", i)] = 2;
+  std::vector<std::thread> writers;
+  std::atomic<int> failures{0};
+  for (int w = 0; w < 2; ++w)
+    writers.emplace_back([&, w] {
+      std::mt19937 rng(static_cast<unsigned>(w) + 7);
+      for (int n = 0; n < 4000; ++n) {
+        const int i = 2 * static_cast<int>(rng() % ((kPagedKeys + 2000) / 2)) + w;
+        const std::string key = fmt::format("k{:06}", i);
+        if (rng() % 3 == 0) {
+          bool removed = false;
+          if (!e.remove(key, &removed).ok() || removed != (model[w].erase(key) == 1)) ++failures;
+        } else {
+          const std::string value(1 + rng() % 9, 'x');
+          engine::SetOutcome outcome{};
+          if (!e.set(key, value, 0, "c", {}, 60'000 + n, &outcome).ok() ||
+              outcome != engine::SetOutcome::stored)
+            ++failures;
+          model[w][key] = value.size();
+        }
+        writes.fetch_add(1);
+      }
+      writers_done.fetch_add(1);
+    });
+  for (auto& t : writers) t.join();
+  CHECK(failures == 0);
+  std::vector<std::string> keys;
+  REQUIRE(e.keys_in_category("c", &keys).ok());  // after the load's end
+  std::sort(keys.begin(), keys.end());
+  std::vector<std::string> want;
+  std::uint64_t bytes = 0;
+  for (const auto& m : model)
+    for (const auto& [key, size] : m) {
+      want.push_back(key);
+      bytes += size;
+    }
+  std::sort(want.begin(), want.end());
+  CHECK(keys == want);
+  CHECK(e.entries() == want.size());
+  CHECK(e.bytes() == bytes);
+  engine::VerifyReport report;
+  REQUIRE(e.verify(&report).ok());
+  CHECK(report.problems.empty());
+  CHECK(report.entries == want.size());
 }
 
 TEST_CASE("a totals counter that disagrees with the access records is corrected on open") {
