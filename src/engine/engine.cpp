@@ -133,20 +133,22 @@ std::unique_lock<util::AdaptiveMutex> Engine::page_lock() {
   return lock;
 }
 
-std::unique_lock<util::AdaptiveMutex> Engine::write_lock(std::span<const std::string_view> keys,
-                                                         std::uint64_t entries,
-                                                         std::uint64_t bytes) {
+std::unique_lock<util::AdaptiveMutex> Engine::write_lock(std::span<const SetItem> items,
+                                                         bool adds) {
   waiting_.fetch_add(1, std::memory_order_relaxed);
   std::unique_lock lock(mu_);
   waiting_.fetch_sub(1, std::memory_order_relaxed);
   if (!loading_) return lock;
   // No eviction can be needed (the lists are built at the load's end, and S3-FIFO's queues and
   // ghosts after it): within the limits even if every key is new and nothing is replaced.
+  std::uint64_t bytes = 0;
+  for (const SetItem& item : items) bytes += item.value.size();
+  const std::uint64_t entries = adds ? items.size() : 0;
   const bool within = (max_entries() == 0 || entries_.load() + entries <= max_entries()) &&
                       (max_bytes() == 0 || bytes_.load() + bytes <= max_bytes());
   if (within && options_.policy != EvictionPolicy::s3fifo &&
-      std::all_of(keys.begin(), keys.end(),
-                  [this](std::string_view k) { return load_key_locked(k); }))
+      std::all_of(items.begin(), items.end(),
+                  [this](const SetItem& item) { return load_key_locked(item.key); }))
     return lock;
   wait_loaded(lock);
   return lock;

@@ -312,12 +312,11 @@ class Engine {
   // Both wait for the index load's end (loading_).
   std::unique_lock<util::AdaptiveMutex> foreground_lock();
   std::unique_lock<util::AdaptiveMutex> page_lock();
-  // The engine mutex for a set or remove of `keys` adding at most `entries` entries and `bytes`
-  // bytes: while the index loads, such a write goes ahead when it cannot need an eviction (a
-  // list policy, and within the limits even if every key is new) once its keys' records are in
-  // the index (load_key_locked); otherwise it waits for the load's end.
-  std::unique_lock<util::AdaptiveMutex> write_lock(std::span<const std::string_view> keys,
-                                                   std::uint64_t entries, std::uint64_t bytes);
+  // The engine mutex for a set of `items` (adds: true) or a remove of their keys (false): while
+  // the index loads, such a write goes ahead when it cannot need an eviction (any policy but
+  // S3-FIFO, and within the limits even if every key is new) once its keys' records are in the
+  // index (load_key_locked); otherwise it waits for the load's end. Costs nothing more otherwise.
+  std::unique_lock<util::AdaptiveMutex> write_lock(std::span<const SetItem> items, bool adds);
   void wait_loaded(std::unique_lock<util::AdaptiveMutex>& lock);
   // Releases the mutex, calls `meanwhile` (if any), lets waiting foreground calls take the
   // mutex first (bounded), then takes it again.

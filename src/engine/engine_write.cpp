@@ -117,7 +117,7 @@ Status Engine::set(std::string_view key, std::string_view value, std::int64_t tt
     *outcome = SetOutcome::too_large;
     return Status();
   }
-  const auto lock = write_lock({&key, 1}, 1, value.size());
+  const auto lock = write_lock({&item, 1}, /*adds=*/true);
   return set_locked({&item, 1}, now_ns, outcome);
 }
 
@@ -136,14 +136,7 @@ Status Engine::set_all(std::span<const SetItem> items, std::int64_t now_ns, SetO
   std::reverse(last.begin(), last.end());
   *outcome = SetOutcome::stored;
   if (last.empty()) return Status();
-  std::vector<std::string_view> keys;
-  keys.reserve(last.size());
-  std::uint64_t bytes = 0;
-  for (const SetItem& item : last) {
-    keys.push_back(item.key);
-    bytes += item.value.size();
-  }
-  const auto lock = write_lock(keys, keys.size(), bytes);
+  const auto lock = write_lock(last, /*adds=*/true);
   return set_locked(last, now_ns, outcome);
 }
 
@@ -316,7 +309,8 @@ Status Engine::remove_locked(std::string_view key, bool* removed) {
 }
 
 Status Engine::remove(std::string_view key, bool* removed) {
-  const auto lock = write_lock({&key, 1}, 0, 0);
+  const SetItem item{key, {}, 0, {}, nullptr, std::nullopt};
+  const auto lock = write_lock({&item, 1}, /*adds=*/false);
   return remove_locked(key, removed);
 }
 
