@@ -22,8 +22,10 @@ struct RocksOptions {
   // call from RocksDB's background threads. Empty: nothing is dropped.
   std::function<bool(std::string_view value)> drop_entry;
   std::size_t block_cache_bytes = 32 * 1024 * 1024;
-  // Bounds the write-ahead log so replay after a crash stays short.
-  std::uint64_t max_total_wal_size = 8 * 1024 * 1024;
+  // Bounds the write-ahead log so replay after a crash stays short: a shared cache's takeover
+  // waits for it. 4 MiB: the replay is most of a crashed store's open (docs/performance.md,
+  // "The takeover's WAL bound"); sets showed no cost against 8 MiB.
+  std::uint64_t max_total_wal_size = 4 * 1024 * 1024;
   bool read_only = false;  // open without writing (inspection of a live cache)
   // RocksDB's own log lines go here (warnings and errors as warn, the rest as debug), never to a
   // LOG file in the store: writing its info log on a full disk is what made RocksDB abort.
