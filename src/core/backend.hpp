@@ -138,6 +138,22 @@ class Backend final : private engine::AccessFlusher {
     std::lock_guard lock(remote_mu_);
     gap_hook_ = std::move(hook);
   }
+  // Tests: called by get_entry with the key once it has stored a remote copy locally and before
+  // it reads it back (nothing by default). The hook may remove the key, as the remote listener
+  // may at that moment.
+  void set_copy_stored_hook_for_test(std::function<void(std::string_view key)> hook) {
+    std::lock_guard lock(remote_mu_);
+    copy_stored_hook_ = std::move(hook);
+  }
+  // Calls the hook above, if any.
+  void copy_stored_for_test(std::string_view key) {
+    std::function<void(std::string_view)> hook;
+    {
+      std::lock_guard lock(remote_mu_);
+      hook = copy_stored_hook_;
+    }
+    if (hook) hook(key);
+  }
   // Remote copies a get has returned and not yet stored locally (docs/remote.md, "Near-cache
   // fills"): a get stores them while its own round trip to Redis is under way, and any other
   // local operation stores them first, so no local operation ever sees the store without them.
@@ -237,7 +253,8 @@ class Backend final : private engine::AccessFlusher {
   remote::StreamId remote_any_change_{};  // the last applied change of any key
   std::array<remote::StreamId, kRemoteSlots> remote_key_change_{};
   std::atomic<int> dropping_copies_{0};
-  std::function<void()> gap_hook_;  // under remote_mu_
+  std::function<void()> gap_hook_;                          // under remote_mu_
+  std::function<void(std::string_view)> copy_stored_hook_;  // under remote_mu_
   // Last: its listener thread reaches the members above; ~Backend stops it first.
   std::unique_ptr<remote::Tier> remote_;
 };

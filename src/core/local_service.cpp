@@ -515,6 +515,7 @@ std::optional<Entry> LocalService::local_get_entry(std::string_view key, bool in
     if (asked || !ask_remote) break;
     copy = from_remote(b, key);
     if (!copy || !copy->stored) break;
+    b.copy_stored_for_test(key);
   }
   // A copy not kept, or stored and removed since (the listener applied the change that wrote
   // it, after the fetch): described from what the remote holds.

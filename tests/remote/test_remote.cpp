@@ -404,6 +404,34 @@ struct TwoMachines {
   Cache b = Cache::open(machine(tmp / "b", url));
 };
 
+TEST_CASE("remote: get_entry of a copy removed again before it is read back describes the copy") {
+  // get_entry stores the remote's copy locally and reads it back as a local entry. The listener
+  // may remove it in between (it applies the change that wrote the key, heard after the fetch).
+  // The hook removes it at exactly that moment; the entry is then described from the copy, not
+  // reported as a miss.
+  TwoMachines m;
+  REQUIRE(m.a.set("k", "from A"));
+  const std::shared_ptr<core::Backend> backend = Cache::Access::service(m.b)->backend();
+  int calls = 0;
+  backend->set_copy_stored_hook_for_test([&](std::string_view key) {
+    ++calls;
+    remote::Change change;
+    change.kind = remote::Change::Kind::key;
+    change.arg = std::string(key);
+    core::apply_remote_change(*backend, change);
+  });
+  const auto entry = m.b.get_entry("k");
+  backend->set_copy_stored_hook_for_test({});
+  CHECK(calls == 1);
+  REQUIRE(entry);
+  CHECK(entry->value == "from A");
+  CHECK(entry->info.status == EntryStatus::fresh);
+  const Stats s = m.b.stats();
+  CHECK(s.hit_count == 1);
+  CHECK(s.miss_count == 0);
+  CHECK(s.total_entries == 0);  // the copy was removed by the hook
+}
+
 TEST_CASE("remote: Redis killed mid-run: local only, bounded calls, recovery without stale data") {
   TwoMachines m;
   RedisServer& redis = m.redis;
